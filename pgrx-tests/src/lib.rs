@@ -1,0 +1,89 @@
+//! Harness for pg_cep's end-to-end tests: real connections to a real cluster, over the wire.
+//!
+//! `make e2e` starts a cluster with pg_cep installed and sets `PG_CEP_TEST_PORT`; each test gets a
+//! database of its own, so tests never see each other's rows.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use postgres::{Client, NoTls};
+
+pub fn port() -> u16 {
+    std::env::var("PG_CEP_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("PG_CEP_TEST_PORT is not set: run the end-to-end suite with `make e2e`")
+}
+
+pub fn connect_to(db: &str) -> Client {
+    let conf = format!("host=127.0.0.1 port={} user=postgres dbname={db} connect_timeout=10", port());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Client::connect(&conf, NoTls) {
+            Ok(c) => return c,
+            // A restarted server refuses connections for a moment.
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot connect to {conf}: {e}"),
+        }
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh database with pg_cep created in it.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new(label: &str) -> TestDb {
+        let name = format!("e2e_{label}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let mut admin = connect_to("postgres");
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"; CREATE DATABASE \"{name}\"")).unwrap();
+        let mut c = connect_to(&name);
+        c.batch_execute("CREATE EXTENSION pg_cep").unwrap();
+        TestDb { name }
+    }
+
+    pub fn connect(&self) -> Client {
+        connect_to(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(
+            &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", port()),
+            NoTls,
+        ) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// Collects the notifications a LISTENing connection receives until `quiet` passes with none.
+pub fn drain_notifications(listener: &mut Client, quiet: Duration) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    let mut notes = listener.notifications();
+    let mut it = notes.timeout_iter(quiet);
+    while let Some(Ok(n)) = it.next() {
+        got.push((n.channel().to_string(), n.payload().to_string()));
+    }
+    got
+}
+
+/// Restarts the test cluster (`scripts/cluster.sh restart`) and waits until it accepts connections.
+pub fn restart_server() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cluster = std::env::var("PG_CEP_CLUSTER").unwrap_or_else(|_| "e2e".into());
+    let status = std::process::Command::new("bash")
+        .arg(root.join("scripts/cluster.sh"))
+        .args(["restart", &cluster])
+        .status()
+        .expect("run scripts/cluster.sh");
+    assert!(status.success(), "restart failed");
+    drop(connect_to("postgres"));
+}

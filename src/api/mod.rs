@@ -1,0 +1,6 @@
+//! What users call from SQL, one file per area. Each function converts its arguments, calls the
+//! engine and converts the result back.
+
+pub mod evaluate;
+pub mod rules;
+pub mod watch;

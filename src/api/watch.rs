@@ -1,0 +1,154 @@
+//! `cep.watch` and `cep.unwatch`: registering a user's table and mapping its columns.
+
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+use crate::error::{CepError, CepResult, OrReport};
+
+const KEY_TYPES: &[&str] = &["smallint", "integer", "bigint", "text", "character varying", "uuid"];
+const AMOUNT_TYPES: &[&str] = &["numeric", "double precision", "real", "smallint", "integer", "bigint"];
+const TIME_TYPES: &[&str] = &["timestamp with time zone", "timestamp without time zone"];
+const LOCATION_TYPES: &[&str] = &["text", "character varying", "character"];
+
+/// Registers a table of transactions so that rules can read its history, and maps its columns.
+/// Watching a table again updates its mapping. With `create_index`, an index on
+/// `(key_column, time_column)` is created unless one already leads with those columns.
+///
+/// ```sql
+/// SELECT cep.watch('transactions', key_column => 'user_id', amount_column => 'amount',
+///                  time_column => 'created_at', location_column => 'location');
+/// ```
+#[pg_extern(volatile)]
+#[search_path(pg_catalog)]
+fn watch(
+    table: PgRelation,
+    key_column: default!(&str, "'user_id'"),
+    amount_column: default!(&str, "'amount'"),
+    time_column: default!(&str, "'created_at'"),
+    location_column: default!(Option<&str>, "NULL"),
+    channel: default!(&str, "'transaction_alerts'"),
+    create_index: default!(bool, "true"),
+) -> String {
+    // The relation must be closed before CREATE INDEX, which refuses a table this session has open.
+    let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
+    drop(table);
+    register(&target, key_column, amount_column, time_column, location_column, channel, create_index).or_report()
+}
+
+struct Target {
+    relid: pg_sys::Oid,
+    name: String,
+    relkind: u8,
+}
+
+fn register(
+    table: &Target,
+    key_column: &str,
+    amount_column: &str,
+    time_column: &str,
+    location_column: Option<&str>,
+    channel: &str,
+    create_index: bool,
+) -> CepResult<String> {
+    let relid = table.relid;
+    let relkind = table.relkind;
+    if relkind != pg_sys::RELKIND_RELATION && relkind != pg_sys::RELKIND_PARTITIONED_TABLE {
+        return Err(CepError::InvalidArgument(format!("\"{}\" is not a table: only plain and partitioned tables can be watched", table.name)));
+    }
+    if channel.is_empty() || channel.len() >= pg_sys::NAMEDATALEN as usize {
+        return Err(CepError::InvalidArgument(format!("channel {channel:?} must be 1 to 63 bytes long")));
+    }
+    let columns: Vec<(String, String)> = Spi::connect(|client| -> CepResult<_> {
+        let rows = client.select(
+            "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            None,
+            &[relid.into()],
+        )?;
+        let mut v = Vec::new();
+        for row in rows {
+            v.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+        }
+        Ok(v)
+    })?;
+    let check = |role: &str, name: &str, allowed: &[&str]| -> CepResult<()> {
+        let Some((_, ty)) = columns.iter().find(|(n, _)| n == name) else {
+            return Err(CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", table.name)));
+        };
+        if !allowed.contains(&ty.as_str()) {
+            return Err(CepError::WrongColumnType(format!("{role} {name:?} has type {ty}; expected one of: {}", allowed.join(", "))));
+        }
+        Ok(())
+    };
+    check("key_column", key_column, KEY_TYPES)?;
+    check("amount_column", amount_column, AMOUNT_TYPES)?;
+    check("time_column", time_column, TIME_TYPES)?;
+    // Without an explicit location column, a column named "location" is used when there is one.
+    let location_column = match location_column {
+        Some(name) => {
+            check("location_column", name, LOCATION_TYPES)?;
+            Some(name)
+        }
+        None => columns.iter().any(|(n, t)| n == "location" && LOCATION_TYPES.contains(&t.as_str())).then_some("location"),
+    };
+
+    Spi::connect_mut(|client| -> CepResult<String> {
+        client.update(
+            "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, channel) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (relid) DO UPDATE SET key_column = EXCLUDED.key_column, \
+               amount_column = EXCLUDED.amount_column, time_column = EXCLUDED.time_column, \
+               location_column = EXCLUDED.location_column, channel = EXCLUDED.channel, updated_at = now()",
+            None,
+            &[relid.into(), key_column.into(), amount_column.into(), time_column.into(), location_column.into(), channel.into()],
+        )?;
+        let mut index_note = String::new();
+        if create_index {
+            let has_index = client
+                .select(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index i \
+                       JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = i.indkey[0] \
+                       JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[1] \
+                     WHERE i.indrelid = $1 AND k.attname = $2 AND t.attname = $3)",
+                    None,
+                    &[relid.into(), key_column.into(), time_column.into()],
+                )?
+                .first()
+                .get_one::<bool>()?
+                .unwrap_or(false);
+            if !has_index {
+                let ddl: String = client
+                    .select(
+                        "SELECT format('CREATE INDEX ON %s (%I, %I)', $1::regclass, $2, $3)",
+                        None,
+                        &[relid.into(), key_column.into(), time_column.into()],
+                    )?
+                    .first()
+                    .get_one::<String>()?
+                    .unwrap_or_default();
+                client.update(ddl.as_str(), None, &[])?;
+                index_note = format!(", index on ({key_column}, {time_column}) created");
+            }
+        }
+        Ok(format!(
+            "watching {} (key {key_column}, amount {amount_column}, time {time_column}, location {}){index_note}",
+            table.name,
+            location_column.unwrap_or("none")
+        ))
+    })
+}
+
+/// Stops watching a table. Returns false when it was not watched.
+///
+/// ```sql
+/// SELECT cep.unwatch('transactions');
+/// ```
+#[pg_extern(volatile, strict)]
+#[search_path(pg_catalog)]
+fn unwatch(table: PgRelation) -> bool {
+    Spi::connect_mut(|client| -> CepResult<bool> {
+        let rows = client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[table.oid().into()])?;
+        Ok(!rows.is_empty())
+    })
+    .or_report()
+}

@@ -1,0 +1,356 @@
+//! Scoring one transaction: which window aggregates the rules need, and what they decide.
+//!
+//! The rules' windows are collected into a [`WindowPlan`] so that one pass over a key's history
+//! yields every aggregate at once, whatever the number of rules.
+
+use serde_json::{json, Value};
+
+use super::interval::{format_interval, MICROS_PER_SECOND, SECONDS_PER_DAY};
+use super::rules::{AnomalyMethod, Condition, Metric, Rule};
+
+/// The distinct history windows of a rule set, longest first, so the first one bounds the scan.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WindowPlan {
+    pub windows: Vec<i64>,
+    pub needs_location: bool,
+}
+
+impl WindowPlan {
+    pub fn for_rules(rules: &[Rule]) -> WindowPlan {
+        let mut windows: Vec<i64> = rules.iter().filter_map(|r| r.condition.window()).collect();
+        windows.sort_unstable_by(|a, b| b.cmp(a));
+        windows.dedup();
+        WindowPlan { windows, needs_location: rules.iter().any(|r| r.condition.needs_location()) }
+    }
+
+    fn index_of(&self, window: i64) -> usize {
+        self.windows.iter().position(|w| *w == window).expect("window plan built from these rules")
+    }
+}
+
+/// Aggregates of a key's rows in `[t - window, t]`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WindowStats {
+    pub count: i64,
+    pub sum: f64,
+    pub max: Option<f64>,
+    pub sum_sq: f64,
+    pub distinct_locations: i64,
+    /// Rows whose location is set and differs from the transaction's.
+    pub other_locations: i64,
+}
+
+/// The transaction being scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transaction<'a> {
+    pub amount: Option<f64>,
+    pub location: Option<&'a str>,
+    /// Microseconds since 1970-01-01 UTC.
+    pub unix_micros: i64,
+    /// UTC offset of the session's time zone at that instant, for rules that name no zone.
+    pub session_utc_offset_secs: i32,
+    /// True when the transaction is already among the rows the stats were read from (the monitor
+    /// scores a stored row), false for a candidate that `evaluate_risk_rules` is asked about.
+    pub in_history: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub rule_id: i32,
+    pub version: i32,
+    pub score: f64,
+    pub triggered: bool,
+    /// The values the rule compared, so an analyst can see why it fired.
+    pub evidence: Value,
+}
+
+/// Scores a transaction against every rule. `stats` lines up with `plan.windows`.
+pub fn evaluate(rules: &[Rule], plan: &WindowPlan, stats: &[WindowStats], tx: &Transaction) -> Vec<Outcome> {
+    rules
+        .iter()
+        .map(|rule| {
+            let window_stats = rule.condition.window().map(|w| (w, stats[plan.index_of(w)]));
+            let (triggered, evidence) = decide(&rule.condition, window_stats, tx);
+            Outcome { rule_id: rule.id, version: rule.version, score: rule.score, triggered, evidence }
+        })
+        .collect()
+}
+
+fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transaction) -> (bool, Value) {
+    let (window_micros, s) = window.unwrap_or_default();
+    let window_text = format_interval(window_micros);
+    match condition {
+        Condition::Threshold { metric: Metric::Amount, op, value, .. } => {
+            let triggered = tx.amount.is_some_and(|a| op.holds(a, *value));
+            (triggered, json!({"metric": "amount", "observed": tx.amount, "operator": op.symbol(), "value": value}))
+        }
+        Condition::Threshold { metric, op, value, .. } => {
+            let observed = match metric {
+                Metric::TransactionCount => Some(s.count as f64),
+                Metric::TotalAmount => Some(s.sum),
+                Metric::AvgAmount => (s.count > 0).then(|| s.sum / s.count as f64),
+                Metric::MaxAmount => s.max,
+                Metric::DistinctLocations => Some(s.distinct_locations as f64),
+                Metric::Amount => unreachable!("handled above"),
+            };
+            let triggered = observed.is_some_and(|o| op.holds(o, *value));
+            (triggered, json!({"metric": metric.name(), "observed": observed, "operator": op.symbol(), "value": value, "window": window_text}))
+        }
+        Condition::NightTransaction { start_secs, end_secs, tz } => {
+            let local = local_seconds_of_day(tx.unix_micros, *tz, tx.session_utc_offset_secs);
+            let triggered = in_time_range(local, *start_secs, *end_secs);
+            let clock = format!("{:02}:{:02}:{:02}", local / 3600, local / 60 % 60, local % 60);
+            (triggered, json!({"local_time": clock, "timezone": tz.map(|t| t.name().to_string())}))
+        }
+        Condition::LocationChange { .. } => {
+            let triggered = tx.location.is_some() && s.other_locations > 0;
+            (triggered, json!({"location": tx.location, "other_location_events": s.other_locations, "window": window_text}))
+        }
+        Condition::Anomaly { method, threshold, min_samples, .. } => {
+            let Some(amount) = tx.amount else {
+                return (false, json!({"observed": null}));
+            };
+            // The history is the key's other rows: take this one out when it is stored already.
+            let (n, sum, sum_sq) = if tx.in_history {
+                (s.count - 1, s.sum - amount, s.sum_sq - amount * amount)
+            } else {
+                (s.count, s.sum, s.sum_sq)
+            };
+            if n < *min_samples || n <= 0 {
+                return (false, json!({"observed": amount, "samples": n, "min_samples": min_samples, "window": window_text}));
+            }
+            let mean = sum / n as f64;
+            match method {
+                AnomalyMethod::MeanMultiple => {
+                    let triggered = amount > threshold * mean;
+                    (triggered, json!({"observed": amount, "mean": mean, "multiple": threshold, "samples": n, "window": window_text}))
+                }
+                AnomalyMethod::ZScore => {
+                    let variance = if n > 1 { ((sum_sq - sum * mean) / (n - 1) as f64).max(0.0) } else { 0.0 };
+                    let stddev = variance.sqrt();
+                    // A flat history has no spread: any amount above it is infinitely unusual.
+                    let z = if stddev > 1e-9 { (amount - mean) / stddev } else if amount > mean + 1e-9 { f64::INFINITY } else { 0.0 };
+                    let z_json = if z.is_finite() { json!(z) } else { json!("Infinity") };
+                    (z > *threshold, json!({"observed": amount, "mean": mean, "stddev": stddev, "zscore": z_json, "threshold": threshold, "samples": n, "window": window_text}))
+                }
+            }
+        }
+    }
+}
+
+/// Local time of day, in seconds, in the rule's zone or else the session's.
+pub fn local_seconds_of_day(unix_micros: i64, tz: Option<chrono_tz::Tz>, session_offset_secs: i32) -> u32 {
+    let secs = unix_micros.div_euclid(MICROS_PER_SECOND);
+    let offset = match tz {
+        Some(tz) => {
+            use chrono::{Offset, TimeZone};
+            match chrono::DateTime::from_timestamp(secs, 0) {
+                Some(utc) => tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc() as i64,
+                None => 0,
+            }
+        }
+        None => session_offset_secs as i64,
+    };
+    (secs + offset).rem_euclid(SECONDS_PER_DAY) as u32
+}
+
+/// `[start, end)`, wrapping past midnight when `end < start`.
+pub fn in_time_range(t: u32, start: u32, end: u32) -> bool {
+    if start < end {
+        start <= t && t < end
+    } else {
+        t >= start || t < end
+    }
+}
+
+/// The seed's levels: high at or above `high`, medium at or above `medium`, low below.
+pub fn risk_level(total: f64, high: f64, medium: f64) -> &'static str {
+    if total >= high {
+        "high"
+    } else if total >= medium {
+        "medium"
+    } else {
+        "low"
+    }
+}
+
+pub struct Assessment {
+    pub total_score: f64,
+    pub triggered: Vec<i32>,
+    pub evidence: Value,
+}
+
+/// The seed's `evaluate_transaction`: the triggered scores summed, with each fired rule's evidence.
+pub fn assess(outcomes: &[Outcome]) -> Assessment {
+    let fired: Vec<&Outcome> = outcomes.iter().filter(|o| o.triggered).collect();
+    Assessment {
+        total_score: fired.iter().map(|o| o.score).sum(),
+        triggered: fired.iter().map(|o| o.rule_id).collect(),
+        evidence: Value::Array(
+            fired
+                .iter()
+                .map(|o| json!({"rule_id": o.rule_id, "version": o.version, "score": o.score, "evidence": o.evidence}))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rules::parse_condition;
+
+    const HOUR: i64 = 3_600 * MICROS_PER_SECOND;
+
+    fn rule(id: i32, t: &str, c: Value, score: f64) -> Rule {
+        Rule { id, version: 1, score, condition: parse_condition(t, &c).unwrap() }
+    }
+
+    fn seed_rules() -> Vec<Rule> {
+        vec![
+            rule(1, "threshold", json!({"metric": "transaction_count", "operator": ">", "value": 10, "window": "1_hour"}), 0.8),
+            rule(2, "threshold", json!({"metric": "amount", "operator": ">", "value": 10000}), 0.6),
+            rule(3, "pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "06:00"]}), 0.4),
+            rule(4, "pattern", json!({"pattern": "location_change", "time_window": "5_minutes"}), 0.7),
+        ]
+    }
+
+    /// 2026-01-15 12:00:00 UTC.
+    const NOON: i64 = 1_768_478_400 * MICROS_PER_SECOND;
+
+    fn tx(amount: f64, location: &'static str, unix_micros: i64) -> Transaction<'static> {
+        Transaction { amount: Some(amount), location: Some(location), unix_micros, session_utc_offset_secs: 0, in_history: false }
+    }
+
+    #[test]
+    fn plan_merges_windows_longest_first() {
+        let plan = WindowPlan::for_rules(&seed_rules());
+        assert_eq!(plan.windows, vec![HOUR, 5 * 60 * MICROS_PER_SECOND]);
+        assert!(plan.needs_location);
+    }
+
+    #[test]
+    fn seed_rules_decide_like_the_seed() {
+        let rules = seed_rules();
+        let plan = WindowPlan::for_rules(&rules);
+        let busy = WindowStats { count: 11, sum: 500.0, max: Some(100.0), ..Default::default() };
+        let moved = WindowStats { count: 1, other_locations: 1, ..Default::default() };
+        let out = evaluate(&rules, &plan, &[busy, moved], &tx(20_000.0, "Paris", NOON));
+        let fired: Vec<i32> = out.iter().filter(|o| o.triggered).map(|o| o.rule_id).collect();
+        assert_eq!(fired, vec![1, 2, 4]);
+        assert_eq!(out[0].evidence["observed"], json!(11.0));
+        let quiet = WindowStats { count: 10, ..Default::default() };
+        let out = evaluate(&rules, &plan, &[quiet, WindowStats::default()], &tx(10_000.0, "Paris", NOON));
+        assert!(out.iter().all(|o| !o.triggered), "count 10 is not > 10 and 10000 is not > 10000");
+        let a = assess(&evaluate(&rules, &plan, &[busy, moved], &tx(20_000.0, "Paris", NOON)));
+        assert!((a.total_score - 2.1).abs() < 1e-9);
+        assert_eq!(a.triggered, vec![1, 2, 4]);
+        assert_eq!(risk_level(a.total_score, 0.7, 0.4), "high");
+        assert_eq!(risk_level(0.4, 0.7, 0.4), "medium");
+        assert_eq!(risk_level(0.39, 0.7, 0.4), "low");
+    }
+
+    #[test]
+    fn night_range_crosses_midnight() {
+        let (s, e) = (22 * 3600, 6 * 3600);
+        assert!(in_time_range(22 * 3600, s, e));
+        assert!(in_time_range(23 * 3600 + 59 * 60, s, e));
+        assert!(in_time_range(0, s, e));
+        assert!(in_time_range(5 * 3600 + 3599, s, e));
+        assert!(!in_time_range(6 * 3600, s, e), "the end is exclusive");
+        assert!(!in_time_range(12 * 3600, s, e));
+        assert!(in_time_range(9 * 3600, 9 * 3600, 17 * 3600));
+        assert!(!in_time_range(17 * 3600, 9 * 3600, 17 * 3600));
+    }
+
+    #[test]
+    fn night_rule_uses_rule_zone_then_session_zone() {
+        let shanghai = rule(1, "pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "06:00"], "timezone": "Asia/Shanghai"}), 0.4);
+        let session = rule(2, "pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "06:00"]}), 0.4);
+        let rules = vec![shanghai, session];
+        let plan = WindowPlan::for_rules(&rules);
+        // 15:00 UTC is 23:00 in Shanghai, and 15:00 in a UTC session.
+        let mut t = tx(1.0, "x", NOON + 3 * HOUR);
+        let out = evaluate(&rules, &plan, &[], &t);
+        assert_eq!((out[0].triggered, out[1].triggered), (true, false));
+        assert_eq!(out[0].evidence["local_time"], json!("23:00:00"));
+        // A session at UTC-10 sees 05:00: night for the session rule.
+        t.session_utc_offset_secs = -10 * 3600;
+        let out = evaluate(&rules, &plan, &[], &t);
+        assert_eq!((out[0].triggered, out[1].triggered), (true, true));
+        // New York observes daylight saving time: 12:00 UTC is 08:00 in July, 07:00 in January.
+        let ny = chrono_tz::Tz::America__New_York;
+        assert_eq!(local_seconds_of_day(NOON, Some(ny), 0), 7 * 3600);
+        assert_eq!(local_seconds_of_day(NOON + 181 * 24 * HOUR, Some(ny), 0), 8 * 3600);
+    }
+
+    #[test]
+    fn location_change_needs_a_location() {
+        let rules = vec![seed_rules().remove(3)];
+        let plan = WindowPlan::for_rules(&rules);
+        let s = WindowStats { count: 2, other_locations: 1, ..Default::default() };
+        let mut t = tx(1.0, "Paris", NOON);
+        assert!(evaluate(&rules, &plan, &[s], &t)[0].triggered);
+        t.location = None;
+        assert!(!evaluate(&rules, &plan, &[s], &t)[0].triggered);
+    }
+
+    #[test]
+    fn every_threshold_metric() {
+        let s = WindowStats { count: 4, sum: 100.0, max: Some(70.0), sum_sq: 0.0, distinct_locations: 3, other_locations: 2 };
+        for (metric, value, fires) in [
+            ("transaction_count", 3.0, true), ("transaction_count", 4.0, false),
+            ("total_amount", 99.0, true), ("total_amount", 100.0, false),
+            ("avg_amount", 24.9, true), ("avg_amount", 25.0, false),
+            ("max_amount", 69.0, true), ("max_amount", 70.0, false),
+            ("distinct_locations", 2.0, true), ("distinct_locations", 3.0, false),
+        ] {
+            let rules = vec![rule(1, "threshold", json!({"metric": metric, "operator": ">", "value": value}), 0.5)];
+            let out = evaluate(&rules, &WindowPlan::for_rules(&rules), &[s], &tx(1.0, "x", NOON));
+            assert_eq!(out[0].triggered, fires, "{metric} > {value}");
+        }
+        // An empty window has no average and no maximum: the rule cannot fire, whatever the operator.
+        let rules = vec![rule(1, "threshold", json!({"metric": "max_amount", "operator": "<", "value": 5}), 0.5)];
+        let out = evaluate(&rules, &WindowPlan::for_rules(&rules), &[WindowStats::default()], &tx(1.0, "x", NOON));
+        assert!(!out[0].triggered);
+        assert_eq!(out[0].evidence["observed"], Value::Null);
+    }
+
+    fn stats_of(amounts: &[f64]) -> WindowStats {
+        WindowStats {
+            count: amounts.len() as i64,
+            sum: amounts.iter().sum(),
+            sum_sq: amounts.iter().map(|a| a * a).sum(),
+            max: amounts.iter().cloned().reduce(f64::max),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn anomaly_zscore_and_mean_multiple() {
+        let z = vec![rule(1, "anomaly", json!({"method": "zscore", "threshold": 3, "min_samples": 5}), 0.5)];
+        let history = [100.0, 110.0, 90.0, 105.0, 95.0];
+        let plan = WindowPlan::for_rules(&z);
+        assert!(evaluate(&z, &plan, &[stats_of(&history)], &tx(500.0, "x", NOON))[0].triggered);
+        assert!(!evaluate(&z, &plan, &[stats_of(&history)], &tx(120.0, "x", NOON))[0].triggered);
+        // Too little history: no verdict.
+        assert!(!evaluate(&z, &plan, &[stats_of(&history[..4])], &tx(500.0, "x", NOON))[0].triggered);
+        // A stored row is taken out of its own history.
+        let mut with_row = history.to_vec();
+        with_row.push(500.0);
+        let mut t = tx(500.0, "x", NOON);
+        t.in_history = true;
+        let out = evaluate(&z, &plan, &[stats_of(&with_row)], &t);
+        assert!(out[0].triggered);
+        assert_eq!(out[0].evidence["samples"], json!(5));
+        let m = vec![rule(1, "anomaly", json!({"method": "mean_multiple", "threshold": 4, "min_samples": 2}), 0.5)];
+        let plan = WindowPlan::for_rules(&m);
+        assert!(evaluate(&m, &plan, &[stats_of(&[10.0, 10.0])], &tx(41.0, "x", NOON))[0].triggered);
+        assert!(!evaluate(&m, &plan, &[stats_of(&[10.0, 10.0])], &tx(40.0, "x", NOON))[0].triggered);
+        // A flat history: anything above it is unusual, the same amount is not.
+        let flat = stats_of(&[50.0; 6]);
+        let plan = WindowPlan::for_rules(&z);
+        assert!(evaluate(&z, &plan, &[flat], &tx(51.0, "x", NOON))[0].triggered);
+        assert!(!evaluate(&z, &plan, &[flat], &tx(50.0, "x", NOON))[0].triggered);
+    }
+}

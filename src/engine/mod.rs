@@ -1,0 +1,5 @@
+//! Pure Rust: no pgrx types here, so everything below is tested with plain `#[test]`.
+
+pub mod evaluate;
+pub mod interval;
+pub mod rules;

@@ -1,0 +1,72 @@
+//! Domain errors, turned into `ereport` with a SQLSTATE only at the SQL boundary.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+use crate::engine::rules::{RuleError, RuleErrorKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CepError {
+    #[error("invalid rule: {0}")]
+    Rule(#[from] RuleError),
+    /// The table is not registered with `cep.watch`.
+    #[error("{0}")]
+    NotWatched(String),
+    /// More than one table is watched and the call did not say which.
+    #[error("{0}")]
+    Ambiguous(String),
+    #[error("{0}")]
+    UndefinedColumn(String),
+    #[error("{0}")]
+    WrongColumnType(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Spi(#[from] pgrx::spi::SpiError),
+}
+
+pub type CepResult<T> = Result<T, CepError>;
+
+impl CepError {
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            CepError::Rule(e) => match e.kind {
+                RuleErrorKind::UnknownName => ERRCODE_INVALID_PARAMETER_VALUE,
+                RuleErrorKind::Missing => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                RuleErrorKind::NotANumber => ERRCODE_INVALID_TEXT_REPRESENTATION,
+                RuleErrorKind::BadInterval => ERRCODE_INVALID_DATETIME_FORMAT,
+                RuleErrorKind::BadTime => ERRCODE_DATETIME_FIELD_OVERFLOW,
+                RuleErrorKind::BadTimeZone => ERRCODE_INVALID_TIME_ZONE_DISPLACEMENT_VALUE,
+                RuleErrorKind::OutOfRange => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                RuleErrorKind::WrongShape => ERRCODE_DATATYPE_MISMATCH,
+            },
+            CepError::NotWatched(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            CepError::Ambiguous(_) => ERRCODE_AMBIGUOUS_PARAMETER,
+            CepError::UndefinedColumn(_) => ERRCODE_UNDEFINED_COLUMN,
+            CepError::WrongColumnType(_) => ERRCODE_DATATYPE_MISMATCH,
+            CepError::InvalidArgument(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            CepError::Spi(_) => ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    /// Raises the error as a Postgres ERROR; never returns.
+    pub fn report(self) -> ! {
+        ErrorReport::new(self.sqlstate(), self.to_string(), "pg_cep").report(PgLogLevel::ERROR);
+        unreachable!("ERROR does not return")
+    }
+}
+
+/// Unwraps a result at the SQL boundary, raising the error with its SQLSTATE.
+pub trait OrReport<T> {
+    fn or_report(self) -> T;
+}
+
+impl<T, E: Into<CepError>> OrReport<T> for Result<T, E> {
+    fn or_report(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => e.into().report(),
+        }
+    }
+}

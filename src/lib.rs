@@ -1,0 +1,36 @@
+//! pg_cep: complex event processing and risk control inside PostgreSQL.
+//!
+//! `engine` is pure Rust and knows nothing of Postgres; `api` is what users call from SQL, one file
+//! per area; `pg` is the shared plumbing (caches, kept SPI plans, time conversion).
+
+use pgrx::prelude::*;
+
+pub mod api;
+pub mod engine;
+pub mod error;
+pub mod gucs;
+pub mod pg;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    pg::cache::register_invalidation_callback();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

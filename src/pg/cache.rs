@@ -1,0 +1,168 @@
+//! Per-backend caches of compiled rules and watched tables, dropped when either table changes.
+//!
+//! A statement trigger on `cep.risk_rules` and `cep.watches` sends a relcache invalidation for its
+//! table. Postgres delivers it to this backend at once and to the others at commit, so a backend
+//! never scores with rules that a committed (or its own) change has replaced, and a rolled-back
+//! change is forgotten. The callback only sets a flag: it can run in the middle of our own code.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+
+use crate::engine::evaluate::WindowPlan;
+use crate::engine::rules::{parse_condition, Rule};
+use crate::error::{CepError, CepResult};
+
+static STALE: AtomicBool = AtomicBool::new(true);
+
+/// A watched table as the evaluator needs it, with its kept window query.
+pub struct Watch {
+    pub relid: pg_sys::Oid,
+    /// `schema.table`, quoted, for messages and SQL.
+    pub qualified_name: String,
+    pub key_column: String,
+    pub has_location: bool,
+    pub channel: String,
+    pub plan: WindowPlan,
+    /// Reads every window of `plan` in one pass; `None` when no rule needs history.
+    pub window_query: Option<OwnedPreparedStatement>,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Option<Rc<Vec<Rule>>>,
+    watches: HashMap<u32, Rc<Watch>>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    // Any relcache flush may concern our tables (InvalidOid means "all"); rebuilding is cheap.
+    // Filtering by OID would need a catalog lookup, which is not allowed here.
+    if _relid == pg_sys::InvalidOid || is_ours(_relid) {
+        STALE.store(true, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    static OUR_TABLES: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
+}
+
+fn is_ours(relid: pg_sys::Oid) -> bool {
+    OUR_TABLES.with(|t| t.try_borrow().map(|t| t.is_empty() || t.contains(&relid)).unwrap_or(true))
+}
+
+pub fn register_invalidation_callback() {
+    // SAFETY: called once from _PG_init; the callback has static lifetime.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
+}
+
+/// Drops every cached rule and plan if a change was signalled since they were built.
+fn refresh_if_stale() {
+    if STALE.swap(false, Ordering::Relaxed) {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.rules = None;
+            s.watches.clear();
+        });
+    }
+}
+
+/// The active rules, compiled, in `rule_id` order.
+pub fn active_rules() -> CepResult<Rc<Vec<Rule>>> {
+    refresh_if_stale();
+    if let Some(rules) = STATE.with(|s| s.borrow().rules.clone()) {
+        return Ok(rules);
+    }
+    let rules = Rc::new(load_rules()?);
+    STATE.with(|s| s.borrow_mut().rules = Some(rules.clone()));
+    Ok(rules)
+}
+
+fn load_rules() -> CepResult<Vec<Rule>> {
+    remember_our_tables()?;
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT rule_id, version, risk_score, rule_type::text, rule_condition \
+             FROM cep.risk_rules WHERE is_active ORDER BY rule_id",
+            None,
+            &[],
+        )?;
+        let mut rules = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i32 = row.get(1)?.unwrap_or_default();
+            let version: i32 = row.get(2)?.unwrap_or(1);
+            let score: f64 = row.get(3)?.unwrap_or_default();
+            let rule_type: String = row.get(4)?.unwrap_or_default();
+            let condition: pgrx::JsonB = row.get(5)?.unwrap_or(pgrx::JsonB(serde_json::Value::Null));
+            // Rules are checked when written; one that fails here was stored by an older pg_cep.
+            match parse_condition(&rule_type, &condition.0) {
+                Ok(condition) => rules.push(Rule { id, version, score, condition }),
+                Err(e) => pgrx::warning!("pg_cep: rule {id} is skipped: {e}"),
+            }
+        }
+        Ok(rules)
+    })
+}
+
+fn remember_our_tables() -> CepResult<()> {
+    let oids: Vec<pg_sys::Oid> = Spi::connect(|client| -> CepResult<Vec<pg_sys::Oid>> {
+        let rows = client.select(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches')",
+            None,
+            &[],
+        )?;
+        let mut v = Vec::new();
+        for row in rows {
+            if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
+                v.push(oid);
+            }
+        }
+        Ok(v)
+    })?;
+    OUR_TABLES.with(|t| *t.borrow_mut() = oids);
+    Ok(())
+}
+
+/// The watch on `relid`, with its window query prepared and kept.
+pub fn watch(relid: pg_sys::Oid) -> CepResult<Rc<Watch>> {
+    let rules = active_rules()?;
+    if let Some(w) = STATE.with(|s| s.borrow().watches.get(&relid.to_u32()).cloned()) {
+        return Ok(w);
+    }
+    let w = Rc::new(crate::pg::history::load_watch(relid, WindowPlan::for_rules(&rules))?);
+    STATE.with(|s| s.borrow_mut().watches.insert(relid.to_u32(), w.clone()));
+    Ok(w)
+}
+
+/// The one watched table, for calls that name none.
+pub fn only_watch() -> CepResult<pg_sys::Oid> {
+    let rows: Vec<(pg_sys::Oid, String)> = Spi::connect(|client| -> CepResult<_> {
+        let rows = client.select("SELECT relid, relid::regclass::text FROM cep.watches ORDER BY 1 LIMIT 3", None, &[])?;
+        let mut v = Vec::new();
+        for row in rows {
+            v.push((row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), row.get::<String>(2)?.unwrap_or_default()));
+        }
+        Ok(v)
+    })?;
+    match rows.as_slice() {
+        [] => Err(CepError::NotWatched(
+            "no table is watched: register one first, for example SELECT cep.watch('transactions')".into(),
+        )),
+        [(oid, _)] => Ok(*oid),
+        many => Err(CepError::Ambiguous(format!(
+            "more than one table is watched ({}{}): name the table, as in cep.evaluate_risk_rules('{}', ...)",
+            many.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", "),
+            if many.len() > 2 { ", ..." } else { "" },
+            many[0].1
+        ))),
+    }
+}

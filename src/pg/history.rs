@@ -1,0 +1,148 @@
+//! One pass over a key's recent rows yields every window aggregate the active rules need.
+//!
+//! The query is built once per watched table and rule set, from identifiers quoted by Postgres,
+//! and kept as a prepared plan; every value (key, window starts, time, location) is a bound
+//! parameter. Windows are `[t - window, t]`: an event exactly one window old is inside.
+
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::PgOid;
+
+use crate::engine::evaluate::{WindowPlan, WindowStats};
+use crate::error::{CepError, CepResult};
+use crate::pg::cache::Watch;
+
+struct WatchColumns {
+    qualified_name: String,
+    key: String,
+    key_type: String,
+    amount: String,
+    time: String,
+    location: Option<String>,
+    channel: String,
+}
+
+pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
+    let cols = Spi::connect(|client| -> CepResult<Option<WatchColumns>> {
+        let rows = client.select(
+            "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(w.key_column), \
+                    format_type(a.atttypid, NULL), quote_ident(w.amount_column), \
+                    quote_ident(w.time_column), quote_ident(w.location_column), w.channel \
+             FROM cep.watches w \
+             JOIN pg_class c ON c.oid = w.relid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = w.relid AND a.attname = w.key_column AND NOT a.attisdropped \
+             WHERE w.relid = $1",
+            None,
+            &[relid.into()],
+        )?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        Ok(Some(WatchColumns {
+            qualified_name: row.get(1)?.unwrap_or_default(),
+            key: row.get(2)?.unwrap_or_default(),
+            key_type: row.get(3)?.unwrap_or_default(),
+            amount: row.get(4)?.unwrap_or_default(),
+            time: row.get(5)?.unwrap_or_default(),
+            location: row.get(6)?,
+            channel: row.get(7)?.unwrap_or_default(),
+        }))
+    })?;
+    let cols = cols.ok_or_else(|| {
+        CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first"))
+    })?;
+    let window_query = if plan.windows.is_empty() {
+        None
+    } else {
+        let (sql, arg_types) = window_query_sql(&cols, &plan);
+        Some(Spi::connect(|client| client.prepare(sql.as_str(), &arg_types).map(|p| p.keep()))?)
+    };
+    Ok(Watch {
+        relid,
+        qualified_name: cols.qualified_name,
+        key_column: cols.key,
+        has_location: cols.location.is_some(),
+        channel: cols.channel,
+        plan,
+        window_query,
+    })
+}
+
+/// `$1` key (as text, cast to the key's type), `$2..$n+1` window starts, `$n+2` the transaction's
+/// time, `$n+3` its location when a rule needs it.
+fn window_query_sql(c: &WatchColumns, plan: &WindowPlan) -> (String, Vec<PgOid>) {
+    let n = plan.windows.len();
+    let time_param = n + 2;
+    let location_param = n + 3;
+    let mut select = Vec::with_capacity(n * 6);
+    for i in 0..n {
+        let inside = format!("{} >= ${}", c.time, i + 2);
+        let amount = format!("{}::float8", c.amount);
+        select.push(format!("count(*) FILTER (WHERE {inside})"));
+        select.push(format!("coalesce(sum({amount}) FILTER (WHERE {inside}), 0)"));
+        select.push(format!("max({amount}) FILTER (WHERE {inside})"));
+        select.push(format!("coalesce(sum({amount} * {amount}) FILTER (WHERE {inside}), 0)"));
+        match (&c.location, plan.needs_location) {
+            (Some(loc), true) => {
+                select.push(format!("count(DISTINCT {loc}) FILTER (WHERE {inside})"));
+                select.push(format!("count(*) FILTER (WHERE {inside} AND {loc} <> ${location_param})"));
+            }
+            _ => {
+                select.push("0::int8".into());
+                select.push("0::int8".into());
+            }
+        }
+    }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = $1::{} AND {} >= $2 AND {} <= ${time_param}",
+        select.join(", "),
+        c.qualified_name,
+        c.key,
+        c.key_type,
+        c.time,
+        c.time
+    );
+    let mut types = vec![PgOid::from(pg_sys::TEXTOID)];
+    types.extend((0..n + 1).map(|_| PgOid::from(pg_sys::TIMESTAMPTZOID)));
+    if c.location.is_some() && plan.needs_location {
+        types.push(PgOid::from(pg_sys::TEXTOID));
+    }
+    (sql, types)
+}
+
+/// Reads the key's history once and returns one `WindowStats` per window of the plan.
+pub fn read_window_stats(
+    watch: &Watch,
+    key: &str,
+    at: pg_sys::TimestampTz,
+    location: Option<&str>,
+) -> CepResult<Vec<WindowStats>> {
+    let Some(query) = watch.window_query.as_ref() else { return Ok(Vec::new()) };
+    let ts = |micros: pg_sys::TimestampTz| {
+        TimestampWithTimeZone::try_from(micros).map_err(|_| CepError::InvalidArgument(format!("timestamp {micros} is out of range")))
+    };
+    let mut args: Vec<pgrx::datum::DatumWithOid> = Vec::with_capacity(watch.plan.windows.len() + 3);
+    args.push(key.into());
+    for w in &watch.plan.windows {
+        args.push(ts(at - w)?.into());
+    }
+    args.push(ts(at)?.into());
+    if watch.has_location && watch.plan.needs_location {
+        args.push(location.into());
+    }
+    Spi::connect(|client| {
+        let row = client.select(query, Some(1), &args)?.first();
+        let mut out = Vec::with_capacity(watch.plan.windows.len());
+        for i in 0..watch.plan.windows.len() {
+            let c = i * 6;
+            out.push(WindowStats {
+                count: row.get::<i64>(c + 1)?.unwrap_or(0),
+                sum: row.get::<f64>(c + 2)?.unwrap_or(0.0),
+                max: row.get::<f64>(c + 3)?,
+                sum_sq: row.get::<f64>(c + 4)?.unwrap_or(0.0),
+                distinct_locations: row.get::<i64>(c + 5)?.unwrap_or(0),
+                other_locations: row.get::<i64>(c + 6)?.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    })
+}

@@ -1,0 +1,26 @@
+//! Postgres timestamps to the engine's Unix microseconds.
+
+use pgrx::pg_sys;
+
+/// Microseconds from 1970-01-01 to 2000-01-01, Postgres' epoch.
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+pub fn pg_to_unix_micros(ts: pg_sys::TimestampTz) -> i64 {
+    ts + PG_EPOCH_UNIX_MICROS
+}
+
+/// The session time zone's offset from UTC at `ts`, in seconds east of Greenwich.
+pub fn session_utc_offset_secs(ts: pg_sys::TimestampTz) -> i32 {
+    let mut tz: std::ffi::c_int = 0;
+    // SAFETY: pg_tm is a plain C struct; timestamp2tm fills it, and reads only the session zone.
+    let mut tm: pg_sys::pg_tm = unsafe { std::mem::zeroed() };
+    let mut fsec: pg_sys::fsec_t = 0;
+    let rc = unsafe {
+        pg_sys::timestamp2tm(ts, &mut tz, &mut tm, &mut fsec, std::ptr::null_mut(), std::ptr::null_mut())
+    };
+    if rc == 0 {
+        -tz
+    } else {
+        0
+    }
+}

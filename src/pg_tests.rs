@@ -1,0 +1,234 @@
+//! `#[pg_test]`s: run inside a real Postgres by `cargo pgrx test`.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
+        Spi::get_one::<T>(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs `stmt` in a subtransaction: "ok", or "SQLSTATE: message".
+    fn outcome(stmt: &str) -> String {
+        run("CREATE OR REPLACE FUNCTION pg_temp.outcome(stmt text) RETURNS text LANGUAGE plpgsql AS $$ \
+             BEGIN EXECUTE stmt; RETURN 'ok'; \
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$");
+        Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[stmt.into()]).unwrap().unwrap()
+    }
+
+    const SEED_RULES: &str = r#"
+        INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
+        ('高频交易检测', 'threshold',
+         '{"metric": "transaction_count", "operator": ">", "value": 10, "window": "1_hour"}', 0.8),
+        ('大额交易检测', 'threshold',
+         '{"metric": "amount", "operator": ">", "value": 10000}', 0.6),
+        ('异常时间交易', 'pattern',
+         '{"pattern": "night_transaction", "time_range": ["22:00", "06:00"]}', 0.4),
+        ('异地登录检测', 'pattern',
+         '{"pattern": "location_change", "time_window": "5_minutes"}', 0.7)"#;
+
+    /// A transactions table like the seed's, watched, with the seed's rules, in a UTC session.
+    fn seed_setup() {
+        run("SET TimeZone = 'UTC'");
+        // Each test rolls back, but sequences do not: number the seed's rules 1 to 4 every time.
+        run("ALTER SEQUENCE cep.risk_rules_rule_id_seq RESTART");
+        run("CREATE TABLE transactions (id bigserial PRIMARY KEY, user_id integer NOT NULL, \
+             amount numeric(12,2) NOT NULL, location text, created_at timestamptz NOT NULL DEFAULT now(), note text)");
+        run(SEED_RULES);
+        run("SELECT cep.watch('transactions')");
+    }
+
+    /// `n` rows for `user_id`, one a minute, ending at `last` (inclusive), in `location`.
+    fn add_rows(user_id: i32, n: i32, last: &str, location: &str) {
+        run(&format!(
+            "INSERT INTO transactions (user_id, amount, location, created_at) \
+             SELECT {user_id}, 100, '{location}', timestamptz '{last}' - make_interval(mins => g) \
+             FROM generate_series(0, {n} - 1) g"
+        ));
+    }
+
+    fn triggered(sql: &str) -> Vec<i32> {
+        let mut v = Vec::new();
+        Spi::connect(|c| {
+            for row in c.select(sql, None, &[]).unwrap() {
+                if row.get::<bool>(3).unwrap().unwrap() {
+                    v.push(row.get::<i32>(1).unwrap().unwrap());
+                }
+            }
+        });
+        v
+    }
+
+    #[pg_test]
+    fn seed_rules_are_accepted_verbatim() {
+        seed_setup();
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.risk_rules WHERE is_active AND version = 1"), Some(4));
+        assert_eq!(one::<String>("SELECT rule_name::text FROM cep.risk_rules WHERE rule_id = 1").unwrap(), "高频交易检测");
+    }
+
+    #[pg_test]
+    fn evaluate_risk_rules_matches_hand_checked_rows() {
+        seed_setup();
+        // User 1: 11 rows in the hour before 23:30, all in Shanghai. User 2: 10 rows, one in Beijing.
+        add_rows(1, 11, "2026-01-15 23:30:00+00", "Shanghai");
+        add_rows(2, 9, "2026-01-15 12:00:00+00", "Shanghai");
+        add_rows(2, 1, "2026-01-15 11:57:00+00", "Beijing");
+        let rows = |sql: &str| -> Vec<(i32, f64, bool)> {
+            Spi::connect(|c| {
+                c.select(sql, None, &[]).unwrap()
+                    .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap()))
+                    .collect()
+            })
+        };
+        assert_eq!(
+            rows("SELECT * FROM cep.evaluate_risk_rules(1, 15000, 'Shanghai', '2026-01-15 23:30:00+00')"),
+            vec![(1, 0.8, true), (2, 0.6, true), (3, 0.4, true), (4, 0.7, false)]
+        );
+        assert_eq!(
+            rows("SELECT * FROM cep.evaluate_risk_rules(2, 500, 'Shanghai', '2026-01-15 12:00:00+00')"),
+            vec![(1, 0.8, false), (2, 0.6, false), (3, 0.4, false), (4, 0.7, true)]
+        );
+        // A key with no history, at 06:00 (the range's end is exclusive).
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(3, 10000, 'X', '2026-01-15 06:00:00+00')"), Vec::<i32>::new());
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(3, 10000.01, 'X', '2026-01-15 05:59:59+00')"), vec![2, 3]);
+        // Rows after the transaction's time are not its history.
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'Shanghai', '2026-01-15 23:25:00+00')"), vec![3]);
+    }
+
+    #[pg_test]
+    fn window_edge_is_inclusive() {
+        seed_setup();
+        run("UPDATE cep.risk_rules SET is_active = false WHERE rule_id <> 1");
+        // 11 rows: one exactly an hour before 12:00, ten within the hour.
+        add_rows(7, 11, "2026-01-15 12:00:00+00", "A");
+        run("UPDATE transactions SET created_at = '2026-01-15 11:00:00+00' WHERE created_at = '2026-01-15 11:50:00+00'");
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(7, 1, 'A', '2026-01-15 12:00:00+00')"), vec![1]);
+        // A microsecond later the oldest row has left the window.
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(7, 1, 'A', '2026-01-15 12:00:00.000001+00')"), Vec::<i32>::new());
+    }
+
+    #[pg_test]
+    fn session_and_rule_time_zones() {
+        seed_setup();
+        run("SET TimeZone = 'Asia/Shanghai'");
+        // 15:00 UTC is 23:00 in Shanghai: night for the session.
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', '2026-01-15 15:00:00+00')"), vec![3]);
+        run("SET TimeZone = 'UTC'");
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', '2026-01-15 15:00:00+00')"), Vec::<i32>::new());
+        run(r#"UPDATE cep.risk_rules SET rule_condition = rule_condition || '{"timezone": "Asia/Shanghai"}' WHERE rule_id = 3"#);
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', '2026-01-15 15:00:00+00')"), vec![3]);
+    }
+
+    #[pg_test]
+    fn a_rule_changed_mid_session_is_picked_up() {
+        seed_setup();
+        add_rows(1, 5, "2026-01-15 12:00:00+00", "A");
+        let q = "SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', '2026-01-15 12:00:00+00')";
+        assert_eq!(triggered(q), Vec::<i32>::new());
+        run(r#"UPDATE cep.risk_rules SET rule_condition = jsonb_set(rule_condition, '{value}', '4') WHERE rule_id = 1"#);
+        assert_eq!(triggered(q), vec![1]);
+        assert_eq!(one::<i32>("SELECT version FROM cep.risk_rules WHERE rule_id = 1"), Some(2));
+        run("UPDATE cep.risk_rules SET is_active = false WHERE rule_id = 1");
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM ({}) r", q.replace("SELECT *", "SELECT rule_id"))), Some(3));
+        run(r#"INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score)
+               VALUES ('busy 2h', 'threshold', '{"metric": "total_amount", "operator": ">=", "value": 500, "window": "2 hours"}', 0.5)"#);
+        assert_eq!(triggered(q), vec![5]);
+    }
+
+    #[pg_test]
+    fn bad_rules_are_refused_and_nothing_is_written() {
+        seed_setup();
+        let insert = |cond: &str, score: &str| {
+            outcome(&format!(
+                "INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES ('bad', 'threshold', '{cond}', {score})"
+            ))
+        };
+        assert_eq!(
+            insert(r#"{"metric": "total_amount", "value": 1, "window": "1_hourz"}"#, "0.5"),
+            r#"22007: invalid rule: rule_condition.window: "1_hourz" is not an interval: it has the unknown unit "hourz" (use "1_hour" or '90 minutes')"#
+        );
+        assert!(insert(r#"{"metric": "velocity", "value": 1}"#, "0.5").starts_with("22023: invalid rule: rule_condition.metric: \"velocity\" is not a metric"));
+        assert!(insert(r#"{"metric": "amount", "operator": "=>", "value": 1}"#, "0.5").starts_with("22023: invalid rule: rule_condition.operator"));
+        assert!(insert(r#"{"metric": "amount", "value": "lots"}"#, "0.5").starts_with("22P02: invalid rule: rule_condition.value"));
+        assert!(insert(r#"{"metric": "amount", "value": 1}"#, "1.5").starts_with("22003: invalid rule: risk_score: 1.5 is outside [0, 1]"));
+        assert!(outcome(r#"INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES ('bad', 'pattern', '{"pattern": "night_transaction", "time_range": ["22:00", "6pm"]}', 0.5)"#)
+            .starts_with("22008: invalid rule: rule_condition.time_range[1]"));
+        assert!(outcome(r#"INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES ('bad', 'heuristic', '{}', 0.5)"#)
+            .starts_with("22023: invalid rule: rule_type: \"heuristic\" is not a rule type"));
+        // An update that breaks a rule is refused too, and the rule stays as it was.
+        assert!(outcome(r#"UPDATE cep.risk_rules SET rule_condition = '{"metric": "amount", "value": "x"}' WHERE rule_id = 2"#).starts_with("22P02"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.risk_rules"), Some(4));
+        assert_eq!(one::<i32>("SELECT version FROM cep.risk_rules WHERE rule_id = 2"), Some(1));
+        assert_eq!(one::<String>("SELECT rule_condition->>'value' FROM cep.risk_rules WHERE rule_id = 2").unwrap(), "10000");
+    }
+
+    #[pg_test]
+    fn validate_rule_gives_the_same_verdict() {
+        let bad = r#"{"rule_type": "threshold", "risk_score": 0.5, "rule_condition": {"metric": "total_amount", "value": 1, "window": "1_hourz"}}"#;
+        assert!(outcome(&format!("SELECT cep.validate_rule('{bad}')")).starts_with("22007: invalid rule: rule_condition.window"));
+        let good = r#"{"rule_type": "pattern", "risk_score": 0.7, "rule_condition": {"pattern": "location_change", "time_window": "5_minutes"}}"#;
+        assert_eq!(
+            one::<pgrx::JsonB>(&format!("SELECT cep.validate_rule('{good}')")).unwrap().0,
+            serde_json::json!({"pattern": "location_change", "time_window": "00:05:00"})
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.risk_rules"), Some(0));
+    }
+
+    #[pg_test]
+    fn assess_transaction_sums_levels_and_explains() {
+        seed_setup();
+        add_rows(1, 11, "2026-01-15 23:30:00+00", "Shanghai");
+        let (score, level, rules, details) = Spi::connect(|c| {
+            let r = c.select("SELECT * FROM cep.assess_transaction(1, 15000, 'Shanghai', '2026-01-15 23:30:00+00')", None, &[]).unwrap().first();
+            (r.get::<f64>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap(), r.get::<Vec<i32>>(3).unwrap().unwrap(), r.get::<pgrx::JsonB>(4).unwrap().unwrap().0)
+        });
+        assert!((score - 1.8).abs() < 1e-9, "{score}");
+        assert_eq!(level, "high");
+        assert_eq!(rules, vec![1, 2, 3]);
+        assert_eq!(details[0]["evidence"]["observed"], serde_json::json!(11.0));
+        assert_eq!(details[1]["evidence"]["observed"], serde_json::json!(15000.0));
+        assert_eq!(details[2]["evidence"]["local_time"], serde_json::json!("23:30:00"));
+        run("SET cep.high_risk_threshold = 2");
+        assert_eq!(one::<String>("SELECT risk_level FROM cep.assess_transaction(1, 15000, 'Shanghai', '2026-01-15 23:30:00+00')").unwrap(), "medium");
+        assert_eq!(one::<String>("SELECT risk_level FROM cep.assess_transaction(9, 1, 'Shanghai', '2026-01-15 12:00:00+00')").unwrap(), "low");
+    }
+
+    #[pg_test]
+    fn anomaly_rule_reads_the_keys_history() {
+        seed_setup();
+        run("UPDATE cep.risk_rules SET is_active = false");
+        run(r#"INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score)
+               VALUES ('spike', 'anomaly', '{"method": "zscore", "threshold": 3, "window": "1 day", "min_samples": 5}', 0.9)"#);
+        run("INSERT INTO transactions (user_id, amount, location, created_at) \
+             SELECT 4, 100 + (g % 3) * 10, 'A', timestamptz '2026-01-15 12:00+00' - make_interval(hours => g) FROM generate_series(1, 10) g");
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(4, 1000, 'A', '2026-01-15 12:00+00')"), vec![5]);
+        assert_eq!(triggered("SELECT * FROM cep.evaluate_risk_rules(4, 115, 'A', '2026-01-15 12:00+00')"), Vec::<i32>::new());
+    }
+
+    #[pg_test]
+    fn watch_checks_columns_and_several_tables_need_a_name() {
+        seed_setup();
+        assert!(outcome("SELECT cep.watch('transactions', key_column => 'customer')").starts_with("42703: key_column \"customer\" is not a column"));
+        assert!(outcome("SELECT cep.watch('transactions', amount_column => 'note')").starts_with("42804: amount_column \"note\" has type text"));
+        assert!(outcome("SELECT cep.watch('transactions', time_column => 'amount')").starts_with("42804"));
+        assert_eq!(one::<String>("SELECT key_column::text FROM cep.watches").unwrap(), "user_id");
+        // A second table with uuid keys and a mixed-case, quoted name.
+        run(r#"CREATE TABLE "Payments" ("Client" uuid, amt float8, ts timestamp)"#);
+        run(r#"SELECT cep.watch('"Payments"', key_column => 'Client', amount_column => 'amt', time_column => 'ts')"#);
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_indexes WHERE tablename = 'Payments'"), Some(1));
+        assert!(outcome("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', now())").starts_with("42P08: more than one table is watched"));
+        run(r#"INSERT INTO "Payments" SELECT 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1, timestamp '2026-01-15 12:00' - make_interval(mins => g) FROM generate_series(0, 11) g"#);
+        assert_eq!(
+            triggered(r#"SELECT * FROM cep.evaluate_risk_rules('"Payments"', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1, NULL, '2026-01-15 12:00+00')"#),
+            vec![1]
+        );
+        assert!(outcome(r#"SELECT * FROM cep.evaluate_risk_rules('"Payments"', 'not-a-uuid', 1, NULL, now())"#).starts_with("22P02"));
+        assert_eq!(one::<bool>(r#"SELECT cep.unwatch('"Payments"')"#), Some(true));
+        assert_eq!(one::<bool>(r#"SELECT cep.unwatch('"Payments"')"#), Some(false));
+        assert!(outcome(r#"SELECT * FROM cep.evaluate_risk_rules('"Payments"', 'x', 1, NULL, now())"#).starts_with("55000"));
+    }
+}
