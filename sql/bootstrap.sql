@@ -24,9 +24,34 @@ CREATE TABLE watches (
     amount_column   name        NOT NULL,
     time_column     name        NOT NULL,
     location_column name,
+    pk_column       name,
     channel         text        NOT NULL DEFAULT 'transaction_alerts',
+    alert_level     text        NOT NULL DEFAULT 'medium' CHECK (alert_level IN ('low', 'medium', 'high')),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE watches IS 'pg_cep watched tables (see cep.watch)';
 SELECT pg_catalog.pg_extension_config_dump('watches', '');
+
+-- Explainable alerts written by the monitor: what fired, with which versions, and why.
+CREATE TABLE alerts (
+    alert_id   bigserial   PRIMARY KEY,
+    relid      oid         NOT NULL,
+    table_name text        NOT NULL,
+    key        text        NOT NULL,
+    row_pk     text,
+    score      float8      NOT NULL,
+    level      text        NOT NULL,
+    action     text        NOT NULL DEFAULT 'alert',
+    rules      jsonb       NOT NULL,
+    event_time timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX alerts_table_key_idx ON alerts (relid, key, created_at);
+COMMENT ON TABLE alerts IS 'pg_cep alerts; rules holds each fired rule with its version and evidence';
+
+-- A consumer that was away catches up from here: alerts after the last id it saw, oldest first.
+CREATE FUNCTION alerts_since(last_id bigint, max_rows integer DEFAULT 1000)
+RETURNS SETOF alerts LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM @extschema@.alerts WHERE alert_id > last_id ORDER BY alert_id LIMIT max_rows
+$$;

@@ -231,4 +231,45 @@ mod tests {
         assert_eq!(one::<bool>(r#"SELECT cep.unwatch('"Payments"')"#), Some(false));
         assert!(outcome(r#"SELECT * FROM cep.evaluate_risk_rules('"Payments"', 'x', 1, NULL, now())"#).starts_with("55000"));
     }
+
+    #[pg_test]
+    fn monitor_writes_explainable_alerts_once_per_table() {
+        seed_setup();
+        // One multi-row INSERT of 11 rows a minute apart: only the last sees 11 in its hour.
+        add_rows(1, 11, "2026-01-15 12:00:00+00", "A");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(1));
+        assert_eq!(
+            one::<String>("SELECT format('%s|%s|%s|%s|%s', table_name, key, level, action, event_time) FROM cep.alerts").unwrap(),
+            "public.transactions|1|high|alert|2026-01-15 12:00:00+00"
+        );
+        let rules = one::<pgrx::JsonB>("SELECT rules FROM cep.alerts").unwrap().0;
+        assert_eq!(rules[0]["rule_id"], 1);
+        assert_eq!(rules[0]["version"], 1);
+        assert_eq!(rules[0]["evidence"]["observed"], 11.0);
+        assert_eq!(one::<String>("SELECT row_pk FROM cep.alerts").unwrap(), one::<String>("SELECT id::text FROM transactions WHERE created_at = '2026-01-15 12:00+00'").unwrap());
+        // A large amount alone is medium (0.6): alerted. A small one is not.
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (2, 20000, 'A', '2026-01-15 12:00+00'), (3, 5, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(one::<String>("SELECT string_agg(key || ':' || level, ',' ORDER BY alert_id) FROM cep.alerts").unwrap(), "1:high,2:medium");
+        // Watching again replaces the trigger; it never adds a second one.
+        run("SELECT cep.watch('transactions', alert_level => 'high')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'transactions'::regclass AND NOT tgisinternal"), Some(1));
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (4, 20000, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(2), "medium is below the table's alert level now");
+        assert_eq!(one::<bool>("SELECT cep.unwatch('transactions')"), Some(true));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'transactions'::regclass AND NOT tgisinternal"), Some(0));
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (5, 90000, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(2));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts_since((SELECT min(alert_id) FROM cep.alerts))"), Some(1));
+        assert!(outcome("SELECT cep.watch('transactions', alert_level => 'severe')").starts_with("22023: alert_level"));
+    }
+
+    #[pg_test]
+    fn monitor_covers_partitions_created_later() {
+        seed_setup();
+        run("CREATE TABLE tx_p (id bigint, user_id int, amount numeric, created_at timestamptz) PARTITION BY RANGE (created_at)");
+        run("SELECT cep.watch('tx_p')");
+        run("CREATE TABLE tx_p_2026_01 PARTITION OF tx_p FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')");
+        run("INSERT INTO tx_p VALUES (1, 9, 50000, '2026-01-15 12:00+00')");
+        assert_eq!(one::<String>("SELECT table_name || ':' || key FROM cep.alerts").unwrap(), "public.tx_p:9");
+    }
 }

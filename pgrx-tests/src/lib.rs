@@ -69,7 +69,8 @@ pub fn drain_notifications(listener: &mut Client, quiet: Duration) -> Vec<(Strin
     let mut got = Vec::new();
     let mut notes = listener.notifications();
     let mut it = notes.timeout_iter(quiet);
-    while let Some(Ok(n)) = it.next() {
+    use postgres::fallible_iterator::FallibleIterator;
+    while let Ok(Some(n)) = it.next() {
         got.push((n.channel().to_string(), n.payload().to_string()));
     }
     got

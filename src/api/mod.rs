@@ -2,5 +2,6 @@
 //! engine and converts the result back.
 
 pub mod evaluate;
+pub mod monitor;
 pub mod rules;
 pub mod watch;

@@ -27,12 +27,13 @@ fn watch(
     time_column: default!(&str, "'created_at'"),
     location_column: default!(Option<&str>, "NULL"),
     channel: default!(&str, "'transaction_alerts'"),
+    alert_level: default!(&str, "'medium'"),
     create_index: default!(bool, "true"),
 ) -> String {
     // The relation must be closed before CREATE INDEX, which refuses a table this session has open.
     let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
     drop(table);
-    register(&target, key_column, amount_column, time_column, location_column, channel, create_index).or_report()
+    register(&target, key_column, amount_column, time_column, location_column, channel, alert_level, create_index).or_report()
 }
 
 struct Target {
@@ -48,8 +49,12 @@ fn register(
     time_column: &str,
     location_column: Option<&str>,
     channel: &str,
+    alert_level: &str,
     create_index: bool,
 ) -> CepResult<String> {
+    if !matches!(alert_level, "low" | "medium" | "high") {
+        return Err(CepError::InvalidArgument(format!("alert_level {alert_level:?} must be one of low, medium, high")));
+    }
     let relid = table.relid;
     let relkind = table.relkind;
     if relkind != pg_sys::RELKIND_RELATION && relkind != pg_sys::RELKIND_PARTITIONED_TABLE {
@@ -93,15 +98,44 @@ fn register(
     };
 
     Spi::connect_mut(|client| -> CepResult<String> {
+        // A single-column primary key identifies the row in alerts.
+        let pk_column: Option<String> = client
+            .select(
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                 WHERE i.indrelid = $1 AND i.indisprimary AND i.indnkeyatts = 1",
+                None,
+                &[relid.into()],
+            )?
+            .into_iter()
+            .next()
+            .map(|r| r.get::<String>(1))
+            .transpose()?
+            .flatten();
         client.update(
-            "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, channel) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, pk_column, channel, alert_level) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (relid) DO UPDATE SET key_column = EXCLUDED.key_column, \
                amount_column = EXCLUDED.amount_column, time_column = EXCLUDED.time_column, \
-               location_column = EXCLUDED.location_column, channel = EXCLUDED.channel, updated_at = now()",
+               location_column = EXCLUDED.location_column, pk_column = EXCLUDED.pk_column, \
+               channel = EXCLUDED.channel, alert_level = EXCLUDED.alert_level, updated_at = now()",
             None,
-            &[relid.into(), key_column.into(), amount_column.into(), time_column.into(), location_column.into(), channel.into()],
+            &[relid.into(), key_column.into(), amount_column.into(), time_column.into(), location_column.into(),
+              pk_column.as_deref().into(), channel.into(), alert_level.into()],
         )?;
+        // One trigger per table, whatever the number of calls: it is replaced, never added twice.
+        let ddl: String = client
+            .select(
+                "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; \
+                   CREATE TRIGGER cep_monitor AFTER INSERT ON %1$s REFERENCING NEW TABLE AS cep_new_rows \
+                   FOR EACH STATEMENT EXECUTE FUNCTION cep.monitor()', $1::regclass)",
+                None,
+                &[relid.into()],
+            )?
+            .first()
+            .get_one::<String>()?
+            .unwrap_or_default();
+        client.update(ddl.as_str(), None, &[])?;
         let mut index_note = String::new();
         if create_index {
             let has_index = client
@@ -138,7 +172,7 @@ fn register(
     })
 }
 
-/// Stops watching a table. Returns false when it was not watched.
+/// Stops watching a table and removes its monitor trigger. Returns false when it was not watched.
 ///
 /// ```sql
 /// SELECT cep.unwatch('transactions');
@@ -146,8 +180,17 @@ fn register(
 #[pg_extern(volatile, strict)]
 #[search_path(pg_catalog)]
 fn unwatch(table: PgRelation) -> bool {
+    let relid = table.oid();
+    // Closed first: DROP TRIGGER refuses a table this session has open.
+    drop(table);
     Spi::connect_mut(|client| -> CepResult<bool> {
-        let rows = client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[table.oid().into()])?;
+        let rows = client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[relid.into()])?;
+        let ddl: String = client
+            .select("SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %s', $1::regclass)", None, &[relid.into()])?
+            .first()
+            .get_one::<String>()?
+            .unwrap_or_default();
+        client.update(ddl.as_str(), None, &[])?;
         Ok(!rows.is_empty())
     })
     .or_report()

@@ -2,4 +2,5 @@
 
 pub mod evaluate;
 pub mod interval;
+pub mod payload;
 pub mod rules;

@@ -27,6 +27,10 @@ pub struct Watch {
     pub key_column: String,
     pub has_location: bool,
     pub channel: String,
+    /// Alerts are written at or above this level: "low", "medium" or "high".
+    pub alert_level: String,
+    /// Reads the statement's new rows from the monitor's transition table `cep_new_rows`.
+    pub new_rows_sql: String,
     pub plan: WindowPlan,
     /// Reads every window of `plan` in one pass; `None` when no rule needs history.
     pub window_query: Option<OwnedPreparedStatement>,

@@ -19,7 +19,9 @@ struct WatchColumns {
     amount: String,
     time: String,
     location: Option<String>,
+    pk: Option<String>,
     channel: String,
+    alert_level: String,
 }
 
 pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
@@ -27,7 +29,8 @@ pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
         let rows = client.select(
             "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(w.key_column), \
                     format_type(a.atttypid, NULL), quote_ident(w.amount_column), \
-                    quote_ident(w.time_column), quote_ident(w.location_column), w.channel \
+                    quote_ident(w.time_column), quote_ident(w.location_column), w.channel, \
+                    quote_ident(w.pk_column), w.alert_level \
              FROM cep.watches w \
              JOIN pg_class c ON c.oid = w.relid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -45,6 +48,8 @@ pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
             time: row.get(5)?.unwrap_or_default(),
             location: row.get(6)?,
             channel: row.get(7)?.unwrap_or_default(),
+            pk: row.get(8)?,
+            alert_level: row.get(9)?.unwrap_or_default(),
         }))
     })?;
     let cols = cols.ok_or_else(|| {
@@ -56,8 +61,18 @@ pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
         let (sql, arg_types) = window_query_sql(&cols, &plan);
         Some(Spi::connect(|client| client.prepare(sql.as_str(), &arg_types).map(|p| p.keep()))?)
     };
+    let new_rows_sql = format!(
+        "SELECT {}::text, {}::float8, {}, {}::timestamptz, {}::text FROM cep_new_rows",
+        cols.key,
+        cols.amount,
+        cols.location.as_deref().map(|l| format!("{l}::text")).unwrap_or_else(|| "NULL::text".into()),
+        cols.time,
+        cols.pk.as_deref().unwrap_or("NULL"),
+    );
     Ok(Watch {
         relid,
+        alert_level: cols.alert_level,
+        new_rows_sql,
         qualified_name: cols.qualified_name,
         key_column: cols.key,
         has_location: cols.location.is_some(),

@@ -1,0 +1,144 @@
+//! The monitor over the wire: LISTEN on a second connection, COPY, concurrent writers, restarts.
+
+use std::time::Duration;
+
+use pg_cep_e2e::{drain_notifications, restart_server, Client, TestDb};
+
+const RULES: &str = r#"
+    INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
+    ('high frequency', 'threshold', '{"metric": "transaction_count", "operator": ">", "value": 10, "window": "1_hour"}', 0.8),
+    ('large amount', 'threshold', '{"metric": "amount", "operator": ">", "value": 10000}', 0.6)"#;
+
+fn setup(db: &TestDb) -> Client {
+    let mut c = db.connect();
+    c.batch_execute(&format!(
+        "SET TimeZone = 'UTC';
+         CREATE TABLE transactions (id bigserial PRIMARY KEY, user_id int NOT NULL, amount numeric NOT NULL,
+                                    location text, created_at timestamptz NOT NULL DEFAULT now());
+         {RULES};
+         SELECT cep.watch('transactions');"
+    ))
+    .unwrap();
+    c
+}
+
+fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Alerts the monitor must have written, computed with plain SQL over the committed rows:
+/// a row alerts when its key has more than 10 rows in [t - 1 hour, t], or its amount exceeds 10000.
+const GROUND_TRUTH: &str = "SELECT count(*) FROM transactions t WHERE t.amount > 10000 OR
+    (SELECT count(*) FROM transactions h WHERE h.user_id = t.user_id
+       AND h.created_at >= t.created_at - interval '1 hour' AND h.created_at <= t.created_at) > 10";
+
+#[test]
+fn listener_gets_alerts_after_commit_and_none_after_rollback() {
+    let db = TestDb::new("listen");
+    let mut writer = setup(&db);
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+
+    let mut tx = writer.transaction().unwrap();
+    tx.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 20000)").unwrap();
+    assert!(drain_notifications(&mut listener, Duration::from_millis(300)).is_empty(), "nothing before COMMIT");
+    tx.commit().unwrap();
+    let got = drain_notifications(&mut listener, Duration::from_secs(2));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let payload: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
+    let alert_id: i64 = writer.query_one("SELECT alert_id FROM cep.alerts", &[]).unwrap().get(0);
+    assert_eq!(payload["alert_id"], alert_id);
+    assert_eq!(payload["type"], "risk_alert");
+    assert_eq!(payload["level"], "medium");
+    assert_eq!(payload["key"], "1");
+
+    let mut tx = writer.transaction().unwrap();
+    tx.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 30000)").unwrap();
+    tx.rollback().unwrap();
+    assert!(drain_notifications(&mut listener, Duration::from_millis(500)).is_empty(), "nothing after ROLLBACK");
+    assert_eq!(count(&mut writer, "SELECT count(*) FROM cep.alerts"), 1);
+
+    // A consumer that was away catches up from the table.
+    let missed = count(&mut writer, &format!("SELECT count(*) FROM cep.alerts_since({})", alert_id - 1));
+    assert_eq!(missed, 1);
+}
+
+#[test]
+fn copy_of_10k_rows_matches_sql_ground_truth() {
+    let db = TestDb::new("copy");
+    let mut c = setup(&db);
+    let mut data = String::new();
+    // 200 keys, 50 rows each, one a minute: keys get busy within the hour; every 97th row is large.
+    for i in 0..10_000 {
+        let user = i % 200;
+        let minute = i / 200;
+        let amount = if i % 97 == 0 { 25_000 } else { 100 + i % 50 };
+        data.push_str(&format!("{user}\t{amount}\t2026-01-15 10:{:02}:00+00\n", minute));
+    }
+    let mut w = c.copy_in("COPY transactions (user_id, amount, created_at) FROM STDIN").unwrap();
+    std::io::Write::write_all(&mut w, data.as_bytes()).unwrap();
+    assert_eq!(w.finish().unwrap(), 10_000);
+    let expected = count(&mut c, GROUND_TRUTH);
+    assert!(expected > 5_000, "the workload must raise many alerts, got {expected}");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), expected);
+}
+
+#[test]
+fn concurrent_writers_lose_no_alerts() {
+    let db = TestDb::new("concurrent");
+    drop(setup(&db));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let db_name = db.name.clone();
+            std::thread::spawn(move || {
+                let mut c = pg_cep_e2e::connect_to(&db_name);
+                for i in 0..300 {
+                    let amount = if i % 10 == 0 { 50_000 } else { 10 };
+                    c.execute(
+                        "INSERT INTO transactions (user_id, amount, created_at) VALUES ($1, $2::int::numeric, now())",
+                        &[&((i % 5) as i32), &(amount as i32)],
+                    )
+                    .unwrap();
+                }
+                let _ = w;
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut c = db.connect();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM transactions"), 600);
+    // Every row of a key that already has 10 in the hour alerts, whichever session wrote it.
+    let alerted_rows = count(&mut c, "SELECT count(DISTINCT row_pk) FROM cep.alerts");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), alerted_rows, "one alert per row");
+    let large = count(&mut c, "SELECT count(*) FROM transactions WHERE amount > 10000");
+    assert_eq!(large, 60);
+    assert!(count(&mut c, "SELECT count(*) FROM cep.alerts a JOIN transactions t ON t.id::text = a.row_pk WHERE t.amount > 10000") == 60);
+}
+
+#[test]
+fn scoring_survives_a_server_restart() {
+    let db = TestDb::new("restart");
+    let mut c = setup(&db);
+    c.batch_execute("INSERT INTO transactions (user_id, amount, created_at) SELECT 1, 10, now() - make_interval(mins => g) FROM generate_series(1, 10) g").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), 0);
+    drop(c);
+    restart_server();
+    let mut c = db.connect();
+    // The 11th row in the hour: the count rule sees the rows stored before the restart.
+    c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 10)").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '1' AND level = 'high'"), 1);
+}
+
+#[test]
+fn evaluate_risk_rules_over_the_wire() {
+    let db = TestDb::new("evaluate");
+    let mut c = setup(&db);
+    let rows = c.query("SELECT rule_id, risk_score, triggered FROM cep.evaluate_risk_rules(1, 20000, 'X', now())", &[]).unwrap();
+    let got: Vec<(i32, f64, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(got, vec![(1, 0.8, false), (2, 0.6, true)]);
+    let err = c.batch_execute("INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES ('x', 'threshold', '{\"metric\": \"amount\", \"value\": \"ten\"}', 0.5)").unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22P02");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.risk_rules"), 2);
+}
