@@ -26,8 +26,13 @@ deps:
 	@grep -qs "pg$(PG_MAJOR)" $(HOME)/.pgrx/config.toml || \
 	  cargo pgrx init --pg$(PG_MAJOR)=$(PG_CONFIG)
 
+# A running server has pg_cep.so mapped: unlink it before installing, so the copy makes a new
+# file instead of overwriting the mapped one (which crashes that server).
+UNLINK_SO    := rm -f $$($(PG_CONFIG) --pkglibdir)/pg_cep.so
+
 ## Build (release) and install the extension into the system Postgres.
 install: deps
+	@$(UNLINK_SO)
 	cargo pgrx install --release --pg-config $(PG_CONFIG)
 
 ## Start the demo cluster, create the demo database and show the monitor at work.
@@ -48,9 +53,11 @@ test: deps pgrx-test e2e
 
 pgrx-test: deps
 	@mkdir -p $(PGRX_PGDATA) && chown postgres $(PGRX_PGDATA)
+	@$(UNLINK_SO)
 	cargo pgrx test pg$(PG_MAJOR) --runas postgres --pgdata $(PGRX_PGDATA)/data
 
 e2e: deps
+	@$(UNLINK_SO)
 	cargo pgrx install --pg-config $(PG_CONFIG)
 	@$(CLUSTER) stop e2e >/dev/null; rm -rf "$$($(CLUSTER) dir e2e)"
 	@$(CLUSTER) start e2e $(TEST_PORT)

@@ -42,7 +42,8 @@ impl TestDb {
     pub fn new(label: &str) -> TestDb {
         let name = format!("e2e_{label}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let mut admin = connect_to("postgres");
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"; CREATE DATABASE \"{name}\"")).unwrap();
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
         let mut c = connect_to(&name);
         c.batch_execute("CREATE EXTENSION pg_cep").unwrap();
         TestDb { name }
