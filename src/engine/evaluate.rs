@@ -184,7 +184,7 @@ pub struct Assessment {
 pub fn assess(outcomes: &[Outcome]) -> Assessment {
     let fired: Vec<&Outcome> = outcomes.iter().filter(|o| o.triggered).collect();
     Assessment {
-        total_score: fired.iter().map(|o| o.score).sum(),
+        total_score: fired.iter().fold(0.0, |sum, o| sum + o.score),
         triggered: fired.iter().map(|o| o.rule_id).collect(),
         evidence: Value::Array(
             fired

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Loads sql/demo.sql into the demo cluster while a second connection LISTENs, then shows both sides.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=$1
+PSQL="/usr/lib/postgresql/15/bin/psql -X -q -h 127.0.0.1 -p $port -U postgres"
+db=pg_cep_demo
+$PSQL -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 || $PSQL -d postgres -c "CREATE DATABASE $db"
+$PSQL -d $db -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_cep"
+last=$($PSQL -d $db -tAc "SELECT coalesce(max(alert_id), 0) FROM cep.alerts")
+
+# The listener: a separate session that LISTENs while the stream is written.
+out=$(mktemp)
+printf 'LISTEN transaction_alerts;\nSELECT pg_sleep(4);\n' | $PSQL -d $db >"$out" 2>&1 &
+listener=$!
+sleep 1
+$PSQL -d $db -v ON_ERROR_STOP=1 -f sql/demo.sql >/dev/null
+wait $listener
+
+echo
+echo "== Alerts written by the monitor in this run (cep.alerts) =="
+$PSQL -d $db -P pager=off -c "
+  SELECT alert_id, key AS user_id, round(score::numeric, 2) AS score, level,
+         (SELECT string_agg(format('rule %s v%s: %s', r->>'rule_id', r->>'version', r->'evidence'), E'\n')
+            FROM jsonb_array_elements(rules) r) AS why
+  FROM cep.alerts WHERE alert_id > $last ORDER BY alert_id"
+echo "== Notifications received by the LISTEN session =="
+sed -n 's/.*with payload "\(.*\)" received from server.*/  \1/p' "$out"
+grep -c 'Asynchronous notification' "$out" | sed 's/^/  notifications received: /'
+rm -f "$out"
+echo
+echo "== cep.assess_transaction(8, 25000, 'Shanghai', now()) =="
+$PSQL -d $db -P pager=off -c "SELECT * FROM cep.assess_transaction(8, 25000, 'Shanghai', now())"
+echo "Open a prompt with 'make psql'; stop the cluster with 'make stop'."
