@@ -12,7 +12,8 @@ const LOCATION_TYPES: &[&str] = &["text", "character varying", "character"];
 
 /// Registers a table of transactions so that rules can read its history, and maps its columns.
 /// Watching a table again updates its mapping. With `create_index`, an index on
-/// `(key_column, time_column)` is created unless one already leads with those columns.
+/// `(key_column, time_column) INCLUDE (amount_column, location_column)` is created unless one
+/// already leads with those columns: rules then read a key's window from the index alone.
 ///
 /// ```sql
 /// SELECT cep.watch('transactions', key_column => 'user_id', amount_column => 'amount',
@@ -153,15 +154,16 @@ fn register(
             if !has_index {
                 let ddl: String = client
                     .select(
-                        "SELECT format('CREATE INDEX ON %s (%I, %I)', $1::regclass, $2, $3)",
+                        "SELECT format('CREATE INDEX ON %s (%I, %I) INCLUDE (%s)', $1::regclass, $2, $3, \
+                                (SELECT string_agg(quote_ident(c), ', ') FROM unnest(ARRAY[$4, $5]) c WHERE c IS NOT NULL))",
                         None,
-                        &[relid.into(), key_column.into(), time_column.into()],
+                        &[relid.into(), key_column.into(), time_column.into(), amount_column.into(), location_column.into()],
                     )?
                     .first()
                     .get_one::<String>()?
                     .unwrap_or_default();
                 client.update(ddl.as_str(), None, &[])?;
-                index_note = format!(", index on ({key_column}, {time_column}) created");
+                index_note = format!(", covering index on ({key_column}, {time_column}) created");
             }
         }
         Ok(format!(

@@ -8,11 +8,52 @@ use serde_json::{json, Value};
 use super::interval::{format_interval, MICROS_PER_SECOND, SECONDS_PER_DAY};
 use super::rules::{AnomalyMethod, Condition, Metric, Rule};
 
-/// The distinct history windows of a rule set, longest first, so the first one bounds the scan.
+/// The distinct history windows of a rule set, longest first, so the first one bounds the scan,
+/// and for each the aggregates some rule reads: the query computes nothing else.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WindowPlan {
     pub windows: Vec<i64>,
+    pub needs: Vec<Needs>,
     pub needs_location: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Needs {
+    pub count: bool,
+    pub sum: bool,
+    pub max: bool,
+    pub sum_sq: bool,
+    pub distinct_locations: bool,
+    pub other_locations: bool,
+}
+
+impl Needs {
+    fn of(condition: &Condition) -> Needs {
+        let mut n = Needs::default();
+        match condition {
+            Condition::Threshold { metric, .. } => match metric {
+                Metric::Amount => {}
+                Metric::TransactionCount => n.count = true,
+                Metric::TotalAmount => n.sum = true,
+                Metric::AvgAmount => (n.count, n.sum) = (true, true),
+                Metric::MaxAmount => n.max = true,
+                Metric::DistinctLocations => n.distinct_locations = true,
+            },
+            Condition::NightTransaction { .. } => {}
+            Condition::LocationChange { .. } => n.other_locations = true,
+            Condition::Anomaly { .. } => (n.count, n.sum, n.sum_sq) = (true, true, true),
+        }
+        n
+    }
+
+    fn merge(&mut self, o: Needs) {
+        self.count |= o.count;
+        self.sum |= o.sum;
+        self.max |= o.max;
+        self.sum_sq |= o.sum_sq;
+        self.distinct_locations |= o.distinct_locations;
+        self.other_locations |= o.other_locations;
+    }
 }
 
 impl WindowPlan {
@@ -20,7 +61,14 @@ impl WindowPlan {
         let mut windows: Vec<i64> = rules.iter().filter_map(|r| r.condition.window()).collect();
         windows.sort_unstable_by(|a, b| b.cmp(a));
         windows.dedup();
-        WindowPlan { windows, needs_location: rules.iter().any(|r| r.condition.needs_location()) }
+        let mut needs = vec![Needs::default(); windows.len()];
+        for r in rules {
+            if let Some(w) = r.condition.window() {
+                let i = windows.iter().position(|x| *x == w).expect("collected above");
+                needs[i].merge(Needs::of(&r.condition));
+            }
+        }
+        WindowPlan { windows, needs, needs_location: rules.iter().any(|r| r.condition.needs_location()) }
     }
 
     fn index_of(&self, window: i64) -> usize {
@@ -227,6 +275,8 @@ mod tests {
         let plan = WindowPlan::for_rules(&seed_rules());
         assert_eq!(plan.windows, vec![HOUR, 5 * 60 * MICROS_PER_SECOND]);
         assert!(plan.needs_location);
+        // The hour needs only a count, the five minutes only the other locations.
+        assert_eq!(plan.needs, vec![Needs { count: true, ..Default::default() }, Needs { other_locations: true, ..Default::default() }]);
     }
 
     #[test]

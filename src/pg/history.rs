@@ -83,29 +83,41 @@ pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
 }
 
 /// `$1` key (as text, cast to the key's type), `$2..$n+1` window starts, `$n+2` the transaction's
-/// time, `$n+3` its location when a rule needs it.
+/// time, `$n+3` its location when a rule needs it. Only the aggregates the rules read are
+/// selected; with the covering index `cep.watch` creates, the scan is index-only.
 fn window_query_sql(c: &WatchColumns, plan: &WindowPlan) -> (String, Vec<PgOid>) {
     let n = plan.windows.len();
     let time_param = n + 2;
     let location_param = n + 3;
-    let mut select = Vec::with_capacity(n * 6);
-    for i in 0..n {
-        let inside = format!("{} >= ${}", c.time, i + 2);
+    let mut select = Vec::new();
+    for (i, needs) in plan.needs.iter().enumerate() {
+        // The longest window is the scan's own range: no filter needed.
+        let filter = if i == 0 { String::new() } else { format!(" FILTER (WHERE {} >= ${})", c.time, i + 2) };
+        let inside = if i == 0 { "true".to_string() } else { format!("{} >= ${}", c.time, i + 2) };
         let amount = format!("{}::float8", c.amount);
-        select.push(format!("count(*) FILTER (WHERE {inside})"));
-        select.push(format!("coalesce(sum({amount}) FILTER (WHERE {inside}), 0)"));
-        select.push(format!("max({amount}) FILTER (WHERE {inside})"));
-        select.push(format!("coalesce(sum({amount} * {amount}) FILTER (WHERE {inside}), 0)"));
-        match (&c.location, plan.needs_location) {
-            (Some(loc), true) => {
-                select.push(format!("count(DISTINCT {loc}) FILTER (WHERE {inside})"));
+        if needs.count {
+            select.push(format!("count(*){filter}"));
+        }
+        if needs.sum {
+            select.push(format!("coalesce(sum({amount}){filter}, 0)"));
+        }
+        if needs.max {
+            select.push(format!("max({amount}){filter}"));
+        }
+        if needs.sum_sq {
+            select.push(format!("coalesce(sum({amount} * {amount}){filter}, 0)"));
+        }
+        if let Some(loc) = &c.location {
+            if needs.distinct_locations {
+                select.push(format!("count(DISTINCT {loc}){filter}"));
+            }
+            if needs.other_locations {
                 select.push(format!("count(*) FILTER (WHERE {inside} AND {loc} <> ${location_param})"));
             }
-            _ => {
-                select.push("0::int8".into());
-                select.push("0::int8".into());
-            }
         }
+    }
+    if select.is_empty() {
+        select.push("1".into());
     }
     let sql = format!(
         "SELECT {} FROM {} WHERE {} = $1::{} AND {} >= $2 AND {} <= ${time_param}",
@@ -146,17 +158,36 @@ pub fn read_window_stats(
     }
     Spi::connect(|client| {
         let row = client.select(query, Some(1), &args)?.first();
+        // Columns come in the order window_query_sql wrote them.
+        let mut col = 0;
+        let mut next = || {
+            col += 1;
+            col
+        };
         let mut out = Vec::with_capacity(watch.plan.windows.len());
-        for i in 0..watch.plan.windows.len() {
-            let c = i * 6;
-            out.push(WindowStats {
-                count: row.get::<i64>(c + 1)?.unwrap_or(0),
-                sum: row.get::<f64>(c + 2)?.unwrap_or(0.0),
-                max: row.get::<f64>(c + 3)?,
-                sum_sq: row.get::<f64>(c + 4)?.unwrap_or(0.0),
-                distinct_locations: row.get::<i64>(c + 5)?.unwrap_or(0),
-                other_locations: row.get::<i64>(c + 6)?.unwrap_or(0),
-            });
+        for needs in &watch.plan.needs {
+            let mut s = WindowStats::default();
+            if needs.count {
+                s.count = row.get::<i64>(next())?.unwrap_or(0);
+            }
+            if needs.sum {
+                s.sum = row.get::<f64>(next())?.unwrap_or(0.0);
+            }
+            if needs.max {
+                s.max = row.get::<f64>(next())?;
+            }
+            if needs.sum_sq {
+                s.sum_sq = row.get::<f64>(next())?.unwrap_or(0.0);
+            }
+            if watch.has_location {
+                if needs.distinct_locations {
+                    s.distinct_locations = row.get::<i64>(next())?.unwrap_or(0);
+                }
+                if needs.other_locations {
+                    s.other_locations = row.get::<i64>(next())?.unwrap_or(0);
+                }
+            }
+            out.push(s);
         }
         Ok(out)
     })
