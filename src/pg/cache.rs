@@ -40,6 +40,7 @@ pub struct Watch {
 struct State {
     rules: Option<Rc<Vec<Rule>>>,
     watches: HashMap<u32, Rc<Watch>>,
+    only_watch: Option<pg_sys::Oid>,
 }
 
 thread_local! {
@@ -75,6 +76,7 @@ fn refresh_if_stale() {
             let mut s = s.borrow_mut();
             s.rules = None;
             s.watches.clear();
+            s.only_watch = None;
         });
     }
 }
@@ -149,6 +151,17 @@ pub fn watch(relid: pg_sys::Oid) -> CepResult<Rc<Watch>> {
 
 /// The one watched table, for calls that name none.
 pub fn only_watch() -> CepResult<pg_sys::Oid> {
+    refresh_if_stale();
+    if let Some(oid) = STATE.with(|s| s.borrow().only_watch) {
+        return Ok(oid);
+    }
+    let oid = find_only_watch()?;
+    STATE.with(|s| s.borrow_mut().only_watch = Some(oid));
+    Ok(oid)
+}
+
+fn find_only_watch() -> CepResult<pg_sys::Oid> {
+    remember_our_tables()?;
     let rows: Vec<(pg_sys::Oid, String)> = Spi::connect(|client| -> CepResult<_> {
         let rows = client.select("SELECT relid, relid::regclass::text FROM cep.watches ORDER BY 1 LIMIT 3", None, &[])?;
         let mut v = Vec::new();
