@@ -272,4 +272,18 @@ mod tests {
         run("INSERT INTO tx_p VALUES (1, 9, 50000, '2026-01-15 12:00+00')");
         assert_eq!(one::<String>("SELECT table_name || ':' || key FROM cep.alerts").unwrap(), "public.tx_p:9");
     }
+
+    #[pg_test]
+    fn watch_refuses_bad_targets_and_registers_nothing() {
+        seed_setup();
+        run("SELECT cep.unwatch('transactions')");
+        run("CREATE VIEW tx_view AS SELECT * FROM transactions");
+        assert!(outcome("SELECT cep.watch('tx_view')").starts_with("22023: \"tx_view\" is not a table"));
+        assert!(outcome("SELECT cep.watch('transactions', channel => '')").starts_with("22023: channel"));
+        assert!(outcome(&format!("SELECT cep.watch('transactions', channel => '{}')", "c".repeat(64))).starts_with("22023: channel"));
+        assert!(outcome("SELECT cep.watch('no_such_table')").starts_with("42P01"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'cep_monitor'"), Some(0));
+        assert!(outcome("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', now())").starts_with("55000: no table is watched"));
+    }
 }
