@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, PgTrigger, PgTriggerError};
 use serde_json::Value;
 
-use crate::engine::evaluate::{assess, evaluate, risk_level, Transaction};
+use crate::engine::evaluate::{assess, evaluate, level_rank, risk_level, Transaction};
 use crate::engine::payload::{alert_payload, AlertNotice};
 use crate::error::{CepResult, OrReport};
 use crate::gucs;
@@ -33,14 +33,6 @@ struct NewRow {
     pk: Option<String>,
 }
 
-fn level_rank(level: &str) -> u8 {
-    match level {
-        "high" => 2,
-        "medium" => 1,
-        _ => 0,
-    }
-}
-
 fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData) -> CepResult<()> {
     let rules = cache::active_rules()?;
     if rules.is_empty() {
@@ -59,7 +51,7 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData) -> CepResu
         Ok(rows)
     })?;
     let (high, medium) = (gucs::high_risk_threshold(), gucs::medium_risk_threshold());
-    let min_rank = level_rank(&watch.alert_level);
+    let min_rank = level_rank(&watch.alert_level).unwrap_or(1);
     for row in rows {
         let stats = history::read_window_stats(&watch, &row.key, row.at, row.location.as_deref())?;
         let tx = Transaction {
@@ -71,7 +63,7 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData) -> CepResu
         };
         let a = assess(&evaluate(&rules, &watch.plan, &stats, &tx));
         let level = risk_level(a.total_score, high, medium);
-        if a.triggered.is_empty() || level_rank(level) < min_rank {
+        if a.triggered.is_empty() || level_rank(level).unwrap_or(0) < min_rank {
             continue;
         }
         write_alert(&watch, &row, a.total_score, level, &a.triggered, a.evidence)?;

@@ -3,6 +3,7 @@
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
+use crate::engine::evaluate::level_rank;
 use crate::error::{CepError, CepResult, OrReport};
 
 const KEY_TYPES: &[&str] = &["smallint", "integer", "bigint", "text", "character varying", "uuid"];
@@ -53,7 +54,7 @@ fn register(
     alert_level: &str,
     create_index: bool,
 ) -> CepResult<String> {
-    if !matches!(alert_level, "low" | "medium" | "high") {
+    if level_rank(alert_level).is_none() {
         return Err(CepError::InvalidArgument(format!("alert_level {alert_level:?} must be one of low, medium, high")));
     }
     let relid = table.relid;
@@ -125,18 +126,13 @@ fn register(
               pk_column.as_deref().into(), channel.into(), alert_level.into()],
         )?;
         // One trigger per table, whatever the number of calls: it is replaced, never added twice.
-        let ddl: String = client
-            .select(
-                "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; \
-                   CREATE TRIGGER cep_monitor AFTER INSERT ON %1$s REFERENCING NEW TABLE AS cep_new_rows \
-                   FOR EACH STATEMENT EXECUTE FUNCTION cep.monitor()', $1::regclass)",
-                None,
-                &[relid.into()],
-            )?
-            .first()
-            .get_one::<String>()?
-            .unwrap_or_default();
-        client.update(ddl.as_str(), None, &[])?;
+        run_ddl(
+            client,
+            "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; \
+               CREATE TRIGGER cep_monitor AFTER INSERT ON %1$s REFERENCING NEW TABLE AS cep_new_rows \
+               FOR EACH STATEMENT EXECUTE FUNCTION cep.monitor()', $1::regclass)",
+            &[relid.into()],
+        )?;
         let mut index_note = String::new();
         if create_index {
             let has_index = client
@@ -152,17 +148,12 @@ fn register(
                 .get_one::<bool>()?
                 .unwrap_or(false);
             if !has_index {
-                let ddl: String = client
-                    .select(
-                        "SELECT format('CREATE INDEX ON %s (%I, %I) INCLUDE (%s)', $1::regclass, $2, $3, \
-                                (SELECT string_agg(quote_ident(c), ', ') FROM unnest(ARRAY[$4, $5]) c WHERE c IS NOT NULL))",
-                        None,
-                        &[relid.into(), key_column.into(), time_column.into(), amount_column.into(), location_column.into()],
-                    )?
-                    .first()
-                    .get_one::<String>()?
-                    .unwrap_or_default();
-                client.update(ddl.as_str(), None, &[])?;
+                run_ddl(
+                    client,
+                    "SELECT format('CREATE INDEX ON %s (%I, %I) INCLUDE (%s)', $1::regclass, $2, $3, \
+                            (SELECT string_agg(quote_ident(c), ', ') FROM unnest(ARRAY[$4, $5]) c WHERE c IS NOT NULL))",
+                    &[relid.into(), key_column.into(), time_column.into(), amount_column.into(), location_column.into()],
+                )?;
                 index_note = format!(", covering index on ({key_column}, {time_column}) created");
             }
         }
@@ -172,6 +163,14 @@ fn register(
             location_column.unwrap_or("none")
         ))
     })
+}
+
+/// Runs DDL that `format_sql` builds from bound arguments: Postgres quotes every identifier
+/// (`%I`, regclass), so no name is ever spliced into SQL by hand.
+fn run_ddl(client: &mut pgrx::spi::SpiClient<'_>, format_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> CepResult<()> {
+    let ddl: String = client.select(format_sql, None, args)?.first().get_one::<String>()?.unwrap_or_default();
+    client.update(ddl.as_str(), None, &[])?;
+    Ok(())
 }
 
 /// Stops watching a table and removes its monitor trigger. Returns false when it was not watched.
@@ -187,12 +186,7 @@ fn unwatch(table: PgRelation) -> bool {
     drop(table);
     Spi::connect_mut(|client| -> CepResult<bool> {
         let rows = client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[relid.into()])?;
-        let ddl: String = client
-            .select("SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %s', $1::regclass)", None, &[relid.into()])?
-            .first()
-            .get_one::<String>()?
-            .unwrap_or_default();
-        client.update(ddl.as_str(), None, &[])?;
+        run_ddl(client, "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %s', $1::regclass)", &[relid.into()])?;
         Ok(!rows.is_empty())
     })
     .or_report()

@@ -222,6 +222,16 @@ pub fn risk_level(total: f64, high: f64, medium: f64) -> &'static str {
     }
 }
 
+/// Orders the levels `risk_level` returns; `None` for anything else.
+pub fn level_rank(level: &str) -> Option<u8> {
+    match level {
+        "low" => Some(0),
+        "medium" => Some(1),
+        "high" => Some(2),
+        _ => None,
+    }
+}
+
 pub struct Assessment {
     pub total_score: f64,
     pub triggered: Vec<i32>,
@@ -298,6 +308,8 @@ mod tests {
         assert_eq!(risk_level(a.total_score, 0.7, 0.4), "high");
         assert_eq!(risk_level(0.4, 0.7, 0.4), "medium");
         assert_eq!(risk_level(0.39, 0.7, 0.4), "low");
+        assert!(level_rank("high") > level_rank("medium") && level_rank("medium") > level_rank("low"));
+        assert_eq!(level_rank("severe"), None);
     }
 
     #[test]

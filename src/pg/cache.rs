@@ -26,6 +26,8 @@ pub struct Watch {
     pub qualified_name: String,
     pub key_column: String,
     pub has_location: bool,
+    /// The window query takes the transaction's location as its last parameter.
+    pub binds_location: bool,
     pub channel: String,
     /// Alerts are written at or above this level: "low", "medium" or "high".
     pub alert_level: String,
@@ -48,10 +50,10 @@ thread_local! {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     // Any relcache flush may concern our tables (InvalidOid means "all"); rebuilding is cheap.
     // Filtering by OID would need a catalog lookup, which is not allowed here.
-    if _relid == pg_sys::InvalidOid || is_ours(_relid) {
+    if relid == pg_sys::InvalidOid || is_ours(relid) {
         STALE.store(true, Ordering::Relaxed);
     }
 }

@@ -55,10 +55,11 @@ pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
     let cols = cols.ok_or_else(|| {
         CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first"))
     })?;
+    let binds_location = cols.location.is_some() && plan.needs_location;
     let window_query = if plan.windows.is_empty() {
         None
     } else {
-        let (sql, arg_types) = window_query_sql(&cols, &plan);
+        let (sql, arg_types) = window_query_sql(&cols, &plan, binds_location);
         Some(Spi::connect(|client| client.prepare(sql.as_str(), &arg_types).map(|p| p.keep()))?)
     };
     let new_rows_sql = format!(
@@ -76,6 +77,7 @@ pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
         qualified_name: cols.qualified_name,
         key_column: cols.key,
         has_location: cols.location.is_some(),
+        binds_location,
         channel: cols.channel,
         plan,
         window_query,
@@ -85,7 +87,7 @@ pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
 /// `$1` key (as text, cast to the key's type), `$2..$n+1` window starts, `$n+2` the transaction's
 /// time, `$n+3` its location when a rule needs it. Only the aggregates the rules read are
 /// selected; with the covering index `cep.watch` creates, the scan is index-only.
-fn window_query_sql(c: &WatchColumns, plan: &WindowPlan) -> (String, Vec<PgOid>) {
+fn window_query_sql(c: &WatchColumns, plan: &WindowPlan, binds_location: bool) -> (String, Vec<PgOid>) {
     let n = plan.windows.len();
     let time_param = n + 2;
     let location_param = n + 3;
@@ -130,7 +132,7 @@ fn window_query_sql(c: &WatchColumns, plan: &WindowPlan) -> (String, Vec<PgOid>)
     );
     let mut types = vec![PgOid::from(pg_sys::TEXTOID)];
     types.extend((0..n + 1).map(|_| PgOid::from(pg_sys::TIMESTAMPTZOID)));
-    if c.location.is_some() && plan.needs_location {
+    if binds_location {
         types.push(PgOid::from(pg_sys::TEXTOID));
     }
     (sql, types)
@@ -153,7 +155,7 @@ pub fn read_window_stats(
         args.push(ts(at - w)?.into());
     }
     args.push(ts(at)?.into());
-    if watch.has_location && watch.plan.needs_location {
+    if watch.binds_location {
         args.push(location.into());
     }
     Spi::connect(|client| {
