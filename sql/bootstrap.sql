@@ -27,6 +27,8 @@ CREATE TABLE watches (
     pk_column       name,
     channel         text        NOT NULL DEFAULT 'transaction_alerts',
     alert_level     text        NOT NULL DEFAULT 'medium' CHECK (alert_level IN ('low', 'medium', 'high')),
+    block_at        float8,
+    on_block        text        NOT NULL DEFAULT 'error' CHECK (on_block IN ('error', 'skip')),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );

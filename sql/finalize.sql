@@ -28,3 +28,4 @@ CREATE TRIGGER risk_rules_invalidate
 CREATE TRIGGER watches_invalidate
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON watches
     FOR EACH STATEMENT EXECUTE FUNCTION invalidate_cep_cache();
+

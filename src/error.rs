@@ -23,6 +23,9 @@ pub enum CepError {
     InvalidArgument(String),
     #[error("{0}")]
     Spi(#[from] pgrx::spi::SpiError),
+    /// The monitor refused a row; `detail` holds the fired rules' evidence.
+    #[error("{message}")]
+    Blocked { message: String, detail: String },
 }
 
 pub type CepResult<T> = Result<T, CepError>;
@@ -47,12 +50,19 @@ impl CepError {
             CepError::WrongColumnType(_) => ERRCODE_DATATYPE_MISMATCH,
             CepError::InvalidArgument(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             CepError::Spi(_) => ERRCODE_INTERNAL_ERROR,
+            CepError::Blocked { .. } => ERRCODE_TRIGGERED_ACTION_EXCEPTION,
         }
     }
 
     /// Raises the error as a Postgres ERROR; never returns.
     pub fn report(self) -> ! {
-        ErrorReport::new(self.sqlstate(), self.to_string(), "pg_cep").report(PgLogLevel::ERROR);
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_cep");
+        if let CepError::Blocked { detail, .. } = &self {
+            report = report.set_detail(detail.clone()).set_hint(
+                "The row was not stored. Raise block_at with cep.watch, or use on_block => 'skip' to record attempts instead.",
+            );
+        }
+        report.report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
     }
 }

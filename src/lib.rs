@@ -20,6 +20,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     pg::cache::register_invalidation_callback();
+    pg::stats::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

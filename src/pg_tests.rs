@@ -286,4 +286,82 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'cep_monitor'"), Some(0));
         assert!(outcome("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', now())").starts_with("55000: no table is watched"));
     }
+
+    fn add_rows_in_time_order(user_id: i32, n: i32, last: &str, amount: i32) {
+        run(&format!(
+            "INSERT INTO transactions (user_id, amount, location, created_at) \
+             SELECT {user_id}, {amount}, 'A', timestamptz '{last}' - make_interval(mins => g) \
+             FROM generate_series(0, {n} - 1) g ORDER BY g DESC"
+        ));
+    }
+
+    #[pg_test]
+    fn blocking_rejects_with_its_own_sqlstate_and_stores_nothing() {
+        seed_setup();
+        run("SELECT cep.watch('transactions', block_at => 0.9)");
+        assert_eq!(one::<String>("SELECT tgtype::int::text FROM pg_trigger WHERE tgname = 'cep_monitor'").unwrap(), "7", "BEFORE INSERT FOR EACH ROW");
+        // 0.6 (amount) + 0.4 (23:30 is night) = 1.0, at or above 0.9.
+        let err = outcome("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (1, 20000, 'A', '2026-01-15 23:30+00')");
+        assert!(err.starts_with("09000: pg_cep blocked an insert into public.transactions: key 1 scored 1.00, at or above block_at 0.9 (rule 2 v1, rule 3 v1)"), "{err}");
+        assert_eq!(one::<i64>("SELECT count(*) FROM transactions"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(0));
+        // Below block_at: stored, and alerted as usual (0.6 is medium).
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (1, 20000, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM transactions"), Some(1));
+        assert_eq!(one::<String>("SELECT action || ':' || level FROM cep.alerts").unwrap(), "alert:medium");
+    }
+
+    #[pg_test]
+    fn blocking_skip_drops_the_row_and_records_the_attempt() {
+        seed_setup();
+        run("SELECT cep.watch('transactions', block_at => 0.9, on_block => 'skip')");
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES \
+             (1, 20000, 'A', '2026-01-15 23:30+00'), (2, 10, 'A', '2026-01-15 23:30+00'), (3, 10, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(one::<String>("SELECT string_agg(user_id::text, ',' ORDER BY user_id) FROM transactions").unwrap(), "2,3");
+        assert_eq!(one::<String>("SELECT key || ':' || score FROM cep.alerts WHERE action = 'blocked'").unwrap(), "1:1");
+        // User 2's night-time row (0.4, medium) is stored and alerted as usual.
+        assert_eq!(one::<String>("SELECT key || ':' || level FROM cep.alerts WHERE action = 'alert'").unwrap(), "2:medium");
+        let stats = one::<String>("SELECT format('%s/%s/%s/%s', rows_seen, alerts, rows_blocked, shared) FROM cep.stats() WHERE table_name = 'transactions'");
+        assert_eq!(stats.unwrap(), "3/2/1/f");
+        assert!(outcome("SELECT cep.watch('transactions', block_at => 0)").starts_with("22023: block_at"));
+        assert!(outcome("SELECT cep.watch('transactions', block_at => 0.5, on_block => 'drop')").starts_with("22023: on_block"));
+    }
+
+    #[pg_test]
+    fn row_mode_and_statement_mode_score_alike() {
+        seed_setup();
+        run("UPDATE cep.risk_rules SET is_active = false WHERE rule_id <> 1");
+        add_rows_in_time_order(1, 12, "2026-01-15 12:00:00+00", 10);
+        let statement_mode = one::<String>("SELECT string_agg(rules->0->'evidence'->>'observed', ',' ORDER BY alert_id) FROM cep.alerts");
+        assert_eq!(statement_mode.as_deref(), Some("11.0,12.0"));
+        run("DELETE FROM cep.alerts");
+        run("SELECT cep.watch('transactions', block_at => 5)");
+        add_rows_in_time_order(2, 12, "2026-01-15 12:00:00+00", 10);
+        let row_mode = one::<String>("SELECT string_agg(rules->0->'evidence'->>'observed', ',' ORDER BY alert_id) FROM cep.alerts");
+        assert_eq!(row_mode, statement_mode);
+    }
+
+    #[pg_test]
+    fn a_dropped_column_skips_its_rules_and_inserts_go_on() {
+        seed_setup();
+        add_rows(1, 3, "2026-01-15 12:00:00+00", "A");
+        run("ALTER TABLE transactions DROP COLUMN location");
+        // The location rule is skipped and counted; the others still score.
+        run("INSERT INTO transactions (user_id, amount, created_at) VALUES (1, 20000, '2026-01-15 12:01+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM transactions"), Some(4));
+        assert_eq!(one::<String>("SELECT string_agg(r->>'rule_id', ',') FROM cep.alerts, jsonb_array_elements(rules) r").unwrap(), "2");
+        assert_eq!(one::<i64>("SELECT rule_errors FROM cep.stats() WHERE table_name = 'transactions'"), Some(1));
+        let rows = one::<String>("SELECT string_agg(rule_id || ':' || triggered, ',') FROM cep.evaluate_risk_rules(1, 20000, 'A', '2026-01-15 12:02+00')");
+        assert_eq!(rows.unwrap(), "1:false,2:true,3:false,4:false");
+        // Without its time column nothing can be scored, but rows are still stored.
+        run("ALTER TABLE transactions RENAME COLUMN created_at TO ts");
+        run("INSERT INTO transactions (user_id, amount, ts) VALUES (1, 90000, '2026-01-15 12:03+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM transactions"), Some(5));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(1));
+        assert_eq!(one::<i64>("SELECT rule_errors FROM cep.stats() WHERE table_name = 'transactions'"), Some(5));
+        // Watching again with the new name repairs it.
+        run("SELECT cep.watch('transactions', time_column => 'ts')");
+        run("INSERT INTO transactions (user_id, amount, ts) VALUES (1, 90000, '2026-01-15 12:04+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(2));
+    }
 }

@@ -142,3 +142,50 @@ fn evaluate_risk_rules_over_the_wire() {
     assert_eq!(err.code().unwrap().code(), "22P02");
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.risk_rules"), 2);
 }
+
+#[test]
+fn blocking_over_the_wire_in_both_modes() {
+    let db = TestDb::new("block");
+    let mut c = setup(&db);
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+    // 0.8 (the 11th row in the hour) + 0.6 (large amount) = 1.4.
+    c.batch_execute("SELECT cep.watch('transactions', block_at => 1.0)").unwrap();
+    c.batch_execute("INSERT INTO transactions (user_id, amount, created_at) SELECT 1, 10, now() - make_interval(mins => g) FROM generate_series(1, 10) g").unwrap();
+    let err = c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 50000)").unwrap_err();
+    let db_err = err.as_db_error().expect("a server error");
+    assert_eq!(db_err.code().code(), "09000");
+    assert!(db_err.message().contains("key 1 scored 1.40"), "{}", db_err.message());
+    assert!(db_err.detail().unwrap_or("").contains("\"observed\":50000.0"), "{:?}", db_err.detail());
+    assert_eq!(count(&mut c, "SELECT count(*) FROM transactions"), 10);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), 0);
+    assert!(drain_notifications(&mut listener, Duration::from_millis(300)).is_empty());
+
+    c.batch_execute("SELECT cep.watch('transactions', block_at => 1.0, on_block => 'skip')").unwrap();
+    c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 50000)").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM transactions"), 10, "the row is dropped");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE action = 'blocked'"), 1);
+    let got = drain_notifications(&mut listener, Duration::from_secs(2));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.contains("\"action\":\"blocked\""), "{}", got[0].1);
+}
+
+#[test]
+fn stats_are_shared_across_sessions() {
+    let db = TestDb::new("stats");
+    let mut writer = setup(&db);
+    writer.batch_execute("INSERT INTO transactions (user_id, amount) SELECT g % 3, CASE WHEN g = 1 THEN 20000 ELSE 5 END FROM generate_series(1, 50) g").unwrap();
+    let mut reader = db.connect();
+    let row = reader
+        .query_one("SELECT rows_seen, alerts, notifications, rule_errors, total_ms > 0, max_ms <= total_ms, shared FROM cep.stats() WHERE table_name = 'transactions'", &[])
+        .unwrap();
+    let alerts = count(&mut reader, "SELECT count(*) FROM cep.alerts");
+    assert!(alerts >= 1);
+    assert_eq!(row.get::<_, i64>(0), 50);
+    assert_eq!(row.get::<_, i64>(1), alerts);
+    assert_eq!(row.get::<_, i64>(2), alerts);
+    assert_eq!(row.get::<_, i64>(3), 0);
+    assert!(row.get::<_, bool>(4) && row.get::<_, bool>(5) && row.get::<_, bool>(6));
+    reader.batch_execute("SELECT cep.stats_reset()").unwrap();
+    assert_eq!(count(&mut writer, "SELECT count(*) FROM cep.stats()"), 0);
+}

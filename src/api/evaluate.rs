@@ -8,10 +8,11 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, JsonB, PgRelation};
 
-use crate::engine::evaluate::{assess, evaluate, risk_level, Outcome, Transaction};
+use crate::engine::evaluate::{assess, risk_level, Outcome};
 use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
-use crate::pg::{cache, history, time};
+use crate::pg::cache;
+use crate::pg::scoring::{self, Event, Standing};
 
 
 fn score(
@@ -25,22 +26,32 @@ fn score(
         Some(r) => r,
         None => cache::only_watch()?,
     };
-    let rules = cache::active_rules()?;
     let watch = cache::watch(relid)?;
-    let at: pg_sys::TimestampTz = at.into();
     let amount = match amount {
         Some(a) => Some(f64::try_from(a).map_err(|e| CepError::InvalidArgument(format!("p_amount: {e}")))?),
         None => None,
     };
-    let stats = history::read_window_stats(&watch, key, at, location)?;
-    let tx = Transaction {
-        amount,
-        location,
-        unix_micros: time::pg_to_unix_micros(at),
-        session_utc_offset_secs: time::session_utc_offset_secs(at),
-        in_history: false,
-    };
-    Ok(evaluate(&rules, &watch.plan, &stats, &tx))
+    if let Some(why) = &watch.unusable {
+        return Err(CepError::InvalidArgument(format!("{} cannot be scored: {why}", watch.qualified_name)));
+    }
+    let event = Event { key, amount, location, at: at.into() };
+    let mut outcomes = scoring::score(&watch, &event, Standing::Candidate)?;
+    // Rules that cannot run here still get their row, untriggered, after a WARNING.
+    scoring::warn_skipped(&watch);
+    for (id, why) in &watch.skipped {
+        let rule = cache::active_rules()?.iter().find(|r| r.id == *id).cloned();
+        if let Some(rule) = rule {
+            outcomes.push(Outcome {
+                rule_id: rule.id,
+                version: rule.version,
+                score: rule.score,
+                triggered: false,
+                evidence: serde_json::json!({"skipped": why}),
+            });
+        }
+    }
+    outcomes.sort_by_key(|o| o.rule_id);
+    Ok(outcomes)
 }
 
 fn rule_rows(outcomes: Vec<Outcome>) -> TableIterator<'static, (name!(rule_id, i32), name!(risk_score, f64), name!(triggered, bool))> {

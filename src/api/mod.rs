@@ -4,4 +4,5 @@
 pub mod evaluate;
 pub mod monitor;
 pub mod rules;
+pub mod stats;
 pub mod watch;

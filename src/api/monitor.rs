@@ -1,31 +1,63 @@
-//! The transaction monitor: a statement-level trigger that scores every inserted row.
+//! The transaction monitor, attached by `cep.watch` as one trigger named `cep_monitor`:
 //!
-//! `cep.watch` attaches it as `AFTER INSERT ... REFERENCING NEW TABLE AS cep_new_rows FOR EACH
-//! STATEMENT`, so a multi-row INSERT or COPY is one trigger call that reads its rows once. Each
-//! row is scored with the key's window as stored, this row and the statement's earlier rows
-//! included (`[t - window, t]`). Alerts go to `cep.alerts`; NOTIFY is sent with the alert id, and
-//! Postgres delivers it only if the transaction commits.
+//! - without `block_at`: `AFTER INSERT ... REFERENCING NEW TABLE AS cep_new_rows FOR EACH
+//!   STATEMENT`, so a multi-row INSERT or a COPY is one call that reads its rows once; each row is
+//!   scored with its key's window as stored, itself and the statement's earlier rows included;
+//! - with `block_at`: `BEFORE INSERT FOR EACH ROW`, so a row can be refused before it is stored;
+//!   the row is counted in its own window as if it were stored, and the rows its statement
+//!   inserted before it are visible. For rows inserted in time order, both modes give the same
+//!   scores; a row mode batch out of time order sees only the rows inserted before each row.
+//!
+//! Alerts go to `cep.alerts`; NOTIFY carries the alert id and is delivered only on commit.
+
+use std::time::Instant;
 
 use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, PgTrigger, PgTriggerError};
-use serde_json::Value;
 
-use crate::engine::evaluate::{assess, evaluate, level_rank, risk_level, Transaction};
+use crate::engine::counters::MonitorCounters;
+use crate::engine::evaluate::{assess, level_rank, risk_level, Assessment};
 use crate::engine::payload::{alert_payload, AlertNotice};
-use crate::error::{CepResult, OrReport};
+use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
-use crate::pg::{cache, history, time};
+use crate::pg::scoring::{self, Event, Standing};
+use crate::pg::{cache, stats, watched::Watch};
 
-/// Trigger function behind `cep.watch`; not called directly.
+/// Statement-level trigger function behind `cep.watch`; not called directly.
 #[pg_trigger]
 fn monitor<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
     let relid = trigger.relid()?;
     let data = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
-    score_new_rows(relid, data).or_report();
+    let started = Instant::now();
+    let mut counts = MonitorCounters::default();
+    let result = score_new_rows(relid, data, &mut counts);
+    finish(relid, &mut counts, started);
+    result.or_report();
     Ok(None)
 }
 
-struct NewRow {
+/// Row-level trigger function behind `cep.watch(..., block_at => ...)`; not called directly.
+/// A refused row raises SQLSTATE 09000 (triggered_action_exception), naming the rules.
+#[pg_trigger]
+fn monitor_row<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    let relid = trigger.relid()?;
+    let started = Instant::now();
+    let mut counts = MonitorCounters::default();
+    let verdict = check_incoming_row(relid, trigger.trigger_data(), &mut counts);
+    finish(relid, &mut counts, started);
+    match verdict.or_report() {
+        Verdict::Keep => Ok(trigger.new()),
+        Verdict::Skip => Ok(None),
+        Verdict::Reject(message, detail) => CepError::Blocked { message, detail }.report(),
+    }
+}
+
+fn finish(relid: pg_sys::Oid, counts: &mut MonitorCounters, started: Instant) {
+    counts.total_micros = started.elapsed().as_micros() as u64;
+    stats::record(relid, counts);
+}
+
+struct Row {
     key: String,
     amount: Option<f64>,
     location: Option<String>,
@@ -33,67 +65,147 @@ struct NewRow {
     pk: Option<String>,
 }
 
-fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData) -> CepResult<()> {
-    let rules = cache::active_rules()?;
-    if rules.is_empty() {
+impl Row {
+    fn event(&self) -> Event<'_> {
+        Event { key: &self.key, amount: self.amount, location: self.location.as_deref(), at: self.at }
+    }
+}
+
+/// Reads the five values `Watch::new_rows_sql` and `Watch::row_values` select.
+fn read_row(r: &pgrx::spi::SpiHeapTupleData) -> CepResult<Option<Row>> {
+    let Some(key) = r.get::<String>(1)? else { return Ok(None) };
+    let Some(at) = r.get::<pgrx::datum::TimestampWithTimeZone>(4)? else { return Ok(None) };
+    Ok(Some(Row { key, amount: r.get(2)?, location: r.get(3)?, at: at.into(), pk: r.get(5)? }))
+}
+
+/// True when the watch cannot score at all; warns and counts every rule as an error.
+fn cannot_score(watch: &Watch, rows: u64, counts: &mut MonitorCounters) -> bool {
+    if let Some(why) = &watch.unusable {
+        pgrx::warning!("pg_cep: the monitor on {} skips every rule: {why}; fix the table or call cep.watch again", watch.qualified_name);
+        counts.rule_errors += rows * watch.skipped.len() as u64;
+        return true;
+    }
+    counts.rule_errors += rows * scoring::warn_skipped(watch) as u64;
+    false
+}
+
+fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &mut MonitorCounters) -> CepResult<()> {
+    if cache::active_rules()?.is_empty() {
         return Ok(());
     }
     let watch = cache::watch(relid)?;
-    let rows: Vec<NewRow> = Spi::connect(|client| -> CepResult<Vec<NewRow>> {
+    let rows: Vec<Row> = Spi::connect(|client| -> CepResult<Vec<Row>> {
         // SAFETY: `data` is this trigger call's TriggerData; registering makes cep_new_rows visible.
         unsafe { pg_sys::SPI_register_trigger_data(data) };
+        if watch.unusable.is_some() {
+            // The mapped columns are gone: only count the rows.
+            let n = client.select("SELECT count(*) FROM cep_new_rows", None, &[])?.first().get_one::<i64>()?.unwrap_or(0);
+            counts.rows_seen = n as u64;
+            return Ok(Vec::new());
+        }
         let mut rows = Vec::new();
         for r in client.select(watch.new_rows_sql.as_str(), None, &[])? {
-            let Some(key) = r.get::<String>(1)? else { continue };
-            let Some(at) = r.get::<pgrx::datum::TimestampWithTimeZone>(4)? else { continue };
-            rows.push(NewRow { key, amount: r.get(2)?, location: r.get(3)?, at: at.into(), pk: r.get(5)? });
+            if let Some(row) = read_row(&r)? {
+                rows.push(row);
+            }
         }
         Ok(rows)
     })?;
-    let (high, medium) = (gucs::high_risk_threshold(), gucs::medium_risk_threshold());
-    let min_rank = level_rank(&watch.alert_level).unwrap_or(1);
-    for row in rows {
-        let stats = history::read_window_stats(&watch, &row.key, row.at, row.location.as_deref())?;
-        let tx = Transaction {
-            amount: row.amount,
-            location: row.location.as_deref(),
-            unix_micros: time::pg_to_unix_micros(row.at),
-            session_utc_offset_secs: time::session_utc_offset_secs(row.at),
-            in_history: true,
-        };
-        let a = assess(&evaluate(&rules, &watch.plan, &stats, &tx));
-        let level = risk_level(a.total_score, high, medium);
-        if a.triggered.is_empty() || level_rank(level).unwrap_or(0) < min_rank {
-            continue;
+    counts.rows_seen = counts.rows_seen.max(rows.len() as u64);
+    if cannot_score(&watch, counts.rows_seen, counts) {
+        return Ok(());
+    }
+    for row in &rows {
+        let a = assess(&scoring::score(&watch, &row.event(), Standing::Stored)?);
+        if let Some(level) = alert_level(&watch, &a) {
+            write_alert(&watch, row, &a, level, "alert", counts)?;
         }
-        write_alert(&watch, &row, a.total_score, level, &a.triggered, a.evidence)?;
     }
     Ok(())
 }
 
-fn write_alert(
-    watch: &cache::Watch,
-    row: &NewRow,
-    score: f64,
-    level: &str,
-    rules: &[i32],
-    evidence: Value,
-) -> CepResult<()> {
+enum Verdict {
+    Keep,
+    Skip,
+    /// Message and detail of the error that rejects the INSERT.
+    Reject(String, String),
+}
+
+fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &mut MonitorCounters) -> CepResult<Verdict> {
+    counts.rows_seen = 1;
+    if cache::active_rules()?.is_empty() {
+        return Ok(Verdict::Keep);
+    }
+    let watch = cache::watch(relid)?;
+    if cannot_score(&watch, 1, counts) {
+        return Ok(Verdict::Keep);
+    }
+    let Some(query) = watch.row_values.as_ref() else { return Ok(Verdict::Keep) };
+    // SAFETY: tg_trigtuple is this call's NEW row and tg_relation its open relation.
+    let new_row = unsafe { pg_sys::heap_copy_tuple_as_datum(data.tg_trigtuple, (*data.tg_relation).rd_att) };
+    let row = Spi::connect(|client| -> CepResult<Option<Row>> {
+        let arg = unsafe { pgrx::datum::DatumWithOid::new(new_row, watch.row_type) };
+        let values = client.select(query, Some(1), &[arg])?;
+        match values.into_iter().next() {
+            Some(r) => read_row(&r),
+            None => Ok(None),
+        }
+    })?;
+    let Some(row) = row else { return Ok(Verdict::Keep) };
+    let a = assess(&scoring::score(&watch, &row.event(), Standing::Incoming)?);
+    if let Some(block_at) = watch.block_at.filter(|b| a.total_score >= *b && !a.triggered.is_empty()) {
+        counts.rows_blocked = 1;
+        let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
+        if watch.on_block == "skip" {
+            write_alert(&watch, &row, &a, level, "blocked", counts)?;
+            return Ok(Verdict::Skip);
+        }
+        let fired: Vec<String> = a
+            .evidence
+            .as_array()
+            .map(|rules| rules.iter().map(|r| format!("rule {} v{}", r["rule_id"], r["version"])).collect())
+            .unwrap_or_default();
+        return Ok(Verdict::Reject(
+            format!(
+                "pg_cep blocked an insert into {}: key {} scored {:.2}, at or above block_at {block_at} ({})",
+                watch.qualified_name,
+                row.key,
+                a.total_score,
+                fired.join(", ")
+            ),
+            a.evidence.to_string(),
+        ));
+    }
+    if let Some(level) = alert_level(&watch, &a) {
+        write_alert(&watch, &row, &a, level, "alert", counts)?;
+    }
+    Ok(Verdict::Keep)
+}
+
+/// The assessment's level, when it is high enough for an alert on this table.
+fn alert_level(watch: &Watch, a: &Assessment) -> Option<&'static str> {
+    let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
+    let wanted = level_rank(&watch.alert_level).unwrap_or(1);
+    (!a.triggered.is_empty() && level_rank(level).unwrap_or(0) >= wanted).then_some(level)
+}
+
+fn write_alert(watch: &Watch, row: &Row, a: &Assessment, level: &str, action: &str, counts: &mut MonitorCounters) -> CepResult<()> {
     let at = pgrx::datum::TimestampWithTimeZone::try_from(row.at).ok();
     Spi::connect_mut(|client| -> CepResult<()> {
         let inserted = client
             .update(
-                "INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, rules, event_time) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING alert_id, event_time::text",
+                "INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, action, rules, event_time) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING alert_id, event_time::text",
                 None,
                 &[
                     watch.relid.into(),
                     watch.qualified_name.as_str().into(),
                     row.key.as_str().into(),
                     row.pk.as_deref().into(),
-                    score.into(),
+                    a.total_score.into(),
                     level.into(),
-                    pgrx::JsonB(evidence).into(),
+                    action.into(),
+                    pgrx::JsonB(a.evidence.clone()).into(),
                     at.into(),
                 ],
             )?
@@ -105,12 +217,15 @@ fn write_alert(
             table: &watch.qualified_name,
             key: &row.key,
             row: row.pk.as_deref(),
-            score,
+            score: a.total_score,
             level,
-            rules,
+            action,
+            rules: &a.triggered,
             ts: &ts,
         });
         client.select("SELECT pg_notify($1, $2)", None, &[watch.channel.as_str().into(), payload.as_str().into()])?;
+        counts.alerts += 1;
+        counts.notifications += 1;
         Ok(())
     })
 }

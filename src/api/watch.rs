@@ -5,16 +5,17 @@ use pgrx::PgRelation;
 
 use crate::engine::evaluate::level_rank;
 use crate::error::{CepError, CepResult, OrReport};
+use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
 
-const KEY_TYPES: &[&str] = &["smallint", "integer", "bigint", "text", "character varying", "uuid"];
-const AMOUNT_TYPES: &[&str] = &["numeric", "double precision", "real", "smallint", "integer", "bigint"];
-const TIME_TYPES: &[&str] = &["timestamp with time zone", "timestamp without time zone"];
-const LOCATION_TYPES: &[&str] = &["text", "character varying", "character"];
 
 /// Registers a table of transactions so that rules can read its history, and maps its columns.
 /// Watching a table again updates its mapping. With `create_index`, an index on
 /// `(key_column, time_column) INCLUDE (amount_column, location_column)` is created unless one
 /// already leads with those columns: rules then read a key's window from the index alone.
+///
+/// With `block_at`, the monitor scores each row before it is stored, and a row scoring at or
+/// above `block_at` is refused (`on_block => 'error'`, SQLSTATE CEP01) or dropped and recorded in
+/// `cep.alerts` with action `blocked` (`on_block => 'skip'`).
 ///
 /// ```sql
 /// SELECT cep.watch('transactions', key_column => 'user_id', amount_column => 'amount',
@@ -31,11 +32,29 @@ fn watch(
     channel: default!(&str, "'transaction_alerts'"),
     alert_level: default!(&str, "'medium'"),
     create_index: default!(bool, "true"),
+    block_at: default!(Option<f64>, "NULL"),
+    on_block: default!(&str, "'error'"),
 ) -> String {
     // The relation must be closed before CREATE INDEX, which refuses a table this session has open.
     let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
     drop(table);
-    register(&target, key_column, amount_column, time_column, location_column, channel, alert_level, create_index).or_report()
+    let mapping = Mapping { key_column, amount_column, time_column, location_column };
+    let monitor = Monitor { channel, alert_level, block_at, on_block };
+    register(&target, &mapping, &monitor, create_index).or_report()
+}
+
+struct Mapping<'a> {
+    key_column: &'a str,
+    amount_column: &'a str,
+    time_column: &'a str,
+    location_column: Option<&'a str>,
+}
+
+struct Monitor<'a> {
+    channel: &'a str,
+    alert_level: &'a str,
+    block_at: Option<f64>,
+    on_block: &'a str,
 }
 
 struct Target {
@@ -44,16 +63,15 @@ struct Target {
     relkind: u8,
 }
 
-fn register(
-    table: &Target,
-    key_column: &str,
-    amount_column: &str,
-    time_column: &str,
-    location_column: Option<&str>,
-    channel: &str,
-    alert_level: &str,
-    create_index: bool,
-) -> CepResult<String> {
+fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: bool) -> CepResult<String> {
+    let Mapping { key_column, amount_column, time_column, location_column } = *mapping;
+    let Monitor { channel, alert_level, block_at, on_block } = *monitor;
+    if let Some(b) = block_at.filter(|b| !b.is_finite() || *b <= 0.0) {
+        return Err(CepError::InvalidArgument(format!("block_at {b} must be a score above zero (such as 0.9)")));
+    }
+    if !matches!(on_block, "error" | "skip") {
+        return Err(CepError::InvalidArgument(format!("on_block {on_block:?} must be 'error' or 'skip'")));
+    }
     if level_rank(alert_level).is_none() {
         return Err(CepError::InvalidArgument(format!("alert_level {alert_level:?} must be one of low, medium, high")));
     }
@@ -65,28 +83,8 @@ fn register(
     if channel.is_empty() || channel.len() >= pg_sys::NAMEDATALEN as usize {
         return Err(CepError::InvalidArgument(format!("channel {channel:?} must be 1 to 63 bytes long")));
     }
-    let columns: Vec<(String, String)> = Spi::connect(|client| -> CepResult<_> {
-        let rows = client.select(
-            "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute \
-             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
-            None,
-            &[relid.into()],
-        )?;
-        let mut v = Vec::new();
-        for row in rows {
-            v.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
-        }
-        Ok(v)
-    })?;
-    let check = |role: &str, name: &str, allowed: &[&str]| -> CepResult<()> {
-        let Some((_, ty)) = columns.iter().find(|(n, _)| n == name) else {
-            return Err(CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", table.name)));
-        };
-        if !allowed.contains(&ty.as_str()) {
-            return Err(CepError::WrongColumnType(format!("{role} {name:?} has type {ty}; expected one of: {}", allowed.join(", "))));
-        }
-        Ok(())
-    };
+    let columns = TableColumns::read(relid, &table.name)?;
+    let check = |role: &str, name: &str, allowed: &[&str]| columns.check(role, name, allowed);
     check("key_column", key_column, KEY_TYPES)?;
     check("amount_column", amount_column, AMOUNT_TYPES)?;
     check("time_column", time_column, TIME_TYPES)?;
@@ -96,7 +94,7 @@ fn register(
             check("location_column", name, LOCATION_TYPES)?;
             Some(name)
         }
-        None => columns.iter().any(|(n, t)| n == "location" && LOCATION_TYPES.contains(&t.as_str())).then_some("location"),
+        None => columns.type_of("location").is_some_and(|t| LOCATION_TYPES.contains(&t)).then_some("location"),
     };
 
     Spi::connect_mut(|client| -> CepResult<String> {
@@ -115,22 +113,27 @@ fn register(
             .transpose()?
             .flatten();
         client.update(
-            "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, pk_column, channel, alert_level) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, pk_column, channel, alert_level, block_at, on_block) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (relid) DO UPDATE SET key_column = EXCLUDED.key_column, \
                amount_column = EXCLUDED.amount_column, time_column = EXCLUDED.time_column, \
                location_column = EXCLUDED.location_column, pk_column = EXCLUDED.pk_column, \
-               channel = EXCLUDED.channel, alert_level = EXCLUDED.alert_level, updated_at = now()",
+               channel = EXCLUDED.channel, alert_level = EXCLUDED.alert_level, block_at = EXCLUDED.block_at, \
+               on_block = EXCLUDED.on_block, updated_at = now()",
             None,
             &[relid.into(), key_column.into(), amount_column.into(), time_column.into(), location_column.into(),
-              pk_column.as_deref().into(), channel.into(), alert_level.into()],
+              pk_column.as_deref().into(), channel.into(), alert_level.into(), block_at.into(), on_block.into()],
         )?;
         // One trigger per table, whatever the number of calls: it is replaced, never added twice.
+        // Blocking needs the row before it is stored; otherwise one call per statement is cheaper.
+        let trigger = if block_at.is_some() {
+            "BEFORE INSERT ON %1$s FOR EACH ROW EXECUTE FUNCTION cep.monitor_row()"
+        } else {
+            "AFTER INSERT ON %1$s REFERENCING NEW TABLE AS cep_new_rows FOR EACH STATEMENT EXECUTE FUNCTION cep.monitor()"
+        };
         run_ddl(
             client,
-            "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; \
-               CREATE TRIGGER cep_monitor AFTER INSERT ON %1$s REFERENCING NEW TABLE AS cep_new_rows \
-               FOR EACH STATEMENT EXECUTE FUNCTION cep.monitor()', $1::regclass)",
+            &format!("SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; CREATE TRIGGER cep_monitor {trigger}', $1::regclass)"),
             &[relid.into()],
         )?;
         let mut index_note = String::new();

@@ -23,6 +23,7 @@ pub struct Needs {
     pub sum: bool,
     pub max: bool,
     pub sum_sq: bool,
+    /// Also reads `same_location`, so that a candidate row can be folded in.
     pub distinct_locations: bool,
     pub other_locations: bool,
 }
@@ -86,6 +87,8 @@ pub struct WindowStats {
     pub distinct_locations: i64,
     /// Rows whose location is set and differs from the transaction's.
     pub other_locations: i64,
+    /// Rows at the transaction's own location (read with `distinct_locations`).
+    pub same_location: i64,
 }
 
 /// The transaction being scored.
@@ -110,6 +113,25 @@ pub struct Outcome {
     pub triggered: bool,
     /// The values the rule compared, so an analyst can see why it fired.
     pub evidence: Value,
+}
+
+/// Adds a transaction that is not stored yet to the stats read for it, so that rules see the
+/// window "including this row" before the row exists (the monitor's blocking mode).
+pub fn include_candidate(stats: &mut [WindowStats], tx: &Transaction) {
+    for s in stats {
+        s.count += 1;
+        if let Some(a) = tx.amount {
+            s.sum += a;
+            s.sum_sq += a * a;
+            s.max = Some(s.max.map_or(a, |m| m.max(a)));
+        }
+        if tx.location.is_some() {
+            if s.same_location == 0 {
+                s.distinct_locations += 1;
+            }
+            s.same_location += 1;
+        }
+    }
 }
 
 /// Scores a transaction against every rule. `stats` lines up with `plan.windows`.
@@ -313,6 +335,33 @@ mod tests {
     }
 
     #[test]
+    fn a_folded_candidate_scores_like_the_stored_row() {
+        let rules = vec![
+            rule(1, "threshold", json!({"metric": "transaction_count", "operator": ">", "value": 2}), 0.5),
+            rule(2, "threshold", json!({"metric": "max_amount", "operator": ">=", "value": 900}), 0.5),
+            rule(3, "threshold", json!({"metric": "distinct_locations", "operator": ">", "value": 1}), 0.5),
+            rule(4, "anomaly", json!({"method": "mean_multiple", "threshold": 3, "min_samples": 2}), 0.5),
+        ];
+        let plan = WindowPlan::for_rules(&rules);
+        // History: two rows of 100 in "A". The candidate: 900 in "B".
+        let history = WindowStats { count: 2, sum: 200.0, sum_sq: 20_000.0, max: Some(100.0), distinct_locations: 1, same_location: 0, other_locations: 2 };
+        let stored = WindowStats { count: 3, sum: 1100.0, sum_sq: 830_000.0, max: Some(900.0), distinct_locations: 2, same_location: 1, other_locations: 2 };
+        let mut t = Transaction { amount: Some(900.0), location: Some("B"), unix_micros: NOON, session_utc_offset_secs: 0, in_history: true };
+        let mut folded = vec![history; plan.windows.len()];
+        include_candidate(&mut folded, &t);
+        assert_eq!(folded[0], stored);
+        let a = evaluate(&rules, &plan, &folded, &t);
+        let b = evaluate(&rules, &plan, &vec![stored; plan.windows.len()], &t);
+        assert_eq!(a, b);
+        assert!(a.iter().all(|o| o.triggered));
+        // At a location already in the history, the distinct count does not grow.
+        t.location = Some("A");
+        let mut again = vec![WindowStats { same_location: 2, ..history }];
+        include_candidate(&mut again, &t);
+        assert_eq!(again[0].distinct_locations, 1);
+    }
+
+    #[test]
     fn night_range_crosses_midnight() {
         let (s, e) = (22 * 3600, 6 * 3600);
         assert!(in_time_range(22 * 3600, s, e));
@@ -359,7 +408,7 @@ mod tests {
 
     #[test]
     fn every_threshold_metric() {
-        let s = WindowStats { count: 4, sum: 100.0, max: Some(70.0), sum_sq: 0.0, distinct_locations: 3, other_locations: 2 };
+        let s = WindowStats { count: 4, sum: 100.0, max: Some(70.0), sum_sq: 0.0, distinct_locations: 3, other_locations: 2, same_location: 0 };
         for (metric, value, fires) in [
             ("transaction_count", 3.0, true), ("transaction_count", 4.0, false),
             ("total_amount", 99.0, true), ("total_amount", 100.0, false),

@@ -16,6 +16,8 @@ pub struct AlertNotice<'a> {
     pub row: Option<&'a str>,
     pub score: f64,
     pub level: &'a str,
+    /// "alert", or "blocked" for a row the monitor dropped.
+    pub action: &'a str,
     pub rules: &'a [i32],
     pub ts: &'a str,
 }
@@ -35,7 +37,7 @@ pub fn alert_payload(n: &AlertNotice) -> String {
         };
         let mut v = json!({
             "type": "risk_alert", "alert_id": n.alert_id, "table": cut(n.table), "key": cut(n.key),
-            "row": n.row.map(cut), "score": n.score, "level": n.level, "rules": rules, "ts": n.ts,
+            "row": n.row.map(cut), "score": n.score, "level": n.level, "action": n.action, "rules": rules, "ts": n.ts,
         });
         if truncated {
             v["truncated"] = Value::Bool(true);
@@ -58,7 +60,7 @@ mod tests {
     use super::*;
 
     fn notice<'a>(key: &'a str, rules: &'a [i32]) -> AlertNotice<'a> {
-        AlertNotice { alert_id: 42, table: "public.transactions", key, row: Some("7"), score: 1.5, level: "high", rules, ts: "2026-01-15 12:00:00+00" }
+        AlertNotice { alert_id: 42, table: "public.transactions", key, row: Some("7"), score: 1.5, level: "high", action: "alert", rules, ts: "2026-01-15 12:00:00+00" }
     }
 
     #[test]

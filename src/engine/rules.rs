@@ -158,6 +158,17 @@ impl Condition {
         }
     }
 
+    /// Whether the rule reads the amount column (so it cannot run once that column is gone).
+    pub fn needs_amount(&self) -> bool {
+        match self {
+            Condition::Threshold { metric, .. } => {
+                !matches!(metric, Metric::TransactionCount | Metric::DistinctLocations)
+            }
+            Condition::NightTransaction { .. } | Condition::LocationChange { .. } => false,
+            Condition::Anomaly { .. } => true,
+        }
+    }
+
     pub fn needs_location(&self) -> bool {
         matches!(
             self,

@@ -1,7 +1,8 @@
-//! Per-backend caches of compiled rules and watched tables, dropped when either table changes.
+//! Per-backend caches of compiled rules and watched tables, dropped when either table changes, or
+//! when a watched table's definition does (a dropped column, say).
 //!
 //! A statement trigger on `cep.risk_rules` and `cep.watches` sends a relcache invalidation for its
-//! table. Postgres delivers it to this backend at once and to the others at commit, so a backend
+//! table; DDL on a watched table sends one by itself. Postgres delivers it to this backend at once and to the others at commit, so a backend
 //! never scores with rules that a committed (or its own) change has replaced, and a rolled-back
 //! change is forgotten. The callback only sets a flag: it can run in the middle of our own code.
 
@@ -11,32 +12,11 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
-
-use crate::engine::evaluate::WindowPlan;
 use crate::engine::rules::{parse_condition, Rule};
 use crate::error::{CepError, CepResult};
+pub use crate::pg::watched::Watch;
 
 static STALE: AtomicBool = AtomicBool::new(true);
-
-/// A watched table as the evaluator needs it, with its kept window query.
-pub struct Watch {
-    pub relid: pg_sys::Oid,
-    /// `schema.table`, quoted, for messages and SQL.
-    pub qualified_name: String,
-    pub key_column: String,
-    pub has_location: bool,
-    /// The window query takes the transaction's location as its last parameter.
-    pub binds_location: bool,
-    pub channel: String,
-    /// Alerts are written at or above this level: "low", "medium" or "high".
-    pub alert_level: String,
-    /// Reads the statement's new rows from the monitor's transition table `cep_new_rows`.
-    pub new_rows_sql: String,
-    pub plan: WindowPlan,
-    /// Reads every window of `plan` in one pass; `None` when no rule needs history.
-    pub window_query: Option<OwnedPreparedStatement>,
-}
 
 #[derive(Default)]
 struct State {
@@ -124,7 +104,8 @@ fn remember_our_tables() -> CepResult<()> {
     let oids: Vec<pg_sys::Oid> = Spi::connect(|client| -> CepResult<Vec<pg_sys::Oid>> {
         let rows = client.select(
             "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches')",
+             WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches') \
+             UNION ALL SELECT relid FROM cep.watches",
             None,
             &[],
         )?;
@@ -146,7 +127,8 @@ pub fn watch(relid: pg_sys::Oid) -> CepResult<Rc<Watch>> {
     if let Some(w) = STATE.with(|s| s.borrow().watches.get(&relid.to_u32()).cloned()) {
         return Ok(w);
     }
-    let w = Rc::new(crate::pg::history::load_watch(relid, WindowPlan::for_rules(&rules))?);
+    remember_our_tables()?;
+    let w = Rc::new(crate::pg::watched::load(relid, &rules)?);
     STATE.with(|s| s.borrow_mut().watches.insert(relid.to_u32(), w.clone()));
     Ok(w)
 }

@@ -10,84 +10,12 @@ use pgrx::PgOid;
 
 use crate::engine::evaluate::{WindowPlan, WindowStats};
 use crate::error::{CepError, CepResult};
-use crate::pg::cache::Watch;
-
-struct WatchColumns {
-    qualified_name: String,
-    key: String,
-    key_type: String,
-    amount: String,
-    time: String,
-    location: Option<String>,
-    pk: Option<String>,
-    channel: String,
-    alert_level: String,
-}
-
-pub fn load_watch(relid: pg_sys::Oid, plan: WindowPlan) -> CepResult<Watch> {
-    let cols = Spi::connect(|client| -> CepResult<Option<WatchColumns>> {
-        let rows = client.select(
-            "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(w.key_column), \
-                    format_type(a.atttypid, NULL), quote_ident(w.amount_column), \
-                    quote_ident(w.time_column), quote_ident(w.location_column), w.channel, \
-                    quote_ident(w.pk_column), w.alert_level \
-             FROM cep.watches w \
-             JOIN pg_class c ON c.oid = w.relid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_attribute a ON a.attrelid = w.relid AND a.attname = w.key_column AND NOT a.attisdropped \
-             WHERE w.relid = $1",
-            None,
-            &[relid.into()],
-        )?;
-        let Some(row) = rows.into_iter().next() else { return Ok(None) };
-        Ok(Some(WatchColumns {
-            qualified_name: row.get(1)?.unwrap_or_default(),
-            key: row.get(2)?.unwrap_or_default(),
-            key_type: row.get(3)?.unwrap_or_default(),
-            amount: row.get(4)?.unwrap_or_default(),
-            time: row.get(5)?.unwrap_or_default(),
-            location: row.get(6)?,
-            channel: row.get(7)?.unwrap_or_default(),
-            pk: row.get(8)?,
-            alert_level: row.get(9)?.unwrap_or_default(),
-        }))
-    })?;
-    let cols = cols.ok_or_else(|| {
-        CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first"))
-    })?;
-    let binds_location = cols.location.is_some() && plan.needs_location;
-    let window_query = if plan.windows.is_empty() {
-        None
-    } else {
-        let (sql, arg_types) = window_query_sql(&cols, &plan, binds_location);
-        Some(Spi::connect(|client| client.prepare(sql.as_str(), &arg_types).map(|p| p.keep()))?)
-    };
-    let new_rows_sql = format!(
-        "SELECT {}::text, {}::float8, {}, {}::timestamptz, {}::text FROM cep_new_rows",
-        cols.key,
-        cols.amount,
-        cols.location.as_deref().map(|l| format!("{l}::text")).unwrap_or_else(|| "NULL::text".into()),
-        cols.time,
-        cols.pk.as_deref().unwrap_or("NULL"),
-    );
-    Ok(Watch {
-        relid,
-        alert_level: cols.alert_level,
-        new_rows_sql,
-        qualified_name: cols.qualified_name,
-        key_column: cols.key,
-        has_location: cols.location.is_some(),
-        binds_location,
-        channel: cols.channel,
-        plan,
-        window_query,
-    })
-}
+use crate::pg::watched::{Mapping, Watch};
 
 /// `$1` key (as text, cast to the key's type), `$2..$n+1` window starts, `$n+2` the transaction's
 /// time, `$n+3` its location when a rule needs it. Only the aggregates the rules read are
 /// selected; with the covering index `cep.watch` creates, the scan is index-only.
-fn window_query_sql(c: &WatchColumns, plan: &WindowPlan, binds_location: bool) -> (String, Vec<PgOid>) {
+pub fn window_query_sql(c: &Mapping, plan: &WindowPlan, binds_location: bool) -> (String, Vec<PgOid>) {
     let n = plan.windows.len();
     let time_param = n + 2;
     let location_param = n + 3;
@@ -96,7 +24,8 @@ fn window_query_sql(c: &WatchColumns, plan: &WindowPlan, binds_location: bool) -
         // The longest window is the scan's own range: no filter needed.
         let filter = if i == 0 { String::new() } else { format!(" FILTER (WHERE {} >= ${})", c.time, i + 2) };
         let inside = if i == 0 { "true".to_string() } else { format!("{} >= ${}", c.time, i + 2) };
-        let amount = format!("{}::float8", c.amount);
+        // Rules that read the amount are not planned when its column is unusable.
+        let amount = format!("{}::float8", c.amount.as_deref().unwrap_or("NULL"));
         if needs.count {
             select.push(format!("count(*){filter}"));
         }
@@ -112,6 +41,7 @@ fn window_query_sql(c: &WatchColumns, plan: &WindowPlan, binds_location: bool) -
         if let Some(loc) = &c.location {
             if needs.distinct_locations {
                 select.push(format!("count(DISTINCT {loc}){filter}"));
+                select.push(format!("count(*) FILTER (WHERE {inside} AND {loc} = ${location_param})"));
             }
             if needs.other_locations {
                 select.push(format!("count(*) FILTER (WHERE {inside} AND {loc} <> ${location_param})"));
@@ -184,6 +114,7 @@ pub fn read_window_stats(
             if watch.has_location {
                 if needs.distinct_locations {
                     s.distinct_locations = row.get::<i64>(next())?.unwrap_or(0);
+                    s.same_location = row.get::<i64>(next())?.unwrap_or(0);
                 }
                 if needs.other_locations {
                     s.other_locations = row.get::<i64>(next())?.unwrap_or(0);

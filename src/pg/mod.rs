@@ -1,5 +1,9 @@
 //! Shared pgrx plumbing: the per-backend caches, the kept SPI plans, time conversion.
 
 pub mod cache;
+pub mod columns;
 pub mod history;
+pub mod scoring;
+pub mod stats;
 pub mod time;
+pub mod watched;

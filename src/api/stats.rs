@@ -1,0 +1,57 @@
+//! `cep.stats()` and `cep.stats_reset()`: what the monitor did, per watched table.
+
+use pgrx::prelude::*;
+
+use crate::pg::stats;
+
+/// Per watched table: rows seen, alerts written, notifications sent, rows blocked, rule errors
+/// (rules skipped at run time), and total and longest time spent in the monitor. `shared` is true
+/// when the figures cover every session (pg_cep in `shared_preload_libraries`), false when they
+/// cover this session only.
+///
+/// ```sql
+/// SELECT * FROM cep.stats();
+/// ```
+#[pg_extern(volatile)]
+fn stats() -> TableIterator<
+    'static,
+    (
+        name!(table_name, String),
+        name!(rows_seen, i64),
+        name!(alerts, i64),
+        name!(notifications, i64),
+        name!(rows_blocked, i64),
+        name!(rule_errors, i64),
+        name!(total_ms, f64),
+        name!(max_ms, f64),
+        name!(shared, bool),
+    ),
+> {
+    let shared = stats::is_shared();
+    let mut rows = Vec::new();
+    for (relid, c) in stats::snapshot() {
+        let name = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| relid.to_u32().to_string());
+        rows.push((
+            name,
+            c.rows_seen as i64,
+            c.alerts as i64,
+            c.notifications as i64,
+            c.rows_blocked as i64,
+            c.rule_errors as i64,
+            c.total_micros as f64 / 1000.0,
+            c.max_micros as f64 / 1000.0,
+            shared,
+        ));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    TableIterator::new(rows)
+}
+
+/// Zeroes this database's monitor counters.
+#[pg_extern(volatile)]
+fn stats_reset() {
+    stats::reset();
+}

@@ -1,0 +1,203 @@
+//! A watched table as the evaluator and the monitor need it: its mapping, the rules that can run
+//! on it now, and its kept queries.
+//!
+//! Built from `cep.watches` and the table's live columns whenever either changes. A mapped column
+//! that was dropped or retyped after `cep.watch` does not make INSERTs fail: the rules that read
+//! it are skipped (and counted, with a WARNING) until the table is fixed or watched again.
+
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::PgOid;
+
+use crate::engine::evaluate::WindowPlan;
+use crate::engine::rules::Rule;
+use crate::error::{CepError, CepResult};
+use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
+use crate::pg::history;
+
+pub struct Watch {
+    pub relid: pg_sys::Oid,
+    /// `schema.table`, quoted, for messages and SQL.
+    pub qualified_name: String,
+    pub channel: String,
+    /// Alerts are written at or above this level: "low", "medium" or "high".
+    pub alert_level: String,
+    /// Rows scoring at or above this are blocked before they are stored.
+    pub block_at: Option<f64>,
+    /// "error" rejects the INSERT, "skip" drops the row and records it.
+    pub on_block: String,
+    /// Active rules that can run on this table as it is now.
+    pub rules: Vec<Rule>,
+    /// Active rules that cannot, with the reason.
+    pub skipped: Vec<(i32, String)>,
+    /// Set when the key or time column is gone: nothing can be scored.
+    pub unusable: Option<String>,
+    pub plan: WindowPlan,
+    pub has_location: bool,
+    /// The window query takes the transaction's location as its last parameter.
+    pub binds_location: bool,
+    /// Reads every window of `plan` in one pass; `None` when no rule needs history.
+    pub window_query: Option<OwnedPreparedStatement>,
+    /// Reads key, amount, location, time and primary key of the statement's rows from the
+    /// monitor's transition table `cep_new_rows`.
+    pub new_rows_sql: String,
+    /// The same values from one row passed as `$1` (the row trigger's NEW).
+    pub row_values: Option<OwnedPreparedStatement>,
+    /// The table's row type, for passing NEW as `$1`.
+    pub row_type: pg_sys::Oid,
+}
+
+/// Quoted identifiers and types of a watched table's mapping.
+pub struct Mapping {
+    pub qualified_name: String,
+    pub key: String,
+    pub key_type: String,
+    /// `None` when the mapped amount column is unusable.
+    pub amount: Option<String>,
+    pub time: String,
+    pub location: Option<String>,
+    pub pk: Option<String>,
+}
+
+struct Row {
+    qualified_name: String,
+    key: String,
+    amount: String,
+    time: String,
+    location: Option<String>,
+    pk: Option<String>,
+    channel: String,
+    alert_level: String,
+    block_at: Option<f64>,
+    on_block: String,
+    row_type: pg_sys::Oid,
+}
+
+pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
+    let row = Spi::connect(|client| -> CepResult<Option<Row>> {
+        let rows = client.select(
+            "SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
+                    w.time_column::text, w.location_column::text, w.pk_column::text, w.channel, \
+                    w.alert_level, w.block_at, w.on_block, c.reltype \
+             FROM cep.watches w \
+             JOIN pg_class c ON c.oid = w.relid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE w.relid = $1",
+            None,
+            &[relid.into()],
+        )?;
+        let Some(r) = rows.into_iter().next() else { return Ok(None) };
+        Ok(Some(Row {
+            qualified_name: r.get(1)?.unwrap_or_default(),
+            key: r.get(2)?.unwrap_or_default(),
+            amount: r.get(3)?.unwrap_or_default(),
+            time: r.get(4)?.unwrap_or_default(),
+            location: r.get(5)?,
+            pk: r.get(6)?,
+            channel: r.get(7)?.unwrap_or_default(),
+            alert_level: r.get(8)?.unwrap_or_default(),
+            block_at: r.get(9)?,
+            on_block: r.get(10)?.unwrap_or_default(),
+            row_type: r.get(11)?.unwrap_or(pg_sys::InvalidOid),
+        }))
+    })?;
+    let row = row.ok_or_else(|| {
+        CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first"))
+    })?;
+    let columns = TableColumns::read(relid, &row.qualified_name)?;
+    let quote = |name: &str| pgrx::spi::quote_identifier(name);
+
+    // Key and time carry every rule; amount and location only some.
+    let unusable = columns
+        .check("key_column", &row.key, KEY_TYPES)
+        .and_then(|_| columns.check("time_column", &row.time, TIME_TYPES))
+        .err()
+        .map(|e| e.to_string());
+    let amount_problem = columns.check("amount_column", &row.amount, AMOUNT_TYPES).err().map(|e| e.to_string());
+    let location_problem = row
+        .location
+        .as_deref()
+        .and_then(|l| columns.check("location_column", l, LOCATION_TYPES).err())
+        .map(|e| e.to_string());
+    let pk_ok = row.pk.as_deref().is_some_and(|p| columns.type_of(p).is_some());
+
+    let mut rules = Vec::new();
+    let mut skipped = Vec::new();
+    for rule in all_rules {
+        let why = if let Some(why) = &unusable {
+            Some(why.clone())
+        } else if rule.condition.needs_amount() && amount_problem.is_some() {
+            amount_problem.clone()
+        } else if rule.condition.needs_location() && location_problem.is_some() {
+            location_problem.clone()
+        } else {
+            None
+        };
+        match why {
+            Some(why) => skipped.push((rule.id, why)),
+            None => rules.push(rule.clone()),
+        }
+    }
+    let plan = WindowPlan::for_rules(&rules);
+    let mapping = Mapping {
+        qualified_name: row.qualified_name.clone(),
+        key: quote(&row.key),
+        key_type: columns.type_of(&row.key).unwrap_or("text").to_string(),
+        amount: amount_problem.is_none().then(|| quote(&row.amount)),
+        time: quote(&row.time),
+        location: if location_problem.is_none() { row.location.as_deref().map(quote) } else { None },
+        pk: if pk_ok { row.pk.as_deref().map(quote) } else { None },
+    };
+    let binds_location = mapping.location.is_some() && plan.needs_location;
+    let (window_query, row_values) = if unusable.is_some() {
+        (None, None)
+    } else {
+        let window_query = if plan.windows.is_empty() {
+            None
+        } else {
+            let (sql, types) = history::window_query_sql(&mapping, &plan, binds_location);
+            Some(prepare(&sql, &types)?)
+        };
+        let row_sql = format!("SELECT {} FROM (SELECT $1 AS r) s", row_value_exprs(&mapping, "(r)."));
+        (window_query, Some(prepare(&row_sql, &[PgOid::from(row.row_type)])?))
+    };
+    Ok(Watch {
+        relid,
+        qualified_name: row.qualified_name,
+        channel: row.channel,
+        alert_level: row.alert_level,
+        block_at: row.block_at,
+        on_block: row.on_block,
+        rules,
+        skipped,
+        unusable,
+        plan,
+        has_location: mapping.location.is_some(),
+        binds_location,
+        window_query,
+        new_rows_sql: format!("SELECT {} FROM cep_new_rows", row_value_exprs(&mapping, "")),
+        row_values,
+        row_type: row.row_type,
+    })
+}
+
+fn prepare(sql: &str, types: &[PgOid]) -> CepResult<OwnedPreparedStatement> {
+    Ok(Spi::connect(|client| client.prepare(sql, types).map(|p| p.keep()))?)
+}
+
+/// Key, amount, location, time and primary key, as text, float8, text, timestamptz, text; one list
+/// serves the transition table and the single NEW row.
+fn row_value_exprs(m: &Mapping, prefix: &str) -> String {
+    let col = |c: &Option<String>, cast: &str| match c {
+        Some(c) => format!("{prefix}{c}::{cast}"),
+        None => format!("NULL::{cast}"),
+    };
+    format!(
+        "{prefix}{}::text, {}, {}, {prefix}{}::timestamptz, {}",
+        m.key,
+        col(&m.amount, "float8"),
+        col(&m.location, "text"),
+        m.time,
+        col(&m.pk, "text")
+    )
+}
