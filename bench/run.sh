@@ -12,12 +12,15 @@ PSQL="$BIN/psql -X -q -h 127.0.0.1 -p $port -U postgres"
 db=pg_cep_bench
 $PSQL -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 || $PSQL -d postgres -c "CREATE DATABASE $db"
 
-tps() { # script -> transactions per second
-    $BIN/pgbench -h 127.0.0.1 -p "$port" -U postgres -n -M prepared -c "$clients" -j "$clients" -T "$secs" -f "$1" "$db" 2>/dev/null \
+tps() { # script [clients] -> transactions per second
+    local c=${2:-$clients}
+    $BIN/pgbench -h 127.0.0.1 -p "$port" -U postgres -n -M prepared -c "$c" -j "$c" -T "$secs" -f "$1" "$db" 2>/dev/null \
         | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
+only=${BENCH_ONLY:-all}   # all, evaluate or inserts
+if [ "$only" = all ] || [ "$only" = evaluate ]; then
 echo "== evaluate_risk_rules: 1M rows over 2 hours, 10k keys, seed 003's four rules =="
 echo "loading data (about a minute)..."
 $PSQL -d $db -v ON_ERROR_STOP=1 -f setup_evaluate.sql >/dev/null
@@ -35,3 +38,59 @@ t_cep=$(tps evaluate_cep.pgbench)
 printf '%-44s %12s calls/s\n' "SELECT 1 (ceiling)" "$t_select1" \
     "seed's PL/pgSQL evaluate_risk_rules" "$t_plpgsql" "cep.evaluate_risk_rules" "$t_cep"
 echo "ratio pg_cep / PL/pgSQL: $(ratio "$t_cep" "$t_plpgsql")x   pg_cep / SELECT 1: $(ratio "$t_cep" "$t_select1")x"
+fi
+
+# Insert path: the same rows into a bare table, a pg_cep-watched table and a table with a
+# seed-style PL/pgSQL trigger, on sparse keys and on dense keys.
+if [ "$only" = all ] || [ "$only" = inserts ]; then
+# The night rule would flag every row when the bench runs at night: run it at local noon.
+h=$(date -u +%-H); off=$((12 - h))
+if [ $off -gt 0 ]; then tz="Etc/GMT-$off"; else tz="Etc/GMT+$((-off))"; fi
+$PSQL -d postgres -c "ALTER DATABASE $db SET TimeZone = '$tz'" >/dev/null
+$PSQL -d $db -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_cep" >/dev/null
+work=$(mktemp -d)
+scripts() { # keys -> pgbench scripts in $work
+    for t in bare cep plpgsql; do
+        cat > "$work/single_$t.pgbench" <<EOS
+\\set k random(0, $1 - 1)
+\\set r random(1, 1000)
+INSERT INTO tx_$t (user_id, amount, location, created_at) VALUES (:k, CASE WHEN :r <= 10 THEN 20000 ELSE :r END, CASE WHEN :r = 500 THEN 'X' ELSE 'L' || (:k % 50) END, now());
+EOS
+        cat > "$work/batch_$t.pgbench" <<EOS
+INSERT INTO tx_$t (user_id, amount, location, created_at)
+SELECT k, CASE WHEN random() < 0.01 THEN 20000 ELSE round((1 + random() * 999)::numeric, 2) END, 'L' || (k % 50), now()
+FROM (SELECT (random() * ($1 - 1))::int AS k FROM generate_series(1, 1000)) s;
+EOS
+    done
+}
+load() { # rows keys span count_limit
+    echo "loading $1 rows over $3 for $2 keys into three tables..."
+    sed "s/__COUNT_LIMIT__/$4/" setup_inserts.sql | $PSQL -d $db -v ON_ERROR_STOP=1 -v rows="$1" -v keys="$2" -v span="$3" -v count_limit="$4" -f - >/dev/null
+    scripts "$2"
+}
+alert_rate() {
+    $PSQL -d $db -tAc "SELECT round(100.0 * alerts / greatest(rows_seen, 1), 2) || '% of ' || rows_seen || ' rows' FROM cep.stats() WHERE table_name = 'tx_cep'"
+}
+run_case() { # label kind
+    local b p c
+    b=$(tps "$work/$2_bare.pgbench"); p=$(tps "$work/$2_plpgsql.pgbench"); c=$(tps "$work/$2_cep.pgbench")
+    printf '%-34s bare %9.0f   PL/pgSQL %9.0f   pg_cep %9.0f   pg_cep/bare %sx   pg_cep/PL/pgSQL %sx\n' \
+        "$1" "$b" "$p" "$c" "$(ratio "$c" "$b")" "$(ratio "$c" "$p")"
+    eval "last_$2=$c"
+}
+echo
+echo "== Insert path (tps; $clients clients, $secs s each; session time zone $tz) =="
+load 1000000 100000 "2 hours" 10
+run_case "sparse: single-row INSERT" single
+sparse_single=$last_single
+echo "   pg_cep alert rate: $(alert_rate)"
+run_case "sparse: 1,000-row INSERT" batch
+load 500000 1000 "1 hour" 1000
+run_case "dense: single-row INSERT" single
+echo "   pg_cep alert rate: $(alert_rate)"
+echo "   pg_cep dense/sparse single-row: $(ratio "$last_single" "$sparse_single")x"
+echo
+echo "== COMMIT to LISTEN receipt (pg_cep, 500 sequential alerting commits) =="
+( cd .. && cargo run -q --release -p pg_cep_e2e --bin notify_latency -- "$port" "$db" tx_cep bench_alerts 500 )
+rm -rf "$work"
+fi

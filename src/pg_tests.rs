@@ -364,4 +364,25 @@ mod tests {
         run("INSERT INTO transactions (user_id, amount, ts) VALUES (1, 90000, '2026-01-15 12:04+00')");
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(2));
     }
+
+    #[pg_test]
+    fn row_mode_reads_partitions_with_their_own_column_order() {
+        seed_setup();
+        run("CREATE TABLE tx_p (id bigint, user_id int, amount numeric, created_at timestamptz) PARTITION BY RANGE (created_at)");
+        run("CREATE TABLE tx_p_2026_01 PARTITION OF tx_p FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')");
+        // A partition attached from a table whose columns sit in another order.
+        run("CREATE TABLE tx_p_2026_02 (created_at timestamptz, amount numeric, id bigint, user_id int)");
+        run("ALTER TABLE tx_p ATTACH PARTITION tx_p_2026_02 FOR VALUES FROM ('2026-02-01') TO ('2026-03-01')");
+        run("SELECT cep.watch('tx_p', block_at => 1.0, on_block => 'skip')");
+        run("INSERT INTO tx_p VALUES (1, 9, 50000, '2026-01-15 12:00+00'), (2, 8, 60000, '2026-02-15 12:00+00'), (3, 7, 5, '2026-02-15 23:00+00')");
+        assert_eq!(
+            one::<String>("SELECT string_agg(table_name || ':' || key || ':' || action || ':' || level, ',' ORDER BY key) FROM cep.alerts").unwrap(),
+            "public.tx_p:7:alert:medium,public.tx_p:8:alert:medium,public.tx_p:9:alert:medium"
+        );
+        assert_eq!(one::<i64>("SELECT rows_seen FROM cep.stats() WHERE table_name = 'tx_p'"), Some(3));
+        // 0.6 + 0.4 at night reaches block_at in either partition.
+        run("INSERT INTO tx_p VALUES (4, 6, 50000, '2026-02-15 23:00+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM tx_p"), Some(3));
+        assert_eq!(one::<String>("SELECT key FROM cep.alerts WHERE action = 'blocked'").unwrap(), "6");
+    }
 }

@@ -21,6 +21,7 @@ use crate::engine::payload::{alert_payload, AlertNotice};
 use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
 use crate::pg::scoring::{self, Event, Standing};
+use crate::pg::tuple::Row;
 use crate::pg::{cache, stats, watched::Watch};
 
 /// Statement-level trigger function behind `cep.watch`; not called directly.
@@ -54,28 +55,13 @@ fn monitor_row<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
 
 fn finish(relid: pg_sys::Oid, counts: &mut MonitorCounters, started: Instant) {
     counts.total_micros = started.elapsed().as_micros() as u64;
-    stats::record(relid, counts);
+    // Counted under the watched table, also when the trigger fired on one of its partitions.
+    let table = cache::watch(relid).map(|w| w.root).unwrap_or(relid);
+    stats::record(table, counts);
 }
 
-struct Row {
-    key: String,
-    amount: Option<f64>,
-    location: Option<String>,
-    at: pg_sys::TimestampTz,
-    pk: Option<String>,
-}
-
-impl Row {
-    fn event(&self) -> Event<'_> {
-        Event { key: &self.key, amount: self.amount, location: self.location.as_deref(), at: self.at }
-    }
-}
-
-/// Reads the five values `Watch::new_rows_sql` and `Watch::row_values` select.
-fn read_row(r: &pgrx::spi::SpiHeapTupleData) -> CepResult<Option<Row>> {
-    let Some(key) = r.get::<String>(1)? else { return Ok(None) };
-    let Some(at) = r.get::<pgrx::datum::TimestampWithTimeZone>(4)? else { return Ok(None) };
-    Ok(Some(Row { key, amount: r.get(2)?, location: r.get(3)?, at: at.into(), pk: r.get(5)? }))
+fn event(row: &Row) -> Event<'_> {
+    Event { key: &row.key, amount: row.amount, location: row.location.as_deref(), at: row.at }
 }
 
 /// True when the watch cannot score at all; warns and counts every rule as an error.
@@ -94,29 +80,20 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
         return Ok(());
     }
     let watch = cache::watch(relid)?;
-    let rows: Vec<Row> = Spi::connect(|client| -> CepResult<Vec<Row>> {
-        // SAFETY: `data` is this trigger call's TriggerData; registering makes cep_new_rows visible.
-        unsafe { pg_sys::SPI_register_trigger_data(data) };
-        if watch.unusable.is_some() {
-            // The mapped columns are gone: only count the rows.
-            let n = client.select("SELECT count(*) FROM cep_new_rows", None, &[])?.first().get_one::<i64>()?.unwrap_or(0);
-            counts.rows_seen = n as u64;
-            return Ok(Vec::new());
-        }
-        let mut rows = Vec::new();
-        for r in client.select(watch.new_rows_sql.as_str(), None, &[])? {
-            if let Some(row) = read_row(&r)? {
-                rows.push(row);
-            }
-        }
-        Ok(rows)
-    })?;
-    counts.rows_seen = counts.rows_seen.max(rows.len() as u64);
+    // SAFETY: `data` is this trigger call's TriggerData: its transition table and relation.
+    let (store, desc) = unsafe { ((*data).tg_newtable, (*(*data).tg_relation).rd_att) };
+    let Some(columns) = watch.row_columns else {
+        counts.rows_seen = unsafe { pg_sys::tuplestore_tuple_count(store) } as u64;
+        cannot_score(&watch, counts.rows_seen, counts);
+        return Ok(());
+    };
+    let rows = unsafe { columns.read_transition(store, desc) };
+    counts.rows_seen = rows.len() as u64;
     if cannot_score(&watch, counts.rows_seen, counts) {
         return Ok(());
     }
     for row in &rows {
-        let a = assess(&scoring::score(&watch, &row.event(), Standing::Stored)?);
+        let a = assess(&scoring::score(&watch, &event(row), Standing::Stored)?);
         if let Some(level) = alert_level(&watch, &a) {
             write_alert(&watch, row, &a, level, "alert", counts)?;
         }
@@ -140,19 +117,12 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
     if cannot_score(&watch, 1, counts) {
         return Ok(Verdict::Keep);
     }
-    let Some(query) = watch.row_values.as_ref() else { return Ok(Verdict::Keep) };
+    let Some(columns) = watch.row_columns else { return Ok(Verdict::Keep) };
     // SAFETY: tg_trigtuple is this call's NEW row and tg_relation its open relation.
-    let new_row = unsafe { pg_sys::heap_copy_tuple_as_datum(data.tg_trigtuple, (*data.tg_relation).rd_att) };
-    let row = Spi::connect(|client| -> CepResult<Option<Row>> {
-        let arg = unsafe { pgrx::datum::DatumWithOid::new(new_row, watch.row_type) };
-        let values = client.select(query, Some(1), &[arg])?;
-        match values.into_iter().next() {
-            Some(r) => read_row(&r),
-            None => Ok(None),
-        }
-    })?;
-    let Some(row) = row else { return Ok(Verdict::Keep) };
-    let a = assess(&scoring::score(&watch, &row.event(), Standing::Incoming)?);
+    let Some(row) = (unsafe { columns.read_tuple(data.tg_trigtuple, (*data.tg_relation).rd_att) }) else {
+        return Ok(Verdict::Keep);
+    };
+    let a = assess(&scoring::score(&watch, &event(&row), Standing::Incoming)?);
     if let Some(block_at) = watch.block_at.filter(|b| a.total_score >= *b && !a.triggered.is_empty()) {
         counts.rows_blocked = 1;
         let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
@@ -198,7 +168,7 @@ fn write_alert(watch: &Watch, row: &Row, a: &Assessment, level: &str, action: &s
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING alert_id, event_time::text",
                 None,
                 &[
-                    watch.relid.into(),
+                    watch.root.into(),
                     watch.qualified_name.as_str().into(),
                     row.key.as_str().into(),
                     row.pk.as_deref().into(),

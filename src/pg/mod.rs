@@ -6,4 +6,5 @@ pub mod history;
 pub mod scoring;
 pub mod stats;
 pub mod time;
+pub mod tuple;
 pub mod watched;

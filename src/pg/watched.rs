@@ -14,6 +14,7 @@ use crate::engine::rules::Rule;
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
 use crate::pg::history;
+use crate::pg::tuple::{Col, RowColumns};
 
 pub struct Watch {
     pub relid: pg_sys::Oid,
@@ -38,13 +39,11 @@ pub struct Watch {
     pub binds_location: bool,
     /// Reads every window of `plan` in one pass; `None` when no rule needs history.
     pub window_query: Option<OwnedPreparedStatement>,
-    /// Reads key, amount, location, time and primary key of the statement's rows from the
-    /// monitor's transition table `cep_new_rows`.
-    pub new_rows_sql: String,
-    /// The same values from one row passed as `$1` (the row trigger's NEW).
-    pub row_values: Option<OwnedPreparedStatement>,
-    /// The table's row type, for passing NEW as `$1`.
-    pub row_type: pg_sys::Oid,
+    /// Where the monitor finds key, amount, location, time and primary key in this relation's
+    /// tuples; `None` when the watch is unusable.
+    pub row_columns: Option<RowColumns>,
+    /// The watched table itself: the relation, or the partitioned table it belongs to.
+    pub root: pg_sys::Oid,
 }
 
 /// Quoted identifiers and types of a watched table's mapping.
@@ -70,19 +69,23 @@ struct Row {
     alert_level: String,
     block_at: Option<f64>,
     on_block: String,
-    row_type: pg_sys::Oid,
+    root: pg_sys::Oid,
 }
 
+/// Loads the watch for `relid`: a watched table, or a partition of one (a row trigger on a
+/// partitioned table fires on the partition, whose columns may sit at other positions).
 pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
     let row = Spi::connect(|client| -> CepResult<Option<Row>> {
         let rows = client.select(
             "SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
                     w.time_column::text, w.location_column::text, w.pk_column::text, w.channel, \
-                    w.alert_level, w.block_at, w.on_block, c.reltype \
-             FROM cep.watches w \
+                    w.alert_level, w.block_at, w.on_block, w.relid \
+             FROM (SELECT $1::oid AS relid, 0::int8 AS depth \
+                   UNION ALL SELECT * FROM pg_partition_ancestors($1) WITH ORDINALITY) a(relid, depth) \
+             JOIN cep.watches w ON w.relid = a.relid \
              JOIN pg_class c ON c.oid = w.relid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE w.relid = $1",
+             ORDER BY a.depth LIMIT 1",
             None,
             &[relid.into()],
         )?;
@@ -98,13 +101,16 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
             alert_level: r.get(8)?.unwrap_or_default(),
             block_at: r.get(9)?,
             on_block: r.get(10)?.unwrap_or_default(),
-            row_type: r.get(11)?.unwrap_or(pg_sys::InvalidOid),
+            root: r.get(11)?.unwrap_or(pg_sys::InvalidOid),
         }))
     })?;
     let row = row.ok_or_else(|| {
         CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first"))
     })?;
-    let columns = TableColumns::read(relid, &row.qualified_name)?;
+    // Names and types are checked on the watched table; positions come from this relation.
+    let columns = TableColumns::read(row.root, &row.qualified_name)?;
+    let here = if relid == row.root { None } else { Some(TableColumns::read(relid, &row.qualified_name)?) };
+    let here = here.as_ref().unwrap_or(&columns);
     let quote = |name: &str| pgrx::spi::quote_identifier(name);
 
     // Key and time carry every rule; amount and location only some.
@@ -149,17 +155,22 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         pk: if pk_ok { row.pk.as_deref().map(quote) } else { None },
     };
     let binds_location = mapping.location.is_some() && plan.needs_location;
-    let (window_query, row_values) = if unusable.is_some() {
-        (None, None)
+    let window_query = if unusable.is_some() || plan.windows.is_empty() {
+        None
     } else {
-        let window_query = if plan.windows.is_empty() {
-            None
-        } else {
-            let (sql, types) = history::window_query_sql(&mapping, &plan, binds_location);
-            Some(prepare(&sql, &types)?)
-        };
-        let row_sql = format!("SELECT {} FROM (SELECT $1 AS r) s", row_value_exprs(&mapping, "(r)."));
-        (window_query, Some(prepare(&row_sql, &[PgOid::from(row.row_type)])?))
+        let (sql, types) = history::window_query_sql(&mapping, &plan, binds_location);
+        Some(prepare(&sql, &types)?)
+    };
+    let col = |name: Option<&str>| name.and_then(|n| here.position(n)).and_then(|(num, typ)| Col::new(num, typ));
+    let row_columns = match (unusable.is_none(), col(Some(&row.key)), col(Some(&row.time))) {
+        (true, Some(key), Some(time)) => Some(RowColumns {
+            key,
+            time,
+            amount: if amount_problem.is_none() { col(Some(&row.amount)) } else { None },
+            location: if location_problem.is_none() { col(row.location.as_deref()) } else { None },
+            pk: if pk_ok { col(row.pk.as_deref()) } else { None },
+        }),
+        _ => None,
     };
     Ok(Watch {
         relid,
@@ -175,29 +186,11 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         has_location: mapping.location.is_some(),
         binds_location,
         window_query,
-        new_rows_sql: format!("SELECT {} FROM cep_new_rows", row_value_exprs(&mapping, "")),
-        row_values,
-        row_type: row.row_type,
+        row_columns,
+        root: row.root,
     })
 }
 
 fn prepare(sql: &str, types: &[PgOid]) -> CepResult<OwnedPreparedStatement> {
     Ok(Spi::connect(|client| client.prepare(sql, types).map(|p| p.keep()))?)
-}
-
-/// Key, amount, location, time and primary key, as text, float8, text, timestamptz, text; one list
-/// serves the transition table and the single NEW row.
-fn row_value_exprs(m: &Mapping, prefix: &str) -> String {
-    let col = |c: &Option<String>, cast: &str| match c {
-        Some(c) => format!("{prefix}{c}::{cast}"),
-        None => format!("NULL::{cast}"),
-    };
-    format!(
-        "{prefix}{}::text, {}, {}, {prefix}{}::timestamptz, {}",
-        m.key,
-        col(&m.amount, "float8"),
-        col(&m.location, "text"),
-        m.time,
-        col(&m.pk, "text")
-    )
 }

@@ -1,0 +1,41 @@
+//! Latency from COMMIT to receipt by a LISTEN client, for `make bench`.
+//!
+//! `notify_latency PORT DBNAME TABLE CHANNEL N`: commits N single-row inserts that each raise an
+//! alert, one at a time, and prints the median and p99 time from sending COMMIT until the
+//! listening connection has the notification.
+
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, port, db, table, channel, n] = args.as_slice() else {
+        eprintln!("usage: notify_latency PORT DBNAME TABLE CHANNEL N");
+        std::process::exit(2);
+    };
+    let n: usize = n.parse().expect("N is a number");
+    let conf = format!("host=127.0.0.1 port={port} user=postgres dbname={db}");
+    let mut writer = Client::connect(&conf, NoTls).expect("connect writer");
+    let mut listener = Client::connect(&conf, NoTls).expect("connect listener");
+    listener.batch_execute(&format!("LISTEN \"{channel}\"")).unwrap();
+    // Drain anything left from earlier runs.
+    while let Ok(Some(_)) = listener.notifications().timeout_iter(Duration::from_millis(200)).next() {}
+    let insert = format!("INSERT INTO {table} (user_id, amount, location, created_at) VALUES ($1, 50000, 'L0', now())");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut tx = writer.transaction().unwrap();
+        tx.execute(insert.as_str(), &[&(i as i32 % 1000)]).unwrap();
+        let start = Instant::now();
+        tx.commit().unwrap();
+        let got = listener.notifications().timeout_iter(Duration::from_secs(5)).next();
+        match got {
+            Ok(Some(_)) => samples.push(start.elapsed()),
+            _ => panic!("no notification within 5 s"),
+        }
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!("median {:.3} ms, p99 {:.3} ms over {n} commits", at(0.5).as_secs_f64() * 1e3, at(0.99).as_secs_f64() * 1e3);
+}
