@@ -80,7 +80,7 @@ run_case() { # label kind
 }
 echo
 echo "== Insert path (tps; $clients clients, $secs s each; session time zone $tz) =="
-load 1000000 100000 "2 hours" 10
+load 1000000 100000 "2 hours" 15
 run_case "sparse: single-row INSERT" single
 sparse_single=$last_single
 echo "   pg_cep alert rate: $(alert_rate)"

@@ -29,6 +29,7 @@ CREATE TABLE watches (
     alert_level     text        NOT NULL DEFAULT 'medium' CHECK (alert_level IN ('low', 'medium', 'high')),
     block_at        float8,
     on_block        text        NOT NULL DEFAULT 'error' CHECK (on_block IN ('error', 'skip')),
+    log_assessments text        NOT NULL DEFAULT 'none' CHECK (log_assessments IN ('none', 'alerts', 'all')),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
@@ -51,6 +52,20 @@ CREATE TABLE alerts (
 );
 CREATE INDEX alerts_table_key_idx ON alerts (relid, key, created_at);
 COMMENT ON TABLE alerts IS 'pg_cep alerts; rules holds each fired rule with its version and evidence';
+
+-- Every assessment the monitor made, as the seed's RealTimeRiskMonitor.log_risk_assessment
+-- records them, when the table is watched with log_assessments => 'alerts' or 'all'.
+CREATE TABLE risk_assessments (
+    assessment_id   bigserial   PRIMARY KEY,
+    relid           oid         NOT NULL,
+    table_name      text        NOT NULL,
+    key             text        NOT NULL,
+    row_pk          text,
+    score           float8      NOT NULL,
+    level           text        NOT NULL,
+    triggered_rules integer[]   NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
 
 -- A consumer that was away catches up from here: alerts after the last id it saw, oldest first.
 CREATE FUNCTION alerts_since(last_id bigint, max_rows integer DEFAULT 1000)

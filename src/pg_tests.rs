@@ -385,4 +385,24 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM tx_p"), Some(3));
         assert_eq!(one::<String>("SELECT key FROM cep.alerts WHERE action = 'blocked'").unwrap(), "6");
     }
+
+    #[pg_test]
+    fn assessments_are_logged_as_configured() {
+        seed_setup();
+        let insert = "INSERT INTO transactions (user_id, amount, location, created_at) VALUES \
+                      (1, 20000, 'A', '2026-01-15 12:00+00'), (2, 10, 'A', '2026-01-15 12:00+00')";
+        run(insert);
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.risk_assessments"), Some(0), "none by default");
+        run("SELECT cep.watch('transactions', log_assessments => 'alerts')");
+        run(insert);
+        assert_eq!(one::<String>("SELECT string_agg(key || ':' || level || ':' || triggered_rules::text, ',') FROM cep.risk_assessments").unwrap(), "1:medium:{2}");
+        run("DELETE FROM cep.risk_assessments");
+        run("SELECT cep.watch('transactions', log_assessments => 'all', block_at => 5)");
+        run(insert);
+        assert_eq!(
+            one::<String>("SELECT string_agg(key || ':' || level || ':' || triggered_rules::text, ',' ORDER BY key) FROM cep.risk_assessments").unwrap(),
+            "1:medium:{2},2:low:{}"
+        );
+        assert!(outcome("SELECT cep.watch('transactions', log_assessments => 'some')").starts_with("22023: log_assessments"));
+    }
 }

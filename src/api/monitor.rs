@@ -92,13 +92,46 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     if cannot_score(&watch, counts.rows_seen, counts) {
         return Ok(());
     }
+    let mut log = AssessmentLog::default();
     for row in &rows {
         let a = assess(&scoring::score(&watch, &event(row), Standing::Stored)?);
-        if let Some(level) = alert_level(&watch, &a) {
+        let alerted = alert_level(&watch, &a);
+        if let Some(level) = alerted {
             write_alert(&watch, row, &a, level, "alert", counts)?;
         }
+        log.add(&watch, row, &a, alerted.is_some());
     }
-    Ok(())
+    log.write(&watch)
+}
+
+/// The statement's assessments for `cep.risk_assessments`, written with one INSERT.
+#[derive(Default)]
+struct AssessmentLog(Vec<serde_json::Value>);
+
+impl AssessmentLog {
+    fn add(&mut self, watch: &Watch, row: &Row, a: &Assessment, alerted: bool) {
+        if watch.log_assessments == "all" || (watch.log_assessments == "alerts" && alerted) {
+            let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
+            self.0.push(serde_json::json!({"key": row.key, "row": row.pk, "score": a.total_score, "level": level, "rules": a.triggered}));
+        }
+    }
+
+    fn write(self, watch: &Watch) -> CepResult<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        Spi::connect_mut(|client| -> CepResult<()> {
+            client.update(
+                "INSERT INTO cep.risk_assessments (relid, table_name, key, row_pk, score, level, triggered_rules) \
+                 SELECT $1, $2, x->>'key', x->>'row', (x->>'score')::float8, x->>'level', \
+                        ARRAY(SELECT jsonb_array_elements_text(x->'rules')::int) \
+                 FROM jsonb_array_elements($3) x",
+                None,
+                &[watch.root.into(), watch.qualified_name.as_str().into(), pgrx::JsonB(serde_json::Value::Array(self.0)).into()],
+            )?;
+            Ok(())
+        })
+    }
 }
 
 enum Verdict {
@@ -146,9 +179,13 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
             a.evidence.to_string(),
         ));
     }
-    if let Some(level) = alert_level(&watch, &a) {
+    let alerted = alert_level(&watch, &a);
+    if let Some(level) = alerted {
         write_alert(&watch, &row, &a, level, "alert", counts)?;
     }
+    let mut log = AssessmentLog::default();
+    log.add(&watch, &row, &a, alerted.is_some());
+    log.write(&watch)?;
     Ok(Verdict::Keep)
 }
 

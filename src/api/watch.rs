@@ -15,7 +15,8 @@ use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, 
 ///
 /// With `block_at`, the monitor scores each row before it is stored, and a row scoring at or
 /// above `block_at` is refused (`on_block => 'error'`, SQLSTATE CEP01) or dropped and recorded in
-/// `cep.alerts` with action `blocked` (`on_block => 'skip'`).
+/// `cep.alerts` with action `blocked` (`on_block => 'skip'`). `log_assessments` writes the
+/// monitor's assessments to `cep.risk_assessments`: `'none'` (default), `'alerts'` or `'all'`.
 ///
 /// ```sql
 /// SELECT cep.watch('transactions', key_column => 'user_id', amount_column => 'amount',
@@ -34,12 +35,13 @@ fn watch(
     create_index: default!(bool, "true"),
     block_at: default!(Option<f64>, "NULL"),
     on_block: default!(&str, "'error'"),
+    log_assessments: default!(&str, "'none'"),
 ) -> String {
     // The relation must be closed before CREATE INDEX, which refuses a table this session has open.
     let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
     drop(table);
     let mapping = Mapping { key_column, amount_column, time_column, location_column };
-    let monitor = Monitor { channel, alert_level, block_at, on_block };
+    let monitor = Monitor { channel, alert_level, block_at, on_block, log_assessments };
     register(&target, &mapping, &monitor, create_index).or_report()
 }
 
@@ -55,6 +57,7 @@ struct Monitor<'a> {
     alert_level: &'a str,
     block_at: Option<f64>,
     on_block: &'a str,
+    log_assessments: &'a str,
 }
 
 struct Target {
@@ -65,7 +68,10 @@ struct Target {
 
 fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: bool) -> CepResult<String> {
     let Mapping { key_column, amount_column, time_column, location_column } = *mapping;
-    let Monitor { channel, alert_level, block_at, on_block } = *monitor;
+    let Monitor { channel, alert_level, block_at, on_block, log_assessments } = *monitor;
+    if !matches!(log_assessments, "none" | "alerts" | "all") {
+        return Err(CepError::InvalidArgument(format!("log_assessments {log_assessments:?} must be 'none', 'alerts' or 'all'")));
+    }
     if let Some(b) = block_at.filter(|b| !b.is_finite() || *b <= 0.0) {
         return Err(CepError::InvalidArgument(format!("block_at {b} must be a score above zero (such as 0.9)")));
     }
@@ -113,16 +119,16 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
             .transpose()?
             .flatten();
         client.update(
-            "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, pk_column, channel, alert_level, block_at, on_block) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, pk_column, channel, alert_level, block_at, on_block, log_assessments) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (relid) DO UPDATE SET key_column = EXCLUDED.key_column, \
                amount_column = EXCLUDED.amount_column, time_column = EXCLUDED.time_column, \
                location_column = EXCLUDED.location_column, pk_column = EXCLUDED.pk_column, \
                channel = EXCLUDED.channel, alert_level = EXCLUDED.alert_level, block_at = EXCLUDED.block_at, \
-               on_block = EXCLUDED.on_block, updated_at = now()",
+               on_block = EXCLUDED.on_block, log_assessments = EXCLUDED.log_assessments, updated_at = now()",
             None,
             &[relid.into(), key_column.into(), amount_column.into(), time_column.into(), location_column.into(),
-              pk_column.as_deref().into(), channel.into(), alert_level.into(), block_at.into(), on_block.into()],
+              pk_column.as_deref().into(), channel.into(), alert_level.into(), block_at.into(), on_block.into(), log_assessments.into()],
         )?;
         // One trigger per table, whatever the number of calls: it is replaced, never added twice.
         // Blocking needs the row before it is stored; otherwise one call per statement is cheaper.

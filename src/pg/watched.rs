@@ -27,6 +27,8 @@ pub struct Watch {
     pub block_at: Option<f64>,
     /// "error" rejects the INSERT, "skip" drops the row and records it.
     pub on_block: String,
+    /// Which assessments go to `cep.risk_assessments`: "none", "alerts" or "all".
+    pub log_assessments: String,
     /// Active rules that can run on this table as it is now.
     pub rules: Vec<Rule>,
     /// Active rules that cannot, with the reason.
@@ -69,6 +71,7 @@ struct Row {
     alert_level: String,
     block_at: Option<f64>,
     on_block: String,
+    log_assessments: String,
     root: pg_sys::Oid,
 }
 
@@ -79,7 +82,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         let rows = client.select(
             "SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
                     w.time_column::text, w.location_column::text, w.pk_column::text, w.channel, \
-                    w.alert_level, w.block_at, w.on_block, w.relid \
+                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments \
              FROM (SELECT $1::oid AS relid, 0::int8 AS depth \
                    UNION ALL SELECT * FROM pg_partition_ancestors($1) WITH ORDINALITY) a(relid, depth) \
              JOIN cep.watches w ON w.relid = a.relid \
@@ -102,6 +105,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
             block_at: r.get(9)?,
             on_block: r.get(10)?.unwrap_or_default(),
             root: r.get(11)?.unwrap_or(pg_sys::InvalidOid),
+            log_assessments: r.get(12)?.unwrap_or_default(),
         }))
     })?;
     let row = row.ok_or_else(|| {
@@ -179,6 +183,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         alert_level: row.alert_level,
         block_at: row.block_at,
         on_block: row.on_block,
+        log_assessments: row.log_assessments,
         rules,
         skipped,
         unusable,
