@@ -22,7 +22,8 @@ use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
 use crate::pg::scoring::{self, Event, Standing};
 use crate::pg::tuple::Row;
-use crate::pg::{cache, stats, watched::Watch};
+use crate::pg::{cache, spi, stats, watched::Watch};
+use pgrx::PgOid;
 
 /// Statement-level trigger function behind `cep.watch`; not called directly.
 #[pg_trigger]
@@ -196,13 +197,20 @@ fn alert_level(watch: &Watch, a: &Assessment) -> Option<&'static str> {
     (!a.triggered.is_empty() && level_rank(level).unwrap_or(0) >= wanted).then_some(level)
 }
 
+const INSERT_ALERT: &str = "INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, action, rules, event_time) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING alert_id, event_time::text";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
 fn write_alert(watch: &Watch, row: &Row, a: &Assessment, level: &str, action: &str, counts: &mut MonitorCounters) -> CepResult<()> {
+    use pg_sys::{FLOAT8OID, JSONBOID, OIDOID, TEXTOID, TIMESTAMPTZOID};
+    let types = [OIDOID, TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID].map(PgOid::from);
+    let insert = spi::kept(INSERT_ALERT, &types)?;
+    let notify = spi::kept(NOTIFY, &[PgOid::from(TEXTOID), PgOid::from(TEXTOID)])?;
     let at = pgrx::datum::TimestampWithTimeZone::try_from(row.at).ok();
     Spi::connect_mut(|client| -> CepResult<()> {
         let inserted = client
             .update(
-                "INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, action, rules, event_time) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING alert_id, event_time::text",
+                &*insert,
                 None,
                 &[
                     watch.root.into(),
@@ -230,7 +238,7 @@ fn write_alert(watch: &Watch, row: &Row, a: &Assessment, level: &str, action: &s
             rules: &a.triggered,
             ts: &ts,
         });
-        client.select("SELECT pg_notify($1, $2)", None, &[watch.channel.as_str().into(), payload.as_str().into()])?;
+        client.select(&*notify, None, &[watch.channel.as_str().into(), payload.as_str().into()])?;
         counts.alerts += 1;
         counts.notifications += 1;
         Ok(())

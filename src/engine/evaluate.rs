@@ -111,7 +111,7 @@ pub struct Outcome {
     pub version: i32,
     pub score: f64,
     pub triggered: bool,
-    /// The values the rule compared, so an analyst can see why it fired.
+    /// The values the rule compared, so an analyst can see why it fired; null when it did not.
     pub evidence: Value,
 }
 
@@ -146,13 +146,16 @@ pub fn evaluate(rules: &[Rule], plan: &WindowPlan, stats: &[WindowStats], tx: &T
         .collect()
 }
 
+/// Whether a rule fires, and for a rule that fires, the values that made it fire. Evidence is
+/// built only then: on the monitor's hot path most rules do not fire, and nobody reads it.
 fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transaction) -> (bool, Value) {
     let (window_micros, s) = window.unwrap_or_default();
-    let window_text = format_interval(window_micros);
+    let window_text = || format_interval(window_micros);
+    let explain = |triggered: bool, evidence: &dyn Fn() -> Value| (triggered, if triggered { evidence() } else { Value::Null });
     match condition {
         Condition::Threshold { metric: Metric::Amount, op, value, .. } => {
             let triggered = tx.amount.is_some_and(|a| op.holds(a, *value));
-            (triggered, json!({"metric": "amount", "observed": tx.amount, "operator": op.symbol(), "value": value}))
+            explain(triggered, &|| json!({"metric": "amount", "observed": tx.amount, "operator": op.symbol(), "value": value}))
         }
         Condition::Threshold { metric, op, value, .. } => {
             let observed = match metric {
@@ -164,21 +167,23 @@ fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transa
                 Metric::Amount => unreachable!("handled above"),
             };
             let triggered = observed.is_some_and(|o| op.holds(o, *value));
-            (triggered, json!({"metric": metric.name(), "observed": observed, "operator": op.symbol(), "value": value, "window": window_text}))
+            explain(triggered, &|| json!({"metric": metric.name(), "observed": observed, "operator": op.symbol(), "value": value, "window": window_text()}))
         }
         Condition::NightTransaction { start_secs, end_secs, tz } => {
             let local = local_seconds_of_day(tx.unix_micros, *tz, tx.session_utc_offset_secs);
             let triggered = in_time_range(local, *start_secs, *end_secs);
-            let clock = format!("{:02}:{:02}:{:02}", local / 3600, local / 60 % 60, local % 60);
-            (triggered, json!({"local_time": clock, "timezone": tz.map(|t| t.name().to_string())}))
+            explain(triggered, &|| {
+                let clock = format!("{:02}:{:02}:{:02}", local / 3600, local / 60 % 60, local % 60);
+                json!({"local_time": clock, "timezone": tz.map(|t| t.name().to_string())})
+            })
         }
         Condition::LocationChange { .. } => {
             let triggered = tx.location.is_some() && s.other_locations > 0;
-            (triggered, json!({"location": tx.location, "other_location_events": s.other_locations, "window": window_text}))
+            explain(triggered, &|| json!({"location": tx.location, "other_location_events": s.other_locations, "window": window_text()}))
         }
         Condition::Anomaly { method, threshold, min_samples, .. } => {
             let Some(amount) = tx.amount else {
-                return (false, json!({"observed": null}));
+                return (false, Value::Null);
             };
             // The history is the key's other rows: take this one out when it is stored already.
             let (n, sum, sum_sq) = if tx.in_history {
@@ -187,21 +192,23 @@ fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transa
                 (s.count, s.sum, s.sum_sq)
             };
             if n < *min_samples || n <= 0 {
-                return (false, json!({"observed": amount, "samples": n, "min_samples": min_samples, "window": window_text}));
+                return (false, Value::Null);
             }
             let mean = sum / n as f64;
             match method {
                 AnomalyMethod::MeanMultiple => {
                     let triggered = amount > threshold * mean;
-                    (triggered, json!({"observed": amount, "mean": mean, "multiple": threshold, "samples": n, "window": window_text}))
+                    explain(triggered, &|| json!({"observed": amount, "mean": mean, "multiple": threshold, "samples": n, "window": window_text()}))
                 }
                 AnomalyMethod::ZScore => {
                     let variance = if n > 1 { ((sum_sq - sum * mean) / (n - 1) as f64).max(0.0) } else { 0.0 };
                     let stddev = variance.sqrt();
                     // A flat history has no spread: any amount above it is infinitely unusual.
                     let z = if stddev > 1e-9 { (amount - mean) / stddev } else if amount > mean + 1e-9 { f64::INFINITY } else { 0.0 };
-                    let z_json = if z.is_finite() { json!(z) } else { json!("Infinity") };
-                    (z > *threshold, json!({"observed": amount, "mean": mean, "stddev": stddev, "zscore": z_json, "threshold": threshold, "samples": n, "window": window_text}))
+                    explain(z > *threshold, &|| {
+                        let z_json = if z.is_finite() { json!(z) } else { json!("Infinity") };
+                        json!({"observed": amount, "mean": mean, "stddev": stddev, "zscore": z_json, "threshold": threshold, "samples": n, "window": window_text()})
+                    })
                 }
             }
         }

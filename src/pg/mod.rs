@@ -4,6 +4,7 @@ pub mod cache;
 pub mod columns;
 pub mod history;
 pub mod scoring;
+pub mod spi;
 pub mod stats;
 pub mod time;
 pub mod tuple;
