@@ -6,3 +6,4 @@ pub mod monitor;
 pub mod rules;
 pub mod stats;
 pub mod watch;
+pub mod windows;

@@ -5,3 +5,4 @@ pub mod evaluate;
 pub mod interval;
 pub mod payload;
 pub mod rules;
+pub mod window;
