@@ -21,6 +21,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     pg::cache::register_invalidation_callback();
     pg::stats::init();
+    pg::window_cache::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

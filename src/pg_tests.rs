@@ -252,7 +252,10 @@ mod tests {
         assert_eq!(one::<String>("SELECT string_agg(key || ':' || level, ',' ORDER BY alert_id) FROM cep.alerts").unwrap(), "1:high,2:medium");
         // Watching again replaces the trigger; it never adds a second one.
         run("SELECT cep.watch('transactions', alert_level => 'high')");
-        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'transactions'::regclass AND NOT tgisinternal"), Some(1));
+        assert_eq!(
+            one::<String>("SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'transactions'::regclass AND NOT tgisinternal").unwrap(),
+            "cep_monitor,cep_monitor_changes"
+        );
         run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (4, 20000, 'A', '2026-01-15 12:00+00')");
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(2), "medium is below the table's alert level now");
         assert_eq!(one::<bool>("SELECT cep.unwatch('transactions')"), Some(true));

@@ -22,7 +22,7 @@ use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
 use crate::pg::scoring::{self, Event, Standing};
 use crate::pg::tuple::Row;
-use crate::pg::{cache, spi, stats, watched::Watch};
+use crate::pg::{cache, spi, stats, watched::Watch, window_cache};
 use pgrx::PgOid;
 
 /// Statement-level trigger function behind `cep.watch`; not called directly.
@@ -35,6 +35,17 @@ fn monitor<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, Allo
     let result = score_new_rows(relid, data, &mut counts);
     finish(relid, &mut counts, started);
     result.or_report();
+    Ok(None)
+}
+
+/// Statement trigger for UPDATE, DELETE and TRUNCATE on a watched table: the window cache cannot
+/// follow those, so the table is read from SQL for the rest of the transaction and dropped from
+/// the cache when it commits. Not called directly.
+#[pg_trigger]
+fn monitor_changes<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    let relid = trigger.relid()?;
+    let root = cache::watch(relid).map(|w| w.root).unwrap_or(relid);
+    window_cache::mark_dirty(root);
     Ok(None)
 }
 
@@ -77,7 +88,9 @@ fn cannot_score(watch: &Watch, rows: u64, counts: &mut MonitorCounters) -> bool 
 }
 
 fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &mut MonitorCounters) -> CepResult<()> {
-    if cache::active_rules()?.is_empty() {
+    // With the window cache on, rows are remembered even when there is nothing to score.
+    let no_rules = cache::active_rules()?.is_empty();
+    if no_rules && !window_cache::enabled() {
         return Ok(());
     }
     let watch = cache::watch(relid)?;
@@ -85,12 +98,17 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     let (store, desc) = unsafe { ((*data).tg_newtable, (*(*data).tg_relation).rd_att) };
     let Some(columns) = watch.row_columns else {
         counts.rows_seen = unsafe { pg_sys::tuplestore_tuple_count(store) } as u64;
+        window_cache::mark_dirty(watch.root);
         cannot_score(&watch, counts.rows_seen, counts);
         return Ok(());
     };
     let rows = unsafe { columns.read_transition(store, desc) };
     counts.rows_seen = rows.len() as u64;
-    if cannot_score(&watch, counts.rows_seen, counts) {
+    // Every row of the statement is in the window of the later ones: remember them all first.
+    for row in &rows {
+        window_cache::remember(&watch, &event(row));
+    }
+    if no_rules || cannot_score(&watch, counts.rows_seen, counts) {
         return Ok(());
     }
     let mut log = AssessmentLog::default();
@@ -144,18 +162,24 @@ enum Verdict {
 
 fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &mut MonitorCounters) -> CepResult<Verdict> {
     counts.rows_seen = 1;
-    if cache::active_rules()?.is_empty() {
+    let no_rules = cache::active_rules()?.is_empty();
+    if no_rules && !window_cache::enabled() {
         return Ok(Verdict::Keep);
     }
     let watch = cache::watch(relid)?;
-    if cannot_score(&watch, 1, counts) {
+    let Some(columns) = watch.row_columns else {
+        window_cache::mark_dirty(watch.root);
+        cannot_score(&watch, 1, counts);
         return Ok(Verdict::Keep);
-    }
-    let Some(columns) = watch.row_columns else { return Ok(Verdict::Keep) };
+    };
     // SAFETY: tg_trigtuple is this call's NEW row and tg_relation its open relation.
     let Some(row) = (unsafe { columns.read_tuple(data.tg_trigtuple, (*data.tg_relation).rd_att) }) else {
         return Ok(Verdict::Keep);
     };
+    if no_rules || cannot_score(&watch, 1, counts) {
+        window_cache::remember(&watch, &event(&row));
+        return Ok(Verdict::Keep);
+    }
     let a = assess(&scoring::score(&watch, &event(&row), Standing::Incoming)?);
     if let Some(block_at) = watch.block_at.filter(|b| a.total_score >= *b && !a.triggered.is_empty()) {
         counts.rows_blocked = 1;
@@ -180,6 +204,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
             a.evidence.to_string(),
         ));
     }
+    window_cache::remember(&watch, &event(&row));
     let alerted = alert_level(&watch, &a);
     if let Some(level) = alerted {
         write_alert(&watch, &row, &a, level, "alert", counts)?;

@@ -55,3 +55,28 @@ fn stats() -> TableIterator<
 fn stats_reset() {
     stats::reset();
 }
+
+/// The monitor's shared window cache: whether it is on (it needs `shared_preload_libraries`), how
+/// many keys and events it holds, and how often scoring found a key's window there.
+///
+/// ```sql
+/// SELECT * FROM cep.window_cache();
+/// ```
+#[pg_extern(volatile)]
+fn window_cache() -> TableIterator<
+    'static,
+    (
+        name!(enabled, bool),
+        name!(keys, i64),
+        name!(events, i64),
+        name!(hits, i64),
+        name!(misses, i64),
+        name!(refused_loads, i64),
+    ),
+> {
+    let row = match crate::pg::window_cache::usage() {
+        Some((k, e, h, m, r)) => (true, k as i64, e as i64, h as i64, m as i64, r as i64),
+        None => (false, 0, 0, 0, 0, 0),
+    };
+    TableIterator::once(row)
+}

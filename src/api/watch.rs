@@ -139,7 +139,12 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
         };
         run_ddl(
             client,
-            &format!("SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; CREATE TRIGGER cep_monitor {trigger}', $1::regclass)"),
+            &format!(
+                "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; CREATE TRIGGER cep_monitor {trigger}; \
+                 DROP TRIGGER IF EXISTS cep_monitor_changes ON %1$s; \
+                 CREATE TRIGGER cep_monitor_changes AFTER UPDATE OR DELETE OR TRUNCATE ON %1$s \
+                 FOR EACH STATEMENT EXECUTE FUNCTION cep.monitor_changes()', $1::regclass)"
+            ),
             &[relid.into()],
         )?;
         let mut index_note = String::new();
@@ -195,7 +200,11 @@ fn unwatch(table: PgRelation) -> bool {
     drop(table);
     Spi::connect_mut(|client| -> CepResult<bool> {
         let rows = client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[relid.into()])?;
-        run_ddl(client, "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %s', $1::regclass)", &[relid.into()])?;
+        run_ddl(
+            client,
+            "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; DROP TRIGGER IF EXISTS cep_monitor_changes ON %1$s', $1::regclass)",
+            &[relid.into()],
+        )?;
         Ok(!rows.is_empty())
     })
     .or_report()

@@ -6,3 +6,4 @@ pub mod interval;
 pub mod payload;
 pub mod rules;
 pub mod window;
+pub mod window_cache;

@@ -36,10 +36,23 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
     if relid == pg_sys::InvalidOid || is_ours(relid) {
         STALE.store(true, Ordering::Relaxed);
     }
+    // A watched table's definition changed (a partition dropped or detached, say): its cached
+    // windows may hold rows it no longer has.
+    if relid != pg_sys::InvalidOid && is_watched(relid) {
+        crate::pg::window_cache::invalidate(relid);
+    }
 }
 
 thread_local! {
     static OUR_TABLES: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
+}
+
+fn is_watched(relid: pg_sys::Oid) -> bool {
+    WATCHED.with(|t| t.try_borrow().map(|t| t.contains(&relid)).unwrap_or(false))
+}
+
+thread_local! {
+    static WATCHED: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
 }
 
 fn is_ours(relid: pg_sys::Oid) -> bool {
@@ -101,23 +114,24 @@ fn load_rules() -> CepResult<Vec<Rule>> {
 }
 
 fn remember_our_tables() -> CepResult<()> {
-    let oids: Vec<pg_sys::Oid> = Spi::connect(|client| -> CepResult<Vec<pg_sys::Oid>> {
+    let oids: Vec<(pg_sys::Oid, bool)> = Spi::connect(|client| -> CepResult<Vec<(pg_sys::Oid, bool)>> {
         let rows = client.select(
-            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT c.oid, false FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches') \
-             UNION ALL SELECT relid FROM cep.watches",
+             UNION ALL SELECT relid, true FROM cep.watches",
             None,
             &[],
         )?;
         let mut v = Vec::new();
         for row in rows {
             if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
-                v.push(oid);
+                v.push((oid, row.get::<bool>(2)?.unwrap_or(false)));
             }
         }
         Ok(v)
     })?;
-    OUR_TABLES.with(|t| *t.borrow_mut() = oids);
+    WATCHED.with(|t| *t.borrow_mut() = oids.iter().filter(|(_, w)| *w).map(|(o, _)| *o).collect());
+    OUR_TABLES.with(|t| *t.borrow_mut() = oids.into_iter().map(|(o, _)| o).collect());
     Ok(())
 }
 

@@ -68,6 +68,20 @@ pub fn window_query_sql(c: &Mapping, plan: &WindowPlan, binds_location: bool) ->
     (sql, types)
 }
 
+/// All of a key's rows from `$2` on, for the shared window cache: time, amount, location and
+/// the inserting transaction (so that a commit the loader saw is not added twice).
+pub fn cache_load_sql(c: &Mapping) -> String {
+    format!(
+        "SELECT {t}::timestamptz, {}, {}, xmin::text::int8 FROM {} WHERE {} = $1::{} AND {t} >= $2",
+        c.amount.as_deref().map(|a| format!("{a}::float8")).unwrap_or_else(|| "NULL::float8".into()),
+        c.location.as_deref().map(|l| format!("{l}::text")).unwrap_or_else(|| "NULL::text".into()),
+        c.qualified_name,
+        c.key,
+        c.key_type,
+        t = c.time,
+    )
+}
+
 /// Reads the key's history once and returns one `WindowStats` per window of the plan.
 pub fn read_window_stats(
     watch: &Watch,

@@ -9,3 +9,4 @@ pub mod stats;
 pub mod time;
 pub mod tuple;
 pub mod watched;
+pub mod window_cache;

@@ -3,7 +3,7 @@
 
 use crate::engine::evaluate::{evaluate, include_candidate, Outcome, Transaction};
 use crate::error::CepResult;
-use crate::pg::{history, time, watched::Watch};
+use crate::pg::{history, time, watched::Watch, window_cache};
 
 /// Where the transaction stands relative to the rows the window query reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,10 @@ pub struct Event<'a> {
 
 /// Outcomes of the watch's runnable rules, in `rule_id` order.
 pub fn score(watch: &Watch, event: &Event, standing: Standing) -> CepResult<Vec<Outcome>> {
-    let mut stats = history::read_window_stats(watch, event.key, event.at, event.location)?;
+    let mut stats = match window_cache::window_stats(watch, event)? {
+        Some(stats) => stats,
+        None => history::read_window_stats(watch, event.key, event.at, event.location)?,
+    };
     let tx = Transaction {
         amount: event.amount,
         location: event.location,

@@ -13,7 +13,7 @@ use crate::engine::evaluate::WindowPlan;
 use crate::engine::rules::Rule;
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
-use crate::pg::history;
+use crate::pg::{history, window_cache};
 use crate::pg::tuple::{Col, RowColumns};
 
 pub struct Watch {
@@ -41,6 +41,8 @@ pub struct Watch {
     pub binds_location: bool,
     /// Reads every window of `plan` in one pass; `None` when no rule needs history.
     pub window_query: Option<OwnedPreparedStatement>,
+    /// Loads a key's rows for the shared window cache (`$1` key, `$2` from); `None` without it.
+    pub cache_load: Option<OwnedPreparedStatement>,
     /// Where the monitor finds key, amount, location, time and primary key in this relation's
     /// tuples; `None` when the watch is unusable.
     pub row_columns: Option<RowColumns>,
@@ -165,6 +167,11 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         let (sql, types) = history::window_query_sql(&mapping, &plan, binds_location);
         Some(prepare(&sql, &types)?)
     };
+    let cache_load = if window_query.is_some() && window_cache::enabled() {
+        Some(prepare(&history::cache_load_sql(&mapping), &[PgOid::from(pg_sys::TEXTOID), PgOid::from(pg_sys::TIMESTAMPTZOID)])?)
+    } else {
+        None
+    };
     let col = |name: Option<&str>| name.and_then(|n| here.position(n)).and_then(|(num, typ)| Col::new(num, typ));
     let row_columns = match (unusable.is_none(), col(Some(&row.key)), col(Some(&row.time))) {
         (true, Some(key), Some(time)) => Some(RowColumns {
@@ -191,6 +198,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         has_location: mapping.location.is_some(),
         binds_location,
         window_query,
+        cache_load,
         row_columns,
         root: row.root,
     })

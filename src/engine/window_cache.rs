@@ -1,0 +1,524 @@
+//! A cache of committed events per key, so the monitor scores a row without querying the table.
+//!
+//! The cache lives in one flat memory region (shared memory in the server, a `Vec` in tests):
+//! a header, a set-associative table of keys, and a pool of fixed-size chunks of events. Each key's
+//! entry holds every committed event of that key with a time at or after `from`, oldest first.
+//! Scoring reads it only when `from` reaches back far enough; otherwise the caller falls back to
+//! SQL. Everything here is plain data: no pointers, no allocation, so the region can be shared
+//! between processes.
+//!
+//! Correctness rests on three rules, kept by the caller under one lock:
+//! - committing transactions append their events ([`CacheView::append_committed`]), and bump the
+//!   version of the key's bucket, whether or not the key is cached;
+//! - a loader reads the bucket version before it queries the table, and stores what it read only if
+//!   the version is unchanged ([`CacheView::insert_loaded`]), so no commit can slip between;
+//! - an event whose transaction the loader already saw is not appended twice (same xid).
+
+use super::evaluate::{Needs, WindowPlan, WindowStats};
+
+pub const WAYS: usize = 8;
+pub const BUCKETS: usize = 4096;
+pub const CHUNK_EVENTS: usize = 15;
+const RELATIONS: usize = 256;
+const NONE: u32 = u32::MAX;
+
+/// One committed row, as much as the rules read of it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CachedEvent {
+    pub t: i64,
+    /// NaN for a null amount.
+    pub amount: f64,
+    /// A hash of the location, 0 for null.
+    pub loc: u32,
+    pub xid: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Chunk {
+    next: u32,
+    len: u32,
+    events: [CachedEvent; CHUNK_EVENTS],
+}
+
+/// Which key an entry belongs to: database, relation, and a 128-bit hash of the key's text.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyId {
+    pub database: u32,
+    pub relid: u32,
+    pub hash: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Entry {
+    id: KeyId,
+    live: u32,
+    recently_used: u32,
+    generation: u64,
+    from: i64,
+    head: u32,
+    tail: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Relation {
+    database: u32,
+    relid: u32,
+    generation: u64,
+}
+
+#[repr(C)]
+pub struct Header {
+    pub sets: u32,
+    pub chunks: u32,
+    free_chunk: u32,
+    clock: u32,
+    /// Reads answered from the cache, reads that were not, and loads refused because a commit raced.
+    pub hits: u64,
+    pub misses: u64,
+    pub refused: u64,
+    versions: [u64; BUCKETS],
+    relations: [Relation; RELATIONS],
+}
+
+/// Bytes a region needs for `keys` entries and `events` events.
+pub fn region_size(keys: usize, events: usize) -> usize {
+    let sets = keys.div_ceil(WAYS).max(1);
+    let chunks = events.div_ceil(CHUNK_EVENTS).max(1);
+    std::mem::size_of::<Header>() + sets * WAYS * std::mem::size_of::<Entry>() + chunks * std::mem::size_of::<Chunk>()
+}
+
+pub struct CacheView<'a> {
+    header: &'a mut Header,
+    entries: &'a mut [Entry],
+    chunks: &'a mut [Chunk],
+}
+
+impl<'a> CacheView<'a> {
+    /// Views a region of `region_size(keys, events)` bytes.
+    ///
+    /// # Safety
+    /// `base` must point to such a region, aligned to 8 bytes, and no one else may use it while the
+    /// view lives. With `init`, the region is (re)initialised; otherwise it must have been before.
+    pub unsafe fn new(base: *mut u8, keys: usize, events: usize, init: bool) -> CacheView<'a> {
+        let sets = keys.div_ceil(WAYS).max(1);
+        let nchunks = events.div_ceil(CHUNK_EVENTS).max(1);
+        let header = &mut *(base as *mut Header);
+        let entries_ptr = base.add(std::mem::size_of::<Header>()) as *mut Entry;
+        let chunks_ptr = (entries_ptr as *mut u8).add(sets * WAYS * std::mem::size_of::<Entry>()) as *mut Chunk;
+        if init {
+            std::ptr::write_bytes(base, 0, region_size(keys, events));
+            header.sets = sets as u32;
+            header.chunks = nchunks as u32;
+            header.free_chunk = 0;
+            for i in 0..nchunks {
+                (*chunks_ptr.add(i)).next = if i + 1 < nchunks { (i + 1) as u32 } else { NONE };
+            }
+        }
+        let entries = std::slice::from_raw_parts_mut(entries_ptr, sets * WAYS);
+        let chunks = std::slice::from_raw_parts_mut(chunks_ptr, nchunks);
+        CacheView { header, entries, chunks }
+    }
+
+    fn bucket(id: &KeyId) -> usize {
+        (id.hash[0] as usize ^ id.relid as usize) % BUCKETS
+    }
+
+    /// The version a loader reads before querying the table.
+    pub fn version(&self, id: &KeyId) -> u64 {
+        self.header.versions[Self::bucket(id)]
+    }
+
+    fn generation(&self, database: u32, relid: u32) -> u64 {
+        self.header.relations.iter().find(|r| r.database == database && r.relid == relid).map_or(0, |r| r.generation)
+    }
+
+    /// Forgets every entry of a relation (its rows changed in a way the cache cannot follow).
+    pub fn invalidate_relation(&mut self, database: u32, relid: u32) {
+        let rels = &mut self.header.relations;
+        if let Some(r) = rels.iter_mut().find(|r| r.database == database && r.relid == relid) {
+            r.generation += 1;
+        } else if let Some(r) = rels.iter_mut().find(|r| r.relid == 0) {
+            *r = Relation { database, relid, generation: 1 };
+        } else {
+            // No room to track it: forget everything.
+            for i in 0..self.entries.len() {
+                self.free_entry(i);
+            }
+        }
+    }
+
+    fn set_of(&self, id: &KeyId) -> std::ops::Range<usize> {
+        let set = (id.hash[1] % self.header.sets as u64) as usize;
+        set * WAYS..(set + 1) * WAYS
+    }
+
+    fn find(&self, id: &KeyId) -> Option<usize> {
+        let generation = self.generation(id.database, id.relid);
+        self.set_of(id).find(|&i| {
+            let e = &self.entries[i];
+            e.live == 1 && e.id == *id && e.generation == generation
+        })
+    }
+
+    fn free_entry(&mut self, i: usize) {
+        if self.entries[i].live == 1 {
+            let mut c = self.entries[i].head;
+            while c != NONE {
+                let next = self.chunks[c as usize].next;
+                self.chunks[c as usize].next = self.header.free_chunk;
+                self.chunks[c as usize].len = 0;
+                self.header.free_chunk = c;
+                c = next;
+            }
+        }
+        self.entries[i].live = 0;
+        self.entries[i].head = NONE;
+        self.entries[i].tail = NONE;
+    }
+
+    fn alloc_chunk(&mut self, keep: usize) -> Option<u32> {
+        for _ in 0..2 * self.entries.len() {
+            let c = self.header.free_chunk;
+            if c != NONE {
+                self.header.free_chunk = self.chunks[c as usize].next;
+                self.chunks[c as usize].next = NONE;
+                self.chunks[c as usize].len = 0;
+                return Some(c);
+            }
+            // Out of chunks: evict an entry the clock finds unused since it last passed.
+            let i = self.header.clock as usize % self.entries.len();
+            self.header.clock = self.header.clock.wrapping_add(1);
+            if i == keep || self.entries[i].live == 0 {
+                continue;
+            }
+            if self.entries[i].recently_used == 1 {
+                self.entries[i].recently_used = 0;
+            } else {
+                self.free_entry(i);
+            }
+        }
+        None
+    }
+
+    fn push(&mut self, i: usize, ev: CachedEvent) -> bool {
+        let tail = self.entries[i].tail;
+        if tail != NONE && (self.chunks[tail as usize].len as usize) < CHUNK_EVENTS {
+            let c = &mut self.chunks[tail as usize];
+            c.events[c.len as usize] = ev;
+            c.len += 1;
+            return true;
+        }
+        let Some(new) = self.alloc_chunk(i) else { return false };
+        self.chunks[new as usize].events[0] = ev;
+        self.chunks[new as usize].len = 1;
+        if tail == NONE {
+            self.entries[i].head = new;
+        } else {
+            self.chunks[tail as usize].next = new;
+        }
+        self.entries[i].tail = new;
+        true
+    }
+
+    /// Stores what a loader read: every committed event of the key at or after `from`, sorted by
+    /// time. Refused (false) if a commit touched the key's bucket since `version` was read.
+    pub fn insert_loaded(&mut self, id: KeyId, from: i64, events: &[CachedEvent], version: u64) -> bool {
+        if self.version(&id) != version {
+            self.header.refused += 1;
+            return false;
+        }
+        let slot = match self.find(&id) {
+            Some(i) => i,
+            None => {
+                let range = self.set_of(&id);
+                let free = range.clone().find(|&i| self.entries[i].live == 0 || self.entries[i].generation != self.generation(self.entries[i].id.database, self.entries[i].id.relid));
+                let victim = free.unwrap_or_else(|| {
+                    range.clone().find(|&i| self.entries[i].recently_used == 0).unwrap_or(range.start)
+                });
+                victim
+            }
+        };
+        self.free_entry(slot);
+        let generation = self.generation(id.database, id.relid);
+        self.entries[slot] = Entry { id, live: 1, recently_used: 1, generation, from, head: NONE, tail: NONE };
+        for ev in events {
+            if !self.push(slot, *ev) {
+                self.free_entry(slot);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A committed transaction's events for one key (sorted by time). Always bumps the bucket's
+    /// version; appends only when the key is cached and its loader did not already see `xid`.
+    /// Events older than the entry's newest are inserted in order.
+    pub fn append_committed(&mut self, id: KeyId, events: &[CachedEvent]) {
+        let b = Self::bucket(&id);
+        self.header.versions[b] = self.header.versions[b].wrapping_add(1);
+        let Some(i) = self.find(&id) else { return };
+        let mut all = self.events(i);
+        if let Some(first) = events.first() {
+            if all.iter().any(|e| e.xid == first.xid) {
+                return;
+            }
+        }
+        let from = self.entries[i].from;
+        all.extend(events.iter().filter(|e| e.t >= from));
+        all.sort_by_key(|e| e.t);
+        let (entry_id, recently_used, generation) = (self.entries[i].id, self.entries[i].recently_used, self.entries[i].generation);
+        self.free_entry(i);
+        self.entries[i] = Entry { id: entry_id, live: 1, recently_used, generation, from, head: NONE, tail: NONE };
+        for ev in all {
+            if !self.push(i, ev) {
+                self.free_entry(i);
+                return;
+            }
+        }
+    }
+
+    fn events(&self, i: usize) -> Vec<CachedEvent> {
+        let mut out = Vec::new();
+        let mut c = self.entries[i].head;
+        while c != NONE {
+            let chunk = &self.chunks[c as usize];
+            out.extend_from_slice(&chunk.events[..chunk.len as usize]);
+            c = chunk.next;
+        }
+        out
+    }
+
+    /// Drops events older than `keep_from`, and raises `from` to it: the entry stays exact from there.
+    pub fn prune(&mut self, id: &KeyId, keep_from: i64) {
+        let Some(i) = self.find(id) else { return };
+        if self.entries[i].from >= keep_from {
+            return;
+        }
+        let kept: Vec<CachedEvent> = self.events(i).into_iter().filter(|e| e.t >= keep_from).collect();
+        let entry = self.entries[i];
+        self.free_entry(i);
+        self.entries[i] = Entry { from: keep_from, head: NONE, tail: NONE, ..entry };
+        for ev in kept {
+            if !self.push(i, ev) {
+                self.free_entry(i);
+                return;
+            }
+        }
+    }
+
+    /// The cached events of a key if they reach back to `need_from`, else `None`.
+    pub fn read(&mut self, id: &KeyId, need_from: i64) -> Option<Vec<CachedEvent>> {
+        let found = self.find(id).filter(|&i| self.entries[i].from <= need_from);
+        let Some(i) = found else {
+            self.header.misses += 1;
+            return None;
+        };
+        self.header.hits += 1;
+        self.entries[i].recently_used = 1;
+        Some(self.events(i))
+    }
+
+    /// Live entries and the events they hold.
+    pub fn usage(&self) -> (u64, u64) {
+        let live: Vec<usize> = (0..self.entries.len()).filter(|&i| self.entries[i].live == 1).collect();
+        let events = live.iter().map(|&i| self.events(i).len() as u64).sum();
+        (live.len() as u64, events)
+    }
+
+    pub fn header(&self) -> &Header {
+        self.header
+    }
+}
+
+/// The window aggregates of `events` for a transaction at `t` with location hash `loc`, as the
+/// window query computes them over stored rows in `[t - window, t]`.
+pub fn stats_from_events(events: &[CachedEvent], plan: &WindowPlan, t: i64, loc: u32) -> Vec<WindowStats> {
+    plan.windows
+        .iter()
+        .zip(&plan.needs)
+        .map(|(w, needs)| window_stats(events, t - w, t, loc, needs))
+        .collect()
+}
+
+fn window_stats(events: &[CachedEvent], lo: i64, hi: i64, loc: u32, needs: &Needs) -> WindowStats {
+    let mut s = WindowStats::default();
+    let mut locations: Vec<u32> = Vec::new();
+    for e in events.iter().filter(|e| e.t >= lo && e.t <= hi) {
+        s.count += 1;
+        if !e.amount.is_nan() {
+            s.sum += e.amount;
+            s.sum_sq += e.amount * e.amount;
+            s.max = Some(s.max.map_or(e.amount, |m| m.max(e.amount)));
+        }
+        if e.loc != 0 {
+            if loc != 0 && e.loc != loc {
+                s.other_locations += 1;
+            }
+            if loc != 0 && e.loc == loc {
+                s.same_location += 1;
+            }
+            if needs.distinct_locations && !locations.contains(&e.loc) {
+                locations.push(e.loc);
+            }
+        }
+    }
+    s.distinct_locations = locations.len() as i64;
+    s
+}
+
+/// A location's hash as the cache stores it (never 0, which means null).
+pub fn location_hash(loc: Option<&str>) -> u32 {
+    match loc {
+        None => 0,
+        Some(s) => {
+            let h = fnv64(s.as_bytes(), 0xcbf2_9ce4_8422_2325);
+            ((h ^ (h >> 32)) as u32).max(1)
+        }
+    }
+}
+
+/// Two independent 64-bit hashes of a key's text.
+pub fn key_hash(key: &str) -> [u64; 2] {
+    [fnv64(key.as_bytes(), 0xcbf2_9ce4_8422_2325), fnv64(key.as_bytes(), 0x8422_2325_cbf2_9ce4)]
+}
+
+fn fnv64(bytes: &[u8], seed: u64) -> u64 {
+    let mut h = seed;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^ (h >> 29)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rules::{parse_condition, Rule};
+    use serde_json::json;
+
+    struct Region(Vec<u64>, usize, usize);
+
+    impl Region {
+        fn new(keys: usize, events: usize) -> Region {
+            Region(vec![0u64; region_size(keys, events) / 8 + 1], keys, events)
+        }
+        fn view(&mut self, init: bool) -> CacheView<'_> {
+            unsafe { CacheView::new(self.0.as_mut_ptr() as *mut u8, self.1, self.2, init) }
+        }
+    }
+
+    fn id(key: &str) -> KeyId {
+        KeyId { database: 1, relid: 100, hash: key_hash(key) }
+    }
+
+    fn ev(t: i64, amount: f64, xid: u32) -> CachedEvent {
+        CachedEvent { t, amount, loc: location_hash(Some("A")), xid }
+    }
+
+    #[test]
+    fn loaded_entries_are_read_back_and_commits_append() {
+        let mut r = Region::new(64, 200);
+        let mut c = r.view(true);
+        let v = c.version(&id("k"));
+        let loaded: Vec<_> = (0..40).map(|i| ev(i * 10, 1.0, 7)).collect();
+        assert!(c.insert_loaded(id("k"), 0, &loaded, v));
+        assert_eq!(c.read(&id("k"), 0).unwrap().len(), 40);
+        assert_eq!(c.read(&id("k"), -1), None, "not reaching back far enough");
+        c.append_committed(id("k"), &[ev(500, 2.0, 9), ev(505, 3.0, 9)]);
+        assert_eq!(c.read(&id("k"), 0).unwrap().len(), 42);
+        // The same transaction again (the loader had seen it): not appended twice.
+        c.append_committed(id("k"), &[ev(500, 2.0, 9), ev(505, 3.0, 9)]);
+        assert_eq!(c.read(&id("k"), 0).unwrap().len(), 42);
+        // An out-of-order event lands in time order.
+        c.append_committed(id("k"), &[ev(15, 5.0, 11)]);
+        let all = c.read(&id("k"), 0).unwrap();
+        assert!(all.windows(2).all(|w| w[0].t <= w[1].t));
+        assert_eq!(all.len(), 43);
+    }
+
+    #[test]
+    fn a_commit_between_version_and_insert_refuses_the_load() {
+        let mut r = Region::new(64, 200);
+        let mut c = r.view(true);
+        let v = c.version(&id("k"));
+        c.append_committed(id("k"), &[ev(5, 1.0, 3)]);
+        assert!(!c.insert_loaded(id("k"), 0, &[], v));
+        assert_eq!(c.read(&id("k"), 0), None);
+        // Other keys in other buckets are not affected.
+        let v = c.version(&id("other"));
+        assert!(c.insert_loaded(id("other"), 0, &[], v));
+    }
+
+    #[test]
+    fn invalidation_and_pruning() {
+        let mut r = Region::new(64, 200);
+        let mut c = r.view(true);
+        let v = c.version(&id("k"));
+        assert!(c.insert_loaded(id("k"), 0, &[ev(1, 1.0, 1), ev(50, 1.0, 1)], v));
+        c.prune(&id("k"), 10);
+        assert_eq!(c.read(&id("k"), 0), None, "from is now 10");
+        assert_eq!(c.read(&id("k"), 10).unwrap().len(), 1);
+        c.invalidate_relation(1, 100);
+        assert_eq!(c.read(&id("k"), 10), None);
+        let v = c.version(&id("k"));
+        assert!(c.insert_loaded(id("k"), 0, &[ev(1, 1.0, 1)], v), "reloadable after invalidation");
+        assert_eq!(c.read(&id("k"), 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_full_pool_evicts_cold_entries_and_stays_consistent() {
+        let mut r = Region::new(64, 60);
+        let mut c = r.view(true);
+        for k in 0..50 {
+            let key = format!("k{k}");
+            let v = c.version(&id(&key));
+            let events: Vec<_> = (0..10).map(|i| ev(i, 1.0, 1)).collect();
+            c.insert_loaded(id(&key), 0, &events, v);
+            // Whatever is cached is complete.
+            if let Some(got) = c.read(&id(&key), 0) {
+                assert_eq!(got.len(), 10);
+            }
+        }
+        let cached = (0..50).filter(|k| c.read(&id(&format!("k{k}")), 0).is_some()).count();
+        assert!(cached >= 1 && cached <= 4, "{cached}");
+        // A key too big for the whole pool is not cached at all.
+        let v = c.version(&id("huge"));
+        let events: Vec<_> = (0..100).map(|i| ev(i, 1.0, 1)).collect();
+        assert!(!c.insert_loaded(id("huge"), 0, &events, v));
+        assert_eq!(c.read(&id("huge"), 0), None);
+    }
+
+    #[test]
+    fn stats_match_the_window_query() {
+        let rules: Vec<Rule> = [
+            ("threshold", json!({"metric": "transaction_count", "value": 1, "window": "10 seconds"})),
+            ("threshold", json!({"metric": "distinct_locations", "value": 1, "window": "1 minute"})),
+            ("pattern", json!({"pattern": "location_change", "time_window": "1 minute"})),
+            ("anomaly", json!({"threshold": 3, "window": "1 minute"})),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (t, c))| Rule { id: i as i32, version: 1, score: 0.5, condition: parse_condition(t, c).unwrap() })
+        .collect();
+        let plan = WindowPlan::for_rules(&rules);
+        let s = 1_000_000;
+        let b = location_hash(Some("B"));
+        let events = vec![
+            CachedEvent { t: 0, amount: 10.0, loc: location_hash(Some("A")), xid: 1 },
+            CachedEvent { t: 55 * s, amount: 20.0, loc: b, xid: 1 },
+            CachedEvent { t: 60 * s, amount: f64::NAN, loc: 0, xid: 1 },
+            CachedEvent { t: 61 * s, amount: 5.0, loc: b, xid: 2 },
+        ];
+        let st = stats_from_events(&events, &plan, 60 * s, b);
+        // The minute [0, 60 s] holds the first three events: the one at exactly 0 is inside.
+        assert_eq!(st[0], WindowStats { count: 3, sum: 30.0, max: Some(20.0), sum_sq: 500.0, distinct_locations: 2, other_locations: 1, same_location: 1 });
+        // Ten seconds: two events, only the count is needed but everything is computed.
+        assert_eq!(st[1].count, 2);
+    }
+}

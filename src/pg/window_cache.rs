@@ -1,0 +1,299 @@
+//! The window cache in shared memory, and this backend's uncommitted events.
+//!
+//! With `shared_preload_libraries = 'pg_cep'`, scoring reads a key's committed events from
+//! shared memory instead of querying the table; a miss loads the key once. The events this
+//! transaction inserted are kept here, per (sub)transaction, and added to the shared entries when
+//! it commits; an abort forgets them. A relation whose rows this transaction updated or deleted, or
+//! whose definition changed, bypasses the cache and is dropped from it at commit. See
+//! `engine::window_cache` for the rules that keep concurrent loaders and committers exact.
+
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+
+use crate::engine::evaluate::WindowStats;
+use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_from_events, CacheView, CachedEvent, KeyId};
+use crate::error::CepResult;
+use crate::pg::scoring::Event;
+use crate::pg::watched::Watch;
+
+static KEYS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+static EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000_000);
+const NAME: &CStr = c"pg_cep_window_cache";
+
+static REGION: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static mut LOCK: *mut pg_sys::LWLock = std::ptr::null_mut();
+static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+struct Pending {
+    id: KeyId,
+    event: CachedEvent,
+    subxact: pg_sys::SubTransactionId,
+}
+
+#[derive(Default)]
+struct Local {
+    pending: Vec<Pending>,
+    /// Relations whose rows this transaction updated, deleted or truncated.
+    dirty: Vec<u32>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+fn sizes() -> (usize, usize) {
+    (KEYS.get().max(0) as usize, EVENTS.get().max(0) as usize)
+}
+
+/// Called from `_PG_init`: settings always, shared memory only while the postmaster preloads us.
+pub fn init() {
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+    // Server-start settings can only be defined while the postmaster preloads us.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    GucRegistry::define_int_guc(
+        c"cep.window_cache_keys",
+        c"Keys the monitor's shared window cache can hold (0 turns the cache off).",
+        c"Needs pg_cep in shared_preload_libraries; takes effect at server start.",
+        &KEYS,
+        0,
+        10_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"cep.window_cache_events",
+        c"Events the monitor's shared window cache can hold, over all keys (24 bytes each).",
+        c"A key whose window holds more than fit is read from the table instead.",
+        &EVENTS,
+        1_000,
+        100_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    if KEYS.get() > 0 {
+        unsafe {
+            PREV_REQUEST = pg_sys::shmem_request_hook;
+            pg_sys::shmem_request_hook = Some(request_shmem);
+            PREV_STARTUP = pg_sys::shmem_startup_hook;
+            pg_sys::shmem_startup_hook = Some(startup_shmem);
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn request_shmem() {
+    if let Some(prev) = PREV_REQUEST {
+        prev();
+    }
+    let (keys, events) = sizes();
+    pg_sys::RequestAddinShmemSpace(region_size(keys, events) + 64);
+    pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup_shmem() {
+    if let Some(prev) = PREV_STARTUP {
+        prev();
+    }
+    let (keys, events) = sizes();
+    // AddinShmemInitLock is MainLWLockArray[21], as pgrx's own shared memory uses it.
+    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let mut found = false;
+    let base = pg_sys::ShmemInitStruct(NAME.as_ptr(), region_size(keys, events) + 64, &mut found) as *mut u8;
+    let aligned = base.add(base.align_offset(8));
+    if !found {
+        drop(CacheView::new(aligned, keys, events, true));
+    }
+    LOCK = &mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
+    REGION.store(aligned, Ordering::Release);
+    pg_sys::LWLockRelease(init_lock);
+}
+
+pub fn enabled() -> bool {
+    !REGION.load(Ordering::Acquire).is_null()
+}
+
+/// Runs `f` on the cache under its lock, released however `f` ends.
+fn with_cache<R>(f: impl FnOnce(&mut CacheView) -> R) -> Option<R> {
+    let base = REGION.load(Ordering::Acquire);
+    if base.is_null() {
+        return None;
+    }
+    struct Release(*mut pg_sys::LWLock);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            unsafe { pg_sys::LWLockRelease(self.0) };
+        }
+    }
+    let (keys, events) = sizes();
+    unsafe {
+        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _release = Release(LOCK);
+        let mut view = CacheView::new(base, keys, events, false);
+        Some(f(&mut view))
+    }
+}
+
+fn database() -> u32 {
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+fn key_id(root: pg_sys::Oid, key: &str) -> KeyId {
+    KeyId { database: database(), relid: root.to_u32(), hash: key_hash(key) }
+}
+
+fn cached_event(e: &Event, xid: u32) -> CachedEvent {
+    CachedEvent { t: e.at, amount: e.amount.unwrap_or(f64::NAN), loc: location_hash(e.location), xid }
+}
+
+/// Records a row this transaction stored (or is about to store) in a watched table.
+pub fn remember(watch: &Watch, event: &Event) {
+    if !enabled() {
+        return;
+    }
+    let xid = unsafe { pg_sys::GetCurrentTransactionId() };
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    let p = Pending { id: key_id(watch.root, event.key), event: cached_event(event, u32::from(xid)), subxact };
+    LOCAL.with(|l| l.borrow_mut().pending.push(p));
+}
+
+/// Marks a watched relation as changed by UPDATE, DELETE or TRUNCATE in this transaction.
+pub fn mark_dirty(relid: pg_sys::Oid) {
+    if enabled() {
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            if !l.dirty.contains(&relid.to_u32()) {
+                l.dirty.push(relid.to_u32());
+            }
+        });
+    }
+}
+
+/// (keys, events, hits, misses, refused loads), or `None` when the cache is off.
+pub fn usage() -> Option<(u64, u64, u64, u64, u64)> {
+    with_cache(|c| {
+        let (keys, events) = c.usage();
+        let h = c.header();
+        (keys, events, h.hits, h.misses, h.refused)
+    })
+}
+
+/// Drops a relation from the cache now (its definition changed).
+pub fn invalidate(relid: pg_sys::Oid) {
+    let database = database();
+    with_cache(|c| c.invalidate_relation(database, relid.to_u32()));
+}
+
+/// Window stats from the cache, loading the key on a miss; `None` when the cache cannot answer
+/// (turned off, relation changed in this transaction, or the key's window does not fit).
+pub fn window_stats(watch: &Watch, event: &Event) -> CepResult<Option<Vec<WindowStats>>> {
+    let Some(&longest) = watch.plan.windows.first() else { return Ok(None) };
+    if !enabled() || LOCAL.with(|l| l.borrow().dirty.contains(&watch.root.to_u32())) {
+        return Ok(None);
+    }
+    let id = key_id(watch.root, event.key);
+    let need_from = event.at - longest;
+    let mut events = match with_cache(|c| c.read(&id, need_from)).flatten() {
+        Some(events) => events,
+        None => match load(watch, event.key, id, need_from)? {
+            Some(events) => events,
+            None => return Ok(None),
+        },
+    };
+    LOCAL.with(|l| events.extend(l.borrow().pending.iter().filter(|p| p.id == id).map(|p| p.event)));
+    Ok(Some(stats_from_events(&events, &watch.plan, event.at, location_hash(event.location))))
+}
+
+/// Reads a key's committed rows from `need_from` on, and caches them unless a commit raced.
+fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option<Vec<CachedEvent>>> {
+    let Some(query) = watch.cache_load.as_ref() else { return Ok(None) };
+    let Some(version) = with_cache(|c| c.version(&id)) else { return Ok(None) };
+    let from = TimestampWithTimeZone::try_from(need_from).ok();
+    let mut events = Spi::connect(|client| -> CepResult<Vec<CachedEvent>> {
+        let mut out = Vec::new();
+        for r in client.select(query, None, &[key.into(), from.into()])? {
+            let xid: i64 = r.get(4)?.unwrap_or(0);
+            // This transaction's own rows are not committed: they come from the pending list.
+            if unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid as u32)) } {
+                continue;
+            }
+            let Some(t) = r.get::<TimestampWithTimeZone>(1)? else { continue };
+            let location: Option<String> = r.get(3)?;
+            out.push(CachedEvent {
+                t: t.into(),
+                amount: r.get::<f64>(2)?.unwrap_or(f64::NAN),
+                loc: location_hash(location.as_deref()),
+                xid: xid as u32,
+            });
+        }
+        Ok(out)
+    })?;
+    events.sort_by_key(|e| e.t);
+    with_cache(|c| c.insert_loaded(id, need_from, &events, version));
+    Ok(Some(events))
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+            if local.pending.is_empty() && local.dirty.is_empty() {
+                return;
+            }
+            let database = database();
+            let mut pending = local.pending;
+            pending.sort_by(|a, b| (a.id.relid, a.id.hash, a.event.t).cmp(&(b.id.relid, b.id.hash, b.event.t)));
+            with_cache(|c| {
+                for relid in &local.dirty {
+                    c.invalidate_relation(database, *relid);
+                }
+                for group in pending.chunk_by(|a, b| a.id == b.id) {
+                    if local.dirty.contains(&group[0].id.relid) {
+                        continue;
+                    }
+                    let events: Vec<CachedEvent> = group.iter().map(|p| p.event).collect();
+                    c.append_committed(group[0].id, &events);
+                }
+            });
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT => {
+            LOCAL.with(|l| *l.borrow_mut() = Local::default());
+        }
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    mine: pg_sys::SubTransactionId,
+    parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            LOCAL.with(|l| l.borrow_mut().pending.retain(|p| p.subxact != mine));
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+            LOCAL.with(|l| {
+                for p in l.borrow_mut().pending.iter_mut().filter(|p| p.subxact == mine) {
+                    p.subxact = parent;
+                }
+            });
+        }
+        _ => {}
+    }
+}
