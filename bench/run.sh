@@ -54,7 +54,8 @@ scripts() { # keys -> pgbench scripts in $work
         cat > "$work/single_$t.pgbench" <<EOS
 \\set k random(0, $1 - 1)
 \\set r random(1, 1000)
-INSERT INTO tx_$t (user_id, amount, location, created_at) VALUES (:k, CASE WHEN :r <= 10 THEN 20000 ELSE :r END, CASE WHEN :r = 500 THEN 'X' ELSE 'L' || (:k % 50) END, now());
+\\set x random(1, 100000)
+INSERT INTO tx_$t (user_id, amount, location, created_at) VALUES (:k, CASE WHEN :r <= 10 THEN 20000 ELSE :r END, CASE WHEN :x = 1 THEN 'X' ELSE 'L' || (:k % 50) END, now());
 EOS
         cat > "$work/batch_$t.pgbench" <<EOS
 INSERT INTO tx_$t (user_id, amount, location, created_at)
@@ -67,6 +68,9 @@ load() { # rows keys span count_limit
     echo "loading $1 rows over $3 for $2 keys into three tables..."
     sed "s/__COUNT_LIMIT__/$4/" setup_inserts.sql | $PSQL -d $db -v ON_ERROR_STOP=1 -v rows="$1" -v keys="$2" -v span="$3" -v count_limit="$4" -f - >/dev/null
     scripts "$2"
+    local t0=$(date +%s.%N)
+    local keys=$($PSQL -d $db -tAc "SELECT cep.window_cache_warm('tx_cep')")
+    echo "   cep.window_cache_warm('tx_cep'): $keys keys in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 }
 alert_rate() {
     $PSQL -d $db -tAc "SELECT round(100.0 * alerts / greatest(rows_seen, 1), 2) || '% of ' || rows_seen || ' rows' FROM cep.stats() WHERE table_name = 'tx_cep'"
@@ -80,12 +84,12 @@ run_case() { # label kind
 }
 echo
 echo "== Insert path (tps; $clients clients, $secs s each; session time zone $tz) =="
-load 1000000 100000 "2 hours" 15
+load 1000000 100000 "2 hours" 40
 run_case "sparse: single-row INSERT" single
 sparse_single=$last_single
 echo "   pg_cep alert rate: $(alert_rate)"
 run_case "sparse: 1,000-row INSERT" batch
-load 500000 1000 "1 hour" 1000
+load 500000 1000 "1 hour" 5000
 run_case "dense: single-row INSERT" single
 echo "   pg_cep alert rate: $(alert_rate)"
 echo "   pg_cep dense/sparse single-row: $(ratio "$last_single" "$sparse_single")x"

@@ -104,9 +104,14 @@ fn window_cache_matches_sql_after_a_mixed_concurrent_workload() {
     c.batch_execute(&format!(
         "CREATE TABLE tx (id bigserial PRIMARY KEY, user_id int NOT NULL, amount numeric NOT NULL, location text, created_at timestamptz NOT NULL);
          {RULES};
+         INSERT INTO tx (user_id, amount, location, created_at)
+           SELECT g % 12, g, 'C', now() - make_interval(secs => g * 7) FROM generate_series(1, 400) g;
          SELECT cep.watch('tx', alert_level => 'high');"
     ))
     .unwrap();
+    // The rows stored before watching are loaded in one scan.
+    let warmed: i64 = c.query_one("SELECT cep.window_cache_warm('tx')", &[]).unwrap().get(0);
+    assert_eq!(warmed, 12);
     let enabled: bool = c.query_one("SELECT enabled FROM cep.window_cache()", &[]).unwrap().get(0);
     assert!(enabled, "the e2e cluster preloads pg_cep, so the cache must be on");
     let writers: Vec<_> = [11, 23].into_iter().map(|seed| {

@@ -80,3 +80,19 @@ fn window_cache() -> TableIterator<
     };
     TableIterator::once(row)
 }
+
+/// Loads every key of a watched table into the shared window cache, with the rows of its longest
+/// rule window, in one scan; returns how many keys were cached. After a restart the cache fills
+/// key by key as rows arrive; this does it at once. Without the cache it returns 0.
+///
+/// ```sql
+/// SELECT cep.window_cache_warm('transactions');
+/// ```
+#[pg_extern(volatile, strict)]
+fn window_cache_warm(table: pgrx::PgRelation) -> i64 {
+    use crate::error::OrReport;
+    let relid = table.oid();
+    drop(table);
+    let watch = crate::pg::cache::watch(relid).or_report();
+    crate::pg::window_cache::warm(&watch).or_report()
+}

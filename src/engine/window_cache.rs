@@ -133,6 +133,16 @@ impl<'a> CacheView<'a> {
         self.header.versions[Self::bucket(id)]
     }
 
+    /// Every bucket's version, for a loader that reads many keys in one query.
+    pub fn versions(&self) -> Vec<u64> {
+        self.header.versions.to_vec()
+    }
+
+    /// The version `id` had in a `versions()` copy.
+    pub fn version_in(versions: &[u64], id: &KeyId) -> u64 {
+        versions[Self::bucket(id)]
+    }
+
     fn generation(&self, database: u32, relid: u32) -> u64 {
         self.header.relations.iter().find(|r| r.database == database && r.relid == relid).map_or(0, |r| r.generation)
     }

@@ -82,6 +82,18 @@ pub fn cache_load_sql(c: &Mapping) -> String {
     )
 }
 
+/// Every key's rows from `$1` on, ordered by key and time, to fill the window cache at once.
+pub fn cache_warm_sql(c: &Mapping) -> String {
+    format!(
+        "SELECT {k}::text, {t}::timestamptz, {}, {}, xmin::text::int8 FROM {} WHERE {t} >= $1 ORDER BY 1, 2",
+        c.amount.as_deref().map(|a| format!("{a}::float8")).unwrap_or_else(|| "NULL::float8".into()),
+        c.location.as_deref().map(|l| format!("{l}::text")).unwrap_or_else(|| "NULL::text".into()),
+        c.qualified_name,
+        k = c.key,
+        t = c.time,
+    )
+}
+
 /// Reads the key's history once and returns one `WindowStats` per window of the plan.
 pub fn read_window_stats(
     watch: &Watch,

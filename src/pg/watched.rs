@@ -43,6 +43,8 @@ pub struct Watch {
     pub window_query: Option<OwnedPreparedStatement>,
     /// Loads a key's rows for the shared window cache (`$1` key, `$2` from); `None` without it.
     pub cache_load: Option<OwnedPreparedStatement>,
+    /// Loads every key's rows from `$1` on, for `cep.window_cache_warm`.
+    pub cache_warm_sql: Option<String>,
     /// Where the monitor finds key, amount, location, time and primary key in this relation's
     /// tuples; `None` when the watch is unusable.
     pub row_columns: Option<RowColumns>,
@@ -198,6 +200,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         has_location: mapping.location.is_some(),
         binds_location,
         window_query,
+        cache_warm_sql: cache_load.as_ref().map(|_| history::cache_warm_sql(&mapping)),
         cache_load,
         row_columns,
         root: row.root,

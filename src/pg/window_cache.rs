@@ -245,6 +245,36 @@ fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option
     Ok(Some(events))
 }
 
+/// Fills the cache with every key's rows in the watch's longest window; returns the keys cached.
+pub fn warm(watch: &Watch) -> CepResult<i64> {
+    let (Some(sql), Some(&longest)) = (watch.cache_warm_sql.as_deref(), watch.plan.windows.first()) else { return Ok(0) };
+    let Some(versions) = with_cache(|c| c.versions()) else { return Ok(0) };
+    let now: pg_sys::TimestampTz = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let from = now - longest;
+    let mut keys: Vec<(String, Vec<CachedEvent>)> = Vec::new();
+    Spi::connect(|client| -> CepResult<()> {
+        for r in client.select(sql, None, &[TimestampWithTimeZone::try_from(from).ok().into()])? {
+            let xid: i64 = r.get(5)?.unwrap_or(0);
+            if unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid as u32)) } {
+                continue;
+            }
+            let (Some(key), Some(t)) = (r.get::<String>(1)?, r.get::<TimestampWithTimeZone>(2)?) else { continue };
+            let location: Option<String> = r.get(4)?;
+            let event = CachedEvent { t: t.into(), amount: r.get::<f64>(3)?.unwrap_or(f64::NAN), loc: location_hash(location.as_deref()), xid: xid as u32 };
+            match keys.last_mut() {
+                Some((k, events)) if *k == key => events.push(event),
+                _ => keys.push((key, vec![event])),
+            }
+        }
+        Ok(())
+    })?;
+    let ids: Vec<(KeyId, Vec<CachedEvent>)> = keys.into_iter().map(|(k, e)| (key_id(watch.root, &k), e)).collect();
+    let cached = with_cache(|c| {
+        ids.iter().filter(|(id, events)| c.insert_loaded(*id, from, events, CacheView::version_in(&versions, id))).count()
+    });
+    Ok(cached.unwrap_or(0) as i64)
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
