@@ -14,7 +14,7 @@
 //!   the version is unchanged ([`CacheView::insert_loaded`]), so no commit can slip between;
 //! - an event whose transaction the loader already saw is not appended twice (same xid).
 
-use super::evaluate::{Needs, WindowPlan, WindowStats};
+use super::evaluate::{WindowPlan, WindowStats};
 
 pub const WAYS: usize = 8;
 pub const BUCKETS: usize = 4096;
@@ -279,6 +279,16 @@ impl<'a> CacheView<'a> {
             }
         }
         let from = self.entries[i].from;
+        // The usual case: the new events are the newest. Append them in place.
+        if all.last().is_none_or(|last| events.iter().all(|e| e.t >= last.t)) {
+            for ev in events.iter().filter(|e| e.t >= from) {
+                if !self.push(i, *ev) {
+                    self.free_entry(i);
+                    return;
+                }
+            }
+            return;
+        }
         all.extend(events.iter().filter(|e| e.t >= from));
         all.sort_by_key(|e| e.t);
         let (entry_id, recently_used, generation) = (self.entries[i].id, self.entries[i].recently_used, self.entries[i].generation);
@@ -322,6 +332,7 @@ impl<'a> CacheView<'a> {
     }
 
     /// The cached events of a key if they reach back to `need_from`, else `None`.
+    #[cfg(test)]
     pub fn read(&mut self, id: &KeyId, need_from: i64) -> Option<Vec<CachedEvent>> {
         let found = self.find(id).filter(|&i| self.entries[i].from <= need_from);
         let Some(i) = found else {
@@ -331,6 +342,30 @@ impl<'a> CacheView<'a> {
         self.header.hits += 1;
         self.entries[i].recently_used = 1;
         Some(self.events(i))
+    }
+
+    /// The window stats of a cached key, computed in place together with `extra` events (this
+    /// transaction's own), if the entry reaches back to `need_from`.
+    pub fn window_stats(&mut self, id: &KeyId, need_from: i64, plan: &WindowPlan, t: i64, loc: u32, extra: &[CachedEvent]) -> Option<Vec<WindowStats>> {
+        let found = self.find(id).filter(|&i| self.entries[i].from <= need_from);
+        let Some(i) = found else {
+            self.header.misses += 1;
+            return None;
+        };
+        self.header.hits += 1;
+        self.entries[i].recently_used = 1;
+        let chunks = &*self.chunks;
+        let mut c = self.entries[i].head;
+        let cached = std::iter::from_fn(move || {
+            if c == NONE {
+                return None;
+            }
+            let chunk = &chunks[c as usize];
+            c = chunk.next;
+            Some(chunk.events[..chunk.len as usize].iter())
+        })
+        .flatten();
+        Some(stats_from_events(cached.chain(extra), plan, t, loc))
     }
 
     /// Live entries and the events they hold.
@@ -346,39 +381,43 @@ impl<'a> CacheView<'a> {
 }
 
 /// The window aggregates of `events` for a transaction at `t` with location hash `loc`, as the
-/// window query computes them over stored rows in `[t - window, t]`.
-pub fn stats_from_events(events: &[CachedEvent], plan: &WindowPlan, t: i64, loc: u32) -> Vec<WindowStats> {
-    plan.windows
-        .iter()
-        .zip(&plan.needs)
-        .map(|(w, needs)| window_stats(events, t - w, t, loc, needs))
-        .collect()
-}
-
-fn window_stats(events: &[CachedEvent], lo: i64, hi: i64, loc: u32, needs: &Needs) -> WindowStats {
-    let mut s = WindowStats::default();
-    let mut locations: Vec<u32> = Vec::new();
-    for e in events.iter().filter(|e| e.t >= lo && e.t <= hi) {
-        s.count += 1;
-        if !e.amount.is_nan() {
-            s.sum += e.amount;
-            s.sum_sq += e.amount * e.amount;
-            s.max = Some(s.max.map_or(e.amount, |m| m.max(e.amount)));
+/// window query computes them over stored rows in `[t - window, t]`. One pass over the events.
+pub fn stats_from_events<'e>(events: impl IntoIterator<Item = &'e CachedEvent>, plan: &WindowPlan, t: i64, loc: u32) -> Vec<WindowStats> {
+    let mut stats = vec![WindowStats::default(); plan.windows.len()];
+    let mut places: Vec<Vec<u32>> = vec![Vec::new(); plan.windows.len()];
+    for e in events {
+        if e.t > t {
+            continue;
         }
-        if e.loc != 0 {
-            if loc != 0 && e.loc != loc {
-                s.other_locations += 1;
+        // Windows are longest first: once an event is too old for one, it is for the rest.
+        for (i, w) in plan.windows.iter().enumerate() {
+            if e.t < t - w {
+                break;
             }
-            if loc != 0 && e.loc == loc {
-                s.same_location += 1;
+            let s = &mut stats[i];
+            s.count += 1;
+            if !e.amount.is_nan() {
+                s.sum += e.amount;
+                s.sum_sq += e.amount * e.amount;
+                s.max = Some(s.max.map_or(e.amount, |m| m.max(e.amount)));
             }
-            if needs.distinct_locations && !locations.contains(&e.loc) {
-                locations.push(e.loc);
+            if e.loc != 0 {
+                if loc != 0 && e.loc != loc {
+                    s.other_locations += 1;
+                }
+                if loc != 0 && e.loc == loc {
+                    s.same_location += 1;
+                }
+                if plan.needs[i].distinct_locations && !places[i].contains(&e.loc) {
+                    places[i].push(e.loc);
+                }
             }
         }
     }
-    s.distinct_locations = locations.len() as i64;
-    s
+    for (s, p) in stats.iter_mut().zip(places) {
+        s.distinct_locations = p.len() as i64;
+    }
+    stats
 }
 
 /// A location's hash as the cache stores it (never 0, which means null).

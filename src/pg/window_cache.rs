@@ -205,15 +205,14 @@ pub fn window_stats(watch: &Watch, event: &Event) -> CepResult<Option<Vec<Window
     }
     let id = key_id(watch.root, event.key);
     let need_from = event.at - longest;
-    let mut events = match with_cache(|c| c.read(&id, need_from)).flatten() {
-        Some(events) => events,
-        None => match load(watch, event.key, id, need_from)? {
-            Some(events) => events,
-            None => return Ok(None),
-        },
-    };
-    LOCAL.with(|l| events.extend(l.borrow().pending.iter().filter(|p| p.id == id).map(|p| p.event)));
-    Ok(Some(stats_from_events(&events, &watch.plan, event.at, location_hash(event.location))))
+    let loc = location_hash(event.location);
+    let own: Vec<CachedEvent> = LOCAL.with(|l| l.borrow().pending.iter().filter(|p| p.id == id).map(|p| p.event).collect());
+    if let Some(stats) = with_cache(|c| c.window_stats(&id, need_from, &watch.plan, event.at, loc, &own)).flatten() {
+        return Ok(Some(stats));
+    }
+    let Some(mut events) = load(watch, event.key, id, need_from)? else { return Ok(None) };
+    events.extend(own);
+    Ok(Some(stats_from_events(&events, &watch.plan, event.at, loc)))
 }
 
 /// Reads a key's committed rows from `need_from` on, and caches them unless a commit raced.
