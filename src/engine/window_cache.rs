@@ -44,7 +44,7 @@ pub struct Chunk {
 
 /// Which key an entry belongs to: database, relation, and a 128-bit hash of the key's text.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct KeyId {
     pub database: u32,
     pub relid: u32,

@@ -8,6 +8,7 @@
 //! `engine::window_cache` for the rules that keep concurrent loaders and committers exact.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -31,14 +32,14 @@ static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 struct Pending {
-    id: KeyId,
     event: CachedEvent,
     subxact: pg_sys::SubTransactionId,
 }
 
 #[derive(Default)]
 struct Local {
-    pending: Vec<Pending>,
+    /// This transaction's rows per key, so a 1,000-row statement looks up each key directly.
+    pending: HashMap<KeyId, Vec<Pending>>,
     /// Relations whose rows this transaction updated, deleted or truncated.
     dirty: Vec<u32>,
 }
@@ -165,8 +166,8 @@ pub fn remember(watch: &Watch, event: &Event) {
     }
     let xid = unsafe { pg_sys::GetCurrentTransactionId() };
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    let p = Pending { id: key_id(watch.root, event.key), event: cached_event(event, u32::from(xid)), subxact };
-    LOCAL.with(|l| l.borrow_mut().pending.push(p));
+    let p = Pending { event: cached_event(event, u32::from(xid)), subxact };
+    LOCAL.with(|l| l.borrow_mut().pending.entry(key_id(watch.root, event.key)).or_default().push(p));
 }
 
 /// Marks a watched relation as changed by UPDATE, DELETE or TRUNCATE in this transaction.
@@ -206,7 +207,8 @@ pub fn window_stats(watch: &Watch, event: &Event) -> CepResult<Option<Vec<Window
     let id = key_id(watch.root, event.key);
     let need_from = event.at - longest;
     let loc = location_hash(event.location);
-    let own: Vec<CachedEvent> = LOCAL.with(|l| l.borrow().pending.iter().filter(|p| p.id == id).map(|p| p.event).collect());
+    let own: Vec<CachedEvent> =
+        LOCAL.with(|l| l.borrow().pending.get(&id).map(|v| v.iter().map(|p| p.event).collect()).unwrap_or_default());
     if let Some(stats) = with_cache(|c| c.window_stats(&id, need_from, &watch.plan, event.at, loc, &own)).flatten() {
         return Ok(Some(stats));
     }
@@ -283,18 +285,18 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
                 return;
             }
             let database = database();
-            let mut pending = local.pending;
-            pending.sort_by(|a, b| (a.id.relid, a.id.hash, a.event.t).cmp(&(b.id.relid, b.id.hash, b.event.t)));
+            let pending = local.pending;
             with_cache(|c| {
                 for relid in &local.dirty {
                     c.invalidate_relation(database, *relid);
                 }
-                for group in pending.chunk_by(|a, b| a.id == b.id) {
-                    if local.dirty.contains(&group[0].id.relid) {
+                for (id, rows) in &pending {
+                    if local.dirty.contains(&id.relid) {
                         continue;
                     }
-                    let events: Vec<CachedEvent> = group.iter().map(|p| p.event).collect();
-                    c.append_committed(group[0].id, &events);
+                    let mut events: Vec<CachedEvent> = rows.iter().map(|p| p.event).collect();
+                    events.sort_by_key(|e| e.t);
+                    c.append_committed(*id, &events);
                 }
             });
         }
@@ -314,11 +316,15 @@ unsafe extern "C-unwind" fn on_subxact(
 ) {
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
-            LOCAL.with(|l| l.borrow_mut().pending.retain(|p| p.subxact != mine));
+            LOCAL.with(|l| {
+                for rows in l.borrow_mut().pending.values_mut() {
+                    rows.retain(|p| p.subxact != mine);
+                }
+            });
         }
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
             LOCAL.with(|l| {
-                for p in l.borrow_mut().pending.iter_mut().filter(|p| p.subxact == mine) {
+                for p in l.borrow_mut().pending.values_mut().flatten().filter(|p| p.subxact == mine) {
                     p.subxact = parent;
                 }
             });
