@@ -39,7 +39,30 @@ pub struct CachedEvent {
 pub struct Chunk {
     next: u32,
     len: u32,
+    /// Sums over the chunk's events, so a window that covers the whole chunk adds them at once.
+    sum: f64,
+    sum_sq: f64,
+    max: f64,
     events: [CachedEvent; CHUNK_EVENTS],
+}
+
+impl Chunk {
+    fn reset(&mut self) {
+        self.len = 0;
+        self.sum = 0.0;
+        self.sum_sq = 0.0;
+        self.max = f64::NEG_INFINITY;
+    }
+
+    fn add(&mut self, ev: CachedEvent) {
+        self.events[self.len as usize] = ev;
+        self.len += 1;
+        if !ev.amount.is_nan() {
+            self.sum += ev.amount;
+            self.sum_sq += ev.amount * ev.amount;
+            self.max = self.max.max(ev.amount);
+        }
+    }
 }
 
 /// Which key an entry belongs to: database, relation, and a 128-bit hash of the key's text.
@@ -197,7 +220,7 @@ impl<'a> CacheView<'a> {
             if c != NONE {
                 self.header.free_chunk = self.chunks[c as usize].next;
                 self.chunks[c as usize].next = NONE;
-                self.chunks[c as usize].len = 0;
+                self.chunks[c as usize].reset();
                 return Some(c);
             }
             // Out of chunks: evict an entry the clock finds unused since it last passed.
@@ -218,14 +241,11 @@ impl<'a> CacheView<'a> {
     fn push(&mut self, i: usize, ev: CachedEvent) -> bool {
         let tail = self.entries[i].tail;
         if tail != NONE && (self.chunks[tail as usize].len as usize) < CHUNK_EVENTS {
-            let c = &mut self.chunks[tail as usize];
-            c.events[c.len as usize] = ev;
-            c.len += 1;
+            self.chunks[tail as usize].add(ev);
             return true;
         }
         let Some(new) = self.alloc_chunk(i) else { return false };
-        self.chunks[new as usize].events[0] = ev;
-        self.chunks[new as usize].len = 1;
+        self.chunks[new as usize].add(ev);
         if tail == NONE {
             self.entries[i].head = new;
         } else {
@@ -354,18 +374,39 @@ impl<'a> CacheView<'a> {
         };
         self.header.hits += 1;
         self.entries[i].recently_used = 1;
-        let chunks = &*self.chunks;
-        let mut c = self.entries[i].head;
-        let cached = std::iter::from_fn(move || {
-            if c == NONE {
-                return None;
+        let mut stats = vec![WindowStats::default(); plan.windows.len()];
+        for (w, (window, needs)) in plan.windows.iter().zip(&plan.needs).enumerate() {
+            let (lo, s) = (t - window, &mut stats[w]);
+            let mut places = Vec::new();
+            // Location figures depend on this row's location: those windows look at each event.
+            let per_event = needs.distinct_locations || needs.other_locations;
+            let mut c = self.entries[i].head;
+            while c != NONE {
+                let chunk = &self.chunks[c as usize];
+                c = chunk.next;
+                let events = &chunk.events[..chunk.len as usize];
+                let (Some(first), Some(last)) = (events.first(), events.last()) else { continue };
+                if last.t < lo {
+                    continue;
+                }
+                if first.t > t {
+                    break;
+                }
+                if !per_event && first.t >= lo && last.t <= t {
+                    s.count += events.len() as i64;
+                    s.sum += chunk.sum;
+                    s.sum_sq += chunk.sum_sq;
+                    if chunk.max > f64::NEG_INFINITY {
+                        s.max = Some(s.max.map_or(chunk.max, |m| m.max(chunk.max)));
+                    }
+                } else {
+                    events.iter().for_each(|e| add_event(s, &mut places, e, lo, t, loc));
+                }
             }
-            let chunk = &chunks[c as usize];
-            c = chunk.next;
-            Some(chunk.events[..chunk.len as usize].iter())
-        })
-        .flatten();
-        Some(stats_from_events(cached.chain(extra), plan, t, loc))
+            extra.iter().for_each(|e| add_event(s, &mut places, e, lo, t, loc));
+            s.distinct_locations = places.len() as i64;
+        }
+        Some(stats)
     }
 
     /// Live entries and the events they hold.
@@ -381,43 +422,42 @@ impl<'a> CacheView<'a> {
 }
 
 /// The window aggregates of `events` for a transaction at `t` with location hash `loc`, as the
-/// window query computes them over stored rows in `[t - window, t]`. One pass over the events.
-pub fn stats_from_events<'e>(events: impl IntoIterator<Item = &'e CachedEvent>, plan: &WindowPlan, t: i64, loc: u32) -> Vec<WindowStats> {
-    let mut stats = vec![WindowStats::default(); plan.windows.len()];
-    let mut places: Vec<Vec<u32>> = vec![Vec::new(); plan.windows.len()];
-    for e in events {
-        if e.t > t {
-            continue;
+/// window query computes them over stored rows in `[t - window, t]`.
+pub fn stats_from_events(events: &[CachedEvent], plan: &WindowPlan, t: i64, loc: u32) -> Vec<WindowStats> {
+    plan.windows
+        .iter()
+        .map(|window| {
+            let mut s = WindowStats::default();
+            let mut places = Vec::new();
+            events.iter().for_each(|e| add_event(&mut s, &mut places, e, t - window, t, loc));
+            s.distinct_locations = places.len() as i64;
+            s
+        })
+        .collect()
+}
+
+/// Adds one event to a window's stats if it lies in `[lo, t]`; `places` collects distinct locations.
+fn add_event(s: &mut WindowStats, places: &mut Vec<u32>, e: &CachedEvent, lo: i64, t: i64, loc: u32) {
+    if e.t < lo || e.t > t {
+        return;
+    }
+    s.count += 1;
+    if !e.amount.is_nan() {
+        s.sum += e.amount;
+        s.sum_sq += e.amount * e.amount;
+        s.max = Some(s.max.map_or(e.amount, |m| m.max(e.amount)));
+    }
+    if e.loc != 0 {
+        if loc != 0 && e.loc != loc {
+            s.other_locations += 1;
         }
-        // Windows are longest first: once an event is too old for one, it is for the rest.
-        for (i, w) in plan.windows.iter().enumerate() {
-            if e.t < t - w {
-                break;
-            }
-            let s = &mut stats[i];
-            s.count += 1;
-            if !e.amount.is_nan() {
-                s.sum += e.amount;
-                s.sum_sq += e.amount * e.amount;
-                s.max = Some(s.max.map_or(e.amount, |m| m.max(e.amount)));
-            }
-            if e.loc != 0 {
-                if loc != 0 && e.loc != loc {
-                    s.other_locations += 1;
-                }
-                if loc != 0 && e.loc == loc {
-                    s.same_location += 1;
-                }
-                if plan.needs[i].distinct_locations && !places[i].contains(&e.loc) {
-                    places[i].push(e.loc);
-                }
-            }
+        if loc != 0 && e.loc == loc {
+            s.same_location += 1;
+        }
+        if !places.contains(&e.loc) {
+            places.push(e.loc);
         }
     }
-    for (s, p) in stats.iter_mut().zip(places) {
-        s.distinct_locations = p.len() as i64;
-    }
-    stats
 }
 
 /// A location's hash as the cache stores it (never 0, which means null).
@@ -541,6 +581,49 @@ mod tests {
         let events: Vec<_> = (0..100).map(|i| ev(i, 1.0, 1)).collect();
         assert!(!c.insert_loaded(id("huge"), 0, &events, v));
         assert_eq!(c.read(&id("huge"), 0), None);
+    }
+
+    #[test]
+    fn in_place_stats_equal_a_scan_of_all_events() {
+        let rules: Vec<Rule> = [
+            ("threshold", json!({"metric": "total_amount", "value": 1, "window": "1 hour"})),
+            ("threshold", json!({"metric": "max_amount", "value": 1, "window": "10 minutes"})),
+            ("pattern", json!({"pattern": "location_change", "time_window": "5 minutes"})),
+            ("anomaly", json!({"threshold": 3, "window": "24 hours"})),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (t, c))| Rule { id: i as i32, version: 1, score: 0.5, condition: parse_condition(t, c).unwrap() })
+        .collect();
+        let plan = WindowPlan::for_rules(&rules);
+        let mut r = Region::new(64, 5000);
+        let mut c = r.view(true);
+        let s = 1_000_000i64;
+        let mut rng = 7u64;
+        let mut events = Vec::new();
+        for i in 0..1000 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let amount = if rng % 10 == 0 { f64::NAN } else { (rng >> 40) as f64 / 1000.0 };
+            let loc = location_hash(Some(["A", "B", "C"][(rng >> 20) as usize % 3]));
+            events.push(CachedEvent { t: i * 7 * s, amount, loc, xid: 1 });
+        }
+        let v = c.version(&id("k"));
+        assert!(c.insert_loaded(id("k"), 0, &events, v));
+        let extra = [CachedEvent { t: 6000 * s, amount: 5.0, loc: location_hash(Some("B")), xid: 2 }];
+        for t in [0, 601 * s, 3600 * s, 6993 * s, 7100 * s] {
+            let mut all = events.clone();
+            all.extend(extra);
+            let want = stats_from_events(&all, &plan, t, location_hash(Some("B")));
+            let got = c.window_stats(&id("k"), 0, &plan, t, location_hash(Some("B")), &extra).unwrap();
+            for ((g, w), needs) in got.iter().zip(&want).zip(&plan.needs) {
+                assert_eq!((g.count, g.max), (w.count, w.max), "at {t}");
+                // Location figures are computed for the windows whose rules read them.
+                if needs.other_locations {
+                    assert_eq!(g.other_locations, w.other_locations, "at {t}");
+                }
+                assert!((g.sum - w.sum).abs() < 1e-6 && (g.sum_sq - w.sum_sq).abs() < 1e-3, "at {t}");
+            }
+        }
     }
 
     #[test]
