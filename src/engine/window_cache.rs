@@ -502,6 +502,15 @@ mod tests {
         }
     }
 
+    fn plan_of(rules: &[(&str, serde_json::Value)]) -> WindowPlan {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, (t, c))| Rule { id: i as i32, version: 1, score: 0.5, condition: parse_condition(t, c).unwrap() })
+            .collect();
+        WindowPlan::for_rules(&rules)
+    }
+
     fn id(key: &str) -> KeyId {
         KeyId { database: 1, relid: 100, hash: key_hash(key) }
     }
@@ -585,17 +594,12 @@ mod tests {
 
     #[test]
     fn in_place_stats_equal_a_scan_of_all_events() {
-        let rules: Vec<Rule> = [
+        let plan = plan_of(&[
             ("threshold", json!({"metric": "total_amount", "value": 1, "window": "1 hour"})),
             ("threshold", json!({"metric": "max_amount", "value": 1, "window": "10 minutes"})),
             ("pattern", json!({"pattern": "location_change", "time_window": "5 minutes"})),
             ("anomaly", json!({"threshold": 3, "window": "24 hours"})),
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, (t, c))| Rule { id: i as i32, version: 1, score: 0.5, condition: parse_condition(t, c).unwrap() })
-        .collect();
-        let plan = WindowPlan::for_rules(&rules);
+        ]);
         let mut r = Region::new(64, 5000);
         let mut c = r.view(true);
         let s = 1_000_000i64;
@@ -628,17 +632,12 @@ mod tests {
 
     #[test]
     fn stats_match_the_window_query() {
-        let rules: Vec<Rule> = [
+        let plan = plan_of(&[
             ("threshold", json!({"metric": "transaction_count", "value": 1, "window": "10 seconds"})),
             ("threshold", json!({"metric": "distinct_locations", "value": 1, "window": "1 minute"})),
             ("pattern", json!({"pattern": "location_change", "time_window": "1 minute"})),
             ("anomaly", json!({"threshold": 3, "window": "1 minute"})),
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, (t, c))| Rule { id: i as i32, version: 1, score: 0.5, condition: parse_condition(t, c).unwrap() })
-        .collect();
-        let plan = WindowPlan::for_rules(&rules);
+        ]);
         let s = 1_000_000;
         let b = location_hash(Some("B"));
         let events = vec![

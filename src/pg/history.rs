@@ -68,13 +68,21 @@ pub fn window_query_sql(c: &Mapping, plan: &WindowPlan, binds_location: bool) ->
     (sql, types)
 }
 
+/// Amount and location as float8 and text, or typed NULLs when the column is unusable.
+fn amount_and_location(c: &Mapping) -> String {
+    format!(
+        "{}, {}",
+        c.amount.as_deref().map(|a| format!("{a}::float8")).unwrap_or_else(|| "NULL::float8".into()),
+        c.location.as_deref().map(|l| format!("{l}::text")).unwrap_or_else(|| "NULL::text".into())
+    )
+}
+
 /// All of a key's rows from `$2` on, for the shared window cache: time, amount, location and
 /// the inserting transaction (so that a commit the loader saw is not added twice).
 pub fn cache_load_sql(c: &Mapping) -> String {
     format!(
-        "SELECT {t}::timestamptz, {}, {}, xmin::text::int8 FROM {} WHERE {} = $1::{} AND {t} >= $2",
-        c.amount.as_deref().map(|a| format!("{a}::float8")).unwrap_or_else(|| "NULL::float8".into()),
-        c.location.as_deref().map(|l| format!("{l}::text")).unwrap_or_else(|| "NULL::text".into()),
+        "SELECT {t}::timestamptz, {}, xmin::text::int8 FROM {} WHERE {} = $1::{} AND {t} >= $2",
+        amount_and_location(c),
         c.qualified_name,
         c.key,
         c.key_type,
@@ -85,9 +93,8 @@ pub fn cache_load_sql(c: &Mapping) -> String {
 /// Every key's rows from `$1` on, ordered by key and time, to fill the window cache at once.
 pub fn cache_warm_sql(c: &Mapping) -> String {
     format!(
-        "SELECT {k}::text, {t}::timestamptz, {}, {}, xmin::text::int8 FROM {} WHERE {t} >= $1 ORDER BY 1, 2",
-        c.amount.as_deref().map(|a| format!("{a}::float8")).unwrap_or_else(|| "NULL::float8".into()),
-        c.location.as_deref().map(|l| format!("{l}::text")).unwrap_or_else(|| "NULL::text".into()),
+        "SELECT {k}::text, {t}::timestamptz, {}, xmin::text::int8 FROM {} WHERE {t} >= $1 ORDER BY 1, 2",
+        amount_and_location(c),
         c.qualified_name,
         k = c.key,
         t = c.time,
