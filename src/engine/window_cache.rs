@@ -285,22 +285,34 @@ impl<'a> CacheView<'a> {
         true
     }
 
-    /// A committed transaction's events for one key (sorted by time). Always bumps the bucket's
-    /// version; appends only when the key is cached and its loader did not already see `xid`.
+    /// A committed transaction's events for one key (sorted by time; each with the xid that inserted
+    /// it). Always bumps the bucket's version; appends only when the key is cached and its loader
+    /// did not already see the transaction.
     /// Events older than the entry's newest are inserted in order.
     pub fn append_committed(&mut self, id: KeyId, events: &[CachedEvent]) {
         let b = Self::bucket(&id);
         self.header.versions[b] = self.header.versions[b].wrapping_add(1);
         let Some(i) = self.find(&id) else { return };
-        let mut all = self.events(i);
-        if let Some(first) = events.first() {
-            if all.iter().any(|e| e.xid == first.xid) {
-                return;
+        let (Some(first), Some(last)) = (events.first(), events.last()) else { return };
+        // Did the loader see this transaction? Only events in our time range can tell, and the
+        // chunks around it are found without copying the key's events.
+        let ours = |e: &CachedEvent| events.iter().any(|n| n.xid == e.xid);
+        let mut c = self.entries[i].head;
+        let mut newest = None;
+        while c != NONE {
+            let chunk = &self.chunks[c as usize];
+            let held = &chunk.events[..chunk.len as usize];
+            if let Some(l) = held.last() {
+                newest = Some(l.t);
+                if l.t >= first.t && held.first().is_some_and(|f| f.t <= last.t) && held.iter().any(|e| e.t >= first.t && e.t <= last.t && ours(e)) {
+                    return;
+                }
             }
+            c = chunk.next;
         }
         let from = self.entries[i].from;
         // The usual case: the new events are the newest. Append them in place.
-        if all.last().is_none_or(|last| events.iter().all(|e| e.t >= last.t)) {
+        if newest.is_none_or(|n| first.t >= n) {
             for ev in events.iter().filter(|e| e.t >= from) {
                 if !self.push(i, *ev) {
                     self.free_entry(i);
@@ -309,6 +321,7 @@ impl<'a> CacheView<'a> {
             }
             return;
         }
+        let mut all = self.events(i);
         all.extend(events.iter().filter(|e| e.t >= from));
         all.sort_by_key(|e| e.t);
         let (entry_id, recently_used, generation) = (self.entries[i].id, self.entries[i].recently_used, self.entries[i].generation);
@@ -533,6 +546,11 @@ mod tests {
         // The same transaction again (the loader had seen it): not appended twice.
         c.append_committed(id("k"), &[ev(500, 2.0, 9), ev(505, 3.0, 9)]);
         assert_eq!(c.read(&id("k"), 0).unwrap().len(), 42);
+        // A transaction with a savepoint inserts under two xids; the loader saw one of them.
+        let v = c.version(&id("s"));
+        assert!(c.insert_loaded(id("s"), 0, &[ev(600, 1.0, 20)], v));
+        c.append_committed(id("s"), &[ev(590, 1.0, 19), ev(600, 1.0, 20)]);
+        assert_eq!(c.read(&id("s"), 0).unwrap().len(), 1);
         // An out-of-order event lands in time order.
         c.append_committed(id("k"), &[ev(15, 5.0, 11)]);
         let all = c.read(&id("k"), 0).unwrap();
