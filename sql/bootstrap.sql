@@ -72,3 +72,52 @@ CREATE FUNCTION alerts_since(last_id bigint, max_rows integer DEFAULT 1000)
 RETURNS SETOF alerts LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM @extschema@.alerts WHERE alert_id > last_id ORDER BY alert_id LIMIT max_rows
 $$;
+
+-- Tables whose monthly partitions pg_cep maintains (see cep.manage_partitions).
+CREATE TABLE partition_config (
+    parent            regclass    PRIMARY KEY,
+    control_column    name        NOT NULL,
+    control_type      text        NOT NULL CHECK (control_type IN ('timestamptz', 'timestamp', 'date')),
+    premake           integer     NOT NULL DEFAULT 3 CHECK (premake BETWEEN 0 AND 120),
+    retention         interval    CHECK (retention > interval '0'),
+    retention_mode    text        NOT NULL DEFAULT 'detach' CHECK (retention_mode IN ('detach', 'drop')),
+    default_partition boolean     NOT NULL DEFAULT true,
+    force_retention   boolean     NOT NULL DEFAULT false,
+    batch_size        integer     NOT NULL DEFAULT 10000 CHECK (batch_size > 0),
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    last_run          timestamptz
+);
+COMMENT ON TABLE partition_config IS 'pg_cep partition management settings (see cep.manage_partitions)';
+SELECT pg_catalog.pg_extension_config_dump('partition_config', '');
+
+-- Every step partition maintenance took or skipped, and why.
+CREATE TABLE partition_log (
+    id          bigserial   PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    parent      text        NOT NULL,
+    action      text        NOT NULL,
+    partition   text,
+    rows_moved  bigint      NOT NULL DEFAULT 0,
+    detail      text,
+    duration_ms float8
+);
+CREATE INDEX partition_log_parent_idx ON partition_log (parent, at);
+
+-- Each partition of a table, with its bounds, estimated rows and size.
+CREATE FUNCTION partitions(parent regclass)
+RETURNS TABLE (partition regclass, is_default boolean, range_from text, range_to text,
+               estimated_rows bigint, total_bytes bigint)
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.oid::regclass,
+           b.expr = 'DEFAULT',
+           coalesce(r[1], CASE WHEN b.expr <> 'DEFAULT' THEN 'MINVALUE' END),
+           coalesce(r[2], CASE WHEN b.expr <> 'DEFAULT' THEN 'MAXVALUE' END),
+           greatest(c.reltuples, 0)::bigint,
+           pg_total_relation_size(c.oid)
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS expr) b
+    LEFT JOIN LATERAL regexp_match(b.expr, $re$FROM \((?:'([^']*)'|MINVALUE)\) TO \((?:'([^']*)'|MAXVALUE)\)$re$) r ON true
+    WHERE i.inhparent = parent
+    ORDER BY b.expr = 'DEFAULT', r[1] NULLS FIRST
+$$;

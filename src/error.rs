@@ -21,6 +21,22 @@ pub enum CepError {
     WrongColumnType(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// Not the kind of relation the function works on, such as a table that is not partitioned.
+    #[error("{0}")]
+    WrongObjectType(String),
+    /// A partitioned table pg_cep cannot manage: not by range on one time column.
+    #[error("{0}")]
+    InvalidTableDefinition(String),
+    /// A partition would overlap one with other bounds.
+    #[error("{0}")]
+    Overlap(String),
+    #[error(transparent)]
+    NameTooLong(#[from] crate::engine::partition::NameTooLong),
+    #[error("{0}")]
+    DuplicateTable(String),
+    /// A lock maintenance needs stayed busy for `cep.maintenance_lock_timeout`.
+    #[error("{0}")]
+    LockNotAvailable(String),
     #[error("{0}")]
     Spi(#[from] pgrx::spi::SpiError),
     /// The monitor refused a row; `detail` holds the fired rules' evidence.
@@ -49,6 +65,12 @@ impl CepError {
             CepError::UndefinedColumn(_) => ERRCODE_UNDEFINED_COLUMN,
             CepError::WrongColumnType(_) => ERRCODE_DATATYPE_MISMATCH,
             CepError::InvalidArgument(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            CepError::WrongObjectType(_) => ERRCODE_WRONG_OBJECT_TYPE,
+            CepError::InvalidTableDefinition(_) => ERRCODE_INVALID_TABLE_DEFINITION,
+            CepError::Overlap(_) => ERRCODE_INVALID_OBJECT_DEFINITION,
+            CepError::NameTooLong(_) => ERRCODE_NAME_TOO_LONG,
+            CepError::DuplicateTable(_) => ERRCODE_DUPLICATE_TABLE,
+            CepError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             CepError::Spi(_) => ERRCODE_INTERNAL_ERROR,
             CepError::Blocked { .. } => ERRCODE_TRIGGERED_ACTION_EXCEPTION,
         }

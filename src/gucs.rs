@@ -1,9 +1,14 @@
 //! Every `cep.*` setting, in one place, with typed getters.
 
+use std::ffi::CString;
+
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 static HIGH_RISK_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.7);
 static MEDIUM_RISK_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.4);
+static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(0);
+static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5000);
+static MAINTENANCE_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 pub fn init() {
     GucRegistry::define_float_guc(
@@ -26,6 +31,52 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"cep.maintenance_lock_timeout",
+        c"How long partition maintenance keeps trying for a table lock before it skips the step.",
+        c"Maintenance never queues for a lock, so inserts are never stuck behind it and it can take part in no deadlock.",
+        &MAINTENANCE_LOCK_TIMEOUT,
+        0,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"cep.maintenance_interval",
+        c"How often the background worker runs cep.run_maintenance() (0 turns it off).",
+        c"Needs pg_cep in shared_preload_libraries; reloaded on SIGHUP.",
+        &MAINTENANCE_INTERVAL,
+        0,
+        86_400 * 31,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// Server-start settings, defined only while the postmaster preloads pg_cep.
+pub fn init_preloaded() {
+    GucRegistry::define_string_guc(
+        c"cep.maintenance_database",
+        c"The database the maintenance worker connects to.",
+        c"pg_cep must be installed there; the worker waits quietly until it is.",
+        &MAINTENANCE_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+}
+
+/// Milliseconds.
+pub fn maintenance_lock_timeout() -> i32 {
+    MAINTENANCE_LOCK_TIMEOUT.get()
+}
+
+/// Seconds; 0 means off.
+pub fn maintenance_interval() -> i32 {
+    MAINTENANCE_INTERVAL.get()
+}
+
+pub fn maintenance_database() -> String {
+    MAINTENANCE_DATABASE.get().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "postgres".into())
 }
 
 pub fn high_risk_threshold() -> f64 {

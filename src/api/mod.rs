@@ -3,6 +3,7 @@
 
 pub mod evaluate;
 pub mod monitor;
+pub mod partitions;
 pub mod rules;
 pub mod stats;
 pub mod watch;

@@ -3,6 +3,7 @@
 pub mod counters;
 pub mod evaluate;
 pub mod interval;
+pub mod partition;
 pub mod payload;
 pub mod rules;
 pub mod window;

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod columns;
 pub mod history;
+pub mod partitions;
 pub mod scoring;
 pub mod spi;
 pub mod stats;
@@ -10,3 +11,4 @@ pub mod time;
 pub mod tuple;
 pub mod watched;
 pub mod window_cache;
+pub mod worker;

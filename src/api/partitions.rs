@@ -1,0 +1,139 @@
+//! `cep.create_monthly_partition`, `cep.manage_partitions`, `cep.unmanage_partitions` and
+//! `cep.run_maintenance`: monthly partitions kept ready, drained and retired.
+
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+use crate::engine::partition::Month;
+use crate::error::{CepResult, OrReport};
+use crate::pg::partitions::{self, Step};
+
+/// pgrx reads each function's return type from its signature, so it is spelled out there.
+fn steps(steps: Vec<Step>) -> TableIterator<    'static,    (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),> {
+    TableIterator::new(steps.into_iter().map(|s| (s.parent, s.action.to_string(), s.partition, s.rows_moved, s.detail)))
+}
+
+/// Creates the month's partition `<parent>_YYYY_MM` (bounds: the first of the month to the
+/// first of the next; midnight UTC for timestamptz) and returns it. Idempotent: an existing
+/// partition for that month is returned as it is. Rows already in the DEFAULT partition for
+/// that month are moved into the new one.
+///
+/// ```sql
+/// SELECT cep.create_monthly_partition('transactions', date '2026-12-01');
+/// ```
+#[pg_extern(volatile, strict)]
+#[search_path(pg_catalog)]
+fn create_monthly_partition(parent: PgRelation, month: pgrx::datum::Date) -> RegClass {
+    let relid = parent.oid();
+    // Closed first: ATTACH PARTITION refuses a table this session has open.
+    drop(parent);
+    let oid = Spi::connect_mut(|client| -> CepResult<pg_sys::Oid> {
+        let m: i32 = client
+            .select("SELECT extract(year FROM $1::date)::int * 12 + extract(month FROM $1::date)::int - 1", None, &[month.into()])?
+            .first()
+            .get_one()?
+            .unwrap_or(0);
+        partitions::create_monthly(client, relid, Month(m))
+    })
+    .or_report();
+    RegClass(oid)
+}
+
+/// A relation returned to SQL as `regclass`, so that it prints as its name.
+pub struct RegClass(pub pg_sys::Oid);
+
+unsafe impl pgrx::callconv::BoxRet for RegClass {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(pg_sys::Datum::from(self.0)) }
+    }
+}
+
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RegClass {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(RegClass);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin = pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef, pgrx::pgrx_sql_entity_graph::metadata::ArgumentError> =
+        Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("regclass"));
+    const RETURN_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef, pgrx::pgrx_sql_entity_graph::metadata::ReturnsError> =
+        Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("regclass")));
+}
+
+/// Registers a table partitioned by range on a timestamptz, timestamp or date column, and
+/// brings it to the desired state at once: the current month plus `premake` future months, a
+/// DEFAULT partition (with `default_partition`), and months older than `retention` detached or
+/// dropped (`retention_mode`). Calling it again updates the settings.
+///
+/// A retention shorter than the widest window of an active rule on the (watched) table is
+/// refused unless `force`; even then, maintenance keeps the months those rules still read.
+///
+/// ```sql
+/// SELECT * FROM cep.manage_partitions('transactions', premake => 3, retention => '12 months');
+/// ```
+#[pg_extern(volatile)]
+#[search_path(pg_catalog)]
+fn manage_partitions(
+    parent: PgRelation,
+    premake: default!(i32, 3),
+    retention: default!(Option<pgrx::datum::Interval>, "NULL"),
+    retention_mode: default!(&str, "'detach'"),
+    default_partition: default!(bool, true),
+    force: default!(bool, false),
+    batch_size: default!(i32, 10000),
+) -> TableIterator<
+    'static,
+    (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),
+> {
+    let relid = parent.oid();
+    drop(parent);
+    let done = Spi::connect_mut(|client| -> CepResult<Vec<Step>> {
+        partitions::register(client, relid, premake, retention, retention_mode, default_partition, force, batch_size)?;
+        partitions::maintain(client, relid)
+    })
+    .or_report();
+    steps(done)
+}
+
+/// Stops managing a table's partitions; its partitions stay as they are. Returns false when
+/// it was not registered.
+///
+/// ```sql
+/// SELECT cep.unmanage_partitions('transactions');
+/// ```
+#[pg_extern(volatile, strict)]
+#[search_path(pg_catalog)]
+fn unmanage_partitions(parent: PgRelation) -> bool {
+    let relid = parent.oid();
+    Spi::connect_mut(|client| -> CepResult<bool> {
+        Ok(!client.update("DELETE FROM cep.partition_config WHERE parent = $1", None, &[relid.into()])?.is_empty())
+    })
+    .or_report()
+}
+
+/// Brings one registered table, or every registered table, to its desired state: creates
+/// missing months, drains the DEFAULT partition into them, applies retention. Steps that a
+/// busy lock prevented are reported as `skipped` and retried by the next run. Every change is
+/// logged in `cep.partition_log` and notified on channel `cep_maintenance`.
+///
+/// ```sql
+/// SELECT * FROM cep.run_maintenance();
+/// ```
+#[pg_extern(volatile)]
+#[search_path(pg_catalog)]
+fn run_maintenance(parent: default!(Option<PgRelation>, "NULL")) -> TableIterator<
+    'static,
+    (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),
+> {
+    let only = parent.map(|p| p.oid());
+    let done = Spi::connect_mut(|client| -> CepResult<Vec<Step>> {
+        let tables = match only {
+            Some(relid) => vec![relid],
+            None => partitions::registered(client)?,
+        };
+        let mut all = Vec::new();
+        for relid in tables {
+            all.extend(partitions::maintain(client, relid)?);
+        }
+        Ok(all)
+    })
+    .or_report();
+    steps(done)
+}
