@@ -60,7 +60,8 @@ e2e: deps
 	@$(UNLINK_SO)
 	cargo pgrx install --pg-config $(PG_CONFIG)
 	@$(CLUSTER) stop e2e >/dev/null; rm -rf "$$($(CLUSTER) dir e2e)"
-	@$(CLUSTER) start e2e $(TEST_PORT) "cep.window_cache_keys = 8" "cep.window_cache_events = 1500"
+	@$(CLUSTER) start e2e $(TEST_PORT) "cep.window_cache_keys = 8" "cep.window_cache_events = 1500" \
+	  "cep.maintenance_interval = 1" "cep.maintenance_database = 'e2e_worker'"
 	@set -o pipefail; PG_CEP_TEST_PORT=$(TEST_PORT) PG_CEP_CLUSTER=e2e \
 	  cargo test -p pg_cep_e2e -- --test-threads=1; rc=$$?; \
 	  $(CLUSTER) stop e2e; exit $$rc

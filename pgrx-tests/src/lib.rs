@@ -40,7 +40,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new(label: &str) -> TestDb {
-        let name = format!("e2e_{label}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        Self::named(&format!("e2e_{label}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst)))
+    }
+
+    /// A database with a fixed name, for what the cluster's configuration points at.
+    pub fn named(name: &str) -> TestDb {
+        let name = name.to_string();
         let mut admin = connect_to("postgres");
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).unwrap();
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();

@@ -345,7 +345,10 @@ fn create_month(client: &mut SpiClient<'_>, parent: &Parent, month: Month, batch
             let default_name = regclass_text(client, default)?;
             // Most rows move while inserts continue; the exclusive lock only covers the tail.
             moved += move_rows(client, parent, &default_name, &target, &lo, &hi, batch)?;
-            if !try_lock(default, pg_sys::AccessExclusiveLock) {
+            // SHARE on the parent first: an INSERT already routing rows with the old partition
+            // list would fail its DEFAULT check once the month is attached, so wait (without
+            // queueing) until none is running, and let new ones start after the commit.
+            if !try_lock(parent.relid, pg_sys::ShareLock) || !try_lock(default, pg_sys::AccessExclusiveLock) {
                 return Ok(None);
             }
             moved += move_rows(client, parent, &default_name, &target, &lo, &hi, batch)?;
