@@ -121,3 +121,49 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     WHERE i.inhparent = parent
     ORDER BY b.expr = 'DEFAULT', r[1] NULLS FIRST
 $$;
+
+-- Sequence patterns matched live by a trigger on their source table (see cep.define_pattern).
+CREATE TABLE patterns (
+    pattern_id   serial      PRIMARY KEY,
+    name         text        NOT NULL UNIQUE,
+    source       regclass    NOT NULL,
+    partition_by name        NOT NULL,
+    order_by     name        NOT NULL,
+    id_column    name        NOT NULL,
+    pattern      text        NOT NULL,
+    define       jsonb       NOT NULL,
+    within       interval    CHECK (within > interval '0'),
+    contiguity   text        NOT NULL,
+    after_match  text        NOT NULL,
+    channel      text        NOT NULL,
+    max_partials integer     NOT NULL CHECK (max_partials > 0),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE patterns IS 'pg_cep sequence patterns (see cep.define_pattern)';
+SELECT pg_catalog.pg_extension_config_dump('patterns', '');
+SELECT pg_catalog.pg_extension_config_dump('patterns_pattern_id_seq', '');
+
+-- Each key's partial matches, so they follow transactions and survive a restart. `deadline` is
+-- when cep.fire_timeouts() has something to do for the key: complete an absence, drop expired runs.
+CREATE TABLE pattern_state (
+    pattern_id integer     NOT NULL REFERENCES patterns ON DELETE CASCADE,
+    key        text        NOT NULL,
+    state      text        NOT NULL,
+    deadline   timestamptz,
+    PRIMARY KEY (pattern_id, key)
+);
+CREATE INDEX pattern_state_deadline_idx ON pattern_state (deadline) WHERE deadline IS NOT NULL;
+
+-- Completed matches: the rows each symbol matched, by id.
+CREATE TABLE pattern_matches (
+    match_id     bigserial   PRIMARY KEY,
+    pattern_id   integer     NOT NULL,
+    pattern_name text        NOT NULL,
+    key          text        NOT NULL,
+    rows         jsonb       NOT NULL,
+    match_start  timestamptz NOT NULL,
+    match_end    timestamptz NOT NULL,
+    completed_by text        NOT NULL DEFAULT 'event' CHECK (completed_by IN ('event', 'timeout')),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pattern_matches_pattern_idx ON pattern_matches (pattern_id, match_id);

@@ -29,3 +29,7 @@ CREATE TRIGGER watches_invalidate
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON watches
     FOR EACH STATEMENT EXECUTE FUNCTION invalidate_cep_cache();
 
+
+CREATE TRIGGER patterns_invalidate
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON patterns
+    FOR EACH STATEMENT EXECUTE FUNCTION invalidate_cep_cache();

@@ -3,12 +3,15 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+use crate::engine::pattern::PatternErrorKind;
 use crate::engine::rules::{RuleError, RuleErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CepError {
     #[error("invalid rule: {0}")]
     Rule(#[from] RuleError),
+    #[error("invalid pattern: {0}")]
+    Pattern(#[from] crate::engine::pattern::PatternError),
     /// The table is not registered with `cep.watch`.
     #[error("{0}")]
     NotWatched(String),
@@ -34,6 +37,8 @@ pub enum CepError {
     NameTooLong(#[from] crate::engine::partition::NameTooLong),
     #[error("{0}")]
     DuplicateTable(String),
+    #[error("{0}")]
+    DuplicateObject(String),
     /// A lock maintenance needs stayed busy for `cep.maintenance_lock_timeout`.
     #[error("{0}")]
     LockNotAvailable(String),
@@ -60,6 +65,14 @@ impl CepError {
                 RuleErrorKind::OutOfRange => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
                 RuleErrorKind::WrongShape => ERRCODE_DATATYPE_MISMATCH,
             },
+            CepError::Pattern(e) => match e.kind {
+                PatternErrorKind::Syntax => ERRCODE_SYNTAX_ERROR,
+                PatternErrorKind::UnknownSymbol => ERRCODE_INVALID_NAME,
+                PatternErrorKind::UnusedDefine => ERRCODE_UNDEFINED_OBJECT,
+                PatternErrorKind::BadPredicate => ERRCODE_DATATYPE_MISMATCH,
+                PatternErrorKind::BadOption => ERRCODE_INVALID_PARAMETER_VALUE,
+            },
+            CepError::DuplicateObject(_) => ERRCODE_DUPLICATE_OBJECT,
             CepError::NotWatched(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             CepError::Ambiguous(_) => ERRCODE_AMBIGUOUS_PARAMETER,
             CepError::UndefinedColumn(_) => ERRCODE_UNDEFINED_COLUMN,

@@ -7,6 +7,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 static HIGH_RISK_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.7);
 static MEDIUM_RISK_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.4);
 static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(0);
+static TIMEOUT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(1);
 static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5000);
 static MAINTENANCE_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
@@ -53,8 +54,28 @@ pub fn init() {
     );
 }
 
+/// Settings read by the background worker only.
+fn init_worker_settings() {
+    GucRegistry::define_int_guc(
+        c"cep.timeout_interval",
+        c"How often the background worker runs cep.fire_timeouts() (0 turns it off).",
+        c"Completes patterns that end in an absence. Needs pg_cep in shared_preload_libraries; reloaded on SIGHUP.",
+        &TIMEOUT_INTERVAL,
+        0,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// Seconds; 0 means off.
+pub fn timeout_interval() -> i32 {
+    TIMEOUT_INTERVAL.get()
+}
+
 /// Server-start settings, defined only while the postmaster preloads pg_cep.
 pub fn init_preloaded() {
+    init_worker_settings();
     GucRegistry::define_string_guc(
         c"cep.maintenance_database",
         c"The database the maintenance worker connects to.",

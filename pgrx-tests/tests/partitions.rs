@@ -176,6 +176,6 @@ fn the_background_worker_creates_months_on_its_interval() {
         .unwrap()
         .get(0);
     assert_eq!(by_worker, 5);
-    let worker: i64 = c.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cep maintenance'", &[]).unwrap().get(0);
+    let worker: i64 = c.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cep worker'", &[]).unwrap().get(0);
     assert_eq!(worker, 1);
 }

@@ -4,6 +4,7 @@
 pub mod evaluate;
 pub mod monitor;
 pub mod partitions;
+pub mod patterns;
 pub mod rules;
 pub mod stats;
 pub mod watch;

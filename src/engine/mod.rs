@@ -4,6 +4,7 @@ pub mod counters;
 pub mod evaluate;
 pub mod interval;
 pub mod partition;
+pub mod pattern;
 pub mod payload;
 pub mod rules;
 pub mod window;

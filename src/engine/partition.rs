@@ -112,7 +112,9 @@ pub fn plan(existing: &[Existing], current: Month, default_months: &[Month], pol
     let earliest_exact = existing.iter().filter_map(|e| e.exact_month).min();
     let earliest_default = default_months.iter().copied().min();
     let first = [Some(current), earliest_exact, earliest_default].into_iter().flatten().min().unwrap_or(current);
-    let last = Month(current.0 + policy.premake as i32);
+    // Rows already waiting in DEFAULT for later months get their months too.
+    let latest_default = default_months.iter().copied().max();
+    let last = [Some(Month(current.0 + policy.premake as i32)), latest_default].into_iter().flatten().max().unwrap_or(current);
 
     let mut actions = Vec::new();
     let mut month = first;
@@ -208,6 +210,14 @@ mod tests {
         assert_eq!(actions[0], Action::Create { month: Month::new(2026, 6), drain: true });
         assert_eq!(actions.len(), 5, "{actions:?}"); // 6, 7, 8, 9, 10; 11 exists
         assert!(actions[1..].iter().all(|a| matches!(a, Action::Create { drain: false, .. })));
+    }
+
+    #[test]
+    fn default_rows_beyond_premake_get_their_months() {
+        let now = Month::new(2026, 11);
+        let actions = plan(&[monthly("t_2026_11", now)], now, &[Month::new(2027, 4)], &Policy { premake: 1, ..NO_RETENTION });
+        assert_eq!(actions.len(), 5, "{actions:?}"); // 2026-12 .. 2027-04
+        assert_eq!(actions.last(), Some(&Action::Create { month: Month::new(2027, 4), drain: true }));
     }
 
     #[test]

@@ -22,19 +22,21 @@ pub struct AlertNotice<'a> {
     pub ts: &'a str,
 }
 
+/// At most `limit` bytes of `s`, cut at a character boundary.
+fn cut(s: &str, limit: usize) -> String {
+    if s.len() <= limit {
+        return s.to_string();
+    }
+    let mut end = limit;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 pub fn alert_payload(n: &AlertNotice) -> String {
     let build = |rules: &[i32], limit: usize, truncated: bool| -> String {
-        let cut = |s: &str| -> String {
-            if s.len() <= limit {
-                s.to_string()
-            } else {
-                let mut end = limit;
-                while !s.is_char_boundary(end) {
-                    end -= 1;
-                }
-                s[..end].to_string()
-            }
-        };
+        let cut = |s: &str| cut(s, limit);
         let mut v = json!({
             "type": "risk_alert", "alert_id": n.alert_id, "table": cut(n.table), "key": cut(n.key),
             "row": n.row.map(cut), "score": n.score, "level": n.level, "action": n.action, "rules": rules, "ts": n.ts,
@@ -55,9 +57,55 @@ pub fn alert_payload(n: &AlertNotice) -> String {
     build(&[], 200, true)
 }
 
+/// Microseconds since 2000-01-01 UTC (Postgres' epoch) as RFC 3339.
+pub fn pg_micros_rfc3339(micros: i64) -> String {
+    const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+    chrono::DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_UNIX_MICROS))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+/// A completed pattern match. The matched row ids go along when they fit; otherwise
+/// `"truncated": true` and the consumer reads them from `cep.pattern_matches` by `match_id`.
+pub fn pattern_match(match_id: i64, pattern: &str, key: &str, start: i64, end: i64, by_timeout: bool, rows: Value) -> String {
+    let build = |rows: Option<&Value>, limit: usize| -> String {
+        let mut v = json!({
+            "type": "pattern_match", "match_id": match_id, "pattern": cut(pattern, limit), "key": cut(key, limit),
+            "start": pg_micros_rfc3339(start), "end": pg_micros_rfc3339(end),
+            "completed_by": if by_timeout { "timeout" } else { "event" },
+        });
+        match rows {
+            Some(rows) => v["rows"] = rows.clone(),
+            None => v["truncated"] = Value::Bool(true),
+        }
+        v.to_string()
+    };
+    let full = build(Some(&rows), usize::MAX);
+    if full.len() <= MAX_PAYLOAD_BYTES {
+        return full;
+    }
+    build(None, 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pattern_payloads_drop_rows_before_passing_the_limit() {
+        let small: Value = serde_json::from_str(&pattern_match(7, "checkout", "u1", 0, 1_000_000, false, json!({"login": [1], "purchase": [2]}))).unwrap();
+        assert_eq!(small["rows"]["purchase"], json!([2]));
+        assert_eq!(small["start"], "2000-01-01T00:00:00.000000Z");
+        assert_eq!(small["end"], "2000-01-01T00:00:01.000000Z");
+        let many: Vec<i64> = (0..5_000).collect();
+        let key = "k".repeat(20_000);
+        let big = pattern_match(8, "p", &key, 0, 0, true, json!({"browse": many}));
+        assert!(big.len() <= MAX_PAYLOAD_BYTES, "{}", big.len());
+        let big: Value = serde_json::from_str(&big).unwrap();
+        assert_eq!(big["match_id"], 8);
+        assert_eq!(big["truncated"], true);
+        assert_eq!(big["completed_by"], "timeout");
+    }
 
     fn notice<'a>(key: &'a str, rules: &'a [i32]) -> AlertNotice<'a> {
         AlertNotice { alert_id: 42, table: "public.transactions", key, row: Some("7"), score: 1.5, level: "high", action: "alert", rules, ts: "2026-01-15 12:00:00+00" }

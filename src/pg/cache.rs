@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 use crate::engine::rules::{parse_condition, Rule};
 use crate::error::{CepError, CepResult};
+pub use crate::pg::patterns::LivePattern;
 pub use crate::pg::watched::Watch;
 
 static STALE: AtomicBool = AtomicBool::new(true);
@@ -22,6 +23,7 @@ static STALE: AtomicBool = AtomicBool::new(true);
 struct State {
     rules: Option<Rc<Vec<Rule>>>,
     watches: HashMap<u32, Rc<Watch>>,
+    patterns: HashMap<u32, Rc<Vec<LivePattern>>>,
     only_watch: Option<pg_sys::Oid>,
 }
 
@@ -71,6 +73,7 @@ fn refresh_if_stale() {
             let mut s = s.borrow_mut();
             s.rules = None;
             s.watches.clear();
+            s.patterns.clear();
             s.only_watch = None;
         });
     }
@@ -117,7 +120,7 @@ fn remember_our_tables() -> CepResult<()> {
     let oids: Vec<(pg_sys::Oid, bool)> = Spi::connect(|client| -> CepResult<Vec<(pg_sys::Oid, bool)>> {
         let rows = client.select(
             "SELECT c.oid, false FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches') \
+             WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches', 'patterns') \
              UNION ALL SELECT relid, true FROM cep.watches",
             None,
             &[],
@@ -133,6 +136,18 @@ fn remember_our_tables() -> CepResult<()> {
     WATCHED.with(|t| *t.borrow_mut() = oids.iter().filter(|(_, w)| *w).map(|(o, _)| *o).collect());
     OUR_TABLES.with(|t| *t.borrow_mut() = oids.into_iter().map(|(o, _)| o).collect());
     Ok(())
+}
+
+/// The sequence patterns defined on `relid`, compiled.
+pub fn patterns(relid: pg_sys::Oid) -> CepResult<Rc<Vec<LivePattern>>> {
+    refresh_if_stale();
+    if let Some(p) = STATE.with(|s| s.borrow().patterns.get(&relid.to_u32()).cloned()) {
+        return Ok(p);
+    }
+    remember_our_tables()?;
+    let p = Rc::new(crate::pg::patterns::load(relid)?);
+    STATE.with(|s| s.borrow_mut().patterns.insert(relid.to_u32(), p.clone()));
+    Ok(p)
 }
 
 /// The watch on `relid`, with its window query prepared and kept.

@@ -50,6 +50,18 @@ impl TableColumns {
         Ok(())
     }
 
+    /// The column `name` exists, whatever its type.
+    pub fn require(&self, role: &str, name: &str) -> CepResult<()> {
+        match self.type_of(name) {
+            Some(_) => Ok(()),
+            None => Err(CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", self.table))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.table
+    }
+
     pub fn type_of(&self, name: &str) -> Option<&str> {
         self.columns.iter().find(|(n, ..)| n == name).map(|(_, t, ..)| t.as_str())
     }

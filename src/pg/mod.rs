@@ -4,6 +4,7 @@ pub mod cache;
 pub mod columns;
 pub mod history;
 pub mod partitions;
+pub mod patterns;
 pub mod scoring;
 pub mod spi;
 pub mod stats;

@@ -207,12 +207,24 @@ fn months_now(client: &SpiClient<'_>, control: ControlType, retention: Option<pg
     Ok((Month(row.get::<i32>(1)?.unwrap_or(0)), row.get::<i32>(2)?.map(Month), row.get::<i32>(3)?.map(Month)))
 }
 
-/// Waits for a lock without joining the queue: tries, sleeps 10 ms, until the timeout.
-fn try_lock(relid: pg_sys::Oid, mode: u32) -> bool {
+/// Waits for locks without joining any queue: tries them all, and when one is busy releases
+/// the ones just taken (so nobody waits behind a lock held while retrying), sleeps 10 ms, and
+/// tries again until `cep.maintenance_lock_timeout`.
+fn try_locks(locks: &[(pg_sys::Oid, u32)]) -> bool {
     let deadline = Instant::now() + Duration::from_millis(gucs::maintenance_lock_timeout().max(0) as u64);
     loop {
-        if unsafe { pg_sys::ConditionalLockRelationOid(relid, mode as pg_sys::LOCKMODE) } {
+        let mut taken = 0;
+        for (relid, mode) in locks {
+            if !unsafe { pg_sys::ConditionalLockRelationOid(*relid, *mode as pg_sys::LOCKMODE) } {
+                break;
+            }
+            taken += 1;
+        }
+        if taken == locks.len() {
             return true;
+        }
+        for (relid, mode) in locks[..taken].iter().rev() {
+            unsafe { pg_sys::UnlockRelationOid(*relid, *mode as pg_sys::LOCKMODE) };
         }
         if Instant::now() >= deadline {
             return false;
@@ -318,7 +330,7 @@ fn create_month(client: &mut SpiClient<'_>, parent: &Parent, month: Month, batch
     }
     let (lo, hi) = (parent.control.bound(month), parent.control.bound(month.next()));
     in_subtransaction(|| {
-        if !try_lock(parent.relid, pg_sys::ShareUpdateExclusiveLock) {
+        if !try_locks(&[(parent.relid, pg_sys::ShareUpdateExclusiveLock)]) {
             return Ok(None);
         }
         client.update(
@@ -345,10 +357,15 @@ fn create_month(client: &mut SpiClient<'_>, parent: &Parent, month: Month, batch
             let default_name = regclass_text(client, default)?;
             // Most rows move while inserts continue; the exclusive lock only covers the tail.
             moved += move_rows(client, parent, &default_name, &target, &lo, &hi, batch)?;
-            // SHARE on the parent first: an INSERT already routing rows with the old partition
-            // list would fail its DEFAULT check once the month is attached, so wait (without
-            // queueing) until none is running, and let new ones start after the commit.
-            if !try_lock(parent.relid, pg_sys::ShareLock) || !try_lock(default, pg_sys::AccessExclusiveLock) {
+            // While DEFAULT receives rows for this month, an INSERT already routing with the old
+            // partition list would fail DEFAULT's new constraint once the month is attached:
+            // SHARE on the parent waits (without queueing) until none is running.
+            let attach_locks: &[(pg_sys::Oid, u32)] = if moved > 0 {
+                &[(parent.relid, pg_sys::ShareLock), (default, pg_sys::AccessExclusiveLock)]
+            } else {
+                &[(default, pg_sys::AccessExclusiveLock)]
+            };
+            if !try_locks(attach_locks) {
                 return Ok(None);
             }
             moved += move_rows(client, parent, &default_name, &target, &lo, &hi, batch)?;
@@ -374,7 +391,7 @@ fn retire_month(client: &mut SpiClient<'_>, parent: &Parent, name: &str, drop: b
         return Ok(true);
     };
     let done = in_subtransaction(|| {
-        if !try_lock(parent.relid, pg_sys::AccessExclusiveLock) || !try_lock(relid, pg_sys::AccessExclusiveLock) {
+        if !try_locks(&[(parent.relid, pg_sys::AccessExclusiveLock), (relid, pg_sys::AccessExclusiveLock)]) {
             return Ok(None);
         }
         client.update(&format!("ALTER TABLE {} DETACH PARTITION {target}", parent.qualified), None, &[])?;
@@ -456,7 +473,7 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
         }
         let target = qualify(client, &parent.schema, &name)?;
         let created = in_subtransaction(|| {
-            if !try_lock(parent.relid, pg_sys::AccessExclusiveLock) {
+            if !try_locks(&[(parent.relid, pg_sys::AccessExclusiveLock)]) {
                 return Ok(None);
             }
             client.update(&format!("CREATE TABLE {target} PARTITION OF {} DEFAULT", parent.qualified), None, &[])?;
@@ -475,12 +492,21 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
     let (current, retain_from, protect_from) = months_now(client, parent.control, config.retention, widest)?;
     let policy = Policy { premake: config.premake.max(0) as u32, retain_from: config.retention.and(retain_from), protect_from: widest.and(protect_from) };
     let in_default = default_months(client, &parent)?;
+    // After a month could not be created, later ones wait too, so months are never left with gaps.
+    let mut creating = true;
     for action in partition::plan(&existing, current, &in_default, &policy) {
         let started = Instant::now();
         let s = match action {
+            Action::Create { month, .. } if !creating => {
+                steps.push(step("skipped", Some(partition::partition_name(&parent.name, month)?), 0, Some(format!("creating {month} waits for the earlier month"))));
+                continue;
+            }
             Action::Create { month, .. } => match create_month(client, &parent, month, config.batch_size)? {
                 Some(moved) => step("create", Some(partition::partition_name(&parent.name, month)?), moved, None),
-                None => step("skipped", Some(partition::partition_name(&parent.name, month)?), 0, Some(format!("creating {month}: a lock stayed busy for cep.maintenance_lock_timeout"))),
+                None => {
+                    creating = false;
+                    step("skipped", Some(partition::partition_name(&parent.name, month)?), 0, Some(format!("creating {month}: a lock stayed busy for cep.maintenance_lock_timeout")))
+                }
             },
             Action::Retire { name, month } => {
                 let verb = if config.drop { "drop" } else { "detach" };

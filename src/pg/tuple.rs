@@ -6,6 +6,8 @@ use std::num::NonZeroUsize;
 
 use pgrx::prelude::*;
 
+use crate::engine::pattern::Value;
+
 /// A mapped column: where it is in the tuple, and how to print it.
 #[derive(Clone, Copy)]
 pub struct Col {
@@ -43,27 +45,45 @@ pub struct Row {
     pub pk: Option<String>,
 }
 
-struct Tuple {
+/// One row of a trigger call, with its descriptor.
+pub struct Tuple {
     tuple: *mut pg_sys::HeapTupleData,
     desc: pg_sys::TupleDesc,
 }
 
 impl Tuple {
+    /// # Safety
+    /// `tuple` must be a valid heap tuple described by `desc`.
+    pub unsafe fn new(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc) -> Tuple {
+        Tuple { tuple, desc }
+    }
+
+    /// A column as a pattern value: integers, floats and booleans keep their type, numeric
+    /// becomes a float, anything else its text.
+    pub fn value(&self, col: Col) -> Value {
+        match self.datum(col) {
+            None => Value::Null,
+            Some(datum) => datum_value(datum, col),
+        }
+    }
+
+    pub fn int(&self, col: Col) -> Option<i64> {
+        match self.value(col) {
+            Value::Int(i) => Some(i),
+            _ => None,
+        }
+    }
+
     fn datum(&self, col: Col) -> Option<pg_sys::Datum> {
         // SAFETY: the tuple and descriptor belong together; attnum is a live column of it.
         unsafe { pgrx::heap_getattr_raw(self.tuple, col.attnum, self.desc) }
     }
 
-    fn text(&self, col: Col) -> Option<String> {
-        let datum = self.datum(col)?;
-        // SAFETY: the output function of the column's own type, on a non-null datum.
-        let cstr = unsafe { pg_sys::OidOutputFunctionCall(col.typoutput, datum) };
-        let text = unsafe { CStr::from_ptr(cstr) }.to_string_lossy().into_owned();
-        unsafe { pg_sys::pfree(cstr.cast()) };
-        Some(text)
+    pub fn text(&self, col: Col) -> Option<String> {
+        Some(datum_text(self.datum(col)?, col))
     }
 
-    fn timestamptz(&self, col: Col) -> Option<pg_sys::TimestampTz> {
+    pub fn timestamptz(&self, col: Col) -> Option<pg_sys::TimestampTz> {
         let datum = self.datum(col)?;
         if col.typid == pg_sys::TIMESTAMPTZOID {
             Some(datum.value() as i64)
@@ -72,6 +92,53 @@ impl Tuple {
             unsafe { pgrx::direct_function_call::<i64>(pg_sys::timestamp_timestamptz, &[Some(datum)]) }
         }
     }
+}
+
+fn datum_text(datum: pg_sys::Datum, col: Col) -> String {
+    // SAFETY: the output function of the column's own type, on a non-null datum.
+    let cstr = unsafe { pg_sys::OidOutputFunctionCall(col.typoutput, datum) };
+    let text = unsafe { CStr::from_ptr(cstr) }.to_string_lossy().into_owned();
+    unsafe { pg_sys::pfree(cstr.cast()) };
+    text
+}
+
+/// A non-null datum of `col`'s type as a pattern value; shared by the trigger and by SPI reads.
+pub fn datum_value(datum: pg_sys::Datum, col: Col) -> Value {
+    match col.typid {
+        pg_sys::INT2OID => Value::Int(datum.value() as i16 as i64),
+        pg_sys::INT4OID => Value::Int(datum.value() as i32 as i64),
+        pg_sys::INT8OID => Value::Int(datum.value() as i64),
+        pg_sys::BOOLOID => Value::Bool(datum.value() != 0),
+        // SAFETY: float datums of their own types.
+        pg_sys::FLOAT4OID => Value::Float(unsafe { f32::from_datum(datum, false) }.unwrap_or(f32::NAN) as f64),
+        pg_sys::FLOAT8OID => Value::Float(unsafe { f64::from_datum(datum, false) }.unwrap_or(f64::NAN)),
+        pg_sys::NUMERICOID => datum_text(datum, col).parse().map(Value::Float).unwrap_or(Value::Null),
+        _ => Value::Text(datum_text(datum, col)),
+    }
+}
+
+/// Calls `each` on every row of a statement trigger's transition table, read with a read
+/// pointer of our own so that other consumers of the same tuplestore are not disturbed.
+///
+/// # Safety
+/// `store` must be this trigger call's transition tuplestore, with rows described by `desc`.
+pub unsafe fn for_each_transition_row(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc, mut each: impl FnMut(&Tuple)) {
+    if store.is_null() {
+        return;
+    }
+    let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+    pg_sys::tuplestore_select_read_pointer(store, pointer);
+    pg_sys::tuplestore_rescan(store);
+    let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+    while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+        let mut should_free = false;
+        let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, &mut should_free);
+        each(&Tuple { tuple, desc });
+        if should_free {
+            pg_sys::heap_freetuple(tuple);
+        }
+    }
+    pg_sys::ExecDropSingleTupleTableSlot(slot);
 }
 
 impl RowColumns {
@@ -94,31 +161,13 @@ impl RowColumns {
         self.read(&Tuple { tuple, desc })
     }
 
-    /// Every row of the statement trigger's transition table, read with a read pointer of our
-    /// own so that other consumers of the same tuplestore are not disturbed.
+    /// Every row of the statement trigger's transition table.
     ///
     /// # Safety
     /// `store` must be this trigger call's transition tuplestore, with rows described by `desc`.
     pub unsafe fn read_transition(&self, store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Vec<Row> {
         let mut rows = Vec::new();
-        if store.is_null() {
-            return rows;
-        }
-        let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
-        pg_sys::tuplestore_select_read_pointer(store, pointer);
-        pg_sys::tuplestore_rescan(store);
-        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-        while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-            let mut should_free = false;
-            let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, &mut should_free);
-            if let Some(row) = self.read(&Tuple { tuple, desc }) {
-                rows.push(row);
-            }
-            if should_free {
-                pg_sys::heap_freetuple(tuple);
-            }
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        for_each_transition_row(store, desc, |t| rows.extend(self.read(t)));
         rows
     }
 }

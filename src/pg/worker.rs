@@ -1,41 +1,71 @@
-//! The maintenance background worker: runs `cep.run_maintenance()` every
-//! `cep.maintenance_interval` seconds in `cep.maintenance_database`, one transaction per table.
+//! The background worker: in `cep.maintenance_database`, it runs partition maintenance every
+//! `cep.maintenance_interval` seconds and completes pattern timeouts every
+//! `cep.timeout_interval` seconds, each table or batch in its own transaction.
 
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
+use crate::error::CepResult;
 use crate::gucs;
 
 /// Registers the worker; only possible while the postmaster preloads pg_cep.
 pub fn register() {
-    BackgroundWorkerBuilder::new("pg_cep maintenance")
-        .set_type("pg_cep maintenance")
-        .set_function("pg_cep_maintenance_main")
+    BackgroundWorkerBuilder::new("pg_cep worker")
+        .set_type("pg_cep worker")
+        .set_function("pg_cep_worker_main")
         .set_library("pg_cep")
         .enable_spi_access()
         .set_restart_time(Some(Duration::from_secs(10)))
         .load();
 }
 
+/// A periodic job: when it last ran, and how often it should.
+struct Every {
+    last: Option<Instant>,
+}
+
+impl Every {
+    /// Time left before the job is due again; `None` when it is off.
+    fn wait(&self, seconds: i32) -> Option<Duration> {
+        if seconds <= 0 {
+            return None;
+        }
+        let period = Duration::from_secs(seconds as u64);
+        Some(self.last.map_or(Duration::ZERO, |t| period.saturating_sub(t.elapsed())))
+    }
+
+    fn due(&mut self, seconds: i32) -> bool {
+        if self.wait(seconds) == Some(Duration::ZERO) {
+            self.last = Some(Instant::now());
+            return true;
+        }
+        false
+    }
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub extern "C-unwind" fn pg_cep_maintenance_main(_arg: pg_sys::Datum) {
+pub extern "C-unwind" fn pg_cep_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::maintenance_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    let mut last_run: Option<Instant> = None;
+    let (mut maintenance, mut timeouts) = (Every { last: None }, Every { last: None });
     loop {
-        let interval = gucs::maintenance_interval();
-        let due = interval > 0 && last_run.is_none_or(|t| t.elapsed() >= Duration::from_secs(interval as u64));
-        if due {
-            last_run = Some(Instant::now());
-            run_once();
+        if maintenance.due(gucs::maintenance_interval()) {
+            run_maintenance();
         }
-        // Wake at the next run, or every 10 s while off, to notice a reload that turns it on.
-        let wait = if interval > 0 { Duration::from_secs(interval as u64).saturating_sub(last_run.map_or(Duration::ZERO, |t| t.elapsed())) } else { Duration::from_secs(10) };
-        if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(100)))) {
+        if timeouts.due(gucs::timeout_interval()) {
+            report(BackgroundWorker::transaction(|| Spi::connect_mut(|c| if installed(c)? { crate::pg::patterns::fire_timeouts(c, 10_000).map(|_| ()) } else { Ok(()) })));
+        }
+        // Wake when the next job is due, or every 10 s while both are off, to notice a reload.
+        let wait = [maintenance.wait(gucs::maintenance_interval()), timeouts.wait(gucs::timeout_interval()), Some(Duration::from_secs(10))]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::from_secs(10));
+        if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(50)))) {
             break;
         }
         if BackgroundWorker::sighup_received() {
@@ -44,29 +74,23 @@ pub extern "C-unwind" fn pg_cep_maintenance_main(_arg: pg_sys::Datum) {
     }
 }
 
+/// The worker waits quietly in a database where pg_cep is not installed (yet).
+fn installed(client: &pgrx::spi::SpiClient<'_>) -> CepResult<bool> {
+    Ok(!client.select("SELECT 1 FROM pg_extension WHERE extname = 'pg_cep'", None, &[])?.is_empty())
+}
+
+fn report(result: CepResult<()>) {
+    if let Err(e) = result {
+        pgrx::warning!("pg_cep worker: {e}");
+    }
+}
+
 /// One pass over the registered tables, each in its own transaction so one table's work is
 /// committed (and its locks released) before the next starts.
-fn run_once() {
-    let tables = BackgroundWorker::transaction(|| {
-        Spi::connect(|client| {
-            let installed = client.select("SELECT 1 FROM pg_extension WHERE extname = 'pg_cep'", None, &[])?.len() > 0;
-            if !installed {
-                return Ok(Vec::new());
-            }
-            crate::pg::partitions::registered(client)
-        })
-    });
-    let tables = match tables {
-        Ok(t) => t,
-        Err(e) => {
-            pgrx::warning!("pg_cep maintenance: {e}");
-            return;
-        }
-    };
+fn run_maintenance() {
+    let tables = BackgroundWorker::transaction(|| Spi::connect(|c| if installed(c)? { crate::pg::partitions::registered(c) } else { Ok(Vec::new()) }));
+    let Ok(tables) = tables.inspect_err(|e| pgrx::warning!("pg_cep worker: {e}")) else { return };
     for relid in tables {
-        let result = BackgroundWorker::transaction(|| Spi::connect_mut(|client| crate::pg::partitions::maintain(client, relid).map(|_| ())));
-        if let Err(e) = result {
-            pgrx::warning!("pg_cep maintenance: {e}");
-        }
+        report(BackgroundWorker::transaction(|| Spi::connect_mut(|c| crate::pg::partitions::maintain(c, relid).map(|_| ()))));
     }
 }

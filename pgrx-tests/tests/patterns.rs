@@ -1,0 +1,130 @@
+//! Sequence patterns over the wire: the seed's login → browse → purchase notified to a LISTEN
+//! session, nothing from a rolled-back insert, partial matches surviving a restart, and two
+//! sessions advancing the same key without losing an event.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use pg_cep_e2e::{drain_notifications, restart_server, Client, TestDb};
+
+const EVENTS: &str = "CREATE TABLE user_events (id bigserial PRIMARY KEY, user_id integer NOT NULL, event_type text NOT NULL,
+                      amount numeric, created_at timestamptz NOT NULL DEFAULT clock_timestamp())";
+
+const CHECKOUT: &str = r#"SELECT cep.define_pattern('checkout', 'user_events', 'user_id', 'created_at', 'login browse+ purchase',
+    '{"login": {"event_type": "login"}, "browse": {"event_type": "browse"}, "purchase": {"event_type": "purchase"}}',
+    within => '30 minutes', channel => 'checkouts')"#;
+
+fn insert(c: &mut Client, user: i32, kind: &str) {
+    c.execute("INSERT INTO user_events (user_id, event_type, amount) VALUES ($1, $2, 10)", &[&user, &kind]).unwrap();
+}
+
+#[test]
+fn the_seeds_checkout_is_notified_once_committed_and_never_after_rollback() {
+    let db = TestDb::new("pattern_notify");
+    let mut c = db.connect();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN checkouts").unwrap();
+    c.batch_execute(EVENTS).unwrap();
+    c.batch_execute(CHECKOUT).unwrap();
+
+    // A rolled-back purchase sends nothing and leaves the partial match as it was.
+    for kind in ["login", "browse", "browse"] {
+        insert(&mut c, 7, kind);
+    }
+    c.batch_execute("BEGIN").unwrap();
+    insert(&mut c, 7, "purchase");
+    c.batch_execute("ROLLBACK").unwrap();
+    assert!(drain_notifications(&mut listener, Duration::from_millis(300)).is_empty());
+    assert_eq!(c.query_one("SELECT count(*) FROM cep.pattern_matches", &[]).unwrap().get::<_, i64>(0), 0);
+
+    insert(&mut c, 8, "login");
+    insert(&mut c, 7, "purchase");
+    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let payload: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
+    assert_eq!(payload["type"], "pattern_match");
+    assert_eq!(payload["pattern"], "checkout");
+    assert_eq!(payload["key"], "7");
+    assert_eq!(payload["rows"], serde_json::json!({"login": [1], "browse": [2, 3], "purchase": [6]}));
+    let stored: i64 = c.query_one("SELECT match_id FROM cep.pattern_matches", &[]).unwrap().get(0);
+    assert_eq!(payload["match_id"], stored);
+}
+
+#[test]
+fn partial_matches_survive_a_restart() {
+    let db = TestDb::new("pattern_restart");
+    let mut c = db.connect();
+    c.batch_execute(EVENTS).unwrap();
+    c.batch_execute(CHECKOUT).unwrap();
+    insert(&mut c, 1, "login");
+    insert(&mut c, 1, "browse");
+    drop(c);
+    restart_server();
+    let mut c = db.connect();
+    insert(&mut c, 1, "purchase");
+    let rows: String = c.query_one("SELECT rows::text FROM cep.pattern_matches", &[]).unwrap().get(0);
+    assert_eq!(rows, r#"{"login": [1], "browse": [2], "purchase": [3]}"#);
+}
+
+#[test]
+fn two_sessions_advancing_one_key_lose_no_event() {
+    let db = TestDb::new("pattern_concurrent");
+    let mut c = db.connect();
+    c.batch_execute(EVENTS).unwrap();
+    // Every 10 events of a key make one match: lost state would make fewer.
+    c.batch_execute(r#"SELECT cep.define_pattern('tens', 'user_events', 'user_id', 'created_at', 'e{10}', '{"e": {"event_type": "tick"}}')"#).unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (name, barrier) = (db.name.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut w = pg_cep_e2e::connect_to(&name);
+                barrier.wait();
+                for i in 0..100 {
+                    if i % 10 == 0 {
+                        // Some multi-row statements too, in their own transactions.
+                        w.batch_execute("BEGIN; INSERT INTO user_events (user_id, event_type) VALUES (1, 'tick'), (1, 'tick'); COMMIT").unwrap();
+                    } else {
+                        w.execute("INSERT INTO user_events (user_id, event_type) VALUES (1, 'tick')", &[]).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let events: i64 = c.query_one("SELECT count(*) FROM user_events", &[]).unwrap().get(0);
+    assert_eq!(events, 220);
+    let matches: i64 = c.query_one("SELECT count(*) FROM cep.pattern_matches", &[]).unwrap().get(0);
+    assert_eq!(matches, 22);
+    // Every event was used exactly once.
+    let used: i64 = c
+        .query_one("SELECT count(DISTINCT id) FROM cep.pattern_matches, jsonb_array_elements_text(rows->'e') id", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(used, 220);
+}
+
+/// The e2e cluster's worker runs `cep.fire_timeouts()` every second in database `e2e_worker`;
+/// this test uses its own database, so it calls it itself, as users without the worker do.
+#[test]
+fn an_absence_completes_from_fire_timeouts_and_is_notified() {
+    let db = TestDb::new("pattern_absence");
+    let mut c = db.connect();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN resets").unwrap();
+    c.batch_execute(EVENTS).unwrap();
+    c.batch_execute(r#"SELECT cep.define_pattern('reset_no_login', 'user_events', 'user_id', 'created_at', 'reset !login',
+        '{"reset": {"event_type": "password_reset"}, "login": {"event_type": "login"}}', within => '1 second', channel => 'resets')"#).unwrap();
+    insert(&mut c, 1, "password_reset");
+    insert(&mut c, 2, "password_reset");
+    insert(&mut c, 2, "login");
+    std::thread::sleep(Duration::from_millis(1200));
+    let fired: i64 = c.query_one("SELECT cep.fire_timeouts()", &[]).unwrap().get(0);
+    assert_eq!(fired, 1);
+    let got = drain_notifications(&mut listener, Duration::from_millis(300));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.contains(r#""completed_by":"timeout""#), "{}", got[0].1);
+    assert!(got[0].1.contains(r#""key":"1""#), "{}", got[0].1);
+}

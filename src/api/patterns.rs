@@ -1,0 +1,314 @@
+//! `cep.define_pattern`, `cep.drop_pattern`, `cep.fire_timeouts` and `cep.match_recognize`:
+//! sequence patterns matched live by a trigger, or over the rows a table already holds.
+
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+use crate::engine::pattern::{Event, KeyState, Match};
+use crate::error::{CepError, CepResult, OrReport};
+use crate::pg::columns::TableColumns;
+use crate::pg::patterns::{self, Definition};
+use crate::pg::tuple::{datum_value, for_each_transition_row};
+use crate::pg::cache;
+
+fn micros(client: &pgrx::spi::SpiClient<'_>, within: Option<pgrx::datum::Interval>) -> CepResult<Option<i64>> {
+    let Some(within) = within else { return Ok(None) };
+    Ok(client.select("SELECT (extract(epoch FROM $1::interval) * 1e6)::int8", None, &[within.into()])?.first().get_one()?)
+}
+
+fn check_source(source: &PgRelation) -> CepResult<()> {
+    let relkind = unsafe { (*source.rd_rel).relkind } as u8;
+    if relkind != b'r' && relkind != b'p' {
+        return Err(CepError::WrongObjectType(format!("{} is not a table", source.name())));
+    }
+    Ok(())
+}
+
+/// Registers a sequence pattern over a table of events and starts matching it live: every
+/// inserted row advances its key's partial matches, and a completed match goes into
+/// `cep.pattern_matches` and is notified on `channel`. Returns the pattern's id.
+///
+/// `pattern` is regex-like over symbol names (`a b+ c`, `* ? {n} {n,m}`, `|`, `( )`, and
+/// `!sym` for "not followed by"); `define` maps each symbol to a predicate on the row's columns.
+/// An invalid pattern or predicate is refused here, with the offending token, and nothing is
+/// registered. Matching starts with the rows inserted after this call; use
+/// `cep.match_recognize` to run the same pattern over the rows already there.
+///
+/// ```sql
+/// SELECT cep.define_pattern('checkout', 'user_events', 'user_id', 'created_at',
+///     'login browse+ purchase',
+///     '{"login": {"event_type": "login"}, "browse": {"event_type": "browse"},
+///       "purchase": {"event_type": "purchase"}}',
+///     within => '30 minutes');
+/// ```
+#[pg_extern(volatile)]
+#[search_path(pg_catalog)]
+#[allow(clippy::too_many_arguments)]
+fn define_pattern(
+    name: &str,
+    source: PgRelation,
+    partition_by: &str,
+    order_by: &str,
+    pattern: &str,
+    define: pgrx::JsonB,
+    within: default!(Option<pgrx::datum::Interval>, "NULL"),
+    contiguity: default!(&str, "'skip_till_next'"),
+    after_match: default!(&str, "'past_last_row'"),
+    channel: default!(&str, "'pattern_matches'"),
+    id_column: default!(&str, "'id'"),
+    max_partials: default!(i32, 1000),
+) -> i32 {
+    check_source(&source).or_report();
+    let relid = source.oid();
+    let table_name = source.name().to_string();
+    // Closed first: CREATE TRIGGER refuses a table this session has open.
+    drop(source);
+    Spi::connect_mut(|client| -> CepResult<i32> {
+        if name.trim().is_empty() || channel.trim().is_empty() {
+            return Err(CepError::InvalidArgument("name and channel must not be empty".into()));
+        }
+        let within = micros(client, within)?;
+        let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials };
+        patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
+        let id: Option<i32> = client
+            .update(
+                "INSERT INTO cep.patterns (name, source, partition_by, order_by, id_column, pattern, define, within, contiguity, after_match, channel, max_partials)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, make_interval(secs => $8::float8 / 1e6), $9, $10, $11, $12)
+                 ON CONFLICT (name) DO NOTHING RETURNING pattern_id",
+                None,
+                &[
+                    name.into(),
+                    relid.into(),
+                    partition_by.into(),
+                    order_by.into(),
+                    id_column.into(),
+                    pattern.into(),
+                    define.into(),
+                    within.map(|w| w as f64).into(),
+                    contiguity.into(),
+                    after_match.into(),
+                    channel.into(),
+                    max_partials.into(),
+                ],
+            )?
+            .first()
+            .get_one()
+            .unwrap_or(None);
+        let Some(id) = id else {
+            return Err(CepError::DuplicateObject(format!("pattern {name:?} already exists; drop it with cep.drop_pattern first")));
+        };
+        let ddl: Option<String> = client
+            .select(
+                "SELECT format('CREATE TRIGGER cep_pattern AFTER INSERT ON %s REFERENCING NEW TABLE AS cep_pattern_rows
+                                FOR EACH STATEMENT EXECUTE FUNCTION cep.pattern_trigger()', $1::regclass)
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = 'cep_pattern')",
+                None,
+                &[relid.into()],
+            )?
+            .first()
+            .get_one()
+            .unwrap_or(None);
+        if let Some(ddl) = ddl {
+            client.update(ddl.as_str(), None, &[])?;
+        }
+        Ok(id)
+    })
+    .or_report()
+}
+
+/// Removes a pattern, its partial matches, and the trigger once no pattern uses the table.
+/// Completed matches stay in `cep.pattern_matches`. Returns false when there was no such pattern.
+///
+/// ```sql
+/// SELECT cep.drop_pattern('checkout');
+/// ```
+#[pg_extern(volatile, strict)]
+#[search_path(pg_catalog)]
+fn drop_pattern(name: &str) -> bool {
+    Spi::connect_mut(|client| -> CepResult<bool> {
+        let source: Option<pg_sys::Oid> =
+            client.update("DELETE FROM cep.patterns WHERE name = $1 RETURNING source::oid", None, &[name.into()])?.first().get_one().unwrap_or(None);
+        let Some(source) = source else { return Ok(false) };
+        let ddl: Option<String> = client
+            .select(
+                "SELECT format('DROP TRIGGER IF EXISTS cep_pattern ON %s', $1::regclass)
+                 WHERE NOT EXISTS (SELECT 1 FROM cep.patterns WHERE source = $1) AND EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)",
+                None,
+                &[source.into()],
+            )?
+            .first()
+            .get_one()
+            .unwrap_or(None);
+        if let Some(ddl) = ddl {
+            client.update(ddl.as_str(), None, &[])?;
+        }
+        Ok(true)
+    })
+    .or_report()
+}
+
+/// Completes patterns that end in an absence once their `within` has passed with no event for
+/// the key, and drops partial matches that can no longer complete. The background worker calls
+/// it every `cep.timeout_interval`; without the worker, call it from a scheduler. Returns the
+/// matches it completed.
+///
+/// ```sql
+/// SELECT cep.fire_timeouts();
+/// ```
+#[pg_extern(volatile)]
+#[search_path(pg_catalog)]
+fn fire_timeouts(max_keys: default!(i64, 10000)) -> i64 {
+    Spi::connect_mut(|client| patterns::fire_timeouts(client, max_keys)).or_report()
+}
+
+/// Statement trigger behind `cep.define_pattern`; not called directly.
+#[pg_trigger]
+fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    let relid = trigger.relid()?;
+    let data = trigger.trigger_data();
+    let live = cache::patterns(relid).or_report();
+    if live.is_empty() {
+        return Ok(None);
+    }
+    let mut events: Vec<Vec<(String, Event)>> = live.iter().map(|_| Vec::new()).collect();
+    // SAFETY: this statement trigger's own transition table, described by its relation.
+    unsafe {
+        for_each_transition_row(data.tg_newtable, (*data.tg_relation).rd_att, |t| {
+            for (p, out) in live.iter().zip(events.iter_mut()) {
+                out.extend(patterns::event_of(t, &p.columns));
+            }
+        });
+    }
+    Spi::connect_mut(|client| -> CepResult<()> {
+        for (p, events) in live.iter().zip(events) {
+            patterns::advance(client, p, patterns::by_key(events))?;
+        }
+        Ok(())
+    })
+    .or_report();
+    Ok(None)
+}
+
+/// Runs a pattern over the rows a table already holds, with the same engine as live matching
+/// (so it backtests a pattern before `cep.define_pattern`). Patterns ending in an absence
+/// complete only where `within` has passed by now, as they would live.
+///
+/// `rows_per_match => 'one'` returns one row per match with `rows` as `{"symbol": [ids]}`;
+/// `'all'` returns one row per matched row, with the symbol it matched (MATCH_RECOGNIZE's
+/// CLASSIFIER) and its id.
+///
+/// ```sql
+/// SELECT * FROM cep.match_recognize('user_events', 'user_id', 'created_at',
+///     'login browse+ purchase',
+///     '{"login": {"event_type": "login"}, "browse": {"event_type": "browse"},
+///       "purchase": {"event_type": "purchase"}}',
+///     within => '30 minutes');
+/// ```
+#[pg_extern(volatile)]
+#[search_path(pg_catalog)]
+#[allow(clippy::too_many_arguments)]
+fn match_recognize(
+    relation: PgRelation,
+    partition_by: &str,
+    order_by: &str,
+    pattern: &str,
+    define: pgrx::JsonB,
+    within: default!(Option<pgrx::datum::Interval>, "NULL"),
+    contiguity: default!(&str, "'skip_till_next'"),
+    after_match: default!(&str, "'past_last_row'"),
+    rows_per_match: default!(&str, "'one'"),
+    id_column: default!(&str, "'id'"),
+    max_partials: default!(i32, 1000),
+) -> TableIterator<
+    'static,
+    (
+        name!(match_number, i64),
+        name!(key, String),
+        name!(match_start, pgrx::datum::TimestampWithTimeZone),
+        name!(match_end, pgrx::datum::TimestampWithTimeZone),
+        name!(symbol, Option<String>),
+        name!(row_id, Option<i64>),
+        name!(rows, Option<pgrx::JsonB>),
+    ),
+> {
+    let all_rows = match rows_per_match {
+        "one" => false,
+        "all" => true,
+        other => CepError::InvalidArgument(format!("rows_per_match: {other:?} is not 'one' or 'all'")).report(),
+    };
+    let relid = relation.oid();
+    let table_name = relation.name().to_string();
+    let (symbols, matches) = Spi::connect(|client| -> CepResult<(Vec<String>, Vec<(String, Match)>)> {
+        let within = micros(client, within)?;
+        let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials };
+        let (compiled, columns) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
+        let names: Vec<String> = [partition_by, order_by, id_column].iter().map(|s| s.to_string()).chain(compiled.columns().iter().cloned()).collect();
+        let quoted: Vec<String> = client
+            .select("SELECT array_agg(quote_ident(c) ORDER BY o) FROM unnest($1::text[]) WITH ORDINALITY u(c, o)", None, &[names.into()])?
+            .first()
+            .get_one::<Vec<String>>()?
+            .unwrap_or_default();
+        let table: String = client.select("SELECT $1::regclass::text", None, &[relid.into()])?.first().get_one()?.unwrap_or_default();
+        let values: String = quoted[3..].iter().map(|c| format!(", {c}")).collect();
+        let (key, time, id) = (&quoted[0], &quoted[1], &quoted[2]);
+        let sql = format!(
+            "SELECT {key}::text, {time}::timestamptz, {id}::int8{values} FROM {table}
+             WHERE {key} IS NOT NULL AND {time} IS NOT NULL AND {id} IS NOT NULL ORDER BY 1, 2, 3"
+        );
+        // SAFETY: reads the transaction's start time, what now() returns.
+        let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+        let mut out = Vec::new();
+        let mut current: Option<(String, KeyState)> = None;
+        let finish = |current: Option<(String, KeyState)>, out: &mut Vec<(String, Match)>| {
+            if let Some((key, mut state)) = current {
+                let mut done = Vec::new();
+                compiled.expire(&mut state, now, &mut done);
+                out.extend(done.into_iter().map(|m| (key.clone(), m)));
+            }
+        };
+        let mut cursor = client.open_cursor(sql.as_str(), &[]);
+        loop {
+            let mut batch = cursor.fetch(10_000)?;
+            if batch.is_empty() {
+                break;
+            }
+            while batch.next().is_some() {
+                let key: String = batch.get(1)?.unwrap_or_default();
+                let ts = batch.get_datum_by_ordinal(2)?.map(|d| d.value() as i64).unwrap_or_default();
+                let id: i64 = batch.get(3)?.unwrap_or_default();
+                let mut row_values = Vec::with_capacity(columns.values.len());
+                for (i, col) in columns.values.iter().enumerate() {
+                    row_values.push(match batch.get_datum_by_ordinal(4 + i)? {
+                        Some(d) => datum_value(d, *col),
+                        None => crate::engine::pattern::Value::Null,
+                    });
+                }
+                if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                    finish(current.take(), &mut out);
+                    current = Some((key.clone(), compiled.new_state()));
+                }
+                let (_, state) = current.as_mut().expect("set above");
+                let mut done = Vec::new();
+                compiled.advance(state, &Event { id, ts, values: row_values }, &mut done);
+                out.extend(done.into_iter().map(|m| (key.clone(), m)));
+            }
+        }
+        finish(current.take(), &mut out);
+        Ok((compiled.symbols().to_vec(), out))
+    })
+    .or_report();
+    let ts = patterns::timestamptz;
+    let mut rows = Vec::new();
+    for (n, (key, m)) in matches.into_iter().enumerate() {
+        let number = n as i64 + 1;
+        if all_rows {
+            for (symbol, id) in &m.rows {
+                rows.push((number, key.clone(), ts(m.start), ts(m.end), symbols.get(*symbol as usize).cloned(), Some(*id), None));
+            }
+        } else {
+            let grouped = patterns::rows_json(&symbols, &m);
+            rows.push((number, key, ts(m.start), ts(m.end), None, None, Some(pgrx::JsonB(grouped))));
+        }
+    }
+    TableIterator::new(rows)
+}

@@ -1,0 +1,288 @@
+//! CEP sequence patterns (MATCH_RECOGNIZE / Flink CEP style) over one key's
+//! event stream. Pure Rust, no database code: the caller partitions events by
+//! key, keeps one [`KeyState`] per key and feeds that key's events in order.
+//!
+//! Semantics decisions that differ from SQL:2016 MATCH_RECOGNIZE, and why:
+//! - Emission is eager: a match is emitted when a run first reaches an
+//!   accepting state, because a live trigger cannot wait for the future. So
+//!   `a b+` emits `a b` at the first `b`, not the greedy longest match.
+//!   With [`AfterMatch::NoSkip`] the run keeps extending and the greedy match
+//!   is the last one emitted.
+//! - `PREV.col` / `FIRST.col` refer to the previous / first event *of the
+//!   match* (not of the partition); they coincide under strict contiguity.
+//!   A symbol whose predicate uses them never matches the first event of a
+//!   match (there is nothing to refer to), so it cannot start a match.
+//! - A symbol used in the pattern but absent from `define` matches every row
+//!   (as in MATCH_RECOGNIZE); a `define` entry not used in the pattern is an
+//!   error, since it is almost always a typo.
+//! - Run-time predicate evaluation never fails: NULL comparisons and type
+//!   mismatches are false, because an error inside a trigger would fail the
+//!   user's INSERT.
+//! - `within` is inclusive: a match may span exactly `within` microseconds;
+//!   runs are dropped (or, for a trailing absence, completed) once time is
+//!   strictly past `start + within`, hence `next_deadline` = that + 1.
+//! - Absences: `a !x c` forbids an `x` strictly between the rows bound to
+//!   `a` and `c` (an event matching both `c` and `x` is taken as `c`).
+//!   `a !x` at the end completes at the deadline; under Strict contiguity
+//!   other events do not kill such a waiting run (there is nothing left to
+//!   be contiguous with), they only stop it from binding more rows.
+//! - SkipTillAny forks order "take" copies before the "skip" copy, so among
+//!   matches completing together with the same start, the first one (the one
+//!   kept by the skip strategies) binds the most rows, as greedy would.
+//! - `max_partials`: when a key has more runs, the oldest are dropped and
+//!   counted in `KeyState::dropped`, so one hot key cannot exhaust memory.
+//! - Symbol ids follow first appearance in the pattern; `columns()` is
+//!   sorted by name so it does not depend on JSON key order.
+
+mod matcher;
+mod nfa;
+mod parser;
+mod predicate;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::matcher::KeyState;
+use self::nfa::Nfa;
+use self::predicate::SymbolPred;
+
+/// A column value; the caller converts database datums into these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// JSON has no NaN/inf (serde_json writes null); reading null back as
+    /// NaN keeps a stored KeyState loadable.
+    Float(#[serde(deserialize_with = "f64_or_nan")] f64),
+    Text(String),
+}
+
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// One event of a key. `values` follow [`Pattern::columns`]; missing trailing
+/// values are read as NULL rather than panicking.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    /// Microseconds.
+    pub ts: i64,
+    pub values: Vec<Value>,
+}
+
+/// How events between consecutive matched events are treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Contiguity {
+    /// Matched events are consecutive; a non-extending event kills the run.
+    Strict,
+    /// Irrelevant events are skipped; a run takes the first event it can.
+    SkipTillNext,
+    /// A run that can take an event forks: one copy takes it, one skips it.
+    SkipTillAny,
+}
+
+impl FromStr for Contiguity {
+    type Err = PatternError;
+    fn from_str(s: &str) -> Result<Self, PatternError> {
+        match s {
+            "strict" => Ok(Contiguity::Strict),
+            "skip_till_next" => Ok(Contiguity::SkipTillNext),
+            "skip_till_any" => Ok(Contiguity::SkipTillAny),
+            _ => Err(PatternError::option(format!(
+                "contiguity: {s:?} is not one of strict, skip_till_next, skip_till_any"
+            ))),
+        }
+    }
+}
+
+/// What happens to other partial runs once a match is emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterMatch {
+    /// Drop every run that started at or before the match's last row.
+    SkipPastLastRow,
+    /// Drop the runs that started at the match's first row; others go on.
+    SkipToNextRow,
+    /// Keep everything (Flink NO_SKIP): every match of every run is emitted.
+    NoSkip,
+}
+
+impl FromStr for AfterMatch {
+    type Err = PatternError;
+    fn from_str(s: &str) -> Result<Self, PatternError> {
+        match s {
+            "past_last_row" => Ok(AfterMatch::SkipPastLastRow),
+            "to_next_row" => Ok(AfterMatch::SkipToNextRow),
+            "no_skip" => Ok(AfterMatch::NoSkip),
+            _ => Err(PatternError::option(format!(
+                "after_match: {s:?} is not one of past_last_row, to_next_row, no_skip"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatternOptions {
+    pub contiguity: Contiguity,
+    pub after_match: AfterMatch,
+    /// Microseconds, inclusive.
+    pub within: Option<i64>,
+    /// Per key; when exceeded the oldest runs are dropped (and counted).
+    pub max_partials: usize,
+}
+
+impl Default for PatternOptions {
+    fn default() -> Self {
+        PatternOptions {
+            contiguity: Contiguity::SkipTillNext,
+            after_match: AfterMatch::SkipPastLastRow,
+            within: None,
+            max_partials: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatternErrorKind {
+    /// The pattern text does not parse.
+    Syntax,
+    /// A `define` key is not a valid symbol name.
+    UnknownSymbol,
+    /// A `define` entry is not used by the pattern.
+    UnusedDefine,
+    /// A predicate in `define` is malformed.
+    BadPredicate,
+    /// An option value is invalid or inconsistent with the pattern.
+    BadOption,
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct PatternError {
+    pub kind: PatternErrorKind,
+    /// Complete, user-facing message naming the offending token.
+    pub message: String,
+    /// 0-based character offset in the pattern text, for syntax errors.
+    pub position: Option<usize>,
+}
+
+impl PatternError {
+    fn option(message: String) -> Self {
+        PatternError { kind: PatternErrorKind::BadOption, message, position: None }
+    }
+    fn new(kind: PatternErrorKind, message: String) -> Self {
+        PatternError { kind, message, position: None }
+    }
+}
+
+/// One completed match. `rows` are (symbol id, event id) in event order;
+/// absences bind no rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Match {
+    pub start: i64,
+    /// Last row's ts, or `start + within` for a match completed by a
+    /// trailing absence.
+    pub end: i64,
+    pub rows: Vec<(u16, i64)>,
+}
+
+/// A compiled pattern; immutable and shareable across keys and threads.
+#[derive(Debug)]
+pub struct Pattern {
+    columns: Vec<String>,
+    symbols: Vec<String>,
+    preds: Vec<SymbolPred>,
+    nfa: Nfa,
+    options: PatternOptions,
+    /// Bits of symbols that may start a run (context-free predicates only).
+    first_mask: u64,
+    /// For PREV/FIRST references: which column each context slot copies,
+    /// and whether it is refreshed on every row (PREV) or set once (FIRST).
+    ctx_slots: Vec<(bool /* is_prev */, u16 /* column */)>,
+}
+
+impl Pattern {
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+    pub fn symbols(&self) -> &[String] {
+        &self.symbols
+    }
+    pub fn options(&self) -> &PatternOptions {
+        &self.options
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern(symbols={:?}, columns={:?})", self.symbols, self.columns)
+    }
+}
+
+/// Compiles a pattern; all validation happens here so that `advance` never
+/// has to fail.
+pub fn compile(
+    pattern: &str,
+    define: &serde_json::Value,
+    options: PatternOptions,
+) -> Result<Pattern, PatternError> {
+    if let Some(w) = options.within {
+        if w <= 0 {
+            return Err(PatternError::option(format!("within: must be positive, got {w}")));
+        }
+    }
+    if options.max_partials == 0 {
+        return Err(PatternError::option("max_partials: must be at least 1".into()));
+    }
+    let ast = parser::parse(pattern)?;
+    let mut symbols: Vec<String> = Vec::new();
+    parser::collect_symbols(&ast, &mut symbols);
+    if symbols.len() > 64 {
+        return Err(PatternError {
+            kind: PatternErrorKind::Syntax,
+            message: format!("pattern: too many distinct symbols ({}, at most 64)", symbols.len()),
+            position: None,
+        });
+    }
+    let defs = predicate::compile_define(define, &symbols)?;
+    let nfa = nfa::build(&ast, &symbols, pattern)?;
+    if nfa.has_deferred() && options.within.is_none() {
+        return Err(PatternError::option(
+            "within: a pattern ending in an absence (!sym) needs `within`, otherwise it never completes"
+                .into(),
+        ));
+    }
+    let mut first_mask = 0u64;
+    for &q in &nfa.first {
+        let s = nfa.sym[q as usize] as usize;
+        if !defs.preds[s].uses_refs() {
+            first_mask |= 1 << s;
+        }
+    }
+    Ok(Pattern {
+        columns: defs.columns,
+        symbols,
+        preds: defs.preds,
+        nfa,
+        options,
+        first_mask,
+        ctx_slots: defs.ctx_slots,
+    })
+}
+
+/// Runs one key's history through the live code path, so history and live
+/// triggers agree on every match.
+pub fn match_all(pattern: &Pattern, events: &[Event]) -> Vec<Match> {
+    let mut st = pattern.new_state();
+    let mut out = Vec::new();
+    for e in events {
+        pattern.advance(&mut st, e, &mut out);
+    }
+    pattern.expire(&mut st, i64::MAX, &mut out);
+    out
+}

@@ -1,0 +1,251 @@
+//! Pattern text -> AST. Positions are 0-based character offsets so that
+//! error messages can point at the offending token.
+
+use super::{PatternError, PatternErrorKind};
+
+/// Upper bound for `{n}` / `{n,m}` counts, to keep the expanded NFA small.
+pub(super) const MAX_REPEAT: u32 = 100;
+
+#[derive(Debug, Clone)]
+pub(super) enum Node {
+    Sym(String),
+    Concat(Vec<Node>),
+    Alt(Vec<Node>),
+    Repeat { node: Box<Node>, min: u32, max: Option<u32> },
+    Absent(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    LParen,
+    RParen,
+    Bar,
+    Bang,
+    Quant(u32, Option<u32>),
+    End,
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    toks: Vec<(Tok, usize, String)>, // token, char position, source text
+    i: usize,
+}
+
+fn syntax(text: &str, pos: usize, what: String) -> PatternError {
+    PatternError {
+        kind: PatternErrorKind::Syntax,
+        message: format!("pattern: {what} at position {pos}: {text:?}"),
+        position: Some(pos),
+    }
+}
+
+fn lex(text: &str) -> Result<Vec<(Tok, usize, String)>, PatternError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let s: String = chars[start..i].iter().collect();
+            out.push((Tok::Ident(s.clone()), start, s));
+            continue;
+        }
+        let simple = match c {
+            '(' => Some(Tok::LParen),
+            ')' => Some(Tok::RParen),
+            '|' => Some(Tok::Bar),
+            '!' => Some(Tok::Bang),
+            '+' => Some(Tok::Quant(1, None)),
+            '*' => Some(Tok::Quant(0, None)),
+            '?' => Some(Tok::Quant(0, Some(1))),
+            _ => None,
+        };
+        if let Some(t) = simple {
+            out.push((t, start, c.to_string()));
+            i += 1;
+            continue;
+        }
+        if c == '{' {
+            // {n} {n,} {n,m} {,m}
+            let close = chars[i..].iter().position(|&c| c == '}').map(|k| i + k);
+            let Some(close) = close else {
+                return Err(syntax(text, start, "unterminated '{'".into()));
+            };
+            let inner: String = chars[i + 1..close].iter().collect();
+            let src: String = chars[start..=close].iter().collect();
+            let bad = || syntax(text, start, format!("invalid quantifier '{src}'"));
+            let num = |s: &str| -> Result<u32, PatternError> {
+                let s = s.trim();
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let n: u32 = s.parse().map_err(|_| bad())?;
+                if n > MAX_REPEAT {
+                    return Err(syntax(
+                        text,
+                        start,
+                        format!("quantifier '{src}' exceeds the limit of {MAX_REPEAT}"),
+                    ));
+                }
+                Ok(n)
+            };
+            let (min, max) = match inner.split_once(',') {
+                None => {
+                    let n = num(&inner)?;
+                    (n, Some(n))
+                }
+                Some((a, b)) => {
+                    let min = if a.trim().is_empty() { 0 } else { num(a)? };
+                    let max = if b.trim().is_empty() { None } else { Some(num(b)?) };
+                    if a.trim().is_empty() && max.is_none() {
+                        return Err(bad());
+                    }
+                    (min, max)
+                }
+            };
+            if max == Some(0) || max.is_some_and(|m| m < min) {
+                return Err(bad());
+            }
+            out.push((Tok::Quant(min, max), start, src));
+            i = close + 1;
+            continue;
+        }
+        return Err(syntax(text, start, format!("unexpected '{c}'")));
+    }
+    out.push((Tok::End, chars.len(), String::new()));
+    Ok(out)
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> &Tok {
+        &self.toks[self.i].0
+    }
+    fn pos(&self) -> usize {
+        self.toks[self.i].1
+    }
+    fn unexpected(&self) -> PatternError {
+        let (t, pos, src) = &self.toks[self.i];
+        if *t == Tok::End {
+            syntax(self.text, *pos, "unexpected end of pattern".into())
+        } else {
+            syntax(self.text, *pos, format!("unexpected '{src}'"))
+        }
+    }
+
+    fn alt(&mut self, depth: usize) -> Result<Node, PatternError> {
+        let mut alts = vec![self.seq(depth)?];
+        while *self.peek() == Tok::Bar {
+            self.i += 1;
+            alts.push(self.seq(depth)?);
+        }
+        Ok(if alts.len() == 1 { alts.pop().unwrap() } else { Node::Alt(alts) })
+    }
+
+    fn seq(&mut self, depth: usize) -> Result<Node, PatternError> {
+        let mut items = Vec::new();
+        while let Tok::Ident(_) | Tok::LParen | Tok::Bang = self.peek() {
+            items.push(self.item(depth, items.is_empty())?);
+        }
+        if items.is_empty() {
+            return Err(self.unexpected());
+        }
+        Ok(if items.len() == 1 { items.pop().unwrap() } else { Node::Concat(items) })
+    }
+
+    fn item(&mut self, depth: usize, first: bool) -> Result<Node, PatternError> {
+        let pos = self.pos();
+        if *self.peek() == Tok::Bang {
+            if depth > 0 {
+                return Err(syntax(self.text, pos, "absence '!' is only allowed at the top level, not inside ( )".into()));
+            }
+            if first {
+                return Err(syntax(self.text, pos, "a pattern cannot start with an absence '!'".into()));
+            }
+            self.i += 1;
+            let Tok::Ident(name) = self.peek().clone() else {
+                return Err(self.unexpected());
+            };
+            self.i += 1;
+            if let Tok::Quant(..) = self.peek() {
+                return Err(syntax(self.text, self.pos(), "an absence cannot be quantified".into()));
+            }
+            return Ok(Node::Absent(name));
+        }
+        let node = match self.peek().clone() {
+            Tok::Ident(name) => {
+                self.i += 1;
+                Node::Sym(name)
+            }
+            Tok::LParen => {
+                self.i += 1;
+                let inner = self.alt(depth + 1)?;
+                if *self.peek() != Tok::RParen {
+                    return Err(self.unexpected());
+                }
+                self.i += 1;
+                inner
+            }
+            _ => return Err(self.unexpected()),
+        };
+        if let Tok::Quant(min, max) = *self.peek() {
+            self.i += 1;
+            if let Tok::Quant(..) = self.peek() {
+                return Err(syntax(
+                    self.text,
+                    self.pos(),
+                    "a quantifier cannot follow a quantifier (reluctant quantifiers are not supported)".into(),
+                ));
+            }
+            return Ok(Node::Repeat { node: Box::new(node), min, max });
+        }
+        Ok(node)
+    }
+}
+
+pub(super) fn parse(text: &str) -> Result<Node, PatternError> {
+    let toks = lex(text)?;
+    let mut p = Parser { text, toks, i: 0 };
+    let node = p.alt(0)?;
+    if *p.peek() != Tok::End {
+        return Err(p.unexpected());
+    }
+    if let Node::Alt(alts) = &node {
+        if alts.iter().any(contains_absent) {
+            let pos = text.find('!').unwrap_or(0);
+            let pos = text[..pos].chars().count();
+            return Err(syntax(text, pos, "absence '!' cannot be used inside an alternation".into()));
+        }
+    }
+    Ok(node)
+}
+
+fn contains_absent(n: &Node) -> bool {
+    match n {
+        Node::Absent(_) => true,
+        Node::Sym(_) => false,
+        Node::Concat(v) | Node::Alt(v) => v.iter().any(contains_absent),
+        Node::Repeat { node, .. } => contains_absent(node),
+    }
+}
+
+/// Symbols in order of first appearance; this order defines symbol ids.
+pub(super) fn collect_symbols(n: &Node, out: &mut Vec<String>) {
+    match n {
+        Node::Sym(s) | Node::Absent(s) => {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        Node::Concat(v) | Node::Alt(v) => v.iter().for_each(|c| collect_symbols(c, out)),
+        Node::Repeat { node, .. } => collect_symbols(node, out),
+    }
+}

@@ -1,0 +1,313 @@
+//! Sequence patterns in Postgres: compiling a definition against its source table, reading
+//! events from trigger rows or from SQL, and keeping each key's partial matches in
+//! `cep.pattern_state`, so they follow transactions and survive restarts.
+//!
+//! Keys are serialised with a transaction-scoped advisory lock on (pattern, hash of key): two
+//! sessions inserting events of one key advance its state one after the other, never from the
+//! same old state. Locks are taken in hash order, so sessions cannot deadlock on each other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use serde_json::{Map, Value as Json};
+
+use crate::engine::pattern::{self, AfterMatch, Contiguity, Event, KeyState, Match, Pattern, PatternOptions};
+use crate::engine::payload;
+use crate::error::{CepError, CepResult};
+use crate::pg::columns::{TableColumns, TIME_TYPES};
+use crate::pg::tuple::Col;
+
+pub const ID_TYPES: &[&str] = &["smallint", "integer", "bigint"];
+
+/// What `cep.define_pattern` and `cep.match_recognize` are given.
+pub struct Definition<'a> {
+    pub partition_by: &'a str,
+    pub order_by: &'a str,
+    pub id_column: &'a str,
+    pub pattern: &'a str,
+    pub define: &'a Json,
+    pub within: Option<i64>,
+    pub contiguity: &'a str,
+    pub after_match: &'a str,
+    pub max_partials: i32,
+}
+
+/// The columns a compiled pattern reads from its source rows.
+pub struct Columns {
+    pub key: Col,
+    pub time: Col,
+    pub id: Col,
+    pub values: Vec<Col>,
+}
+
+/// Compiles a definition and resolves its columns on `table`, refusing anything that would
+/// fail later: unknown columns, wrong types, bad syntax or predicates, bad options.
+pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern, Columns)> {
+    let contiguity = Contiguity::from_str(def.contiguity)?;
+    let after_match = AfterMatch::from_str(def.after_match)?;
+    if def.max_partials < 1 {
+        return Err(CepError::InvalidArgument(format!("max_partials: {} is not a positive number", def.max_partials)));
+    }
+    if def.within.is_some_and(|w| w <= 0) {
+        return Err(CepError::InvalidArgument("within: must be a positive interval".into()));
+    }
+    let options = PatternOptions { contiguity, after_match, within: def.within, max_partials: def.max_partials as usize };
+    let compiled = pattern::compile(def.pattern, def.define, options)?;
+    table.require("partition_by", def.partition_by)?;
+    table.check("order_by", def.order_by, TIME_TYPES)?;
+    table.check("id_column", def.id_column, ID_TYPES)?;
+    let col = |role: &str, name: &str| -> CepResult<Col> {
+        let (attnum, typid) = table
+            .position(name)
+            .ok_or_else(|| CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", table.name())))?;
+        Col::new(attnum, typid).ok_or_else(|| CepError::UndefinedColumn(format!("{role} {name:?} is a system column")))
+    };
+    let mut values = Vec::new();
+    for name in compiled.columns() {
+        values.push(col("define: column", name)?);
+    }
+    let columns = Columns { key: col("partition_by", def.partition_by)?, time: col("order_by", def.order_by)?, id: col("id_column", def.id_column)?, values };
+    Ok((compiled, columns))
+}
+
+/// A pattern attached to a table, ready for its trigger.
+pub struct LivePattern {
+    pub id: i32,
+    pub name: String,
+    pub channel: String,
+    pub pattern: Pattern,
+    pub columns: Columns,
+}
+
+/// The patterns defined on `relid`. One that no longer compiles (a column it reads was dropped)
+/// is skipped with a WARNING: an INSERT never fails because of it.
+pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
+    let table = TableColumns::read(relid, &relid.to_u32().to_string())?;
+    let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32)> = Spi::connect(|client| {
+        let mut v = Vec::new();
+        for row in client.select(
+            "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
+                    (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials
+             FROM cep.patterns WHERE source = $1 ORDER BY pattern_id",
+            None,
+            &[relid.into()],
+        )? {
+            v.push((
+                row.get(1)?.unwrap_or_default(),
+                row.get(2)?.unwrap_or_default(),
+                row.get(3)?.unwrap_or_default(),
+                row.get(4)?.unwrap_or_default(),
+                row.get(5)?.unwrap_or_default(),
+                row.get(6)?.unwrap_or_default(),
+                row.get(7)?.unwrap_or_default(),
+                row.get(8)?.unwrap_or(pgrx::JsonB(Json::Null)),
+                row.get(9)?,
+                row.get(10)?.unwrap_or_default(),
+                row.get(11)?.unwrap_or_default(),
+                row.get(12)?.unwrap_or(1000),
+            ));
+        }
+        Ok::<_, CepError>(v)
+    })?;
+    let mut out = Vec::new();
+    for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials) in rows {
+        let def = Definition {
+            partition_by: &partition_by,
+            order_by: &order_by,
+            id_column: &id_column,
+            pattern: &text,
+            define: &define.0,
+            within,
+            contiguity: &contiguity,
+            after_match: &after_match,
+            max_partials,
+        };
+        match compile(&def, &table) {
+            Ok((pattern, columns)) => out.push(LivePattern { id, name, channel, pattern, columns }),
+            Err(e) => pgrx::warning!("pg_cep: pattern {name:?} is skipped: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// An event of one key, read from a row; `None` when its key, time or id is null.
+pub fn event_of(t: &crate::pg::tuple::Tuple, cols: &Columns) -> Option<(String, Event)> {
+    let key = t.text(cols.key)?;
+    let ts = t.timestamptz(cols.time)?;
+    let id = t.int(cols.id)?;
+    Some((key, Event { id, ts, values: cols.values.iter().map(|c| t.value(*c)).collect() }))
+}
+
+/// Groups events by key, each key's events in (time, id) order, as the engine wants them.
+pub fn by_key(events: Vec<(String, Event)>) -> BTreeMap<String, Vec<Event>> {
+    let mut keys: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    for (key, event) in events {
+        keys.entry(key).or_default().push(event);
+    }
+    for events in keys.values_mut() {
+        events.sort_by_key(|e| (e.ts, e.id));
+    }
+    keys
+}
+
+/// `{"symbol": [row ids]}`, symbols in the order they first matched.
+pub fn rows_json(symbols: &[String], m: &Match) -> Json {
+    let mut rows = Map::new();
+    for (symbol, id) in &m.rows {
+        let name = symbols.get(*symbol as usize).cloned().unwrap_or_default();
+        match rows.entry(name).or_insert_with(|| Json::Array(Vec::new())) {
+            Json::Array(ids) => ids.push(Json::from(*id)),
+            _ => unreachable!("only arrays are inserted"),
+        }
+    }
+    Json::Object(rows)
+}
+
+pub fn timestamptz(micros: i64) -> pgrx::datum::TimestampWithTimeZone {
+    // SAFETY: a timestamptz datum is its microseconds since 2000-01-01.
+    unsafe { pgrx::datum::TimestampWithTimeZone::from_datum(pg_sys::Datum::from(micros), false) }.expect("non-null")
+}
+
+/// Serialises the keys in `keys` for this pattern until the transaction ends.
+fn lock_keys(client: &SpiClient<'_>, pattern_id: i32, keys: &[&str], wait: bool) -> CepResult<bool> {
+    let sql = if wait {
+        "SELECT bool_and(true) FROM (SELECT pg_advisory_xact_lock($1, h) FROM (SELECT DISTINCT hashtext(k) h FROM unnest($2::text[]) k) d ORDER BY h) l"
+    } else {
+        "SELECT bool_and(pg_try_advisory_xact_lock($1, hashtext(k))) FROM unnest($2::text[]) k"
+    };
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    Ok(client.select(sql, None, &[pattern_id.into(), keys.into()])?.first().get_one::<bool>()?.unwrap_or(true))
+}
+
+fn load_states(client: &SpiClient<'_>, pattern_id: i32, keys: &[&str]) -> CepResult<HashMap<String, KeyState>> {
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let mut states = HashMap::new();
+    for row in client.select("SELECT key, state FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)", None, &[pattern_id.into(), keys.into()])? {
+        let key: String = row.get(1)?.unwrap_or_default();
+        let text: String = row.get(2)?.unwrap_or_default();
+        // A state written by an incompatible pg_cep is dropped rather than failing the INSERT.
+        match serde_json::from_str::<KeyState>(&text) {
+            Ok(state) => {
+                states.insert(key, state);
+            }
+            Err(e) => pgrx::warning!("pg_cep: partial matches of key {key:?} are dropped: {e}"),
+        }
+    }
+    Ok(states)
+}
+
+/// Writes back the keys' states: non-empty ones upserted with their deadline, empty ones deleted.
+fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, &KeyState)]) -> CepResult<()> {
+    let (mut keys, mut texts, mut deadlines, mut gone) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (key, state) in states {
+        if state.is_empty() {
+            gone.push(key.to_string());
+        } else {
+            keys.push(key.to_string());
+            texts.push(serde_json::to_string(state).unwrap_or_default());
+            deadlines.push(live.pattern.next_deadline(state).map(timestamptz));
+        }
+    }
+    if !keys.is_empty() {
+        client.update(
+            "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline)
+             SELECT $1, k, s, d FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(k, s, d)
+             ON CONFLICT (pattern_id, key) DO UPDATE SET state = excluded.state, deadline = excluded.deadline",
+            None,
+            &[live.id.into(), keys.into(), texts.into(), deadlines.into()],
+        )?;
+    }
+    if !gone.is_empty() {
+        client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)", None, &[live.id.into(), gone.into()])?;
+    }
+    Ok(())
+}
+
+/// Records a completed match and notifies the pattern's channel; returns its id.
+fn record_match(client: &mut SpiClient<'_>, live: &LivePattern, key: &str, m: &Match, by_timeout: bool) -> CepResult<i64> {
+    let rows = rows_json(live.pattern.symbols(), m);
+    let id: i64 = client
+        .update(
+            "INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING match_id",
+            None,
+            &[
+                live.id.into(),
+                live.name.as_str().into(),
+                key.into(),
+                pgrx::JsonB(rows.clone()).into(),
+                timestamptz(m.start).into(),
+                timestamptz(m.end).into(),
+                (if by_timeout { "timeout" } else { "event" }).into(),
+            ],
+        )?
+        .first()
+        .get_one()?
+        .unwrap_or_default();
+    let body = payload::pattern_match(id, &live.name, key, m.start, m.end, by_timeout, rows);
+    client.update("SELECT pg_notify($1, $2)", None, &[live.channel.as_str().into(), body.as_str().into()])?;
+    Ok(id)
+}
+
+/// Advances each key's partial matches by its new events (in time order), records and notifies
+/// what completed, and stores the states. Returns the number of matches.
+pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<String, Vec<Event>>) -> CepResult<usize> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<&str> = events.keys().map(String::as_str).collect();
+    lock_keys(client, live.id, &keys, true)?;
+    let mut states = load_states(client, live.id, &keys)?;
+    let mut matches = Vec::new();
+    let mut touched = Vec::with_capacity(keys.len());
+    for (key, events) in &events {
+        let state = states.entry(key.clone()).or_insert_with(|| live.pattern.new_state());
+        let mut out = Vec::new();
+        for event in events {
+            live.pattern.advance(state, event, &mut out);
+        }
+        matches.extend(out.into_iter().map(|m| (key.clone(), m)));
+        touched.push(key.as_str());
+    }
+    let to_save: Vec<(&str, &KeyState)> = touched.iter().map(|k| (*k, &states[*k])).collect();
+    save_states(client, live, &to_save)?;
+    for (key, m) in &matches {
+        record_match(client, live, key, m, false)?;
+    }
+    Ok(matches.len())
+}
+
+/// Completes absences and drops expired runs for every key whose deadline has passed.
+/// Keys another session is advancing right now are left for the next call.
+pub fn fire_timeouts(client: &mut SpiClient<'_>, limit: i64) -> CepResult<i64> {
+    // SAFETY: reads the transaction's start time, what now() returns.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let mut due: Vec<(i32, pg_sys::Oid, String)> = Vec::new();
+    for row in client.select(
+        "SELECT s.pattern_id, p.source::oid, s.key FROM cep.pattern_state s JOIN cep.patterns p USING (pattern_id)
+         WHERE s.deadline <= now() ORDER BY s.deadline LIMIT $1",
+        None,
+        &[limit.into()],
+    )? {
+        due.push((row.get(1)?.unwrap_or_default(), row.get(2)?.unwrap_or(pg_sys::InvalidOid), row.get(3)?.unwrap_or_default()));
+    }
+    let mut fired = 0i64;
+    for (pattern_id, source, key) in due {
+        let patterns = crate::pg::cache::patterns(source)?;
+        let Some(live) = patterns.iter().find(|p| p.id == pattern_id) else { continue };
+        if !lock_keys(client, pattern_id, &[key.as_str()], false)? {
+            continue;
+        }
+        let Some(mut state) = load_states(client, pattern_id, &[key.as_str()])?.remove(&key) else { continue };
+        let mut out = Vec::new();
+        live.pattern.expire(&mut state, now, &mut out);
+        save_states(client, live, &[(key.as_str(), &state)])?;
+        for m in &out {
+            record_match(client, live, &key, m, true)?;
+        }
+        fired += out.len() as i64;
+    }
+    Ok(fired)
+}
