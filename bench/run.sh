@@ -20,7 +20,16 @@ tps() { # script [clients] -> transactions per second
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mean2() { awk -v x="$1" -v y="$2" 'BEGIN { print (x + y) / 2 }'; }
 
-only=${BENCH_ONLY:-all}   # all, evaluate or inserts
+run_case() { # label kind: two rounds in opposite orders, so no case always runs first; the mean
+    local b1 p1 c1 b2 p2 c2 b p c
+    b1=$(tps "$work/$2_bare.pgbench"); p1=$(tps "$work/$2_plpgsql.pgbench"); c1=$(tps "$work/$2_cep.pgbench")
+    c2=$(tps "$work/$2_cep.pgbench"); p2=$(tps "$work/$2_plpgsql.pgbench"); b2=$(tps "$work/$2_bare.pgbench")
+    b=$(mean2 "$b1" "$b2"); p=$(mean2 "$p1" "$p2"); c=$(mean2 "$c1" "$c2")
+    printf '%-34s bare %9.0f   PL/pgSQL %9.0f   pg_cep %9.0f   pg_cep/bare %sx   pg_cep/PL/pgSQL %sx\n' \
+        "$1" "$b" "$p" "$c" "$(ratio "$c" "$b")" "$(ratio "$c" "$p")"
+    eval "last_$2=$c"
+}
+only=${BENCH_ONLY:-all}   # all, evaluate, inserts, patterns or engine
 if [ "$only" = all ] || [ "$only" = evaluate ]; then
 echo "== evaluate_risk_rules: 1M rows over 2 hours, 10k keys, seed 003's four rules =="
 echo "loading data (about a minute)..."
@@ -77,15 +86,6 @@ load() { # rows keys span count_limit
 alert_rate() {
     $PSQL -d $db -tAc "SELECT round(100.0 * alerts / greatest(rows_seen, 1), 2) || '% of ' || rows_seen || ' rows' FROM cep.stats() WHERE table_name = 'tx_cep'"
 }
-run_case() { # label kind: two rounds in opposite orders, so no case always runs first; the mean
-    local b1 p1 c1 b2 p2 c2 b p c
-    b1=$(tps "$work/$2_bare.pgbench"); p1=$(tps "$work/$2_plpgsql.pgbench"); c1=$(tps "$work/$2_cep.pgbench")
-    c2=$(tps "$work/$2_cep.pgbench"); p2=$(tps "$work/$2_plpgsql.pgbench"); b2=$(tps "$work/$2_bare.pgbench")
-    b=$(mean2 "$b1" "$b2"); p=$(mean2 "$p1" "$p2"); c=$(mean2 "$c1" "$c2")
-    printf '%-34s bare %9.0f   PL/pgSQL %9.0f   pg_cep %9.0f   pg_cep/bare %sx   pg_cep/PL/pgSQL %sx\n' \
-        "$1" "$b" "$p" "$c" "$(ratio "$c" "$b")" "$(ratio "$c" "$p")"
-    eval "last_$2=$c"
-}
 echo
 echo "== Insert path (tps, mean of two rounds; $clients clients, $secs s per run; session time zone $tz) =="
 load 1000000 100000 "2 hours" 40
@@ -100,5 +100,35 @@ echo "   pg_cep dense/sparse single-row: $(ratio "$last_single" "$sparse_single"
 echo
 echo "== COMMIT to LISTEN receipt (pg_cep, 500 sequential alerting commits) =="
 ( cd .. && cargo run -q --release -p pg_cep_e2e --bin notify_latency -- "$port" "$db" tx_cep bench_alerts 500 )
+rm -rf "$work"
+fi
+
+# Sequence patterns: the engine alone (one core, no Postgres), then live inserts into a table with
+# one pattern attached, next to a bare table and a PL/pgSQL state machine for the same pattern.
+if [ "$only" = all ] || [ "$only" = engine ]; then
+echo
+echo "== Pattern engine alone: 'a b+ c', skip_till_next, within 30 minutes, 1M events over 100k keys =="
+( cd .. && cargo test -q --release --lib pattern_engine_throughput -- --ignored --nocapture 2>/dev/null | grep 'events/s' )
+fi
+if [ "$only" = all ] || [ "$only" = patterns ]; then
+echo
+echo "== Pattern 'login browse+ purchase' live (tps, mean of two rounds; $clients clients, $secs s per run; 10k users) =="
+$PSQL -d $db -v ON_ERROR_STOP=1 -f setup_patterns.sql >/dev/null
+work=$(mktemp -d)
+for t in bare cep plpgsql; do
+    cat > "$work/single_$t.pgbench" <<EOS
+\\set k random(0, 9999)
+\\set e random(0, 9)
+INSERT INTO ev_$t (user_id, event_type, amount) VALUES (:k, (ARRAY['login','browse','browse','browse','browse','purchase','logout','browse','login','browse'])[:e + 1], :e);
+EOS
+    cat > "$work/batch_$t.pgbench" <<EOS
+INSERT INTO ev_$t (user_id, event_type, amount)
+SELECT (random() * 9999)::int, (ARRAY['login','browse','browse','browse','browse','purchase','logout','browse','login','browse'])[1 + (random() * 9)::int], 1
+FROM generate_series(1, 1000);
+EOS
+done
+run_case "single-row INSERT" single
+run_case "1,000-row INSERT" batch
+echo "   matches: pg_cep $($PSQL -d $db -tAc "SELECT count(*) FROM cep.pattern_matches WHERE pattern_name = 'bench_checkout'"), PL/pgSQL $($PSQL -d $db -tAc "SELECT count(*) FROM ev_plpgsql_matches")"
 rm -rf "$work"
 fi

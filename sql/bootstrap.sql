@@ -151,8 +151,9 @@ CREATE TABLE pattern_state (
     state      text        NOT NULL,
     deadline   timestamptz,
     PRIMARY KEY (pattern_id, key)
-);
-CREATE INDEX pattern_state_deadline_idx ON pattern_state (deadline) WHERE deadline IS NOT NULL;
+) WITH (fillfactor = 70);
+-- No index on deadline: every advance rewrites it, and without one the rewrite stays a HOT
+-- update. cep.fire_timeouts() scans the states, which are one row per key with partial matches.
 
 -- Completed matches: the rows each symbol matched, by id.
 CREATE TABLE pattern_matches (
@@ -167,3 +168,48 @@ CREATE TABLE pattern_matches (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX pattern_matches_pattern_idx ON pattern_matches (pattern_id, match_id);
+
+-- Tables whose changes pg_cep records (see cep.capture).
+CREATE TABLE captures (
+    relid                 regclass    PRIMARY KEY,
+    kind                  text        CHECK (kind IN ('node', 'relationship')),
+    channel               text        NOT NULL,
+    changed_columns_only  boolean     NOT NULL DEFAULT true,
+    key_column            name,
+    from_column           name,
+    to_column             name,
+    high_frequency        integer     CHECK (high_frequency > 0),
+    high_frequency_window interval    NOT NULL DEFAULT '1 minute' CHECK (high_frequency_window > interval '0'),
+    mass_deletion         integer     CHECK (mass_deletion > 0),
+    mass_deletion_window  interval    NOT NULL DEFAULT '1 minute' CHECK (mass_deletion_window > interval '0'),
+    anomaly_channel       text        NOT NULL,
+    created_at            timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE captures IS 'pg_cep change capture settings (see cep.capture)';
+SELECT pg_catalog.pg_extension_config_dump('captures', '');
+
+-- Every captured change. Monthly partitions, kept by pg_cep's own partition management; set
+-- the retention with cep.manage_partitions('cep.change_log', retention => ...).
+CREATE TABLE change_log (
+    change_id      bigserial,
+    changed_at     timestamptz NOT NULL DEFAULT now(),
+    relid          oid         NOT NULL,
+    table_name     text        NOT NULL,
+    op             "char"      NOT NULL CHECK (op IN ('I', 'U', 'D', 'T')),
+    event_type     text        NOT NULL,
+    pk             text,
+    key            text,
+    from_id        text,
+    to_id          text,
+    new_row        jsonb,
+    old_row        jsonb,
+    correlation_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    PRIMARY KEY (change_id, changed_at)
+) PARTITION BY RANGE (changed_at);
+CREATE TABLE change_log_default PARTITION OF change_log DEFAULT;
+CREATE INDEX change_log_table_time_idx ON change_log (relid, changed_at);
+CREATE INDEX change_log_key_idx ON change_log (relid, key, changed_at) WHERE key IS NOT NULL;
+CREATE INDEX change_log_correlation_idx ON change_log (correlation_id);
+CREATE INDEX change_log_entity_idx ON change_log (pk, changed_at) WHERE pk IS NOT NULL;
+INSERT INTO partition_config (parent, control_column, control_type, premake, retention, retention_mode)
+VALUES ('change_log', 'changed_at', 'timestamptz', 2, '3 months', 'drop');

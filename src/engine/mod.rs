@@ -1,5 +1,6 @@
 //! Pure Rust: no pgrx types here, so everything below is tested with plain `#[test]`.
 
+pub mod capture;
 pub mod counters;
 pub mod evaluate;
 pub mod interval;

@@ -87,9 +87,35 @@ pub fn pattern_match(match_id: i64, pattern: &str, key: &str, start: i64, end: i
     build(None, 1000)
 }
 
+/// A transaction's captured changes, sent once per channel at commit: ids, never rows.
+pub fn changes(correlation_id: u64, first_id: i64, last_id: i64, count: i64, tables: &[String]) -> String {
+    let tables: Vec<String> = tables.iter().take(20).map(|t| cut(t, 200)).collect();
+    json!({"type": "changes", "correlation_id": correlation_id.to_string(), "first_id": first_id, "last_id": last_id,
+           "count": count, "tables": tables})
+    .to_string()
+}
+
+/// An anomaly on a captured table; the evidence is in `cep.alerts` under `alert_id`.
+pub fn anomaly(alert_id: i64, table: &str, key: Option<&str>, anomaly: &str, count: i64, threshold: i64, window: &str) -> String {
+    json!({"type": "anomaly_alert", "alert_id": alert_id, "table": cut(table, 1000), "key": key.map(|k| cut(k, 1000)),
+           "anomaly": anomaly, "count": count, "threshold": threshold, "window": cut(window, 100)})
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_and_anomaly_payloads_stay_small() {
+        let tables: Vec<String> = (0..100).map(|i| format!("{}{i}", "t".repeat(300))).collect();
+        let p = changes(u64::MAX, 1, 2, 3, &tables);
+        assert!(p.len() <= MAX_PAYLOAD_BYTES, "{}", p.len());
+        let v: Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["correlation_id"], u64::MAX.to_string());
+        let a = anomaly(5, &"x".repeat(9000), Some(&"k".repeat(9000)), "mass_deletion", 10_000, 20, "00:01:00");
+        assert!(a.len() <= MAX_PAYLOAD_BYTES, "{}", a.len());
+    }
 
     #[test]
     fn pattern_payloads_drop_rows_before_passing_the_limit() {

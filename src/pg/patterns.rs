@@ -17,7 +17,10 @@ use crate::engine::pattern::{self, AfterMatch, Contiguity, Event, KeyState, Matc
 use crate::engine::payload;
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, TIME_TYPES};
+use crate::pg::spi;
 use crate::pg::tuple::Col;
+use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+use pgrx::PgOid;
 
 pub const ID_TYPES: &[&str] = &["smallint", "integer", "bigint"];
 
@@ -84,7 +87,8 @@ pub struct LivePattern {
 /// The patterns defined on `relid`. One that no longer compiles (a column it reads was dropped)
 /// is skipped with a WARNING: an INSERT never fails because of it.
 pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
-    let table = TableColumns::read(relid, &relid.to_u32().to_string())?;
+    let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default();
+    let table = TableColumns::read(relid, &name)?;
     let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32)> = Spi::connect(|client| {
         let mut v = Vec::new();
         for row in client.select(
@@ -170,27 +174,51 @@ pub fn timestamptz(micros: i64) -> pgrx::datum::TimestampWithTimeZone {
     unsafe { pgrx::datum::TimestampWithTimeZone::from_datum(pg_sys::Datum::from(micros), false) }.expect("non-null")
 }
 
-/// Serialises the keys in `keys` for this pattern until the transaction ends.
-fn lock_keys(client: &SpiClient<'_>, pattern_id: i32, keys: &[&str], wait: bool) -> CepResult<bool> {
-    let sql = if wait {
-        "SELECT bool_and(true) FROM (SELECT pg_advisory_xact_lock($1, h) FROM (SELECT DISTINCT hashtext(k) h FROM unnest($2::text[]) k) d ORDER BY h) l"
-    } else {
-        "SELECT bool_and(pg_try_advisory_xact_lock($1, hashtext(k))) FROM unnest($2::text[]) k"
+/// Takes the (pattern, key) lock until the transaction ends; `false` when `wait` is off and
+/// another session holds it. An advisory lock of its own kind (`objsubid` 3 in `pg_locks`), so
+/// it never collides with `pg_advisory_lock` calls of the application.
+fn lock_key(pattern_id: i32, key: &str, wait: bool) -> bool {
+    // FNV-1a: the same in every backend; a collision only serialises two keys.
+    let hash = key.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+    let tag = pg_sys::LOCKTAG {
+        // SAFETY: set once the backend is connected to its database.
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: pattern_id as u32,
+        locktag_field3: hash,
+        locktag_field4: 3,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
     };
-    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    Ok(client.select(sql, None, &[pattern_id.into(), keys.into()])?.first().get_one::<bool>()?.unwrap_or(true))
+    // SAFETY: a transaction-scoped lock on a tag we built; released by Postgres at transaction end.
+    unsafe { pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, false, !wait) != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL }
 }
 
-fn load_states(client: &SpiClient<'_>, pattern_id: i32, keys: &[&str]) -> CepResult<HashMap<String, KeyState>> {
+const LOAD_STATES: &str = "SELECT key, state FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
+const INSERT_STATES: &str = "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline)
+     SELECT $1, k, s, d FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(k, s, d)";
+const UPDATE_STATES: &str = "UPDATE cep.pattern_state p SET state = u.s, deadline = u.d
+     FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(k, s, d) WHERE p.pattern_id = $1 AND p.key = u.k";
+const DELETE_STATES: &str = "DELETE FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
+const INSERT_MATCH: &str = "INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING match_id";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+fn oids<const N: usize>(types: [pg_sys::BuiltinOid; N]) -> [PgOid; N] {
+    types.map(PgOid::from)
+}
+
+/// Each key's stored state, with its stored text so that an unchanged state is not rewritten.
+fn load_states(client: &SpiClient<'_>, pattern_id: i32, keys: &[&str]) -> CepResult<HashMap<String, (KeyState, String)>> {
+    let plan = spi::kept(LOAD_STATES, &oids([INT4OID, TEXTARRAYOID]))?;
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     let mut states = HashMap::new();
-    for row in client.select("SELECT key, state FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)", None, &[pattern_id.into(), keys.into()])? {
+    for row in client.select(&*plan, None, &[pattern_id.into(), keys.into()])? {
         let key: String = row.get(1)?.unwrap_or_default();
         let text: String = row.get(2)?.unwrap_or_default();
         // A state written by an incompatible pg_cep is dropped rather than failing the INSERT.
         match serde_json::from_str::<KeyState>(&text) {
             Ok(state) => {
-                states.insert(key, state);
+                states.insert(key, (state, text));
             }
             Err(e) => pgrx::warning!("pg_cep: partial matches of key {key:?} are dropped: {e}"),
         }
@@ -198,29 +226,38 @@ fn load_states(client: &SpiClient<'_>, pattern_id: i32, keys: &[&str]) -> CepRes
     Ok(states)
 }
 
-/// Writes back the keys' states: non-empty ones upserted with their deadline, empty ones deleted.
-fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, &KeyState)]) -> CepResult<()> {
-    let (mut keys, mut texts, mut deadlines, mut gone) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (key, state) in states {
+/// Writes back the keys' states: new ones inserted, changed ones updated, emptied ones deleted.
+/// `stored` is the text a key's row holds now, if it has one (this session holds the key's lock,
+/// so that cannot change under us).
+fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, &KeyState, Option<&str>)]) -> CepResult<()> {
+    let (mut new, mut changed, mut gone) = ((Vec::new(), Vec::new(), Vec::new()), (Vec::new(), Vec::new(), Vec::new()), Vec::new());
+    for (key, state, stored) in states {
         if state.is_empty() {
-            gone.push(key.to_string());
-        } else {
-            keys.push(key.to_string());
-            texts.push(serde_json::to_string(state).unwrap_or_default());
-            deadlines.push(live.pattern.next_deadline(state).map(timestamptz));
+            if stored.is_some() {
+                gone.push(key.to_string());
+            }
+            continue;
+        }
+        let text = serde_json::to_string(state).unwrap_or_default();
+        let target = match stored {
+            Some(old) if *old == text => continue,
+            Some(_) => &mut changed,
+            None => &mut new,
+        };
+        target.0.push(key.to_string());
+        target.1.push(text);
+        target.2.push(live.pattern.next_deadline(state).map(timestamptz));
+    }
+    let types = oids([INT4OID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID]);
+    for (sql, (keys, texts, deadlines)) in [(INSERT_STATES, new), (UPDATE_STATES, changed)] {
+        if !keys.is_empty() {
+            let plan = spi::kept(sql, &types)?;
+            client.update(&*plan, None, &[live.id.into(), keys.into(), texts.into(), deadlines.into()])?;
         }
     }
-    if !keys.is_empty() {
-        client.update(
-            "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline)
-             SELECT $1, k, s, d FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(k, s, d)
-             ON CONFLICT (pattern_id, key) DO UPDATE SET state = excluded.state, deadline = excluded.deadline",
-            None,
-            &[live.id.into(), keys.into(), texts.into(), deadlines.into()],
-        )?;
-    }
     if !gone.is_empty() {
-        client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)", None, &[live.id.into(), gone.into()])?;
+        let plan = spi::kept(DELETE_STATES, &oids([INT4OID, TEXTARRAYOID]))?;
+        client.update(&*plan, None, &[live.id.into(), gone.into()])?;
     }
     Ok(())
 }
@@ -228,10 +265,10 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
 /// Records a completed match and notifies the pattern's channel; returns its id.
 fn record_match(client: &mut SpiClient<'_>, live: &LivePattern, key: &str, m: &Match, by_timeout: bool) -> CepResult<i64> {
     let rows = rows_json(live.pattern.symbols(), m);
+    let insert = spi::kept(INSERT_MATCH, &oids([INT4OID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID]))?;
     let id: i64 = client
         .update(
-            "INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING match_id",
+            &*insert,
             None,
             &[
                 live.id.into(),
@@ -247,7 +284,8 @@ fn record_match(client: &mut SpiClient<'_>, live: &LivePattern, key: &str, m: &M
         .get_one()?
         .unwrap_or_default();
     let body = payload::pattern_match(id, &live.name, key, m.start, m.end, by_timeout, rows);
-    client.update("SELECT pg_notify($1, $2)", None, &[live.channel.as_str().into(), body.as_str().into()])?;
+    let notify = spi::kept(NOTIFY, &oids([TEXTOID, TEXTOID]))?;
+    client.update(&*notify, None, &[live.channel.as_str().into(), body.as_str().into()])?;
     Ok(id)
 }
 
@@ -257,9 +295,18 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
     if events.is_empty() {
         return Ok(0);
     }
+    // Keys in sorted order (the map's), the same in every session: no deadlock between them.
     let keys: Vec<&str> = events.keys().map(String::as_str).collect();
-    lock_keys(client, live.id, &keys, true)?;
-    let mut states = load_states(client, live.id, &keys)?;
+    for key in &keys {
+        lock_key(live.id, key, true);
+    }
+    let loaded = load_states(client, live.id, &keys)?;
+    let mut stored: HashMap<String, String> = HashMap::with_capacity(loaded.len());
+    let mut states: HashMap<String, KeyState> = HashMap::with_capacity(keys.len());
+    for (key, (state, text)) in loaded {
+        stored.insert(key.clone(), text);
+        states.insert(key, state);
+    }
     let mut matches = Vec::new();
     let mut touched = Vec::with_capacity(keys.len());
     for (key, events) in &events {
@@ -271,7 +318,7 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
         matches.extend(out.into_iter().map(|m| (key.clone(), m)));
         touched.push(key.as_str());
     }
-    let to_save: Vec<(&str, &KeyState)> = touched.iter().map(|k| (*k, &states[*k])).collect();
+    let to_save: Vec<(&str, &KeyState, Option<&str>)> = touched.iter().map(|k| (*k, &states[*k], stored.get(*k).map(String::as_str))).collect();
     save_states(client, live, &to_save)?;
     for (key, m) in &matches {
         record_match(client, live, key, m, false)?;
@@ -297,13 +344,13 @@ pub fn fire_timeouts(client: &mut SpiClient<'_>, limit: i64) -> CepResult<i64> {
     for (pattern_id, source, key) in due {
         let patterns = crate::pg::cache::patterns(source)?;
         let Some(live) = patterns.iter().find(|p| p.id == pattern_id) else { continue };
-        if !lock_keys(client, pattern_id, &[key.as_str()], false)? {
+        if !lock_key(pattern_id, &key, false) {
             continue;
         }
-        let Some(mut state) = load_states(client, pattern_id, &[key.as_str()])?.remove(&key) else { continue };
+        let Some((mut state, text)) = load_states(client, pattern_id, &[key.as_str()])?.remove(&key) else { continue };
         let mut out = Vec::new();
         live.pattern.expire(&mut state, now, &mut out);
-        save_states(client, live, &[(key.as_str(), &state)])?;
+        save_states(client, live, &[(key.as_str(), &state, Some(text.as_str()))])?;
         for m in &out {
             record_match(client, live, &key, m, true)?;
         }

@@ -39,6 +39,8 @@ mod nfa;
 mod parser;
 mod predicate;
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
