@@ -5,6 +5,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_cep;
 SELECT cep.drop_pattern('bench_checkout');
 DROP TABLE IF EXISTS ev_bare, ev_cep, ev_plpgsql, ev_plpgsql_state, ev_plpgsql_matches;
+DROP FUNCTION IF EXISTS ev_plpgsql_checkout();
 CREATE TABLE ev_bare (id bigserial PRIMARY KEY, user_id integer NOT NULL, event_type text NOT NULL,
                       amount numeric(12,2), created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE ev_cep (LIKE ev_bare INCLUDING ALL);
@@ -27,7 +28,9 @@ BEGIN
         s := NULL;
     END IF;
     IF NEW.event_type = 'login' AND s.user_id IS NULL THEN
-        INSERT INTO ev_plpgsql_state VALUES (NEW.user_id, 'login', NEW.created_at, ARRAY[NEW.id]);
+        -- Another session may have started this user's match since: take it over.
+        INSERT INTO ev_plpgsql_state VALUES (NEW.user_id, 'login', NEW.created_at, ARRAY[NEW.id])
+        ON CONFLICT (user_id) DO UPDATE SET stage = 'login', started = excluded.started, ids = excluded.ids;
     ELSIF NEW.event_type = 'browse' AND s.stage IN ('login', 'browse') THEN
         UPDATE ev_plpgsql_state SET stage = 'browse', ids = ids || NEW.id WHERE user_id = NEW.user_id;
     ELSIF NEW.event_type = 'purchase' AND s.stage = 'browse' THEN

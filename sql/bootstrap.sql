@@ -146,7 +146,7 @@ SELECT pg_catalog.pg_extension_config_dump('patterns_pattern_id_seq', '');
 -- Each key's partial matches, so they follow transactions and survive a restart. `deadline` is
 -- when cep.fire_timeouts() has something to do for the key: complete an absence, drop expired runs.
 CREATE TABLE pattern_state (
-    pattern_id integer     NOT NULL REFERENCES patterns ON DELETE CASCADE,
+    pattern_id integer     NOT NULL,  -- no foreign key: its check would lock the pattern's row on every insert
     key        text        NOT NULL,
     state      text        NOT NULL,
     deadline   timestamptz,
@@ -211,5 +211,7 @@ CREATE INDEX change_log_table_time_idx ON change_log (relid, changed_at);
 CREATE INDEX change_log_key_idx ON change_log (relid, key, changed_at) WHERE key IS NOT NULL;
 CREATE INDEX change_log_correlation_idx ON change_log (correlation_id);
 CREATE INDEX change_log_entity_idx ON change_log (pk, changed_at) WHERE pk IS NOT NULL;
+CREATE INDEX change_log_from_idx ON change_log (from_id) WHERE from_id IS NOT NULL;
+CREATE INDEX change_log_to_idx ON change_log (to_id) WHERE to_id IS NOT NULL;
 INSERT INTO partition_config (parent, control_column, control_type, premake, retention, retention_mode)
 VALUES ('change_log', 'changed_at', 'timestamptz', 2, '3 months', 'drop');

@@ -607,7 +607,7 @@ mod tests {
             outcome("SELECT cep.manage_partitions('r_tx', retention => '30 days')"),
             "22023: retention: 30 days is shorter than the widest window of an active rule on public.r_tx (90 days); rows the rules still read would be removed. Pass force => true to accept"
         );
-        assert_eq!(one::<i64>("SELECT count(*) FROM cep.partition_config"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.partition_config WHERE parent = 'r_tx'::regclass"), Some(0));
         assert!(partition_names("r_tx").is_empty());
         // Forced, retention still keeps what the 90-day window reads.
         run("SELECT cep.create_monthly_partition('r_tx', (now() - interval '6 months')::date)");
@@ -628,7 +628,7 @@ mod tests {
         assert!(outcome("SELECT cep.manage_partitions('b_tx', retention => '-1 day')").starts_with("22023: retention: must be a positive"));
         assert!(outcome("SELECT cep.run_maintenance('b_tx')").starts_with("55000: public.b_tx is not registered"));
         assert!(partition_names("b_tx").is_empty());
-        assert_eq!(one::<i64>("SELECT count(*) FROM cep.partition_config"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.partition_config WHERE parent = 'b_tx'::regclass"), Some(0));
     }
 
     #[pg_test]
@@ -803,5 +803,86 @@ mod tests {
         run(&event(1, "browse", 0, 7));
         run(&event(1, "purchase", 5, 6));
         assert_eq!(one::<String>("SELECT rows::text FROM cep.pattern_matches"), Some(r#"{"login": [1], "browse": [4], "purchase": [5]}"#.into()));
+    }
+
+    // ---- change capture ----
+
+    fn graph_setup() {
+        run("CREATE TABLE nodes (id bigint PRIMARY KEY, label text NOT NULL, properties jsonb NOT NULL DEFAULT '{}')");
+        run("CREATE TABLE relationships (id bigint PRIMARY KEY, from_id bigint NOT NULL, to_id bigint NOT NULL, type text NOT NULL, properties jsonb NOT NULL DEFAULT '{}')");
+        run("SELECT cep.capture('nodes', kind => 'node')");
+        run("SELECT cep.capture('relationships', kind => 'relationship')");
+    }
+
+    #[pg_test]
+    fn changes_are_logged_with_the_seeds_event_types_and_one_correlation_id() {
+        graph_setup();
+        run("INSERT INTO nodes VALUES (1, 'Person', '{\"name\": \"Ada\"}'), (2, 'Person', '{\"name\": \"Alan\"}')");
+        run("INSERT INTO relationships VALUES (10, 1, 2, 'KNOWS')");
+        assert_eq!(
+            one::<String>("SELECT string_agg(event_type || ':' || pk || ':' || coalesce(from_id || '->' || to_id, '-'), ',' ORDER BY change_id) FROM cep.change_log"),
+            Some("node_created:1:-,node_created:2:-,relationship_created:10:1->2".into())
+        );
+        assert_eq!(one::<i64>("SELECT count(DISTINCT correlation_id) FROM cep.change_log"), Some(1));
+        assert_eq!(one::<String>("SELECT new_row ->> 'label' FROM cep.change_log WHERE pk = '2'"), Some("Person".into()));
+        // Only what changed is kept for an UPDATE.
+        run("UPDATE nodes SET properties = '{\"name\": \"Ada L.\"}' WHERE id = 1");
+        assert_eq!(
+            one::<String>("SELECT new_row::text || ' ' || old_row::text FROM cep.change_log WHERE event_type = 'node_updated'"),
+            Some(r#"{"properties": {"name": "Ada L."}} {"properties": {"name": "Ada"}}"#.into())
+        );
+        // The seed's correlation labels: one transaction, nodes and a relationship together.
+        assert_eq!(
+            one::<String>("SELECT changes || ' ' || patterns::text FROM cep.correlation_patterns()"),
+            Some("4 {transaction_pattern,cascade_operation}".into())
+        );
+        // The relationship is related to both nodes; by transaction first.
+        assert_eq!(
+            one::<String>("SELECT string_agg(pk || ':' || relation, ',' ORDER BY change_id) FROM cep.correlated_events((SELECT change_id FROM cep.change_log WHERE pk = '10'))"),
+            Some("1:same_correlation,2:same_correlation,1:same_correlation".into())
+        );
+        run("TRUNCATE relationships");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.change_log WHERE event_type = 'truncate' AND table_name = 'public.relationships'"), Some(1));
+    }
+
+    #[pg_test]
+    fn a_bulk_delete_raises_exactly_one_mass_deletion_alert() {
+        graph_setup();
+        run("INSERT INTO nodes SELECT g, 'Tmp' FROM generate_series(1, 500) g");
+        // 500 inserts in one statement crossed the 100-per-minute high-frequency limit once.
+        assert_eq!(one::<String>("SELECT string_agg(rules -> 0 ->> 'anomaly', ',') FROM cep.alerts"), Some("high_frequency_operations".into()));
+        run("DELETE FROM nodes WHERE id <= 400");
+        run("DELETE FROM nodes WHERE id <= 450");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE rules -> 0 ->> 'anomaly' = 'mass_deletion'"), Some(1));
+        assert_eq!(one::<i64>("SELECT (rules -> 0 ->> 'count')::bigint FROM cep.alerts WHERE rules -> 0 ->> 'anomaly' = 'mass_deletion'"), Some(400));
+        // Per key: with a key column, each key crosses on its own.
+        run("CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL)");
+        run("SELECT cep.capture('accounts', key_column => 'owner', mass_deletion => 2, high_frequency => NULL)");
+        run("INSERT INTO accounts SELECT g, CASE WHEN g <= 5 THEN 'ann' ELSE 'bob' END FROM generate_series(1, 7) g");
+        run("DELETE FROM accounts");
+        assert_eq!(one::<String>("SELECT string_agg(key, ',' ORDER BY key) FROM cep.alerts WHERE table_name = 'public.accounts'"), Some("ann".into()));
+    }
+
+    #[pg_test]
+    fn capture_refuses_bad_settings_and_survives_dropped_columns() {
+        run("CREATE TABLE plain (id int PRIMARY KEY, note text, owner text)");
+        assert!(outcome("SELECT cep.capture('plain', kind => 'edge')").starts_with("22023: kind: \"edge\""));
+        assert!(outcome("SELECT cep.capture('plain', mass_deletion => 0)").starts_with("22023: mass_deletion: 0"));
+        assert!(outcome("SELECT cep.capture('plain', key_column => 'nobody')").starts_with("42703: key_column \"nobody\""));
+        assert!(outcome("SELECT cep.capture('plain', kind => 'relationship')").starts_with("42703: from_column \"from_id\""));
+        assert!(outcome("SELECT cep.capture('cep.alerts')").starts_with("22023: alerts belongs to pg_cep"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.captures"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'plain'::regclass"), Some(0));
+        // Twice is an update, not a second set of triggers.
+        run("SELECT cep.capture('plain', key_column => 'owner')");
+        run("SELECT cep.capture('plain', key_column => 'owner', channel => 'plain_changes')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'plain'::regclass"), Some(4));
+        assert_eq!(one::<String>("SELECT channel FROM cep.captures"), Some("plain_changes".into()));
+        // A column dropped later does not make writes fail.
+        run("ALTER TABLE plain DROP COLUMN owner");
+        assert_eq!(outcome("INSERT INTO plain VALUES (1, 'x')"), "ok");
+        assert_eq!(one::<String>("SELECT new_row::text FROM cep.change_log"), Some(r#"{"id": 1, "note": "x"}"#.into()));
+        assert_eq!(one::<bool>("SELECT cep.uncapture('plain') AND NOT cep.uncapture('plain')"), Some(true));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'plain'::regclass"), Some(0));
     }
 }

@@ -126,9 +126,10 @@ fn define_pattern(
 #[search_path(pg_catalog)]
 fn drop_pattern(name: &str) -> bool {
     Spi::connect_mut(|client| -> CepResult<bool> {
-        let source: Option<pg_sys::Oid> =
-            client.update("DELETE FROM cep.patterns WHERE name = $1 RETURNING source::oid", None, &[name.into()])?.first().get_one().unwrap_or(None);
-        let Some(source) = source else { return Ok(false) };
+        let row = client.update("DELETE FROM cep.patterns WHERE name = $1 RETURNING source::oid, pattern_id", None, &[name.into()])?;
+        let (source, id): (Option<pg_sys::Oid>, Option<i32>) = if row.is_empty() { (None, None) } else { row.first().get_two()? };
+        let (Some(source), Some(id)) = (source, id) else { return Ok(false) };
+        client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1", None, &[id.into()])?;
         let ddl: Option<String> = client
             .select(
                 "SELECT format('DROP TRIGGER IF EXISTS cep_pattern ON %s', $1::regclass)

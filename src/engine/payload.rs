@@ -57,36 +57,6 @@ pub fn alert_payload(n: &AlertNotice) -> String {
     build(&[], 200, true)
 }
 
-/// Microseconds since 2000-01-01 UTC (Postgres' epoch) as RFC 3339.
-pub fn pg_micros_rfc3339(micros: i64) -> String {
-    const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
-    chrono::DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_UNIX_MICROS))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .unwrap_or_default()
-}
-
-/// A completed pattern match. The matched row ids go along when they fit; otherwise
-/// `"truncated": true` and the consumer reads them from `cep.pattern_matches` by `match_id`.
-pub fn pattern_match(match_id: i64, pattern: &str, key: &str, start: i64, end: i64, by_timeout: bool, rows: Value) -> String {
-    let build = |rows: Option<&Value>, limit: usize| -> String {
-        let mut v = json!({
-            "type": "pattern_match", "match_id": match_id, "pattern": cut(pattern, limit), "key": cut(key, limit),
-            "start": pg_micros_rfc3339(start), "end": pg_micros_rfc3339(end),
-            "completed_by": if by_timeout { "timeout" } else { "event" },
-        });
-        match rows {
-            Some(rows) => v["rows"] = rows.clone(),
-            None => v["truncated"] = Value::Bool(true),
-        }
-        v.to_string()
-    };
-    let full = build(Some(&rows), usize::MAX);
-    if full.len() <= MAX_PAYLOAD_BYTES {
-        return full;
-    }
-    build(None, 1000)
-}
-
 /// A transaction's captured changes, sent once per channel at commit: ids, never rows.
 pub fn changes(correlation_id: u64, first_id: i64, last_id: i64, count: i64, tables: &[String]) -> String {
     let tables: Vec<String> = tables.iter().take(20).map(|t| cut(t, 200)).collect();
@@ -115,22 +85,6 @@ mod tests {
         assert_eq!(v["correlation_id"], u64::MAX.to_string());
         let a = anomaly(5, &"x".repeat(9000), Some(&"k".repeat(9000)), "mass_deletion", 10_000, 20, "00:01:00");
         assert!(a.len() <= MAX_PAYLOAD_BYTES, "{}", a.len());
-    }
-
-    #[test]
-    fn pattern_payloads_drop_rows_before_passing_the_limit() {
-        let small: Value = serde_json::from_str(&pattern_match(7, "checkout", "u1", 0, 1_000_000, false, json!({"login": [1], "purchase": [2]}))).unwrap();
-        assert_eq!(small["rows"]["purchase"], json!([2]));
-        assert_eq!(small["start"], "2000-01-01T00:00:00.000000Z");
-        assert_eq!(small["end"], "2000-01-01T00:00:01.000000Z");
-        let many: Vec<i64> = (0..5_000).collect();
-        let key = "k".repeat(20_000);
-        let big = pattern_match(8, "p", &key, 0, 0, true, json!({"browse": many}));
-        assert!(big.len() <= MAX_PAYLOAD_BYTES, "{}", big.len());
-        let big: Value = serde_json::from_str(&big).unwrap();
-        assert_eq!(big["match_id"], 8);
-        assert_eq!(big["truncated"], true);
-        assert_eq!(big["completed_by"], "timeout");
     }
 
     fn notice<'a>(key: &'a str, rules: &'a [i32]) -> AlertNotice<'a> {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 use crate::engine::rules::{parse_condition, Rule};
 use crate::error::{CepError, CepResult};
+pub use crate::pg::capture::Capture;
 pub use crate::pg::patterns::LivePattern;
 pub use crate::pg::watched::Watch;
 
@@ -24,6 +25,7 @@ struct State {
     rules: Option<Rc<Vec<Rule>>>,
     watches: HashMap<u32, Rc<Watch>>,
     patterns: HashMap<u32, Rc<Vec<LivePattern>>>,
+    captures: HashMap<u32, Option<Rc<Capture>>>,
     only_watch: Option<pg_sys::Oid>,
 }
 
@@ -74,6 +76,7 @@ fn refresh_if_stale() {
             s.rules = None;
             s.watches.clear();
             s.patterns.clear();
+            s.captures.clear();
             s.only_watch = None;
         });
     }
@@ -120,8 +123,10 @@ fn remember_our_tables() -> CepResult<()> {
     let oids: Vec<(pg_sys::Oid, bool)> = Spi::connect(|client| -> CepResult<Vec<(pg_sys::Oid, bool)>> {
         let rows = client.select(
             "SELECT c.oid, false FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches', 'patterns') \
-             UNION ALL SELECT relid, true FROM cep.watches",
+             WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches', 'patterns', 'captures') \
+             UNION ALL SELECT relid, true FROM cep.watches \
+             UNION ALL SELECT source::oid, false FROM cep.patterns \
+             UNION ALL SELECT relid::oid, false FROM cep.captures",
             None,
             &[],
         )?;
@@ -136,6 +141,18 @@ fn remember_our_tables() -> CepResult<()> {
     WATCHED.with(|t| *t.borrow_mut() = oids.iter().filter(|(_, w)| *w).map(|(o, _)| *o).collect());
     OUR_TABLES.with(|t| *t.borrow_mut() = oids.into_iter().map(|(o, _)| o).collect());
     Ok(())
+}
+
+/// The capture settings of `relid`, if it is captured, with its prepared statements.
+pub fn capture(relid: pg_sys::Oid) -> CepResult<Option<Rc<Capture>>> {
+    refresh_if_stale();
+    if let Some(c) = STATE.with(|s| s.borrow().captures.get(&relid.to_u32()).cloned()) {
+        return Ok(c);
+    }
+    remember_our_tables()?;
+    let c = crate::pg::capture::load(relid)?.map(Rc::new);
+    STATE.with(|s| s.borrow_mut().captures.insert(relid.to_u32(), c.clone()));
+    Ok(c)
 }
 
 /// The sequence patterns defined on `relid`, compiled.

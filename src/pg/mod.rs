@@ -1,6 +1,7 @@
 //! Shared pgrx plumbing: the per-backend caches, the kept SPI plans, time conversion.
 
 pub mod cache;
+pub mod capture;
 pub mod columns;
 pub mod history;
 pub mod partitions;

@@ -84,7 +84,7 @@ pub struct Parent {
 /// Reads a table's partitioning, refusing what pg_cep cannot manage.
 pub fn describe(client: &SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Parent> {
     let row = client.select(
-        "SELECT n.nspname::text, c.relname::text, c.oid::regclass::text, p.partstrat::text, p.partnatts::int,
+        "SELECT n.nspname::text, c.relname::text, format('%I.%I', n.nspname, c.relname), p.partstrat::text, p.partnatts::int,
                 a.attname::text, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), p.partdefid,
                 pg_get_userbyid(c.relowner)::text,
                 (SELECT string_agg(quote_ident(x.attname), ', ' ORDER BY x.attnum) FROM pg_attribute x
@@ -191,7 +191,12 @@ fn default_months(client: &SpiClient<'_>, parent: &Parent) -> CepResult<Vec<Mont
 }
 
 fn regclass_text(client: &SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<String> {
-    Ok(client.select("SELECT $1::regclass::text", None, &[relid.into()])?.first().get_one::<String>()?.unwrap_or_default())
+    // Always schema-qualified, whatever the session's search_path (the worker's differs).
+    Ok(client
+        .select("SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1", None, &[relid.into()])?
+        .first()
+        .get_one::<String>()?
+        .unwrap_or_default())
 }
 
 /// The month holding now, and the months holding `now - retention` and `now - widest window`.

@@ -14,12 +14,11 @@ use pgrx::spi::SpiClient;
 use serde_json::{Map, Value as Json};
 
 use crate::engine::pattern::{self, AfterMatch, Contiguity, Event, KeyState, Match, Pattern, PatternOptions};
-use crate::engine::payload;
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, TIME_TYPES};
 use crate::pg::spi;
 use crate::pg::tuple::Col;
-use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
 use pgrx::PgOid;
 
 pub const ID_TYPES: &[&str] = &["smallint", "integer", "bigint"];
@@ -194,14 +193,27 @@ fn lock_key(pattern_id: i32, key: &str, wait: bool) -> bool {
 }
 
 const LOAD_STATES: &str = "SELECT key, state FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
-const INSERT_STATES: &str = "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline)
-     SELECT $1, k, s, d FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(k, s, d)";
-const UPDATE_STATES: &str = "UPDATE cep.pattern_state p SET state = u.s, deadline = u.d
-     FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(k, s, d) WHERE p.pattern_id = $1 AND p.key = u.k";
+// One key per statement: a generic plan joining an array to the states could choose to scan them all.
+// One key per statement for the states that changed: a generic plan joining an array to the
+// states could choose to scan them all, while these are always one index probe.
+const INSERT_STATE: &str = "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline) VALUES ($1, $2, $3, $4)";
+const UPDATE_STATE: &str = "UPDATE cep.pattern_state SET state = $3, deadline = $4 WHERE pattern_id = $1 AND key = $2";
 const DELETE_STATES: &str = "DELETE FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
-const INSERT_MATCH: &str = "INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING match_id";
-const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+/// Every match of a trigger call in one statement, each notified with a payload that fits
+/// NOTIFY's 8000 bytes: the matched row ids when they fit, else `"truncated": true` (the consumer
+/// reads them from `cep.pattern_matches` by `match_id`).
+const RECORD_MATCHES: &str = "WITH m AS (
+         INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
+         SELECT $1, $2, u.k, u.r, u.s, u.e, $7 FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[]) AS u(k, r, s, e)
+         RETURNING *),
+     p AS (
+         SELECT json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
+                                  'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows)::text AS full_payload,
+                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 1000),
+                                  'key', left(key, 1000), 'start', match_start, 'end', match_end,
+                                  'completed_by', completed_by, 'truncated', true)::text AS short_payload
+         FROM m)
+     SELECT count(pg_notify($8, CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END)) FROM p";
 
 fn oids<const N: usize>(types: [pg_sys::BuiltinOid; N]) -> [PgOid; N] {
     types.map(PgOid::from)
@@ -230,7 +242,7 @@ fn load_states(client: &SpiClient<'_>, pattern_id: i32, keys: &[&str]) -> CepRes
 /// `stored` is the text a key's row holds now, if it has one (this session holds the key's lock,
 /// so that cannot change under us).
 fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, &KeyState, Option<&str>)]) -> CepResult<()> {
-    let (mut new, mut changed, mut gone) = ((Vec::new(), Vec::new(), Vec::new()), (Vec::new(), Vec::new(), Vec::new()), Vec::new());
+    let mut gone = Vec::new();
     for (key, state, stored) in states {
         if state.is_empty() {
             if stored.is_some() {
@@ -239,21 +251,14 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
             continue;
         }
         let text = serde_json::to_string(state).unwrap_or_default();
-        let target = match stored {
+        let sql = match stored {
             Some(old) if *old == text => continue,
-            Some(_) => &mut changed,
-            None => &mut new,
+            Some(_) => UPDATE_STATE,
+            None => INSERT_STATE,
         };
-        target.0.push(key.to_string());
-        target.1.push(text);
-        target.2.push(live.pattern.next_deadline(state).map(timestamptz));
-    }
-    let types = oids([INT4OID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID]);
-    for (sql, (keys, texts, deadlines)) in [(INSERT_STATES, new), (UPDATE_STATES, changed)] {
-        if !keys.is_empty() {
-            let plan = spi::kept(sql, &types)?;
-            client.update(&*plan, None, &[live.id.into(), keys.into(), texts.into(), deadlines.into()])?;
-        }
+        let plan = spi::kept(sql, &oids([INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID]))?;
+        let deadline = live.pattern.next_deadline(state).map(timestamptz);
+        client.update(&*plan, None, &[live.id.into(), (*key).into(), text.into(), deadline.into()])?;
     }
     if !gone.is_empty() {
         let plan = spi::kept(DELETE_STATES, &oids([INT4OID, TEXTARRAYOID]))?;
@@ -262,31 +267,34 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
     Ok(())
 }
 
-/// Records a completed match and notifies the pattern's channel; returns its id.
-fn record_match(client: &mut SpiClient<'_>, live: &LivePattern, key: &str, m: &Match, by_timeout: bool) -> CepResult<i64> {
-    let rows = rows_json(live.pattern.symbols(), m);
-    let insert = spi::kept(INSERT_MATCH, &oids([INT4OID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID]))?;
-    let id: i64 = client
-        .update(
-            &*insert,
-            None,
-            &[
-                live.id.into(),
-                live.name.as_str().into(),
-                key.into(),
-                pgrx::JsonB(rows.clone()).into(),
-                timestamptz(m.start).into(),
-                timestamptz(m.end).into(),
-                (if by_timeout { "timeout" } else { "event" }).into(),
-            ],
-        )?
-        .first()
-        .get_one()?
-        .unwrap_or_default();
-    let body = payload::pattern_match(id, &live.name, key, m.start, m.end, by_timeout, rows);
-    let notify = spi::kept(NOTIFY, &oids([TEXTOID, TEXTOID]))?;
-    client.update(&*notify, None, &[live.channel.as_str().into(), body.as_str().into()])?;
-    Ok(id)
+/// Records a trigger call's completed matches and notifies each on the pattern's channel.
+fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(String, Match)], by_timeout: bool) -> CepResult<()> {
+    if matches.is_empty() {
+        return Ok(());
+    }
+    let (mut keys, mut rows, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (key, m) in matches {
+        keys.push(key.clone());
+        rows.push(pgrx::JsonB(rows_json(live.pattern.symbols(), m)));
+        starts.push(timestamptz(m.start));
+        ends.push(timestamptz(m.end));
+    }
+    let plan = spi::kept(RECORD_MATCHES, &oids([INT4OID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID]))?;
+    client.update(
+        &*plan,
+        None,
+        &[
+            live.id.into(),
+            live.name.as_str().into(),
+            keys.into(),
+            rows.into(),
+            starts.into(),
+            ends.into(),
+            (if by_timeout { "timeout" } else { "event" }).into(),
+            live.channel.as_str().into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Advances each key's partial matches by its new events (in time order), records and notifies
@@ -320,9 +328,7 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
     }
     let to_save: Vec<(&str, &KeyState, Option<&str>)> = touched.iter().map(|k| (*k, &states[*k], stored.get(*k).map(String::as_str))).collect();
     save_states(client, live, &to_save)?;
-    for (key, m) in &matches {
-        record_match(client, live, key, m, false)?;
-    }
+    record_matches(client, live, &matches, false)?;
     Ok(matches.len())
 }
 
@@ -351,9 +357,8 @@ pub fn fire_timeouts(client: &mut SpiClient<'_>, limit: i64) -> CepResult<i64> {
         let mut out = Vec::new();
         live.pattern.expire(&mut state, now, &mut out);
         save_states(client, live, &[(key.as_str(), &state, Some(text.as_str()))])?;
-        for m in &out {
-            record_match(client, live, &key, m, true)?;
-        }
+        let done: Vec<(String, Match)> = out.iter().map(|m| (key.clone(), m.clone())).collect();
+        record_matches(client, live, &done, true)?;
         fired += out.len() as i64;
     }
     Ok(fired)

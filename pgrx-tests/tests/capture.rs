@@ -1,0 +1,124 @@
+//! Change capture over the wire, on seed 000's graph schema: one notification per transaction,
+//! nothing from a rollback, one alert for a bulk delete, and a consumer that reconnects missing
+//! nothing, even when transactions commit out of id order.
+
+use std::time::Duration;
+
+use pg_cep_e2e::{drain_notifications, Client, TestDb};
+
+const GRAPH: &str = "
+    CREATE TABLE nodes (id bigint PRIMARY KEY, label text NOT NULL, properties jsonb NOT NULL DEFAULT '{}');
+    CREATE TABLE relationships (id bigint PRIMARY KEY, from_id bigint NOT NULL REFERENCES nodes ON DELETE CASCADE,
+                                to_id bigint NOT NULL REFERENCES nodes ON DELETE CASCADE, type text NOT NULL,
+                                properties jsonb NOT NULL DEFAULT '{}');
+    SELECT cep.capture('nodes', kind => 'node', channel => 'graph');
+    SELECT cep.capture('relationships', kind => 'relationship', channel => 'graph');";
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap()
+}
+
+#[test]
+fn one_transaction_is_three_events_one_notification_and_a_cascade() {
+    let db = TestDb::new("capture_tx");
+    let mut c = db.connect();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN graph").unwrap();
+    c.batch_execute(GRAPH).unwrap();
+    c.batch_execute(
+        "BEGIN;
+         INSERT INTO nodes VALUES (1, 'Person', '{\"name\": \"Ada\"}');
+         INSERT INTO nodes VALUES (2, 'Person', '{\"name\": \"Alan\"}');
+         INSERT INTO relationships VALUES (10, 1, 2, 'KNOWS');
+         COMMIT",
+    )
+    .unwrap();
+    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let note = json(&got[0].1);
+    assert_eq!(note["count"], 3);
+    let events: Vec<(String, String)> = c
+        .query("SELECT event_type, correlation_id::text FROM cep.change_log ORDER BY change_id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(events.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["node_created", "node_created", "relationship_created"]);
+    assert!(events.iter().all(|e| e.1 == events[0].1), "one correlation id: {events:?}");
+    assert_eq!(note["correlation_id"], events[0].1.as_str());
+    let patterns: String = c.query_one("SELECT patterns::text FROM cep.correlation_patterns()", &[]).unwrap().get(0);
+    assert_eq!(patterns, "{transaction_pattern,cascade_operation}");
+}
+
+#[test]
+fn a_rolled_back_transaction_leaves_nothing_and_sends_nothing() {
+    let db = TestDb::new("capture_rollback");
+    let mut c = db.connect();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN graph").unwrap();
+    c.batch_execute(GRAPH).unwrap();
+    c.batch_execute("BEGIN; INSERT INTO nodes VALUES (1, 'Person'); ROLLBACK").unwrap();
+    // A savepoint rolled back inside a committed transaction takes its changes out too.
+    c.batch_execute("BEGIN; INSERT INTO nodes VALUES (2, 'Person'); SAVEPOINT s; INSERT INTO nodes VALUES (3, 'Person'); ROLLBACK TO s; COMMIT").unwrap();
+    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(json(&got[0].1)["count"], 1);
+    let pks: Vec<String> = c.query("SELECT pk FROM cep.change_log", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(pks, ["2"]);
+}
+
+#[test]
+fn a_bulk_delete_raises_exactly_one_mass_deletion_alert() {
+    let db = TestDb::new("capture_delete");
+    let mut c = db.connect();
+    let mut alerts = db.connect();
+    alerts.batch_execute("LISTEN cep_anomalies").unwrap();
+    c.batch_execute(GRAPH).unwrap();
+    c.batch_execute("SELECT cep.capture('nodes', kind => 'node', channel => 'graph', high_frequency => NULL)").unwrap();
+    c.batch_execute("INSERT INTO nodes SELECT g, 'Tmp' FROM generate_series(1, 10000) g").unwrap();
+    c.batch_execute("DELETE FROM nodes").unwrap();
+    let got = drain_notifications(&mut alerts, Duration::from_millis(500));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let note = json(&got[0].1);
+    assert_eq!(note["anomaly"], "mass_deletion");
+    assert_eq!(note["count"], 10000);
+    let stored: i64 = c.query_one("SELECT count(*) FROM cep.alerts WHERE rules -> 0 ->> 'anomaly' = 'mass_deletion'", &[]).unwrap().get(0);
+    assert_eq!(stored, 1);
+    assert_eq!(note["alert_id"], c.query_one("SELECT alert_id FROM cep.alerts", &[]).unwrap().get::<_, i64>(0));
+}
+
+fn ids(c: &mut Client, after: i64) -> Vec<i64> {
+    c.query("SELECT change_id FROM cep.changes_since($1)", &[&after]).unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn a_consumer_that_reconnects_misses_nothing() {
+    let db = TestDb::new("capture_consumer");
+    let mut c = db.connect();
+    c.batch_execute(GRAPH).unwrap();
+    c.batch_execute("INSERT INTO nodes VALUES (1, 'A')").unwrap();
+    let mut consumer = db.connect();
+    let seen = ids(&mut consumer, 0);
+    assert_eq!(seen.len(), 1);
+    let last = *seen.last().unwrap();
+    drop(consumer);
+
+    // While the consumer is away: a transaction takes an id, another takes a later one and
+    // commits first.
+    let mut slow = db.connect();
+    slow.batch_execute("BEGIN; INSERT INTO nodes VALUES (2, 'B')").unwrap();
+    c.batch_execute("INSERT INTO nodes VALUES (3, 'C')").unwrap();
+    let mut consumer = db.connect();
+    // The later change waits until the earlier transaction ends, so reading past it cannot skip it.
+    assert!(ids(&mut consumer, last).is_empty());
+    slow.batch_execute("COMMIT").unwrap();
+    let caught_up = ids(&mut consumer, last);
+    assert_eq!(caught_up.len(), 2, "{caught_up:?}");
+    let pks: Vec<String> = consumer
+        .query("SELECT pk FROM cep.changes_since($1) ORDER BY change_id", &[&last])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pks, ["2", "3"]);
+}

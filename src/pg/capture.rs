@@ -1,0 +1,307 @@
+//! Change capture in Postgres: one set-based INSERT into `cep.change_log` per statement, the
+//! anomaly checks for that statement, and one notification per transaction and channel, sent
+//! as the transaction commits (and never when it rolls back).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use pgrx::pg_sys::BuiltinOid::{BOOLOID, INT4OID, INT8OID, INTERVALOID, OIDOID, TEXTARRAYOID, TEXTOID};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::PgOid;
+
+use crate::engine::capture::{crosses, event_type, Kind, Op};
+use crate::engine::payload;
+use crate::error::CepResult;
+use crate::pg::spi;
+
+/// A captured table's settings, as `cep.capture` stored them.
+pub struct Capture {
+    pub relid: pg_sys::Oid,
+    pub name: String,
+    pub kind: Option<Kind>,
+    pub channel: String,
+    pub changed_columns_only: bool,
+    pub key_column: Option<String>,
+    pub from_column: Option<String>,
+    pub to_column: Option<String>,
+    pub pk_columns: Vec<String>,
+    pub high_frequency: Option<(i32, pgrx::datum::Interval)>,
+    pub mass_deletion: Option<(i32, pgrx::datum::Interval)>,
+    pub anomaly_channel: String,
+    /// The INSERT for each kind of statement, prepared on this table's transition tables and
+    /// kept with these settings: the cache drops both when the table's definition changes.
+    plans: RefCell<Vec<(Op, Rc<pgrx::spi::OwnedPreparedStatement>)>>,
+}
+
+/// Reads a table's capture settings and its primary key columns; `None` if not captured.
+pub fn load(relid: pg_sys::Oid) -> CepResult<Option<Capture>> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1),
+                    kind, channel, changed_columns_only, key_column::text, from_column::text, to_column::text,
+                    high_frequency, high_frequency_window, mass_deletion, mass_deletion_window, anomaly_channel,
+                    ARRAY(SELECT a.attname::text FROM pg_index i
+                          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, o)
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                          WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.o)
+             FROM cep.captures WHERE relid = $1",
+            None,
+            &[relid.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let row = rows.first();
+        let threshold = |n: usize| -> CepResult<Option<(i32, pgrx::datum::Interval)>> {
+            Ok(match (row.get::<i32>(n)?, row.get::<pgrx::datum::Interval>(n + 1)?) {
+                (Some(limit), Some(window)) => Some((limit, window)),
+                _ => None,
+            })
+        };
+        Ok(Some(Capture {
+            relid,
+            name: row.get(1)?.unwrap_or_default(),
+            kind: Kind::parse(row.get::<String>(2)?.as_deref()).unwrap_or(None),
+            channel: row.get(3)?.unwrap_or_default(),
+            changed_columns_only: row.get(4)?.unwrap_or(true),
+            key_column: row.get(5)?,
+            from_column: row.get(6)?,
+            to_column: row.get(7)?,
+            high_frequency: threshold(8)?,
+            mass_deletion: threshold(10)?,
+            anomaly_channel: row.get(12)?.unwrap_or_default(),
+            pk_columns: row.get(13)?.unwrap_or_default(),
+            plans: RefCell::new(Vec::new()),
+        }))
+    })
+}
+
+/// Rows as jsonb, each with its primary key as text (columns joined by commas), read from the
+/// trigger's transition table `rows`. Generic over the table: nothing here names its columns,
+/// so a renamed or dropped column cannot make the user's statement fail.
+fn keyed(rows: &str) -> String {
+    format!("SELECT r, (SELECT string_agg(r ->> c, ',' ORDER BY o) FROM unnest($4::text[]) WITH ORDINALITY u(c, o)) AS pk FROM (SELECT to_jsonb(x) AS r FROM {rows} x) t")
+}
+
+fn insert_sql(op: Op) -> String {
+    let columns = "INSERT INTO cep.change_log (relid, table_name, op, event_type, pk, key, from_id, to_id, new_row, old_row)";
+    let fields = "$1, $2, $3::\"char\", $5, {pk}, {r} ->> $6, {r} ->> $7, {r} ->> $8";
+    let body = match op {
+        Op::Insert => format!("{columns} SELECT {}, n.r, NULL FROM ({}) n", fields.replace("{pk}", "n.pk").replace("{r}", "n.r"), keyed("cep_new")),
+        Op::Delete => format!("{columns} SELECT {}, NULL, o.r FROM ({}) o", fields.replace("{pk}", "o.pk").replace("{r}", "o.r"), keyed("cep_old")),
+        // Old and new rows are paired by primary key; with `changed_columns_only`, each keeps only
+        // the columns whose values differ.
+        Op::Update => format!(
+            "{columns} SELECT {},
+                 CASE WHEN $9 AND o.r IS NOT NULL AND n.r IS NOT NULL
+                      THEN (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{{}}') FROM jsonb_each(n.r) e WHERE o.r -> e.key IS DISTINCT FROM e.value)
+                      ELSE n.r END,
+                 CASE WHEN $9 AND o.r IS NOT NULL AND n.r IS NOT NULL
+                      THEN (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{{}}') FROM jsonb_each(o.r) e WHERE n.r -> e.key IS DISTINCT FROM e.value)
+                      ELSE o.r END
+             FROM ({}) n FULL JOIN ({}) o ON n.pk = o.pk",
+            fields.replace("{pk}", "coalesce(n.pk, o.pk)").replace("{r}", "coalesce(n.r, o.r)"),
+            keyed("cep_new"),
+            keyed("cep_old")
+        ),
+        // The other parameters are typed at PREPARE; a statement need not use them all.
+        Op::Truncate => format!("{columns} VALUES ($1, $2, $3::\"char\", $5, NULL, NULL, NULL, NULL, NULL, NULL)"),
+    };
+    format!("WITH ins AS ({body} RETURNING change_id, key) SELECT min(change_id), max(change_id), count(*), array_agg(DISTINCT key) FILTER (WHERE key IS NOT NULL) FROM ins")
+}
+
+
+/// The statement's changes as logged: first and last id, how many, and the keys touched.
+pub struct Logged {
+    pub first: i64,
+    pub last: i64,
+    pub count: i64,
+    pub keys: Vec<String>,
+}
+
+/// Logs one statement's changes in one INSERT. The transition tables must be registered with
+/// SPI (`SPI_register_trigger_data`) on this connection.
+pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> CepResult<Logged> {
+    let cached = capture.plans.borrow().iter().find(|(o, _)| *o == op).map(|(_, plan)| plan.clone());
+    let plan = match cached {
+        Some(plan) => plan,
+        None => {
+            let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID].map(PgOid::from);
+            let plan = Rc::new(client.prepare(insert_sql(op).as_str(), &types)?.keep());
+            capture.plans.borrow_mut().push((op, plan.clone()));
+            plan
+        }
+    };
+    let kind_event = event_type(capture.kind, op);
+    let row = client.update(
+        &*plan,
+        None,
+        &[
+            capture.relid.into(),
+            capture.name.as_str().into(),
+            op.code().into(),
+            capture.pk_columns.clone().into(),
+            kind_event.into(),
+            capture.key_column.as_deref().into(),
+            capture.from_column.as_deref().into(),
+            capture.to_column.as_deref().into(),
+            capture.changed_columns_only.into(),
+        ],
+    )?;
+    let row = row.first();
+    Ok(Logged {
+        first: row.get(1)?.unwrap_or(0),
+        last: row.get(2)?.unwrap_or(0),
+        count: row.get(3)?.unwrap_or(0),
+        keys: row.get::<Vec<String>>(4)?.unwrap_or_default(),
+    })
+}
+
+/// Changes of the table (or of one key) in the window before this statement, counted up to
+/// `limit + 1` only: enough to tell whether this statement crosses the limit.
+const COUNT_BEFORE: &str = "SELECT count(*) FROM (
+     SELECT 1 FROM cep.change_log
+     WHERE relid = $1 AND changed_at > now() - $2 AND change_id < $3
+       AND ($4::text IS NULL OR key = $4) AND (NOT $5 OR op = 'D')
+     LIMIT $6 + 1) s";
+const COUNT_STATEMENT: &str = "SELECT count(*) FROM cep.change_log
+     WHERE relid = $1 AND changed_at = now() AND change_id BETWEEN $2 AND $3 AND ($4::text IS NULL OR key = $4)";
+const INSERT_ALERT: &str = "INSERT INTO cep.alerts (relid, table_name, key, score, level, action, rules, event_time)
+     VALUES ($1, $2, coalesce($3, $2), 1.0, 'high', 'alert', $4, now()) RETURNING alert_id";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+/// Seed 000's two anomalies, checked once for the whole statement (and once per key touched
+/// when the capture has a key column): high-frequency operations and mass deletion.
+pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, logged: &Logged) -> CepResult<()> {
+    if logged.count == 0 {
+        return Ok(());
+    }
+    let checks = [("high_frequency_operations", capture.high_frequency, false), ("mass_deletion", capture.mass_deletion.filter(|_| op == Op::Delete), true)];
+    let scopes: Vec<Option<&str>> = if capture.key_column.is_some() { logged.keys.iter().map(|k| Some(k.as_str())).collect() } else { vec![None] };
+    for (anomaly, setting, deletes_only) in checks {
+        let Some((limit, window)) = setting else { continue };
+        for key in &scopes {
+            let before_plan = spi::kept(COUNT_BEFORE, &[OIDOID, INTERVALOID, INT8OID, TEXTOID, BOOLOID, INT4OID].map(PgOid::from))?;
+            let before: i64 = client
+                .select(&*before_plan, None, &[capture.relid.into(), window.into(), logged.first.into(), (*key).into(), deletes_only.into(), limit.into()])?
+                .first()
+                .get_one()?
+                .unwrap_or(0);
+            let added = match key {
+                None => logged.count,
+                Some(_) => {
+                    let plan = spi::kept(COUNT_STATEMENT, &[OIDOID, INT8OID, INT8OID, TEXTOID].map(PgOid::from))?;
+                    client.select(&*plan, None, &[capture.relid.into(), logged.first.into(), logged.last.into(), (*key).into()])?.first().get_one()?.unwrap_or(0)
+                }
+            };
+            if !crosses(before, added, limit as i64) {
+                continue;
+            }
+            let window_text: String = client.select("SELECT $1::interval::text", None, &[window.into()])?.first().get_one()?.unwrap_or_default();
+            let evidence = serde_json::json!([{
+                "anomaly": anomaly, "count": before + added, "threshold": limit, "window": window_text,
+                "first_change_id": logged.first, "last_change_id": logged.last,
+                // SAFETY: the transaction has an id: it just wrote to cep.change_log.
+                "correlation_id": unsafe { pg_sys::GetTopFullTransactionId() }.value.to_string(),
+            }]);
+            let insert = spi::kept(INSERT_ALERT, &[OIDOID, TEXTOID, TEXTOID, pg_sys::BuiltinOid::JSONBOID].map(PgOid::from))?;
+            let alert_id: i64 = client
+                .update(&*insert, None, &[capture.relid.into(), capture.name.as_str().into(), (*key).into(), pgrx::JsonB(evidence).into()])?
+                .first()
+                .get_one()?
+                .unwrap_or(0);
+            let body = payload::anomaly(alert_id, &capture.name, *key, anomaly, before + added, limit as i64, &window_text);
+            let notify = spi::kept(NOTIFY, &[TEXTOID, TEXTOID].map(PgOid::from))?;
+            client.update(&*notify, None, &[capture.anomaly_channel.as_str().into(), body.as_str().into()])?;
+        }
+    }
+    Ok(())
+}
+
+/// Changes waiting for their transaction to commit, tagged with the subtransaction that made
+/// them so that a rolled-back savepoint takes its changes out of the notification.
+struct Pending {
+    subxact: pg_sys::SubTransactionId,
+    channel: String,
+    table: String,
+    first: i64,
+    last: i64,
+    count: i64,
+}
+
+unsafe extern "C-unwind" {
+    /// `commands/async.h`, which pgrx's bindings leave out.
+    fn Async_Notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
+}
+
+thread_local! {
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+}
+
+pub fn remember(capture: &Capture, logged: &Logged) {
+    if logged.count == 0 {
+        return;
+    }
+    // SAFETY: plain read of the current subtransaction's id.
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    PENDING.with(|p| {
+        p.borrow_mut().push(Pending { subxact, channel: capture.channel.clone(), table: capture.name.clone(), first: logged.first, last: logged.last, count: logged.count })
+    });
+}
+
+pub fn init() {
+    // SAFETY: called once from _PG_init; the callbacks have static lifetime.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    if event != pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT {
+        // Committed (already sent), aborted or prepared (NOTIFY cannot be prepared): forget.
+        if event != pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT {
+            PENDING.with(|p| p.borrow_mut().clear());
+        }
+        return;
+    }
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if pending.is_empty() {
+        return;
+    }
+    // SAFETY: the transaction has an id, since it wrote to cep.change_log.
+    let xid = unsafe { pg_sys::GetTopFullTransactionIdIfAny() }.value;
+    let mut channels: Vec<&str> = pending.iter().map(|p| p.channel.as_str()).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    for channel in channels {
+        let mine: Vec<&Pending> = pending.iter().filter(|p| p.channel == channel).collect();
+        let first = mine.iter().map(|p| p.first).min().unwrap_or(0);
+        let last = mine.iter().map(|p| p.last).max().unwrap_or(0);
+        let count = mine.iter().map(|p| p.count).sum();
+        let mut tables: Vec<String> = mine.iter().map(|p| p.table.clone()).collect();
+        tables.sort();
+        tables.dedup();
+        let body = payload::changes(xid, first, last, count, &tables);
+        let (Ok(channel), Ok(body)) = (std::ffi::CString::new(channel), std::ffi::CString::new(body)) else { continue };
+        // SAFETY: NOTIFY's own entry point (channel and payload are within its limits); pre-commit
+        // runs before Postgres queues the transaction's notifications. An ERROR it raised would
+        // cross this frame as a Rust panic, which the guard turns back into the ERROR.
+        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| Async_Notify(channel.as_ptr(), body.as_ptr())) };
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // Ids grow within a transaction: the aborted one and its children have ids >= its own.
+        PENDING.with(|p| p.borrow_mut().retain(|c| c.subxact < my_subid));
+    }
+}
