@@ -29,8 +29,9 @@ run_case() { # label kind: two rounds in opposite orders, so no case always runs
         "$1" "$b" "$p" "$c" "$(ratio "$c" "$b")" "$(ratio "$c" "$p")"
     eval "last_$2=$c"
 }
-only=${BENCH_ONLY:-all}   # all, evaluate, inserts, patterns or engine
-if [ "$only" = all ] || [ "$only" = evaluate ]; then
+only=${BENCH_ONLY:-all}   # all, or a comma-separated list of: evaluate, inserts, engine, patterns, capture
+want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
+if want evaluate; then
 echo "== evaluate_risk_rules: 1M rows over 2 hours, 10k keys, seed 003's four rules =="
 echo "loading data (about a minute)..."
 $PSQL -d $db -v ON_ERROR_STOP=1 -f setup_evaluate.sql >/dev/null
@@ -53,7 +54,7 @@ fi
 
 # Insert path: the same rows into a bare table, a pg_cep-watched table and a table with a
 # seed-style PL/pgSQL trigger, on sparse keys and on dense keys.
-if [ "$only" = all ] || [ "$only" = inserts ]; then
+if want inserts; then
 # The night rule would flag every row when the bench runs at night: run it at local noon.
 h=$(date -u +%-H); off=$((12 - h))
 if [ $off -gt 0 ]; then tz="Etc/GMT-$off"; else tz="Etc/GMT+$((-off))"; fi
@@ -105,12 +106,12 @@ fi
 
 # Sequence patterns: the engine alone (one core, no Postgres), then live inserts into a table with
 # one pattern attached, next to a bare table and a PL/pgSQL state machine for the same pattern.
-if [ "$only" = all ] || [ "$only" = engine ]; then
+if want engine; then
 echo
 echo "== Pattern engine alone: 'a b+ c', skip_till_next, within 30 minutes, 1M events over 100k keys =="
 ( cd .. && cargo test -q --release --lib pattern_engine_throughput -- --ignored --nocapture 2>/dev/null | grep 'events/s' )
 fi
-if [ "$only" = all ] || [ "$only" = patterns ]; then
+if want patterns; then
 echo
 echo "== Pattern 'login browse+ purchase' live (tps, mean of two rounds; $clients clients, $secs s per run; 10k users) =="
 $PSQL -d $db -v ON_ERROR_STOP=1 -f setup_patterns.sql >/dev/null
@@ -131,5 +132,27 @@ done
 run_case "single-row INSERT" single
 run_case "1,000-row INSERT" batch
 echo "   matches: pg_cep $($PSQL -d $db -tAc "SELECT count(*) FROM cep.pattern_matches WHERE pattern_name = 'bench_checkout'"), PL/pgSQL $($PSQL -d $db -tAc "SELECT count(*) FROM ev_plpgsql_matches")"
+rm -rf "$work"
+fi
+
+# Change capture: the overhead of cep.capture on single-row and 1,000-row INSERTs, next to a bare
+# table and the usual PL/pgSQL audit trigger (a log row and a NOTIFY per row).
+if want capture; then
+echo
+echo "== Change capture (tps, mean of two rounds; $clients clients, $secs s per run) =="
+$PSQL -d $db -v ON_ERROR_STOP=1 -f setup_capture.sql >/dev/null
+work=$(mktemp -d)
+for t in bare cep plpgsql; do
+    cat > "$work/single_$t.pgbench" <<EOS
+\\\\set n random(1, 1000000)
+INSERT INTO cap_$t (label, properties) VALUES ('Person', jsonb_build_object('n', CAST(:n AS int)));
+EOS
+    cat > "$work/batch_$t.pgbench" <<EOS
+INSERT INTO cap_$t (label, properties) SELECT 'Person', jsonb_build_object('n', g) FROM generate_series(1, 1000) g;
+EOS
+done
+run_case "single-row INSERT" single
+run_case "1,000-row INSERT" batch
+echo "   logged: pg_cep $($PSQL -d $db -tAc "SELECT count(*) FROM cep.change_log WHERE table_name = 'public.cap_cep'"), PL/pgSQL $($PSQL -d $db -tAc "SELECT count(*) FROM cap_plpgsql_log")"
 rm -rf "$work"
 fi

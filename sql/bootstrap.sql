@@ -75,7 +75,7 @@ $$;
 
 -- Tables whose monthly partitions pg_cep maintains (see cep.manage_partitions).
 CREATE TABLE partition_config (
-    parent            regclass    PRIMARY KEY,
+    parent            oid         PRIMARY KEY,  -- oid, not regclass, so that pg_upgrade accepts the table
     control_column    name        NOT NULL,
     control_type      text        NOT NULL CHECK (control_type IN ('timestamptz', 'timestamp', 'date')),
     premake           integer     NOT NULL DEFAULT 3 CHECK (premake BETWEEN 0 AND 120),
@@ -126,7 +126,7 @@ $$;
 CREATE TABLE patterns (
     pattern_id   serial      PRIMARY KEY,
     name         text        NOT NULL UNIQUE,
-    source       regclass    NOT NULL,
+    source       oid         NOT NULL,
     partition_by name        NOT NULL,
     order_by     name        NOT NULL,
     id_column    name        NOT NULL,
@@ -171,7 +171,7 @@ CREATE INDEX pattern_matches_pattern_idx ON pattern_matches (pattern_id, match_i
 
 -- Tables whose changes pg_cep records (see cep.capture).
 CREATE TABLE captures (
-    relid                 regclass    PRIMARY KEY,
+    relid                 oid         PRIMARY KEY,
     kind                  text        CHECK (kind IN ('node', 'relationship')),
     channel               text        NOT NULL,
     changed_columns_only  boolean     NOT NULL DEFAULT true,
@@ -207,11 +207,35 @@ CREATE TABLE change_log (
     PRIMARY KEY (change_id, changed_at)
 ) PARTITION BY RANGE (changed_at);
 CREATE TABLE change_log_default PARTITION OF change_log DEFAULT;
+-- Few indexes, each paid on every captured row: time per table (anomaly counts, entities,
+-- endpoints), transaction (correlation), and only where they are set: key, from and to ids.
 CREATE INDEX change_log_table_time_idx ON change_log (relid, changed_at);
 CREATE INDEX change_log_key_idx ON change_log (relid, key, changed_at) WHERE key IS NOT NULL;
 CREATE INDEX change_log_correlation_idx ON change_log (correlation_id);
-CREATE INDEX change_log_entity_idx ON change_log (pk, changed_at) WHERE pk IS NOT NULL;
 CREATE INDEX change_log_from_idx ON change_log (from_id) WHERE from_id IS NOT NULL;
 CREATE INDEX change_log_to_idx ON change_log (to_id) WHERE to_id IS NOT NULL;
 INSERT INTO partition_config (parent, control_column, control_type, premake, retention, retention_mode)
-VALUES ('change_log', 'changed_at', 'timestamptz', 2, '3 months', 'drop');
+VALUES ('change_log'::regclass, 'changed_at', 'timestamptz', 2, '3 months', 'drop');
+
+-- Per-minute rollups of watched tables, kept by the monitor as rows arrive. Table-wide rows are
+-- spread over shards so that concurrent sessions do not wait on one row; readers add them up.
+CREATE TABLE rollups (
+    relid  oid         NOT NULL,
+    minute timestamptz NOT NULL,
+    shard  smallint    NOT NULL,
+    count  bigint      NOT NULL,
+    sum    float8      NOT NULL,
+    min    float8,
+    max    float8,
+    PRIMARY KEY (relid, minute, shard)
+);
+CREATE TABLE key_rollups (
+    relid  oid         NOT NULL,
+    minute timestamptz NOT NULL,
+    key    text        NOT NULL,
+    count  bigint      NOT NULL,
+    sum    float8      NOT NULL,
+    min    float8,
+    max    float8,
+    PRIMARY KEY (relid, minute, key)
+);

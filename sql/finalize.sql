@@ -59,20 +59,23 @@ RETURNS TABLE (change_id bigint, relation text, event_type text, table_name text
                changed_at timestamptz, correlation_id xid8)
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     WITH e AS (SELECT * FROM @extschema@.change_log WHERE change_id = event_id),
+    nodes AS (SELECT relid FROM @extschema@.captures WHERE kind = 'node'),
     related AS (
         SELECT c.*, 1 AS rank, 'same_correlation' AS relation
         FROM e JOIN @extschema@.change_log c ON c.correlation_id = e.correlation_id
         UNION ALL
         SELECT c.*, 2, 'same_entity'
-        FROM e JOIN @extschema@.change_log c ON c.pk = e.pk AND c.relid = e.relid
+        FROM e JOIN @extschema@.change_log c ON c.relid = e.relid AND c.pk = e.pk
+                                            AND c.changed_at BETWEEN e.changed_at - time_window AND e.changed_at + time_window
         UNION ALL
         SELECT c.*, 3, 'relationship_endpoint'
         FROM e JOIN @extschema@.change_log c ON e.event_type LIKE 'node%' AND c.event_type LIKE 'relationship%'
                                               AND (c.from_id = e.pk OR c.to_id = e.pk)
         UNION ALL
         SELECT c.*, 3, 'relationship_endpoint'
-        FROM e JOIN @extschema@.change_log c ON e.event_type LIKE 'relationship%' AND c.event_type LIKE 'node%'
+        FROM e JOIN @extschema@.change_log c ON e.event_type LIKE 'relationship%' AND c.relid IN (SELECT relid FROM nodes)
                                               AND c.pk IN (e.from_id, e.to_id)
+                                              AND c.changed_at BETWEEN e.changed_at - time_window AND e.changed_at + time_window
     )
     SELECT DISTINCT ON (r.change_id) r.change_id, r.relation, r.event_type, r.table_name, r.pk, r.changed_at, r.correlation_id
     FROM related r, e
@@ -101,3 +104,82 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     HAVING count(*) > 1
     ORDER BY min(change_id)
 $$;
+
+-- Seed 003's real_time_stats, answered from the rollups: time proportional to the minutes and
+-- keys in the window, not to its rows. The window is whole minutes, from the minute that holds
+-- now() - time_window.
+CREATE FUNCTION realtime_stats(relation regclass, time_window interval DEFAULT '5 minutes', top integer DEFAULT 10)
+RETURNS TABLE (window_start timestamptz, total_transactions bigint, total_volume float8, avg_transaction float8,
+               min_amount float8, max_amount float8, active_users bigint, top_users jsonb)
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    WITH w AS (SELECT date_trunc('minute', now() - time_window) AS since),
+    t AS (
+        SELECT sum(r.count)::bigint AS n, sum(r.sum) AS volume, min(r.min) AS lo, max(r.max) AS hi
+        FROM @extschema@.rollups r, w WHERE r.relid = relation AND r.minute >= w.since),
+    k AS (
+        SELECT r.key, sum(r.count)::bigint AS n, sum(r.sum) AS total
+        FROM @extschema@.key_rollups r, w WHERE r.relid = relation AND r.minute >= w.since
+        GROUP BY r.key)
+    SELECT w.since, coalesce(t.n, 0), coalesce(t.volume, 0), t.volume / nullif(t.n, 0), t.lo, t.hi,
+           (SELECT count(*) FROM k),
+           coalesce((SELECT jsonb_agg(jsonb_build_object('key', key, 'transactions', n, 'total', total, 'avg', total / n)
+                                      ORDER BY total DESC, key)
+                     FROM (SELECT * FROM k ORDER BY total DESC, key LIMIT top) top_keys), '[]')
+    FROM w, t
+$$;
+
+-- Rebuilds a watched table's rollups from its rows, from `since` on (whole minutes): after
+-- UPDATEs or DELETEs, which the rollups do not follow, or for rows loaded before it was watched.
+CREATE FUNCTION rollup_rebuild(relation regclass, since timestamptz DEFAULT '-infinity')
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w @extschema@.watches;
+    minutes bigint;
+BEGIN
+    SELECT * INTO w FROM @extschema@.watches WHERE relid = relation;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% is not watched', relation USING ERRCODE = '55000', HINT = 'Watch it with cep.watch first.';
+    END IF;
+    -- One rebuild of a table at a time; the monitor's upserts wait for it.
+    PERFORM pg_advisory_xact_lock(1667592497, relation::oid::int);
+    DELETE FROM @extschema@.rollups WHERE relid = relation AND minute >= date_trunc('minute', since);
+    DELETE FROM @extschema@.key_rollups WHERE relid = relation AND minute >= date_trunc('minute', since);
+    EXECUTE format(
+        'INSERT INTO @extschema@.key_rollups (relid, minute, key, count, sum, min, max)
+         SELECT $1, date_trunc(''minute'', %1$I), %3$I::text, count(*), coalesce(sum(%2$I), 0), min(%2$I), max(%2$I)
+         FROM %4$s WHERE %1$I >= date_trunc(''minute'', $2) AND %3$I IS NOT NULL GROUP BY 2, 3',
+        w.time_column, w.amount_column, w.key_column, relation) USING relation, since;
+    INSERT INTO @extschema@.rollups (relid, minute, shard, count, sum, min, max)
+    SELECT relation, minute, 0, sum(count), sum(sum), min(min), max(max)
+    FROM @extschema@.key_rollups WHERE relid = relation AND minute >= date_trunc('minute', since)
+    GROUP BY minute;
+    GET DIAGNOSTICS minutes = ROW_COUNT;
+    RETURN minutes;
+END $$;
+
+-- What seed 003's streaming_performance view wanted, for each watched table: rows in the last
+-- minute and hour and active keys (from the rollups), the average delay between a row's time and
+-- now, the monitor's own counters (cep.stats()), and the notification queue's usage.
+CREATE VIEW streaming_performance AS
+    SELECT s.table_name,
+           coalesce((SELECT sum(count) FROM @extschema@.rollups r
+                     WHERE r.relid = w.relid AND r.minute >= date_trunc('minute', now() - interval '1 minute')), 0)::bigint AS rows_last_minute,
+           coalesce((SELECT sum(count) FROM @extschema@.rollups r
+                     WHERE r.relid = w.relid AND r.minute >= date_trunc('minute', now() - interval '1 hour')), 0)::bigint AS rows_last_hour,
+           (SELECT count(DISTINCT key) FROM @extschema@.key_rollups k
+             WHERE k.relid = w.relid AND k.minute >= date_trunc('minute', now() - interval '1 hour')) AS active_keys_last_hour,
+           (SELECT sum(extract(epoch FROM now() - (r.minute + interval '30 seconds')) * r.count) / nullif(sum(r.count), 0)
+              FROM @extschema@.rollups r
+             WHERE r.relid = w.relid AND r.minute >= date_trunc('minute', now() - interval '1 hour')) AS avg_processing_delay_s,
+           s.rows_seen AS monitor_rows_seen,
+           s.total_ms AS monitor_total_ms,
+           s.total_ms / nullif(s.rows_seen, 0) AS monitor_ms_per_row,
+           s.max_ms AS monitor_max_ms,
+           s.alerts,
+           w.channel,
+           s.notifications AS notifications_sent,
+           s.rows_blocked,
+           s.rule_errors,
+           pg_notification_queue_usage() AS notification_queue_usage
+    FROM @extschema@.stats() s
+    LEFT JOIN @extschema@.watches w ON w.relid = to_regclass(s.table_name);

@@ -885,4 +885,55 @@ mod tests {
         assert_eq!(one::<bool>("SELECT cep.uncapture('plain') AND NOT cep.uncapture('plain')"), Some(true));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'plain'::regclass"), Some(0));
     }
+
+    // ---- rollups ----
+
+    #[pg_test]
+    fn realtime_stats_from_rollups_equal_the_seeds_query_on_the_rows() {
+        seed_setup();
+        // Random rows over the last 20 minutes, in single and multi-row statements.
+        let mut seed = 11u64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..40 {
+            let values: Vec<String> = (0..1 + next(5))
+                .map(|_| format!("({}, {}, 'L', date_trunc('minute', now()) - make_interval(secs => {}))", next(30), 1 + next(5000), next(1200)))
+                .collect();
+            run(&format!("INSERT INTO transactions (user_id, amount, location, created_at) VALUES {}", values.join(", ")));
+        }
+        for window in ["5 minutes", "15 minutes", "1 hour"] {
+            let truth = one::<String>(&format!(
+                "SELECT count(*) || '/' || sum(amount)::float8 || '/' || count(DISTINCT user_id) || '/' || min(amount)::float8 || '/' || max(amount)::float8 \
+                 FROM transactions WHERE created_at >= date_trunc('minute', now() - interval '{window}')"
+            ));
+            let rollup = one::<String>(&format!(
+                "SELECT total_transactions || '/' || total_volume || '/' || active_users || '/' || min_amount || '/' || max_amount \
+                 FROM cep.realtime_stats('transactions', '{window}')"
+            ));
+            assert_eq!(rollup, truth, "{window}");
+            let top_truth = one::<String>(&format!(
+                "SELECT string_agg(user_id || ':' || total, ',' ORDER BY total DESC, user_id::text) FROM ( \
+                   SELECT user_id, sum(amount)::float8 AS total FROM transactions \
+                   WHERE created_at >= date_trunc('minute', now() - interval '{window}') GROUP BY user_id ORDER BY total DESC, user_id::text LIMIT 3) t"
+            ));
+            let top = one::<String>(&format!(
+                "SELECT string_agg((u ->> 'key') || ':' || (u ->> 'total'), ',' ORDER BY (u ->> 'total')::float8 DESC, u ->> 'key') \
+                 FROM cep.realtime_stats('transactions', '{window}', 3), jsonb_array_elements(top_users) u"
+            ));
+            assert_eq!(top, top_truth, "{window}");
+        }
+        // A rebuild from the rows gives the same rollups as the monitor kept.
+        let kept = one::<String>("SELECT string_agg(minute || key || count || sum, ',' ORDER BY minute, key) FROM cep.key_rollups");
+        assert!(one::<i64>("SELECT cep.rollup_rebuild('transactions')").unwrap() > 0);
+        assert_eq!(one::<String>("SELECT string_agg(minute || key || count || sum, ',' ORDER BY minute, key) FROM cep.key_rollups"), kept);
+        // Rolled-back rows leave no trace in the rollups.
+        let before = one::<i64>("SELECT sum(count)::bigint FROM cep.rollups");
+        assert!(outcome("INSERT INTO transactions (user_id, amount) VALUES (1, 5); SELECT 1/0").starts_with("22012"));
+        assert_eq!(one::<i64>("SELECT sum(count)::bigint FROM cep.rollups"), before);
+        // The monitoring view puts it together.
+        assert_eq!(one::<bool>("SELECT rows_last_hour = (SELECT count(*) FROM transactions) FROM cep.streaming_performance"), Some(true));
+        assert!(outcome("SELECT cep.rollup_rebuild('cep.alerts')").starts_with("55000: cep.alerts is not watched"));
+    }
 }

@@ -85,7 +85,7 @@ fn capture(
                      high_frequency = excluded.high_frequency, high_frequency_window = excluded.high_frequency_window,
                      mass_deletion = excluded.mass_deletion, mass_deletion_window = excluded.mass_deletion_window,
                      anomaly_channel = excluded.anomaly_channel
-                 RETURNING relid::text",
+                 RETURNING relid::regclass::text",
                 None,
                 &[
                     relid.into(),

@@ -18,11 +18,12 @@ use pgrx::{AllocatedByPostgres, PgTrigger, PgTriggerError};
 use crate::engine::counters::MonitorCounters;
 use crate::engine::evaluate::{assess, level_rank, risk_level, Assessment};
 use crate::engine::payload::{alert_payload, AlertNotice};
+use crate::engine::rollup::Rollup;
 use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
 use crate::pg::scoring::{self, Event, Standing};
 use crate::pg::tuple::Row;
-use crate::pg::{cache, spi, stats, watched::Watch, window_cache};
+use crate::pg::{cache, rollups, spi, stats, watched::Watch, window_cache};
 use pgrx::PgOid;
 
 /// Statement-level trigger function behind `cep.watch`; not called directly.
@@ -88,11 +89,8 @@ fn cannot_score(watch: &Watch, rows: u64, counts: &mut MonitorCounters) -> bool 
 }
 
 fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &mut MonitorCounters) -> CepResult<()> {
-    // With the window cache on, rows are remembered even when there is nothing to score.
+    // Rows go into the rollups and the window cache even when there is nothing to score.
     let no_rules = cache::active_rules()?.is_empty();
-    if no_rules && !window_cache::enabled() {
-        return Ok(());
-    }
     let watch = cache::watch(relid)?;
     // SAFETY: `data` is this trigger call's TriggerData: its transition table and relation.
     let (store, desc) = unsafe { ((*data).tg_newtable, (*(*data).tg_relation).rd_att) };
@@ -105,9 +103,12 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     let rows = unsafe { columns.read_transition(store, desc) };
     counts.rows_seen = rows.len() as u64;
     // Every row of the statement is in the window of the later ones: remember them all first.
+    let mut rollup = Rollup::default();
     for row in &rows {
         window_cache::remember(&watch, &event(row));
+        rollup.add(row.at, &row.key, row.amount);
     }
+    rollups::add(watch.root, &rollup)?;
     if no_rules || cannot_score(&watch, counts.rows_seen, counts) {
         return Ok(());
     }
@@ -163,9 +164,6 @@ enum Verdict {
 fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &mut MonitorCounters) -> CepResult<Verdict> {
     counts.rows_seen = 1;
     let no_rules = cache::active_rules()?.is_empty();
-    if no_rules && !window_cache::enabled() {
-        return Ok(Verdict::Keep);
-    }
     let watch = cache::watch(relid)?;
     let Some(columns) = watch.row_columns else {
         window_cache::mark_dirty(watch.root);
@@ -177,7 +175,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
         return Ok(Verdict::Keep);
     };
     if no_rules || cannot_score(&watch, 1, counts) {
-        window_cache::remember(&watch, &event(&row));
+        keep(&watch, &row)?;
         return Ok(Verdict::Keep);
     }
     let a = assess(&scoring::score(&watch, &event(&row), Standing::Incoming)?);
@@ -204,7 +202,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
             a.evidence.to_string(),
         ));
     }
-    window_cache::remember(&watch, &event(&row));
+    keep(&watch, &row)?;
     let alerted = alert_level(&watch, &a);
     if let Some(level) = alerted {
         write_alert(&watch, &row, &a, level, "alert", counts)?;
@@ -213,6 +211,14 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
     log.add(&watch, &row, &a, alerted.is_some());
     log.write(&watch)?;
     Ok(Verdict::Keep)
+}
+
+/// A row the row trigger lets through: into the window cache and the rollups.
+fn keep(watch: &Watch, row: &Row) -> CepResult<()> {
+    window_cache::remember(watch, &event(row));
+    let mut rollup = Rollup::default();
+    rollup.add(row.at, &row.key, row.amount);
+    rollups::add(watch.root, &rollup)
 }
 
 /// The assessment's level, when it is high enough for an alert on this table.

@@ -7,6 +7,7 @@ pub mod interval;
 pub mod partition;
 pub mod pattern;
 pub mod payload;
+pub mod rollup;
 pub mod rules;
 pub mod window;
 pub mod window_cache;

@@ -159,11 +159,14 @@ pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> C
 }
 
 /// Changes of the table (or of one key) in the window before this statement, counted up to
-/// `limit + 1` only: enough to tell whether this statement crosses the limit.
-const COUNT_BEFORE: &str = "SELECT count(*) FROM (
-     SELECT 1 FROM cep.change_log
+/// `limit + 1` only: enough to tell whether this statement crosses the limit. When the window
+/// is already past the limit, also until when it stays past it for sure: the `limit + 1`-th
+/// latest change leaves the window then.
+const COUNT_BEFORE: &str = "SELECT count(*), (min(changed_at) + $2)::timestamptz FROM (
+     SELECT changed_at FROM cep.change_log
      WHERE relid = $1 AND changed_at > now() - $2 AND change_id < $3
        AND ($4::text IS NULL OR key = $4) AND (NOT $5 OR op = 'D')
+     ORDER BY changed_at DESC
      LIMIT $6 + 1) s";
 const COUNT_STATEMENT: &str = "SELECT count(*) FROM cep.change_log
      WHERE relid = $1 AND changed_at = now() AND change_id BETWEEN $2 AND $3 AND ($4::text IS NULL OR key = $4)";
@@ -178,16 +181,35 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
         return Ok(());
     }
     let checks = [("high_frequency_operations", capture.high_frequency, false), ("mass_deletion", capture.mass_deletion.filter(|_| op == Op::Delete), true)];
+    // SAFETY: reads the transaction's start time, what now() returns.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let scopes: Vec<Option<&str>> = if capture.key_column.is_some() { logged.keys.iter().map(|k| Some(k.as_str())).collect() } else { vec![None] };
     for (anomaly, setting, deletes_only) in checks {
         let Some((limit, window)) = setting else { continue };
         for key in &scopes {
+            let scope = (capture.relid.to_u32(), key.map(str::to_string), anomaly);
+            if HOT_UNTIL.with(|h| h.borrow().get(&scope).is_some_and(|until| now < *until)) {
+                // Still past the limit from an earlier count: this statement cannot cross it.
+                continue;
+            }
             let before_plan = spi::kept(COUNT_BEFORE, &[OIDOID, INTERVALOID, INT8OID, TEXTOID, BOOLOID, INT4OID].map(PgOid::from))?;
-            let before: i64 = client
+            let (before, hot_until): (Option<i64>, Option<pgrx::datum::TimestampWithTimeZone>) = client
                 .select(&*before_plan, None, &[capture.relid.into(), window.into(), logged.first.into(), (*key).into(), deletes_only.into(), limit.into()])?
                 .first()
-                .get_one()?
-                .unwrap_or(0);
+                .get_two()?;
+            let before = before.unwrap_or(0);
+            if before > limit as i64 {
+                if let Some(until) = hot_until {
+                    HOT_UNTIL.with(|h| {
+                        let mut h = h.borrow_mut();
+                        // Bounded: a key-scoped capture over many keys must not grow it forever.
+                        if h.len() > 10_000 {
+                            h.clear();
+                        }
+                        h.insert(scope, pg_sys::TimestampTz::from(until));
+                    });
+                }
+            }
             let added = match key {
                 None => logged.count,
                 Some(_) => {
@@ -233,6 +255,13 @@ struct Pending {
 unsafe extern "C-unwind" {
     /// `commands/async.h`, which pgrx's bindings leave out.
     fn Async_Notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
+}
+
+thread_local! {
+    /// Per table (and key) and anomaly: until when its window is known to hold more than the
+    /// limit, so the statements of a busy table skip the count. Rows only leave a window as time
+    /// passes, so the bound stays true whatever other sessions do.
+    static HOT_UNTIL: RefCell<std::collections::HashMap<(u32, Option<String>, &'static str), pg_sys::TimestampTz>> = RefCell::new(std::collections::HashMap::new());
 }
 
 thread_local! {

@@ -6,6 +6,7 @@ pub mod columns;
 pub mod history;
 pub mod partitions;
 pub mod patterns;
+pub mod rollups;
 pub mod scoring;
 pub mod spi;
 pub mod stats;
