@@ -90,7 +90,7 @@ fn two_sessions_running_maintenance_at_once_agree() {
     let mut c = db.connect();
     c.batch_execute(TABLE).unwrap();
     c.batch_execute(BACKLOG).unwrap();
-    c.batch_execute("INSERT INTO cep.partition_config (parent, control_column, control_type, premake) VALUES ('tx', 'created_at', 'timestamptz', 2)").unwrap();
+    c.batch_execute("INSERT INTO cep.partition_config (parent, control_column, control_type, premake) VALUES ('tx'::regclass, 'created_at', 'timestamptz', 2)").unwrap();
     let before = totals(&mut c);
     let barrier = Arc::new(Barrier::new(2));
     let runs: Vec<_> = (0..2)
