@@ -59,6 +59,8 @@ pgrx-test: deps
 e2e: deps
 	@$(UNLINK_SO)
 	cargo pgrx install --pg-config $(PG_CONFIG)
+	@# The install scripts of released versions, so that the upgrade test can start from them.
+	install -m 644 sql/released/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 	@$(CLUSTER) stop e2e >/dev/null; rm -rf "$$($(CLUSTER) dir e2e)"
 	@$(CLUSTER) start e2e $(TEST_PORT) "cep.window_cache_keys = 8" "cep.window_cache_events = 1500" \
 	  "cep.maintenance_interval = 1" "cep.maintenance_database = 'e2e_worker'"

@@ -29,7 +29,7 @@ run_case() { # label kind: two rounds in opposite orders, so no case always runs
         "$1" "$b" "$p" "$c" "$(ratio "$c" "$b")" "$(ratio "$c" "$p")"
     eval "last_$2=$c"
 }
-only=${BENCH_ONLY:-all}   # all, or a comma-separated list of: evaluate, inserts, engine, patterns, capture
+only=${BENCH_ONLY:-all}   # all, or a comma-separated list of: evaluate, inserts, engine, patterns, capture, stats
 want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
 if want evaluate; then
 echo "== evaluate_risk_rules: 1M rows over 2 hours, 10k keys, seed 003's four rules =="
@@ -93,6 +93,9 @@ load 1000000 100000 "2 hours" 40
 run_case "sparse: single-row INSERT" single
 sparse_single=$last_single
 echo "   pg_cep alert rate: $(alert_rate)"
+$PSQL -d $db -tAc "SELECT cep.watch_rollups('tx_cep', true)" >/dev/null
+run_case "sparse: single-row, with rollups" single
+$PSQL -d $db -tAc "SELECT cep.watch_rollups('tx_cep', false)" >/dev/null
 run_case "sparse: 1,000-row INSERT" batch
 load 500000 1000 "1 hour" 5000
 run_case "dense: single-row INSERT" single
@@ -155,4 +158,20 @@ run_case "single-row INSERT" single
 run_case "1,000-row INSERT" batch
 echo "   logged: pg_cep $($PSQL -d $db -tAc "SELECT count(*) FROM cep.change_log WHERE table_name = 'public.cap_cep'"), PL/pgSQL $($PSQL -d $db -tAc "SELECT count(*) FROM cap_plpgsql_log")"
 rm -rf "$work"
+fi
+
+# Real-time statistics over 10M rows: cep.realtime_stats from the rollups, next to seed 003's
+# real_time_stats view over the rows (with an index on created_at), last 5 minutes, top 10 users.
+if want stats; then
+echo
+echo "== realtime_stats over 10M rows, last 5 minutes (calls/s, mean of two rounds; $clients clients) =="
+echo "loading 10M rows and rebuilding their rollups (a few minutes)..."
+$PSQL -d $db -v ON_ERROR_STOP=1 -f setup_stats.sql >/dev/null
+agree=$($PSQL -d $db -tAc "SELECT (SELECT total_transactions FROM cep.realtime_stats('st_tx', '5 minutes'))
+                                 - (SELECT count(*) FROM st_tx WHERE created_at >= date_trunc('minute', now() - interval '5 minutes'))")
+echo "rows counted by realtime_stats minus rows in its window: $agree"
+s1=$(tps stats_seed.pgbench); c1=$(tps stats_cep.pgbench); c2=$(tps stats_cep.pgbench); s2=$(tps stats_seed.pgbench)
+s=$(mean2 "$s1" "$s2"); c=$(mean2 "$c1" "$c2")
+printf '%-44s %12.1f calls/s\n' "seed 003's real_time_stats view" "$s" "cep.realtime_stats" "$c"
+echo "ratio pg_cep / seed view: $(ratio "$c" "$s")x"
 fi

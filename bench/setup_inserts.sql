@@ -35,7 +35,9 @@ INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VA
 ('night', 'pattern', '{"pattern": "night_transaction", "time_range": ["22:00", "06:00"]}', 0.4),
 ('location change', 'pattern', '{"pattern": "location_change", "time_window": "5_minutes"}', 0.7),
 ('spike', 'anomaly', '{"method": "zscore", "threshold": 5, "window": "24 hours", "min_samples": 5}', 0.5);
+-- Rollups off here: these cases measure the monitor; run.sh measures rollups on their own.
 SELECT cep.watch('tx_cep', channel => 'bench_alerts');
+SELECT cep.watch_rollups('tx_cep', false);
 
 -- The same rules in a straightforward PL/pgSQL trigger, in the seed's style: one query per rule.
 CREATE TABLE plpgsql_alerts (

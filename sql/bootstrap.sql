@@ -239,3 +239,6 @@ CREATE TABLE key_rollups (
     max    float8,
     PRIMARY KEY (relid, minute, key)
 );
+
+-- 0.2.0: whether the monitor keeps a watched table's rollups (see cep.watch_rollups).
+ALTER TABLE watches ADD COLUMN rollups boolean NOT NULL DEFAULT true;

@@ -33,6 +33,10 @@ pub fn connect_to(db: &str) -> Client {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+fn unique(label: &str) -> String {
+    format!("e2e_{label}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
 /// A fresh database with pg_cep created in it.
 pub struct TestDb {
     pub name: String,
@@ -40,17 +44,26 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new(label: &str) -> TestDb {
-        Self::named(&format!("e2e_{label}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst)))
+        Self::create(unique(label), true)
     }
 
     /// A database with a fixed name, for what the cluster's configuration points at.
     pub fn named(name: &str) -> TestDb {
-        let name = name.to_string();
+        Self::create(name.to_string(), true)
+    }
+
+    /// A fresh database where the test creates pg_cep itself (an older version, say).
+    pub fn without_extension(label: &str) -> TestDb {
+        Self::create(unique(label), false)
+    }
+
+    fn create(name: String, extension: bool) -> TestDb {
         let mut admin = connect_to("postgres");
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).unwrap();
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
-        let mut c = connect_to(&name);
-        c.batch_execute("CREATE EXTENSION pg_cep").unwrap();
+        if extension {
+            connect_to(&name).batch_execute("CREATE EXTENSION pg_cep").unwrap();
+        }
         TestDb { name }
     }
 

@@ -108,7 +108,9 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
         window_cache::remember(&watch, &event(row));
         rollup.add(row.at, &row.key, row.amount);
     }
-    rollups::add(watch.root, &rollup)?;
+    if watch.rollups {
+        rollups::add(watch.root, &rollup)?;
+    }
     if no_rules || cannot_score(&watch, counts.rows_seen, counts) {
         return Ok(());
     }
@@ -216,6 +218,9 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
 /// A row the row trigger lets through: into the window cache and the rollups.
 fn keep(watch: &Watch, row: &Row) -> CepResult<()> {
     window_cache::remember(watch, &event(row));
+    if !watch.rollups {
+        return Ok(());
+    }
     let mut rollup = Rollup::default();
     rollup.add(row.at, &row.key, row.amount);
     rollups::add(watch.root, &rollup)

@@ -17,6 +17,8 @@ use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, 
 /// above `block_at` is refused (`on_block => 'error'`, SQLSTATE CEP01) or dropped and recorded in
 /// `cep.alerts` with action `blocked` (`on_block => 'skip'`). `log_assessments` writes the
 /// monitor's assessments to `cep.risk_assessments`: `'none'` (default), `'alerts'` or `'all'`.
+/// The monitor also keeps the per-minute rollups `cep.realtime_stats` reads; see
+/// `cep.watch_rollups`.
 ///
 /// ```sql
 /// SELECT cep.watch('transactions', key_column => 'user_id', amount_column => 'amount',
@@ -185,6 +187,33 @@ fn run_ddl(client: &mut pgrx::spi::SpiClient<'_>, format_sql: &str, args: &[pgrx
     let ddl: String = client.select(format_sql, None, args)?.first().get_one::<String>()?.unwrap_or_default();
     client.update(ddl.as_str(), None, &[])?;
     Ok(())
+}
+
+/// Turns the per-minute rollups of a watched table on (the default) or off. Off saves the
+/// monitor one upsert per statement, for tables nobody asks `cep.realtime_stats` about; turned on
+/// again, `cep.rollup_rebuild` fills the gap. Returns the previous setting.
+///
+/// ```sql
+/// SELECT cep.watch_rollups('transactions', false);
+/// ```
+#[pg_extern(volatile, strict)]
+#[search_path(pg_catalog)]
+fn watch_rollups(table: PgRelation, enabled: bool) -> bool {
+    let relid = table.oid();
+    let name = table.name().to_string();
+    Spi::connect_mut(|client| -> CepResult<bool> {
+        let previous = client.update(
+            "UPDATE cep.watches w SET rollups = $2, updated_at = now() FROM cep.watches old
+             WHERE w.relid = $1 AND old.relid = w.relid RETURNING old.rollups",
+            None,
+            &[relid.into(), enabled.into()],
+        )?;
+        if previous.is_empty() {
+            return Err(CepError::NotWatched(format!("{name} is not watched: call cep.watch on it first")));
+        }
+        Ok(previous.first().get_one::<bool>()?.unwrap_or(true))
+    })
+    .or_report()
 }
 
 /// Stops watching a table and removes its monitor trigger. Returns false when it was not watched.

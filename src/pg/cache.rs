@@ -119,17 +119,33 @@ fn load_rules() -> CepResult<Vec<Rule>> {
     })
 }
 
+thread_local! {
+    static SCHEMA_0_2: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether the installed SQL objects are 0.2.0's. Between installing a new pg_cep library and
+/// `ALTER EXTENSION pg_cep UPDATE`, the monitor keeps working on the 0.1.0 objects, without
+/// what 0.2.0 added (rollups, patterns, captures).
+pub fn schema_0_2() -> bool {
+    SCHEMA_0_2.with(|s| s.get())
+}
+
 fn remember_our_tables() -> CepResult<()> {
     let oids: Vec<(pg_sys::Oid, bool)> = Spi::connect(|client| -> CepResult<Vec<(pg_sys::Oid, bool)>> {
-        let rows = client.select(
+        let v2 = client.select("SELECT to_regclass('cep.patterns') IS NOT NULL", None, &[])?.first().get_one::<bool>()?.unwrap_or(false);
+        SCHEMA_0_2.with(|s| s.set(v2));
+        let sql = if v2 {
             "SELECT c.oid, false FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches', 'patterns', 'captures') \
              UNION ALL SELECT relid, true FROM cep.watches \
              UNION ALL SELECT source::oid, false FROM cep.patterns \
-             UNION ALL SELECT relid::oid, false FROM cep.captures",
-            None,
-            &[],
-        )?;
+             UNION ALL SELECT relid::oid, false FROM cep.captures"
+        } else {
+            "SELECT c.oid, false FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches') \
+             UNION ALL SELECT relid, true FROM cep.watches"
+        };
+        let rows = client.select(sql, None, &[])?;
         let mut v = Vec::new();
         for row in rows {
             if let Some(oid) = row.get::<pg_sys::Oid>(1)? {

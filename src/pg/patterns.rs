@@ -194,10 +194,13 @@ fn lock_key(pattern_id: i32, key: &str, wait: bool) -> bool {
 
 const LOAD_STATES: &str = "SELECT key, state FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
 // One key per statement: a generic plan joining an array to the states could choose to scan them all.
-// One key per statement for the states that changed: a generic plan joining an array to the
-// states could choose to scan them all, while these are always one index probe.
+// One key (a single-row INSERT): a plain insert or update, always one index probe.
 const INSERT_STATE: &str = "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline) VALUES ($1, $2, $3, $4)";
 const UPDATE_STATE: &str = "UPDATE cep.pattern_state SET state = $3, deadline = $4 WHERE pattern_id = $1 AND key = $2";
+/// Many keys at once (a multi-row statement): one upsert, whose conflict arbiter is the index.
+const UPSERT_STATES: &str = "INSERT INTO cep.pattern_state AS p (pattern_id, key, state, deadline)
+     SELECT $1, k, s, d FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(k, s, d)
+     ON CONFLICT (pattern_id, key) DO UPDATE SET state = excluded.state, deadline = excluded.deadline";
 const DELETE_STATES: &str = "DELETE FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
 /// Every match of a trigger call in one statement, each notified with a payload that fits
 /// NOTIFY's 8000 bytes: the matched row ids when they fit, else `"truncated": true` (the consumer
@@ -243,6 +246,7 @@ fn load_states(client: &SpiClient<'_>, pattern_id: i32, keys: &[&str]) -> CepRes
 /// so that cannot change under us).
 fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, &KeyState, Option<&str>)]) -> CepResult<()> {
     let mut gone = Vec::new();
+    let mut writes: Vec<(&str, String, Option<pgrx::datum::TimestampWithTimeZone>, bool)> = Vec::new();
     for (key, state, stored) in states {
         if state.is_empty() {
             if stored.is_some() {
@@ -251,14 +255,20 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
             continue;
         }
         let text = serde_json::to_string(state).unwrap_or_default();
-        let sql = match stored {
-            Some(old) if *old == text => continue,
-            Some(_) => UPDATE_STATE,
-            None => INSERT_STATE,
-        };
-        let plan = spi::kept(sql, &oids([INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID]))?;
-        let deadline = live.pattern.next_deadline(state).map(timestamptz);
-        client.update(&*plan, None, &[live.id.into(), (*key).into(), text.into(), deadline.into()])?;
+        if stored.is_some_and(|old| old == text) {
+            continue;
+        }
+        writes.push((key, text, live.pattern.next_deadline(state).map(timestamptz), stored.is_some()));
+    }
+    if let [(key, text, deadline, existed)] = writes.as_slice() {
+        let plan = spi::kept(if *existed { UPDATE_STATE } else { INSERT_STATE }, &oids([INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID]))?;
+        client.update(&*plan, None, &[live.id.into(), (*key).into(), text.as_str().into(), (*deadline).into()])?;
+    } else if !writes.is_empty() {
+        let plan = spi::kept(UPSERT_STATES, &oids([INT4OID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID]))?;
+        let keys: Vec<String> = writes.iter().map(|w| w.0.to_string()).collect();
+        let texts: Vec<String> = writes.iter().map(|w| w.1.clone()).collect();
+        let deadlines: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = writes.iter().map(|w| w.2).collect();
+        client.update(&*plan, None, &[live.id.into(), keys.into(), texts.into(), deadlines.into()])?;
     }
     if !gone.is_empty() {
         let plan = spi::kept(DELETE_STATES, &oids([INT4OID, TEXTARRAYOID]))?;

@@ -10,12 +10,14 @@ use crate::engine::rollup::Rollup;
 use crate::error::CepResult;
 use crate::pg::spi;
 
-const ADD_MINUTES: &str = "INSERT INTO cep.rollups AS r (relid, minute, shard, count, sum, min, max)
-     SELECT $1, m, $2, c, s, lo, hi FROM unnest($3::timestamptz[], $4::int8[], $5::float8[], $6::float8[], $7::float8[]) AS u(m, c, s, lo, hi)
-     ON CONFLICT (relid, minute, shard) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
-         min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)";
-const ADD_KEYS: &str = "INSERT INTO cep.key_rollups AS r (relid, minute, key, count, sum, min, max)
-     SELECT $1, m, k, c, s, lo, hi FROM unnest($2::timestamptz[], $3::text[], $4::int8[], $5::float8[], $6::float8[], $7::float8[]) AS u(m, k, c, s, lo, hi)
+/// Both tables in one statement: one round trip per trigger call.
+const ADD: &str = "WITH minutes AS (
+         INSERT INTO cep.rollups AS r (relid, minute, shard, count, sum, min, max)
+         SELECT $1, m, $2, c, s, lo, hi FROM unnest($3::timestamptz[], $4::int8[], $5::float8[], $6::float8[], $7::float8[]) AS u(m, c, s, lo, hi)
+         ON CONFLICT (relid, minute, shard) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
+             min = least(r.min, excluded.min), max = greatest(r.max, excluded.max))
+     INSERT INTO cep.key_rollups AS r (relid, minute, key, count, sum, min, max)
+     SELECT $1, m, k, c, s, lo, hi FROM unnest($8::timestamptz[], $9::text[], $10::int8[], $11::float8[], $12::float8[], $13::float8[]) AS u(m, k, c, s, lo, hi)
      ON CONFLICT (relid, minute, key) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
          min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)";
 
@@ -30,13 +32,16 @@ pub fn add(relid: pg_sys::Oid, rollup: &Rollup) -> CepResult<()> {
     }
     // SAFETY: plain read of this backend's process id.
     let shard = (unsafe { pg_sys::MyProcPid } % 8) as i16;
-    let minutes = spi::kept(ADD_MINUTES, &[OIDOID, INT2OID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID].map(PgOid::from))?;
-    let keys = spi::kept(ADD_KEYS, &[OIDOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID].map(PgOid::from))?;
+    let types = [
+        OIDOID, INT2OID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
+        TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
+    ];
+    let plan = spi::kept(ADD, &types.map(PgOid::from))?;
     let m: Vec<_> = rollup.minutes.iter().collect();
     let k: Vec<_> = rollup.keys.iter().collect();
     Spi::connect_mut(|client| -> CepResult<()> {
         client.update(
-            &*minutes,
+            &*plan,
             None,
             &[
                 relid.into(),
@@ -46,13 +51,6 @@ pub fn add(relid: pg_sys::Oid, rollup: &Rollup) -> CepResult<()> {
                 m.iter().map(|(_, a)| a.sum).collect::<Vec<_>>().into(),
                 m.iter().map(|(_, a)| a.min).collect::<Vec<_>>().into(),
                 m.iter().map(|(_, a)| a.max).collect::<Vec<_>>().into(),
-            ],
-        )?;
-        client.update(
-            &*keys,
-            None,
-            &[
-                relid.into(),
                 k.iter().map(|((t, _), _)| ts(*t)).collect::<Vec<_>>().into(),
                 k.iter().map(|((_, key), _)| key.clone()).collect::<Vec<_>>().into(),
                 k.iter().map(|(_, a)| a.count).collect::<Vec<_>>().into(),

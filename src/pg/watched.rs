@@ -29,6 +29,8 @@ pub struct Watch {
     pub on_block: String,
     /// Which assessments go to `cep.risk_assessments`: "none", "alerts" or "all".
     pub log_assessments: String,
+    /// Whether the monitor keeps `cep.rollups` and `cep.key_rollups` for this table.
+    pub rollups: bool,
     /// Active rules that can run on this table as it is now.
     pub rules: Vec<Rule>,
     /// Active rules that cannot, with the reason.
@@ -76,23 +78,25 @@ struct Row {
     block_at: Option<f64>,
     on_block: String,
     log_assessments: String,
+    rollups: bool,
     root: pg_sys::Oid,
 }
 
 /// Loads the watch for `relid`: a watched table, or a partition of one (a row trigger on a
 /// partitioned table fires on the partition, whose columns may sit at other positions).
 pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
+    let rollups = if crate::pg::cache::schema_0_2() { "w.rollups" } else { "false" };
     let row = Spi::connect(|client| -> CepResult<Option<Row>> {
         let rows = client.select(
-            "SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
+            &format!("SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
                     w.time_column::text, w.location_column::text, w.pk_column::text, w.channel, \
-                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments \
+                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments, {rollups} \
              FROM (SELECT $1::oid AS relid, 0::int8 AS depth \
                    UNION ALL SELECT * FROM pg_partition_ancestors($1) WITH ORDINALITY) a(relid, depth) \
              JOIN cep.watches w ON w.relid = a.relid \
              JOIN pg_class c ON c.oid = w.relid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
-             ORDER BY a.depth LIMIT 1",
+             ORDER BY a.depth LIMIT 1"),
             None,
             &[relid.into()],
         )?;
@@ -110,6 +114,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
             on_block: r.get(10)?.unwrap_or_default(),
             root: r.get(11)?.unwrap_or(pg_sys::InvalidOid),
             log_assessments: r.get(12)?.unwrap_or_default(),
+            rollups: r.get(13)?.unwrap_or(true),
         }))
     })?;
     let row = row.ok_or_else(|| {
@@ -193,6 +198,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         block_at: row.block_at,
         on_block: row.on_block,
         log_assessments: row.log_assessments,
+        rollups: row.rollups,
         rules,
         skipped,
         unusable,

@@ -1,0 +1,74 @@
+//! `ALTER EXTENSION pg_cep UPDATE` from every released version gives the same objects as a
+//! fresh `CREATE EXTENSION`, and keeps the user's rules, watches and alerts.
+
+use pg_cep_e2e::{Client, TestDb};
+
+/// Every object of the extension, described: functions with their arguments and results,
+/// tables and views with their columns, indexes, triggers and constraints.
+const CATALOG: &str = "
+    SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') ' || pg_get_function_result(p.oid)
+           || ' ' || p.provolatile::text || p.proisstrict::text
+    FROM pg_proc p WHERE p.pronamespace = 'cep'::regnamespace
+    UNION ALL
+    SELECT c.relkind::text || ' ' || c.relname || '(' || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                                                                  || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum)
+                                                           FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') || ')'
+    FROM pg_class c WHERE c.relnamespace = 'cep'::regnamespace
+    UNION ALL
+    SELECT 'index ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+    WHERE c.relnamespace = 'cep'::regnamespace
+    UNION ALL
+    SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+    WHERE c.relnamespace = 'cep'::regnamespace AND NOT t.tgisinternal
+    UNION ALL
+    SELECT 'constraint ' || conrelid::regclass || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+    WHERE connamespace = 'cep'::regnamespace
+    UNION ALL
+    SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid) FROM pg_class c
+    WHERE c.relnamespace = 'cep'::regnamespace AND c.relkind = 'v'
+    UNION ALL
+    SELECT 'config ' || c.relname FROM pg_extension e, unnest(e.extconfig) x JOIN pg_class c ON c.oid = x WHERE e.extname = 'pg_cep'
+    ORDER BY 1";
+
+fn catalog(c: &mut Client) -> Vec<String> {
+    c.query(CATALOG, &[]).unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn updating_from_0_1_0_equals_a_fresh_install_and_keeps_user_data() {
+    let fresh = TestDb::new("upgrade_fresh");
+    let expected = catalog(&mut fresh.connect());
+
+    let old = TestDb::without_extension("upgrade_from_0_1_0");
+    let mut c = old.connect();
+    c.batch_execute("CREATE EXTENSION pg_cep VERSION '0.1.0'").unwrap();
+    c.batch_execute(
+        "CREATE TABLE transactions (id bigserial PRIMARY KEY, user_id int NOT NULL, amount numeric NOT NULL,
+                                    location text, created_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score)
+         VALUES ('big', 'threshold', '{\"metric\": \"amount\", \"operator\": \">\", \"value\": 10000}', 0.6);
+         SELECT cep.watch('transactions');
+         INSERT INTO transactions (user_id, amount) VALUES (1, 50000);",
+    )
+    .unwrap();
+    c.batch_execute("ALTER EXTENSION pg_cep UPDATE").unwrap();
+    let (version, default): (String, String) = c
+        .query_one("SELECT extversion, default_version FROM pg_extension, pg_available_extensions WHERE extname = 'pg_cep' AND name = extname", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(version, default);
+    assert_ne!(version, "0.1.0");
+    let got = catalog(&mut c);
+    let missing: Vec<&String> = expected.iter().filter(|e| !got.contains(e)).collect();
+    let extra: Vec<&String> = got.iter().filter(|g| !expected.contains(g)).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing after update: {missing:#?}\nextra after update: {extra:#?}");
+    // The user's rule, watch and alert are still there, and the monitor still works.
+    let alerts: i64 = c.query_one("SELECT count(*) FROM cep.alerts", &[]).unwrap().get(0);
+    assert_eq!(alerts, 1);
+    c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (2, 60000)").unwrap();
+    let alerts: i64 = c.query_one("SELECT count(*) FROM cep.alerts", &[]).unwrap().get(0);
+    assert_eq!(alerts, 2);
+    // And what 0.2.0 added works on the updated database.
+    let stats: i64 = c.query_one("SELECT total_transactions FROM cep.realtime_stats('transactions')", &[]).unwrap().get(0);
+    assert_eq!(stats, 1, "rollups start with the rows inserted after the update");
+}
