@@ -147,7 +147,7 @@ $PSQL -d $db -v ON_ERROR_STOP=1 -f setup_capture.sql >/dev/null
 work=$(mktemp -d)
 for t in bare cep plpgsql; do
     cat > "$work/single_$t.pgbench" <<EOS
-\\\\set n random(1, 1000000)
+\\set n random(1, 1000000)
 INSERT INTO cap_$t (label, properties) VALUES ('Person', jsonb_build_object('n', CAST(:n AS int)));
 EOS
     cat > "$work/batch_$t.pgbench" <<EOS

@@ -6,8 +6,9 @@ port=$1
 PSQL="/usr/lib/postgresql/15/bin/psql -X -q -h 127.0.0.1 -p $port -U postgres"
 db=pg_cep_demo
 $PSQL -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 || $PSQL -d postgres -c "CREATE DATABASE $db"
-$PSQL -d $db -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_cep"
+$PSQL -d $db -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_cep; ALTER EXTENSION pg_cep UPDATE"
 last=$($PSQL -d $db -tAc "SELECT coalesce(max(alert_id), 0) FROM cep.alerts")
+last_match=$($PSQL -d $db -tAc "SELECT coalesce(max(match_id), 0) FROM cep.pattern_matches")
 
 # The listener: a separate session that LISTENs while the stream is written.
 out=$(mktemp)
@@ -28,6 +29,13 @@ echo "== Notifications received by the LISTEN session =="
 sed -n 's/.*with payload "\(.*\)" received from server.*/  \1/p' "$out"
 grep -c 'Asynchronous notification' "$out" | sed 's/^/  notifications received: /'
 rm -f "$out"
+echo
+echo "== Sequence pattern 'login browse+ purchase' matched live in this run (cep.pattern_matches) =="
+$PSQL -d $db -P pager=off -c "
+  SELECT match_id, key AS user_id, rows, match_end - match_start AS took
+  FROM cep.pattern_matches WHERE match_id > $last_match ORDER BY match_id"
+echo "== cep.realtime_stats('transactions', '5 minutes', top => 3), from the monitor's rollups =="
+$PSQL -d $db -P pager=off -c "SELECT total_transactions, total_volume, active_users, top_users FROM cep.realtime_stats('transactions', '5 minutes', 3)"
 echo
 echo "== cep.assess_transaction(8, 25000, 'Shanghai', now()) =="
 $PSQL -d $db -P pager=off -c "SELECT * FROM cep.assess_transaction(8, 25000, 'Shanghai', now())"

@@ -228,7 +228,7 @@ CREATE TABLE rollups (
     min    float8,
     max    float8,
     PRIMARY KEY (relid, minute, shard)
-);
+) WITH (fillfactor = 50);  -- room for the current minute's rows to be updated in place (HOT)
 CREATE TABLE key_rollups (
     relid  oid         NOT NULL,
     minute timestamptz NOT NULL,

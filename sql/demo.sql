@@ -2,6 +2,7 @@
 -- Safe to run again: objects are created once, and each run adds a fresh stream.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_cep;
+ALTER EXTENSION pg_cep UPDATE;  -- a demo database made by an older pg_cep moves forward
 
 CREATE TABLE IF NOT EXISTS transactions (
     id         bigserial PRIMARY KEY,
@@ -34,3 +35,23 @@ INSERT INTO transactions (user_id, amount, location) VALUES (8, 25000, 'Shanghai
 INSERT INTO transactions (user_id, amount, location) VALUES (9, 80, 'Shanghai');
 INSERT INTO transactions (user_id, amount, location) VALUES (9, 95, 'Beijing');
 INSERT INTO transactions (user_id, amount, location) VALUES (101, 9000, 'Shanghai');
+
+-- Seed 003's login -> browse -> purchase, matched live per user within 30 minutes.
+CREATE TABLE IF NOT EXISTS user_events (
+    id         bigserial PRIMARY KEY,
+    user_id    integer NOT NULL,
+    event_type text    NOT NULL,
+    amount     numeric(12,2),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT cep.define_pattern('checkout', 'user_events', 'user_id', 'created_at', 'login browse+ purchase',
+    '{"login": {"event_type": "login"}, "browse": {"event_type": "browse"},
+      "purchase": {"event_type": "purchase", "amount": {">": 0}}}',
+    within => '30 minutes', channel => 'transaction_alerts')
+WHERE NOT EXISTS (SELECT 1 FROM cep.patterns WHERE name = 'checkout');
+INSERT INTO user_events (user_id, event_type, amount, created_at) VALUES
+    (1, 'login', NULL, now() - interval '20 minutes'),
+    (2, 'login', NULL, now() - interval '19 minutes'),
+    (1, 'browse', NULL, now() - interval '15 minutes'),
+    (1, 'browse', NULL, now() - interval '10 minutes');
+INSERT INTO user_events (user_id, event_type, amount) VALUES (1, 'purchase', 99.50);

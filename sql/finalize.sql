@@ -38,16 +38,19 @@ CREATE TRIGGER captures_invalidate
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON captures
     FOR EACH STATEMENT EXECUTE FUNCTION invalidate_cep_cache();
 
--- A consumer that was away catches up from the last change id it saw. Changes appear once every
--- transaction that started before them has ended, so a later transaction's smaller id is never
--- skipped: nothing is missed, in id order.
+-- A consumer that was away catches up from the last change it saw. Changes come in transaction
+-- order (then id), and only once every older transaction has ended: a transaction that commits
+-- later can take a smaller change id, but never an earlier place in this order, so reading on
+-- from the last change seen misses nothing.
 CREATE FUNCTION changes_since(last_id bigint, max_rows integer DEFAULT 1000, relation regclass DEFAULT NULL)
 RETURNS SETOF change_log LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT * FROM @extschema@.change_log
-    WHERE change_id > last_id
-      AND correlation_id < pg_snapshot_xmin(pg_current_snapshot())
-      AND (relation IS NULL OR relid = relation)
-    ORDER BY change_id
+    WITH last AS (
+        SELECT coalesce((SELECT correlation_id FROM @extschema@.change_log WHERE change_id = last_id), '0'::xid8) AS xid)
+    SELECT c.* FROM @extschema@.change_log c, last
+    WHERE (c.correlation_id, c.change_id) > (last.xid, last_id)
+      AND c.correlation_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND (relation IS NULL OR c.relid = relation)
+    ORDER BY c.correlation_id, c.change_id
     LIMIT max_rows
 $$;
 
@@ -140,8 +143,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION '% is not watched', relation USING ERRCODE = '55000', HINT = 'Watch it with cep.watch first.';
     END IF;
-    -- One rebuild of a table at a time; the monitor's upserts wait for it.
-    PERFORM pg_advisory_xact_lock(1667592497, relation::oid::int);
+    -- No rows arrive while the rollups are rebuilt from them: INSERTs wait until it commits.
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', relation);
     DELETE FROM @extschema@.rollups WHERE relid = relation AND minute >= date_trunc('minute', since);
     DELETE FROM @extschema@.key_rollups WHERE relid = relation AND minute >= date_trunc('minute', since);
     EXECUTE format(
@@ -161,7 +164,7 @@ END $$;
 -- minute and hour and active keys (from the rollups), the average delay between a row's time and
 -- now, the monitor's own counters (cep.stats()), and the notification queue's usage.
 CREATE VIEW streaming_performance AS
-    SELECT s.table_name,
+    SELECT w.relid::regclass::text AS table_name,
            coalesce((SELECT sum(count) FROM @extschema@.rollups r
                      WHERE r.relid = w.relid AND r.minute >= date_trunc('minute', now() - interval '1 minute')), 0)::bigint AS rows_last_minute,
            coalesce((SELECT sum(count) FROM @extschema@.rollups r
@@ -171,15 +174,15 @@ CREATE VIEW streaming_performance AS
            (SELECT sum(extract(epoch FROM now() - (r.minute + interval '30 seconds')) * r.count) / nullif(sum(r.count), 0)
               FROM @extschema@.rollups r
              WHERE r.relid = w.relid AND r.minute >= date_trunc('minute', now() - interval '1 hour')) AS avg_processing_delay_s,
-           s.rows_seen AS monitor_rows_seen,
-           s.total_ms AS monitor_total_ms,
+           coalesce(s.rows_seen, 0) AS monitor_rows_seen,
+           coalesce(s.total_ms, 0) AS monitor_total_ms,
            s.total_ms / nullif(s.rows_seen, 0) AS monitor_ms_per_row,
            s.max_ms AS monitor_max_ms,
-           s.alerts,
+           coalesce(s.alerts, 0) AS alerts,
            w.channel,
-           s.notifications AS notifications_sent,
-           s.rows_blocked,
-           s.rule_errors,
+           coalesce(s.notifications, 0) AS notifications_sent,
+           coalesce(s.rows_blocked, 0) AS rows_blocked,
+           coalesce(s.rule_errors, 0) AS rule_errors,
            pg_notification_queue_usage() AS notification_queue_usage
-    FROM @extschema@.stats() s
-    LEFT JOIN @extschema@.watches w ON w.relid = to_regclass(s.table_name);
+    FROM @extschema@.watches w
+    LEFT JOIN @extschema@.stats() s ON to_regclass(s.table_name) = w.relid;

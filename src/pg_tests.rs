@@ -936,4 +936,21 @@ mod tests {
         assert_eq!(one::<bool>("SELECT rows_last_hour = (SELECT count(*) FROM transactions) FROM cep.streaming_performance"), Some(true));
         assert!(outcome("SELECT cep.rollup_rebuild('cep.alerts')").starts_with("55000: cep.alerts is not watched"));
     }
+
+    #[pg_test]
+    fn rollups_keep_what_the_table_keeps() {
+        partitioned_setup("rr_tx");
+        run("SELECT cep.watch('rr_tx')");
+        run("SELECT count(*) FROM cep.manage_partitions('rr_tx', premake => 0)");
+        run("INSERT INTO rr_tx (user_id, amount, created_at) VALUES (1, 5, now() - interval '4 months'), (1, 7, now())");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.key_rollups WHERE relid = 'rr_tx'::regclass"), Some(2));
+        run("SELECT count(*) FROM cep.manage_partitions('rr_tx', premake => 0, retention => '2 months')");
+        assert_eq!(one::<String>("SELECT string_agg(sum::text, ',') FROM cep.rollups WHERE relid = 'rr_tx'::regclass"), Some("7".into()));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.key_rollups WHERE relid = 'rr_tx'::regclass"), Some(1));
+        // Turned off, the monitor leaves them alone; cep.watch_rollups says what it was.
+        assert_eq!(one::<bool>("SELECT cep.watch_rollups('rr_tx', false)"), Some(true));
+        run("INSERT INTO rr_tx (user_id, amount, created_at) VALUES (2, 9, now())");
+        assert_eq!(one::<i64>("SELECT sum(count)::bigint FROM cep.rollups WHERE relid = 'rr_tx'::regclass"), Some(1));
+        assert!(outcome("SELECT cep.watch_rollups('cep.alerts', true)").starts_with("55000: alerts is not watched"));
+    }
 }

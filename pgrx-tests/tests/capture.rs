@@ -121,4 +121,20 @@ fn a_consumer_that_reconnects_misses_nothing() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(pks, ["2", "3"]);
+
+    // The other way round: an older transaction takes the larger id and commits first, while a
+    // younger one with the smaller id is still open. The consumer reads the larger id first, and
+    // still gets the smaller one once it commits.
+    let last = *ids(&mut consumer, 0).last().unwrap();
+    let mut older = db.connect();
+    older.batch_execute("BEGIN; SELECT pg_current_xact_id()").unwrap();
+    let mut younger = db.connect();
+    younger.batch_execute("BEGIN; INSERT INTO nodes VALUES (4, 'D')").unwrap();
+    older.batch_execute("INSERT INTO nodes VALUES (5, 'E'); COMMIT").unwrap();
+    let first: Vec<String> = consumer.query("SELECT pk FROM cep.changes_since($1)", &[&last]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(first, ["5"]);
+    let five: i64 = consumer.query_one("SELECT change_id FROM cep.change_log WHERE pk = '5'", &[]).unwrap().get(0);
+    younger.batch_execute("COMMIT").unwrap();
+    let then: Vec<String> = consumer.query("SELECT pk FROM cep.changes_since($1)", &[&five]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(then, ["4"]);
 }

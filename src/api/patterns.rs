@@ -176,7 +176,8 @@ fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
     unsafe {
         for_each_transition_row(data.tg_newtable, (*data.tg_relation).rd_att, |t| {
             for (p, out) in live.iter().zip(events.iter_mut()) {
-                out.extend(patterns::event_of(t, &p.columns));
+                // An event that fits no symbol costs no lock, no read and no write.
+                out.extend(patterns::event_of(t, &p.columns).filter(|(_, e)| p.pattern.can_affect(&e.values)));
             }
         });
     }

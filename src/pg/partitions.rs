@@ -503,8 +503,7 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
         let started = Instant::now();
         let s = match action {
             Action::Create { month, .. } if !creating => {
-                steps.push(step("skipped", Some(partition::partition_name(&parent.name, month)?), 0, Some(format!("creating {month} waits for the earlier month"))));
-                continue;
+                step("skipped", Some(partition::partition_name(&parent.name, month)?), 0, Some(format!("creating {month} waits for the earlier month")))
             }
             Action::Create { month, .. } => match create_month(client, &parent, month, config.batch_size)? {
                 Some(moved) => step("create", Some(partition::partition_name(&parent.name, month)?), moved, None),
@@ -532,6 +531,15 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
         };
         record(client, &s, started)?;
         steps.push(s);
+    }
+    // The table's rollups keep what the table keeps.
+    if let Some(retention) = config.retention {
+        client.update(
+            "WITH r AS (DELETE FROM cep.rollups WHERE relid = $1 AND minute < now() - $2::interval)
+             DELETE FROM cep.key_rollups WHERE relid = $1 AND minute < now() - $2::interval",
+            None,
+            &[relid.into(), retention.into()],
+        )?;
     }
     client.update("UPDATE cep.partition_config SET last_run = now() WHERE parent = $1", None, &[relid.into()])?;
     Ok(steps)

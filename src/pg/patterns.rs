@@ -4,7 +4,8 @@
 //!
 //! Keys are serialised with a transaction-scoped advisory lock on (pattern, hash of key): two
 //! sessions inserting events of one key advance its state one after the other, never from the
-//! same old state. Locks are taken in hash order, so sessions cannot deadlock on each other.
+//! same old state (under READ COMMITTED, where each statement sees what committed before it).
+//! A statement takes its keys' locks in key order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -212,8 +213,8 @@ const RECORD_MATCHES: &str = "WITH m AS (
      p AS (
          SELECT json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
                                   'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows)::text AS full_payload,
-                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 1000),
-                                  'key', left(key, 1000), 'start', match_start, 'end', match_end,
+                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 500),
+                                  'key', left(key, 500), 'start', match_start, 'end', match_end,
                                   'completed_by', completed_by, 'truncated', true)::text AS short_payload
          FROM m)
      SELECT count(pg_notify($8, CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END)) FROM p";
@@ -359,7 +360,12 @@ pub fn fire_timeouts(client: &mut SpiClient<'_>, limit: i64) -> CepResult<i64> {
     let mut fired = 0i64;
     for (pattern_id, source, key) in due {
         let patterns = crate::pg::cache::patterns(source)?;
-        let Some(live) = patterns.iter().find(|p| p.id == pattern_id) else { continue };
+        let Some(live) = patterns.iter().find(|p| p.id == pattern_id) else {
+            // The pattern no longer loads (its source or a column it reads is gone): its partial
+            // matches can never advance, and would block the keys due after them.
+            client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1", None, &[pattern_id.into()])?;
+            continue;
+        };
         if !lock_key(pattern_id, &key, false) {
             continue;
         }

@@ -2,13 +2,22 @@
 //! per statement. Table-wide rows are spread over shards (one per backend, modulo 8), so that
 //! concurrent sessions do not queue on the current minute's row.
 
-use pgrx::pg_sys::BuiltinOid::{FLOAT8ARRAYOID, INT2OID, INT8ARRAYOID, OIDOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+use pgrx::pg_sys::BuiltinOid::{FLOAT8ARRAYOID, FLOAT8OID, INT2OID, INT8ARRAYOID, INT8OID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
 use pgrx::prelude::*;
 use pgrx::PgOid;
 
 use crate::engine::rollup::Rollup;
 use crate::error::CepResult;
 use crate::pg::spi;
+
+/// One row of one key (a single-row INSERT, or the row trigger): scalar parameters, no arrays.
+const ADD_ONE: &str = "WITH minutes AS (
+         INSERT INTO cep.rollups AS r (relid, minute, shard, count, sum, min, max) VALUES ($1, $3, $2, $5, $6, $7, $8)
+         ON CONFLICT (relid, minute, shard) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
+             min = least(r.min, excluded.min), max = greatest(r.max, excluded.max))
+     INSERT INTO cep.key_rollups AS r (relid, minute, key, count, sum, min, max) VALUES ($1, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (relid, minute, key) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
+         min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)";
 
 /// Both tables in one statement: one round trip per trigger call.
 const ADD: &str = "WITH minutes AS (
@@ -32,6 +41,18 @@ pub fn add(relid: pg_sys::Oid, rollup: &Rollup) -> CepResult<()> {
     }
     // SAFETY: plain read of this backend's process id.
     let shard = (unsafe { pg_sys::MyProcPid } % 8) as i16;
+    if let ([(minute, agg)], 1) = (rollup.minutes.iter().collect::<Vec<_>>().as_slice(), rollup.keys.len()) {
+        let key = rollup.keys.keys().next().map(|(_, k)| k.as_str()).unwrap_or_default();
+        let plan = spi::kept(ADD_ONE, &[OIDOID, INT2OID, TIMESTAMPTZOID, TEXTOID, INT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID].map(PgOid::from))?;
+        return Spi::connect_mut(|client| -> CepResult<()> {
+            client.update(
+                &*plan,
+                None,
+                &[relid.into(), shard.into(), ts(**minute).into(), key.into(), agg.count.into(), agg.sum.into(), agg.min.into(), agg.max.into()],
+            )?;
+            Ok(())
+        });
+    }
     let types = [
         OIDOID, INT2OID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
         TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,

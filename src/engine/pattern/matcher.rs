@@ -94,6 +94,17 @@ impl Pattern {
         state.runs.iter().map(|r| r.start_ts.saturating_add(w).saturating_add(1)).min()
     }
 
+    /// Whether an event with these values can change a key's partial matches (beyond what time
+    /// alone does, which `expire` covers). It cannot when it fits no symbol, and the pattern
+    /// neither wants consecutive rows (`strict`), nor watches for absences, nor compares with
+    /// PREV/FIRST: the live trigger then leaves the key's stored state alone.
+    pub fn can_affect(&self, values: &[Value]) -> bool {
+        self.options.contiguity == super::Contiguity::Strict
+            || !self.nfa.absences.is_empty()
+            || self.preds.iter().any(|p| p.refs)
+            || self.sym_mask(values) != 0
+    }
+
     pub fn expire(&self, state: &mut KeyState, now: i64, out: &mut Vec<Match>) {
         if let Some(w) = self.options.within {
             self.expire_runs(state, now, w, out);

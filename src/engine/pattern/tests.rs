@@ -778,3 +778,25 @@ fn nan_values_survive_json_state() {
     let v: Value = serde_json::from_str(&serde_json::to_string(&Value::Float(f64::NAN)).unwrap()).unwrap();
     assert!(matches!(v, Value::Float(f) if f.is_nan()));
 }
+
+/// The trigger skips events that cannot change anything; skipping them must not change a match.
+#[test]
+fn skipping_events_that_cannot_affect_gives_the_same_matches() {
+    let define = serde_json::json!({"a": {"t": "login"}, "b": {"t": "browse"}, "c": {"t": "buy"}});
+    let kinds = ["login", "browse", "noise", "buy", "noise", "other"];
+    for contiguity in [Contiguity::SkipTillNext, Contiguity::SkipTillAny, Contiguity::Strict] {
+        let options = PatternOptions { contiguity, within: Some(1_000), ..Default::default() };
+        let p = compile("a b+ c", &define, options).unwrap();
+        let events: Vec<Event> = (0..200)
+            .map(|i| Event { id: i, ts: i * 7, values: vec![Value::Text(kinds[(i as usize * 7 + i as usize / 3) % kinds.len()].into())] })
+            .collect();
+        let all = match_all(&p, &events);
+        let kept: Vec<Event> = events.iter().filter(|e| p.can_affect(&e.values)).cloned().collect();
+        assert_eq!(match_all(&p, &kept), all, "{contiguity:?}");
+        if contiguity != Contiguity::Strict {
+            assert!(kept.len() < events.len());
+        } else {
+            assert_eq!(kept.len(), events.len(), "strict contiguity needs every row");
+        }
+    }
+}
