@@ -208,10 +208,11 @@ CREATE TABLE change_log (
 ) PARTITION BY RANGE (changed_at);
 CREATE TABLE change_log_default PARTITION OF change_log DEFAULT;
 -- Few indexes, each paid on every captured row: time per table (anomaly counts, entities,
--- endpoints), transaction (correlation), and only where they are set: key, from and to ids.
+-- endpoints), transaction then id (correlation, and the order cep.changes_since reads in), and
+-- only where they are set: key, from and to ids; and the primary key, for lookups by change id.
 CREATE INDEX change_log_table_time_idx ON change_log (relid, changed_at);
 CREATE INDEX change_log_key_idx ON change_log (relid, key, changed_at) WHERE key IS NOT NULL;
-CREATE INDEX change_log_correlation_idx ON change_log (correlation_id);
+CREATE INDEX change_log_correlation_idx ON change_log (correlation_id, change_id);
 CREATE INDEX change_log_from_idx ON change_log (from_id) WHERE from_id IS NOT NULL;
 CREATE INDEX change_log_to_idx ON change_log (to_id) WHERE to_id IS NOT NULL;
 INSERT INTO partition_config (parent, control_column, control_type, premake, retention, retention_mode)

@@ -139,10 +139,11 @@ CREATE TABLE change_log (
 ) PARTITION BY RANGE (changed_at);
 CREATE TABLE change_log_default PARTITION OF change_log DEFAULT;
 -- Few indexes, each paid on every captured row: time per table (anomaly counts, entities,
--- endpoints), transaction (correlation), and only where they are set: key, from and to ids.
+-- endpoints), transaction then id (correlation, and the order cep.changes_since reads in), and
+-- only where they are set: key, from and to ids; and the primary key, for lookups by change id.
 CREATE INDEX change_log_table_time_idx ON change_log (relid, changed_at);
 CREATE INDEX change_log_key_idx ON change_log (relid, key, changed_at) WHERE key IS NOT NULL;
-CREATE INDEX change_log_correlation_idx ON change_log (correlation_id);
+CREATE INDEX change_log_correlation_idx ON change_log (correlation_id, change_id);
 CREATE INDEX change_log_from_idx ON change_log (from_id) WHERE from_id IS NOT NULL;
 CREATE INDEX change_log_to_idx ON change_log (to_id) WHERE to_id IS NOT NULL;
 INSERT INTO partition_config (parent, control_column, control_type, premake, retention, retention_mode)
@@ -444,22 +445,27 @@ $$;
 CREATE FUNCTION realtime_stats(relation regclass, time_window interval DEFAULT '5 minutes', top integer DEFAULT 10)
 RETURNS TABLE (window_start timestamptz, total_transactions bigint, total_volume float8, avg_transaction float8,
                min_amount float8, max_amount float8, active_users bigint, top_users jsonb)
-LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
-    WITH w AS (SELECT date_trunc('minute', now() - time_window) AS since),
-    t AS (
+-- PL/pgSQL, not SQL: its plans see the window's bounds, so they read the window's index range
+-- instead of planning for any range (which scans every rollup).
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    since timestamptz := date_trunc('minute', now() - time_window);
+BEGIN
+    RETURN QUERY
+    WITH t AS (
         SELECT sum(r.count)::bigint AS n, sum(r.sum) AS volume, min(r.min) AS lo, max(r.max) AS hi
-        FROM @extschema@.rollups r, w WHERE r.relid = relation AND r.minute >= w.since),
+        FROM @extschema@.rollups r WHERE r.relid = relation AND r.minute >= since),
     k AS (
         SELECT r.key, sum(r.count)::bigint AS n, sum(r.sum) AS total
-        FROM @extschema@.key_rollups r, w WHERE r.relid = relation AND r.minute >= w.since
+        FROM @extschema@.key_rollups r WHERE r.relid = relation AND r.minute >= since
         GROUP BY r.key)
-    SELECT w.since, coalesce(t.n, 0), coalesce(t.volume, 0), t.volume / nullif(t.n, 0), t.lo, t.hi,
+    SELECT since, coalesce(t.n, 0::bigint), coalesce(t.volume, 0::float8), t.volume / nullif(t.n, 0), t.lo, t.hi,
            (SELECT count(*) FROM k),
-           coalesce((SELECT jsonb_agg(jsonb_build_object('key', key, 'transactions', n, 'total', total, 'avg', total / n)
-                                      ORDER BY total DESC, key)
-                     FROM (SELECT * FROM k ORDER BY total DESC, key LIMIT top) top_keys), '[]')
-    FROM w, t
-$$;
+           coalesce((SELECT jsonb_agg(jsonb_build_object('key', x.key, 'transactions', x.n, 'total', x.total, 'avg', x.total / x.n)
+                                      ORDER BY x.total DESC, x.key)
+                     FROM (SELECT * FROM k ORDER BY k.total DESC, k.key LIMIT top) x), '[]'::jsonb)
+    FROM t;
+END $$;
 
 -- Rebuilds a watched table's rollups from its rows, from `since` on (whole minutes): after
 -- UPDATEs or DELETEs, which the rollups do not follow, or for rows loaded before it was watched.
