@@ -196,7 +196,10 @@ fn lock_key(pattern_id: i32, key: &str, wait: bool) -> bool {
 const LOAD_STATES: &str = "SELECT key, state FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
 // One key per statement: a generic plan joining an array to the states could choose to scan them all.
 // One key (a single-row INSERT): a plain insert or update, always one index probe.
-const INSERT_STATE: &str = "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline) VALUES ($1, $2, $3, $4)";
+// An upsert even for a key that had no row: under REPEATABLE READ another session may have
+// added it meanwhile, and that must not fail the user's INSERT.
+const INSERT_STATE: &str = "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (pattern_id, key) DO UPDATE SET state = excluded.state, deadline = excluded.deadline";
 const UPDATE_STATE: &str = "UPDATE cep.pattern_state SET state = $3, deadline = $4 WHERE pattern_id = $1 AND key = $2";
 /// Many keys at once (a multi-row statement): one upsert, whose conflict arbiter is the index.
 const UPSERT_STATES: &str = "INSERT INTO cep.pattern_state AS p (pattern_id, key, state, deadline)
