@@ -119,7 +119,16 @@ RETURNS TABLE (window_start timestamptz, total_transactions bigint, total_volume
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     since timestamptz := date_trunc('minute', now() - time_window);
+    kept boolean;
 BEGIN
+    SELECT w.rollups INTO kept FROM @extschema@.watches w WHERE w.relid = relation;
+    IF kept IS NULL THEN
+        RAISE EXCEPTION '% is not watched', relation USING ERRCODE = '55000',
+            HINT = 'realtime_stats reads the rollups the monitor keeps for watched tables: cep.watch it first.';
+    ELSIF NOT kept THEN
+        RAISE EXCEPTION 'the monitor keeps no rollups for %', relation USING ERRCODE = '55000',
+            HINT = 'Turn them on with cep.watch_rollups, and fill the gap with cep.rollup_rebuild.';
+    END IF;
     RETURN QUERY
     WITH t AS (
         SELECT sum(r.count)::bigint AS n, sum(r.sum) AS volume, min(r.min) AS lo, max(r.max) AS hi

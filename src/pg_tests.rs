@@ -952,5 +952,7 @@ mod tests {
         run("INSERT INTO rr_tx (user_id, amount, created_at) VALUES (2, 9, now())");
         assert_eq!(one::<i64>("SELECT sum(count)::bigint FROM cep.rollups WHERE relid = 'rr_tx'::regclass"), Some(1));
         assert!(outcome("SELECT cep.watch_rollups('cep.alerts', true)").starts_with("55000: alerts is not watched"));
+        assert_eq!(outcome("SELECT * FROM cep.realtime_stats('rr_tx')"), "55000: the monitor keeps no rollups for public.rr_tx");
+        assert_eq!(outcome("SELECT * FROM cep.realtime_stats('cep.alerts')"), "55000: cep.alerts is not watched");
     }
 }
