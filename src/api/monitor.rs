@@ -92,6 +92,9 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     // Rows go into the rollups and the window cache even when there is nothing to score.
     let no_rules = cache::active_rules()?.is_empty();
     let watch = cache::watch(relid)?;
+    if no_rules && !window_cache::enabled() && !watch.rollups {
+        return Ok(());
+    }
     // SAFETY: `data` is this trigger call's TriggerData: its transition table and relation.
     let (store, desc) = unsafe { ((*data).tg_newtable, (*(*data).tg_relation).rd_att) };
     let Some(columns) = watch.row_columns else {
@@ -103,12 +106,14 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     let rows = unsafe { columns.read_transition(store, desc) };
     counts.rows_seen = rows.len() as u64;
     // Every row of the statement is in the window of the later ones: remember them all first.
-    let mut rollup = Rollup::default();
     for row in &rows {
         window_cache::remember(&watch, &event(row));
-        rollup.add(row.at, &row.key, row.amount);
     }
     if watch.rollups {
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            rollup.add(row.at, &row.key, row.amount);
+        }
         rollups::add(watch.root, &rollup)?;
     }
     if no_rules || cannot_score(&watch, counts.rows_seen, counts) {
@@ -167,6 +172,9 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
     counts.rows_seen = 1;
     let no_rules = cache::active_rules()?.is_empty();
     let watch = cache::watch(relid)?;
+    if no_rules && !window_cache::enabled() && !watch.rollups {
+        return Ok(Verdict::Keep);
+    }
     let Some(columns) = watch.row_columns else {
         window_cache::mark_dirty(watch.root);
         cannot_score(&watch, 1, counts);

@@ -299,7 +299,7 @@ fn match_recognize(
         Ok((compiled.symbols().to_vec(), out))
     })
     .or_report();
-    let ts = patterns::timestamptz;
+    let ts = crate::pg::time::timestamptz;
     let mut rows = Vec::new();
     for (n, (key, m)) in matches.into_iter().enumerate() {
         let number = n as i64 + 1;

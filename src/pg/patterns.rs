@@ -18,6 +18,7 @@ use crate::engine::pattern::{self, AfterMatch, Contiguity, Event, KeyState, Matc
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, TIME_TYPES};
 use crate::pg::spi;
+use crate::pg::time::timestamptz;
 use crate::pg::tuple::Col;
 use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
 use pgrx::PgOid;
@@ -167,11 +168,6 @@ pub fn rows_json(symbols: &[String], m: &Match) -> Json {
         }
     }
     Json::Object(rows)
-}
-
-pub fn timestamptz(micros: i64) -> pgrx::datum::TimestampWithTimeZone {
-    // SAFETY: a timestamptz datum is its microseconds since 2000-01-01.
-    unsafe { pgrx::datum::TimestampWithTimeZone::from_datum(pg_sys::Datum::from(micros), false) }.expect("non-null")
 }
 
 /// Takes the (pattern, key) lock until the transaction ends; `false` when `wait` is off and

@@ -9,6 +9,7 @@ use pgrx::PgOid;
 use crate::engine::rollup::Rollup;
 use crate::error::CepResult;
 use crate::pg::spi;
+use crate::pg::time::timestamptz as ts;
 
 /// One row of one key (a single-row INSERT, or the row trigger): scalar parameters, no arrays.
 const ADD_ONE: &str = "WITH minutes AS (
@@ -30,10 +31,6 @@ const ADD: &str = "WITH minutes AS (
      ON CONFLICT (relid, minute, key) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
          min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)";
 
-fn ts(micros: i64) -> pgrx::datum::TimestampWithTimeZone {
-    crate::pg::patterns::timestamptz(micros)
-}
-
 /// Adds one statement's rows (already summed per minute and key) to the rollups of `relid`.
 pub fn add(relid: pg_sys::Oid, rollup: &Rollup) -> CepResult<()> {
     if rollup.is_empty() {
@@ -41,14 +38,14 @@ pub fn add(relid: pg_sys::Oid, rollup: &Rollup) -> CepResult<()> {
     }
     // SAFETY: plain read of this backend's process id.
     let shard = (unsafe { pg_sys::MyProcPid } % 8) as i16;
-    if let ([(minute, agg)], 1) = (rollup.minutes.iter().collect::<Vec<_>>().as_slice(), rollup.keys.len()) {
-        let key = rollup.keys.keys().next().map(|(_, k)| k.as_str()).unwrap_or_default();
+    if let (1, Some(((minute, key), agg))) = (rollup.keys.len(), rollup.keys.iter().next()) {
+        // One key in one minute: the table-wide figures are that key's.
         let plan = spi::kept(ADD_ONE, &[OIDOID, INT2OID, TIMESTAMPTZOID, TEXTOID, INT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID].map(PgOid::from))?;
         return Spi::connect_mut(|client| -> CepResult<()> {
             client.update(
                 &*plan,
                 None,
-                &[relid.into(), shard.into(), ts(**minute).into(), key.into(), agg.count.into(), agg.sum.into(), agg.min.into(), agg.max.into()],
+                &[relid.into(), shard.into(), ts(*minute).into(), key.as_str().into(), agg.count.into(), agg.sum.into(), agg.min.into(), agg.max.into()],
             )?;
             Ok(())
         });

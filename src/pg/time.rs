@@ -1,6 +1,7 @@
-//! Postgres timestamps to the engine's Unix microseconds.
+//! Postgres timestamps to the engine's Unix microseconds, and back to SQL values.
 
 use pgrx::pg_sys;
+use pgrx::FromDatum;
 
 /// Microseconds from 1970-01-01 to 2000-01-01, Postgres' epoch.
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
@@ -23,4 +24,10 @@ pub fn session_utc_offset_secs(ts: pg_sys::TimestampTz) -> i32 {
     } else {
         0
     }
+}
+
+/// A raw timestamptz (microseconds since 2000-01-01) as the SQL value, for SPI parameters.
+pub fn timestamptz(micros: pg_sys::TimestampTz) -> pgrx::datum::TimestampWithTimeZone {
+    // SAFETY: a timestamptz datum is its microseconds since 2000-01-01.
+    unsafe { pgrx::datum::TimestampWithTimeZone::from_datum(pg_sys::Datum::from(micros), false) }.expect("non-null")
 }
