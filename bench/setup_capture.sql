@@ -7,8 +7,6 @@ DROP FUNCTION IF EXISTS cap_plpgsql_audit();
 CREATE TABLE cap_bare (id bigserial PRIMARY KEY, label text NOT NULL, properties jsonb NOT NULL DEFAULT '{}');
 CREATE TABLE cap_cep (LIKE cap_bare INCLUDING ALL);
 CREATE TABLE cap_plpgsql (LIKE cap_bare INCLUDING ALL);
-ALTER TABLE cap_cep ALTER id SET DEFAULT nextval(pg_get_serial_sequence('cap_bare', 'id'));
-ALTER TABLE cap_plpgsql ALTER id SET DEFAULT nextval(pg_get_serial_sequence('cap_bare', 'id'));
 SELECT cep.capture('cap_cep', kind => 'node', channel => 'bench_changes');
 
 CREATE TABLE cap_plpgsql_log (change_id bigserial PRIMARY KEY, changed_at timestamptz NOT NULL DEFAULT now(),

@@ -21,8 +21,6 @@ CREATE TABLE tx_plpgsql (LIKE tx_bare INCLUDING ALL);
 INSERT INTO tx_cep SELECT * FROM tx_bare;
 INSERT INTO tx_plpgsql SELECT * FROM tx_bare;
 SELECT setval(pg_get_serial_sequence('tx_bare', 'id'), :rows + 1);
-ALTER TABLE tx_cep ALTER COLUMN id SET DEFAULT nextval(pg_get_serial_sequence('tx_bare', 'id'));
-ALTER TABLE tx_plpgsql ALTER COLUMN id SET DEFAULT nextval(pg_get_serial_sequence('tx_bare', 'id'));
 -- The same index on every table: the one cep.watch creates.
 CREATE INDEX ON tx_bare (user_id, created_at) INCLUDE (amount, location);
 CREATE INDEX ON tx_plpgsql (user_id, created_at) INCLUDE (amount, location);

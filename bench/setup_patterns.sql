@@ -10,8 +10,6 @@ CREATE TABLE ev_bare (id bigserial PRIMARY KEY, user_id integer NOT NULL, event_
                       amount numeric(12,2), created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE ev_cep (LIKE ev_bare INCLUDING ALL);
 CREATE TABLE ev_plpgsql (LIKE ev_bare INCLUDING ALL);
-ALTER TABLE ev_cep ALTER id SET DEFAULT nextval(pg_get_serial_sequence('ev_bare', 'id'));
-ALTER TABLE ev_plpgsql ALTER id SET DEFAULT nextval(pg_get_serial_sequence('ev_bare', 'id'));
 
 SELECT cep.define_pattern('bench_checkout', 'ev_cep', 'user_id', 'created_at', 'login browse+ purchase',
     '{"login": {"event_type": "login"}, "browse": {"event_type": "browse"}, "purchase": {"event_type": "purchase"}}',

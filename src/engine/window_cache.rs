@@ -35,28 +35,106 @@ pub struct CachedEvent {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    count: i64,
+    /// Events with a location.
+    located: i64,
+    sum: f64,
+    sum_sq: f64,
+}
+
+/// The stretch of a key's latest events that were all at one place (null locations aside): every
+/// located event at or after `from` is at `loc`. A window inside it needs no per-event look at
+/// locations. `loc` is 0 while no event had a location, `MIXED` when a chunk saw two places.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Run {
+    loc: u32,
+    from: i64,
+}
+
+const MIXED: u32 = u32::MAX;
+const NO_RUN: Run = Run { loc: MIXED, from: i64::MAX };
+
+/// Where a window of `window` microseconds started at the last read that reached back to `lo`:
+/// every chunk before `chunk` ended before `lo`. Later reads with the same window move it on,
+/// so finding a window's first chunk does not walk the expired ones again.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Cursor {
+    window: i64,
+    lo: i64,
+    chunk: u32,
+}
+
+const CURSORS: usize = 3;
+const NO_CURSORS: [Cursor; CURSORS] = [Cursor { window: 0, lo: i64::MIN, chunk: NONE }; CURSORS];
+
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Chunk {
     next: u32,
     len: u32,
+    /// The one location of the chunk's located events (0 while it has none), and how many they
+    /// are; `mixed` once two locations were seen. A key mostly stays at one place, so location
+    /// figures too are usually added a chunk at a time.
+    loc: u32,
+    located: u16,
+    mixed: u16,
     /// Sums over the chunk's events, so a window that covers the whole chunk adds them at once.
     sum: f64,
     sum_sq: f64,
     max: f64,
+    /// The same sums over every earlier chunk of the entry: the sums of a run of whole chunks
+    /// are a difference of two of these, so a long window costs no more than a short one.
+    before: Totals,
+    /// The previous chunk's run and its last event's time, to extend the run with this chunk.
+    prev_run: Run,
+    prev_last: i64,
     events: [CachedEvent; CHUNK_EVENTS],
 }
 
 impl Chunk {
     fn reset(&mut self) {
+        self.before = Totals::default();
+        self.prev_run = Run { loc: 0, from: i64::MIN };
+        self.prev_last = i64::MIN;
         self.len = 0;
+        self.loc = 0;
+        self.located = 0;
+        self.mixed = 0;
         self.sum = 0.0;
         self.sum_sq = 0.0;
         self.max = f64::NEG_INFINITY;
     }
 
+    /// The run of same-place events that ends with this chunk.
+    fn run(&self) -> Run {
+        let prev = self.prev_run;
+        match () {
+            _ if self.mixed == 1 => NO_RUN,
+            _ if self.located == 0 => prev,
+            _ if prev.loc == 0 || prev.loc == self.loc => Run { loc: self.loc, from: prev.from },
+            // A new place: the run starts after the previous chunk's events.
+            _ => Run { loc: self.loc, from: self.prev_last.saturating_add(1) },
+        }
+    }
+
+    fn last_t(&self) -> Option<i64> {
+        self.events[..self.len as usize].last().map(|e| e.t)
+    }
+
     fn add(&mut self, ev: CachedEvent) {
         self.events[self.len as usize] = ev;
         self.len += 1;
+        if ev.loc != 0 {
+            if self.loc != 0 && self.loc != ev.loc {
+                self.mixed = 1;
+            }
+            self.loc = ev.loc;
+            self.located += 1;
+        }
         if !ev.amount.is_nan() {
             self.sum += ev.amount;
             self.sum_sq += ev.amount * ev.amount;
@@ -84,6 +162,7 @@ pub struct Entry {
     from: i64,
     head: u32,
     tail: u32,
+    cursors: [Cursor; CURSORS],
 }
 
 #[repr(C)]
@@ -212,6 +291,7 @@ impl<'a> CacheView<'a> {
         self.entries[i].live = 0;
         self.entries[i].head = NONE;
         self.entries[i].tail = NONE;
+        self.entries[i].cursors = NO_CURSORS;
     }
 
     fn alloc_chunk(&mut self, keep: usize) -> Option<u32> {
@@ -249,7 +329,17 @@ impl<'a> CacheView<'a> {
         if tail == NONE {
             self.entries[i].head = new;
         } else {
+            let t = &self.chunks[tail as usize];
+            let before = Totals {
+                count: t.before.count + t.len as i64,
+                located: t.before.located + t.located as i64,
+                sum: t.before.sum + t.sum,
+                sum_sq: t.before.sum_sq + t.sum_sq,
+            };
+            let (prev_run, prev_last) = (t.run(), t.last_t().unwrap_or(i64::MIN));
             self.chunks[tail as usize].next = new;
+            let n = &mut self.chunks[new as usize];
+            (n.before, n.prev_run, n.prev_last) = (before, prev_run, prev_last);
         }
         self.entries[i].tail = new;
         true
@@ -275,7 +365,7 @@ impl<'a> CacheView<'a> {
         };
         self.free_entry(slot);
         let generation = self.generation(id.database, id.relid);
-        self.entries[slot] = Entry { id, live: 1, recently_used: 1, generation, from, head: NONE, tail: NONE };
+        self.entries[slot] = Entry { id, live: 1, recently_used: 1, generation, from, head: NONE, tail: NONE, cursors: NO_CURSORS };
         for ev in events {
             if !self.push(slot, *ev) {
                 self.free_entry(slot);
@@ -297,18 +387,21 @@ impl<'a> CacheView<'a> {
         // Did the loader see this transaction? Only events in our time range can tell, and the
         // chunks around it are found without copying the key's events.
         let ours = |e: &CachedEvent| events.iter().any(|n| n.xid == e.xid);
-        let mut c = self.entries[i].head;
-        let mut newest = None;
-        while c != NONE {
-            let chunk = &self.chunks[c as usize];
-            let held = &chunk.events[..chunk.len as usize];
-            if let Some(l) = held.last() {
-                newest = Some(l.t);
-                if l.t >= first.t && held.first().is_some_and(|f| f.t <= last.t) && held.iter().any(|e| e.t >= first.t && e.t <= last.t && ours(e)) {
+        let tail = self.entries[i].tail;
+        let newest = if tail == NONE { None } else { self.chunks[tail as usize].last_t() };
+        // Usually every held event is older than ours and none can be ours. Otherwise look from
+        // the furthest cursor that cannot have passed an event at or after `first`.
+        if newest.is_some_and(|n| n >= first.t) {
+            let e = &self.entries[i];
+            let mut c = e.cursors.iter().filter(|k| k.chunk != NONE && k.lo <= first.t).max_by_key(|k| k.lo).map_or(e.head, |k| k.chunk);
+            while c != NONE {
+                let chunk = &self.chunks[c as usize];
+                let held = &chunk.events[..chunk.len as usize];
+                if held.last().is_some_and(|l| l.t >= first.t) && held.first().is_some_and(|f| f.t <= last.t) && held.iter().any(|e| e.t >= first.t && e.t <= last.t && ours(e)) {
                     return;
                 }
+                c = chunk.next;
             }
-            c = chunk.next;
         }
         let from = self.entries[i].from;
         // The usual case: the new events are the newest. Append them in place.
@@ -326,7 +419,7 @@ impl<'a> CacheView<'a> {
         all.sort_by_key(|e| e.t);
         let (entry_id, recently_used, generation) = (self.entries[i].id, self.entries[i].recently_used, self.entries[i].generation);
         self.free_entry(i);
-        self.entries[i] = Entry { id: entry_id, live: 1, recently_used, generation, from, head: NONE, tail: NONE };
+        self.entries[i] = Entry { id: entry_id, live: 1, recently_used, generation, from, head: NONE, tail: NONE, cursors: NO_CURSORS };
         for ev in all {
             if !self.push(i, ev) {
                 self.free_entry(i);
@@ -346,21 +439,40 @@ impl<'a> CacheView<'a> {
         out
     }
 
-    /// Drops events older than `keep_from`, and raises `from` to it: the entry stays exact from there.
+    /// Frees the chunks whose events are all older than `keep_from`, and raises the entry's
+    /// `from` past them: without this a busy key's list would grow with its traffic, and every
+    /// read would walk chunks no window needs. An older window than that reloads from the table.
     pub fn prune(&mut self, id: &KeyId, keep_from: i64) {
-        let Some(i) = self.find(id) else { return };
-        if self.entries[i].from >= keep_from {
-            return;
+        if let Some(i) = self.find(id) {
+            self.drop_expired(i, keep_from);
         }
-        let kept: Vec<CachedEvent> = self.events(i).into_iter().filter(|e| e.t >= keep_from).collect();
-        let entry = self.entries[i];
-        self.free_entry(i);
-        self.entries[i] = Entry { from: keep_from, head: NONE, tail: NONE, ..entry };
-        for ev in kept {
-            if !self.push(i, ev) {
-                self.free_entry(i);
+    }
+
+    fn drop_expired(&mut self, i: usize, keep_from: i64) {
+        loop {
+            let head = self.entries[i].head;
+            if head == NONE {
                 return;
             }
+            let chunk = &self.chunks[head as usize];
+            let Some(last) = chunk.events[..chunk.len as usize].last().map(|e| e.t) else { return };
+            if last >= keep_from {
+                return;
+            }
+            let next = chunk.next;
+            self.chunks[head as usize].next = self.header.free_chunk;
+            self.chunks[head as usize].len = 0;
+            self.header.free_chunk = head;
+            let e = &mut self.entries[i];
+            e.head = next;
+            if next == NONE {
+                e.tail = NONE;
+            }
+            for cursor in e.cursors.iter_mut().filter(|c| c.chunk == head) {
+                *cursor = NO_CURSORS[0];
+            }
+            // Sorted chunks: every event after `last` is still held.
+            e.from = e.from.max(last + 1);
         }
     }
 
@@ -387,30 +499,78 @@ impl<'a> CacheView<'a> {
         };
         self.header.hits += 1;
         self.entries[i].recently_used = 1;
+        self.drop_expired(i, need_from);
         let mut stats = vec![WindowStats::default(); plan.windows.len()];
+        let tail = self.entries[i].tail;
+        let tail_in_time = tail != NONE && self.chunks[tail as usize].last_t().is_some_and(|l| l <= t);
         for (w, (window, needs)) in plan.windows.iter().zip(&plan.needs).enumerate() {
             let (lo, s) = (t - window, &mut stats[w]);
             let mut places = Vec::new();
-            // Location figures depend on this row's location: those windows look at each event.
+            let start = self.window_start(i, *window, lo);
+            // Location figures depend on this row's location: those windows look at each chunk.
             let per_event = needs.distinct_locations || needs.other_locations;
-            let mut c = self.entries[i].head;
+            // Location figures come from counts too while the whole window lies in one run.
+            let run = if tail == NONE { NO_RUN } else { self.chunks[tail as usize].run() };
+            let one_place = !per_event || (run.loc != MIXED && run.from <= lo);
+            if one_place && !needs.max && tail_in_time && start != NONE {
+                // The usual read: the window runs from a chunk to the newest event. The first
+                // chunk may start before the window; the whole chunks after it are one difference.
+                let first = &self.chunks[start as usize];
+                let whole = if first.events[0].t >= lo {
+                    start
+                } else {
+                    first.events[..first.len as usize].iter().for_each(|e| add_event(s, &mut places, e, lo, t, loc));
+                    first.next
+                };
+                if whole != NONE {
+                    let (from, to) = (&self.chunks[whole as usize].before, &self.chunks[tail as usize]);
+                    s.count += to.before.count + to.len as i64 - from.count;
+                    s.sum += to.before.sum + to.sum - from.sum;
+                    s.sum_sq += to.before.sum_sq + to.sum_sq - from.sum_sq;
+                    let located = to.before.located + to.located as i64 - from.located;
+                    if per_event && located > 0 {
+                        if loc != 0 && run.loc != loc {
+                            s.other_locations += located;
+                        }
+                        if loc != 0 && run.loc == loc {
+                            s.same_location += located;
+                        }
+                        if !places.contains(&run.loc) {
+                            places.push(run.loc);
+                        }
+                    }
+                }
+                extra.iter().for_each(|e| add_event(s, &mut places, e, lo, t, loc));
+                s.distinct_locations = places.len() as i64;
+                continue;
+            }
+            let mut c = start;
             while c != NONE {
                 let chunk = &self.chunks[c as usize];
                 c = chunk.next;
                 let events = &chunk.events[..chunk.len as usize];
                 let (Some(first), Some(last)) = (events.first(), events.last()) else { continue };
-                if last.t < lo {
-                    continue;
-                }
                 if first.t > t {
                     break;
                 }
-                if !per_event && first.t >= lo && last.t <= t {
+                if first.t >= lo && last.t <= t && !(per_event && chunk.mixed == 1) {
                     s.count += events.len() as i64;
                     s.sum += chunk.sum;
                     s.sum_sq += chunk.sum_sq;
                     if chunk.max > f64::NEG_INFINITY {
                         s.max = Some(s.max.map_or(chunk.max, |m| m.max(chunk.max)));
+                    }
+                    if per_event && chunk.located > 0 {
+                        let n = chunk.located as i64;
+                        if loc != 0 && chunk.loc != loc {
+                            s.other_locations += n;
+                        }
+                        if loc != 0 && chunk.loc == loc {
+                            s.same_location += n;
+                        }
+                        if !places.contains(&chunk.loc) {
+                            places.push(chunk.loc);
+                        }
                     }
                 } else {
                     events.iter().for_each(|e| add_event(s, &mut places, e, lo, t, loc));
@@ -420,6 +580,25 @@ impl<'a> CacheView<'a> {
             s.distinct_locations = places.len() as i64;
         }
         Some(stats)
+    }
+
+    /// The first chunk holding an event at or after `lo`, found from where the last read of the
+    /// same window stopped (or from the head when `lo` moved back or the window is new).
+    fn window_start(&mut self, i: usize, window: i64, lo: i64) -> u32 {
+        let cursors = self.entries[i].cursors;
+        let slot = cursors.iter().position(|c| c.chunk != NONE && c.window == window);
+        let mut c = match slot {
+            Some(k) if cursors[k].lo <= lo => cursors[k].chunk,
+            _ => self.entries[i].head,
+        };
+        while c != NONE && self.chunks[c as usize].last_t().is_none_or(|l| l < lo) {
+            c = self.chunks[c as usize].next;
+        }
+        if c != NONE {
+            let k = slot.or_else(|| cursors.iter().position(|c| c.chunk == NONE)).unwrap_or(window.unsigned_abs() as usize % CURSORS);
+            self.entries[i].cursors[k] = Cursor { window, lo, chunk: c };
+        }
+        c
     }
 
     /// Live entries and the events they hold.
@@ -576,12 +755,18 @@ mod tests {
         let mut r = Region::new(64, 200);
         let mut c = r.view(true);
         let v = c.version(&id("k"));
-        assert!(c.insert_loaded(id("k"), 0, &[ev(1, 1.0, 1), ev(50, 1.0, 1)], v));
-        c.prune(&id("k"), 10);
-        assert_eq!(c.read(&id("k"), 0), None, "from is now 10");
-        assert_eq!(c.read(&id("k"), 10).unwrap().len(), 1);
+        // Three chunks: t 0..140, 150..290, 300..390.
+        let loaded: Vec<_> = (0..40).map(|i| ev(i * 10, 1.0, 1)).collect();
+        assert!(c.insert_loaded(id("k"), 0, &loaded, v));
+        c.prune(&id("k"), 200);
+        assert_eq!(c.read(&id("k"), 140), None, "the first chunk is gone: from is now 141");
+        assert_eq!(c.read(&id("k"), 141).unwrap().len(), 25, "the chunk holding 200 stays whole");
+        c.prune(&id("k"), 1000);
+        assert_eq!(c.read(&id("k"), 391).unwrap().len(), 0, "all expired, still exact from 391");
+        c.append_committed(id("k"), &[ev(400, 1.0, 2)]);
+        assert_eq!(c.read(&id("k"), 391).unwrap().len(), 1);
         c.invalidate_relation(1, 100);
-        assert_eq!(c.read(&id("k"), 10), None);
+        assert_eq!(c.read(&id("k"), 391), None);
         let v = c.version(&id("k"));
         assert!(c.insert_loaded(id("k"), 0, &[ev(1, 1.0, 1)], v), "reloadable after invalidation");
         assert_eq!(c.read(&id("k"), 0).unwrap().len(), 1);
@@ -638,7 +823,11 @@ mod tests {
             let want = stats_from_events(&all, &plan, t, location_hash(Some("B")));
             let got = c.window_stats(&id("k"), 0, &plan, t, location_hash(Some("B")), &extra).unwrap();
             for ((g, w), needs) in got.iter().zip(&want).zip(&plan.needs) {
-                assert_eq!((g.count, g.max), (w.count, w.max), "at {t}");
+                assert_eq!(g.count, w.count, "at {t}");
+                // Like the location figures, the maximum is computed where a rule reads it.
+                if needs.max {
+                    assert_eq!(g.max, w.max, "at {t}");
+                }
                 // Location figures are computed for the windows whose rules read them.
                 if needs.other_locations {
                     assert_eq!(g.other_locations, w.other_locations, "at {t}");
@@ -646,6 +835,63 @@ mod tests {
                 assert!((g.sum - w.sum).abs() < 1e-6 && (g.sum_sq - w.sum_sq).abs() < 1e-3, "at {t}");
             }
         }
+    }
+
+    /// A key that stays busy for hours keeps about one window of events: reads drop what has
+    /// expired, so neither memory nor the cost of a read grows with the key's traffic.
+    #[test]
+    fn a_busy_key_holds_one_window_and_its_stats_stay_exact() {
+        let plan = plan_of(&[
+            ("anomaly", json!({"threshold": 3, "window": "2 hours"})),
+            ("threshold", json!({"metric": "transaction_count", "value": 1, "window": "1 hour"})),
+            ("pattern", json!({"pattern": "location_change", "time_window": "30 minutes"})),
+        ]);
+        let longest = plan.windows[0];
+        let s = 1_000_000i64;
+        let mut r = Region::new(64, 2000);
+        let mut c = r.view(true);
+        let v = c.version(&id("k"));
+        assert!(c.insert_loaded(id("k"), -longest, &[], v));
+        let mut all = Vec::new();
+        let mut past_hits = 0;
+        // One event every 5 s for 10 hours: 7,200 events, 1,440 in the longest window.
+        for i in 0..7200i64 {
+            let t = i * 5 * s;
+            // Long stretches at home, single trips away, a while of moving back and forth, and a
+            // move to a new home on a chunk's first event.
+            let place = match i {
+                5400.. => "new home",
+                _ if i % 997 == 0 || ((3000..3300).contains(&i) && i % 7 == 0) => "away",
+                _ => "home",
+            };
+            let amount = if i % 31 == 0 { f64::NAN } else { (i % 13) as f64 };
+            let e = CachedEvent { t, amount, loc: location_hash(Some(place)), xid: i as u32 + 10 };
+            c.append_committed(id("k"), &[e]);
+            all.push(e);
+            if i % 10 == 0 {
+                // Now and then a row from the past: its windows reach back before the cursors,
+                // and further back than the key still holds once it is older than a chunk.
+                let past = i % 70 == 0;
+                let t = if past { t - 20 * s } else { t };
+                let here = location_hash(Some(if i % 20 == 0 { "away" } else { "home" }));
+                let Some(got) = c.window_stats(&id("k"), t - longest, &plan, t, here, &[]) else {
+                    assert!(past, "a current read misses at {i}");
+                    continue;
+                };
+                past_hits += past as u32;
+                let want = stats_from_events(&all, &plan, t, here);
+                for ((g, w), needs) in got.iter().zip(&want).zip(&plan.needs) {
+                    assert_eq!(g.count, w.count, "at {i}");
+                    if needs.other_locations {
+                        assert_eq!((g.other_locations, g.same_location, g.distinct_locations), (w.other_locations, w.same_location, w.distinct_locations), "at {i}");
+                    }
+                    assert!((g.sum - w.sum).abs() < 1e-6 && (g.sum_sq - w.sum_sq).abs() < 1e-6, "at {i}");
+                }
+            }
+        }
+        assert!(past_hits > 10, "{past_hits} reads from the past were answered");
+        let (_, held) = c.usage();
+        assert!(held <= 1440 + 2 * CHUNK_EVENTS as u64, "holds {held} events for a 1,440-event window");
     }
 
     #[test]
