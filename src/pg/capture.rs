@@ -80,16 +80,23 @@ pub fn load(relid: pg_sys::Oid) -> CepResult<Option<Capture>> {
 /// Rows as jsonb, each with its primary key as text (columns joined by commas), read from the
 /// trigger's transition table `rows`. Generic over the table: nothing here names its columns,
 /// so a renamed or dropped column cannot make the user's statement fail.
-fn keyed(rows: &str) -> String {
-    format!("SELECT r, (SELECT string_agg(r ->> c, ',' ORDER BY o) FROM unnest($4::text[]) WITH ORDINALITY u(c, o)) AS pk FROM (SELECT to_jsonb(x) AS r FROM {rows} x) t")
+/// The key's columns are the elements of parameter `$4`, `key_columns` of them: the statement
+/// reads them by position, so it stays a plain projection (no subquery per row).
+fn keyed(rows: &str, key_columns: usize) -> String {
+    let pk = match key_columns {
+        0 => "NULL::text".to_string(),
+        n => format!("concat_ws(',', {})", (1..=n).map(|i| format!("r ->> ($4::text[])[{i}]")).collect::<Vec<_>>().join(", ")),
+    };
+    format!("SELECT r, {pk} AS pk FROM (SELECT to_jsonb(x) AS r FROM {rows} x) t")
 }
 
-fn insert_sql(op: Op) -> String {
+fn insert_sql(op: Op, key_columns: usize) -> String {
+    let rows_of = |rows| keyed(rows, key_columns);
     let columns = "INSERT INTO cep.change_log (relid, table_name, op, event_type, pk, key, from_id, to_id, new_row, old_row)";
     let fields = "$1, $2, $3::\"char\", $5, {pk}, {r} ->> $6, {r} ->> $7, {r} ->> $8";
     let body = match op {
-        Op::Insert => format!("{columns} SELECT {}, n.r, NULL FROM ({}) n", fields.replace("{pk}", "n.pk").replace("{r}", "n.r"), keyed("cep_new")),
-        Op::Delete => format!("{columns} SELECT {}, NULL, o.r FROM ({}) o", fields.replace("{pk}", "o.pk").replace("{r}", "o.r"), keyed("cep_old")),
+        Op::Insert => format!("{columns} SELECT {}, n.r, NULL FROM ({}) n", fields.replace("{pk}", "n.pk").replace("{r}", "n.r"), rows_of("cep_new")),
+        Op::Delete => format!("{columns} SELECT {}, NULL, o.r FROM ({}) o", fields.replace("{pk}", "o.pk").replace("{r}", "o.r"), rows_of("cep_old")),
         // Old and new rows are paired by primary key; with `changed_columns_only`, each keeps only
         // the columns whose values differ.
         Op::Update => format!(
@@ -102,13 +109,13 @@ fn insert_sql(op: Op) -> String {
                       ELSE o.r END
              FROM ({}) n FULL JOIN ({}) o ON n.pk = o.pk",
             fields.replace("{pk}", "coalesce(n.pk, o.pk)").replace("{r}", "coalesce(n.r, o.r)"),
-            keyed("cep_new"),
-            keyed("cep_old")
+            rows_of("cep_new"),
+            rows_of("cep_old")
         ),
         // The other parameters are typed at PREPARE; a statement need not use them all.
         Op::Truncate => format!("{columns} VALUES ($1, $2, $3::\"char\", $5, NULL, NULL, NULL, NULL, NULL, NULL)"),
     };
-    format!("WITH ins AS ({body} RETURNING change_id, key) SELECT min(change_id), max(change_id), count(*), array_agg(DISTINCT key) FILTER (WHERE key IS NOT NULL) FROM ins")
+    format!("{body} RETURNING change_id, key")
 }
 
 
@@ -128,13 +135,13 @@ pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> C
         Some(plan) => plan,
         None => {
             let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID].map(PgOid::from);
-            let plan = Rc::new(client.prepare(insert_sql(op).as_str(), &types)?.keep());
+            let plan = Rc::new(client.prepare(insert_sql(op, capture.pk_columns.len()).as_str(), &types)?.keep());
             capture.plans.borrow_mut().push((op, plan.clone()));
             plan
         }
     };
     let kind_event = event_type(capture.kind, op);
-    let row = client.update(
+    let rows = client.update(
         &*plan,
         None,
         &[
@@ -149,13 +156,20 @@ pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> C
             capture.changed_columns_only.into(),
         ],
     )?;
-    let row = row.first();
-    Ok(Logged {
-        first: row.get(1)?.unwrap_or(0),
-        last: row.get(2)?.unwrap_or(0),
-        count: row.get(3)?.unwrap_or(0),
-        keys: row.get::<Vec<String>>(4)?.unwrap_or_default(),
-    })
+    let mut logged = Logged { first: i64::MAX, last: 0, count: 0, keys: Vec::new() };
+    for row in rows {
+        let id: i64 = row.get(1)?.unwrap_or(0);
+        (logged.first, logged.last, logged.count) = (logged.first.min(id), logged.last.max(id), logged.count + 1);
+        if let Some(key) = row.get::<String>(2)? {
+            logged.keys.push(key);
+        }
+    }
+    logged.keys.sort_unstable();
+    logged.keys.dedup();
+    if logged.count == 0 {
+        logged.first = 0;
+    }
+    Ok(logged)
 }
 
 /// Changes of the table (or of one key) in the window before this statement, counted up to
