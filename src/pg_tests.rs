@@ -864,6 +864,28 @@ mod tests {
     }
 
     #[pg_test]
+    fn capture_logs_composite_missing_and_added_primary_keys() {
+        run("CREATE TABLE pairs (a int, b text, note text, PRIMARY KEY (a, b))");
+        run("SELECT cep.capture('pairs')");
+        run("INSERT INTO pairs VALUES (1, 'x', 'first'), (2, 'y', 'second')");
+        run("UPDATE pairs SET note = 'changed' WHERE a = 1");
+        assert_eq!(
+            one::<String>("SELECT string_agg(op::text || ':' || pk, ';' ORDER BY change_id) FROM cep.change_log WHERE table_name = 'public.pairs'"),
+            Some("I:1,x;I:2,y;U:1,x".into())
+        );
+        // No primary key: no pk text. Once the table has one, the next statement logs it.
+        run("CREATE TABLE loose (v int NOT NULL)");
+        run("SELECT cep.capture('loose')");
+        run("INSERT INTO loose VALUES (4)");
+        run("ALTER TABLE loose ADD PRIMARY KEY (v)");
+        run("INSERT INTO loose VALUES (5)");
+        assert_eq!(
+            one::<String>("SELECT string_agg(coalesce(pk, 'none'), ';' ORDER BY change_id) FROM cep.change_log WHERE table_name = 'public.loose'"),
+            Some("none;5".into())
+        );
+    }
+
+    #[pg_test]
     fn capture_refuses_bad_settings_and_survives_dropped_columns() {
         run("CREATE TABLE plain (id int PRIMARY KEY, note text, owner text)");
         assert!(outcome("SELECT cep.capture('plain', kind => 'edge')").starts_with("22023: kind: \"edge\""));
