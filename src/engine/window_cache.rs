@@ -246,7 +246,8 @@ impl<'a> CacheView<'a> {
     }
 
     fn generation(&self, database: u32, relid: u32) -> u64 {
-        self.header.relations.iter().find(|r| r.database == database && r.relid == relid).map_or(0, |r| r.generation)
+        // Slots are taken in order and never given back: the used ones are a prefix.
+        self.header.relations.iter().take_while(|r| r.relid != 0).find(|r| r.database == database && r.relid == relid).map_or(0, |r| r.generation)
     }
 
     /// Forgets every entry of a relation (its rows changed in a way the cache cannot follow).
