@@ -162,6 +162,9 @@ pub struct Entry {
     from: i64,
     head: u32,
     tail: u32,
+    /// The head chunk held an event this recent when last looked at: no need to look at it
+    /// again for expiry until the window passes that time.
+    head_last: i64,
     cursors: [Cursor; CURSORS],
 }
 
@@ -191,12 +194,15 @@ pub struct Header {
 pub fn region_size(keys: usize, events: usize) -> usize {
     let sets = keys.div_ceil(WAYS).max(1);
     let chunks = events.div_ceil(CHUNK_EVENTS).max(1);
-    std::mem::size_of::<Header>() + sets * WAYS * std::mem::size_of::<Entry>() + chunks * std::mem::size_of::<Chunk>()
+    std::mem::size_of::<Header>() + sets * WAYS * (std::mem::size_of::<Entry>() + 8) + chunks * std::mem::size_of::<Chunk>()
 }
 
 pub struct CacheView<'a> {
     header: &'a mut Header,
     entries: &'a mut [Entry],
+    /// A few bits of each entry's key hash (0 when free), side by side: a lookup reads one
+    /// cache line for the whole set and touches only the entry that matches.
+    tags: &'a mut [u64],
     chunks: &'a mut [Chunk],
 }
 
@@ -211,7 +217,8 @@ impl<'a> CacheView<'a> {
         let nchunks = events.div_ceil(CHUNK_EVENTS).max(1);
         let header = &mut *(base as *mut Header);
         let entries_ptr = base.add(std::mem::size_of::<Header>()) as *mut Entry;
-        let chunks_ptr = (entries_ptr as *mut u8).add(sets * WAYS * std::mem::size_of::<Entry>()) as *mut Chunk;
+        let tags_ptr = (entries_ptr as *mut u8).add(sets * WAYS * std::mem::size_of::<Entry>()) as *mut u64;
+        let chunks_ptr = tags_ptr.add(sets * WAYS) as *mut Chunk;
         if init {
             std::ptr::write_bytes(base, 0, region_size(keys, events));
             header.sets = sets as u32;
@@ -222,8 +229,9 @@ impl<'a> CacheView<'a> {
             }
         }
         let entries = std::slice::from_raw_parts_mut(entries_ptr, sets * WAYS);
+        let tags = std::slice::from_raw_parts_mut(tags_ptr, sets * WAYS);
         let chunks = std::slice::from_raw_parts_mut(chunks_ptr, nchunks);
-        CacheView { header, entries, chunks }
+        CacheView { header, entries, tags, chunks }
     }
 
     fn bucket(id: &KeyId) -> usize {
@@ -270,11 +278,18 @@ impl<'a> CacheView<'a> {
         set * WAYS..(set + 1) * WAYS
     }
 
+    fn tag(id: &KeyId) -> u64 {
+        id.hash[0] | 1
+    }
+
     fn find(&self, id: &KeyId) -> Option<usize> {
         let generation = self.generation(id.database, id.relid);
+        let tag = Self::tag(id);
         self.set_of(id).find(|&i| {
-            let e = &self.entries[i];
-            e.live == 1 && e.id == *id && e.generation == generation
+            self.tags[i] == tag && {
+                let e = &self.entries[i];
+                e.live == 1 && e.id == *id && e.generation == generation
+            }
         })
     }
 
@@ -290,6 +305,7 @@ impl<'a> CacheView<'a> {
             }
         }
         self.entries[i].live = 0;
+        self.tags[i] = 0;
         self.entries[i].head = NONE;
         self.entries[i].tail = NONE;
         self.entries[i].cursors = NO_CURSORS;
@@ -366,7 +382,8 @@ impl<'a> CacheView<'a> {
         };
         self.free_entry(slot);
         let generation = self.generation(id.database, id.relid);
-        self.entries[slot] = Entry { id, live: 1, recently_used: 1, generation, from, head: NONE, tail: NONE, cursors: NO_CURSORS };
+        self.entries[slot] = Entry { id, live: 1, recently_used: 1, generation, from, head: NONE, tail: NONE, head_last: i64::MIN, cursors: NO_CURSORS };
+        self.tags[slot] = Self::tag(&id);
         for ev in events {
             if !self.push(slot, *ev) {
                 self.free_entry(slot);
@@ -420,7 +437,8 @@ impl<'a> CacheView<'a> {
         all.sort_by_key(|e| e.t);
         let (entry_id, recently_used, generation) = (self.entries[i].id, self.entries[i].recently_used, self.entries[i].generation);
         self.free_entry(i);
-        self.entries[i] = Entry { id: entry_id, live: 1, recently_used, generation, from, head: NONE, tail: NONE, cursors: NO_CURSORS };
+        self.entries[i] = Entry { id: entry_id, live: 1, recently_used, generation, from, head: NONE, tail: NONE, head_last: i64::MIN, cursors: NO_CURSORS };
+        self.tags[i] = Self::tag(&entry_id);
         for ev in all {
             if !self.push(i, ev) {
                 self.free_entry(i);
@@ -450,6 +468,9 @@ impl<'a> CacheView<'a> {
     }
 
     fn drop_expired(&mut self, i: usize, keep_from: i64) {
+        if self.entries[i].head_last >= keep_from {
+            return;
+        }
         loop {
             let head = self.entries[i].head;
             if head == NONE {
@@ -458,6 +479,7 @@ impl<'a> CacheView<'a> {
             let chunk = &self.chunks[head as usize];
             let Some(last) = chunk.events[..chunk.len as usize].last().map(|e| e.t) else { return };
             if last >= keep_from {
+                self.entries[i].head_last = last;
                 return;
             }
             let next = chunk.next;
@@ -650,6 +672,33 @@ fn add_event(s: &mut WindowStats, places: &mut Vec<u32>, e: &CachedEvent, lo: i6
         if !places.contains(&e.loc) {
             places.push(e.loc);
         }
+    }
+}
+
+/// A map keyed by cache keys. Their hash is already a strong one, so the map mixes its words
+/// cheaply instead of running SipHash over them for every row of a batch.
+pub type KeyMap<V> = std::collections::HashMap<KeyId, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -893,6 +942,13 @@ mod tests {
         assert!(past_hits > 10, "{past_hits} reads from the past were answered");
         let (_, held) = c.usage();
         assert!(held <= 1440 + 2 * CHUNK_EVENTS as u64, "holds {held} events for a 1,440-event window");
+    }
+
+    /// The sizes the settings' documentation gives (README, `cep.window_cache_events`).
+    #[test]
+    fn documented_sizes() {
+        assert_eq!(std::mem::size_of::<Entry>() + 8, 144);
+        assert_eq!(std::mem::size_of::<Chunk>() / CHUNK_EVENTS, 30);
     }
 
     #[test]

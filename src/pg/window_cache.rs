@@ -8,7 +8,6 @@
 //! `engine::window_cache` for the rules that keep concurrent loaders and committers exact.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -17,7 +16,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::engine::evaluate::WindowStats;
-use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_from_events, CacheView, CachedEvent, KeyId};
+use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_from_events, CacheView, CachedEvent, KeyId, KeyMap};
 use crate::error::CepResult;
 use crate::pg::scoring::Event;
 use crate::pg::watched::Watch;
@@ -39,7 +38,7 @@ struct Pending {
 #[derive(Default)]
 struct Local {
     /// This transaction's rows per key, so a 1,000-row statement looks up each key directly.
-    pending: HashMap<KeyId, Vec<Pending>>,
+    pending: KeyMap<Vec<Pending>>,
     /// Relations whose rows this transaction updated, deleted or truncated.
     dirty: Vec<u32>,
 }
@@ -74,7 +73,7 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"cep.window_cache_events",
-        c"Events the monitor's shared window cache can hold, over all keys (24 bytes each).",
+        c"Events the monitor's shared window cache can hold, over all keys (about 30 bytes each).",
         c"A key whose window holds more than fit is read from the table instead.",
         &EVENTS,
         1_000,
