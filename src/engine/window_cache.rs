@@ -552,15 +552,7 @@ impl<'a> CacheView<'a> {
                     s.sum_sq += to.before.sum_sq + to.sum_sq - from.sum_sq;
                     let located = to.before.located + to.located as i64 - from.located;
                     if per_event && located > 0 {
-                        if loc != 0 && run.loc != loc {
-                            s.other_locations += located;
-                        }
-                        if loc != 0 && run.loc == loc {
-                            s.same_location += located;
-                        }
-                        if !places.contains(&run.loc) {
-                            places.push(run.loc);
-                        }
+                        add_place(s, &mut places, run.loc, located, loc);
                     }
                 }
                 extra.iter().for_each(|e| add_event(s, &mut places, e, lo, t, loc));
@@ -584,16 +576,7 @@ impl<'a> CacheView<'a> {
                         s.max = Some(s.max.map_or(chunk.max, |m| m.max(chunk.max)));
                     }
                     if per_event && chunk.located > 0 {
-                        let n = chunk.located as i64;
-                        if loc != 0 && chunk.loc != loc {
-                            s.other_locations += n;
-                        }
-                        if loc != 0 && chunk.loc == loc {
-                            s.same_location += n;
-                        }
-                        if !places.contains(&chunk.loc) {
-                            places.push(chunk.loc);
-                        }
+                        add_place(s, &mut places, chunk.loc, chunk.located as i64, loc);
                     }
                 } else {
                     events.iter().for_each(|e| add_event(s, &mut places, e, lo, t, loc));
@@ -663,15 +646,20 @@ fn add_event(s: &mut WindowStats, places: &mut Vec<u32>, e: &CachedEvent, lo: i6
         s.max = Some(s.max.map_or(e.amount, |m| m.max(e.amount)));
     }
     if e.loc != 0 {
-        if loc != 0 && e.loc != loc {
-            s.other_locations += 1;
-        }
-        if loc != 0 && e.loc == loc {
-            s.same_location += 1;
-        }
-        if !places.contains(&e.loc) {
-            places.push(e.loc);
-        }
+        add_place(s, places, e.loc, 1, loc);
+    }
+}
+
+/// Adds `n` events, all at `place`, to a window's location figures for a row at `loc`.
+fn add_place(s: &mut WindowStats, places: &mut Vec<u32>, place: u32, n: i64, loc: u32) {
+    if loc != 0 && place != loc {
+        s.other_locations += n;
+    }
+    if loc != 0 && place == loc {
+        s.same_location += n;
+    }
+    if !places.contains(&place) {
+        places.push(place);
     }
 }
 
