@@ -13,6 +13,12 @@
 //! - a loader reads the bucket version before it queries the table, and stores what it read only if
 //!   the version is unchanged ([`CacheView::insert_loaded`]), so no commit can slip between;
 //! - an event whose transaction the loader already saw is not appended twice (same xid).
+//!
+//! A read costs about the same however busy the key is. It frees the chunks that left the
+//! longest window (raising `from`), starts each window from a cursor where the last read of that
+//! window stopped, and sums whole chunks as a difference of the prefix totals every chunk
+//! carries. Location figures come from counts as long as the window lies in one run of events at
+//! the same place; only then, or for a `max_amount` rule, does it look at each chunk in the window.
 
 use super::evaluate::{WindowPlan, WindowStats};
 
