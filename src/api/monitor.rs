@@ -120,8 +120,10 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
         return Ok(());
     }
     let mut log = AssessmentLog::default();
-    for row in &rows {
-        let a = assess(&scoring::score(&watch, &event(row), Standing::Stored)?);
+    let events: Vec<Event> = rows.iter().map(event).collect();
+    let cached = window_cache::window_stats_many(&watch, &events);
+    for ((row, e), cached) in rows.iter().zip(&events).zip(cached) {
+        let a = assess(&scoring::score_with(&watch, e, Standing::Stored, cached)?);
         let alerted = alert_level(&watch, &a);
         if let Some(level) = alerted {
             write_alert(&watch, row, &a, level, "alert", counts)?;

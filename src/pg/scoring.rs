@@ -1,7 +1,7 @@
 //! Scoring one transaction on a watched table: read its key's windows, run the rules.
 //! `cep.evaluate_risk_rules`, `cep.assess_transaction` and both monitor triggers all come here.
 
-use crate::engine::evaluate::{evaluate, include_candidate, Outcome, Transaction};
+use crate::engine::evaluate::{evaluate, include_candidate, Outcome, Transaction, WindowStats};
 use crate::error::CepResult;
 use crate::pg::{history, time, watched::Watch, window_cache};
 
@@ -25,9 +25,17 @@ pub struct Event<'a> {
 
 /// Outcomes of the watch's runnable rules, in `rule_id` order.
 pub fn score(watch: &Watch, event: &Event, standing: Standing) -> CepResult<Vec<Outcome>> {
-    let mut stats = match window_cache::window_stats(watch, event)? {
+    score_with(watch, event, standing, None)
+}
+
+/// `score`, with the window stats when the caller already read them from the cache.
+pub fn score_with(watch: &Watch, event: &Event, standing: Standing, cached: Option<Vec<WindowStats>>) -> CepResult<Vec<Outcome>> {
+    let mut stats = match cached {
         Some(stats) => stats,
-        None => history::read_window_stats(watch, event.key, event.at, event.location)?,
+        None => match window_cache::window_stats(watch, event)? {
+            Some(stats) => stats,
+            None => history::read_window_stats(watch, event.key, event.at, event.location)?,
+        },
     };
     let tx = Transaction {
         amount: event.amount,

@@ -216,6 +216,38 @@ pub fn window_stats(watch: &Watch, event: &Event) -> CepResult<Option<Vec<Window
     Ok(Some(stats_from_events(&events, &watch.plan, event.at, loc)))
 }
 
+/// The cached window stats of many rows (a statement's), under one lock per `LOCK_BATCH` rows
+/// instead of one per row; `None` where the cache cannot answer, so the caller falls back as
+/// `window_stats` would (the load then happens row by row).
+pub fn window_stats_many(watch: &Watch, events: &[Event]) -> Vec<Option<Vec<WindowStats>>> {
+    const LOCK_BATCH: usize = 64;
+    let Some(&longest) = watch.plan.windows.first() else { return vec![None; events.len()] };
+    if !enabled() || LOCAL.with(|l| l.borrow().dirty.contains(&watch.root.to_u32())) {
+        return vec![None; events.len()];
+    }
+    let mut out = Vec::with_capacity(events.len());
+    LOCAL.with(|l| {
+        let local = l.borrow();
+        for part in events.chunks(LOCK_BATCH) {
+            let asked: Vec<(KeyId, &Event, Vec<CachedEvent>)> = part
+                .iter()
+                .map(|e| {
+                    let id = key_id(watch.root, e.key);
+                    let own = local.pending.get(&id).map(|v| v.iter().map(|p| p.event).collect()).unwrap_or_default();
+                    (id, e, own)
+                })
+                .collect();
+            match with_cache(|c| {
+                asked.iter().map(|(id, e, own)| c.window_stats(id, e.at - longest, &watch.plan, e.at, location_hash(e.location), own)).collect::<Vec<_>>()
+            }) {
+                Some(stats) => out.extend(stats),
+                None => out.extend(part.iter().map(|_| None)),
+            }
+        }
+    });
+    out
+}
+
 /// Reads a key's committed rows from `need_from` on, and caches them unless a commit raced.
 fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option<Vec<CachedEvent>>> {
     let Some(query) = watch.cache_load.as_ref() else { return Ok(None) };
