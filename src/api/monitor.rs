@@ -121,7 +121,7 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     }
     let mut log = AssessmentLog::default();
     let events: Vec<Event> = rows.iter().map(event).collect();
-    let cached = window_cache::window_stats_many(&watch, &events);
+    let cached = window_cache::window_stats(&watch, &events)?;
     for ((row, e), cached) in rows.iter().zip(&events).zip(cached) {
         let a = assess(&scoring::score_with(&watch, e, Standing::Stored, cached)?);
         let alerted = alert_level(&watch, &a);

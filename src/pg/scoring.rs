@@ -25,17 +25,15 @@ pub struct Event<'a> {
 
 /// Outcomes of the watch's runnable rules, in `rule_id` order.
 pub fn score(watch: &Watch, event: &Event, standing: Standing) -> CepResult<Vec<Outcome>> {
-    score_with(watch, event, standing, None)
+    let cached = window_cache::window_stats(watch, std::slice::from_ref(event))?.pop().flatten();
+    score_with(watch, event, standing, cached)
 }
 
-/// `score`, with the window stats when the caller already read them from the cache.
+/// `score`, with the window stats the cache gave for this row (`None`: read them with SQL).
 pub fn score_with(watch: &Watch, event: &Event, standing: Standing, cached: Option<Vec<WindowStats>>) -> CepResult<Vec<Outcome>> {
     let mut stats = match cached {
         Some(stats) => stats,
-        None => match window_cache::window_stats(watch, event)? {
-            Some(stats) => stats,
-            None => history::read_window_stats(watch, event.key, event.at, event.location)?,
-        },
+        None => history::read_window_stats(watch, event.key, event.at, event.location)?,
     };
     let tx = Transaction {
         amount: event.amount,

@@ -196,56 +196,52 @@ pub fn invalidate(relid: pg_sys::Oid) {
     with_cache(|c| c.invalidate_relation(database, relid.to_u32()));
 }
 
-/// Window stats from the cache, loading the key on a miss; `None` when the cache cannot answer
-/// (turned off, relation changed in this transaction, or the key's window does not fit).
-pub fn window_stats(watch: &Watch, event: &Event) -> CepResult<Option<Vec<WindowStats>>> {
-    let Some(&longest) = watch.plan.windows.first() else { return Ok(None) };
-    if !enabled() || LOCAL.with(|l| l.borrow().dirty.contains(&watch.root.to_u32())) {
-        return Ok(None);
-    }
-    let id = key_id(watch.root, event.key);
-    let need_from = event.at - longest;
-    let loc = location_hash(event.location);
-    let own: Vec<CachedEvent> =
-        LOCAL.with(|l| l.borrow().pending.get(&id).map(|v| v.iter().map(|p| p.event).collect()).unwrap_or_default());
-    if let Some(stats) = with_cache(|c| c.window_stats(&id, need_from, &watch.plan, event.at, loc, &own)).flatten() {
-        return Ok(Some(stats));
-    }
-    let Some(mut events) = load(watch, event.key, id, need_from)? else { return Ok(None) };
-    events.extend(own);
-    Ok(Some(stats_from_events(&events, &watch.plan, event.at, loc)))
-}
-
-/// The cached window stats of many rows (a statement's), under one lock per `LOCK_BATCH` rows
-/// instead of one per row; `None` where the cache cannot answer, so the caller falls back as
-/// `window_stats` would (the load then happens row by row).
-pub fn window_stats_many(watch: &Watch, events: &[Event]) -> Vec<Option<Vec<WindowStats>>> {
+/// Window stats of one statement's rows (or one row) from the cache, under one lock per
+/// `LOCK_BATCH` rows; a key that misses is loaded from the table once. `None` for a row the cache
+/// cannot answer (turned off, relation changed in this transaction, or the key's window does
+/// not fit): the caller reads it with SQL.
+pub fn window_stats(watch: &Watch, events: &[Event]) -> CepResult<Vec<Option<Vec<WindowStats>>>> {
     const LOCK_BATCH: usize = 64;
-    let Some(&longest) = watch.plan.windows.first() else { return vec![None; events.len()] };
-    if !enabled() || LOCAL.with(|l| l.borrow().dirty.contains(&watch.root.to_u32())) {
-        return vec![None; events.len()];
-    }
+    let usable = enabled() && !LOCAL.with(|l| l.borrow().dirty.contains(&watch.root.to_u32()));
+    let (Some(&longest), true) = (watch.plan.windows.first(), usable) else { return Ok(vec![None; events.len()]) };
     let mut out = Vec::with_capacity(events.len());
-    LOCAL.with(|l| {
-        let local = l.borrow();
-        for part in events.chunks(LOCK_BATCH) {
-            let asked: Vec<(KeyId, &Event, Vec<CachedEvent>)> = part
-                .iter()
+    // Keys loaded by this call, with how far back: later rows of the same key reuse them.
+    let mut loaded: KeyMap<(i64, Vec<CachedEvent>)> = KeyMap::default();
+    for part in events.chunks(LOCK_BATCH) {
+        // This transaction's own rows of each key; they are not in the shared entries yet.
+        let asked: Vec<(KeyId, Vec<CachedEvent>)> = LOCAL.with(|l| {
+            let local = l.borrow();
+            part.iter()
                 .map(|e| {
                     let id = key_id(watch.root, e.key);
-                    let own = local.pending.get(&id).map(|v| v.iter().map(|p| p.event).collect()).unwrap_or_default();
-                    (id, e, own)
+                    (id, local.pending.get(&id).map(|v| v.iter().map(|p| p.event).collect()).unwrap_or_default())
                 })
-                .collect();
-            match with_cache(|c| {
-                asked.iter().map(|(id, e, own)| c.window_stats(id, e.at - longest, &watch.plan, e.at, location_hash(e.location), own)).collect::<Vec<_>>()
-            }) {
-                Some(stats) => out.extend(stats),
-                None => out.extend(part.iter().map(|_| None)),
+                .collect()
+        });
+        let found = with_cache(|c| {
+            asked.iter().zip(part).map(|((id, own), e)| c.window_stats(id, e.at - longest, &watch.plan, e.at, location_hash(e.location), own)).collect()
+        })
+        .unwrap_or_else(|| vec![None; part.len()]);
+        for (((id, own), e), stats) in asked.into_iter().zip(part).zip(found) {
+            if stats.is_some() {
+                out.push(stats);
+                continue;
             }
+            let need_from = e.at - longest;
+            if !loaded.get(&id).is_some_and(|(from, _)| *from <= need_from) {
+                match load(watch, e.key, id, need_from)? {
+                    Some(committed) => loaded.insert(id, (need_from, committed)),
+                    None => loaded.remove(&id),
+                };
+            }
+            out.push(loaded.get(&id).map(|(_, committed)| {
+                let mut all = committed.clone();
+                all.extend(own);
+                stats_from_events(&all, &watch.plan, e.at, location_hash(e.location))
+            }));
         }
-    });
-    out
+    }
+    Ok(out)
 }
 
 /// Reads a key's committed rows from `need_from` on, and caches them unless a commit raced.
