@@ -190,10 +190,10 @@ fn lock_key(pattern_id: i32, key: &str, wait: bool) -> bool {
 }
 
 const LOAD_STATES: &str = "SELECT key, state FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
-// One key per statement: a generic plan joining an array to the states could choose to scan them all.
-// One key (a single-row INSERT): a plain insert or update, always one index probe.
-// An upsert even for a key that had no row: under REPEATABLE READ another session may have
-// added it meanwhile, and that must not fail the user's INSERT.
+/// One key (a single-row INSERT): a plain insert or update, always one index probe (a generic
+/// plan joining an array to the states could choose to scan them all). An upsert even for a key
+/// that had no row: under REPEATABLE READ another session may have added it meanwhile, and that
+/// must not fail the user's INSERT.
 const INSERT_STATE: &str = "INSERT INTO cep.pattern_state (pattern_id, key, state, deadline) VALUES ($1, $2, $3, $4)
      ON CONFLICT (pattern_id, key) DO UPDATE SET state = excluded.state, deadline = excluded.deadline";
 const UPDATE_STATE: &str = "UPDATE cep.pattern_state SET state = $3, deadline = $4 WHERE pattern_id = $1 AND key = $2";
