@@ -61,6 +61,25 @@ fn listener_gets_alerts_after_commit_and_none_after_rollback() {
     // A consumer that was away catches up from the table.
     let missed = count(&mut writer, &format!("SELECT count(*) FROM cep.alerts_since({})", alert_id - 1));
     assert_eq!(missed, 1);
+
+    // One statement, three alerting rows: written together, one notification each, and every
+    // payload names its own alert and row.
+    writer.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (2, 20000), (3, 5), (4, 30000), (5, 40000)").unwrap();
+    let got = drain_notifications(&mut listener, Duration::from_secs(2));
+    assert_eq!(got.len(), 3, "{got:?}");
+    let mut keys = Vec::new();
+    for (_, text) in &got {
+        let payload: serde_json::Value = serde_json::from_str(text).unwrap();
+        let alert_id = payload["alert_id"].as_i64().unwrap();
+        let row = writer
+            .query_one("SELECT key, row_pk, (SELECT id::text FROM transactions WHERE user_id = key::int) FROM cep.alerts WHERE alert_id = $1", &[&alert_id])
+            .unwrap();
+        let (key, row_pk, id): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!((payload["key"].as_str(), payload["row"].as_str()), (Some(key.as_str()), Some(row_pk.as_str())));
+        assert_eq!(row_pk, id, "the alert points at its own row");
+        keys.push(key);
+    }
+    assert_eq!(keys, ["2", "4", "5"], "in the statement's order");
 }
 
 #[test]

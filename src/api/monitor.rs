@@ -120,16 +120,18 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
         return Ok(());
     }
     let mut log = AssessmentLog::default();
+    let mut alerted = Vec::new();
     let events: Vec<Event> = rows.iter().map(event).collect();
     let cached = window_cache::window_stats(&watch, &events)?;
     for ((row, e), cached) in rows.iter().zip(&events).zip(cached) {
-        let a = assess(&scoring::score_with(&watch, e, Standing::Stored, cached)?);
-        let alerted = alert_level(&watch, &a);
-        if let Some(level) = alerted {
-            write_alert(&watch, row, &a, level, "alert", counts)?;
+        let assessment = assess(&scoring::score_with(&watch, e, Standing::Stored, cached)?);
+        let level = alert_level(&watch, &assessment);
+        log.add(&watch, row, &assessment, level.is_some());
+        if let Some(level) = level {
+            alerted.push(Alerted { row, assessment, level });
         }
-        log.add(&watch, row, &a, alerted.is_some());
     }
+    write_alerts(&watch, &alerted, "alert", counts)?;
     log.write(&watch)
 }
 
@@ -195,7 +197,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
         counts.rows_blocked = 1;
         let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
         if watch.on_block == "skip" {
-            write_alert(&watch, &row, &a, level, "blocked", counts)?;
+            write_alerts(&watch, &[Alerted { row: &row, assessment: a, level }], "blocked", counts)?;
             return Ok(Verdict::Skip);
         }
         let fired: Vec<String> = a
@@ -215,12 +217,12 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
         ));
     }
     keep(&watch, &row)?;
-    let alerted = alert_level(&watch, &a);
-    if let Some(level) = alerted {
-        write_alert(&watch, &row, &a, level, "alert", counts)?;
-    }
     let mut log = AssessmentLog::default();
-    log.add(&watch, &row, &a, alerted.is_some());
+    let level = alert_level(&watch, &a);
+    log.add(&watch, &row, &a, level.is_some());
+    if let Some(level) = level {
+        write_alerts(&watch, &[Alerted { row: &row, assessment: a, level }], "alert", counts)?;
+    }
     log.write(&watch)?;
     Ok(Verdict::Keep)
 }
@@ -243,50 +245,72 @@ fn alert_level(watch: &Watch, a: &Assessment) -> Option<&'static str> {
     (!a.triggered.is_empty() && level_rank(level).unwrap_or(0) >= wanted).then_some(level)
 }
 
-const INSERT_ALERT: &str = "INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, action, rules, event_time) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING alert_id, event_time::text";
-const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+/// One INSERT for all of a statement's alerts, in the order given (`ORDER BY n`, so their ids
+/// follow it too); then one call that sends their notifications.
+const INSERT_ALERTS: &str = "INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, action, rules, event_time) \
+     SELECT $1, $2, a.key, a.row_pk, a.score, a.level, $3, a.rules, a.event_time \
+     FROM unnest($4::text[], $5::text[], $6::float8[], $7::text[], $8::jsonb[], $9::timestamptz[]) \
+          WITH ORDINALITY AS a(key, row_pk, score, level, rules, event_time, n) \
+     ORDER BY a.n RETURNING alert_id, event_time::text";
+const NOTIFY_ALL: &str = "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) p";
 
-fn write_alert(watch: &Watch, row: &Row, a: &Assessment, level: &str, action: &str, counts: &mut MonitorCounters) -> CepResult<()> {
-    use pg_sys::{FLOAT8OID, JSONBOID, OIDOID, TEXTOID, TIMESTAMPTZOID};
-    let types = [OIDOID, TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID].map(PgOid::from);
-    let insert = spi::kept(INSERT_ALERT, &types)?;
-    let notify = spi::kept(NOTIFY, &[PgOid::from(TEXTOID), PgOid::from(TEXTOID)])?;
-    let at = pgrx::datum::TimestampWithTimeZone::try_from(row.at).ok();
+/// A row that raised an alert, with its assessment and level.
+struct Alerted<'r> {
+    row: &'r Row,
+    assessment: Assessment,
+    level: &'static str,
+}
+
+/// Writes the alerts (action `alert` or `blocked`) and sends one notification for each.
+fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut MonitorCounters) -> CepResult<()> {
+    use pg_sys::{FLOAT8ARRAYOID, JSONBARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID};
+    if alerted.is_empty() {
+        return Ok(());
+    }
+    let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID].map(PgOid::from);
+    let insert = spi::kept(INSERT_ALERTS, &types)?;
+    let notify = spi::kept(NOTIFY_ALL, &[PgOid::from(TEXTOID), PgOid::from(TEXTARRAYOID)])?;
+    let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
+    let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
+    let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
+    let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
+    let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
+    let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(|a| pgrx::datum::TimestampWithTimeZone::try_from(a.row.at).ok()).collect();
     Spi::connect_mut(|client| -> CepResult<()> {
-        let inserted = client
-            .update(
-                &*insert,
-                None,
-                &[
-                    watch.root.into(),
-                    watch.qualified_name.as_str().into(),
-                    row.key.as_str().into(),
-                    row.pk.as_deref().into(),
-                    a.total_score.into(),
-                    level.into(),
-                    action.into(),
-                    pgrx::JsonB(a.evidence.clone()).into(),
-                    at.into(),
-                ],
-            )?
-            .first();
-        let alert_id: i64 = inserted.get(1)?.unwrap_or_default();
-        let ts: String = inserted.get(2)?.unwrap_or_default();
-        let payload = alert_payload(&AlertNotice {
-            alert_id,
-            table: &watch.qualified_name,
-            key: &row.key,
-            row: row.pk.as_deref(),
-            score: a.total_score,
-            level,
-            action,
-            rules: &a.triggered,
-            ts: &ts,
-        });
-        client.select(&*notify, None, &[watch.channel.as_str().into(), payload.as_str().into()])?;
-        counts.alerts += 1;
-        counts.notifications += 1;
+        let inserted = client.update(
+            &*insert,
+            None,
+            &[
+                watch.root.into(),
+                watch.qualified_name.as_str().into(),
+                action.into(),
+                keys.into(),
+                pks.into(),
+                scores.into(),
+                levels.into(),
+                rules.into(),
+                times.into(),
+            ],
+        )?;
+        let mut payloads = Vec::with_capacity(alerted.len());
+        for (a, r) in alerted.iter().zip(inserted) {
+            let alert_id: i64 = r.get(1)?.unwrap_or_default();
+            let ts: String = r.get(2)?.unwrap_or_default();
+            payloads.push(alert_payload(&AlertNotice {
+                alert_id,
+                table: &watch.qualified_name,
+                key: &a.row.key,
+                row: a.row.pk.as_deref(),
+                score: a.assessment.total_score,
+                level: a.level,
+                action,
+                rules: &a.assessment.triggered,
+                ts: &ts,
+            }));
+        }
+        client.select(&*notify, None, &[watch.channel.as_str().into(), payloads.into()])?;
+        counts.alerts += alerted.len() as u64;
+        counts.notifications += alerted.len() as u64;
         Ok(())
     })
 }
