@@ -195,7 +195,8 @@ CREATE TABLE change_log (
     changed_at     timestamptz NOT NULL DEFAULT now(),
     relid          oid         NOT NULL,
     table_name     text        NOT NULL,
-    op             "char"      NOT NULL CHECK (op IN ('I', 'U', 'D', 'T')),
+    op             "char"      NOT NULL,  -- I, U, D or T. No CHECK: only pg_cep writes it, and a CHECK is
+                                          -- prepared again for every statement that inserts
     event_type     text        NOT NULL,
     pk             text,
     key            text,
