@@ -22,6 +22,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::cache::register_invalidation_callback();
     pg::stats::init();
     pg::window_cache::init();
+    pg::state_cache::init();
     pg::capture::init();
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         gucs::init_preloaded();

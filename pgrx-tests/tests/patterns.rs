@@ -129,3 +129,49 @@ fn an_absence_completes_from_fire_timeouts_and_is_notified() {
     assert_eq!(payload["completed_by"], "timeout");
     assert_eq!(payload["key"], "1");
 }
+
+/// Each backend keeps copies of the states it committed, valid while no other session wrote the
+/// key. Two sessions take turns on the same keys, with rolled-back transactions and savepoints,
+/// and the live matches must be the ones `cep.match_recognize` finds in the committed rows.
+#[test]
+fn two_sessions_taking_turns_with_rollbacks_match_like_history() {
+    let db = TestDb::new("pattern_turns");
+    let mut sessions = [db.connect(), db.connect()];
+    sessions[0].batch_execute(EVENTS).unwrap();
+    let define = r#"{"a": {"event_type": "login"}, "b": {"event_type": "browse", "amount": {">": "PREV.amount"}}, "c": {"event_type": "purchase"}}"#;
+    let pattern = format!("'a b+ c', '{define}', within => '1 hour'");
+    sessions[0].batch_execute(&format!("SELECT cep.define_pattern('turns', 'user_events', 'user_id', 'created_at', {pattern})")).unwrap();
+    let mut seed = 11u64;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let kinds = ["login", "browse", "browse", "browse", "purchase"];
+    for _ in 0..400 {
+        let s = &mut sessions[next(2) as usize];
+        let event = |n: &mut dyn FnMut(u64) -> u64| format!("({}, '{}', {})", n(3), kinds[n(5) as usize], n(100));
+        let sql = match next(6) {
+            0 => format!("BEGIN; INSERT INTO user_events (user_id, event_type, amount) VALUES {}; ROLLBACK", event(&mut next)),
+            1 => format!(
+                "BEGIN; INSERT INTO user_events (user_id, event_type, amount) VALUES {}; SAVEPOINT s; \
+                 INSERT INTO user_events (user_id, event_type, amount) VALUES {}; ROLLBACK TO s; \
+                 INSERT INTO user_events (user_id, event_type, amount) VALUES {}; COMMIT",
+                event(&mut next),
+                event(&mut next),
+                event(&mut next)
+            ),
+            2 => format!("INSERT INTO user_events (user_id, event_type, amount) VALUES {}, {}", event(&mut next), event(&mut next)),
+            _ => format!("INSERT INTO user_events (user_id, event_type, amount) VALUES {}", event(&mut next)),
+        };
+        s.batch_execute(&sql).unwrap();
+    }
+    let c = &mut sessions[0];
+    let all = "coalesce(string_agg(key || rows::text, ';' ORDER BY key, match_end, rows::text), '')";
+    let live: String = c.query_one(&format!("SELECT {all} FROM cep.pattern_matches WHERE pattern_name = 'turns'"), &[]).unwrap().get(0);
+    let history: String = c
+        .query_one(&format!("SELECT {all} FROM cep.match_recognize('user_events', 'user_id', 'created_at', {pattern})"), &[])
+        .unwrap()
+        .get(0);
+    assert!(live.matches(';').count() >= 5, "the workload must complete matches: {live}");
+    assert_eq!(live, history);
+}

@@ -9,6 +9,7 @@ pub mod patterns;
 pub mod rollups;
 pub mod scoring;
 pub mod spi;
+pub mod state_cache;
 pub mod stats;
 pub mod time;
 pub mod tuple;

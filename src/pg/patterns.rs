@@ -5,7 +5,9 @@
 //! Keys are serialised with a transaction-scoped advisory lock on (pattern, hash of key): two
 //! sessions inserting events of one key advance its state one after the other, never from the
 //! same old state (under READ COMMITTED, where each statement sees what committed before it).
-//! A statement takes its keys' locks in key order.
+//! A statement takes its keys' locks in key order. With `shared_preload_libraries`, committed
+//! states are also copied in shared memory (`pg::state_cache`), so a key's row is written on
+//! every event but read only when its copy is missing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -17,7 +19,7 @@ use serde_json::{Map, Value as Json};
 use crate::engine::pattern::{self, AfterMatch, Contiguity, Event, KeyState, Match, Pattern, PatternOptions};
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, TIME_TYPES};
-use crate::pg::spi;
+use crate::pg::{spi, state_cache};
 use crate::pg::time::timestamptz;
 use crate::pg::tuple::Col;
 use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
@@ -79,6 +81,9 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
 /// A pattern attached to a table, ready for its trigger.
 pub struct LivePattern {
     pub id: i32,
+    /// The transaction that defined it: with the id, names this definition across a DROP and
+    /// CREATE EXTENSION that restarts the ids (the shared state copies outlive them).
+    pub generation: u32,
     pub name: String,
     pub channel: String,
     pub pattern: Pattern,
@@ -90,11 +95,11 @@ pub struct LivePattern {
 pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
     let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default();
     let table = TableColumns::read(relid, &name)?;
-    let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32)> = Spi::connect(|client| {
+    let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32, i64)> = Spi::connect(|client| {
         let mut v = Vec::new();
         for row in client.select(
             "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
-                    (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials
+                    (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials, xmin::text::int8
              FROM cep.patterns WHERE source = $1 ORDER BY pattern_id",
             None,
             &[relid.into()],
@@ -112,12 +117,13 @@ pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
                 row.get(10)?.unwrap_or_default(),
                 row.get(11)?.unwrap_or_default(),
                 row.get(12)?.unwrap_or(1000),
+                row.get(13)?.unwrap_or(0),
             ));
         }
         Ok::<_, CepError>(v)
     })?;
     let mut out = Vec::new();
-    for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials) in rows {
+    for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials, created_by) in rows {
         let def = Definition {
             partition_by: &partition_by,
             order_by: &order_by,
@@ -130,7 +136,7 @@ pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
             max_partials,
         };
         match compile(&def, &table) {
-            Ok((pattern, columns)) => out.push(LivePattern { id, name, channel, pattern, columns }),
+            Ok((pattern, columns)) => out.push(LivePattern { id, generation: created_by as u32, name, channel, pattern, columns }),
             Err(e) => pgrx::warning!("pg_cep: pattern {name:?} is skipped: {e}"),
         }
     }
@@ -258,13 +264,16 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
     let mut writes: Vec<(&str, String, Option<pgrx::datum::TimestampWithTimeZone>, bool)> = Vec::new();
     for (key, state, stored) in states {
         if state.is_empty() {
+            state_cache::touch(live, key, None, stored.is_some());
             if stored.is_some() {
                 gone.push(key.to_string());
             }
             continue;
         }
         let text = serde_json::to_string(state).unwrap_or_default();
-        if stored.is_some_and(|old| old == text) {
+        let unchanged = stored.is_some_and(|old| old == text);
+        state_cache::touch(live, key, Some(&text), !unchanged);
+        if unchanged {
             continue;
         }
         writes.push((key, text, live.pattern.next_deadline(state).map(timestamptz), stored.is_some()));
@@ -327,9 +336,24 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
     for key in &keys {
         lock_key(live.id, key, true);
     }
-    let loaded = load_states(client, live.id, &keys)?;
-    let mut stored: HashMap<String, String> = HashMap::with_capacity(loaded.len());
+    let mut stored: HashMap<String, String> = HashMap::with_capacity(keys.len());
     let mut states: HashMap<String, KeyState> = HashMap::with_capacity(keys.len());
+    // This backend's current copies first; only the other keys' rows are read.
+    let mut to_read = Vec::new();
+    for key in &keys {
+        match state_cache::get(live, key) {
+            Some(None) => {}
+            Some(Some(text)) => match serde_json::from_str::<KeyState>(&text) {
+                Ok(state) => {
+                    states.insert(key.to_string(), state);
+                    stored.insert(key.to_string(), text);
+                }
+                Err(_) => to_read.push(*key),
+            },
+            None => to_read.push(*key),
+        }
+    }
+    let loaded = if to_read.is_empty() { HashMap::new() } else { load_states(client, live.id, &to_read)? };
     for (key, (state, text)) in loaded {
         stored.insert(key.clone(), text);
         states.insert(key, state);
@@ -372,6 +396,7 @@ pub fn fire_timeouts(client: &mut SpiClient<'_>, limit: i64) -> CepResult<i64> {
             // The pattern no longer loads (its source or a column it reads is gone): its partial
             // matches can never advance, and would block the keys due after them.
             client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1", None, &[pattern_id.into()])?;
+            state_cache::forget_pattern(pattern_id);
             continue;
         };
         if !lock_key(pattern_id, &key, false) {

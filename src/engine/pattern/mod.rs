@@ -38,6 +38,7 @@ mod matcher;
 mod nfa;
 mod parser;
 mod predicate;
+pub mod state_cache;
 #[cfg(test)]
 mod bench;
 #[cfg(test)]

@@ -1,0 +1,193 @@
+//! Shared copies of partial-match states (`engine::pattern::state_cache`), so the pattern
+//! trigger reads a busy key's state from memory instead of `cep.pattern_state`. Needs pg_cep in
+//! `shared_preload_libraries`; sized by `cep.pattern_state_copies`. Without it, every key's row
+//! is read, as before.
+//!
+//! Every write of a state row goes through `touch` (in `pg::patterns::save_states`), under the
+//! key's lock; at commit, still holding the locks, this backend updates the copies.
+
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+use crate::engine::pattern::state_cache::{region_size, Outcome, Owner, Slots, Touched};
+use crate::pg::patterns::LivePattern;
+
+static COPIES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
+const NAME: &CStr = c"pg_cep_pattern_states";
+
+static REGION: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static mut LOCK: *mut pg_sys::LWLock = std::ptr::null_mut();
+static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+thread_local! {
+    static TOUCHED: RefCell<Touched> = RefCell::new(Touched::default());
+}
+
+/// Called from `_PG_init`: the callbacks always, the setting and shared memory only while the
+/// postmaster preloads us.
+pub fn init() {
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            return;
+        }
+    }
+    GucRegistry::define_int_guc(
+        c"cep.pattern_state_copies",
+        c"Partial-match states of sequence patterns copied in shared memory (about 1 kB each; 0 turns it off).",
+        c"A key whose state is copied is advanced without reading cep.pattern_state. Takes effect at server start.",
+        &COPIES,
+        0,
+        10_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    if COPIES.get() > 0 {
+        unsafe {
+            PREV_REQUEST = pg_sys::shmem_request_hook;
+            pg_sys::shmem_request_hook = Some(request_shmem);
+            PREV_STARTUP = pg_sys::shmem_startup_hook;
+            pg_sys::shmem_startup_hook = Some(startup_shmem);
+        }
+    }
+}
+
+fn slots() -> usize {
+    COPIES.get().max(0) as usize
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn request_shmem() {
+    if let Some(prev) = PREV_REQUEST {
+        prev();
+    }
+    pg_sys::RequestAddinShmemSpace(region_size(slots()) + 64);
+    pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup_shmem() {
+    if let Some(prev) = PREV_STARTUP {
+        prev();
+    }
+    // AddinShmemInitLock is MainLWLockArray[21], as pgrx's own shared memory uses it.
+    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let mut found = false;
+    let size = region_size(slots());
+    let base = pg_sys::ShmemInitStruct(NAME.as_ptr(), size + 64, &mut found) as *mut u8;
+    let aligned = base.add(base.align_offset(8));
+    if !found {
+        drop(Slots::new(aligned, slots(), true));
+    }
+    LOCK = &mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
+    REGION.store(aligned, Ordering::Release);
+    pg_sys::LWLockRelease(init_lock);
+}
+
+fn enabled() -> bool {
+    !REGION.load(Ordering::Acquire).is_null()
+}
+
+/// Runs `f` on the copies under their lock, released however `f` ends.
+fn with_slots<R>(f: impl FnOnce(&mut Slots) -> R) -> Option<R> {
+    let base = REGION.load(Ordering::Acquire);
+    if base.is_null() {
+        return None;
+    }
+    struct Release(*mut pg_sys::LWLock);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            unsafe { pg_sys::LWLockRelease(self.0) };
+        }
+    }
+    unsafe {
+        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _release = Release(LOCK);
+        Some(f(&mut Slots::new(base, slots(), false)))
+    }
+}
+
+fn owner(live: &LivePattern) -> Owner {
+    Owner { database: unsafe { pg_sys::MyDatabaseId }.to_u32(), pattern: live.id, generation: live.generation }
+}
+
+/// Under READ COMMITTED each statement sees every committed row; with a transaction snapshot,
+/// a read may be older than the row (and the copy).
+fn read_committed() -> bool {
+    unsafe { pg_sys::XactIsoLevel == pg_sys::XACT_READ_COMMITTED as i32 }
+}
+
+/// The copy of the key's row text (`Some(None)`: no row), when there is one and this
+/// transaction has not touched the key yet. The caller holds the key's lock.
+pub fn get(live: &LivePattern, key: &str) -> Option<Option<String>> {
+    if !enabled() || !read_committed() {
+        return None;
+    }
+    let owner = owner(live);
+    if TOUCHED.with(|t| t.borrow().contains(owner, key)) {
+        return None;
+    }
+    with_slots(|s| s.get(&owner, key)).flatten()
+}
+
+/// What the key's row holds now in this transaction (`text`), and whether this call wrote it.
+/// Every write of a state row must come here, under the key's lock.
+pub fn touch(live: &LivePattern, key: &str, text: Option<&str>, wrote: bool) {
+    if !enabled() {
+        return;
+    }
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    let trusted = read_committed();
+    TOUCHED.with(|t| t.borrow_mut().touch(owner(live), key, text.map(str::to_string), wrote, trusted, subxact));
+}
+
+/// A pattern's states were deleted without taking their keys' locks.
+pub fn forget_pattern(pattern: i32) {
+    with_slots(|s| s.drop_pattern(unsafe { pg_sys::MyDatabaseId }.to_u32(), pattern));
+}
+
+fn apply(outcomes: Vec<(Owner, String, Outcome)>) {
+    if outcomes.is_empty() {
+        return;
+    }
+    with_slots(|s| {
+        for (owner, key, outcome) in outcomes {
+            match outcome {
+                Outcome::Put(text) => s.put(&owner, &key, text.as_deref()),
+                Outcome::Drop => s.drop_copy(&owner, &key),
+            }
+        }
+    });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    match event {
+        // Still holding the keys' locks: no other session reads or writes them before this.
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => apply(TOUCHED.with(|t| t.borrow_mut().commit())),
+        pg_sys::XactEvent::XACT_EVENT_PREPARE => apply(TOUCHED.with(|t| t.borrow_mut().prepare())),
+        pg_sys::XactEvent::XACT_EVENT_ABORT => TOUCHED.with(|t| t.borrow_mut().abort()),
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    mine: pg_sys::SubTransactionId,
+    parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => TOUCHED.with(|t| t.borrow_mut().subxact_abort(mine)),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => TOUCHED.with(|t| t.borrow_mut().subxact_commit(mine, parent)),
+        _ => {}
+    }
+}
