@@ -69,11 +69,55 @@ struct Run {
     start_seq: u64,
     #[serde(rename = "l")]
     last_seq: u64,
-    #[serde(rename = "w")]
+    /// Bound rows as (symbol, row id), stored compactly (`rows_format`): a busy key's state is
+    /// read, written and logged on every event, and its row ids are most of it.
+    #[serde(rename = "w", with = "rows_format")]
     rows: Vec<(u16, i64)>,
     /// PREV/FIRST values (Pattern::ctx_slots); empty when unused.
     #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
     ctx: Vec<Value>,
+}
+
+/// `[[symbol, count, symbol, count, ...], [first id, id - previous id, ...]]`: symbols
+/// run-length encoded, ids as differences (rows arrive in id order, so they are small).
+mod rows_format {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(rows: &[(u16, i64)], s: S) -> Result<S::Ok, S::Error> {
+        let mut symbols: Vec<u32> = Vec::new();
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut prev = 0i64;
+        for &(symbol, id) in rows {
+            match symbols.len() {
+                n if n >= 2 && symbols[n - 2] == symbol as u32 => symbols[n - 1] += 1,
+                _ => symbols.extend([symbol as u32, 1]),
+            }
+            ids.push(id.wrapping_sub(prev));
+            prev = id;
+        }
+        (symbols, ids).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u16, i64)>, D::Error> {
+        let (symbols, ids): (Vec<u32>, Vec<i64>) = Deserialize::deserialize(d)?;
+        let mut rows = Vec::with_capacity(ids.len());
+        let mut prev = 0i64;
+        let mut ids = ids.into_iter();
+        for pair in symbols.chunks(2) {
+            let [symbol, count] = pair else { return Err(D::Error::custom("odd symbol list")) };
+            let symbol = u16::try_from(*symbol).map_err(D::Error::custom)?;
+            for _ in 0..*count {
+                let delta = ids.next().ok_or_else(|| D::Error::custom("fewer ids than symbols"))?;
+                prev = prev.wrapping_add(delta);
+                rows.push((symbol, prev));
+            }
+        }
+        if ids.next().is_some() {
+            return Err(D::Error::custom("more ids than symbols"));
+        }
+        Ok(rows)
+    }
 }
 
 struct Cand {

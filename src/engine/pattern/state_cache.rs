@@ -112,7 +112,12 @@ impl<'a> Slots<'a> {
     /// The key's bytes followed by the text's, as stored.
     fn data(&self, i: usize) -> Vec<u8> {
         let e = &self.entries[i];
-        let len = e.key_len as usize + if e.text_len == NO_ROW { 0 } else { e.text_len as usize };
+        self.prefix(i, e.key_len as usize + if e.text_len == NO_ROW { 0 } else { e.text_len as usize })
+    }
+
+    /// The first `len` stored bytes.
+    fn prefix(&self, i: usize, len: usize) -> Vec<u8> {
+        let e = &self.entries[i];
         let mut out = Vec::with_capacity(len);
         let mut b = e.head;
         while out.len() < len && b != NONE {
@@ -131,7 +136,7 @@ impl<'a> Slots<'a> {
             e.used == 1
                 && e.hash == h
                 && (e.database, e.pattern, e.generation, e.key_len as usize) == (owner.database, owner.pattern, owner.generation, key.len())
-                && self.data(i).starts_with(key.as_bytes())
+                && self.prefix(i, key.len()) == key.as_bytes()
         })
     }
 

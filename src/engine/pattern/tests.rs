@@ -770,7 +770,15 @@ fn key_state_json_is_compact() {
     for e in &events {
         p.advance(&mut st, e, &mut out);
     }
-    assert_eq!(serde_json::to_string(&st).unwrap(), r#"{"r":[{"p":1,"t":0,"s":1,"l":2,"w":[[0,0],[1,1]]}],"s":2,"d":0}"#);
+    // Rows 0 (symbol a) and 1 (b): symbols run-length encoded, ids as differences.
+    assert_eq!(serde_json::to_string(&st).unwrap(), r#"{"r":[{"p":1,"t":0,"s":1,"l":2,"w":[[0,1,1,1],[0,1]]}],"s":2,"d":0}"#);
+    let busy = r#"{"r":[{"p":1,"t":0,"s":1,"l":4,"w":[[0,1,1,3],[100,5,2,13]]}],"s":4,"d":0}"#;
+    let st: KeyState = serde_json::from_str(busy).unwrap();
+    assert_eq!(serde_json::to_string(&st).unwrap(), busy, "rows 100 (a), 105, 107, 120 (b) round-trip");
+    for bad in [r#"[[0,1,1],[100,5]]"#, r#"[[0,2],[100]]"#, r#"[[0,1],[100,5]]"#] {
+        let text = busy.replace("[[0,1,1,3],[100,5,2,13]]", bad);
+        assert!(serde_json::from_str::<KeyState>(&text).is_err(), "{bad} is refused");
+    }
 }
 
 #[test]
