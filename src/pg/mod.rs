@@ -8,6 +8,7 @@ pub mod partitions;
 pub mod patterns;
 pub mod rollups;
 pub mod scoring;
+pub mod shmem;
 pub mod spi;
 pub mod state_cache;
 pub mod stats;

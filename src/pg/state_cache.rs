@@ -7,22 +7,19 @@
 //! key's lock; at commit, still holding the locks, this backend updates the copies.
 
 use std::cell::RefCell;
-use std::ffi::CStr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 use crate::engine::pattern::state_cache::{region_size, Outcome, Owner, Slots, Touched};
 use crate::pg::patterns::LivePattern;
+use crate::pg::shmem::Region;
 
 static COPIES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
-const NAME: &CStr = c"pg_cep_pattern_states";
-
-static REGION: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
-static mut LOCK: *mut pg_sys::LWLock = std::ptr::null_mut();
-static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
+static REGION: Region = Region::new(c"pg_cep_pattern_states", || region_size(slots()), |base| {
+    // SAFETY: the region was just created, with room for this many copies.
+    drop(unsafe { Slots::new(base, slots(), true) });
+});
 
 thread_local! {
     static TOUCHED: RefCell<Touched> = RefCell::new(Touched::default());
@@ -49,12 +46,7 @@ pub fn init() {
         GucFlags::default(),
     );
     if COPIES.get() > 0 {
-        unsafe {
-            PREV_REQUEST = pg_sys::shmem_request_hook;
-            pg_sys::shmem_request_hook = Some(request_shmem);
-            PREV_STARTUP = pg_sys::shmem_startup_hook;
-            pg_sys::shmem_startup_hook = Some(startup_shmem);
-        }
+        REGION.request();
     }
 }
 
@@ -62,56 +54,14 @@ fn slots() -> usize {
     COPIES.get().max(0) as usize
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn request_shmem() {
-    if let Some(prev) = PREV_REQUEST {
-        prev();
-    }
-    pg_sys::RequestAddinShmemSpace(region_size(slots()) + 64);
-    pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn startup_shmem() {
-    if let Some(prev) = PREV_STARTUP {
-        prev();
-    }
-    // AddinShmemInitLock is MainLWLockArray[21], as pgrx's own shared memory uses it.
-    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let mut found = false;
-    let size = region_size(slots());
-    let base = pg_sys::ShmemInitStruct(NAME.as_ptr(), size + 64, &mut found) as *mut u8;
-    let aligned = base.add(base.align_offset(8));
-    if !found {
-        drop(Slots::new(aligned, slots(), true));
-    }
-    LOCK = &mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
-    REGION.store(aligned, Ordering::Release);
-    pg_sys::LWLockRelease(init_lock);
-}
-
 fn enabled() -> bool {
-    !REGION.load(Ordering::Acquire).is_null()
+    REGION.exists()
 }
 
 /// Runs `f` on the copies under their lock, released however `f` ends.
 fn with_slots<R>(f: impl FnOnce(&mut Slots) -> R) -> Option<R> {
-    let base = REGION.load(Ordering::Acquire);
-    if base.is_null() {
-        return None;
-    }
-    struct Release(*mut pg_sys::LWLock);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            unsafe { pg_sys::LWLockRelease(self.0) };
-        }
-    }
-    unsafe {
-        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let _release = Release(LOCK);
-        Some(f(&mut Slots::new(base, slots(), false)))
-    }
+    // SAFETY: the region holds this many copies, and the lock is ours while `f` runs.
+    REGION.locked(|base| f(&mut unsafe { Slots::new(base, slots(), false) }))
 }
 
 fn owner(live: &LivePattern) -> Owner {

@@ -8,8 +8,6 @@
 //! `engine::window_cache` for the rules that keep concurrent loaders and committers exact.
 
 use std::cell::RefCell;
-use std::ffi::CStr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -18,17 +16,21 @@ use pgrx::prelude::*;
 use crate::engine::evaluate::WindowStats;
 use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_from_events, CacheView, CachedEvent, KeyId, KeyMap};
 use crate::error::CepResult;
+use crate::pg::shmem::Region;
 use crate::pg::scoring::Event;
 use crate::pg::watched::Watch;
 
 static KEYS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
 static EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000_000);
-const NAME: &CStr = c"pg_cep_window_cache";
 
-static REGION: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
-static mut LOCK: *mut pg_sys::LWLock = std::ptr::null_mut();
-static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
+static REGION: Region = Region::new(c"pg_cep_window_cache", || {
+    let (keys, events) = sizes();
+    region_size(keys, events)
+}, |base| {
+    let (keys, events) = sizes();
+    // SAFETY: the region was just created, with room for these sizes.
+    drop(unsafe { CacheView::new(base, keys, events, true) });
+});
 
 struct Pending {
     event: CachedEvent,
@@ -82,68 +84,19 @@ pub fn init() {
         GucFlags::default(),
     );
     if KEYS.get() > 0 {
-        unsafe {
-            PREV_REQUEST = pg_sys::shmem_request_hook;
-            pg_sys::shmem_request_hook = Some(request_shmem);
-            PREV_STARTUP = pg_sys::shmem_startup_hook;
-            pg_sys::shmem_startup_hook = Some(startup_shmem);
-        }
+        REGION.request();
     }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn request_shmem() {
-    if let Some(prev) = PREV_REQUEST {
-        prev();
-    }
-    let (keys, events) = sizes();
-    pg_sys::RequestAddinShmemSpace(region_size(keys, events) + 64);
-    pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn startup_shmem() {
-    if let Some(prev) = PREV_STARTUP {
-        prev();
-    }
-    let (keys, events) = sizes();
-    // AddinShmemInitLock is MainLWLockArray[21], as pgrx's own shared memory uses it.
-    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let mut found = false;
-    let base = pg_sys::ShmemInitStruct(NAME.as_ptr(), region_size(keys, events) + 64, &mut found) as *mut u8;
-    let aligned = base.add(base.align_offset(8));
-    if !found {
-        drop(CacheView::new(aligned, keys, events, true));
-    }
-    LOCK = &mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
-    REGION.store(aligned, Ordering::Release);
-    pg_sys::LWLockRelease(init_lock);
 }
 
 pub fn enabled() -> bool {
-    !REGION.load(Ordering::Acquire).is_null()
+    REGION.exists()
 }
 
 /// Runs `f` on the cache under its lock, released however `f` ends.
 fn with_cache<R>(f: impl FnOnce(&mut CacheView) -> R) -> Option<R> {
-    let base = REGION.load(Ordering::Acquire);
-    if base.is_null() {
-        return None;
-    }
-    struct Release(*mut pg_sys::LWLock);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            unsafe { pg_sys::LWLockRelease(self.0) };
-        }
-    }
     let (keys, events) = sizes();
-    unsafe {
-        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let _release = Release(LOCK);
-        let mut view = CacheView::new(base, keys, events, false);
-        Some(f(&mut view))
-    }
+    // SAFETY: the region holds a cache of these sizes, and the lock is ours while `f` runs.
+    REGION.locked(|base| f(&mut unsafe { CacheView::new(base, keys, events, false) }))
 }
 
 fn database() -> u32 {

@@ -190,6 +190,12 @@ impl<'a> Slots<'a> {
 
     /// Sets the copy to the row's committed text; one that finds no room is dropped.
     pub fn put(&mut self, owner: &Owner, key: &str, text: Option<&str>) {
+        let bytes: Vec<u8> = key.bytes().chain(text.unwrap_or("").bytes()).collect();
+        // A state too big to share the pool fairly is not copied: it would evict many others.
+        if bytes.len() > self.blocks.len() * BLOCK_BYTES / 8 {
+            self.drop_copy(owner, key);
+            return;
+        }
         let h = hash(owner, key);
         let i = self.find(owner, key).unwrap_or_else(|| {
             let set = self.set(h);
@@ -197,7 +203,6 @@ impl<'a> Slots<'a> {
             free.or_else(|| set.clone().find(|&i| self.entries[i].recently_used == 0)).unwrap_or(set.start)
         });
         self.free_entry(i);
-        let bytes: Vec<u8> = key.bytes().chain(text.unwrap_or("").bytes()).collect();
         let mut tail = NONE;
         for piece in bytes.chunks(BLOCK_BYTES) {
             let Some(b) = self.alloc(i) else {
@@ -385,9 +390,11 @@ mod tests {
         let kept: Vec<_> = (0..100).filter_map(|k| s.get(&P, &format!("k{k}")).map(|t| (k, t))).collect();
         assert!(!kept.is_empty() && kept.len() <= 8);
         assert!(kept.iter().all(|(k, t)| *t == Some(text(*k))));
-        // A state bigger than the whole pool is not copied, and the pool loses no block.
-        s.put(&P, "huge", Some(&"x".repeat(40 * BLOCK_BYTES)));
+        // A state bigger than an eighth of the pool is not copied, and evicts nothing.
+        let before = (0..100).filter(|k| s.get(&P, &format!("k{k}")).is_some()).count();
+        s.put(&P, "huge", Some(&"x".repeat(5 * BLOCK_BYTES)));
         assert_eq!(s.get(&P, "huge"), None);
+        assert_eq!((0..100).filter(|k| s.get(&P, &format!("k{k}")).is_some()).count(), before);
         s.drop_pattern(1, 1);
         assert_eq!(s.free_blocks(), 8 * BLOCKS_PER_COPY);
     }

@@ -1,0 +1,103 @@
+//! Named shared-memory regions, each with one LWLock, requested while the postmaster preloads
+//! pg_cep (the window cache, the pattern-state copies). One pair of hooks serves them all.
+
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use pgrx::prelude::*;
+
+pub struct Region {
+    name: &'static CStr,
+    size: fn() -> usize,
+    /// Sets up the region the first time it is created (not when a backend attaches to it).
+    init: unsafe fn(*mut u8),
+    base: AtomicPtr<u8>,
+    lock: AtomicPtr<pg_sys::LWLock>,
+}
+
+const MAX_REGIONS: usize = 4;
+static REGIONS: [AtomicPtr<Region>; MAX_REGIONS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_REGIONS];
+static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+impl Region {
+    pub const fn new(name: &'static CStr, size: fn() -> usize, init: unsafe fn(*mut u8)) -> Region {
+        Region { name, size, init, base: AtomicPtr::new(std::ptr::null_mut()), lock: AtomicPtr::new(std::ptr::null_mut()) }
+    }
+
+    /// From `_PG_init`, while preloading: the region is created at server start.
+    pub fn request(&'static self) {
+        let first = REGIONS[0].load(Ordering::Acquire).is_null();
+        let slot = REGIONS.iter().find(|r| r.load(Ordering::Acquire).is_null()).expect("pg_cep requests at most MAX_REGIONS regions");
+        slot.store(self as *const Region as *mut Region, Ordering::Release);
+        if first {
+            unsafe {
+                PREV_REQUEST = pg_sys::shmem_request_hook;
+                pg_sys::shmem_request_hook = Some(request_shmem);
+                PREV_STARTUP = pg_sys::shmem_startup_hook;
+                pg_sys::shmem_startup_hook = Some(startup_shmem);
+            }
+        }
+    }
+
+    /// Whether this backend has the region (pg_cep was preloaded with it on).
+    pub fn exists(&self) -> bool {
+        !self.base.load(Ordering::Acquire).is_null()
+    }
+
+    /// Runs `f` on the region under its lock, released however `f` ends.
+    pub fn locked<R>(&self, f: impl FnOnce(*mut u8) -> R) -> Option<R> {
+        let base = self.base.load(Ordering::Acquire);
+        if base.is_null() {
+            return None;
+        }
+        struct Release(*mut pg_sys::LWLock);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                unsafe { pg_sys::LWLockRelease(self.0) };
+            }
+        }
+        let lock = self.lock.load(Ordering::Acquire);
+        unsafe {
+            pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+            let _release = Release(lock);
+            Some(f(base))
+        }
+    }
+}
+
+fn regions() -> impl Iterator<Item = &'static Region> {
+    REGIONS.iter().map(|r| r.load(Ordering::Acquire)).take_while(|r| !r.is_null()).map(|r| unsafe { &*r })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn request_shmem() {
+    if let Some(prev) = PREV_REQUEST {
+        prev();
+    }
+    for r in regions() {
+        pg_sys::RequestAddinShmemSpace((r.size)() + 64);
+        pg_sys::RequestNamedLWLockTranche(r.name.as_ptr(), 1);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup_shmem() {
+    if let Some(prev) = PREV_STARTUP {
+        prev();
+    }
+    // AddinShmemInitLock is MainLWLockArray[21], as pgrx's own shared memory uses it.
+    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    for r in regions() {
+        let mut found = false;
+        let base = pg_sys::ShmemInitStruct(r.name.as_ptr(), (r.size)() + 64, &mut found) as *mut u8;
+        let aligned = base.add(base.align_offset(8));
+        if !found {
+            (r.init)(aligned);
+        }
+        r.lock.store(&raw mut (*pg_sys::GetNamedLWLockTranche(r.name.as_ptr())).lock, Ordering::Release);
+        r.base.store(aligned, Ordering::Release);
+    }
+    pg_sys::LWLockRelease(init_lock);
+}
