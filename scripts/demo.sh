@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 port=$1
 PSQL="/usr/lib/postgresql/15/bin/psql -X -q -h 127.0.0.1 -p $port -U postgres"
 db=pg_cep_demo
-$PSQL -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 || $PSQL -d postgres -c "CREATE DATABASE $db"
-$PSQL -d $db -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_cep; ALTER EXTENSION pg_cep UPDATE"
+# The demo's own database, made afresh on every run: the demo shows a clean install.
+$PSQL -d postgres -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+$PSQL -d $db -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; CREATE EXTENSION pg_cep"
 last=$($PSQL -d $db -tAc "SELECT coalesce(max(alert_id), 0) FROM cep.alerts")
 last_match=$($PSQL -d $db -tAc "SELECT coalesce(max(match_id), 0) FROM cep.pattern_matches")
 
