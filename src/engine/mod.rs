@@ -1,6 +1,7 @@
 //! Pure Rust: no pgrx types here, so everything below is tested with plain `#[test]`.
 
 pub mod capture;
+pub mod clock;
 pub mod counters;
 pub mod evaluate;
 pub mod interval;

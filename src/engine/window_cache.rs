@@ -20,6 +20,7 @@
 //! carries. Location figures come from counts as long as the window lies in one run of events at
 //! the same place; only then, or for a `max_amount` rule, does it look at each chunk in the window.
 
+use super::clock::{clock_step, ClockEntry};
 use super::evaluate::{WindowPlan, WindowStats};
 
 pub const WAYS: usize = 8;
@@ -197,6 +198,15 @@ pub struct Header {
 }
 
 /// Bytes a region needs for `keys` entries and `events` events.
+impl ClockEntry for Entry {
+    fn in_use(&self) -> bool {
+        self.live == 1
+    }
+    fn take_recent_use(&mut self) -> bool {
+        std::mem::replace(&mut self.recently_used, 0) == 1
+    }
+}
+
 pub fn region_size(keys: usize, events: usize) -> usize {
     let sets = keys.div_ceil(WAYS).max(1);
     let chunks = events.div_ceil(CHUNK_EVENTS).max(1);
@@ -331,14 +341,7 @@ impl<'a> CacheView<'a> {
                 return Some(c);
             }
             // Out of chunks: evict an entry the clock finds unused since it last passed.
-            let i = self.header.clock as usize % self.entries.len();
-            self.header.clock = self.header.clock.wrapping_add(1);
-            if i == keep || self.entries[i].live == 0 {
-                continue;
-            }
-            if self.entries[i].recently_used == 1 {
-                self.entries[i].recently_used = 0;
-            } else {
+            if let Some(i) = clock_step(&mut self.header.clock, self.entries, keep) {
                 self.free_entry(i);
             }
         }

@@ -13,6 +13,8 @@
 
 use std::collections::HashMap;
 
+use crate::engine::clock::{clock_step, ClockEntry};
+
 pub const WAYS: usize = 4;
 /// States are stored in a pool of blocks, four per copy on average (about 1 kB); a busy key's
 /// state, which grows with its open runs, takes as many as it needs.
@@ -59,6 +61,15 @@ struct Block {
 fn layout(copies: usize) -> (usize, usize) {
     let entries = copies.div_ceil(WAYS).max(1) * WAYS;
     (entries, entries * BLOCKS_PER_COPY)
+}
+
+impl ClockEntry for Entry {
+    fn in_use(&self) -> bool {
+        self.used == 1
+    }
+    fn take_recent_use(&mut self) -> bool {
+        std::mem::replace(&mut self.recently_used, 0) == 1
+    }
 }
 
 pub fn region_size(copies: usize) -> usize {
@@ -174,14 +185,7 @@ impl<'a> Slots<'a> {
                 self.blocks[b as usize].next = NONE;
                 return Some(b);
             }
-            let i = self.header.clock as usize % self.entries.len();
-            self.header.clock = self.header.clock.wrapping_add(1);
-            if i == keep || self.entries[i].used == 0 {
-                continue;
-            }
-            if self.entries[i].recently_used == 1 {
-                self.entries[i].recently_used = 0;
-            } else {
+            if let Some(i) = clock_step(&mut self.header.clock, self.entries, keep) {
                 self.free_entry(i);
             }
         }
