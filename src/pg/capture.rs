@@ -293,16 +293,8 @@ pub fn remember(capture: &Capture, logged: &Logged) {
     });
 }
 
-pub fn init() {
-    // SAFETY: called once from _PG_init; the callbacks have static lifetime.
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+/// This module's part of `pg::xact`'s transaction callback.
+pub fn on_xact(event: pg_sys::XactEvent::Type) {
     if event != pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT {
         // Committed (already sent), aborted or prepared (NOTIFY cannot be prepared): forget.
         if event != pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT {
@@ -336,13 +328,8 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn on_subxact(
-    event: pg_sys::SubXactEvent::Type,
-    my_subid: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
+/// This module's part of `pg::xact`'s subtransaction callback.
+pub fn on_subxact(event: pg_sys::SubXactEvent::Type, my_subid: pg_sys::SubTransactionId, _parent: pg_sys::SubTransactionId) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         // Ids grow within a transaction: the aborted one and its children have ids >= its own.
         PENDING.with(|p| p.borrow_mut().retain(|c| c.subxact < my_subid));

@@ -17,3 +17,4 @@ pub mod tuple;
 pub mod watched;
 pub mod window_cache;
 pub mod worker;
+pub mod xact;

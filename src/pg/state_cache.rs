@@ -25,15 +25,10 @@ thread_local! {
     static TOUCHED: RefCell<Touched> = RefCell::new(Touched::default());
 }
 
-/// Called from `_PG_init`: the callbacks always, the setting and shared memory only while the
-/// postmaster preloads us.
+/// Called from `_PG_init`: the setting and shared memory, only while the postmaster preloads us.
 pub fn init() {
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
-        if !pg_sys::process_shared_preload_libraries_in_progress {
-            return;
-        }
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
     }
     GucRegistry::define_int_guc(
         c"cep.pattern_state_copies",
@@ -117,8 +112,8 @@ fn apply(outcomes: Vec<(Owner, String, Outcome)>) {
     });
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+/// This module's part of `pg::xact`'s transaction callback.
+pub fn on_xact(event: pg_sys::XactEvent::Type) {
     match event {
         // Still holding the keys' locks: no other session reads or writes them before this.
         pg_sys::XactEvent::XACT_EVENT_COMMIT => apply(TOUCHED.with(|t| t.borrow_mut().commit())),
@@ -128,13 +123,8 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn on_subxact(
-    event: pg_sys::SubXactEvent::Type,
-    mine: pg_sys::SubTransactionId,
-    parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
+/// This module's part of `pg::xact`'s subtransaction callback.
+pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => TOUCHED.with(|t| t.borrow_mut().subxact_abort(mine)),
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => TOUCHED.with(|t| t.borrow_mut().subxact_commit(mine, parent)),

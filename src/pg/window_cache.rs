@@ -55,10 +55,6 @@ fn sizes() -> (usize, usize) {
 
 /// Called from `_PG_init`: settings always, shared memory only while the postmaster preloads us.
 pub fn init() {
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
-    }
     // Server-start settings can only be defined while the postmaster preloads us.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
@@ -256,8 +252,8 @@ pub fn warm(watch: &Watch) -> CepResult<i64> {
     Ok(cached.unwrap_or(0) as i64)
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+/// This module's part of `pg::xact`'s transaction callback.
+pub fn on_xact(event: pg_sys::XactEvent::Type) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
@@ -287,13 +283,8 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn on_subxact(
-    event: pg_sys::SubXactEvent::Type,
-    mine: pg_sys::SubTransactionId,
-    parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
+/// This module's part of `pg::xact`'s subtransaction callback.
+pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
             LOCAL.with(|l| {
