@@ -175,3 +175,26 @@ fn two_sessions_taking_turns_with_rollbacks_match_like_history() {
     assert!(live.matches(';').count() >= 5, "the workload must complete matches: {live}");
     assert_eq!(live, history);
 }
+
+/// The shared copies outlive the extension; a pattern defined again after DROP and CREATE
+/// EXTENSION gets the same id, and must start with no partial matches.
+#[test]
+fn a_recreated_extension_starts_without_the_old_partial_matches() {
+    let db = TestDb::new("pattern_recreate");
+    let mut c = db.connect();
+    c.batch_execute(EVENTS).unwrap();
+    c.batch_execute(CHECKOUT).unwrap();
+    insert(&mut c, 1, "login");
+    insert(&mut c, 1, "browse");
+    let id: i32 = c.query_one("SELECT pattern_id FROM cep.patterns", &[]).unwrap().get(0);
+    c.batch_execute("SET client_min_messages = warning; DROP EXTENSION pg_cep CASCADE; CREATE EXTENSION pg_cep").unwrap();
+    c.batch_execute(CHECKOUT).unwrap();
+    assert_eq!(c.query_one("SELECT pattern_id FROM cep.patterns", &[]).unwrap().get::<_, i32>(0), id, "the same id again");
+    insert(&mut c, 1, "purchase");
+    assert_eq!(c.query_one("SELECT count(*) FROM cep.pattern_matches", &[]).unwrap().get::<_, i64>(0), 0);
+    // Matching works as usual from there.
+    for kind in ["login", "browse", "purchase"] {
+        insert(&mut c, 1, kind);
+    }
+    assert_eq!(c.query_one("SELECT count(*) FROM cep.pattern_matches", &[]).unwrap().get::<_, i64>(0), 1);
+}

@@ -81,8 +81,9 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
 /// A pattern attached to a table, ready for its trigger.
 pub struct LivePattern {
     pub id: i32,
-    /// The transaction that defined it: with the id, names this definition across a DROP and
-    /// CREATE EXTENSION that restarts the ids (the shared state copies outlive them).
+    /// The OID of `cep.patterns`: with the id, names this definition across a DROP and CREATE
+    /// EXTENSION that restarts the ids (the shared state copies outlive them). Not the row's
+    /// xmin, which reads as the same frozen id for every old row.
     pub generation: u32,
     pub name: String,
     pub channel: String,
@@ -99,7 +100,7 @@ pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
         let mut v = Vec::new();
         for row in client.select(
             "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
-                    (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials, xmin::text::int8
+                    (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials, tableoid::int8
              FROM cep.patterns WHERE source = $1 ORDER BY pattern_id",
             None,
             &[relid.into()],
@@ -123,7 +124,7 @@ pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
         Ok::<_, CepError>(v)
     })?;
     let mut out = Vec::new();
-    for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials, created_by) in rows {
+    for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials, patterns_table) in rows {
         let def = Definition {
             partition_by: &partition_by,
             order_by: &order_by,
@@ -136,7 +137,7 @@ pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
             max_partials,
         };
         match compile(&def, &table) {
-            Ok((pattern, columns)) => out.push(LivePattern { id, generation: created_by as u32, name, channel, pattern, columns }),
+            Ok((pattern, columns)) => out.push(LivePattern { id, generation: patterns_table as u32, name, channel, pattern, columns }),
             Err(e) => pgrx::warning!("pg_cep: pattern {name:?} is skipped: {e}"),
         }
     }

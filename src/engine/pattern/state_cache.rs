@@ -28,7 +28,8 @@ const NO_ROW: u32 = u32::MAX;
 pub struct Owner {
     pub database: u32,
     pub pattern: i32,
-    /// The defining transaction: pattern ids restart after DROP and CREATE EXTENSION.
+    /// Which install of pg_cep (the OID of `cep.patterns`): pattern ids restart after DROP and
+    /// CREATE EXTENSION.
     pub generation: u32,
 }
 
