@@ -339,7 +339,7 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
     }
     let mut stored: HashMap<String, String> = HashMap::with_capacity(keys.len());
     let mut states: HashMap<String, KeyState> = HashMap::with_capacity(keys.len());
-    // This backend's current copies first; only the other keys' rows are read.
+    // The keys' shared copies first; only the keys without one are read from the table.
     let mut to_read = Vec::new();
     for key in &keys {
         match state_cache::get(live, key) {

@@ -121,24 +121,25 @@ impl<'a> Slots<'a> {
         s * WAYS..(s + 1) * WAYS
     }
 
-    /// The key's bytes followed by the text's, as stored.
-    fn data(&self, i: usize) -> Vec<u8> {
+    /// The stored bytes (the key's, then the text's), a slice per block.
+    fn pieces(&self, i: usize) -> impl Iterator<Item = &[u8]> + '_ {
         let e = &self.entries[i];
-        self.prefix(i, e.key_len as usize + if e.text_len == NO_ROW { 0 } else { e.text_len as usize })
+        let mut left = e.key_len as usize + if e.text_len == NO_ROW { 0 } else { e.text_len as usize };
+        let mut b = e.head;
+        std::iter::from_fn(move || {
+            if left == 0 || b == NONE {
+                return None;
+            }
+            let block = &self.blocks[b as usize];
+            let take = left.min(BLOCK_BYTES);
+            (left, b) = (left - take, block.next);
+            Some(&block.data[..take])
+        })
     }
 
-    /// The first `len` stored bytes.
-    fn prefix(&self, i: usize, len: usize) -> Vec<u8> {
-        let e = &self.entries[i];
-        let mut out = Vec::with_capacity(len);
-        let mut b = e.head;
-        while out.len() < len && b != NONE {
-            let block = &self.blocks[b as usize];
-            let take = (len - out.len()).min(BLOCK_BYTES);
-            out.extend_from_slice(&block.data[..take]);
-            b = block.next;
-        }
-        out
+    /// Whether the entry's key is `key`, of the same length; compared in place, without a copy.
+    fn key_is(&self, i: usize, key: &str) -> bool {
+        key.as_bytes().chunks(BLOCK_BYTES).zip(self.pieces(i)).all(|(k, piece)| piece.starts_with(k))
     }
 
     fn find(&self, owner: &Owner, key: &str) -> Option<usize> {
@@ -148,7 +149,7 @@ impl<'a> Slots<'a> {
             e.used == 1
                 && e.hash == h
                 && (e.database, e.pattern, e.generation, e.key_len as usize) == (owner.database, owner.pattern, owner.generation, key.len())
-                && self.prefix(i, key.len()) == key.as_bytes()
+                && self.key_is(i, key)
         })
     }
 
@@ -159,7 +160,7 @@ impl<'a> Slots<'a> {
         if self.entries[i].text_len == NO_ROW {
             return Some(None);
         }
-        let data = self.data(i);
+        let data = self.pieces(i).collect::<Vec<_>>().concat();
         Some(Some(String::from_utf8_lossy(&data[key.len()..]).into_owned()))
     }
 
