@@ -9,6 +9,7 @@ pub mod partition;
 pub mod pattern;
 pub mod payload;
 pub mod rollup;
+pub mod rollup_store;
 pub mod rules;
 pub mod window;
 pub mod window_cache;
