@@ -227,28 +227,5 @@ CREATE INDEX change_log_to_idx ON change_log (to_id) WHERE to_id IS NOT NULL;
 INSERT INTO partition_config (parent, control_column, control_type, premake, retention, retention_mode)
 VALUES ('change_log'::regclass, 'changed_at', 'timestamptz', 2, '3 months', 'drop');
 
--- Per-minute rollups of watched tables, kept by the monitor as rows arrive. Table-wide rows are
--- spread over shards so that concurrent sessions do not wait on one row; readers add them up.
-CREATE TABLE rollups (
-    relid  oid         NOT NULL,
-    minute timestamptz NOT NULL,
-    shard  smallint    NOT NULL,
-    count  bigint      NOT NULL,
-    sum    float8      NOT NULL,
-    min    float8,
-    max    float8,
-    PRIMARY KEY (relid, minute, shard)
-) WITH (fillfactor = 50);  -- room for the current minute's rows to be updated in place (HOT)
-CREATE TABLE key_rollups (
-    relid  oid         NOT NULL,
-    minute timestamptz NOT NULL,
-    key    text        NOT NULL,
-    count  bigint      NOT NULL,
-    sum    float8      NOT NULL,
-    min    float8,
-    max    float8,
-    PRIMARY KEY (relid, minute, key)
-);
-
 -- 0.2.0: whether the monitor keeps a watched table's rollups (see cep.watch_rollups).
 ALTER TABLE watches ADD COLUMN rollups boolean NOT NULL DEFAULT true;

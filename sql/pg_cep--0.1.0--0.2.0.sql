@@ -158,29 +158,6 @@ CREATE INDEX change_log_to_idx ON change_log (to_id) WHERE to_id IS NOT NULL;
 INSERT INTO partition_config (parent, control_column, control_type, premake, retention, retention_mode)
 VALUES ('change_log'::regclass, 'changed_at', 'timestamptz', 2, '3 months', 'drop');
 
--- Per-minute rollups of watched tables, kept by the monitor as rows arrive. Table-wide rows are
--- spread over shards so that concurrent sessions do not wait on one row; readers add them up.
-CREATE TABLE rollups (
-    relid  oid         NOT NULL,
-    minute timestamptz NOT NULL,
-    shard  smallint    NOT NULL,
-    count  bigint      NOT NULL,
-    sum    float8      NOT NULL,
-    min    float8,
-    max    float8,
-    PRIMARY KEY (relid, minute, shard)
-) WITH (fillfactor = 50);  -- room for the current minute's rows to be updated in place (HOT)
-CREATE TABLE key_rollups (
-    relid  oid         NOT NULL,
-    minute timestamptz NOT NULL,
-    key    text        NOT NULL,
-    count  bigint      NOT NULL,
-    sum    float8      NOT NULL,
-    min    float8,
-    max    float8,
-    PRIMARY KEY (relid, minute, key)
-);
-
 -- 0.2.0: whether the monitor keeps a watched table's rollups (see cep.watch_rollups).
 ALTER TABLE watches ADD COLUMN rollups boolean NOT NULL DEFAULT true;
 
@@ -355,6 +332,76 @@ SET search_path TO pg_catalog
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'watch_rollups_wrapper';
 
+-- src/api/rollups.rs:29
+-- pg_cep::api::rollups::rollup_window
+CREATE  FUNCTION "rollup_window"(
+	"relation" oid, /* pg_sys :: Oid */
+	"since" timestamp with time zone, /* TimestampWithTimeZone */
+	"top" INT /* i32 */
+) RETURNS TABLE (
+	"window_start" timestamp with time zone,  /* TimestampWithTimeZone */
+	"total_transactions" bigint,  /* i64 */
+	"total_volume" double precision,  /* f64 */
+	"avg_transaction" double precision,  /* Option < f64 > */
+	"min_amount" double precision,  /* Option < f64 > */
+	"max_amount" double precision,  /* Option < f64 > */
+	"active_users" bigint,  /* i64 */
+	"top_users" jsonb,  /* JsonB */
+	"source" TEXT  /* String */
+)
+STRICT STABLE
+SET search_path TO pg_catalog
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollup_window_wrapper';
+
+-- src/api/rollups.rs:76
+-- pg_cep::api::rollups::rollup_totals
+CREATE  FUNCTION "rollup_totals"(
+	"relation" oid, /* pg_sys :: Oid */
+	"since" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS TABLE (
+	"row_count" bigint,  /* i64 */
+	"avg_delay_s" double precision  /* Option < f64 > */
+)
+STRICT STABLE
+SET search_path TO pg_catalog
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollup_totals_wrapper';
+
+-- src/api/rollups.rs:92
+-- pg_cep::api::rollups::rollup_load
+CREATE  FUNCTION "rollup_load"(
+	"relation" oid, /* pg_sys :: Oid */
+	"totals_since" timestamp with time zone, /* TimestampWithTimeZone */
+	"keys_since" timestamp with time zone, /* TimestampWithTimeZone */
+	"minutes" timestamp with time zone[], /* Vec < TimestampWithTimeZone > */
+	"counts" bigint[], /* Vec < i64 > */
+	"sums" double precision[], /* Vec < f64 > */
+	"mins" double precision[], /* Vec < Option < f64 > > */
+	"maxs" double precision[], /* Vec < Option < f64 > > */
+	"key_minutes" timestamp with time zone[], /* Vec < TimestampWithTimeZone > */
+	"keys" TEXT[], /* Vec < String > */
+	"key_counts" bigint[], /* Vec < i64 > */
+	"key_sums" double precision[] /* Vec < f64 > */
+) RETURNS void
+STRICT VOLATILE
+SET search_path TO pg_catalog
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollup_load_wrapper';
+
+-- src/api/rollups.rs:128
+-- pg_cep::api::rollups::rollup_memory
+CREATE  FUNCTION "rollup_memory"() RETURNS TABLE (
+	"enabled" bool,  /* bool */
+	"tables" bigint,  /* i64 */
+	"records" bigint,  /* i64 */
+	"capacity" bigint,  /* i64 */
+	"dropped_minutes" bigint  /* i64 */
+)
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollup_memory_wrapper';
+
 -- src/api/capture.rs:167
 -- pg_cep::api::capture::capture_trigger
 CREATE FUNCTION "capture_trigger"()
@@ -448,86 +495,131 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     ORDER BY min(change_id)
 $$;
 
--- Seed 003's real_time_stats, answered from the rollups: time proportional to the minutes and
--- keys in the window, not to its rows. The window is whole minutes, from the minute that holds
--- now() - time_window.
+-- Seed 003's real_time_stats: totals, volume, average, active keys and the top keys by amount in
+-- the window, which is whole minutes from the minute that holds now() - time_window. Answered
+-- from the shared rollups (source 'memory') when they are exact for the window, in time
+-- proportional to the keys active in it, not its rows; otherwise from the rows (source 'rows').
 CREATE FUNCTION realtime_stats(relation regclass, time_window interval DEFAULT '5 minutes', top integer DEFAULT 10)
 RETURNS TABLE (window_start timestamptz, total_transactions bigint, total_volume float8, avg_transaction float8,
-               min_amount float8, max_amount float8, active_users bigint, top_users jsonb)
--- PL/pgSQL, not SQL: its plans see the window's bounds, so they read the window's index range
--- instead of planning for any range (which scans every rollup).
+               min_amount float8, max_amount float8, active_users bigint, top_users jsonb, source text)
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    since timestamptz := date_trunc('minute', now() - time_window);
-    kept boolean;
+    since timestamptz := date_bin('1 minute', now() - time_window, '2000-01-01 00:00:00+00');
+    w @extschema@.watches;
 BEGIN
-    SELECT w.rollups INTO kept FROM @extschema@.watches w WHERE w.relid = relation;
-    IF kept IS NULL THEN
+    SELECT * INTO w FROM @extschema@.watches WHERE relid = relation;
+    IF NOT FOUND THEN
         RAISE EXCEPTION '% is not watched', relation USING ERRCODE = '55000',
-            HINT = 'realtime_stats reads the rollups the monitor keeps for watched tables: cep.watch it first.';
-    ELSIF NOT kept THEN
-        RAISE EXCEPTION 'the monitor keeps no rollups for %', relation USING ERRCODE = '55000',
-            HINT = 'Turn them on with cep.watch_rollups, and fill the gap with cep.rollup_rebuild.';
+            HINT = 'realtime_stats reads what the monitor keeps for watched tables: cep.watch it first.';
     END IF;
-    RETURN QUERY
-    WITH t AS (
-        SELECT sum(r.count)::bigint AS n, sum(r.sum) AS volume, min(r.min) AS lo, max(r.max) AS hi
-        FROM @extschema@.rollups r WHERE r.relid = relation AND r.minute >= since),
-    k AS (
-        SELECT r.key, sum(r.count)::bigint AS n, sum(r.sum) AS total
-        FROM @extschema@.key_rollups r WHERE r.relid = relation AND r.minute >= since
-        GROUP BY r.key)
-    SELECT since, coalesce(t.n, 0::bigint), coalesce(t.volume, 0::float8), t.volume / nullif(t.n, 0), t.lo, t.hi,
-           (SELECT count(*) FROM k),
-           coalesce((SELECT jsonb_agg(jsonb_build_object('key', x.key, 'transactions', x.n, 'total', x.total, 'avg', x.total / x.n)
-                                      ORDER BY x.total DESC, x.key)
-                     FROM (SELECT * FROM k ORDER BY k.total DESC, k.key LIMIT top) x), '[]'::jsonb)
-    FROM t;
+    IF top < 0 THEN
+        RAISE EXCEPTION 'top must be 0 or more, not %', top USING ERRCODE = '22023';
+    END IF;
+    IF w.rollups THEN
+        RETURN QUERY SELECT * FROM @extschema@.rollup_window(relation, since, top);
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'WITH k AS (
+             SELECT %3$I::text AS key, count(*) AS n, coalesce(sum(%2$I), 0)::float8 AS total,
+                    min(%2$I)::float8 AS lo, max(%2$I)::float8 AS hi
+             FROM %4$s WHERE %1$I >= $1 AND %3$I IS NOT NULL GROUP BY 1)
+         SELECT $1, coalesce(sum(n), 0)::bigint, coalesce(sum(total), 0)::float8, sum(total) / nullif(sum(n), 0)::float8,
+                min(lo), max(hi), count(*),
+                coalesce((SELECT jsonb_agg(jsonb_build_object(''key'', x.key, ''transactions'', x.n, ''total'', x.total,
+                                                              ''avg'', x.total / x.n) ORDER BY x.total DESC, x.key COLLATE "C")
+                          FROM (SELECT * FROM k ORDER BY k.total DESC, k.key COLLATE "C" LIMIT $2) x), ''[]''::jsonb),
+                ''rows''::text
+         FROM k',
+        w.time_column, w.amount_column, w.key_column, relation) USING since, top;
 END $$;
 
--- Rebuilds a watched table's rollups from its rows, from `since` on (whole minutes): after
--- UPDATEs or DELETEs, which the rollups do not follow, or for rows loaded before it was watched.
+-- Puts a watched table's rollups in memory, read from its rows from `since` on (whole minutes):
+-- after a restart, after UPDATEs or DELETEs (which the rollups do not follow), or for rows loaded
+-- before the table was watched. Memory keeps the last hour of totals and the last minutes per key,
+-- so no more than that is read. Returns the minutes read.
 CREATE FUNCTION rollup_rebuild(relation regclass, since timestamptz DEFAULT '-infinity')
 RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     w @extschema@.watches;
-    minutes bigint;
+    origin constant timestamptz := '2000-01-01 00:00:00+00';
+    this_minute constant timestamptz := date_bin('1 minute', now(), '2000-01-01 00:00:00+00');
+    totals_since timestamptz;
+    keys_since timestamptz;
+    m timestamptz[]; c int8[]; s float8[]; lo float8[]; hi float8[];
+    km timestamptz[]; k text[]; kc int8[]; ks float8[];
+BEGIN
+    SELECT * INTO w FROM @extschema@.watches WHERE relid = relation;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% is not watched', relation USING ERRCODE = '55000', HINT = 'Watch it with cep.watch first.';
+    ELSIF NOT w.rollups THEN
+        RAISE EXCEPTION 'the monitor keeps no rollups for %', relation USING ERRCODE = '55000',
+            HINT = 'Turn them on with cep.watch_rollups first.';
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- An older snapshot would miss rows committed before the lock below.
+        RAISE EXCEPTION 'cep.rollup_rebuild needs READ COMMITTED, not %', upper(current_setting('transaction_isolation'))
+            USING ERRCODE = '25000';
+    END IF;
+    -- No rows commit while the rollups are read from them: INSERTs wait until this commits.
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', relation);
+    totals_since := greatest(CASE WHEN isfinite(since) THEN date_bin('1 minute', since, origin) END,
+                             this_minute - interval '63 minutes');
+    keys_since := greatest(totals_since, this_minute - interval '7 minutes');
+    EXECUTE format(
+        'SELECT array_agg(m ORDER BY m), array_agg(n ORDER BY m), array_agg(s ORDER BY m), array_agg(lo ORDER BY m),
+                array_agg(hi ORDER BY m)
+         FROM (SELECT date_bin(''1 minute'', %1$I::timestamptz, $2) AS m, count(*) AS n, coalesce(sum(%2$I), 0)::float8 AS s,
+                      min(%2$I)::float8 AS lo, max(%2$I)::float8 AS hi
+               FROM %4$s WHERE %1$I >= $1 AND %3$I IS NOT NULL GROUP BY 1) g',
+        w.time_column, w.amount_column, w.key_column, relation) USING totals_since, origin INTO m, c, s, lo, hi;
+    EXECUTE format(
+        'SELECT array_agg(m), array_agg(k), array_agg(n), array_agg(s)
+         FROM (SELECT date_bin(''1 minute'', %1$I::timestamptz, $2) AS m, %3$I::text AS k, count(*) AS n,
+                      coalesce(sum(%2$I), 0)::float8 AS s
+               FROM %4$s WHERE %1$I >= $1 AND %3$I IS NOT NULL GROUP BY 1, 2) g',
+        w.time_column, w.amount_column, w.key_column, relation) USING keys_since, origin INTO km, k, kc, ks;
+    PERFORM @extschema@.rollup_load(relation, totals_since, keys_since, coalesce(m, '{}'), coalesce(c, '{}'),
+        coalesce(s, '{}'), coalesce(lo, '{}'), coalesce(hi, '{}'), coalesce(km, '{}'), coalesce(k, '{}'),
+        coalesce(kc, '{}'), coalesce(ks, '{}'));
+    RETURN coalesce(cardinality(m), 0);
+END $$;
+
+-- A watched table's rows from `since` on, and their mean age in seconds (from the middle of each
+-- minute, as the rollups see them): from memory when it is exact, otherwise from the rows.
+CREATE FUNCTION rollup_activity(relation regclass, since timestamptz, OUT row_count bigint, OUT avg_delay_s float8)
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w @extschema@.watches;
 BEGIN
     SELECT * INTO w FROM @extschema@.watches WHERE relid = relation;
     IF NOT FOUND THEN
         RAISE EXCEPTION '% is not watched', relation USING ERRCODE = '55000', HINT = 'Watch it with cep.watch first.';
     END IF;
-    -- No rows arrive while the rollups are rebuilt from them: INSERTs wait until it commits.
-    EXECUTE format('LOCK TABLE %s IN SHARE MODE', relation);
-    DELETE FROM @extschema@.rollups WHERE relid = relation AND minute >= date_trunc('minute', since);
-    DELETE FROM @extschema@.key_rollups WHERE relid = relation AND minute >= date_trunc('minute', since);
+    IF w.rollups THEN
+        SELECT t.row_count, t.avg_delay_s INTO row_count, avg_delay_s FROM @extschema@.rollup_totals(relation, since) t;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
     EXECUTE format(
-        'INSERT INTO @extschema@.key_rollups (relid, minute, key, count, sum, min, max)
-         SELECT $1, date_trunc(''minute'', %1$I), %3$I::text, count(*), coalesce(sum(%2$I), 0), min(%2$I), max(%2$I)
-         FROM %4$s WHERE %1$I >= date_trunc(''minute'', $2) AND %3$I IS NOT NULL GROUP BY 2, 3',
-        w.time_column, w.amount_column, w.key_column, relation) USING relation, since;
-    INSERT INTO @extschema@.rollups (relid, minute, shard, count, sum, min, max)
-    SELECT relation, minute, 0, sum(count), sum(sum), min(min), max(max)
-    FROM @extschema@.key_rollups WHERE relid = relation AND minute >= date_trunc('minute', since)
-    GROUP BY minute;
-    GET DIAGNOSTICS minutes = ROW_COUNT;
-    RETURN minutes;
+        'SELECT count(*), avg(extract(epoch FROM now() - (date_bin(''1 minute'', %1$I::timestamptz, ''2000-01-01 00:00:00+00'')
+                                                       + interval ''30 seconds'')))::float8
+         FROM %3$s WHERE %1$I >= $1 AND %2$I IS NOT NULL',
+        w.time_column, w.key_column, relation) USING since INTO row_count, avg_delay_s;
 END $$;
 
 -- What seed 003's streaming_performance view wanted, for each watched table: rows in the last
--- minute and hour and active keys (from the rollups), the average delay between a row's time and
--- now, the monitor's own counters (cep.stats()), and the notification queue's usage.
+-- minute and hour, active keys and the average delay between a row's time and now (from the
+-- rollups, or the rows), the monitor's own counters (cep.stats()), and the notification queue's
+-- usage.
 CREATE VIEW streaming_performance AS
     SELECT w.relid::regclass::text AS table_name,
-           coalesce((SELECT sum(count) FROM @extschema@.rollups r
-                     WHERE r.relid = w.relid AND r.minute >= date_trunc('minute', now() - interval '1 minute')), 0)::bigint AS rows_last_minute,
-           coalesce((SELECT sum(count) FROM @extschema@.rollups r
-                     WHERE r.relid = w.relid AND r.minute >= date_trunc('minute', now() - interval '1 hour')), 0)::bigint AS rows_last_hour,
-           (SELECT count(DISTINCT key) FROM @extschema@.key_rollups k
-             WHERE k.relid = w.relid AND k.minute >= date_trunc('minute', now() - interval '1 hour')) AS active_keys_last_hour,
-           (SELECT sum(extract(epoch FROM now() - (r.minute + interval '30 seconds')) * r.count) / nullif(sum(r.count), 0)
-              FROM @extschema@.rollups r
-             WHERE r.relid = w.relid AND r.minute >= date_trunc('minute', now() - interval '1 hour')) AS avg_processing_delay_s,
+           last_minute.row_count AS rows_last_minute,
+           last_hour.row_count AS rows_last_hour,
+           (SELECT r.active_users FROM @extschema@.realtime_stats(w.relid, interval '5 minutes', 0) r) AS active_keys_last_5_minutes,
+           last_hour.avg_delay_s AS avg_processing_delay_s,
            coalesce(s.rows_seen, 0) AS monitor_rows_seen,
            coalesce(s.total_ms, 0) AS monitor_total_ms,
            s.total_ms / nullif(s.rows_seen, 0) AS monitor_ms_per_row,
@@ -539,4 +631,6 @@ CREATE VIEW streaming_performance AS
            coalesce(s.rule_errors, 0) AS rule_errors,
            pg_notification_queue_usage() AS notification_queue_usage
     FROM @extschema@.watches w
+    CROSS JOIN LATERAL @extschema@.rollup_activity(w.relid, date_bin('1 minute', now() - interval '1 minute', '2000-01-01 00:00:00+00')) last_minute
+    CROSS JOIN LATERAL @extschema@.rollup_activity(w.relid, date_bin('1 minute', now() - interval '1 hour', '2000-01-01 00:00:00+00')) last_hour
     LEFT JOIN @extschema@.stats() s ON to_regclass(s.table_name) = w.relid;

@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod monitor;
 pub mod partitions;
 pub mod patterns;
+pub mod rollups;
 pub mod rules;
 pub mod stats;
 pub mod watch;

@@ -18,7 +18,6 @@ use pgrx::{AllocatedByPostgres, PgTrigger, PgTriggerError};
 use crate::engine::counters::MonitorCounters;
 use crate::engine::evaluate::{assess, level_rank, risk_level, Assessment};
 use crate::engine::payload::{alert_payload, AlertNotice};
-use crate::engine::rollup::Rollup;
 use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
 use crate::pg::scoring::{self, Event, Standing};
@@ -110,11 +109,7 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
         window_cache::remember(&watch, &event(row));
     }
     if watch.rollups {
-        let mut rollup = Rollup::default();
-        for row in &rows {
-            rollup.add(row.at, &row.key, row.amount);
-        }
-        rollups::add(watch.root, &rollup)?;
+        rollups::add(&watch, rows.iter().map(|r| (r.at, r.key.as_str(), r.amount)));
     }
     if no_rules || cannot_score(&watch, counts.rows_seen, counts) {
         return Ok(());
@@ -230,12 +225,10 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
 /// A row the row trigger lets through: into the window cache and the rollups.
 fn keep(watch: &Watch, row: &Row) -> CepResult<()> {
     window_cache::remember(watch, &event(row));
-    if !watch.rollups {
-        return Ok(());
+    if watch.rollups {
+        rollups::add(watch, std::iter::once((row.at, row.key.as_str(), row.amount)));
     }
-    let mut rollup = Rollup::default();
-    rollup.add(row.at, &row.key, row.amount);
-    rollups::add(watch.root, &rollup)
+    Ok(())
 }
 
 /// The assessment's level, when it is high enough for an alert on this table.

@@ -44,6 +44,8 @@ fn watch(
     drop(table);
     let mapping = Mapping { key_column, amount_column, time_column, location_column };
     let monitor = Monitor { channel, alert_level, block_at, on_block, log_assessments };
+    // The mapping may change: what memory holds was summed under the old one.
+    crate::pg::rollups::forget(target.relid);
     register(&target, &mapping, &monitor, create_index).or_report()
 }
 
@@ -189,9 +191,9 @@ fn run_ddl(client: &mut pgrx::spi::SpiClient<'_>, format_sql: &str, args: &[pgrx
     Ok(())
 }
 
-/// Turns the per-minute rollups of a watched table on (the default) or off. Off saves the
-/// monitor one upsert per statement, for tables nobody asks `cep.realtime_stats` about; turned on
-/// again, `cep.rollup_rebuild` fills the gap. Returns the previous setting.
+/// Turns the per-minute rollups of a watched table on (the default) or off. Off,
+/// `cep.realtime_stats` reads the table's rows; turned on again, memory is exact from the next
+/// minute on, and `cep.rollup_rebuild` makes it exact further back. Returns the previous setting.
 ///
 /// ```sql
 /// SELECT cep.watch_rollups('transactions', false);
@@ -201,6 +203,7 @@ fn run_ddl(client: &mut pgrx::spi::SpiClient<'_>, format_sql: &str, args: &[pgrx
 fn watch_rollups(table: PgRelation, enabled: bool) -> bool {
     let relid = table.oid();
     let name = table.name().to_string();
+    crate::pg::rollups::forget(relid);
     Spi::connect_mut(|client| -> CepResult<bool> {
         let previous = client.update(
             "UPDATE cep.watches w SET rollups = $2, updated_at = now() FROM cep.watches old
@@ -227,6 +230,7 @@ fn unwatch(table: PgRelation) -> bool {
     let relid = table.oid();
     // Closed first: DROP TRIGGER refuses a table this session has open.
     drop(table);
+    crate::pg::rollups::forget(relid);
     Spi::connect_mut(|client| -> CepResult<bool> {
         let rows = client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[relid.into()])?;
         run_ddl(

@@ -111,7 +111,7 @@ struct Header {
 /// Chunks and name slots for a pool of `records` key-minute records.
 fn counts(records: usize) -> (usize, usize) {
     let chunks = records.div_ceil(CHUNK_RECORDS).max(KEY_MINUTES);
-    let sets = (records / 2).div_ceil(NAME_WAYS).max(1);
+    let sets = (records / 4).div_ceil(NAME_WAYS).max(1);
     (chunks, sets * NAME_WAYS)
 }
 
@@ -428,10 +428,12 @@ impl<'a> StoreView<'a> {
         }
     }
 
-    /// Replaces a table's rollups with `rollup`, read from its rows from `from` (a minute) on.
-    pub fn load(&mut self, owner: Owner, now: i64, from: i64, rollup: &Rollup) {
+    /// Replaces a table's rollups with `rollup`, read from its rows: totals from `totals_from`
+    /// on, per-key figures from `keys_from` on (minutes).
+    pub fn load(&mut self, owner: Owner, now: i64, totals_from: i64, keys_from: i64, rollup: &Rollup) {
         let i = self.table_for(owner, now);
-        self.reset(i, owner, from, now);
+        self.reset(i, owner, totals_from, now);
+        self.tables[i].keys_from = keys_from.max(totals_from);
         self.add(owner, now, rollup);
     }
 
@@ -549,7 +551,7 @@ mod tests {
         let mut mem = region(RECORDS);
         let mut s = view(&mut mem, RECORDS, true);
         let m = minute_of(NOW);
-        s.load(T, NOW, m - 5 * MINUTE, &rows(&[(m - 4 * MINUTE, "b", 10.0), (m - 2 * MINUTE, "a", 4.0)]));
+        s.load(T, NOW, m - 5 * MINUTE, m - 5 * MINUTE, &rows(&[(m - 4 * MINUTE, "b", 10.0), (m - 2 * MINUTE, "a", 4.0)]));
         s.add(T, NOW, &rows(&[(NOW, "a", 6.0), (NOW, "c", 10.0)]));
         s.add(T, NOW, &rows(&[(NOW - 1, "d", 1.0)]));
         let (totals, active, top) = read(&s, T, m - 5 * MINUTE, 2).unwrap();
@@ -562,6 +564,11 @@ mod tests {
         assert_eq!((totals.count, active), (4, 3));
         // Before the load's start it is not exact.
         assert!(s.window(T, m - 6 * MINUTE, NOW).is_none());
+        // Totals read from further back than the keys are exact further back.
+        s.load(T, NOW, m - 30 * MINUTE, m - 5 * MINUTE, &rows(&[(m - 20 * MINUTE, "e", 1.0)]));
+        assert_eq!(s.totals(T, m - 30 * MINUTE, NOW).unwrap().count, 1);
+        assert!(s.window(T, m - 6 * MINUTE, NOW).is_none());
+        assert!(s.window(T, m - 5 * MINUTE, NOW).is_some());
     }
 
     #[test]
@@ -569,7 +576,7 @@ mod tests {
         let mut mem = region(RECORDS);
         let mut s = view(&mut mem, RECORDS, true);
         let m = minute_of(NOW);
-        s.load(T, NOW, m - 20 * MINUTE, &Rollup::default());
+        s.load(T, NOW, m - 20 * MINUTE, m - 20 * MINUTE, &Rollup::default());
         s.add(T, NOW, &rows(&[(m - 9 * MINUTE, "a", 1.0)]));
         assert!(s.window(T, m - 10 * MINUTE, NOW).is_some());
         s.add(T, NOW, &rows(&[(m - MINUTE, "a", 1.0)])); // same slot as m - 9 minutes
@@ -589,12 +596,12 @@ mod tests {
         let mut mem = region(RECORDS);
         let mut s = view(&mut mem, RECORDS, true);
         let m = minute_of(NOW);
-        s.load(T, NOW, m - 5 * MINUTE, &Rollup::default());
+        s.load(T, NOW, m - 5 * MINUTE, m - 5 * MINUTE, &Rollup::default());
         s.add(T, NOW, &rows(&[(m + 10 * MINUTE, "a", 1.0)]));
         // Every window that reaches minute m+10 would miss the row.
         assert!(s.totals(T, m, NOW).is_none());
         assert!(s.totals(T, m + 11 * MINUTE, NOW).is_some());
-        s.load(T, NOW, m - 5 * MINUTE, &Rollup::default());
+        s.load(T, NOW, m - 5 * MINUTE, m - 5 * MINUTE, &Rollup::default());
         s.add(T, NOW, &rows(&[(NOW, &"k".repeat(NAME_BYTES + 1), 1.0)]));
         assert_eq!(s.totals(T, m, NOW).unwrap().count, 1);
         assert!(s.window(T, m, NOW).is_none());
@@ -606,7 +613,7 @@ mod tests {
         let mut mem = region(records);
         let mut s = view(&mut mem, records, true);
         let m = minute_of(NOW);
-        s.load(T, NOW, m - 7 * MINUTE, &Rollup::default());
+        s.load(T, NOW, m - 7 * MINUTE, m - 7 * MINUTE, &Rollup::default());
         for back in (0..KEY_MINUTES as i64).rev() {
             let keys: Vec<String> = (0..CHUNK_RECORDS).map(|k| format!("k{k}")).collect();
             let mut r = Rollup::default();
@@ -650,7 +657,7 @@ mod tests {
         let mut mem = region(RECORDS);
         let mut s = view(&mut mem, RECORDS, true);
         let m = minute_of(NOW);
-        s.load(T, NOW, m - 6 * MINUTE, &Rollup::default());
+        s.load(T, NOW, m - 6 * MINUTE, m - 6 * MINUTE, &Rollup::default());
         let mut all: Vec<(i64, String, f64)> = Vec::new();
         for _ in 0..300 {
             let mut r = Rollup::default();

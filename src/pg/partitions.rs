@@ -532,15 +532,6 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
         record(client, &s, started)?;
         steps.push(s);
     }
-    // The table's rollups keep what the table keeps.
-    if let Some(retention) = config.retention {
-        client.update(
-            "WITH r AS (DELETE FROM cep.rollups WHERE relid = $1 AND minute < now() - $2::interval)
-             DELETE FROM cep.key_rollups WHERE relid = $1 AND minute < now() - $2::interval",
-            None,
-            &[relid.into(), retention.into()],
-        )?;
-    }
     client.update("UPDATE cep.partition_config SET last_run = now() WHERE parent = $1", None, &[relid.into()])?;
     Ok(steps)
 }

@@ -1,82 +1,202 @@
-//! Keeping `cep.rollups` and `cep.key_rollups` up to date from the monitor: one upsert per table
-//! per statement. Table-wide rows are spread over shards (one per backend, modulo 8), so that
-//! concurrent sessions do not queue on the current minute's row.
+//! The rollups of watched tables, kept in shared memory (`engine::rollup_store`).
+//!
+//! The monitor sums this transaction's rows here, per table, minute and key, per subtransaction;
+//! they are added to the shared rollups when it commits, and an abort (or a rolled-back savepoint)
+//! forgets them. The readers, `cep.realtime_stats` and `cep.streaming_performance`, use the shared
+//! figures when they are exact for the window asked, and read the table's rows otherwise: after a
+//! restart, memory is exact from the first commit on, and `cep.rollup_rebuild` makes it exact
+//! further back.
 
-use pgrx::pg_sys::BuiltinOid::{FLOAT8ARRAYOID, FLOAT8OID, INT2OID, INT8ARRAYOID, INT8OID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+use std::cell::RefCell;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
-use pgrx::PgOid;
 
 use crate::engine::rollup::Rollup;
-use crate::error::CepResult;
-use crate::pg::spi;
-use crate::pg::time::timestamptz as ts;
+use crate::engine::rollup_store::{region_size, Owner, StoreView, Totals};
+use crate::pg::shmem::Region;
+use crate::pg::watched::Watch;
 
-/// One row of one key (a single-row INSERT, or the row trigger): scalar parameters, no arrays.
-const ADD_ONE: &str = "WITH minutes AS (
-         INSERT INTO cep.rollups AS r (relid, minute, shard, count, sum, min, max) VALUES ($1, $3, $2, $5, $6, $7, $8)
-         ON CONFLICT (relid, minute, shard) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
-             min = least(r.min, excluded.min), max = greatest(r.max, excluded.max))
-     INSERT INTO cep.key_rollups AS r (relid, minute, key, count, sum, min, max) VALUES ($1, $3, $4, $5, $6, $7, $8)
-     ON CONFLICT (relid, minute, key) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
-         min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)";
+static RECORDS: GucSetting<i32> = GucSetting::<i32>::new(262_144);
 
-/// Both tables in one statement: one round trip per trigger call.
-const ADD: &str = "WITH minutes AS (
-         INSERT INTO cep.rollups AS r (relid, minute, shard, count, sum, min, max)
-         SELECT $1, m, $2, c, s, lo, hi FROM unnest($3::timestamptz[], $4::int8[], $5::float8[], $6::float8[], $7::float8[]) AS u(m, c, s, lo, hi)
-         ON CONFLICT (relid, minute, shard) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
-             min = least(r.min, excluded.min), max = greatest(r.max, excluded.max))
-     INSERT INTO cep.key_rollups AS r (relid, minute, key, count, sum, min, max)
-     SELECT $1, m, k, c, s, lo, hi FROM unnest($8::timestamptz[], $9::text[], $10::int8[], $11::float8[], $12::float8[], $13::float8[]) AS u(m, k, c, s, lo, hi)
-     ON CONFLICT (relid, minute, key) DO UPDATE SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
-         min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)";
+static REGION: Region = Region::new(c"pg_cep_rollups", || region_size(records()), |base| {
+    // SAFETY: the region was just created, with room for this many records.
+    drop(unsafe { StoreView::new(base, records(), true) });
+});
 
-/// Adds one statement's rows (already summed per minute and key) to the rollups of `relid`.
-pub fn add(relid: pg_sys::Oid, rollup: &Rollup) -> CepResult<()> {
-    if rollup.is_empty() {
-        return Ok(());
+/// This transaction's rows of one table in one subtransaction.
+struct Pending {
+    owner: Owner,
+    subxact: pg_sys::SubTransactionId,
+    rollup: Rollup,
+}
+
+/// What `cep.rollup_rebuild` read, put in place at commit.
+struct Load {
+    owner: Owner,
+    totals_from: i64,
+    keys_from: i64,
+    rollup: Rollup,
+}
+
+#[derive(Default)]
+struct Local {
+    pending: Vec<Pending>,
+    loads: Vec<Load>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+fn records() -> usize {
+    RECORDS.get().max(0) as usize
+}
+
+/// Called from `_PG_init`: the setting and the region exist only while the postmaster preloads us.
+pub fn init() {
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
     }
-    // SAFETY: plain read of this backend's process id.
-    let shard = (unsafe { pg_sys::MyProcPid } % 8) as i16;
-    if let (1, Some(((minute, key), agg))) = (rollup.keys.len(), rollup.keys.iter().next()) {
-        // One key in one minute: the table-wide figures are that key's.
-        let plan = spi::kept(ADD_ONE, &[OIDOID, INT2OID, TIMESTAMPTZOID, TEXTOID, INT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID].map(PgOid::from))?;
-        return Spi::connect_mut(|client| -> CepResult<()> {
-            client.update(
-                &*plan,
-                None,
-                &[relid.into(), shard.into(), ts(*minute).into(), key.as_str().into(), agg.count.into(), agg.sum.into(), agg.min.into(), agg.max.into()],
-            )?;
-            Ok(())
-        });
+    GucRegistry::define_int_guc(
+        c"cep.rollup_records",
+        c"Per-key, per-minute records the shared rollups hold (about 45 bytes each; 0 turns them off).",
+        c"Needs pg_cep in shared_preload_libraries; takes effect at server start. Without them, cep.realtime_stats reads the rows.",
+        &RECORDS,
+        0,
+        100_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    if RECORDS.get() > 0 {
+        REGION.request();
     }
-    let types = [
-        OIDOID, INT2OID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
-        TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
-    ];
-    let plan = spi::kept(ADD, &types.map(PgOid::from))?;
-    let m: Vec<_> = rollup.minutes.iter().collect();
-    let k: Vec<_> = rollup.keys.iter().collect();
-    Spi::connect_mut(|client| -> CepResult<()> {
-        client.update(
-            &*plan,
-            None,
-            &[
-                relid.into(),
-                shard.into(),
-                m.iter().map(|(t, _)| ts(**t)).collect::<Vec<_>>().into(),
-                m.iter().map(|(_, a)| a.count).collect::<Vec<_>>().into(),
-                m.iter().map(|(_, a)| a.sum).collect::<Vec<_>>().into(),
-                m.iter().map(|(_, a)| a.min).collect::<Vec<_>>().into(),
-                m.iter().map(|(_, a)| a.max).collect::<Vec<_>>().into(),
-                k.iter().map(|((t, _), _)| ts(*t)).collect::<Vec<_>>().into(),
-                k.iter().map(|((_, key), _)| key.clone()).collect::<Vec<_>>().into(),
-                k.iter().map(|(_, a)| a.count).collect::<Vec<_>>().into(),
-                k.iter().map(|(_, a)| a.sum).collect::<Vec<_>>().into(),
-                k.iter().map(|(_, a)| a.min).collect::<Vec<_>>().into(),
-                k.iter().map(|(_, a)| a.max).collect::<Vec<_>>().into(),
-            ],
-        )?;
-        Ok(())
-    })
+}
+
+pub fn owner(watch: &Watch) -> Owner {
+    Owner { database: unsafe { pg_sys::MyDatabaseId }.to_u32(), relid: watch.root.to_u32(), generation: watch.generation }
+}
+
+fn view(base: *mut u8) -> StoreView<'static> {
+    // SAFETY: the region holds a store of this size, and the caller holds its lock.
+    unsafe { StoreView::new(base, records(), false) }
+}
+
+/// Adds rows (time, key, amount) to this transaction's rollups of a watched table.
+pub fn add<'r>(watch: &Watch, rows: impl Iterator<Item = (i64, &'r str, Option<f64>)>) {
+    if !REGION.exists() {
+        return;
+    }
+    let owner = owner(watch);
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    LOCAL.with(|l| {
+        let pending = &mut l.borrow_mut().pending;
+        let i = match pending.iter().position(|p| p.owner == owner && p.subxact == subxact) {
+            Some(i) => i,
+            None => {
+                pending.push(Pending { owner, subxact, rollup: Rollup::default() });
+                pending.len() - 1
+            }
+        };
+        for (at, key, amount) in rows {
+            pending[i].rollup.add(at, key, amount);
+        }
+    });
+}
+
+/// Replaces a table's rollups, at commit, with what was read from its rows (totals from
+/// `totals_from` on, per key from `keys_from` on). The rows this transaction added before are in
+/// what was read.
+pub fn load(watch: &Watch, totals_from: i64, keys_from: i64, rollup: Rollup) {
+    let owner = owner(watch);
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        l.pending.retain(|p| p.owner != owner);
+        l.loads.push(Load { owner, totals_from, keys_from, rollup });
+    });
+}
+
+/// Drops a table's shared rollups now (its mapping changed, or they were turned off or on).
+pub fn forget(relid: pg_sys::Oid) {
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    REGION.locked(|base| view(base).forget(database, relid.to_u32()));
+}
+
+/// The table's totals and key records from `since` on, when memory is exact for them.
+pub fn window(owner: Owner, since: i64) -> Option<(Totals, Vec<crate::engine::rollup_store::Record>)> {
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    REGION.locked_shared(|base| view(base).window(owner, since, now)).flatten()
+}
+
+pub fn totals(owner: Owner, since: i64) -> Option<Totals> {
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    REGION.locked_shared(|base| view(base).totals(owner, since, now)).flatten()
+}
+
+pub fn names(owner: Owner, hashes: &[u64]) -> Option<Vec<String>> {
+    REGION.locked_shared(|base| view(base).names(owner, hashes)).flatten()
+}
+
+/// (tables, records, record capacity, key minutes dropped for room), `None` when off.
+pub fn usage() -> Option<(u64, u64, u64, u64)> {
+    REGION.locked_shared(|base| view(base).usage())
+}
+
+/// This module's part of `pg::xact`'s transaction callback.
+pub fn on_xact(event: pg_sys::XactEvent::Type) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+            if local.pending.is_empty() && local.loads.is_empty() {
+                return;
+            }
+            // Commit order is what readers see: the time is taken under the lock.
+            REGION.locked(|base| {
+                let mut store = view(base);
+                let now = unsafe { pg_sys::GetCurrentTimestamp() };
+                for l in &local.loads {
+                    store.load(l.owner, now, l.totals_from, l.keys_from, &l.rollup);
+                }
+                for p in &local.pending {
+                    store.add(p.owner, now, &p.rollup);
+                }
+            });
+        }
+        pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            // Whether it commits is decided later, elsewhere: its minutes are no longer exact.
+            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+            REGION.locked(|base| {
+                let mut store = view(base);
+                for p in &local.pending {
+                    if let Some(&last) = p.rollup.minutes.keys().next_back() {
+                        store.unsure(p.owner, last);
+                    }
+                }
+                for l in &local.loads {
+                    store.forget(l.owner.database, l.owner.relid);
+                }
+            });
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT => {
+            LOCAL.with(|l| *l.borrow_mut() = Local::default());
+        }
+        _ => {}
+    }
+}
+
+/// This module's part of `pg::xact`'s subtransaction callback.
+pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            LOCAL.with(|l| l.borrow_mut().pending.retain(|p| p.subxact != mine));
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+            LOCAL.with(|l| {
+                for p in l.borrow_mut().pending.iter_mut().filter(|p| p.subxact == mine) {
+                    p.subxact = parent;
+                }
+            });
+        }
+        _ => {}
+    }
 }

@@ -47,6 +47,15 @@ impl Region {
 
     /// Runs `f` on the region under its lock, released however `f` ends.
     pub fn locked<R>(&self, f: impl FnOnce(*mut u8) -> R) -> Option<R> {
+        self.locked_in(pg_sys::LWLockMode::LW_EXCLUSIVE, f)
+    }
+
+    /// Runs `f` under the lock in shared mode: `f` must only read.
+    pub fn locked_shared<R>(&self, f: impl FnOnce(*mut u8) -> R) -> Option<R> {
+        self.locked_in(pg_sys::LWLockMode::LW_SHARED, f)
+    }
+
+    fn locked_in<R>(&self, mode: pg_sys::LWLockMode::Type, f: impl FnOnce(*mut u8) -> R) -> Option<R> {
         let base = self.base.load(Ordering::Acquire);
         if base.is_null() {
             return None;
@@ -59,7 +68,7 @@ impl Region {
         }
         let lock = self.lock.load(Ordering::Acquire);
         unsafe {
-            pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+            pg_sys::LWLockAcquire(lock, mode);
             let _release = Release(lock);
             Some(f(base))
         }

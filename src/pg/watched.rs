@@ -29,8 +29,10 @@ pub struct Watch {
     pub on_block: String,
     /// Which assessments go to `cep.risk_assessments`: "none", "alerts" or "all".
     pub log_assessments: String,
-    /// Whether the monitor keeps `cep.rollups` and `cep.key_rollups` for this table.
+    /// Whether the monitor keeps the table's rollups (`pg::rollups`).
     pub rollups: bool,
+    /// The OID of `cep.watches`: a recreated extension is a new generation of watches.
+    pub generation: u32,
     /// Active rules that can run on this table as it is now.
     pub rules: Vec<Rule>,
     /// Active rules that cannot, with the reason.
@@ -80,6 +82,7 @@ struct Row {
     log_assessments: String,
     rollups: bool,
     root: pg_sys::Oid,
+    generation: u32,
 }
 
 /// Loads the watch for `relid`: a watched table, or a partition of one (a row trigger on a
@@ -90,7 +93,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         let rows = client.select(
             &format!("SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
                     w.time_column::text, w.location_column::text, w.pk_column::text, w.channel, \
-                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments, {rollups} \
+                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments, {rollups}, w.tableoid::int8 \
              FROM (SELECT $1::oid AS relid, 0::int8 AS depth \
                    UNION ALL SELECT * FROM pg_partition_ancestors($1) WITH ORDINALITY) a(relid, depth) \
              JOIN cep.watches w ON w.relid = a.relid \
@@ -115,6 +118,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
             root: r.get(11)?.unwrap_or(pg_sys::InvalidOid),
             log_assessments: r.get(12)?.unwrap_or_default(),
             rollups: r.get(13)?.unwrap_or(true),
+            generation: r.get::<i64>(14)?.unwrap_or(0) as u32,
         }))
     })?;
     let row = row.ok_or_else(|| {
@@ -199,6 +203,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         on_block: row.on_block,
         log_assessments: row.log_assessments,
         rollups: row.rollups,
+        generation: row.generation,
         rules,
         skipped,
         unusable,

@@ -1,10 +1,10 @@
 //! pg_cep's transaction callbacks, registered once. Each module that keeps this transaction's
 //! work in the backend (capture's pending notifications, the window cache's events, the
-//! pattern-state copies) gets every event, in this order.
+//! pattern-state copies, the rollups) gets every event, in this order.
 
 use pgrx::prelude::*;
 
-use crate::pg::{capture, state_cache, window_cache};
+use crate::pg::{capture, rollups, state_cache, window_cache};
 
 /// Called once from `_PG_init`.
 pub fn init() {
@@ -20,6 +20,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     capture::on_xact(event);
     state_cache::on_xact(event);
     window_cache::on_xact(event);
+    rollups::on_xact(event);
 }
 
 #[pg_guard]
@@ -32,4 +33,5 @@ unsafe extern "C-unwind" fn on_subxact(
     capture::on_subxact(event, mine, parent);
     state_cache::on_subxact(event, mine, parent);
     window_cache::on_subxact(event, mine, parent);
+    rollups::on_subxact(event, mine, parent);
 }
