@@ -72,7 +72,7 @@ e2e: deps
 bench: install
 	@$(CLUSTER) stop bench >/dev/null; rm -rf "$$($(CLUSTER) dir bench)"
 	@$(CLUSTER) start bench $(BENCH_PORT) "shared_buffers = 1GB" "max_wal_size = 8GB" "synchronous_commit = off" \
-	  "cep.window_cache_keys = 200000" "cep.window_cache_events = 16000000"
+	  "cep.window_cache_keys = 200000" "cep.window_cache_events = 16000000" "cep.rollup_records = 1000000"
 	@bash bench/run.sh $(BENCH_PORT); rc=$$?; $(CLUSTER) stop bench; exit $$rc
 
 clean: stop

@@ -167,7 +167,7 @@ echo "   logged: pg_cep $($PSQL -d $db -tAc "SELECT count(*) FROM cep.change_log
 rm -rf "$work"
 fi
 
-# Real-time statistics over 10M rows: cep.realtime_stats from the rollups, next to seed 003's
+# Real-time statistics over 10M rows: cep.realtime_stats from the shared rollups, next to seed 003's
 # real_time_stats view over the rows (with an index on created_at), last 5 minutes, top 10 users.
 if want stats; then
 echo
@@ -177,6 +177,7 @@ $PSQL -d $db -v ON_ERROR_STOP=1 -f setup_stats.sql >/dev/null
 agree=$($PSQL -d $db -tAc "SELECT (SELECT total_transactions FROM cep.realtime_stats('st_tx', '5 minutes'))
                                  - (SELECT count(*) FROM st_tx WHERE created_at >= date_trunc('minute', now() - interval '5 minutes'))")
 echo "rows counted by realtime_stats minus rows in its window: $agree"
+echo "cep.realtime_stats answers from: $($PSQL -d $db -tAc "SELECT source FROM cep.realtime_stats('st_tx', '5 minutes')")"
 s1=$(tps stats_seed.pgbench); c1=$(tps stats_cep.pgbench); c2=$(tps stats_cep.pgbench); s2=$(tps stats_seed.pgbench)
 s=$(mean2 "$s1" "$s2"); c=$(mean2 "$c1" "$c2")
 printf '%-44s %12.1f calls/s\n' "seed 003's real_time_stats view" "$s" "cep.realtime_stats" "$c"

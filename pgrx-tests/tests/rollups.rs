@@ -19,7 +19,7 @@ fn setup(c: &mut Client) {
 fn compare(c: &mut Client, window: &str) -> (String, bool, bool, bool, bool, i64) {
     let row = c
         .query_one(
-            "WITH s AS (SELECT * FROM cep.realtime_stats('tx', $1::interval, 5)),
+            "WITH s AS (SELECT * FROM cep.realtime_stats('tx', $1::text::interval, 5)),
                   k AS (SELECT user_id::text AS key, count(*) AS n, sum(amount) AS total FROM tx
                         WHERE created_at >= (SELECT window_start FROM s) AND user_id IS NOT NULL GROUP BY 1),
                   want AS (SELECT coalesce(jsonb_agg(jsonb_build_array(key, n, round(total, 2)) ORDER BY total DESC, key COLLATE \"C\"), '[]') AS top
@@ -47,7 +47,7 @@ fn writer(db: String, seed: u64) {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (x >> 33) % n
     };
-    let mut values = |next: &mut dyn FnMut(u64) -> u64| {
+    let values = |next: &mut dyn FnMut(u64) -> u64| {
         format!("({}, {}.{:02}, now() - make_interval(secs => {}))", next(15), 1 + next(900), next(100), next(200))
     };
     let insert = "INSERT INTO tx (user_id, amount, created_at) VALUES ";
