@@ -16,6 +16,7 @@
 //! after that commit; `load` (rebuild from the rows) makes it exact from earlier.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::rollup::{minute_of, Agg, Rollup, MINUTE};
 use super::window_cache::key_hash;
@@ -180,8 +181,13 @@ impl<'a> StoreView<'a> {
         self.tables.iter().position(|t| t.used != 0 && t.owner == owner)
     }
 
-    /// The table's slot, made (exact from the minute after `now`) when it has none yet.
-    fn table_for(&mut self, owner: Owner, now: i64) -> usize {
+    pub fn has(&self, owner: Owner) -> bool {
+        self.find(owner).is_some()
+    }
+
+    /// The table's slot, made when it has none yet: exact from the minute after `now`, or after
+    /// `latest` (the latest time among rows committed before anything was kept here) if later.
+    fn table_for(&mut self, owner: Owner, now: i64, latest: Option<i64>) -> usize {
         let same_relation = self.tables.iter().position(|t| {
             t.used != 0 && t.owner.database == owner.database && t.owner.relid == owner.relid
         });
@@ -191,7 +197,7 @@ impl<'a> StoreView<'a> {
         let i = same_relation
             .or_else(|| self.tables.iter().position(|t| t.used == 0))
             .unwrap_or_else(|| (0..TABLES).min_by_key(|&i| self.tables[i].last_used).unwrap_or(0));
-        self.reset(i, owner, minute_of(now) + MINUTE, now);
+        self.reset(i, owner, minute_of(now.max(latest.unwrap_or(i64::MIN))) + MINUTE, now);
         i
     }
 
@@ -220,11 +226,12 @@ impl<'a> StoreView<'a> {
     }
 
     /// Adds one committed transaction's rows of a table, summed per minute and per key.
-    pub fn add(&mut self, owner: Owner, now: i64, rollup: &Rollup) {
+    /// `latest` is for a table not kept here yet (see `table_for`).
+    pub fn add(&mut self, owner: Owner, now: i64, rollup: &Rollup, latest: Option<i64>) {
         if rollup.is_empty() {
             return;
         }
-        let i = self.table_for(owner, now);
+        let i = self.table_for(owner, now, latest);
         self.tables[i].last_used = now;
         // A row stamped after the next minute would push out minutes still being read.
         let latest = minute_of(now) + MINUTE;
@@ -406,8 +413,12 @@ impl<'a> StoreView<'a> {
             return None;
         }
         let totals = self.totals(owner, since, now)?;
-        let mut records = Vec::new();
-        for km in self.tables[i].keys.iter().filter(|k| k.minute != EMPTY && k.minute >= since) {
+        let minutes: Vec<&KeyMinute> = self.tables[i].keys.iter().filter(|k| k.minute != EMPTY && k.minute >= since).collect();
+        let chunks = |km: &KeyMinute| {
+            std::iter::successors(Some(km.head).filter(|&c| c != NONE), |&c| Some(self.chunks[c as usize].next).filter(|&n| n != NONE))
+        };
+        let mut records = Vec::with_capacity(minutes.iter().map(|km| chunks(km).count() * CHUNK_RECORDS).sum());
+        for km in minutes {
             let mut c = km.head;
             while c != NONE {
                 let chunk = &self.chunks[c as usize];
@@ -431,10 +442,10 @@ impl<'a> StoreView<'a> {
     /// Replaces a table's rollups with `rollup`, read from its rows: totals from `totals_from`
     /// on, per-key figures from `keys_from` on (minutes).
     pub fn load(&mut self, owner: Owner, now: i64, totals_from: i64, keys_from: i64, rollup: &Rollup) {
-        let i = self.table_for(owner, now);
+        let i = self.table_for(owner, now, None);
         self.reset(i, owner, totals_from, now);
         self.tables[i].keys_from = keys_from.max(totals_from);
-        self.add(owner, now, rollup);
+        self.add(owner, now, rollup, None);
     }
 
     /// (tables kept, records kept, record capacity, key minutes dropped for room).
@@ -455,6 +466,28 @@ impl<'a> StoreView<'a> {
     }
 }
 
+/// The records' keys are hashes already: one multiply-xorshift spreads them over the table,
+/// where SipHash would cost more than the rest of the fold.
+#[derive(Default)]
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let x = (n ^ (n >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        self.0 = x ^ (x >> 29);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A key's figures in a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KeyTotal {
@@ -467,7 +500,7 @@ pub struct KeyTotal {
 /// `top` by sum (every key tied with the last of them too, since ties are ordered by name, which
 /// only the caller can look up), largest sum first.
 pub fn fold(records: &[Record], top: usize) -> (usize, Vec<KeyTotal>) {
-    let mut by_key: HashMap<u64, (u64, f64)> = HashMap::with_capacity(records.len());
+    let mut by_key: HashMap<u64, (u64, f64), BuildHasherDefault<Mix>> = HashMap::with_capacity_and_hasher(records.len(), Default::default());
     for r in records {
         let e = by_key.entry(r.hash).or_insert((0, 0.0));
         e.0 += r.count;
@@ -536,12 +569,17 @@ mod tests {
     fn a_new_table_is_exact_from_the_minute_after_its_first_commit() {
         let mut mem = region(RECORDS);
         let mut s = view(&mut mem, RECORDS, true);
-        s.add(T, NOW, &rows(&[(NOW, "a", 5.0)]));
+        s.add(T, NOW, &rows(&[(NOW, "a", 5.0)]), None);
         // This minute may hold rows committed before anything was kept here.
         assert!(s.window(T, minute_of(NOW), NOW).is_none());
         let (totals, active, top) = read(&s, T, minute_of(NOW) + MINUTE, 10).unwrap();
         assert_eq!((totals.count, active), (0, 0));
         assert!(top.is_empty());
+        // Rows stamped later than that, committed before (before a restart, say), push it further.
+        let other = Owner { relid: 101, ..T };
+        s.add(other, NOW, &rows(&[(NOW, "a", 5.0)]), Some(NOW + 10 * MINUTE));
+        assert!(s.window(other, minute_of(NOW) + 10 * MINUTE, NOW).is_none());
+        assert!(s.window(other, minute_of(NOW) + 11 * MINUTE, NOW).is_some());
         // Another generation of the catalog is another table.
         assert!(s.window(Owner { generation: 8, ..T }, minute_of(NOW) + MINUTE, NOW).is_none());
     }
@@ -552,8 +590,8 @@ mod tests {
         let mut s = view(&mut mem, RECORDS, true);
         let m = minute_of(NOW);
         s.load(T, NOW, m - 5 * MINUTE, m - 5 * MINUTE, &rows(&[(m - 4 * MINUTE, "b", 10.0), (m - 2 * MINUTE, "a", 4.0)]));
-        s.add(T, NOW, &rows(&[(NOW, "a", 6.0), (NOW, "c", 10.0)]));
-        s.add(T, NOW, &rows(&[(NOW - 1, "d", 1.0)]));
+        s.add(T, NOW, &rows(&[(NOW, "a", 6.0), (NOW, "c", 10.0)]), None);
+        s.add(T, NOW, &rows(&[(NOW - 1, "d", 1.0)]), None);
         let (totals, active, top) = read(&s, T, m - 5 * MINUTE, 2).unwrap();
         assert_eq!((totals.count, totals.sum, totals.min, totals.max), (5, 31.0, Some(1.0), Some(10.0)));
         assert_eq!(active, 4);
@@ -577,16 +615,16 @@ mod tests {
         let mut s = view(&mut mem, RECORDS, true);
         let m = minute_of(NOW);
         s.load(T, NOW, m - 20 * MINUTE, m - 20 * MINUTE, &Rollup::default());
-        s.add(T, NOW, &rows(&[(m - 9 * MINUTE, "a", 1.0)]));
+        s.add(T, NOW, &rows(&[(m - 9 * MINUTE, "a", 1.0)]), None);
         assert!(s.window(T, m - 10 * MINUTE, NOW).is_some());
-        s.add(T, NOW, &rows(&[(m - MINUTE, "a", 1.0)])); // same slot as m - 9 minutes
+        s.add(T, NOW, &rows(&[(m - MINUTE, "a", 1.0)]), None); // same slot as m - 9 minutes
         assert!(s.window(T, m - 9 * MINUTE, NOW).is_none());
         assert_eq!(read(&s, T, m - 8 * MINUTE, 1).unwrap().0.count, 1);
         // The totals ring is longer: the table's totals still reach back.
         assert_eq!(s.totals(T, m - 10 * MINUTE, NOW).unwrap().count, 2);
         // A late row for a minute the key ring has moved past is not kept per key; only windows
         // that reach back to it lose exactness.
-        s.add(T, NOW, &rows(&[(m - 17 * MINUTE, "z", 1.0)]));
+        s.add(T, NOW, &rows(&[(m - 17 * MINUTE, "z", 1.0)]), None);
         assert!(s.totals(T, m - 10 * MINUTE, NOW).is_some());
         assert!(s.window(T, m - 8 * MINUTE, NOW).is_some());
     }
@@ -597,12 +635,12 @@ mod tests {
         let mut s = view(&mut mem, RECORDS, true);
         let m = minute_of(NOW);
         s.load(T, NOW, m - 5 * MINUTE, m - 5 * MINUTE, &Rollup::default());
-        s.add(T, NOW, &rows(&[(m + 10 * MINUTE, "a", 1.0)]));
+        s.add(T, NOW, &rows(&[(m + 10 * MINUTE, "a", 1.0)]), None);
         // Every window that reaches minute m+10 would miss the row.
         assert!(s.totals(T, m, NOW).is_none());
         assert!(s.totals(T, m + 11 * MINUTE, NOW).is_some());
         s.load(T, NOW, m - 5 * MINUTE, m - 5 * MINUTE, &Rollup::default());
-        s.add(T, NOW, &rows(&[(NOW, &"k".repeat(NAME_BYTES + 1), 1.0)]));
+        s.add(T, NOW, &rows(&[(NOW, &"k".repeat(NAME_BYTES + 1), 1.0)]), None);
         assert_eq!(s.totals(T, m, NOW).unwrap().count, 1);
         assert!(s.window(T, m, NOW).is_none());
     }
@@ -620,12 +658,12 @@ mod tests {
             for k in &keys {
                 r.add(m - back * MINUTE, k, Some(1.0));
             }
-            s.add(T, NOW, &r);
+            s.add(T, NOW, &r, None);
         }
         assert_eq!(s.usage().3, 0);
         assert!(s.window(T, m - 7 * MINUTE, NOW).is_some());
         // One more record needs a chunk: minute m-7 is dropped for it.
-        s.add(T, NOW, &rows(&[(NOW, "late", 1.0)]));
+        s.add(T, NOW, &rows(&[(NOW, "late", 1.0)]), None);
         assert_eq!(s.usage().3, 1);
         assert!(s.window(T, m - 7 * MINUTE, NOW).is_none());
         let (totals, active, _) = read(&s, T, m - 6 * MINUTE, 0).unwrap();
@@ -636,7 +674,7 @@ mod tests {
     fn forgetting_a_table_frees_its_records_for_others() {
         let mut mem = region(RECORDS);
         let mut s = view(&mut mem, RECORDS, true);
-        s.add(T, NOW, &rows(&[(NOW, "a", 1.0)]));
+        s.add(T, NOW, &rows(&[(NOW, "a", 1.0)]), None);
         assert_eq!(s.usage().0, 1);
         s.forget(T.database, T.relid);
         assert_eq!(s.usage().0..=s.usage().1, 0..=0);
@@ -668,7 +706,7 @@ mod tests {
                 r.add(at, &key, Some(amount));
                 all.push((at, key, amount));
             }
-            s.add(T, NOW, &r);
+            s.add(T, NOW, &r, None);
         }
         for back in 0..=6 {
             let since = m - back * MINUTE;

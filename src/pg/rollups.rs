@@ -29,6 +29,8 @@ struct Pending {
     owner: Owner,
     subxact: pg_sys::SubTransactionId,
     rollup: Rollup,
+    /// The table's latest time when memory did not have it yet (see `StoreView::add`).
+    latest: Option<i64>,
 }
 
 /// What `cep.rollup_rebuild` read, put in place at commit.
@@ -89,19 +91,33 @@ pub fn add<'r>(watch: &Watch, rows: impl Iterator<Item = (i64, &'r str, Option<f
     }
     let owner = owner(watch);
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    // The first commit after a start makes memory exact from the next minute, unless rows
+    // committed before (stamped in the future) reach further: the table is asked, once.
+    let latest = if REGION.locked_shared(|base| view(base).has(owner)).unwrap_or(true) { None } else { latest_time(watch) };
     LOCAL.with(|l| {
         let pending = &mut l.borrow_mut().pending;
         let i = match pending.iter().position(|p| p.owner == owner && p.subxact == subxact) {
             Some(i) => i,
             None => {
-                pending.push(Pending { owner, subxact, rollup: Rollup::default() });
+                pending.push(Pending { owner, subxact, rollup: Rollup::default(), latest: None });
                 pending.len() - 1
             }
         };
+        pending[i].latest = pending[i].latest.max(latest);
         for (at, key, amount) in rows {
             pending[i].rollup.add(at, key, amount);
         }
     });
+}
+
+/// The table's latest time (this transaction's rows included, which is harmless: later only).
+fn latest_time(watch: &Watch) -> Option<i64> {
+    let sql = watch.latest_time_sql.as_deref()?;
+    match Spi::get_one::<pgrx::datum::TimestampWithTimeZone>(sql) {
+        Ok(t) => t.map(i64::from),
+        // An unreadable table is not trusted beyond what it shows: never exact.
+        Err(_) => Some(i64::MAX - 2 * crate::engine::rollup::MINUTE),
+    }
 }
 
 /// Replaces a table's rollups, at commit, with what was read from its rows (totals from
@@ -158,7 +174,7 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
                     store.load(l.owner, now, l.totals_from, l.keys_from, &l.rollup);
                 }
                 for p in &local.pending {
-                    store.add(p.owner, now, &p.rollup);
+                    store.add(p.owner, now, &p.rollup, p.latest);
                 }
             });
         }

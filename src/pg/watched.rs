@@ -49,6 +49,9 @@ pub struct Watch {
     pub cache_load: Option<OwnedPreparedStatement>,
     /// Loads every key's rows from `$1` on, for `cep.window_cache_warm`.
     pub cache_warm_sql: Option<String>,
+    /// The latest time in the table, for the rollups' first commit after a start; `None` when
+    /// the watch is unusable.
+    pub latest_time_sql: Option<String>,
     /// Where the monitor finds key, amount, location, time and primary key in this relation's
     /// tuples; `None` when the watch is unusable.
     pub row_columns: Option<RowColumns>,
@@ -206,6 +209,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         generation: row.generation,
         rules,
         skipped,
+        latest_time_sql: unusable.is_none().then(|| format!("SELECT max({})::timestamptz FROM {}", mapping.time, mapping.qualified_name)),
         unusable,
         plan,
         has_location: mapping.location.is_some(),
