@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::engine::rollup::{Agg, Rollup};
-use crate::engine::rollup_store::{fold, rank};
+use crate::engine::rollup_store::Window;
 use crate::error::OrReport;
 use crate::pg::{cache, rollups};
 
@@ -51,10 +51,8 @@ fn rollup_window(
 
 fn window_row(relation: pg_sys::Oid, since: TimestampWithTimeZone, top: usize) -> Option<WindowRow> {
     let owner = rollups::owner(&cache::watch(relation).or_report());
-    let (totals, records) = rollups::window(owner, since.into())?;
-    let (active, candidates) = fold(&records, top);
-    let names = rollups::names(owner, &candidates.iter().map(|k| k.hash).collect::<Vec<_>>())?;
-    let top_users: Vec<serde_json::Value> = rank(candidates, names, top)
+    let Window { totals, active, top } = rollups::window(owner, since.into(), top)?;
+    let top_users: Vec<serde_json::Value> = top
         .into_iter()
         .map(|(key, k)| serde_json::json!({"key": key, "transactions": k.count, "total": k.sum, "avg": k.sum / k.count as f64}))
         .collect();

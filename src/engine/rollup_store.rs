@@ -406,27 +406,22 @@ impl<'a> StoreView<'a> {
         Some(out)
     }
 
-    /// The table's totals and key records from `since` on, if both are exact here.
-    pub fn window(&self, owner: Owner, since: i64, now: i64) -> Option<(Totals, Vec<Record>)> {
+    /// The table's totals, active keys and `top` keys by sum (then name) from `since` on, if
+    /// they are exact here. `folder` is scratch space, kept by the caller between reads.
+    pub fn window(&self, owner: Owner, since: i64, now: i64, top: usize, folder: &mut Folder) -> Option<Window> {
         let i = self.find(owner)?;
         if since < self.tables[i].keys_from {
             return None;
         }
         let totals = self.totals(owner, since, now)?;
-        let minutes: Vec<&KeyMinute> = self.tables[i].keys.iter().filter(|k| k.minute != EMPTY && k.minute >= since).collect();
-        let chunks = |km: &KeyMinute| {
+        let minutes = self.tables[i].keys.iter().filter(|k| k.minute != EMPTY && k.minute >= since);
+        let records = minutes.flat_map(|km| {
             std::iter::successors(Some(km.head).filter(|&c| c != NONE), |&c| Some(self.chunks[c as usize].next).filter(|&n| n != NONE))
-        };
-        let mut records = Vec::with_capacity(minutes.iter().map(|km| chunks(km).count() * CHUNK_RECORDS).sum());
-        for km in minutes {
-            let mut c = km.head;
-            while c != NONE {
-                let chunk = &self.chunks[c as usize];
-                records.extend_from_slice(&chunk.records[..chunk.len as usize]);
-                c = chunk.next;
-            }
-        }
-        Some((totals, records))
+                .flat_map(|c| self.chunks[c as usize].records[..self.chunks[c as usize].len as usize].iter())
+        });
+        let (active, candidates) = folder.fold(records, top);
+        let names = self.names(owner, &candidates.iter().map(|k| k.hash).collect::<Vec<_>>())?;
+        Some(Window { totals, active, top: rank(candidates, names, top) })
     }
 
     /// Forgets a table (any generation): it is exact again only from the commit after this.
@@ -496,33 +491,51 @@ pub struct KeyTotal {
     pub sum: f64,
 }
 
-/// Folds a window's records by key: the number of active keys, and the keys that can be among the
-/// `top` by sum (every key tied with the last of them too, since ties are ordered by name, which
-/// only the caller can look up), largest sum first.
-pub fn fold(records: &[Record], top: usize) -> (usize, Vec<KeyTotal>) {
-    let mut by_key: HashMap<u64, (u64, f64), BuildHasherDefault<Mix>> = HashMap::with_capacity_and_hasher(records.len(), Default::default());
-    for r in records {
-        let e = by_key.entry(r.hash).or_insert((0, 0.0));
-        e.0 += r.count;
-        e.1 += r.sum;
+/// What a window holds: totals, the number of active keys, and the top keys with their names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub totals: Totals,
+    pub active: usize,
+    pub top: Vec<(String, KeyTotal)>,
+}
+
+/// Scratch space to fold a window's records by key, reused so that a read allocates nothing
+/// (a fresh megabyte per read costs more in page faults than the fold itself).
+#[derive(Default)]
+pub struct Folder {
+    by_key: HashMap<u64, (u64, f64), BuildHasherDefault<Mix>>,
+    all: Vec<KeyTotal>,
+}
+
+impl Folder {
+    /// The number of active keys, and the keys that can be among the `top` by sum (every key tied
+    /// with the last of them too, since ties are ordered by name, which only the names table
+    /// knows), largest sum first.
+    pub fn fold<'r>(&mut self, records: impl Iterator<Item = &'r Record>, top: usize) -> (usize, Vec<KeyTotal>) {
+        self.by_key.clear();
+        for r in records {
+            let e = self.by_key.entry(r.hash).or_insert((0, 0.0));
+            e.0 += r.count;
+            e.1 += r.sum;
+        }
+        let active = self.by_key.len();
+        if top == 0 {
+            return (active, Vec::new());
+        }
+        self.all.clear();
+        self.all.extend(self.by_key.iter().map(|(&hash, &(count, sum))| KeyTotal { hash, count, sum }));
+        let desc = |a: &KeyTotal, b: &KeyTotal| b.sum.total_cmp(&a.sum);
+        let mut out: Vec<KeyTotal> = if self.all.len() > top {
+            self.all.select_nth_unstable_by(top - 1, desc);
+            let last = self.all[top - 1].sum;
+            let (head, rest) = self.all.split_at(top);
+            head.iter().chain(rest.iter().filter(|k| k.sum == last)).copied().collect()
+        } else {
+            self.all.clone()
+        };
+        out.sort_by(desc);
+        (active, out)
     }
-    let active = by_key.len();
-    let mut all: Vec<KeyTotal> = by_key.into_iter().map(|(hash, (count, sum))| KeyTotal { hash, count, sum }).collect();
-    let desc = |a: &KeyTotal, b: &KeyTotal| b.sum.total_cmp(&a.sum);
-    if top == 0 {
-        return (active, Vec::new());
-    }
-    if all.len() > top {
-        all.select_nth_unstable_by(top - 1, desc);
-        let last = all[top - 1].sum;
-        let (head, rest) = all.split_at_mut(top);
-        let ties: Vec<KeyTotal> = rest.iter().filter(|k| k.sum == last).copied().collect();
-        let mut head = head.to_vec();
-        head.extend(ties);
-        all = head;
-    }
-    all.sort_by(desc);
-    (active, all)
 }
 
 /// The `top` keys by sum, then by name, from `fold`'s candidates and their names.
@@ -559,10 +572,8 @@ mod tests {
 
     /// Window totals and ranked top keys, as a reader gets them.
     fn read(s: &StoreView, owner: Owner, since: i64, top: usize) -> Option<(Totals, usize, Vec<(String, u64, f64)>)> {
-        let (totals, records) = s.window(owner, since, NOW)?;
-        let (active, candidates) = fold(&records, top);
-        let names = s.names(owner, &candidates.iter().map(|k| k.hash).collect::<Vec<_>>())?;
-        Some((totals, active, rank(candidates, names, top).into_iter().map(|(n, k)| (n, k.count, k.sum)).collect()))
+        let w = s.window(owner, since, NOW, top, &mut Folder::default())?;
+        Some((w.totals, w.active, w.top.into_iter().map(|(n, k)| (n, k.count, k.sum)).collect()))
     }
 
     #[test]
@@ -571,17 +582,17 @@ mod tests {
         let mut s = view(&mut mem, RECORDS, true);
         s.add(T, NOW, &rows(&[(NOW, "a", 5.0)]), None);
         // This minute may hold rows committed before anything was kept here.
-        assert!(s.window(T, minute_of(NOW), NOW).is_none());
+        assert!(s.window(T, minute_of(NOW), NOW, 0, &mut Folder::default()).is_none());
         let (totals, active, top) = read(&s, T, minute_of(NOW) + MINUTE, 10).unwrap();
         assert_eq!((totals.count, active), (0, 0));
         assert!(top.is_empty());
         // Rows stamped later than that, committed before (before a restart, say), push it further.
         let other = Owner { relid: 101, ..T };
         s.add(other, NOW, &rows(&[(NOW, "a", 5.0)]), Some(NOW + 10 * MINUTE));
-        assert!(s.window(other, minute_of(NOW) + 10 * MINUTE, NOW).is_none());
-        assert!(s.window(other, minute_of(NOW) + 11 * MINUTE, NOW).is_some());
+        assert!(s.window(other, minute_of(NOW) + 10 * MINUTE, NOW, 0, &mut Folder::default()).is_none());
+        assert!(s.window(other, minute_of(NOW) + 11 * MINUTE, NOW, 0, &mut Folder::default()).is_some());
         // Another generation of the catalog is another table.
-        assert!(s.window(Owner { generation: 8, ..T }, minute_of(NOW) + MINUTE, NOW).is_none());
+        assert!(s.window(Owner { generation: 8, ..T }, minute_of(NOW) + MINUTE, NOW, 0, &mut Folder::default()).is_none());
     }
 
     #[test]
@@ -601,12 +612,12 @@ mod tests {
         let (totals, active, _) = read(&s, T, m - 3 * MINUTE, 10).unwrap();
         assert_eq!((totals.count, active), (4, 3));
         // Before the load's start it is not exact.
-        assert!(s.window(T, m - 6 * MINUTE, NOW).is_none());
+        assert!(s.window(T, m - 6 * MINUTE, NOW, 0, &mut Folder::default()).is_none());
         // Totals read from further back than the keys are exact further back.
         s.load(T, NOW, m - 30 * MINUTE, m - 5 * MINUTE, &rows(&[(m - 20 * MINUTE, "e", 1.0)]));
         assert_eq!(s.totals(T, m - 30 * MINUTE, NOW).unwrap().count, 1);
-        assert!(s.window(T, m - 6 * MINUTE, NOW).is_none());
-        assert!(s.window(T, m - 5 * MINUTE, NOW).is_some());
+        assert!(s.window(T, m - 6 * MINUTE, NOW, 0, &mut Folder::default()).is_none());
+        assert!(s.window(T, m - 5 * MINUTE, NOW, 0, &mut Folder::default()).is_some());
     }
 
     #[test]
@@ -616,9 +627,9 @@ mod tests {
         let m = minute_of(NOW);
         s.load(T, NOW, m - 20 * MINUTE, m - 20 * MINUTE, &Rollup::default());
         s.add(T, NOW, &rows(&[(m - 9 * MINUTE, "a", 1.0)]), None);
-        assert!(s.window(T, m - 10 * MINUTE, NOW).is_some());
+        assert!(s.window(T, m - 10 * MINUTE, NOW, 0, &mut Folder::default()).is_some());
         s.add(T, NOW, &rows(&[(m - MINUTE, "a", 1.0)]), None); // same slot as m - 9 minutes
-        assert!(s.window(T, m - 9 * MINUTE, NOW).is_none());
+        assert!(s.window(T, m - 9 * MINUTE, NOW, 0, &mut Folder::default()).is_none());
         assert_eq!(read(&s, T, m - 8 * MINUTE, 1).unwrap().0.count, 1);
         // The totals ring is longer: the table's totals still reach back.
         assert_eq!(s.totals(T, m - 10 * MINUTE, NOW).unwrap().count, 2);
@@ -626,7 +637,7 @@ mod tests {
         // that reach back to it lose exactness.
         s.add(T, NOW, &rows(&[(m - 17 * MINUTE, "z", 1.0)]), None);
         assert!(s.totals(T, m - 10 * MINUTE, NOW).is_some());
-        assert!(s.window(T, m - 8 * MINUTE, NOW).is_some());
+        assert!(s.window(T, m - 8 * MINUTE, NOW, 0, &mut Folder::default()).is_some());
     }
 
     #[test]
@@ -642,7 +653,7 @@ mod tests {
         s.load(T, NOW, m - 5 * MINUTE, m - 5 * MINUTE, &Rollup::default());
         s.add(T, NOW, &rows(&[(NOW, &"k".repeat(NAME_BYTES + 1), 1.0)]), None);
         assert_eq!(s.totals(T, m, NOW).unwrap().count, 1);
-        assert!(s.window(T, m, NOW).is_none());
+        assert!(s.window(T, m, NOW, 0, &mut Folder::default()).is_none());
     }
 
     #[test]
@@ -661,11 +672,11 @@ mod tests {
             s.add(T, NOW, &r, None);
         }
         assert_eq!(s.usage().3, 0);
-        assert!(s.window(T, m - 7 * MINUTE, NOW).is_some());
+        assert!(s.window(T, m - 7 * MINUTE, NOW, 0, &mut Folder::default()).is_some());
         // One more record needs a chunk: minute m-7 is dropped for it.
         s.add(T, NOW, &rows(&[(NOW, "late", 1.0)]), None);
         assert_eq!(s.usage().3, 1);
-        assert!(s.window(T, m - 7 * MINUTE, NOW).is_none());
+        assert!(s.window(T, m - 7 * MINUTE, NOW, 0, &mut Folder::default()).is_none());
         let (totals, active, _) = read(&s, T, m - 6 * MINUTE, 0).unwrap();
         assert_eq!((totals.count as usize, active), (7 * CHUNK_RECORDS + 1, CHUNK_RECORDS + 1));
     }

@@ -13,7 +13,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::engine::rollup::Rollup;
-use crate::engine::rollup_store::{region_size, Owner, StoreView, Totals};
+use crate::engine::rollup_store::{region_size, Folder, Owner, StoreView, Totals, Window};
 use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
 
@@ -49,6 +49,8 @@ struct Local {
 
 thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+    /// Scratch space of the readers, kept between calls.
+    static FOLDER: RefCell<Folder> = RefCell::new(Folder::default());
 }
 
 fn records() -> usize {
@@ -138,19 +140,15 @@ pub fn forget(relid: pg_sys::Oid) {
     REGION.locked(|base| view(base).forget(database, relid.to_u32()));
 }
 
-/// The table's totals and key records from `since` on, when memory is exact for them.
-pub fn window(owner: Owner, since: i64) -> Option<(Totals, Vec<crate::engine::rollup_store::Record>)> {
+/// The table's totals, active keys and top keys from `since` on, when memory is exact for them.
+pub fn window(owner: Owner, since: i64, top: usize) -> Option<Window> {
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-    REGION.locked_shared(|base| view(base).window(owner, since, now)).flatten()
+    FOLDER.with(|f| REGION.locked_shared(|base| view(base).window(owner, since, now, top, &mut f.borrow_mut())).flatten())
 }
 
 pub fn totals(owner: Owner, since: i64) -> Option<Totals> {
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     REGION.locked_shared(|base| view(base).totals(owner, since, now)).flatten()
-}
-
-pub fn names(owner: Owner, hashes: &[u64]) -> Option<Vec<String>> {
-    REGION.locked_shared(|base| view(base).names(owner, hashes)).flatten()
 }
 
 /// (tables, records, record capacity, key minutes dropped for room), `None` when off.
