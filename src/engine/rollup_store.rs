@@ -80,10 +80,16 @@ struct Chunk {
     records: [Record; CHUNK_RECORDS],
 }
 
+/// Which table a slot holds; apart from the slots, so that finding one reads 1 kB, not 64 slots.
 #[repr(C)]
-struct Table {
+#[derive(Clone, Copy)]
+struct Id {
     owner: Owner,
     used: u32,
+}
+
+#[repr(C)]
+struct Table {
     totals_from: i64,
     keys_from: i64,
     last_used: i64,
@@ -119,7 +125,7 @@ fn counts(records: usize) -> (usize, usize) {
 pub fn region_size(records: usize) -> usize {
     let (chunks, names) = counts(records);
     std::mem::size_of::<Header>()
-        + TABLES * std::mem::size_of::<Table>()
+        + TABLES * (std::mem::size_of::<Id>() + std::mem::size_of::<Table>())
         + chunks * std::mem::size_of::<Chunk>()
         + names * std::mem::size_of::<Name>()
 }
@@ -137,6 +143,7 @@ pub struct Totals {
 
 pub struct StoreView<'a> {
     header: &'a mut Header,
+    ids: &'a mut [Id],
     tables: &'a mut [Table],
     chunks: &'a mut [Chunk],
     names: &'a mut [Name],
@@ -149,11 +156,13 @@ impl<'a> StoreView<'a> {
     pub unsafe fn new(base: *mut u8, records: usize, init: bool) -> StoreView<'a> {
         let (nchunks, nnames) = counts(records);
         let header = &mut *(base as *mut Header);
-        let tables_ptr = base.add(std::mem::size_of::<Header>()) as *mut Table;
+        let ids_ptr = base.add(std::mem::size_of::<Header>()) as *mut Id;
+        let tables_ptr = ids_ptr.add(TABLES) as *mut Table;
         let chunks_ptr = tables_ptr.add(TABLES) as *mut Chunk;
         let names_ptr = chunks_ptr.add(nchunks) as *mut Name;
         let view = StoreView {
             header,
+            ids: std::slice::from_raw_parts_mut(ids_ptr, TABLES),
             tables: std::slice::from_raw_parts_mut(tables_ptr, TABLES),
             chunks: std::slice::from_raw_parts_mut(chunks_ptr, nchunks),
             names: std::slice::from_raw_parts_mut(names_ptr, nnames),
@@ -161,8 +170,8 @@ impl<'a> StoreView<'a> {
         if init {
             view.header.free_chunk = NONE;
             view.header.stolen = 0;
-            for t in view.tables.iter_mut() {
-                t.used = 0;
+            for (id, t) in view.ids.iter_mut().zip(view.tables.iter_mut()) {
+                id.used = 0;
                 t.keys = [NO_KEY_MINUTE; KEY_MINUTES];
             }
             for i in (0..nchunks).rev() {
@@ -178,7 +187,7 @@ impl<'a> StoreView<'a> {
     }
 
     fn find(&self, owner: Owner) -> Option<usize> {
-        self.tables.iter().position(|t| t.used != 0 && t.owner == owner)
+        self.ids.iter().position(|t| t.used != 0 && t.owner == owner)
     }
 
     pub fn has(&self, owner: Owner) -> bool {
@@ -188,14 +197,14 @@ impl<'a> StoreView<'a> {
     /// The table's slot, made when it has none yet: exact from the minute after `now`, or after
     /// `latest` (the latest time among rows committed before anything was kept here) if later.
     fn table_for(&mut self, owner: Owner, now: i64, latest: Option<i64>) -> usize {
-        let same_relation = self.tables.iter().position(|t| {
+        let same_relation = self.ids.iter().position(|t| {
             t.used != 0 && t.owner.database == owner.database && t.owner.relid == owner.relid
         });
-        if let Some(i) = same_relation.filter(|&i| self.tables[i].owner == owner) {
+        if let Some(i) = same_relation.filter(|&i| self.ids[i].owner == owner) {
             return i;
         }
         let i = same_relation
-            .or_else(|| self.tables.iter().position(|t| t.used == 0))
+            .or_else(|| self.ids.iter().position(|t| t.used == 0))
             .unwrap_or_else(|| (0..TABLES).min_by_key(|&i| self.tables[i].last_used).unwrap_or(0));
         self.reset(i, owner, minute_of(now.max(latest.unwrap_or(i64::MIN))) + MINUTE, now);
         i
@@ -205,9 +214,8 @@ impl<'a> StoreView<'a> {
         for slot in 0..KEY_MINUTES {
             self.free_minute(i, slot);
         }
+        self.ids[i] = Id { owner, used: 1 };
         let t = &mut self.tables[i];
-        t.owner = owner;
-        t.used = 1;
         t.totals_from = exact_from;
         t.keys_from = exact_from;
         t.last_used = now;
@@ -333,7 +341,7 @@ impl<'a> StoreView<'a> {
     fn new_chunk(&mut self, i: usize, slot: usize) -> Option<u32> {
         if self.header.free_chunk == NONE {
             let oldest = (0..TABLES)
-                .filter(|&t| self.tables[t].used != 0)
+                .filter(|&t| self.ids[t].used != 0)
                 .flat_map(|t| (0..KEY_MINUTES).map(move |s| (t, s)))
                 .filter(|&(t, s)| (t, s) != (i, slot) && self.tables[t].keys[s].head != NONE)
                 .min_by_key(|&(t, s)| self.tables[t].keys[s].minute)?;
@@ -426,11 +434,11 @@ impl<'a> StoreView<'a> {
 
     /// Forgets a table (any generation): it is exact again only from the commit after this.
     pub fn forget(&mut self, database: u32, relid: u32) {
-        if let Some(i) = self.tables.iter().position(|t| t.used != 0 && t.owner.database == database && t.owner.relid == relid) {
+        if let Some(i) = self.ids.iter().position(|t| t.used != 0 && t.owner.database == database && t.owner.relid == relid) {
             for slot in 0..KEY_MINUTES {
                 self.free_minute(i, slot);
             }
-            self.tables[i].used = 0;
+            self.ids[i].used = 0;
         }
     }
 
@@ -445,12 +453,13 @@ impl<'a> StoreView<'a> {
 
     /// (tables kept, records kept, record capacity, key minutes dropped for room).
     pub fn usage(&self) -> (u64, u64, u64, u64) {
-        let tables = self.tables.iter().filter(|t| t.used != 0).count() as u64;
+        let tables = self.ids.iter().filter(|t| t.used != 0).count() as u64;
         let records: u64 = self
-            .tables
+            .ids
             .iter()
-            .filter(|t| t.used != 0)
-            .flat_map(|t| t.keys.iter())
+            .zip(self.tables.iter())
+            .filter(|(id, _)| id.used != 0)
+            .flat_map(|(_, t)| t.keys.iter())
             .map(|k| {
                 std::iter::successors(Some(k.head).filter(|&c| c != NONE), |&c| Some(self.chunks[c as usize].next).filter(|&n| n != NONE))
                     .map(|c| self.chunks[c as usize].len as u64)
