@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::rollup::{minute_of, Agg, Rollup, MINUTE};
 use super::window_cache::key_hash;
@@ -109,6 +110,9 @@ struct Name {
 
 #[repr(C)]
 struct Header {
+    /// Bumped whenever a table's slot is made, reset or dropped: a reader that saw a table here
+    /// at some epoch knows it is still here while the epoch is unchanged, without the lock.
+    epoch: AtomicU64,
     free_chunk: u32,
     _pad: u32,
     /// Key minutes dropped because the pool ran out (raised `keys_from`).
@@ -120,6 +124,14 @@ fn counts(records: usize) -> (usize, usize) {
     let chunks = records.div_ceil(CHUNK_RECORDS).max(KEY_MINUTES);
     let sets = (records / 4).div_ceil(NAME_WAYS).max(1);
     (chunks, sets * NAME_WAYS)
+}
+
+/// The epoch (see `Header`) of the store at `base`, read without its lock.
+///
+/// # Safety
+/// `base` points to a store made by `StoreView::new`.
+pub unsafe fn epoch_unlocked(base: *const u8) -> u64 {
+    (*(base as *const Header)).epoch.load(Ordering::Acquire)
 }
 
 pub fn region_size(records: usize) -> usize {
@@ -168,6 +180,7 @@ impl<'a> StoreView<'a> {
             names: std::slice::from_raw_parts_mut(names_ptr, nnames),
         };
         if init {
+            view.header.epoch = AtomicU64::new(0);
             view.header.free_chunk = NONE;
             view.header.stolen = 0;
             for (id, t) in view.ids.iter_mut().zip(view.tables.iter_mut()) {
@@ -194,6 +207,10 @@ impl<'a> StoreView<'a> {
         self.find(owner).is_some()
     }
 
+    pub fn epoch(&self) -> u64 {
+        self.header.epoch.load(Ordering::Acquire)
+    }
+
     /// The table's slot, made when it has none yet: exact from the minute after `now`, or after
     /// `latest` (the latest time among rows committed before anything was kept here) if later.
     fn table_for(&mut self, owner: Owner, now: i64, latest: Option<i64>) -> usize {
@@ -215,6 +232,7 @@ impl<'a> StoreView<'a> {
             self.free_minute(i, slot);
         }
         self.ids[i] = Id { owner, used: 1 };
+        self.header.epoch.fetch_add(1, Ordering::Release);
         let t = &mut self.tables[i];
         t.totals_from = exact_from;
         t.keys_from = exact_from;
@@ -439,6 +457,7 @@ impl<'a> StoreView<'a> {
                 self.free_minute(i, slot);
             }
             self.ids[i].used = 0;
+            self.header.epoch.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -696,7 +715,9 @@ mod tests {
         let mut s = view(&mut mem, RECORDS, true);
         s.add(T, NOW, &rows(&[(NOW, "a", 1.0)]), None);
         assert_eq!(s.usage().0, 1);
+        let epoch = s.epoch();
         s.forget(T.database, T.relid);
+        assert!(s.epoch() > epoch, "a reader that knew the table must look again");
         assert_eq!(s.usage().0..=s.usage().1, 0..=0);
         assert!(s.totals(T, 0, NOW).is_none());
     }

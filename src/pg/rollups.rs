@@ -13,7 +13,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::engine::rollup::Rollup;
-use crate::engine::rollup_store::{region_size, Folder, Owner, StoreView, Totals, Window};
+use crate::engine::rollup_store::{epoch_unlocked, region_size, Folder, Owner, StoreView, Totals, Window};
 use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
 
@@ -49,6 +49,8 @@ struct Local {
 
 thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+    /// The tables this backend found in memory, and at which epoch.
+    static KNOWN: RefCell<(u64, Vec<Owner>)> = const { RefCell::new((u64::MAX, Vec::new())) };
     /// Scratch space of the readers, kept between calls.
     static FOLDER: RefCell<Folder> = RefCell::new(Folder::default());
 }
@@ -95,7 +97,7 @@ pub fn add<'r>(watch: &Watch, rows: impl Iterator<Item = (i64, &'r str, Option<f
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     // The first commit after a start makes memory exact from the next minute, unless rows
     // committed before (stamped in the future) reach further: the table is asked, once.
-    let latest = if REGION.locked_shared(|base| view(base).has(owner)).unwrap_or(true) { None } else { latest_time(watch) };
+    let latest = if known(owner) { None } else { latest_time(watch) };
     LOCAL.with(|l| {
         let pending = &mut l.borrow_mut().pending;
         let i = match pending.iter().position(|p| p.owner == owner && p.subxact == subxact) {
@@ -110,6 +112,32 @@ pub fn add<'r>(watch: &Watch, rows: impl Iterator<Item = (i64, &'r str, Option<f
             pending[i].rollup.add(at, key, amount);
         }
     });
+}
+
+/// Whether memory has the table. Asked under the lock only when its epoch moved since this
+/// backend last found it there: not on every statement.
+fn known(owner: Owner) -> bool {
+    // SAFETY: the region holds a store; the epoch is an atomic.
+    let Some(epoch) = REGION.unlocked(|base| unsafe { epoch_unlocked(base) }) else { return true };
+    if KNOWN.with(|k| k.borrow().0 == epoch && k.borrow().1.contains(&owner)) {
+        return true;
+    }
+    let Some((has, epoch)) = REGION.locked_shared(|base| {
+        let store = view(base);
+        (store.has(owner), store.epoch())
+    }) else {
+        return true;
+    };
+    KNOWN.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.0 != epoch {
+            *k = (epoch, Vec::new());
+        }
+        if has && !k.1.contains(&owner) {
+            k.1.push(owner);
+        }
+    });
+    has
 }
 
 /// The table's latest time (this transaction's rows included, which is harmless: later only).

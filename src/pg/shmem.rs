@@ -55,6 +55,13 @@ impl Region {
         self.locked_in(pg_sys::LWLockMode::LW_SHARED, f)
     }
 
+    /// Runs `f` on the region without its lock: only for atomics, or values a stale read
+    /// cannot make wrong.
+    pub fn unlocked<R>(&self, f: impl FnOnce(*mut u8) -> R) -> Option<R> {
+        let base = self.base.load(Ordering::Acquire);
+        (!base.is_null()).then(|| f(base))
+    }
+
     fn locked_in<R>(&self, mode: pg_sys::LWLockMode::Type, f: impl FnOnce(*mut u8) -> R) -> Option<R> {
         let base = self.base.load(Ordering::Acquire);
         if base.is_null() {
