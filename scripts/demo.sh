@@ -35,8 +35,8 @@ echo "== Sequence pattern 'login browse+ purchase' matched live in this run (cep
 $PSQL -d $db -P pager=off -c "
   SELECT match_id, key AS user_id, rows, match_end - match_start AS took
   FROM cep.pattern_matches WHERE match_id > $last_match ORDER BY match_id"
-echo "== cep.realtime_stats('transactions', '5 minutes', top => 3), from the monitor's rollups =="
-$PSQL -d $db -P pager=off -c "SELECT total_transactions, total_volume, active_users, top_users FROM cep.realtime_stats('transactions', '5 minutes', 3)"
+echo "== cep.realtime_stats('transactions', '5 minutes', top => 3), from the monitor's rollups in shared memory =="
+$PSQL -d $db -P pager=off -c "SELECT total_transactions, total_volume, active_users, top_users, source FROM cep.realtime_stats('transactions', '5 minutes', 3)"
 echo
 echo "== cep.assess_transaction(8, 25000, 'Shanghai', now()) =="
 $PSQL -d $db -P pager=off -c "SELECT * FROM cep.assess_transaction(8, 25000, 'Shanghai', now())"

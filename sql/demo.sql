@@ -24,6 +24,8 @@ SELECT * FROM (VALUES
 WHERE NOT EXISTS (SELECT 1 FROM cep.risk_rules);
 
 SELECT cep.watch('transactions');
+-- Memory's rollups of the (empty) table, exact from now on: cep.realtime_stats answers from them.
+SELECT cep.rollup_rebuild('transactions');
 
 -- The stream: ordinary spending, then a burst, a large payment, a city hop and a spike.
 INSERT INTO transactions (user_id, amount, location, created_at)
