@@ -94,9 +94,19 @@ load 1000000 100000 "2 hours" 40
 run_case "sparse: single-row INSERT" single
 sparse_single=$last_single
 echo "   pg_cep alert rate: $(alert_rate)"
-$PSQL -d $db -tAc "SELECT cep.watch_rollups('tx_cep', true)" >/dev/null
+# Rollups on and off, on the same table in the same minutes: each run after a 2 s warm-up (a
+# switch makes memory start over, and each new session asks the table for its latest time once).
+rollups_tps() { # true|false
+    $PSQL -d $db -tAc "SELECT cep.watch_rollups('tx_cep', $1)" >/dev/null
+    secs=2 tps "$work/single_cep.pgbench" >/dev/null
+    tps "$work/single_cep.pgbench"
+}
 reset_stats
-run_case "sparse: single-row, with rollups" single
+b1=$(tps "$work/single_bare.pgbench"); f1=$(rollups_tps false); n1=$(rollups_tps true)
+n2=$(rollups_tps true); f2=$(rollups_tps false); b2=$(tps "$work/single_bare.pgbench")
+b=$(mean2 "$b1" "$b2"); f=$(mean2 "$f1" "$f2"); n=$(mean2 "$n1" "$n2")
+printf '%-34s bare %9.0f   rollups off %9.0f   rollups on %9.0f   on/bare %sx   off/bare %sx   on/off %sx\n' \
+    "sparse: single-row, rollups on/off" "$b" "$f" "$n" "$(ratio "$n" "$b")" "$(ratio "$f" "$b")" "$(ratio "$n" "$f")"
 echo "   pg_cep alert rate: $(alert_rate)"
 $PSQL -d $db -tAc "SELECT cep.watch_rollups('tx_cep', false)" >/dev/null
 # The single-row runs added millions of rows: keys would now pass the count rule on most rows.
