@@ -50,8 +50,10 @@ fn rollup_window(
 }
 
 fn window_row(relation: pg_sys::Oid, since: TimestampWithTimeZone, top: usize) -> Option<WindowRow> {
-    let owner = rollups::owner(&cache::watch(relation).or_report());
-    let Window { totals, active, top } = rollups::window(owner, since.into(), top)?;
+    let watch = cache::watch(relation).or_report();
+    // An unusable watch adds no rows: what memory holds is out of date.
+    watch.row_columns.as_ref()?;
+    let Window { totals, active, top } = rollups::window(rollups::owner(&watch), since.into(), top)?;
     let top_users: Vec<serde_json::Value> = top
         .into_iter()
         .map(|(key, k)| serde_json::json!({"key": key, "transactions": k.count, "total": k.sum, "avg": k.sum / k.count as f64}))
@@ -77,8 +79,9 @@ fn rollup_totals(
     relation: pg_sys::Oid,
     since: TimestampWithTimeZone,
 ) -> TableIterator<'static, (name!(row_count, i64), name!(avg_delay_s, Option<f64>))> {
-    let owner = rollups::owner(&cache::watch(relation).or_report());
-    TableIterator::new(rollups::totals(owner, since.into()).map(|t| {
+    let watch = cache::watch(relation).or_report();
+    let totals = watch.row_columns.as_ref().and_then(|_| rollups::totals(rollups::owner(&watch), since.into()));
+    TableIterator::new(totals.map(|t| {
         (t.count, (t.count > 0).then(|| t.age_sum / t.count as f64 / 1e6))
     }))
 }

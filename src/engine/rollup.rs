@@ -29,7 +29,8 @@ impl Agg {
 
 /// The start of the minute holding `at` (microseconds, any epoch that starts on a minute).
 pub fn minute_of(at: i64) -> i64 {
-    at - at.rem_euclid(MINUTE)
+    // Saturating: '-infinity' is i64::MIN.
+    at.saturating_sub(at.rem_euclid(MINUTE))
 }
 
 #[derive(Debug, Default)]

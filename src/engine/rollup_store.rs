@@ -39,6 +39,18 @@ pub struct Owner {
     pub database: u32,
     pub relid: u32,
     pub generation: u32,
+    /// The watch's mapping (key, amount and time columns): sums under another are another table's.
+    pub mapping: u32,
+}
+
+/// What a committing transaction learnt about the rows committed before memory had its table:
+/// their latest time (`i64::MIN` for none), read when the store was at `epoch`. It anchors a
+/// new slot only if no slot was made or dropped since, so that the read saw every row the slot
+/// lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub latest: i64,
+    pub epoch: u64,
 }
 
 #[repr(C)]
@@ -87,6 +99,9 @@ struct Chunk {
 struct Id {
     owner: Owner,
     used: u32,
+    /// Whether what the table held before this slot was made is known (see `Anchor`): until then
+    /// nothing here is exact.
+    anchored: u32,
 }
 
 #[repr(C)]
@@ -203,27 +218,39 @@ impl<'a> StoreView<'a> {
         self.ids.iter().position(|t| t.used != 0 && t.owner == owner)
     }
 
+    /// Whether memory has the table, anchored: only then is there nothing to ask the table.
     pub fn has(&self, owner: Owner) -> bool {
-        self.find(owner).is_some()
+        self.find(owner).is_some_and(|i| self.ids[i].anchored != 0)
     }
 
     pub fn epoch(&self) -> u64 {
         self.header.epoch.load(Ordering::Acquire)
     }
 
-    /// The table's slot, made when it has none yet: exact from the minute after `now`, or after
-    /// `latest` (the latest time among rows committed before anything was kept here) if later.
-    fn table_for(&mut self, owner: Owner, now: i64, latest: Option<i64>) -> usize {
+    /// The table's slot, made when it has none yet. A new slot holds only what commits from now
+    /// on: it can be exact from the minute after `now` at best, and after the latest time among
+    /// the rows committed before, which only an `anchor` tells. Without one, the slot waits for a
+    /// later commit's.
+    fn table_for(&mut self, owner: Owner, now: i64, anchor: Option<Anchor>) -> usize {
+        let anchor = anchor.filter(|a| a.epoch == self.epoch());
         let same_relation = self.ids.iter().position(|t| {
             t.used != 0 && t.owner.database == owner.database && t.owner.relid == owner.relid
         });
-        if let Some(i) = same_relation.filter(|&i| self.ids[i].owner == owner) {
-            return i;
+        let i = match same_relation.filter(|&i| self.ids[i].owner == owner) {
+            Some(i) => i,
+            None => {
+                let i = same_relation
+                    .or_else(|| self.ids.iter().position(|t| t.used == 0))
+                    .unwrap_or_else(|| (0..TABLES).min_by_key(|&i| self.tables[i].last_used).unwrap_or(0));
+                self.reset(i, owner, minute_of(now).saturating_add(MINUTE), now);
+                self.ids[i].anchored = 0;
+                i
+            }
+        };
+        if let (0, Some(a)) = (self.ids[i].anchored, anchor) {
+            self.ids[i].anchored = 1;
+            self.lose(i, minute_of(a.latest));
         }
-        let i = same_relation
-            .or_else(|| self.ids.iter().position(|t| t.used == 0))
-            .unwrap_or_else(|| (0..TABLES).min_by_key(|&i| self.tables[i].last_used).unwrap_or(0));
-        self.reset(i, owner, minute_of(now.max(latest.unwrap_or(i64::MIN))) + MINUTE, now);
         i
     }
 
@@ -231,7 +258,7 @@ impl<'a> StoreView<'a> {
         for slot in 0..KEY_MINUTES {
             self.free_minute(i, slot);
         }
-        self.ids[i] = Id { owner, used: 1 };
+        self.ids[i] = Id { owner, used: 1, anchored: 1 };
         self.header.epoch.fetch_add(1, Ordering::Release);
         let t = &mut self.tables[i];
         t.totals_from = exact_from;
@@ -252,15 +279,15 @@ impl<'a> StoreView<'a> {
     }
 
     /// Adds one committed transaction's rows of a table, summed per minute and per key.
-    /// `latest` is for a table not kept here yet (see `table_for`).
-    pub fn add(&mut self, owner: Owner, now: i64, rollup: &Rollup, latest: Option<i64>) {
+    /// `anchor` is for a table not kept here yet (see `table_for`).
+    pub fn add(&mut self, owner: Owner, now: i64, rollup: &Rollup, anchor: Option<Anchor>) {
         if rollup.is_empty() {
             return;
         }
-        let i = self.table_for(owner, now, latest);
+        let i = self.table_for(owner, now, anchor);
         self.tables[i].last_used = now;
         // A row stamped after the next minute would push out minutes still being read.
-        let latest = minute_of(now) + MINUTE;
+        let latest = minute_of(now).saturating_add(MINUTE);
         for (&minute, agg) in &rollup.minutes {
             if minute > latest {
                 self.lose(i, minute);
@@ -275,29 +302,29 @@ impl<'a> StoreView<'a> {
         }
     }
 
-    /// Rows of `minute` and before may have been committed without being added here.
-    pub fn unsure(&mut self, owner: Owner, minute: i64) {
-        if let Some(i) = self.find(owner) {
-            self.lose(i, minute);
-        }
+    /// Rows of `minute` and before may be committed without being added here (a prepared
+    /// transaction): a slot is made for the table if need be, to remember it.
+    pub fn unsure(&mut self, owner: Owner, now: i64, minute: i64) {
+        let i = self.table_for(owner, now, None);
+        self.lose(i, minute);
     }
 
     fn lose(&mut self, i: usize, minute: i64) {
         let t = &mut self.tables[i];
-        t.totals_from = t.totals_from.max(minute + MINUTE);
-        t.keys_from = t.keys_from.max(minute + MINUTE);
+        t.totals_from = t.totals_from.max(minute.saturating_add(MINUTE));
+        t.keys_from = t.keys_from.max(minute.saturating_add(MINUTE));
     }
 
     fn add_total(&mut self, i: usize, minute: i64, agg: &Agg) {
         let t = &mut self.tables[i];
         let slot = &mut t.totals[(minute / MINUTE).rem_euclid(TOTAL_MINUTES as i64) as usize];
         if slot.minute > minute {
-            t.totals_from = t.totals_from.max(minute + MINUTE);
+            t.totals_from = t.totals_from.max(minute.saturating_add(MINUTE));
             return;
         }
         if slot.minute != minute {
             if slot.minute != EMPTY {
-                t.totals_from = t.totals_from.max(slot.minute + MINUTE);
+                t.totals_from = t.totals_from.max(slot.minute.saturating_add(MINUTE));
             }
             *slot = Total { minute, ..NO_TOTAL };
         }
@@ -314,19 +341,19 @@ impl<'a> StoreView<'a> {
     fn add_key(&mut self, i: usize, minute: i64, key: &str, agg: &Agg, now: i64) {
         let lose_keys = |t: &mut Table, from: i64| t.keys_from = t.keys_from.max(from);
         if key.len() > NAME_BYTES {
-            lose_keys(&mut self.tables[i], minute + MINUTE);
+            lose_keys(&mut self.tables[i], minute.saturating_add(MINUTE));
             return;
         }
         let slot = (minute / MINUTE).rem_euclid(KEY_MINUTES as i64) as usize;
         let held = self.tables[i].keys[slot].minute;
         if held > minute {
-            lose_keys(&mut self.tables[i], minute + MINUTE);
+            lose_keys(&mut self.tables[i], minute.saturating_add(MINUTE));
             return;
         }
         if held != minute {
             if held != EMPTY {
                 self.free_minute(i, slot);
-                lose_keys(&mut self.tables[i], held + MINUTE);
+                lose_keys(&mut self.tables[i], held.saturating_add(MINUTE));
             }
             self.tables[i].keys[slot].minute = minute;
         }
@@ -336,7 +363,7 @@ impl<'a> StoreView<'a> {
             tail
         } else {
             let Some(c) = self.new_chunk(i, slot) else {
-                lose_keys(&mut self.tables[i], minute + MINUTE);
+                lose_keys(&mut self.tables[i], minute.saturating_add(MINUTE));
                 return;
             };
             let km = &mut self.tables[i].keys[slot];
@@ -366,7 +393,7 @@ impl<'a> StoreView<'a> {
             let (t, s) = oldest;
             let minute = self.tables[t].keys[s].minute;
             self.free_minute(t, s);
-            self.tables[t].keys_from = self.tables[t].keys_from.max(minute + MINUTE);
+            self.tables[t].keys_from = self.tables[t].keys_from.max(minute.saturating_add(MINUTE));
             self.header.stolen += 1;
         }
         let c = self.header.free_chunk;
@@ -415,8 +442,9 @@ impl<'a> StoreView<'a> {
 
     /// The table's totals from `since` (a minute) on, if they are exact here.
     pub fn totals(&self, owner: Owner, since: i64, now: i64) -> Option<Totals> {
-        let t = &self.tables[self.find(owner)?];
-        if since < t.totals_from {
+        let i = self.find(owner).filter(|&i| self.ids[i].anchored != 0)?;
+        let t = &self.tables[i];
+        if since < t.totals_from || since != minute_of(since) {
             return None;
         }
         let mut out = Totals::default();
@@ -439,6 +467,7 @@ impl<'a> StoreView<'a> {
         if since < self.tables[i].keys_from {
             return None;
         }
+        // Unanchored slots and minutes cut in two are refused by `totals`.
         let totals = self.totals(owner, since, now)?;
         let minutes = self.tables[i].keys.iter().filter(|k| k.minute != EMPTY && k.minute >= since);
         let records = minutes.flat_map(|km| {
@@ -580,7 +609,7 @@ mod tests {
 
     const RECORDS: usize = 4096;
     const NOW: i64 = 1_000 * MINUTE + 30_000_000;
-    const T: Owner = Owner { database: 1, relid: 100, generation: 7 };
+    const T: Owner = Owner { database: 1, relid: 100, generation: 7, mapping: 3 };
 
     fn region(records: usize) -> Vec<u64> {
         vec![0u64; region_size(records) / 8 + 1]
@@ -605,22 +634,48 @@ mod tests {
     }
 
     #[test]
-    fn a_new_table_is_exact_from_the_minute_after_its_first_commit() {
+    fn a_new_table_is_exact_only_once_anchored_and_from_the_minute_after_its_first_commit() {
         let mut mem = region(RECORDS);
         let mut s = view(&mut mem, RECORDS, true);
+        let anchor = |s: &StoreView, latest| Some(Anchor { latest, epoch: s.epoch() });
+        // A commit that did not ask the table: its rows are kept, but nothing is claimed.
         s.add(T, NOW, &rows(&[(NOW, "a", 5.0)]), None);
+        assert!(!s.has(T));
+        assert!(s.totals(T, minute_of(NOW) + 5 * MINUTE, NOW).is_none());
+        // An anchor read before the last slot was made or dropped proves nothing either.
+        let stale = Some(Anchor { latest: i64::MIN, epoch: s.epoch() - 1 });
+        s.add(T, NOW, &rows(&[(NOW, "b", 1.0)]), stale);
+        assert!(!s.has(T));
+        s.add(T, NOW, &rows(&[(NOW, "c", 1.0)]), anchor(&s, i64::MIN));
+        assert!(s.has(T));
         // This minute may hold rows committed before anything was kept here.
         assert!(s.window(T, minute_of(NOW), NOW, 0, &mut Folder::default()).is_none());
         let (totals, active, top) = read(&s, T, minute_of(NOW) + MINUTE, 10).unwrap();
         assert_eq!((totals.count, active), (0, 0));
         assert!(top.is_empty());
+        // A window that starts inside a minute is not answered from whole minutes.
+        assert!(s.totals(T, minute_of(NOW) + MINUTE + 1, NOW).is_none());
         // Rows stamped later than that, committed before (before a restart, say), push it further.
         let other = Owner { relid: 101, ..T };
-        s.add(other, NOW, &rows(&[(NOW, "a", 5.0)]), Some(NOW + 10 * MINUTE));
+        s.add(other, NOW, &rows(&[(NOW, "a", 5.0)]), anchor(&s, NOW + 10 * MINUTE));
         assert!(s.window(other, minute_of(NOW) + 10 * MINUTE, NOW, 0, &mut Folder::default()).is_none());
         assert!(s.window(other, minute_of(NOW) + 11 * MINUTE, NOW, 0, &mut Folder::default()).is_some());
-        // Another generation of the catalog is another table.
+        // Another generation of the catalog, or another mapping, is another table.
         assert!(s.window(Owner { generation: 8, ..T }, minute_of(NOW) + MINUTE, NOW, 0, &mut Folder::default()).is_none());
+        assert!(s.window(Owner { mapping: 9, ..T }, minute_of(NOW) + MINUTE, NOW, 0, &mut Folder::default()).is_none());
+    }
+
+    #[test]
+    fn infinite_times_neither_overflow_nor_claim_anything() {
+        let mut mem = region(RECORDS);
+        let mut s = view(&mut mem, RECORDS, true);
+        s.load(T, NOW, minute_of(NOW) - 5 * MINUTE, minute_of(NOW) - 5 * MINUTE, &Rollup::default());
+        s.add(T, NOW, &rows(&[(i64::MIN, "a", 1.0), (i64::MAX, "b", 1.0)]), None);
+        // 'infinity' is in every window: none is exact now.
+        assert!(s.totals(T, minute_of(NOW), NOW).is_none());
+        let other = Owner { relid: 101, ..T };
+        s.add(other, NOW, &rows(&[(NOW, "a", 1.0)]), Some(Anchor { latest: i64::MAX, epoch: s.epoch() }));
+        assert!(s.totals(other, minute_of(NOW) + MINUTE, NOW).is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::engine::rollup::Rollup;
-use crate::engine::rollup_store::{epoch_unlocked, region_size, Folder, Owner, StoreView, Totals, Window};
+use crate::engine::rollup_store::{epoch_unlocked, region_size, Anchor, Folder, Owner, StoreView, Totals, Window};
 use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
 
@@ -29,12 +29,13 @@ struct Pending {
     owner: Owner,
     subxact: pg_sys::SubTransactionId,
     rollup: Rollup,
-    /// The table's latest time when memory did not have it yet (see `StoreView::add`).
-    latest: Option<i64>,
+    /// What the table held before memory had it, when this transaction asked (see `Anchor`).
+    anchor: Option<Anchor>,
 }
 
 /// What `cep.rollup_rebuild` read, put in place at commit.
 struct Load {
+    subxact: pg_sys::SubTransactionId,
     owner: Owner,
     totals_from: i64,
     keys_from: i64,
@@ -45,6 +46,9 @@ struct Load {
 struct Local {
     pending: Vec<Pending>,
     loads: Vec<Load>,
+    /// Tables whose memory must start over at commit: a rebuild in a savepoint that rolled back
+    /// took this transaction's rows out of `pending` for a load that will not happen.
+    forget: Vec<Owner>,
 }
 
 thread_local! {
@@ -80,7 +84,12 @@ pub fn init() {
 }
 
 pub fn owner(watch: &Watch) -> Owner {
-    Owner { database: unsafe { pg_sys::MyDatabaseId }.to_u32(), relid: watch.root.to_u32(), generation: watch.generation }
+    Owner {
+        database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        relid: watch.root.to_u32(),
+        generation: watch.generation,
+        mapping: watch.mapping_hash,
+    }
 }
 
 fn view(base: *mut u8) -> StoreView<'static> {
@@ -95,38 +104,43 @@ pub fn add<'r>(watch: &Watch, rows: impl Iterator<Item = (i64, &'r str, Option<f
     }
     let owner = owner(watch);
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    // The first commit after a start makes memory exact from the next minute, unless rows
-    // committed before (stamped in the future) reach further: the table is asked, once.
-    let latest = if known(owner) { None } else { latest_time(watch) };
+    // Memory starts with the first commit after a start; rows committed before may be stamped
+    // later than that (in the future): the table is asked, until memory has it.
+    let anchor = match known(owner) {
+        (true, _) => None,
+        (false, epoch) => latest_time(watch).map(|latest| Anchor { latest, epoch }),
+    };
     LOCAL.with(|l| {
         let pending = &mut l.borrow_mut().pending;
         let i = match pending.iter().position(|p| p.owner == owner && p.subxact == subxact) {
             Some(i) => i,
             None => {
-                pending.push(Pending { owner, subxact, rollup: Rollup::default(), latest: None });
+                pending.push(Pending { owner, subxact, rollup: Rollup::default(), anchor: None });
                 pending.len() - 1
             }
         };
-        pending[i].latest = pending[i].latest.max(latest);
+        if anchor.is_some() {
+            pending[i].anchor = anchor;
+        }
         for (at, key, amount) in rows {
             pending[i].rollup.add(at, key, amount);
         }
     });
 }
 
-/// Whether memory has the table. Asked under the lock only when its epoch moved since this
-/// backend last found it there: not on every statement.
-fn known(owner: Owner) -> bool {
+/// Whether memory has the table anchored, and the store's epoch. Asked under the lock only
+/// when the epoch moved since this backend last found the table there: not on every statement.
+fn known(owner: Owner) -> (bool, u64) {
     // SAFETY: the region holds a store; the epoch is an atomic.
-    let Some(epoch) = REGION.unlocked(|base| unsafe { epoch_unlocked(base) }) else { return true };
+    let Some(epoch) = REGION.unlocked(|base| unsafe { epoch_unlocked(base) }) else { return (true, 0) };
     if KNOWN.with(|k| k.borrow().0 == epoch && k.borrow().1.contains(&owner)) {
-        return true;
+        return (true, epoch);
     }
     let Some((has, epoch)) = REGION.locked_shared(|base| {
         let store = view(base);
         (store.has(owner), store.epoch())
     }) else {
-        return true;
+        return (true, 0);
     };
     KNOWN.with(|k| {
         let mut k = k.borrow_mut();
@@ -137,17 +151,18 @@ fn known(owner: Owner) -> bool {
             k.1.push(owner);
         }
     });
-    has
+    (has, epoch)
 }
 
-/// The table's latest time (this transaction's rows included, which is harmless: later only).
+/// The table's latest time (`i64::MIN` when it has no rows; this transaction's rows included,
+/// which is harmless: later only). Only under READ COMMITTED, where the query's snapshot is
+/// taken now: an older one could miss rows committed before memory had the table.
 fn latest_time(watch: &Watch) -> Option<i64> {
-    let sql = watch.latest_time_sql.as_deref()?;
-    match Spi::get_one::<pgrx::datum::TimestampWithTimeZone>(sql) {
-        Ok(t) => t.map(i64::from),
-        // An unreadable table is not trusted beyond what it shows: never exact.
-        Err(_) => Some(i64::MAX - 2 * crate::engine::rollup::MINUTE),
+    if unsafe { pg_sys::XactIsoLevel } != pg_sys::XACT_READ_COMMITTED as i32 {
+        return None;
     }
+    let sql = watch.latest_time_sql.as_deref()?;
+    Spi::get_one::<pgrx::datum::TimestampWithTimeZone>(sql).ok().map(|t| t.map_or(i64::MIN, i64::from))
 }
 
 /// Replaces a table's rollups, at commit, with what was read from its rows (totals from
@@ -155,10 +170,11 @@ fn latest_time(watch: &Watch) -> Option<i64> {
 /// what was read.
 pub fn load(watch: &Watch, totals_from: i64, keys_from: i64, rollup: Rollup) {
     let owner = owner(watch);
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         l.pending.retain(|p| p.owner != owner);
-        l.loads.push(Load { owner, totals_from, keys_from, rollup });
+        l.loads.push(Load { subxact, owner, totals_from, keys_from, rollup });
     });
 }
 
@@ -189,18 +205,21 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
-            if local.pending.is_empty() && local.loads.is_empty() {
+            if local.pending.is_empty() && local.loads.is_empty() && local.forget.is_empty() {
                 return;
             }
             // Commit order is what readers see: the time is taken under the lock.
             REGION.locked(|base| {
                 let mut store = view(base);
                 let now = unsafe { pg_sys::GetCurrentTimestamp() };
+                for o in &local.forget {
+                    store.forget(o.database, o.relid);
+                }
                 for l in &local.loads {
                     store.load(l.owner, now, l.totals_from, l.keys_from, &l.rollup);
                 }
                 for p in &local.pending {
-                    store.add(p.owner, now, &p.rollup, p.latest);
+                    store.add(p.owner, now, &p.rollup, p.anchor);
                 }
             });
         }
@@ -209,13 +228,14 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
             let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
             REGION.locked(|base| {
                 let mut store = view(base);
-                for p in &local.pending {
-                    if let Some(&last) = p.rollup.minutes.keys().next_back() {
-                        store.unsure(p.owner, last);
-                    }
-                }
+                let now = unsafe { pg_sys::GetCurrentTimestamp() };
                 for l in &local.loads {
                     store.forget(l.owner.database, l.owner.relid);
+                }
+                for p in &local.pending {
+                    if let Some(&last) = p.rollup.minutes.keys().next_back() {
+                        store.unsure(p.owner, now, last);
+                    }
                 }
             });
         }
@@ -230,12 +250,22 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
 pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
-            LOCAL.with(|l| l.borrow_mut().pending.retain(|p| p.subxact != mine));
+            LOCAL.with(|l| {
+                let mut l = l.borrow_mut();
+                l.pending.retain(|p| p.subxact != mine);
+                let aborted: Vec<Owner> = l.loads.iter().filter(|x| x.subxact == mine).map(|x| x.owner).collect();
+                l.loads.retain(|x| x.subxact != mine);
+                l.forget.extend(aborted);
+            });
         }
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
             LOCAL.with(|l| {
-                for p in l.borrow_mut().pending.iter_mut().filter(|p| p.subxact == mine) {
+                let mut l = l.borrow_mut();
+                for p in l.pending.iter_mut().filter(|p| p.subxact == mine) {
                     p.subxact = parent;
+                }
+                for x in l.loads.iter_mut().filter(|x| x.subxact == mine) {
+                    x.subxact = parent;
                 }
             });
         }

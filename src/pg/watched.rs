@@ -33,6 +33,9 @@ pub struct Watch {
     pub rollups: bool,
     /// The OID of `cep.watches`: a recreated extension is a new generation of watches.
     pub generation: u32,
+    /// A hash of the key, amount and time columns: rollups summed under another mapping are not
+    /// this one's.
+    pub mapping_hash: u32,
     /// Active rules that can run on this table as it is now.
     pub rules: Vec<Rule>,
     /// Active rules that cannot, with the reason.
@@ -207,6 +210,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         log_assessments: row.log_assessments,
         rollups: row.rollups,
         generation: row.generation,
+        mapping_hash: crate::engine::window_cache::key_hash(&format!("{}\u{0}{}\u{0}{}", row.key, row.amount, row.time))[0] as u32,
         rules,
         skipped,
         latest_time_sql: unusable.is_none().then(|| format!("SELECT max({})::timestamptz FROM {}", mapping.time, mapping.qualified_name)),
