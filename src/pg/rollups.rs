@@ -161,6 +161,16 @@ fn latest_time(watch: &Watch) -> Option<i64> {
     if unsafe { pg_sys::XactIsoLevel } != pg_sys::XACT_READ_COMMITTED as i32 {
         return None;
     }
+    // A session that may not read the table, or reads it through row security, cannot tell:
+    // the INSERT goes on, and a session that can will anchor memory.
+    // SAFETY: catalog lookups on a relation that exists (its trigger is running).
+    let readable = unsafe {
+        pg_sys::pg_class_aclcheck(watch.root, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK
+            && pg_sys::check_enable_rls(watch.root, pg_sys::InvalidOid, true) != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+    };
+    if !readable {
+        return None;
+    }
     let sql = watch.latest_time_sql.as_deref()?;
     Spi::get_one::<pgrx::datum::TimestampWithTimeZone>(sql).ok().map(|t| t.map_or(i64::MIN, i64::from))
 }
