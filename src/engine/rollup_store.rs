@@ -77,7 +77,7 @@ struct KeyMinute {
 
 const NO_KEY_MINUTE: KeyMinute = KeyMinute { minute: EMPTY, head: NONE, tail: NONE };
 
-/// A key's rows of one minute from one committing transaction.
+/// A key's rows of one minute, from one or more committing transactions.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Record {
@@ -90,6 +90,11 @@ pub struct Record {
 struct Chunk {
     next: u32,
     len: u32,
+    /// The table slot and minute the chunk was taken for, so a name's pointer to its key's
+    /// latest record can be checked before it is followed.
+    table: u32,
+    _pad: u32,
+    minute: i64,
     records: [Record; CHUNK_RECORDS],
 }
 
@@ -120,6 +125,10 @@ struct Name {
     table: u32,
     len: u32,
     used_at: i64,
+    /// Where the key's latest record is: a later commit of the key in the same minute adds to
+    /// it, so a minute holds about one record per key, not one per transaction.
+    last_chunk: u32,
+    last_at: u32,
     bytes: [u8; NAME_BYTES],
 }
 
@@ -205,6 +214,7 @@ impl<'a> StoreView<'a> {
             for i in (0..nchunks).rev() {
                 view.chunks[i].next = view.header.free_chunk;
                 view.chunks[i].len = 0;
+                view.chunks[i].table = NONE;
                 view.header.free_chunk = i as u32;
             }
             for n in view.names.iter_mut() {
@@ -271,6 +281,7 @@ impl<'a> StoreView<'a> {
         let mut c = self.tables[i].keys[slot].head;
         while c != NONE {
             let next = self.chunks[c as usize].next;
+            self.chunks[c as usize].table = NONE;
             self.chunks[c as usize].next = self.header.free_chunk;
             self.header.free_chunk = c;
             c = next;
@@ -358,6 +369,16 @@ impl<'a> StoreView<'a> {
             self.tables[i].keys[slot].minute = minute;
         }
         let hash = key_hash(key)[0];
+        let name = self.name(i, hash, key, now);
+        let (c, at) = (self.names[name].last_chunk, self.names[name].last_at as usize);
+        if c != NONE {
+            let chunk = &mut self.chunks[c as usize];
+            if chunk.table == i as u32 && chunk.minute == minute && at < chunk.len as usize && chunk.records[at].hash == hash {
+                chunk.records[at].count += agg.count as u64;
+                chunk.records[at].sum += agg.sum;
+                return;
+            }
+        }
         let tail = self.tables[i].keys[slot].tail;
         let tail = if tail != NONE && (self.chunks[tail as usize].len as usize) < CHUNK_RECORDS {
             tail
@@ -376,9 +397,12 @@ impl<'a> StoreView<'a> {
             c
         };
         let chunk = &mut self.chunks[tail as usize];
+        chunk.table = i as u32;
+        chunk.minute = minute;
         chunk.records[chunk.len as usize] = Record { hash, count: agg.count as u64, sum: agg.sum };
+        self.names[name].last_chunk = tail;
+        self.names[name].last_at = chunk.len;
         chunk.len += 1;
-        self.name(i, hash, key, now);
     }
 
     /// A free chunk; when there is none, the oldest key minute of any table but `(i, slot)` is
@@ -411,8 +435,9 @@ impl<'a> StoreView<'a> {
     }
 
     /// Remembers a key's name; the least recently used name of its set makes room.
-    fn name(&mut self, i: usize, hash: u64, key: &str, now: i64) {
+    fn name(&mut self, i: usize, hash: u64, key: &str, now: i64) -> usize {
         let range = self.name_set(i, hash);
+        let start = range.start;
         let set = &mut self.names[range];
         let way = set
             .iter()
@@ -424,8 +449,10 @@ impl<'a> StoreView<'a> {
             n.hash = hash;
             n.len = key.len() as u32;
             n.bytes[..key.len()].copy_from_slice(key.as_bytes());
+            n.last_chunk = NONE;
         }
         n.used_at = now;
+        start + way
     }
 
     /// The names of `hashes` in the table's records, or `None` if one was pushed out.
@@ -762,6 +789,22 @@ mod tests {
         assert!(s.window(T, m - 7 * MINUTE, NOW, 0, &mut Folder::default()).is_none());
         let (totals, active, _) = read(&s, T, m - 6 * MINUTE, 0).unwrap();
         assert_eq!((totals.count as usize, active), (7 * CHUNK_RECORDS + 1, CHUNK_RECORDS + 1));
+    }
+
+    #[test]
+    fn a_key_committed_again_in_the_same_minute_adds_to_its_record() {
+        let mut mem = region(RECORDS);
+        let mut s = view(&mut mem, RECORDS, true);
+        let m = minute_of(NOW);
+        s.load(T, NOW, m - 5 * MINUTE, m - 5 * MINUTE, &Rollup::default());
+        for _ in 0..1000 {
+            s.add(T, NOW, &rows(&[(NOW, "a", 1.0), (NOW, "b", 2.0)]), None);
+        }
+        s.add(T, NOW, &rows(&[(NOW - MINUTE, "a", 1.0)]), None);
+        assert_eq!(s.usage().1, 3, "one record per key and minute");
+        let (totals, active, top) = read(&s, T, m - MINUTE, 2).unwrap();
+        assert_eq!((totals.count, active), (2001, 2));
+        assert_eq!(top, vec![("b".to_string(), 1000, 2000.0), ("a".to_string(), 1001, 1001.0)]);
     }
 
     #[test]
