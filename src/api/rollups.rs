@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::engine::rollup::{Agg, Rollup};
-use crate::engine::rollup_store::Window;
+use crate::engine::rollup_store::{Owner, Window};
 use crate::error::OrReport;
 use crate::pg::{cache, rollups};
 
@@ -49,11 +49,15 @@ fn rollup_window(
     TableIterator::new(window_row(relation, since, top.max(0) as usize))
 }
 
-fn window_row(relation: pg_sys::Oid, since: TimestampWithTimeZone, top: usize) -> Option<WindowRow> {
+/// Whose rollups memory holds for a watched table; `None` while the watch is unusable, since it
+/// adds no rows then and what memory holds is out of date.
+fn usable_owner(relation: pg_sys::Oid) -> Option<Owner> {
     let watch = cache::watch(relation).or_report();
-    // An unusable watch adds no rows: what memory holds is out of date.
-    watch.row_columns.as_ref()?;
-    let Window { totals, active, top } = rollups::window(rollups::owner(&watch), since.into(), top)?;
+    watch.row_columns.as_ref().map(|_| rollups::owner(&watch))
+}
+
+fn window_row(relation: pg_sys::Oid, since: TimestampWithTimeZone, top: usize) -> Option<WindowRow> {
+    let Window { totals, active, top } = rollups::window(usable_owner(relation)?, since.into(), top)?;
     let top_users: Vec<serde_json::Value> = top
         .into_iter()
         .map(|(key, k)| serde_json::json!({"key": key, "transactions": k.count, "total": k.sum, "avg": k.sum / k.count as f64}))
@@ -79,8 +83,7 @@ fn rollup_totals(
     relation: pg_sys::Oid,
     since: TimestampWithTimeZone,
 ) -> TableIterator<'static, (name!(row_count, i64), name!(avg_delay_s, Option<f64>))> {
-    let watch = cache::watch(relation).or_report();
-    let totals = watch.row_columns.as_ref().and_then(|_| rollups::totals(rollups::owner(&watch), since.into()));
+    let totals = usable_owner(relation).and_then(|owner| rollups::totals(owner, since.into()));
     TableIterator::new(totals.map(|t| {
         (t.count, (t.count > 0).then(|| t.age_sum / t.count as f64 / 1e6))
     }))

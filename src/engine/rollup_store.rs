@@ -456,7 +456,7 @@ impl<'a> StoreView<'a> {
     }
 
     /// The names of `hashes` in the table's records, or `None` if one was pushed out.
-    pub fn names(&self, owner: Owner, hashes: &[u64]) -> Option<Vec<String>> {
+    fn names(&self, owner: Owner, hashes: &[u64]) -> Option<Vec<String>> {
         let i = self.find(owner)?;
         hashes
             .iter()
@@ -623,7 +623,7 @@ impl Folder {
 }
 
 /// The `top` keys by sum, then by name, from `fold`'s candidates and their names.
-pub fn rank(candidates: Vec<KeyTotal>, names: Vec<String>, top: usize) -> Vec<(String, KeyTotal)> {
+fn rank(candidates: Vec<KeyTotal>, names: Vec<String>, top: usize) -> Vec<(String, KeyTotal)> {
     let mut out: Vec<(String, KeyTotal)> = names.into_iter().zip(candidates).collect();
     out.sort_by(|a, b| b.1.sum.total_cmp(&a.1.sum).then_with(|| a.0.cmp(&b.0)));
     out.truncate(top);

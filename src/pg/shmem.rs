@@ -1,5 +1,5 @@
 //! Named shared-memory regions, each with one LWLock, requested while the postmaster preloads
-//! pg_cep (the window cache, the pattern-state copies). One pair of hooks serves them all.
+//! pg_cep (the window cache, the pattern-state copies, the rollups). One pair of hooks serves them all.
 
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicPtr, Ordering};
