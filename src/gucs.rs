@@ -9,6 +9,7 @@ static MEDIUM_RISK_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.4);
 static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(0);
 static TIMEOUT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(1);
 static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5000);
+static NOTIFY_AFTER_COMMIT: GucSetting<bool> = GucSetting::<bool>::new(true);
 static MAINTENANCE_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 pub fn init() {
@@ -52,6 +53,19 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_bool_guc(
+        c"cep.notify_after_commit",
+        c"Whether change-capture notifications are sent just after commit by a sender per database.",
+        c"Off: the committing transaction sends them itself, and Postgres serialises every committing transaction that notifies. \
+          Needs pg_cep in shared_preload_libraries; without it they are always sent by the transaction.",
+        &NOTIFY_AFTER_COMMIT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+pub fn notify_after_commit() -> bool {
+    NOTIFY_AFTER_COMMIT.get()
 }
 
 /// Settings read by the background worker only.

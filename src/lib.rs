@@ -24,6 +24,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::window_cache::init();
     pg::state_cache::init();
     pg::rollups::init();
+    pg::notifier::init();
     pg::xact::init();
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         gucs::init_preloaded();

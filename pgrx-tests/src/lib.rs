@@ -85,12 +85,17 @@ impl Drop for TestDb {
 
 /// Collects the notifications a LISTENing connection receives until `quiet` passes with none.
 pub fn drain_notifications(listener: &mut Client, quiet: Duration) -> Vec<(String, String)> {
+    drain_notifications_with_senders(listener, quiet).into_iter().map(|(channel, payload, _)| (channel, payload)).collect()
+}
+
+/// The same, with the process id of the backend that sent each one.
+pub fn drain_notifications_with_senders(listener: &mut Client, quiet: Duration) -> Vec<(String, String, i32)> {
     let mut got = Vec::new();
     let mut notes = listener.notifications();
     let mut it = notes.timeout_iter(quiet);
     use postgres::fallible_iterator::FallibleIterator;
     while let Ok(Some(n)) = it.next() {
-        got.push((n.channel().to_string(), n.payload().to_string()));
+        got.push((n.channel().to_string(), n.payload().to_string(), n.process_id()));
     }
     got
 }

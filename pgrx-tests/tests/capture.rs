@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pg_cep_e2e::{drain_notifications, Client, TestDb};
+use pg_cep_e2e::{drain_notifications, drain_notifications_with_senders, Client, TestDb};
 
 const GRAPH: &str = "
     CREATE TABLE nodes (id bigint PRIMARY KEY, label text NOT NULL, properties jsonb NOT NULL DEFAULT '{}');
@@ -137,4 +137,84 @@ fn a_consumer_that_reconnects_misses_nothing() {
     younger.batch_execute("COMMIT").unwrap();
     let then: Vec<String> = consumer.query("SELECT pk FROM cep.changes_since($1)", &[&five]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(then, ["4"]);
+}
+
+/// The sender's process id in this database, once it runs (it starts on the first notifying commit).
+fn sender(c: &mut Client) -> Option<i32> {
+    c.query_opt("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_cep notifier' AND datname = current_database()", &[])
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[test]
+fn notifications_are_sent_after_commit_by_the_databases_sender_which_leaves_when_idle() {
+    let db = TestDb::new("capture_sender");
+    let mut c = db.connect();
+    c.batch_execute(GRAPH).unwrap();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN graph").unwrap();
+    // The first commit finds no sender: it notifies itself, and starts one.
+    c.batch_execute("INSERT INTO nodes VALUES (1, 'A')").unwrap();
+    let own_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let first = drain_notifications_with_senders(&mut listener, Duration::from_millis(300));
+    assert_eq!(first.len(), 1, "{first:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) = sender(&mut c) {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sender started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(pid, own_pid);
+
+    // Two writers, 100 single-row transactions each, some rolled back, some with a rolled-back
+    // savepoint: one notification per committed transaction, from the sender, none for the rest.
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mut c = db.connect();
+            std::thread::spawn(move || {
+                for i in 0..100i64 {
+                    let id = 1000 + w * 1000 + i;
+                    match i % 10 {
+                        3 => c.batch_execute(&format!("BEGIN; INSERT INTO nodes VALUES ({id}, 'X'); ROLLBACK")).unwrap(),
+                        7 => c
+                            .batch_execute(&format!("BEGIN; SAVEPOINT s; INSERT INTO nodes VALUES ({id}, 'X'); ROLLBACK TO s; COMMIT"))
+                            .unwrap(),
+                        _ => c.batch_execute(&format!("INSERT INTO nodes VALUES ({id}, 'X')")).unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(500));
+    assert_eq!(got.len(), 160, "one per committed transaction");
+    assert!(got.iter().all(|n| n.2 == pid), "all from the sender");
+    let mut notified: Vec<String> = got.iter().map(|n| json(&n.1)["correlation_id"].as_str().unwrap().to_string()).collect();
+    notified.sort();
+    notified.dedup();
+    let mut logged: Vec<String> = c
+        .query("SELECT DISTINCT correlation_id::text FROM cep.change_log WHERE pk::bigint >= 1000", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    logged.sort();
+    assert_eq!(notified, logged, "each committed transaction notified once, and no other");
+
+    // Off, a transaction notifies itself.
+    c.batch_execute("SET cep.notify_after_commit = off; INSERT INTO nodes VALUES (2, 'B')").unwrap();
+    let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(300));
+    assert_eq!(got.iter().map(|n| n.2).collect::<Vec<_>>(), [own_pid]);
+
+    // Idle, the sender leaves within seconds, so a plain DROP DATABASE is never kept waiting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sender(&mut c).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the sender stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop((c, listener));
+    let mut admin = pg_cep_e2e::connect_to("postgres");
+    admin.batch_execute(&format!("DROP DATABASE \"{}\"", db.name)).unwrap();
 }

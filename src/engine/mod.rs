@@ -5,6 +5,7 @@ pub mod clock;
 pub mod counters;
 pub mod evaluate;
 pub mod interval;
+pub mod notice_queue;
 pub mod partition;
 pub mod pattern;
 pub mod payload;

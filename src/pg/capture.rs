@@ -1,6 +1,6 @@
 //! Change capture in Postgres: one set-based INSERT into `cep.change_log` per statement, the
 //! anomaly checks for that statement, and one notification per transaction and channel, sent
-//! as the transaction commits (and never when it rolls back).
+//! once the transaction has committed (and never when it rolls back; see `pg::notifier`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -13,7 +13,7 @@ use pgrx::PgOid;
 use crate::engine::capture::{crosses, event_type, Kind, Op};
 use crate::engine::payload;
 use crate::error::CepResult;
-use crate::pg::spi;
+use crate::pg::{notifier, spi};
 
 /// A captured table's settings, as `cep.capture` stored them.
 pub struct Capture {
@@ -266,11 +266,6 @@ struct Pending {
     count: i64,
 }
 
-unsafe extern "C-unwind" {
-    /// `commands/async.h`, which pgrx's bindings leave out.
-    fn Async_Notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
-}
-
 thread_local! {
     /// Per table (and key) and anomaly: until when its window is known to hold more than the
     /// limit, so the statements of a busy table skip the count. Rows only leave a window as time
@@ -319,12 +314,7 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
         let mut tables: Vec<String> = mine.iter().map(|p| p.table.clone()).collect();
         tables.sort();
         tables.dedup();
-        let body = payload::changes(xid, first, last, count, &tables);
-        let (Ok(channel), Ok(body)) = (std::ffi::CString::new(channel), std::ffi::CString::new(body)) else { continue };
-        // SAFETY: NOTIFY's own entry point (channel and payload are within its limits); pre-commit
-        // runs before Postgres queues the transaction's notifications. An ERROR it raised would
-        // cross this frame as a Rust panic, which the guard turns back into the ERROR.
-        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| Async_Notify(channel.as_ptr(), body.as_ptr())) };
+        notifier::notify_after_commit(channel, &payload::changes(xid, first, last, count, &tables));
     }
 }
 

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod capture;
 pub mod columns;
 pub mod history;
+pub mod notifier;
 pub mod partitions;
 pub mod patterns;
 pub mod rollups;

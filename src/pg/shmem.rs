@@ -15,7 +15,7 @@ pub struct Region {
     lock: AtomicPtr<pg_sys::LWLock>,
 }
 
-const MAX_REGIONS: usize = 4;
+const MAX_REGIONS: usize = 6;
 static REGIONS: [AtomicPtr<Region>; MAX_REGIONS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_REGIONS];
 static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;

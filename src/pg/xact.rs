@@ -1,10 +1,10 @@
 //! pg_cep's transaction callbacks, registered once. Each module that keeps this transaction's
-//! work in the backend (capture's pending notifications, the window cache's events, the
+//! work in the backend (capture's pending notifications and the notices it queued for the sender, the window cache's events, the
 //! pattern-state copies, the rollups) gets every event, in this order.
 
 use pgrx::prelude::*;
 
-use crate::pg::{capture, rollups, state_cache, window_cache};
+use crate::pg::{capture, notifier, rollups, state_cache, window_cache};
 
 /// Called once from `_PG_init`.
 pub fn init() {
@@ -18,6 +18,7 @@ pub fn init() {
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     capture::on_xact(event);
+    notifier::on_xact(event);
     state_cache::on_xact(event);
     window_cache::on_xact(event);
     rollups::on_xact(event);

@@ -1,0 +1,385 @@
+//! Notifications handed from committing transactions to a per-database sender.
+//!
+//! Postgres serialises every transaction that sends a NOTIFY: it holds one cluster-wide lock from
+//! the moment the notifications are queued until the commit has ended. A busy captured table would
+//! make its writers wait for each other there. Instead, a transaction reserves its notices in a
+//! queue of its database before it commits, marks them ready once it has committed (or cancels
+//! them if it aborts), and the database's sender delivers them in reservation order, in batches,
+//! from its own transactions. A notice is sent only after its transaction committed, as NOTIFY
+//! itself guarantees.
+//!
+//! The layout is plain old data, meant to live in shared memory; every method expects the caller
+//! to hold the lock that guards it.
+
+pub const DATABASES: usize = 8;
+pub const SLOTS: usize = 512;
+/// Channel names are identifiers: at most NAMEDATALEN - 1 bytes.
+pub const CHANNEL_BYTES: usize = 64;
+/// A capture payload is about 150 bytes; a longer one is sent by its own transaction.
+pub const PAYLOAD_BYTES: usize = 448;
+/// A reserved notice whose transaction neither committed nor aborted in this time belongs to a
+/// backend that died mid-commit (the server would have restarted on a crash): it is skipped.
+pub const STALE_RESERVATION_US: i64 = 10_000_000;
+/// A sender that was asked for but never started may be asked for again after this time.
+pub const STALE_START_US: i64 = 10_000_000;
+
+const FREE: u32 = 0;
+const RESERVED: u32 = 1;
+const READY: u32 = 2;
+const CANCELLED: u32 = 3;
+
+const IDLE: u32 = 0;
+const STARTING: u32 = 1;
+const RUNNING: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Slot {
+    state: u32,
+    channel_len: u32,
+    payload_len: u32,
+    reserved_at: i64,
+    channel: [u8; CHANNEL_BYTES],
+    payload: [u8; PAYLOAD_BYTES],
+}
+
+/// One database's queue, and its sender.
+#[repr(C)]
+struct Queue {
+    database: u32,
+    sender: u32,
+    pid: i32,
+    /// Where to wake the sender: the address of its latch, the same in every process.
+    latch: usize,
+    /// When `sender` last changed.
+    since: i64,
+    /// The next notice to deliver, and the next to reserve: `tail - head` are waiting.
+    head: u64,
+    tail: u64,
+    slots: [Slot; SLOTS],
+}
+
+#[repr(C)]
+pub struct NoticeQueues {
+    queues: [Queue; DATABASES],
+}
+
+/// A reserved notice: which queue, and where in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    queue: usize,
+    position: u64,
+}
+
+/// A notice as the sender delivers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub channel: String,
+    pub payload: String,
+}
+
+/// Why a notice was not queued: the transaction then sends it itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The database has no running sender (the caller may start one: see `start`).
+    NoSender,
+    Full,
+    TooLong,
+}
+
+impl NoticeQueues {
+    /// Sets up zeroed memory: every queue idle and empty.
+    pub fn init(&mut self) {
+        for q in self.queues.iter_mut() {
+            (q.database, q.sender, q.pid, q.latch, q.since, q.head, q.tail) = (0, IDLE, 0, 0, 0, 0, 0);
+            for s in q.slots.iter_mut() {
+                s.state = FREE;
+            }
+        }
+    }
+
+    fn find(&self, database: u32) -> Option<usize> {
+        self.queues.iter().position(|q| q.database == database)
+    }
+
+    /// Queues a notice for the database's sender, before the transaction commits.
+    pub fn reserve(&mut self, database: u32, channel: &str, payload: &str, now: i64) -> Result<Ticket, Refused> {
+        if channel.len() >= CHANNEL_BYTES || payload.len() > PAYLOAD_BYTES {
+            return Err(Refused::TooLong);
+        }
+        let index = self.find(database).ok_or(Refused::NoSender)?;
+        let q = &mut self.queues[index];
+        if q.sender != RUNNING {
+            return Err(Refused::NoSender);
+        }
+        if q.tail - q.head >= SLOTS as u64 {
+            return Err(Refused::Full);
+        }
+        let position = q.tail;
+        let s = &mut q.slots[(position % SLOTS as u64) as usize];
+        s.state = RESERVED;
+        s.reserved_at = now;
+        s.channel[..channel.len()].copy_from_slice(channel.as_bytes());
+        s.channel_len = channel.len() as u32;
+        s.payload[..payload.len()].copy_from_slice(payload.as_bytes());
+        s.payload_len = payload.len() as u32;
+        q.tail += 1;
+        Ok(Ticket { queue: index, position })
+    }
+
+    fn slot(&mut self, t: Ticket) -> Option<&mut Slot> {
+        let q = &mut self.queues[t.queue];
+        (t.position >= q.head && t.position < q.tail).then(|| &mut q.slots[(t.position % SLOTS as u64) as usize])
+    }
+
+    /// The transaction committed: the notice may go. Returns the latch to set (outside the lock),
+    /// if the sender is running.
+    pub fn publish(&mut self, t: Ticket) -> Option<usize> {
+        if let Some(s) = self.slot(t).filter(|s| s.state == RESERVED) {
+            s.state = READY;
+        }
+        let q = &self.queues[t.queue];
+        (q.sender == RUNNING && q.latch != 0).then_some(q.latch)
+    }
+
+    /// The transaction aborted: the notice never goes.
+    pub fn cancel(&mut self, t: Ticket) {
+        if let Some(s) = self.slot(t).filter(|s| s.state == RESERVED) {
+            s.state = CANCELLED;
+        }
+    }
+
+    /// For the database's sender: the notices ready at the head of its queue, in order, up to
+    /// `max`, and how many slots they span (cancelled and stale ones included). They stay queued
+    /// until `delivered` is called with that count, so a sender that fails leaves them to the next.
+    /// Stops at a notice whose transaction is still committing.
+    pub fn ready(&self, database: u32, max: usize, now: i64, out: &mut Vec<Notice>) -> u64 {
+        out.clear();
+        let Some(index) = self.find(database) else { return 0 };
+        let q = &self.queues[index];
+        let mut position = q.head;
+        while position < q.tail && out.len() < max {
+            let s = &q.slots[(position % SLOTS as u64) as usize];
+            match s.state {
+                READY => out.push(Notice {
+                    channel: String::from_utf8_lossy(&s.channel[..s.channel_len as usize]).into_owned(),
+                    payload: String::from_utf8_lossy(&s.payload[..s.payload_len as usize]).into_owned(),
+                }),
+                RESERVED if now - s.reserved_at < STALE_RESERVATION_US => break,
+                _ => {}
+            }
+            position += 1;
+        }
+        position - q.head
+    }
+
+    /// The first `count` slots of the database's queue were delivered (see `ready`).
+    pub fn delivered(&mut self, database: u32, count: u64) {
+        let Some(index) = self.find(database) else { return };
+        let q = &mut self.queues[index];
+        let count = count.min(q.tail - q.head);
+        for position in q.head..q.head + count {
+            q.slots[(position % SLOTS as u64) as usize].state = FREE;
+        }
+        q.head += count;
+    }
+
+    /// A transaction found no sender: whether it should start one (then it must call `attach`
+    /// from the sender, or `failed` if the start failed). At most one sender per database is
+    /// asked for at a time; a queue is given to a new database only when idle and empty.
+    pub fn start(&mut self, database: u32, now: i64) -> bool {
+        let index = match self.find(database) {
+            Some(i) => i,
+            // A queue whose sender never came (its database was dropped meanwhile) is free too.
+            None => match self.queues.iter().position(|q| {
+                q.database == 0 || ((q.sender == IDLE || (q.sender == STARTING && now - q.since >= STALE_START_US)) && q.head == q.tail)
+            }) {
+                Some(i) => {
+                    let q = &mut self.queues[i];
+                    (q.database, q.head, q.tail) = (database, 0, 0);
+                    i
+                }
+                None => return false,
+            },
+        };
+        let q = &mut self.queues[index];
+        let stale = now - q.since >= STALE_START_US;
+        if q.sender == RUNNING || (q.sender == STARTING && !stale) {
+            return false;
+        }
+        (q.sender, q.pid, q.latch, q.since) = (STARTING, 0, 0, now);
+        true
+    }
+
+    /// The sender could not be started.
+    pub fn failed(&mut self, database: u32) {
+        if let Some(q) = self.find(database).map(|i| &mut self.queues[i]) {
+            if q.sender == STARTING {
+                q.sender = IDLE;
+            }
+        }
+    }
+
+    /// A sender starts serving the database; false if another one already does.
+    pub fn attach(&mut self, database: u32, pid: i32, latch: usize, now: i64) -> bool {
+        let Some(index) = self.find(database) else { return false };
+        let q = &mut self.queues[index];
+        if q.sender == RUNNING && q.pid != pid {
+            return false;
+        }
+        (q.sender, q.pid, q.latch, q.since) = (RUNNING, pid, latch, now);
+        true
+    }
+
+    /// The sender stops. Unless `anyway` (it is exiting), only when nothing is queued, so that no
+    /// committed notice is left without a sender; returns whether it stopped.
+    pub fn detach(&mut self, database: u32, pid: i32, anyway: bool, now: i64) -> bool {
+        let Some(index) = self.find(database) else { return true };
+        let q = &mut self.queues[index];
+        if q.pid != pid || q.sender != RUNNING {
+            return true;
+        }
+        if !anyway && q.head != q.tail {
+            return false;
+        }
+        (q.sender, q.pid, q.latch, q.since) = (IDLE, 0, 0, now);
+        true
+    }
+
+    /// Notices waiting in the database's queue, and whether a sender serves it.
+    pub fn status(&self, database: u32) -> (u64, bool) {
+        self.find(database).map_or((0, false), |i| (self.queues[i].tail - self.queues[i].head, self.queues[i].sender == RUNNING))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queues() -> Box<NoticeQueues> {
+        // SAFETY: all-zero bytes are a valid NoticeQueues (integers and byte arrays).
+        let mut q: Box<NoticeQueues> = unsafe { Box::new(std::mem::zeroed()) };
+        q.init();
+        q
+    }
+
+    fn running(db: u32) -> Box<NoticeQueues> {
+        let mut q = queues();
+        assert!(q.start(db, 0));
+        assert!(q.attach(db, 42, 0x1000, 0));
+        q
+    }
+
+    fn payloads(q: &NoticeQueues, db: u32) -> (Vec<String>, u64) {
+        let mut out = Vec::new();
+        let n = q.ready(db, 100, 1, &mut out);
+        (out.into_iter().map(|n| n.payload).collect(), n)
+    }
+
+    #[test]
+    fn notices_go_after_commit_in_reservation_order_and_aborted_ones_never() {
+        let mut q = running(7);
+        let a = q.reserve(7, "graph", "a", 0).unwrap();
+        let b = q.reserve(7, "graph", "b", 0).unwrap();
+        let c = q.reserve(7, "graph", "c", 0).unwrap();
+        // Nothing is ready before its transaction commits; b commits first but a blocks the head.
+        assert_eq!(q.publish(b), Some(0x1000));
+        assert_eq!(payloads(&q, 7), (vec![], 0));
+        q.cancel(a);
+        q.publish(c);
+        let (sent, span) = payloads(&q, 7);
+        assert_eq!(sent, vec!["b", "c"]);
+        assert_eq!(span, 3);
+        q.delivered(7, span);
+        assert_eq!(q.status(7), (0, true));
+        // A late publish of a delivered ticket changes nothing.
+        q.publish(a);
+        assert_eq!(payloads(&q, 7), (vec![], 0));
+    }
+
+    #[test]
+    fn undelivered_notices_stay_for_the_next_sender() {
+        let mut q = running(7);
+        let t = q.reserve(7, "graph", "x", 0).unwrap();
+        q.publish(t);
+        let (sent, _) = payloads(&q, 7);
+        assert_eq!(sent, vec!["x"]);
+        // The sender died before it delivered: the notice waits, and no one else takes the queue.
+        assert!(q.detach(7, 42, true, 5));
+        assert_eq!(q.reserve(7, "graph", "y", 5), Err(Refused::NoSender));
+        assert_eq!(q.status(7), (1, false));
+        assert!(q.start(7, 5));
+        assert!(q.attach(7, 43, 0x2000, 6));
+        assert_eq!(payloads(&q, 7).0, vec!["x"]);
+    }
+
+    #[test]
+    fn a_sender_with_work_queued_does_not_stop() {
+        let mut q = running(7);
+        let t = q.reserve(7, "graph", "x", 0).unwrap();
+        assert!(!q.detach(7, 42, false, 1));
+        q.publish(t);
+        let (_, span) = payloads(&q, 7);
+        q.delivered(7, span);
+        assert!(q.detach(7, 42, false, 1));
+        assert_eq!(q.status(7), (0, false));
+    }
+
+    #[test]
+    fn refusals_full_too_long_and_no_sender() {
+        let mut q = queues();
+        assert_eq!(q.reserve(7, "graph", "x", 0), Err(Refused::NoSender));
+        assert!(q.start(7, 0));
+        assert!(!q.start(7, 1), "one start at a time");
+        assert_eq!(q.reserve(7, "graph", "x", 0), Err(Refused::NoSender), "starting is not running");
+        assert!(q.start(7, STALE_START_US), "a start that never came is asked again");
+        assert!(q.attach(7, 1, 0x10, 0));
+        assert!(!q.attach(7, 2, 0x20, 0), "one sender per database");
+        assert_eq!(q.reserve(7, &"c".repeat(CHANNEL_BYTES), "x", 0), Err(Refused::TooLong));
+        assert_eq!(q.reserve(7, "graph", &"p".repeat(PAYLOAD_BYTES + 1), 0), Err(Refused::TooLong));
+        for _ in 0..SLOTS {
+            q.reserve(7, "graph", "x", 0).unwrap();
+        }
+        assert_eq!(q.reserve(7, "graph", "x", 0), Err(Refused::Full));
+    }
+
+    #[test]
+    fn a_reservation_whose_backend_died_is_skipped_once_stale() {
+        let mut q = running(7);
+        q.reserve(7, "graph", "lost", 0).unwrap();
+        let t = q.reserve(7, "graph", "next", 0).unwrap();
+        q.publish(t);
+        let mut out = Vec::new();
+        assert_eq!(q.ready(7, 10, 1, &mut out), 0);
+        assert_eq!(q.ready(7, 10, STALE_RESERVATION_US, &mut out), 2);
+        assert_eq!(out, vec![Notice { channel: "graph".into(), payload: "next".into() }]);
+    }
+
+    #[test]
+    fn databases_have_their_own_queues_and_wrap_around() {
+        let mut q = running(7);
+        assert!(q.start(9, 0));
+        assert!(q.attach(9, 50, 0x3000, 0));
+        for round in 0..3 * SLOTS {
+            let a = q.reserve(7, "c7", &format!("{round}"), 0).unwrap();
+            let b = q.reserve(9, "c9", &format!("{round}"), 0).unwrap();
+            assert_eq!(q.publish(b), Some(0x3000));
+            q.publish(a);
+            let mut out = Vec::new();
+            let n = q.ready(7, 10, 0, &mut out);
+            assert_eq!(out, vec![Notice { channel: "c7".into(), payload: format!("{round}") }]);
+            q.delivered(7, n);
+            let n = q.ready(9, 10, 0, &mut out);
+            assert_eq!(out[0].channel, "c9");
+            q.delivered(9, n);
+        }
+        // Every queue in use, and busy: a ninth database gets none and sends its own.
+        for db in 10..10 + DATABASES as u32 - 2 {
+            assert!(q.start(db, 0));
+        }
+        assert!(!q.start(100, 0));
+        // An idle, empty queue goes to a new database.
+        q.failed(10);
+        assert!(q.start(100, 0));
+    }
+}

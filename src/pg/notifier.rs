@@ -1,0 +1,190 @@
+//! Notifications sent just after commit, by a sender per database (`engine::notice_queue`).
+//!
+//! Postgres holds one cluster-wide lock from the moment a transaction queues its notifications
+//! until its commit has ended, so every notifying transaction waits for the others. Change capture
+//! notifies on every committing transaction of a captured table: its writers would queue there.
+//! Instead, a transaction reserves its notices before it commits, marks them ready once committed,
+//! and a background worker of its database sends them, many per transaction of its own. The worker
+//! is started by the first transaction that needs it and leaves after a second with nothing to do
+//! (so that it never keeps `DROP DATABASE` waiting). Until it runs, and whenever its queue is full,
+//! a transaction sends its notices itself, as `cep.notify_after_commit = off` always does.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CString};
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+
+use crate::engine::notice_queue::{Notice, NoticeQueues, Refused, Ticket};
+use crate::gucs;
+use crate::pg::shmem::Region;
+
+static REGION: Region = Region::new(c"pg_cep_notices", std::mem::size_of::<NoticeQueues>, |base| {
+    // SAFETY: the region was just created with this size; all-zero bytes are a valid queue set.
+    unsafe {
+        std::ptr::write_bytes(base, 0, std::mem::size_of::<NoticeQueues>());
+        (*(base as *mut NoticeQueues)).init();
+    }
+});
+
+/// A sender with nothing to do for this long leaves.
+const IDLE_EXIT: Duration = Duration::from_secs(1);
+/// How long a busy sender waits between batches (at most this much added latency).
+const LINGER_US: std::ffi::c_long = 1000;
+/// Notices a sender sends in one transaction.
+const BATCH: usize = 1000;
+
+thread_local! {
+    /// This transaction's reserved notices, made ready at commit.
+    static TICKETS: RefCell<Vec<Ticket>> = const { RefCell::new(Vec::new()) };
+}
+
+unsafe extern "C-unwind" {
+    /// `commands/async.h`, which pgrx's bindings leave out.
+    fn Async_Notify(channel: *const c_char, payload: *const c_char);
+}
+
+/// Called from `_PG_init`: the queues exist only while the postmaster preloads us.
+pub fn init() {
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        REGION.request();
+    }
+}
+
+fn queues(base: *mut u8) -> &'static mut NoticeQueues {
+    // SAFETY: the region holds a NoticeQueues, and the caller holds its lock.
+    unsafe { &mut *(base as *mut NoticeQueues) }
+}
+
+fn database() -> u32 {
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+fn now() -> i64 {
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// NOTIFY from this transaction, as the SQL command does. Channel and payload must be within
+/// NOTIFY's limits (`engine::payload` keeps them so).
+pub fn notify_now(channel: &str, payload: &str) {
+    let (Ok(channel), Ok(payload)) = (CString::new(channel), CString::new(payload)) else { return };
+    // SAFETY: NOTIFY's own entry point, inside a transaction. An ERROR it raises crosses this
+    // frame as a Rust panic, which the guard turns back into the ERROR.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| Async_Notify(channel.as_ptr(), payload.as_ptr())) };
+}
+
+/// Before commit: a notification to send once this transaction has committed, by the
+/// database's sender if it can take it, or else by this transaction itself.
+pub fn notify_after_commit(channel: &str, payload: &str) {
+    if gucs::notify_after_commit() && REGION.exists() {
+        let (db, at) = (database(), now());
+        let reserved = REGION.locked(|base| {
+            let q = queues(base);
+            q.reserve(db, channel, payload, at).map_err(|refused| refused == Refused::NoSender && q.start(db, at))
+        });
+        match reserved {
+            Some(Ok(ticket)) => return TICKETS.with(|t| t.borrow_mut().push(ticket)),
+            Some(Err(true)) => start_sender(db),
+            _ => {}
+        }
+    }
+    notify_now(channel, payload);
+}
+
+fn start_sender(db: u32) {
+    let started = BackgroundWorkerBuilder::new(&format!("pg_cep notifier for database {db}"))
+        .set_type("pg_cep notifier")
+        .set_function("pg_cep_notifier_main")
+        .set_library("pg_cep")
+        .enable_spi_access()
+        .set_argument(Some(pg_sys::Datum::from(db)))
+        .set_restart_time(None)
+        .load_dynamic();
+    if started.is_err() {
+        // No worker slot free (max_worker_processes): transactions keep sending their own.
+        REGION.locked(|base| queues(base).failed(db));
+    }
+}
+
+/// This module's part of `pg::xact`'s transaction callback: reserved notices go once their
+/// transaction has committed, and never if it aborted.
+pub fn on_xact(event: pg_sys::XactEvent::Type) {
+    use pg_sys::XactEvent::*;
+    if event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT {
+        return;
+    }
+    let tickets = TICKETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    if tickets.is_empty() {
+        return;
+    }
+    let latches = REGION.locked(|base| {
+        let q = queues(base);
+        let mut latches: Vec<usize> = Vec::new();
+        for ticket in tickets {
+            if event == XACT_EVENT_COMMIT {
+                latches.extend(q.publish(ticket));
+            } else {
+                q.cancel(ticket);
+            }
+        }
+        latches.dedup();
+        latches
+    });
+    for latch in latches.unwrap_or_default() {
+        // SAFETY: a running sender's latch, in shared memory; setting a latch never fails.
+        unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+    }
+}
+
+/// Waiting notices in this database's queue, and whether its sender runs (for the tests).
+pub fn status() -> (i64, bool) {
+    let db = database();
+    REGION.locked_shared(|base| queues(base).status(db)).map_or((0, false), |(n, running)| (n as i64, running))
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
+    let db = arg.value() as u32;
+    let (pid, at) = (unsafe { pg_sys::MyProcPid }, now());
+    REGION.locked(|base| queues(base).detach(db, pid, true, at));
+}
+
+/// The sender of one database (its oid is the argument).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    let db = arg.value() as u32;
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    let pid = unsafe { pg_sys::MyProcPid };
+    let latch = unsafe { pg_sys::MyLatch } as usize;
+    if REGION.locked(|base| queues(base).attach(db, pid, latch, now())) != Some(true) {
+        return;
+    }
+    // SAFETY: registers a callback of static lifetime; it runs however this process exits.
+    unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(db)) };
+    let mut notices: Vec<Notice> = Vec::with_capacity(BATCH);
+    let mut last_work = Instant::now();
+    loop {
+        let span = REGION.locked_shared(|base| queues(base).ready(db, BATCH, now(), &mut notices)).unwrap_or(0);
+        if span > 0 {
+            if !notices.is_empty() {
+                // Removed from the queue only once sent: a sender that fails leaves them to the next.
+                BackgroundWorker::transaction(|| notices.iter().for_each(|n| notify_now(&n.channel, &n.payload)));
+            }
+            REGION.locked(|base| queues(base).delivered(db, span));
+            last_work = Instant::now();
+            // While busy, let notices gather for a moment: one transaction then sends many, and
+            // committing backends find this process awake and need not signal it.
+            unsafe { pg_sys::pg_usleep(LINGER_US) };
+            continue;
+        }
+        if last_work.elapsed() >= IDLE_EXIT && REGION.locked(|base| queues(base).detach(db, pid, false, now())) == Some(true) {
+            return;
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+            return;
+        }
+    }
+}
