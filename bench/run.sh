@@ -18,7 +18,19 @@ tps() { # script [clients] -> transactions per second
         | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# COMMIT-to-LISTEN latency: 500 sequential commits of a single-row INSERT (with $1) that notifies.
+latency() { # channel insert
+    ( cd .. && cargo run -q --release -p pg_cep_e2e --bin notify_latency -- "$port" "$db" "$1" 500 "$2" )
+}
 mean2() { awk -v x="$1" -v y="$2" 'BEGIN { print (x + y) / 2 }'; }
+
+# A case that follows another starts on a restarted server, after a checkpoint, with the earlier
+# cases' tables gone: their autovacuum and checkpoint work would otherwise fall in its runs.
+fresh_server() { # tables to drop first
+    [ $# -gt 0 ] && $PSQL -d $db -c "SET client_min_messages = warning; DROP TABLE IF EXISTS $* CASCADE" >/dev/null
+    bash ../scripts/cluster.sh restart bench >/dev/null
+    $PSQL -d $db -c "CHECKPOINT" >/dev/null
+}
 
 run_case() { # label kind: two rounds in opposite orders, so no case always runs first; the mean
     local b1 p1 c1 b2 p2 c2 b p c
@@ -79,7 +91,7 @@ EOS
 load() { # rows keys span count_limit
     # A fresh server for every case: the set-up drops and recreates the tables, and the shared
     # window cache would otherwise start full of the dropped tables' events.
-    bash ../scripts/cluster.sh restart bench >/dev/null
+    fresh_server
     echo "loading $1 rows over $3 for $2 keys into three tables..."
     sed "s/__COUNT_LIMIT__/$4/" setup_inserts.sql | $PSQL -d $db -v ON_ERROR_STOP=1 -v rows="$1" -v keys="$2" -v span="$3" -v count_limit="$4" -f - >/dev/null
     scripts "$2"
@@ -131,7 +143,7 @@ echo "   pg_cep alert rate: $(alert_rate)"
 $PSQL -d $db -tAc "SELECT cep.watch_rollups('tx_cep', false)" >/dev/null
 echo
 echo "== COMMIT to LISTEN receipt (pg_cep, 500 sequential alerting commits) =="
-( cd .. && cargo run -q --release -p pg_cep_e2e --bin notify_latency -- "$port" "$db" tx_cep bench_alerts 500 )
+latency bench_alerts "INSERT INTO tx_cep (user_id, amount, location, created_at) VALUES (\$1, 50000, 'L0', now())"
 rm -rf "$work"
 fi
 
@@ -171,6 +183,7 @@ fi
 if want capture; then
 echo
 echo "== Change capture (tps, mean of two rounds; $clients clients, $secs s per run) =="
+fresh_server tx_bare tx_cep tx_plpgsql plpgsql_alerts ev_bare ev_cep ev_plpgsql ev_plpgsql_state ev_plpgsql_matches
 $PSQL -d $db -v ON_ERROR_STOP=1 -f setup_capture.sql >/dev/null
 work=$(mktemp -d)
 for t in bare cep plpgsql; do
@@ -185,6 +198,8 @@ done
 run_case "single-row INSERT" single
 run_case "1,000-row INSERT" batch
 echo "   logged: pg_cep $($PSQL -d $db -tAc "SELECT count(*) FROM cep.change_log WHERE table_name = 'public.cap_cep'"), PL/pgSQL $($PSQL -d $db -tAc "SELECT count(*) FROM cap_plpgsql_log")"
+echo "   COMMIT to LISTEN receipt, 500 sequential commits, sent by the database's sender (pg_cep notifier):"
+latency bench_changes "INSERT INTO cap_cep (label, properties) VALUES ('Person', jsonb_build_object('n', \$1::int))"
 rm -rf "$work"
 fi
 

@@ -22,6 +22,10 @@ pub const PAYLOAD_BYTES: usize = 448;
 pub const STALE_RESERVATION_US: i64 = 10_000_000;
 /// A sender that was asked for but never started may be asked for again after this time.
 pub const STALE_START_US: i64 = 10_000_000;
+/// After a sender left notices behind (it failed, or was terminated), the next one is started
+/// no sooner than this: a sender that fails at once (the NOTIFY queue full of notifications a
+/// stalled listener never reads) must not be started again on every commit.
+pub const RESTART_DELAY_US: i64 = 1_000_000;
 
 const FREE: u32 = 0;
 const RESERVED: u32 = 1;
@@ -204,7 +208,8 @@ impl NoticeQueues {
         };
         let q = &mut self.queues[index];
         let stale = now - q.since >= STALE_START_US;
-        if q.sender == RUNNING || (q.sender == STARTING && !stale) {
+        let left_work = q.sender == IDLE && q.head != q.tail && now - q.since < RESTART_DELAY_US;
+        if q.sender == RUNNING || (q.sender == STARTING && !stale) || left_work {
             return false;
         }
         (q.sender, q.pid, q.latch, q.since) = (STARTING, 0, 0, now);
@@ -308,7 +313,8 @@ mod tests {
         assert!(q.detach(7, 42, true, 5));
         assert_eq!(q.reserve(7, "graph", "y", 5), Err(Refused::NoSender));
         assert_eq!(q.status(7), (1, false));
-        assert!(q.start(7, 5));
+        assert!(!q.start(7, 6), "not at once after a sender left work behind");
+        assert!(q.start(7, 5 + RESTART_DELAY_US));
         assert!(q.attach(7, 43, 0x2000, 6));
         assert_eq!(payloads(&q, 7).0, vec!["x"]);
     }

@@ -137,12 +137,6 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
     }
 }
 
-/// Waiting notices in this database's queue, and whether its sender runs (for the tests).
-pub fn status() -> (i64, bool) {
-    let db = database();
-    REGION.locked_shared(|base| queues(base).status(db)).map_or((0, false), |(n, running)| (n as i64, running))
-}
-
 #[pg_guard]
 unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
     let db = arg.value() as u32;
@@ -175,9 +169,12 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             }
             REGION.locked(|base| queues(base).delivered(db, span));
             last_work = Instant::now();
-            // While busy, let notices gather for a moment: one transaction then sends many, and
-            // committing backends find this process awake and need not signal it.
-            unsafe { pg_sys::pg_usleep(LINGER_US) };
+            // While busy (more than one notice was waiting), let notices gather for a moment: one
+            // transaction then sends many, and committing backends find this process awake and
+            // need not signal it. A lone notice goes at once, and so does the next.
+            if notices.len() > 1 {
+                unsafe { pg_sys::pg_usleep(LINGER_US) };
+            }
             continue;
         }
         if last_work.elapsed() >= IDLE_EXIT && REGION.locked(|base| queues(base).detach(db, pid, false, now())) == Some(true) {

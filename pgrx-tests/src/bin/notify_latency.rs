@@ -1,7 +1,8 @@
 //! Latency from COMMIT to receipt by a LISTEN client, for `make bench`.
 //!
-//! `notify_latency PORT DBNAME TABLE CHANNEL N`: commits N single-row inserts that each raise an
-//! alert, one at a time, and prints the median and p99 time from sending COMMIT until the
+//! `notify_latency PORT DBNAME CHANNEL N INSERT`: commits N times the single-row INSERT (whose
+//! one parameter, `$1`, is an int4 from 0 to 999), each of which must cause a notification on
+//! CHANNEL, one at a time, and prints the median and p99 time from sending COMMIT until the
 //! listening connection has the notification.
 
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use postgres::{Client, NoTls};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, port, db, table, channel, n] = args.as_slice() else {
-        eprintln!("usage: notify_latency PORT DBNAME TABLE CHANNEL N");
+    let [_, port, db, channel, n, insert] = args.as_slice() else {
+        eprintln!("usage: notify_latency PORT DBNAME CHANNEL N INSERT");
         std::process::exit(2);
     };
     let n: usize = n.parse().expect("N is a number");
@@ -22,7 +23,6 @@ fn main() {
     listener.batch_execute(&format!("LISTEN \"{channel}\"")).unwrap();
     // Drain anything left from earlier runs.
     while let Ok(Some(_)) = listener.notifications().timeout_iter(Duration::from_millis(200)).next() {}
-    let insert = format!("INSERT INTO {table} (user_id, amount, location, created_at) VALUES ($1, 50000, 'L0', now())");
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let mut tx = writer.transaction().unwrap();
