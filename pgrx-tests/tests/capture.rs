@@ -153,26 +153,33 @@ fn notifications_are_sent_after_commit_by_the_databases_sender_which_leaves_when
     c.batch_execute(GRAPH).unwrap();
     let mut listener = db.connect();
     listener.batch_execute("LISTEN graph").unwrap();
-    // The first commit finds no sender: it notifies itself, and starts one.
-    c.batch_execute("INSERT INTO nodes VALUES (1, 'A')").unwrap();
+    // The first commit finds no sender: it notifies itself, and starts one. Commits go on until
+    // one is sent by another process: the sender then runs.
     let own_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut writers: Vec<Client> = (0..2).map(|_| db.connect()).collect();
+    c.batch_execute("INSERT INTO nodes VALUES (1, 'A')").unwrap();
     let first = drain_notifications_with_senders(&mut listener, Duration::from_millis(300));
-    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first.iter().map(|n| n.2).collect::<Vec<_>>(), [own_pid], "the first commit notifies by itself");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut warm_up = 500;
     let pid = loop {
-        if let Some(pid) = sender(&mut c) {
-            break pid;
+        c.batch_execute(&format!("INSERT INTO nodes VALUES ({warm_up}, 'W')")).unwrap();
+        warm_up += 1;
+        let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(100));
+        assert_eq!(got.len(), 1, "{got:?}");
+        if got[0].2 != own_pid {
+            break got[0].2;
         }
         assert!(std::time::Instant::now() < deadline, "no sender started");
-        std::thread::sleep(Duration::from_millis(20));
     };
-    assert_ne!(pid, own_pid);
+    assert_eq!(sender(&mut c), Some(pid), "the notifications come from the sender");
 
     // Two writers, 100 single-row transactions each, some rolled back, some with a rolled-back
     // savepoint: one notification per committed transaction, from the sender, none for the rest.
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            let mut c = db.connect();
+    let writers: Vec<_> = writers
+        .drain(..)
+        .zip(0i64..)
+        .map(|(mut c, w)| {
             std::thread::spawn(move || {
                 for i in 0..100i64 {
                     let id = 1000 + w * 1000 + i;
@@ -217,4 +224,95 @@ fn notifications_are_sent_after_commit_by_the_databases_sender_which_leaves_when
     drop((c, listener));
     let mut admin = pg_cep_e2e::connect_to("postgres");
     admin.batch_execute(&format!("DROP DATABASE \"{}\"", db.name)).unwrap();
+}
+
+/// Puts every commit that asks for it (`synchronous_commit = on`) on hold, waiting for a standby
+/// that does not exist, until cancelled; everyone else commits with `local`. Undone on drop.
+struct CommitsOnHold;
+
+impl CommitsOnHold {
+    fn new() -> CommitsOnHold {
+        let mut admin = pg_cep_e2e::connect_to("postgres");
+        for sql in ["ALTER SYSTEM SET synchronous_commit = 'local'", "ALTER SYSTEM SET synchronous_standby_names = 'pg_cep_test_nobody'", "SELECT pg_reload_conf()"] {
+            admin.batch_execute(sql).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        CommitsOnHold
+    }
+}
+
+impl Drop for CommitsOnHold {
+    fn drop(&mut self) {
+        let mut admin = pg_cep_e2e::connect_to("postgres");
+        for sql in ["ALTER SYSTEM RESET synchronous_standby_names", "ALTER SYSTEM RESET synchronous_commit", "SELECT pg_reload_conf()"] {
+            let _ = admin.batch_execute(sql);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_slow_commit_and_a_stopped_sender_lose_no_notification() {
+    let _hold = CommitsOnHold::new();
+    // The maintenance worker replaces a stopped sender: it runs in cep.maintenance_database
+    // (e2e_worker on the test cluster), restarting every 10 s until that exists.
+    let _worker_db = TestDb::named("e2e_worker");
+    let db = TestDb::new("capture_slow_commit");
+    let mut c = db.connect();
+    c.batch_execute(GRAPH).unwrap();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN graph").unwrap();
+    let own_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut warm_up = 500;
+    let first_sender = loop {
+        c.batch_execute(&format!("INSERT INTO nodes VALUES ({warm_up}, 'W')")).unwrap();
+        warm_up += 1;
+        let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(100));
+        assert_eq!(got.len(), 1, "{got:?}");
+        if got[0].2 != own_pid {
+            break got[0].2;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sender started");
+    };
+
+    // A commit held after its commit record (its notice reserved, its transaction not yet ended),
+    // and one behind it that commits at once.
+    let mut slow = db.connect();
+    let slow_pid: i32 = slow.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let held = std::thread::spawn(move || slow.batch_execute("SET synchronous_commit = on; INSERT INTO nodes VALUES (77, 'slow')").unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.query_one("SELECT wait_event IS NOT DISTINCT FROM 'SyncRep' FROM pg_stat_activity WHERE pid = $1", &[&slow_pid]).unwrap().get::<_, bool>(0) == false {
+        assert!(std::time::Instant::now() < deadline, "the commit was not held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.batch_execute("INSERT INTO nodes VALUES (78, 'behind')").unwrap();
+    // In order: nothing goes while the first is undecided, however long it takes.
+    assert!(drain_notifications_with_senders(&mut listener, Duration::from_millis(1500)).is_empty());
+
+    // The sender is stopped with both still queued; the maintenance worker starts another.
+    c.batch_execute(&format!("SELECT pg_terminate_backend({first_sender})")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let second_sender = loop {
+        match sender(&mut c) {
+            Some(pid) if pid != first_sender => break pid,
+            _ => {}
+        }
+        assert!(std::time::Instant::now() < deadline, "no new sender");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // The held commit ends: both notifications go, in order, from the new sender.
+    c.batch_execute(&format!("SELECT pg_cancel_backend({slow_pid})")).unwrap();
+    held.join().unwrap();
+    let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(1000));
+    let first_ids: Vec<i64> = got.iter().map(|n| json(&n.1)["first_id"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = c
+        .query("SELECT change_id FROM cep.change_log WHERE pk IN ('77', '78') ORDER BY pk", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(first_ids, expected, "{got:?}");
+    assert!(got.iter().all(|n| n.2 == second_sender), "{got:?}");
 }

@@ -6,7 +6,8 @@
 //! queue of its database before it commits, marks them ready once it has committed (or cancels
 //! them if it aborts), and the database's sender delivers them in reservation order, in batches,
 //! from its own transactions. A notice is sent only after its transaction committed, as NOTIFY
-//! itself guarantees.
+//! itself guarantees: a notice still reserved is resolved by its transaction id (still running:
+//! wait; committed: send; aborted: drop), as Postgres reads its own NOTIFY queue.
 //!
 //! The layout is plain old data, meant to live in shared memory; every method expects the caller
 //! to hold the lock that guards it.
@@ -17,9 +18,6 @@ pub const SLOTS: usize = 512;
 pub const CHANNEL_BYTES: usize = 64;
 /// A capture payload is about 150 bytes; a longer one is sent by its own transaction.
 pub const PAYLOAD_BYTES: usize = 448;
-/// A reserved notice whose transaction neither committed nor aborted in this time belongs to a
-/// backend that died mid-commit (the server would have restarted on a crash): it is skipped.
-pub const STALE_RESERVATION_US: i64 = 10_000_000;
 /// A sender that was asked for but never started may be asked for again after this time.
 pub const STALE_START_US: i64 = 10_000_000;
 /// After a sender left notices behind (it failed, or was terminated), the next one is started
@@ -42,7 +40,8 @@ struct Slot {
     state: u32,
     channel_len: u32,
     payload_len: u32,
-    reserved_at: i64,
+    /// The reserving transaction's top-level id.
+    xid: u32,
     channel: [u8; CHANNEL_BYTES],
     payload: [u8; PAYLOAD_BYTES],
 }
@@ -57,7 +56,9 @@ struct Queue {
     latch: usize,
     /// When `sender` last changed.
     since: i64,
-    /// The next notice to deliver, and the next to reserve: `tail - head` are waiting.
+    /// The next notice to deliver, and the next to reserve: `tail - head` are waiting. They only
+    /// grow, also when the queue passes to another database, so that a late ticket of the old
+    /// one points below `head`.
     head: u64,
     tail: u64,
     slots: [Slot; SLOTS],
@@ -71,6 +72,7 @@ pub struct NoticeQueues {
 /// A reserved notice: which queue, and where in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket {
+    database: u32,
     queue: usize,
     position: u64,
 }
@@ -80,6 +82,14 @@ pub struct Ticket {
 pub struct Notice {
     pub channel: String,
     pub payload: String,
+}
+
+/// What became of a transaction, for a notice still marked reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    Committed,
+    Aborted,
 }
 
 /// Why a notice was not queued: the transaction then sends it itself.
@@ -107,7 +117,7 @@ impl NoticeQueues {
     }
 
     /// Queues a notice for the database's sender, before the transaction commits.
-    pub fn reserve(&mut self, database: u32, channel: &str, payload: &str, now: i64) -> Result<Ticket, Refused> {
+    pub fn reserve(&mut self, database: u32, xid: u32, channel: &str, payload: &str) -> Result<Ticket, Refused> {
         if channel.len() >= CHANNEL_BYTES || payload.len() > PAYLOAD_BYTES {
             return Err(Refused::TooLong);
         }
@@ -122,18 +132,18 @@ impl NoticeQueues {
         let position = q.tail;
         let s = &mut q.slots[(position % SLOTS as u64) as usize];
         s.state = RESERVED;
-        s.reserved_at = now;
+        s.xid = xid;
         s.channel[..channel.len()].copy_from_slice(channel.as_bytes());
         s.channel_len = channel.len() as u32;
         s.payload[..payload.len()].copy_from_slice(payload.as_bytes());
         s.payload_len = payload.len() as u32;
         q.tail += 1;
-        Ok(Ticket { queue: index, position })
+        Ok(Ticket { database, queue: index, position })
     }
 
     fn slot(&mut self, t: Ticket) -> Option<&mut Slot> {
         let q = &mut self.queues[t.queue];
-        (t.position >= q.head && t.position < q.tail).then(|| &mut q.slots[(t.position % SLOTS as u64) as usize])
+        (q.database == t.database && t.position >= q.head && t.position < q.tail).then(|| &mut q.slots[(t.position % SLOTS as u64) as usize])
     }
 
     /// The transaction committed: the notice may go. Returns the latch to set (outside the lock),
@@ -143,7 +153,7 @@ impl NoticeQueues {
             s.state = READY;
         }
         let q = &self.queues[t.queue];
-        (q.sender == RUNNING && q.latch != 0).then_some(q.latch)
+        (q.database == t.database && q.sender == RUNNING && q.latch != 0).then_some(q.latch)
     }
 
     /// The transaction aborted: the notice never goes.
@@ -156,21 +166,29 @@ impl NoticeQueues {
     /// For the database's sender: the notices ready at the head of its queue, in order, up to
     /// `max`, and how many slots they span (cancelled and stale ones included). They stay queued
     /// until `delivered` is called with that count, so a sender that fails leaves them to the next.
-    /// Stops at a notice whose transaction is still committing.
-    pub fn ready(&self, database: u32, max: usize, now: i64, out: &mut Vec<Notice>) -> u64 {
+    /// A notice still reserved is looked up with `outcome`, and stops the read while its
+    /// transaction runs (it is committing: it reserved in its last step before).
+    pub fn ready(&self, database: u32, max: usize, out: &mut Vec<Notice>, outcome: impl Fn(u32) -> Outcome) -> u64 {
         out.clear();
         let Some(index) = self.find(database) else { return 0 };
         let q = &self.queues[index];
         let mut position = q.head;
         while position < q.tail && out.len() < max {
             let s = &q.slots[(position % SLOTS as u64) as usize];
-            match s.state {
-                READY => out.push(Notice {
+            let send = match s.state {
+                READY => true,
+                RESERVED => match outcome(s.xid) {
+                    Outcome::Running => break,
+                    Outcome::Committed => true,
+                    Outcome::Aborted => false,
+                },
+                _ => false,
+            };
+            if send {
+                out.push(Notice {
                     channel: String::from_utf8_lossy(&s.channel[..s.channel_len as usize]).into_owned(),
                     payload: String::from_utf8_lossy(&s.payload[..s.payload_len as usize]).into_owned(),
-                }),
-                RESERVED if now - s.reserved_at < STALE_RESERVATION_US => break,
-                _ => {}
+                });
             }
             position += 1;
         }
@@ -199,8 +217,7 @@ impl NoticeQueues {
                 q.database == 0 || ((q.sender == IDLE || (q.sender == STARTING && now - q.since >= STALE_START_US)) && q.head == q.tail)
             }) {
                 Some(i) => {
-                    let q = &mut self.queues[i];
-                    (q.database, q.head, q.tail) = (database, 0, 0);
+                    self.queues[i].database = database;
                     i
                 }
                 None => return false,
@@ -251,6 +268,35 @@ impl NoticeQueues {
         true
     }
 
+    /// Databases with notices waiting and no sender, nor one on its way: their sender failed or
+    /// was stopped with work left. A supervisor starts one (`start`), or, if the database is
+    /// gone, `reclaim`s the queue.
+    pub fn orphaned(&self, now: i64) -> Vec<u32> {
+        self.queues
+            .iter()
+            .filter(|q| q.database != 0 && q.head != q.tail)
+            .filter(|q| match q.sender {
+                IDLE => now - q.since >= RESTART_DELAY_US,
+                STARTING => now - q.since >= STALE_START_US,
+                _ => false,
+            })
+            .map(|q| q.database)
+            .collect()
+    }
+
+    /// The database was dropped: its queue is emptied and free for another.
+    pub fn reclaim(&mut self, database: u32) {
+        let Some(index) = self.find(database) else { return };
+        let q = &mut self.queues[index];
+        if q.sender == RUNNING {
+            return;
+        }
+        for position in q.head..q.tail {
+            q.slots[(position % SLOTS as u64) as usize].state = FREE;
+        }
+        (q.head, q.database, q.sender) = (q.tail, 0, IDLE);
+    }
+
     /// Notices waiting in the database's queue, and whether a sender serves it.
     pub fn status(&self, database: u32) -> (u64, bool) {
         self.find(database).map_or((0, false), |i| (self.queues[i].tail - self.queues[i].head, self.queues[i].sender == RUNNING))
@@ -275,18 +321,23 @@ mod tests {
         q
     }
 
+    /// Every transaction still running.
+    fn running_xacts(_: u32) -> Outcome {
+        Outcome::Running
+    }
+
     fn payloads(q: &NoticeQueues, db: u32) -> (Vec<String>, u64) {
         let mut out = Vec::new();
-        let n = q.ready(db, 100, 1, &mut out);
+        let n = q.ready(db, 100, &mut out, running_xacts);
         (out.into_iter().map(|n| n.payload).collect(), n)
     }
 
     #[test]
     fn notices_go_after_commit_in_reservation_order_and_aborted_ones_never() {
         let mut q = running(7);
-        let a = q.reserve(7, "graph", "a", 0).unwrap();
-        let b = q.reserve(7, "graph", "b", 0).unwrap();
-        let c = q.reserve(7, "graph", "c", 0).unwrap();
+        let a = q.reserve(7, 100, "graph", "a").unwrap();
+        let b = q.reserve(7, 101, "graph", "b").unwrap();
+        let c = q.reserve(7, 102, "graph", "c").unwrap();
         // Nothing is ready before its transaction commits; b commits first but a blocks the head.
         assert_eq!(q.publish(b), Some(0x1000));
         assert_eq!(payloads(&q, 7), (vec![], 0));
@@ -303,26 +354,73 @@ mod tests {
     }
 
     #[test]
+    fn a_notice_still_reserved_goes_by_what_its_transaction_became() {
+        let mut q = running(7);
+        q.reserve(7, 100, "graph", "committed, not yet published").unwrap();
+        q.reserve(7, 101, "graph", "aborted").unwrap();
+        q.reserve(7, 102, "graph", "running").unwrap();
+        let t = q.reserve(7, 103, "graph", "behind").unwrap();
+        q.publish(t);
+        let outcome = |xid| match xid {
+            100 => Outcome::Committed,
+            101 => Outcome::Aborted,
+            _ => Outcome::Running,
+        };
+        let mut out = Vec::new();
+        let span = q.ready(7, 10, &mut out, outcome);
+        assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["committed, not yet published"]);
+        assert_eq!(span, 2, "stops at the running one, which may still commit");
+        q.delivered(7, span);
+        let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
+        assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["running", "behind"]);
+        assert_eq!(span, 2);
+    }
+
+    #[test]
     fn undelivered_notices_stay_for_the_next_sender() {
         let mut q = running(7);
-        let t = q.reserve(7, "graph", "x", 0).unwrap();
+        let t = q.reserve(7, 100, "graph", "x").unwrap();
         q.publish(t);
         let (sent, _) = payloads(&q, 7);
         assert_eq!(sent, vec!["x"]);
         // The sender died before it delivered: the notice waits, and no one else takes the queue.
         assert!(q.detach(7, 42, true, 5));
-        assert_eq!(q.reserve(7, "graph", "y", 5), Err(Refused::NoSender));
+        assert_eq!(q.reserve(7, 101, "graph", "y"), Err(Refused::NoSender));
         assert_eq!(q.status(7), (1, false));
         assert!(!q.start(7, 6), "not at once after a sender left work behind");
+        assert!(q.orphaned(6).is_empty());
+        assert_eq!(q.orphaned(5 + RESTART_DELAY_US), vec![7], "the supervisor sees it");
         assert!(q.start(7, 5 + RESTART_DELAY_US));
+        assert!(q.orphaned(6 + RESTART_DELAY_US).is_empty(), "a sender is on its way");
         assert!(q.attach(7, 43, 0x2000, 6));
         assert_eq!(payloads(&q, 7).0, vec!["x"]);
     }
 
     #[test]
+    fn a_dropped_databases_queue_is_reclaimed_and_late_tickets_touch_nothing() {
+        let mut q = running(7);
+        let late = q.reserve(7, 100, "graph", "x").unwrap();
+        assert!(q.detach(7, 42, true, 0));
+        q.reclaim(7);
+        assert_eq!(q.status(7), (0, false));
+        // The queue goes to another database; the old ticket must not touch its notices.
+        for db in 20..20 + DATABASES as u32 {
+            assert!(q.start(db, 0), "{db}");
+        }
+        assert!(q.attach(27, 50, 0x3000, 0));
+        let fresh = q.reserve(27, 200, "other", "y").unwrap();
+        assert_eq!(q.publish(late), None);
+        q.cancel(late);
+        q.publish(fresh);
+        let mut out = Vec::new();
+        q.ready(27, 10, &mut out, running_xacts);
+        assert_eq!(out, vec![Notice { channel: "other".into(), payload: "y".into() }]);
+    }
+
+    #[test]
     fn a_sender_with_work_queued_does_not_stop() {
         let mut q = running(7);
-        let t = q.reserve(7, "graph", "x", 0).unwrap();
+        let t = q.reserve(7, 100, "graph", "x").unwrap();
         assert!(!q.detach(7, 42, false, 1));
         q.publish(t);
         let (_, span) = payloads(&q, 7);
@@ -334,31 +432,19 @@ mod tests {
     #[test]
     fn refusals_full_too_long_and_no_sender() {
         let mut q = queues();
-        assert_eq!(q.reserve(7, "graph", "x", 0), Err(Refused::NoSender));
+        assert_eq!(q.reserve(7, 100, "graph", "x"), Err(Refused::NoSender));
         assert!(q.start(7, 0));
         assert!(!q.start(7, 1), "one start at a time");
-        assert_eq!(q.reserve(7, "graph", "x", 0), Err(Refused::NoSender), "starting is not running");
+        assert_eq!(q.reserve(7, 100, "graph", "x"), Err(Refused::NoSender), "starting is not running");
         assert!(q.start(7, STALE_START_US), "a start that never came is asked again");
         assert!(q.attach(7, 1, 0x10, 0));
         assert!(!q.attach(7, 2, 0x20, 0), "one sender per database");
-        assert_eq!(q.reserve(7, &"c".repeat(CHANNEL_BYTES), "x", 0), Err(Refused::TooLong));
-        assert_eq!(q.reserve(7, "graph", &"p".repeat(PAYLOAD_BYTES + 1), 0), Err(Refused::TooLong));
+        assert_eq!(q.reserve(7, 100, &"c".repeat(CHANNEL_BYTES), "x"), Err(Refused::TooLong));
+        assert_eq!(q.reserve(7, 100, "graph", &"p".repeat(PAYLOAD_BYTES + 1)), Err(Refused::TooLong));
         for _ in 0..SLOTS {
-            q.reserve(7, "graph", "x", 0).unwrap();
+            q.reserve(7, 100, "graph", "x").unwrap();
         }
-        assert_eq!(q.reserve(7, "graph", "x", 0), Err(Refused::Full));
-    }
-
-    #[test]
-    fn a_reservation_whose_backend_died_is_skipped_once_stale() {
-        let mut q = running(7);
-        q.reserve(7, "graph", "lost", 0).unwrap();
-        let t = q.reserve(7, "graph", "next", 0).unwrap();
-        q.publish(t);
-        let mut out = Vec::new();
-        assert_eq!(q.ready(7, 10, 1, &mut out), 0);
-        assert_eq!(q.ready(7, 10, STALE_RESERVATION_US, &mut out), 2);
-        assert_eq!(out, vec![Notice { channel: "graph".into(), payload: "next".into() }]);
+        assert_eq!(q.reserve(7, 100, "graph", "x"), Err(Refused::Full));
     }
 
     #[test]
@@ -367,15 +453,15 @@ mod tests {
         assert!(q.start(9, 0));
         assert!(q.attach(9, 50, 0x3000, 0));
         for round in 0..3 * SLOTS {
-            let a = q.reserve(7, "c7", &format!("{round}"), 0).unwrap();
-            let b = q.reserve(9, "c9", &format!("{round}"), 0).unwrap();
+            let a = q.reserve(7, 100, "c7", &format!("{round}")).unwrap();
+            let b = q.reserve(9, 100, "c9", &format!("{round}")).unwrap();
             assert_eq!(q.publish(b), Some(0x3000));
             q.publish(a);
             let mut out = Vec::new();
-            let n = q.ready(7, 10, 0, &mut out);
+            let n = q.ready(7, 10, &mut out, running_xacts);
             assert_eq!(out, vec![Notice { channel: "c7".into(), payload: format!("{round}") }]);
             q.delivered(7, n);
-            let n = q.ready(9, 10, 0, &mut out);
+            let n = q.ready(9, 10, &mut out, running_xacts);
             assert_eq!(out[0].channel, "c9");
             q.delivered(9, n);
         }

@@ -87,7 +87,8 @@ fn keyed(rows: &str, key_columns: usize) -> String {
         0 => "NULL::text".to_string(),
         n => format!("concat_ws(',', {})", (1..=n).map(|i| format!("r ->> ($4::text[])[{i}]")).collect::<Vec<_>>().join(", ")),
     };
-    format!("SELECT r, {pk} AS pk FROM (SELECT to_jsonb(x) AS r FROM {rows} x) t")
+    // OFFSET 0 keeps the inner query apart: flattened, to_jsonb would run once per use of `r`.
+    format!("SELECT r, {pk} AS pk FROM (SELECT to_jsonb(x) AS r FROM {rows} x OFFSET 0) t")
 }
 
 fn insert_sql(op: Op, key_columns: usize) -> String {

@@ -7,7 +7,8 @@
 //! and a background worker of its database sends them, many per transaction of its own. The worker
 //! is started by the first transaction that needs it and leaves after a second with nothing to do
 //! (so that it never keeps `DROP DATABASE` waiting). Until it runs, and whenever its queue is full,
-//! a transaction sends its notices itself, as `cep.notify_after_commit = off` always does.
+//! a transaction sends its notices itself, as `cep.notify_after_commit = off` always does. A
+//! sender that fails, or is stopped, with notices left is replaced by the maintenance worker.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use crate::engine::notice_queue::{Notice, NoticeQueues, Refused, Ticket};
+use crate::engine::notice_queue::{Notice, NoticeQueues, Outcome, Refused, Ticket};
 use crate::gucs;
 use crate::pg::shmem::Region;
 
@@ -77,11 +78,13 @@ pub fn notify_now(channel: &str, payload: &str) {
 /// Before commit: a notification to send once this transaction has committed, by the
 /// database's sender if it can take it, or else by this transaction itself.
 pub fn notify_after_commit(channel: &str, payload: &str) {
-    if gucs::notify_after_commit() && REGION.exists() {
+    // SAFETY: reads this transaction's id; 0 when it has none (then it notifies itself).
+    let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
+    if gucs::notify_after_commit() && REGION.exists() && xid != 0 {
         let (db, at) = (database(), now());
         let reserved = REGION.locked(|base| {
             let q = queues(base);
-            q.reserve(db, channel, payload, at).map_err(|refused| refused == Refused::NoSender && q.start(db, at))
+            q.reserve(db, xid, channel, payload).map_err(|refused| refused == Refused::NoSender && q.start(db, at))
         });
         match reserved {
             Some(Ok(ticket)) => return TICKETS.with(|t| t.borrow_mut().push(ticket)),
@@ -90,6 +93,45 @@ pub fn notify_after_commit(channel: &str, payload: &str) {
         }
     }
     notify_now(channel, payload);
+}
+
+/// What became of a transaction whose notice is still marked reserved. Asked in this order, as
+/// Postgres itself asks: a committed transaction is in progress until it has left the proc array.
+fn outcome(xid: u32) -> Outcome {
+    let xid = pg_sys::TransactionId::from(xid);
+    // SAFETY: plain lookups in the proc array and the commit log.
+    unsafe {
+        if pg_sys::TransactionIdIsInProgress(xid) {
+            Outcome::Running
+        } else if pg_sys::TransactionIdDidCommit(xid) {
+            Outcome::Committed
+        } else {
+            Outcome::Aborted
+        }
+    }
+}
+
+/// From the maintenance worker, about once a second: a database whose sender failed or was
+/// stopped with notices left gets a new one; a dropped database's queue is freed.
+pub fn supervise() {
+    let at = now();
+    let Some(orphaned) = REGION.locked_shared(|base| queues(base).orphaned(at)) else { return };
+    for db in orphaned {
+        let exists = BackgroundWorker::transaction(|| {
+            Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE oid = $1)", &[pg_sys::Oid::from(db).into()])
+        });
+        match exists {
+            Ok(Some(true)) => {
+                if REGION.locked(|base| queues(base).start(db, at)) == Some(true) {
+                    start_sender(db);
+                }
+            }
+            Ok(_) => {
+                REGION.locked(|base| queues(base).reclaim(db));
+            }
+            Err(e) => pgrx::warning!("pg_cep worker: {e}"),
+        }
+    }
 }
 
 fn start_sender(db: u32) {
@@ -161,7 +203,7 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
     let mut notices: Vec<Notice> = Vec::with_capacity(BATCH);
     let mut last_work = Instant::now();
     loop {
-        let span = REGION.locked_shared(|base| queues(base).ready(db, BATCH, now(), &mut notices)).unwrap_or(0);
+        let span = REGION.locked_shared(|base| queues(base).ready(db, BATCH, &mut notices, outcome)).unwrap_or(0);
         if span > 0 {
             if !notices.is_empty() {
                 // Removed from the queue only once sent: a sender that fails leaves them to the next.
@@ -174,6 +216,11 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             // need not signal it. A lone notice goes at once, and so does the next.
             if notices.len() > 1 {
                 unsafe { pg_sys::pg_usleep(LINGER_US) };
+            }
+            // Busy, it never waits on its latch, where SIGTERM is noticed: look here too. What is
+            // left goes to the next sender (see `supervise`).
+            if BackgroundWorker::sigterm_received() {
+                return;
             }
             continue;
         }

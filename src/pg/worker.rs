@@ -1,6 +1,7 @@
 //! The background worker: in `cep.maintenance_database`, it runs partition maintenance every
 //! `cep.maintenance_interval` seconds and completes pattern timeouts every
-//! `cep.timeout_interval` seconds, each table or batch in its own transaction.
+//! `cep.timeout_interval` seconds, each table or batch in its own transaction. On each round it
+//! also replaces a change-capture notifier that left notices unsent (`pg::notifier::supervise`).
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,7 @@ pub extern "C-unwind" fn pg_cep_worker_main(_arg: pg_sys::Datum) {
         if maintenance.due(gucs::maintenance_interval()) {
             run_maintenance();
         }
+        crate::pg::notifier::supervise();
         if timeouts.due(gucs::timeout_interval()) {
             report(BackgroundWorker::transaction(|| Spi::connect_mut(|c| if installed(c)? { crate::pg::patterns::fire_timeouts(c, 10_000).map(|_| ()) } else { Ok(()) })));
         }
