@@ -74,6 +74,10 @@ pub extern "C-unwind" fn pg_cep_worker_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
     }
+    // Stopped (pg_terminate_backend, or DROP DATABASE ... WITH (FORCE) of its database): exit
+    // code 1 has the postmaster start it again after its restart time, where 0 would unregister
+    // it until the server restarts. At shutdown it is not restarted either way.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// The worker waits quietly in a database where pg_cep is not installed (yet).
