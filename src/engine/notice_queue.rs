@@ -308,8 +308,11 @@ mod tests {
     use super::*;
 
     fn queues() -> Box<NoticeQueues> {
-        // SAFETY: all-zero bytes are a valid NoticeQueues (integers and byte arrays).
-        let mut q: Box<NoticeQueues> = unsafe { Box::new(std::mem::zeroed()) };
+        // Straight on the heap: at 2 MB, a value built on the stack overflows a test thread's.
+        let layout = std::alloc::Layout::new::<NoticeQueues>();
+        // SAFETY: all-zero bytes are a valid NoticeQueues (integers and byte arrays), allocated
+        // with the layout Box frees it with.
+        let mut q: Box<NoticeQueues> = unsafe { Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut NoticeQueues) };
         q.init();
         q
     }
