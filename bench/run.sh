@@ -27,7 +27,7 @@ mean2() { awk -v x="$1" -v y="$2" 'BEGIN { print (x + y) / 2 }'; }
 # A case that follows another starts on a restarted server, after a checkpoint, with the earlier
 # cases' tables gone: their autovacuum and checkpoint work would otherwise fall in its runs.
 fresh_server() { # tables to drop first
-    [ $# -gt 0 ] && $PSQL -d $db -c "SET client_min_messages = warning; DROP TABLE IF EXISTS $* CASCADE" >/dev/null
+    [ $# -gt 0 ] && $PSQL -d $db -c "SET client_min_messages = warning; DROP TABLE IF EXISTS $(IFS=,; echo "$*") CASCADE" >/dev/null
     bash ../scripts/cluster.sh restart bench >/dev/null
     $PSQL -d $db -c "CHECKPOINT" >/dev/null
 }
