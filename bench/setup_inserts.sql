@@ -1,4 +1,4 @@
--- Data for the insert-path benchmark. psql variables: rows, keys, span (an interval), count_limit.
+-- Data for the insert-path benchmark. psql variables: rows, keys, span (an interval), count_limit, rollups.
 -- Three tables with the same rows: bare, watched by pg_cep, and with a seed-style PL/pgSQL trigger.
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS tx_bare, tx_cep, tx_plpgsql, plpgsql_alerts CASCADE;
@@ -33,9 +33,9 @@ INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VA
 ('night', 'pattern', '{"pattern": "night_transaction", "time_range": ["22:00", "06:00"]}', 0.4),
 ('location change', 'pattern', '{"pattern": "location_change", "time_window": "5_minutes"}', 0.7),
 ('spike', 'anomaly', '{"method": "zscore", "threshold": 5, "window": "24 hours", "min_samples": 5}', 0.5);
--- Rollups off here: these cases measure the monitor; run.sh measures rollups on their own.
+-- Rollups off unless psql variable rollups is true: most cases measure the monitor alone.
 SELECT cep.watch('tx_cep', channel => 'bench_alerts');
-SELECT cep.watch_rollups('tx_cep', false);
+SELECT cep.watch_rollups('tx_cep', :rollups);
 
 -- The same rules in a straightforward PL/pgSQL trigger, in the seed's style: one query per rule.
 CREATE TABLE plpgsql_alerts (
