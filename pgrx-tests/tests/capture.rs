@@ -146,6 +146,22 @@ fn sender(c: &mut Client) -> Option<i32> {
         .map(|r| r.get(0))
 }
 
+/// Commits single-row inserts (ids from 500) until a notification comes from a process other
+/// than `own_pid`, the writer's: the database's sender, whose pid this returns.
+fn commit_until_the_sender_runs(c: &mut Client, listener: &mut Client, own_pid: i32) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for id in 500.. {
+        c.batch_execute(&format!("INSERT INTO nodes VALUES ({id}, 'W')")).unwrap();
+        let got = drain_notifications_with_senders(listener, Duration::from_millis(100));
+        assert_eq!(got.len(), 1, "{got:?}");
+        if got[0].2 != own_pid {
+            return got[0].2;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sender started");
+    }
+    unreachable!()
+}
+
 #[test]
 fn notifications_are_sent_after_commit_by_the_databases_sender_which_leaves_when_idle() {
     let db = TestDb::new("capture_sender");
@@ -160,18 +176,7 @@ fn notifications_are_sent_after_commit_by_the_databases_sender_which_leaves_when
     c.batch_execute("INSERT INTO nodes VALUES (1, 'A')").unwrap();
     let first = drain_notifications_with_senders(&mut listener, Duration::from_millis(300));
     assert_eq!(first.iter().map(|n| n.2).collect::<Vec<_>>(), [own_pid], "the first commit notifies by itself");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut warm_up = 500;
-    let pid = loop {
-        c.batch_execute(&format!("INSERT INTO nodes VALUES ({warm_up}, 'W')")).unwrap();
-        warm_up += 1;
-        let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(100));
-        assert_eq!(got.len(), 1, "{got:?}");
-        if got[0].2 != own_pid {
-            break got[0].2;
-        }
-        assert!(std::time::Instant::now() < deadline, "no sender started");
-    };
+    let pid = commit_until_the_sender_runs(&mut c, &mut listener, own_pid);
     assert_eq!(sender(&mut c), Some(pid), "the notifications come from the sender");
 
     // Two writers, 100 single-row transactions each, some rolled back, some with a rolled-back
@@ -263,18 +268,7 @@ fn a_slow_commit_and_a_stopped_sender_lose_no_notification() {
     let mut listener = db.connect();
     listener.batch_execute("LISTEN graph").unwrap();
     let own_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut warm_up = 500;
-    let first_sender = loop {
-        c.batch_execute(&format!("INSERT INTO nodes VALUES ({warm_up}, 'W')")).unwrap();
-        warm_up += 1;
-        let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(100));
-        assert_eq!(got.len(), 1, "{got:?}");
-        if got[0].2 != own_pid {
-            break got[0].2;
-        }
-        assert!(std::time::Instant::now() < deadline, "no sender started");
-    };
+    let first_sender = commit_until_the_sender_runs(&mut c, &mut listener, own_pid);
 
     // A commit held after its commit record (its notice reserved, its transaction not yet ended),
     // and one behind it that commits at once.
