@@ -268,12 +268,13 @@ fn a_slow_commit_and_a_stopped_sender_lose_no_notification() {
     let mut listener = db.connect();
     listener.batch_execute("LISTEN graph").unwrap();
     let own_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    // Connected first: the sender leaves after a second with nothing to do.
+    let mut slow = db.connect();
+    let slow_pid: i32 = slow.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let first_sender = commit_until_the_sender_runs(&mut c, &mut listener, own_pid);
 
     // A commit held after its commit record (its notice reserved, its transaction not yet ended),
     // and one behind it that commits at once.
-    let mut slow = db.connect();
-    let slow_pid: i32 = slow.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let held = std::thread::spawn(move || slow.batch_execute("SET synchronous_commit = on; INSERT INTO nodes VALUES (77, 'slow')").unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while c.query_one("SELECT wait_event IS NOT DISTINCT FROM 'SyncRep' FROM pg_stat_activity WHERE pid = $1", &[&slow_pid]).unwrap().get::<_, bool>(0) == false {
