@@ -187,7 +187,6 @@ const COUNT_STATEMENT: &str = "SELECT count(*) FROM cep.change_log
      WHERE relid = $1 AND changed_at = now() AND change_id BETWEEN $2 AND $3 AND ($4::text IS NULL OR key = $4)";
 const INSERT_ALERT: &str = "INSERT INTO cep.alerts (relid, table_name, key, score, level, action, rules, event_time)
      VALUES ($1, $2, coalesce($3, $2), 1.0, 'high', 'alert', $4, now()) RETURNING alert_id";
-const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 /// Seed 000's two anomalies, checked once for the whole statement (and once per key touched
 /// when the capture has a key column): high-frequency operations and mass deletion.
@@ -249,8 +248,7 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
                 .get_one()?
                 .unwrap_or(0);
             let body = payload::anomaly(alert_id, &capture.name, *key, anomaly, before + added, limit as i64, &window_text);
-            let notify = spi::kept(NOTIFY, &[TEXTOID, TEXTOID].map(PgOid::from))?;
-            client.update(&*notify, None, &[capture.anomaly_channel.as_str().into(), body.as_str().into()])?;
+            notifier::notify_now(&capture.anomaly_channel, &body);
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! pg_cep's transaction callbacks, registered once. Each module that keeps this transaction's
-//! work in the backend (capture's pending notifications and the notices it queued for the sender, the window cache's events, the
-//! pattern-state copies, the rollups) gets every event, in this order.
+//! work in the backend (capture's pending notifications, the notices queued for the sender, the
+//! window cache's events, the pattern-state copies, the rollups) gets every event, in this order.
 
 use pgrx::prelude::*;
 
