@@ -886,6 +886,56 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_log_written_without_the_executor_equals_the_spi_insert_and_steps_aside_for_a_changed_log() {
+        let written = crate::pg::change_log::rows_written;
+        run(r#"CREATE TABLE odd (a int, "Mixed Case" timestamptz, c numeric, d float8, e jsonb, f text[], g bool, h text, PRIMARY KEY ("Mixed Case", a))"#);
+        run(r#"SELECT cep.capture('odd', key_column => 'h', from_column => 'd', to_column => 'Mixed Case', high_frequency => NULL, mass_deletion => NULL)"#);
+        let rows = r#"INSERT INTO odd VALUES
+            (1, '2026-01-15 12:00:00+00', 1.50, 1e20, '{"x": [1, null, "é"]}', '{a,"b c"}', true, 'k1'),
+            (2, '2026-01-15 12:00:00.5+02', NULL, 'NaN', NULL, NULL, NULL, NULL),
+            (3, '-infinity', -0.0, -1.25e-7, '"s"', '{}', false, 'k1')"#;
+        let logged = |op: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(concat_ws('|', relid::regclass, table_name, event_type, pk, key, from_id, to_id, new_row, old_row), E'\n' ORDER BY pk) \
+                 FROM cep.change_log WHERE op = '{op}'"
+            ))
+        };
+        let before = written();
+        run(rows);
+        run("DELETE FROM odd");
+        run("TRUNCATE odd");
+        assert_eq!(written() - before, 7, "three inserts, three deletes and a truncate, stored directly");
+        assert_eq!(one::<bool>("SELECT bool_and(changed_at = now() AND correlation_id = pg_current_xact_id()) FROM cep.change_log"), Some(true));
+        let direct = ["I", "D", "T"].map(logged);
+        assert_eq!(direct.iter().map(|d| d.as_deref().map_or(0, |d| d.lines().count())).collect::<Vec<_>>(), [3, 3, 1]);
+        let first = r#"odd|public.odd|insert|2026-01-15T12:00:00+00:00,1|k1|100000000000000000000|2026-01-15T12:00:00+00:00|{"a": 1, "c": 1.50, "d": 100000000000000000000, "e": {"x": [1, null, "é"]}, "f": ["a", "b c"], "g": true, "h": "k1", "Mixed Case": "2026-01-15T12:00:00+00:00"}"#;
+        assert!(direct[0].as_deref().unwrap().lines().any(|l| l == first), "{direct:?}");
+        run("DELETE FROM cep.change_log");
+        // A trigger on the log is something only the executor runs: the same statements go through SPI.
+        run("CREATE FUNCTION pg_temp.pass() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$");
+        run("CREATE TRIGGER pass BEFORE INSERT ON cep.change_log FOR EACH ROW EXECUTE FUNCTION pg_temp.pass()");
+        let before = written();
+        run(rows);
+        run("DELETE FROM odd");
+        run("TRUNCATE odd");
+        assert_eq!(written(), before, "nothing stored directly while the log has a trigger");
+        assert_eq!(["I", "D", "T"].map(logged), direct);
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.change_log"), Some(7));
+        run("DROP TRIGGER pass ON cep.change_log");
+        // No partition for the row: the executor's error, and the user's row is not stored.
+        run("DELETE FROM cep.change_log");
+        let detach = one::<String>(
+            "SELECT string_agg(format('ALTER TABLE cep.change_log DETACH PARTITION %s', i.inhrelid::regclass), '; ') FROM pg_inherits i WHERE i.inhparent = 'cep.change_log'::regclass",
+        )
+        .unwrap();
+        run(&detach);
+        let before = written();
+        assert_eq!(outcome("INSERT INTO odd VALUES (9, now(), 1, 1, NULL, NULL, NULL, 'k9')"), "23514: no partition of relation \"change_log\" found for row");
+        assert_eq!(written(), before);
+        assert_eq!(one::<i64>("SELECT count(*) FROM odd"), Some(0));
+    }
+
+    #[pg_test]
     fn capture_refuses_bad_settings_and_survives_dropped_columns() {
         run("CREATE TABLE plain (id int PRIMARY KEY, note text, owner text)");
         assert!(outcome("SELECT cep.capture('plain', kind => 'edge')").starts_with("22023: kind: \"edge\""));

@@ -179,7 +179,7 @@ fn capture_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
     Spi::connect_mut(|client| -> CepResult<()> {
         // SAFETY: this trigger call's own data; makes cep_new / cep_old visible to our queries.
         unsafe { pg_sys::SPI_register_trigger_data(data) };
-        let logged = capture::log_statement(client, &settings, op)?;
+        let logged = capture::log_statement(client, &settings, op, data)?;
         capture::check_anomalies(client, &settings, op, &logged)?;
         capture::remember(&settings, &logged);
         Ok(())

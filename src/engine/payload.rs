@@ -57,12 +57,18 @@ pub fn alert_payload(n: &AlertNotice) -> String {
     build(&[], 200, true)
 }
 
-/// A transaction's captured changes, sent once per channel at commit: ids, never rows.
+/// A transaction's captured changes, sent once per channel at commit: ids, never rows. Written
+/// by hand (keys in the order `json!` sorts them) because every captured commit builds one.
 pub fn changes(correlation_id: u64, first_id: i64, last_id: i64, count: i64, tables: &[String]) -> String {
-    let tables: Vec<String> = tables.iter().take(20).map(|t| cut(t, 200)).collect();
-    json!({"type": "changes", "correlation_id": correlation_id.to_string(), "first_id": first_id, "last_id": last_id,
-           "count": count, "tables": tables})
-    .to_string()
+    let mut out = format!(r#"{{"correlation_id":"{correlation_id}","count":{count},"first_id":{first_id},"last_id":{last_id},"tables":["#);
+    for (i, table) in tables.iter().take(20).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(cut(table, 200)).to_string());
+    }
+    out.push_str(r#"],"type":"changes"}"#);
+    out
 }
 
 /// An anomaly on a captured table; the evidence is in `cep.alerts` under `alert_id`.
@@ -83,6 +89,10 @@ mod tests {
         assert!(p.len() <= MAX_PAYLOAD_BYTES, "{}", p.len());
         let v: Value = serde_json::from_str(&p).unwrap();
         assert_eq!(v["correlation_id"], u64::MAX.to_string());
+        let tables = ["public.\"odd \\ name\"".to_string(), "graph.nodes".to_string()];
+        let expected = json!({"type": "changes", "correlation_id": "7", "first_id": -1, "last_id": 2, "count": 3, "tables": tables});
+        assert_eq!(changes(7, -1, 2, 3, &tables), expected.to_string(), "the same text json! writes");
+        assert_eq!(changes(7, 1, 1, 1, &[]), r#"{"correlation_id":"7","count":1,"first_id":1,"last_id":1,"tables":[],"type":"changes"}"#);
         let a = anomaly(5, &"x".repeat(9000), Some(&"k".repeat(9000)), "mass_deletion", 10_000, 20, "00:01:00");
         assert!(a.len() <= MAX_PAYLOAD_BYTES, "{}", a.len());
     }

@@ -13,6 +13,7 @@ use pgrx::PgOid;
 use crate::engine::capture::{crosses, event_type, Kind, Op};
 use crate::engine::payload;
 use crate::error::CepResult;
+use crate::pg::change_log::{ChangeLog, LogRow};
 use crate::pg::{notifier, spi};
 
 /// A captured table's settings, as `cep.capture` stored them.
@@ -120,17 +121,152 @@ fn insert_sql(op: Op, key_columns: usize) -> String {
 }
 
 
-/// The statement's changes as logged: first and last id, how many, and the keys touched.
+/// The statement's changes as logged: first and last id, how many, and the keys touched, each
+/// with its number of changes.
 pub struct Logged {
     pub first: i64,
     pub last: i64,
     pub count: i64,
-    pub keys: Vec<String>,
+    pub keys: Vec<(String, i64)>,
+}
+
+impl Logged {
+    fn collect(changes: impl IntoIterator<Item = (i64, Option<String>)>) -> Logged {
+        let mut logged = Logged { first: i64::MAX, last: 0, count: 0, keys: Vec::new() };
+        let mut keys: Vec<String> = Vec::new();
+        for (id, key) in changes {
+            (logged.first, logged.last, logged.count) = (logged.first.min(id), logged.last.max(id), logged.count + 1);
+            keys.extend(key);
+        }
+        keys.sort_unstable();
+        for key in keys {
+            match logged.keys.last_mut() {
+                Some((last, n)) if *last == key => *n += 1,
+                _ => logged.keys.push((key, 1)),
+            }
+        }
+        if logged.count == 0 {
+            logged.first = 0;
+        }
+        logged
+    }
+}
+
+/// Logs one statement's changes. INSERT, DELETE and TRUNCATE are written by `change_log`
+/// whenever it can (see there why); UPDATE, which pairs old and new rows, and every statement
+/// the log's shape keeps from that path, go through SPI with one set-based INSERT.
+pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op, trigger: *const pg_sys::TriggerData) -> CepResult<Logged> {
+    // SAFETY: this trigger call's own data. A trigger made by hand without the transition
+    // table is left to SPI, whose statement names it and fails clearly.
+    let rows_at_hand = match op {
+        Op::Insert => unsafe { !(*trigger).tg_newtable.is_null() },
+        Op::Delete => unsafe { !(*trigger).tg_oldtable.is_null() },
+        Op::Truncate => true,
+        Op::Update => false,
+    };
+    if rows_at_hand {
+        if let Some(log) = ChangeLog::open() {
+            // SAFETY: this trigger call's own data, and the log just opened.
+            return unsafe { log_directly(log, capture, op, trigger) };
+        }
+    }
+    log_through_spi(client, capture, op)
+}
+
+/// `to_jsonb` as the SQL function, for rows of one type: the function reads its argument's type
+/// from the call expression, so it gets one.
+struct ToJsonb {
+    call: pg_sys::FmgrInfo,
+}
+
+impl ToJsonb {
+    unsafe fn new(row_type: pg_sys::Oid) -> ToJsonb {
+        unsafe {
+            let oid = crate::pg::change_log::builtin(c"to_jsonb");
+            let mut call: pg_sys::FmgrInfo = std::mem::zeroed();
+            pg_sys::fmgr_info(oid, &mut call);
+            let argument = pg_sys::makeNullConst(row_type, -1, pg_sys::InvalidOid);
+            let arguments = pg_sys::lappend(std::ptr::null_mut(), argument.cast());
+            call.fn_expr = pg_sys::makeFuncExpr(oid, pg_sys::JSONBOID, arguments, pg_sys::InvalidOid, pg_sys::InvalidOid, pg_sys::CoercionForm::COERCE_EXPLICIT_CALL).cast();
+            ToJsonb { call }
+        }
+    }
+
+    unsafe fn of(&mut self, row: pg_sys::Datum) -> pg_sys::Datum {
+        unsafe { pg_sys::FunctionCall1Coll(&mut self.call, pg_sys::InvalidOid, row) }
+    }
+}
+
+/// `row ->> field`, as the SPI statement reads the key columns.
+unsafe fn field(row: pg_sys::Datum, name: &str) -> Option<String> {
+    unsafe {
+        let name = pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(name.as_ptr().cast(), name.len() as i32));
+        let value = pgrx::fcinfo::direct_function_call_as_datum(|fcinfo| pg_sys::jsonb_object_field_text(fcinfo), &[Some(row), Some(name)])?;
+        String::from_datum(value, false)
+    }
+}
+
+/// Writes the rows of the statement's transition table (none for TRUNCATE) to the open log, with
+/// the same values `log_through_spi`'s statement computes.
+unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *const pg_sys::TriggerData) -> CepResult<Logged> {
+    let statement = LogRow {
+        relid: capture.relid,
+        table: &capture.name,
+        op,
+        event_type: event_type(capture.kind, op),
+        pk: None,
+        key: None,
+        from_id: None,
+        to_id: None,
+        new_row: None,
+        old_row: None,
+    };
+    let mut changes: Vec<(i64, Option<String>)> = Vec::new();
+    if op == Op::Truncate {
+        changes.push((log.write(&statement)?, None));
+    } else {
+        // SAFETY: the transition table of this trigger call, read through a pointer of our own
+        // (as a scan of it in SQL does), one row at a time in memory reset between rows.
+        unsafe {
+            let store = if op == Op::Insert { (*trigger).tg_newtable } else { (*trigger).tg_oldtable };
+            let relation = (*trigger).tg_relation;
+            let mut to_jsonb = ToJsonb::new((*(*relation).rd_rel).reltype);
+            let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &raw const pg_sys::TTSOpsMinimalTuple);
+            let memory = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"pg_cep change row".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            );
+            let reader = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+            pg_sys::tuplestore_select_read_pointer(store, reader);
+            pg_sys::tuplestore_rescan(store);
+            while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+                pg_sys::MemoryContextReset(memory);
+                let old = pg_sys::MemoryContextSwitchTo(memory);
+                let row = to_jsonb.of(pg_sys::ExecFetchSlotHeapTupleDatum(slot));
+                // The key's columns joined by commas, NULLs left out: concat_ws, as in SQL.
+                let pk = (!capture.pk_columns.is_empty())
+                    .then(|| capture.pk_columns.iter().filter_map(|c| field(row, c)).collect::<Vec<_>>().join(","));
+                let [key, from_id, to_id] = [&capture.key_column, &capture.from_column, &capture.to_column].map(|c| c.as_deref().and_then(|c| field(row, c)));
+                let (new_row, old_row) = if op == Op::Insert { (Some(row), None) } else { (None, Some(row)) };
+                let change = LogRow { pk: pk.as_deref(), key: key.as_deref(), from_id: from_id.as_deref(), to_id: to_id.as_deref(), new_row, old_row, ..statement };
+                let written = log.write(&change);
+                pg_sys::MemoryContextSwitchTo(old);
+                changes.push((written?, key));
+            }
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+            pg_sys::MemoryContextDelete(memory);
+        }
+    }
+    log.close();
+    Ok(Logged::collect(changes))
 }
 
 /// Logs one statement's changes in one INSERT. The transition tables must be registered with
 /// SPI (`SPI_register_trigger_data`) on this connection.
-pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> CepResult<Logged> {
+fn log_through_spi(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> CepResult<Logged> {
     let cached = capture.plans.borrow().iter().find(|(o, _)| *o == op).map(|(_, plan)| plan.clone());
     let plan = match cached {
         Some(plan) => plan,
@@ -157,20 +293,11 @@ pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> C
             capture.changed_columns_only.into(),
         ],
     )?;
-    let mut logged = Logged { first: i64::MAX, last: 0, count: 0, keys: Vec::new() };
+    let mut changes = Vec::new();
     for row in rows {
-        let id: i64 = row.get(1)?.unwrap_or(0);
-        (logged.first, logged.last, logged.count) = (logged.first.min(id), logged.last.max(id), logged.count + 1);
-        if let Some(key) = row.get::<String>(2)? {
-            logged.keys.push(key);
-        }
+        changes.push((row.get::<i64>(1)?.unwrap_or(0), row.get::<String>(2)?));
     }
-    logged.keys.sort_unstable();
-    logged.keys.dedup();
-    if logged.count == 0 {
-        logged.first = 0;
-    }
-    Ok(logged)
+    Ok(Logged::collect(changes))
 }
 
 /// Changes of the table (or of one key) in the window before this statement, counted up to
@@ -183,8 +310,6 @@ const COUNT_BEFORE: &str = "SELECT count(*), (min(changed_at) + $2)::timestamptz
        AND ($4::text IS NULL OR key = $4) AND (NOT $5 OR op = 'D')
      ORDER BY changed_at DESC
      LIMIT $6 + 1) s";
-const COUNT_STATEMENT: &str = "SELECT count(*) FROM cep.change_log
-     WHERE relid = $1 AND changed_at = now() AND change_id BETWEEN $2 AND $3 AND ($4::text IS NULL OR key = $4)";
 const INSERT_ALERT: &str = "INSERT INTO cep.alerts (relid, table_name, key, score, level, action, rules, event_time)
      VALUES ($1, $2, coalesce($3, $2), 1.0, 'high', 'alert', $4, now()) RETURNING alert_id";
 
@@ -197,10 +322,11 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
     let checks = [("high_frequency_operations", capture.high_frequency, false), ("mass_deletion", capture.mass_deletion.filter(|_| op == Op::Delete), true)];
     // SAFETY: reads the transaction's start time, what now() returns.
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-    let scopes: Vec<Option<&str>> = if capture.key_column.is_some() { logged.keys.iter().map(|k| Some(k.as_str())).collect() } else { vec![None] };
+    let scopes: Vec<(Option<&str>, i64)> =
+        if capture.key_column.is_some() { logged.keys.iter().map(|(k, n)| (Some(k.as_str()), *n)).collect() } else { vec![(None, logged.count)] };
     for (anomaly, setting, deletes_only) in checks {
         let Some((limit, window)) = setting else { continue };
-        for key in &scopes {
+        for &(key, added) in &scopes {
             let scope = (capture.relid.to_u32(), key.map(str::to_string), anomaly);
             if HOT_UNTIL.with(|h| h.borrow().get(&scope).is_some_and(|until| now < *until)) {
                 // Still past the limit from an earlier count: this statement cannot cross it.
@@ -208,7 +334,7 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
             }
             let before_plan = spi::kept(COUNT_BEFORE, &[OIDOID, INTERVALOID, INT8OID, TEXTOID, BOOLOID, INT4OID].map(PgOid::from))?;
             let (before, hot_until): (Option<i64>, Option<pgrx::datum::TimestampWithTimeZone>) = client
-                .select(&*before_plan, None, &[capture.relid.into(), window.into(), logged.first.into(), (*key).into(), deletes_only.into(), limit.into()])?
+                .select(&*before_plan, None, &[capture.relid.into(), window.into(), logged.first.into(), key.into(), deletes_only.into(), limit.into()])?
                 .first()
                 .get_two()?;
             let before = before.unwrap_or(0);
@@ -224,13 +350,6 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
                     });
                 }
             }
-            let added = match key {
-                None => logged.count,
-                Some(_) => {
-                    let plan = spi::kept(COUNT_STATEMENT, &[OIDOID, INT8OID, INT8OID, TEXTOID].map(PgOid::from))?;
-                    client.select(&*plan, None, &[capture.relid.into(), logged.first.into(), logged.last.into(), (*key).into()])?.first().get_one()?.unwrap_or(0)
-                }
-            };
             if !crosses(before, added, limit as i64) {
                 continue;
             }
@@ -243,11 +362,11 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
             }]);
             let insert = spi::kept(INSERT_ALERT, &[OIDOID, TEXTOID, TEXTOID, pg_sys::BuiltinOid::JSONBOID].map(PgOid::from))?;
             let alert_id: i64 = client
-                .update(&*insert, None, &[capture.relid.into(), capture.name.as_str().into(), (*key).into(), pgrx::JsonB(evidence).into()])?
+                .update(&*insert, None, &[capture.relid.into(), capture.name.as_str().into(), key.into(), pgrx::JsonB(evidence).into()])?
                 .first()
                 .get_one()?
                 .unwrap_or(0);
-            let body = payload::anomaly(alert_id, &capture.name, *key, anomaly, before + added, limit as i64, &window_text);
+            let body = payload::anomaly(alert_id, &capture.name, key, anomaly, before + added, limit as i64, &window_text);
             notifier::notify_now(&capture.anomaly_channel, &body);
         }
     }
@@ -293,6 +412,7 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
         // Committed (already sent), aborted or prepared (NOTIFY cannot be prepared): forget.
         if event != pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT {
             PENDING.with(|p| p.borrow_mut().clear());
+            crate::pg::change_log::reset();
         }
         return;
     }
@@ -320,6 +440,7 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
 /// This module's part of `pg::xact`'s subtransaction callback.
 pub fn on_subxact(event: pg_sys::SubXactEvent::Type, my_subid: pg_sys::SubTransactionId, _parent: pg_sys::SubTransactionId) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        crate::pg::change_log::reset();
         // Ids grow within a transaction: the aborted one and its children have ids >= its own.
         PENDING.with(|p| p.borrow_mut().retain(|c| c.subxact < my_subid));
     }

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod capture;
+pub mod change_log;
 pub mod columns;
 pub mod history;
 pub mod notifier;
