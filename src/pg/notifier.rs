@@ -31,8 +31,8 @@ static REGION: Region = Region::new(c"pg_cep_notices", std::mem::size_of::<Notic
 
 /// A sender with nothing to do for this long leaves.
 const IDLE_EXIT: Duration = Duration::from_secs(1);
-/// How long a sender waits after a batch before it looks again (at most this much added latency).
-const LINGER_US: std::ffi::c_long = 250;
+/// How long a busy sender waits between batches (at most this much added latency).
+const LINGER_US: std::ffi::c_long = 1000;
 /// Notices a sender sends in one transaction.
 const BATCH: usize = 1000;
 
@@ -211,11 +211,12 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             }
             REGION.locked(|base| queues(base).delivered(db, span));
             last_work = Instant::now();
-            // Lets the next notices gather for a moment instead of waiting on the latch: one
-            // transaction then sends many, and committing backends find this process awake, so
-            // setting its latch costs them no signal (waking it took a tenth of a writer's time).
-            // A notice arriving now waits at most this long.
-            unsafe { pg_sys::pg_usleep(LINGER_US) };
+            // While busy (more than one notice was waiting), let notices gather for a moment: one
+            // transaction then sends many, and committing backends find this process awake and
+            // need not signal it. A lone notice goes at once, and so does the next.
+            if notices.len() > 1 {
+                unsafe { pg_sys::pg_usleep(LINGER_US) };
+            }
             // Busy, it never waits on its latch, where SIGTERM is noticed: look here too. What is
             // left goes to the next sender (see `supervise`).
             if BackgroundWorker::sigterm_received() {
