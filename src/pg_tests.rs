@@ -922,6 +922,20 @@ mod tests {
         assert_eq!(["I", "D", "T"].map(logged), direct);
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.change_log"), Some(7));
         run("DROP TRIGGER pass ON cep.change_log");
+        // The same for a CHECK constraint (which the executor enforces) and a column added to the log.
+        run("ALTER TABLE cep.change_log ADD CONSTRAINT no_forbidden CHECK (key IS DISTINCT FROM 'forbidden')");
+        let before = written();
+        assert!(outcome("INSERT INTO odd VALUES (7, now(), 1, 1, NULL, NULL, NULL, 'forbidden')").starts_with("23514: new row for relation"));
+        assert_eq!(outcome("INSERT INTO odd VALUES (8, now(), 1, 1, NULL, NULL, NULL, 'allowed')"), "ok");
+        assert_eq!(written(), before);
+        assert_eq!(one::<String>("SELECT string_agg(a::text, ',') FROM odd"), Some("8".into()), "the refused row is not stored");
+        run("ALTER TABLE cep.change_log DROP CONSTRAINT no_forbidden");
+        run("ALTER TABLE cep.change_log ADD COLUMN note text DEFAULT 'by the executor'");
+        run("INSERT INTO odd VALUES (10, now(), 1, 1, NULL, NULL, NULL, 'k10')");
+        assert_eq!(written(), before);
+        assert_eq!(one::<String>("SELECT note FROM cep.change_log WHERE key = 'k10'"), Some("by the executor".into()));
+        run("ALTER TABLE cep.change_log DROP COLUMN note");
+        run("DELETE FROM odd");
         // No partition for the row: the executor's error, and the user's row is not stored.
         run("DELETE FROM cep.change_log");
         let detach = one::<String>(
