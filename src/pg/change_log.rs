@@ -231,7 +231,7 @@ impl ChangeLog {
     /// executor's routing finds it.
     unsafe fn route(&mut self, changed_at: pg_sys::Datum) -> Option<pg_sys::Oid> {
         unsafe {
-            let desc = pg_sys::RelationGetPartitionDesc(self.parent, true);
+            let desc = pg_sys::RelationGetPartitionDesc(self.parent, omit_detached());
             if desc.is_null() || (*desc).nparts == 0 || (*desc).boundinfo.is_null() {
                 return None;
             }
@@ -405,9 +405,16 @@ unsafe fn same_columns(parent: pg_sys::TupleDesc, partition: pg_sys::TupleDesc) 
     }
 }
 
+/// Whether partitions being detached concurrently are left out, as the executor's routing decides:
+/// yes, except in a transaction whose snapshot predates the detach (repeatable read and above).
+fn omit_detached() -> bool {
+    // SAFETY: a read of the transaction's isolation level.
+    unsafe { pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 }
+}
+
 unsafe fn all_partitions_are_leaves(parent: pg_sys::Relation) -> bool {
     unsafe {
-        let desc = pg_sys::RelationGetPartitionDesc(parent, true);
+        let desc = pg_sys::RelationGetPartitionDesc(parent, omit_detached());
         !desc.is_null() && (0..(*desc).nparts as usize).all(|i| *(*desc).is_leaf.add(i))
     }
 }
