@@ -45,9 +45,6 @@ pub enum CepError {
     /// A change log row with no value where its column requires one.
     #[error("{0}")]
     NotNull(String),
-    /// A change log row no partition of the log accepts.
-    #[error("{0}")]
-    NoPartition(String),
     #[error("{0}")]
     Spi(#[from] pgrx::spi::SpiError),
     /// The monitor refused a row; `detail` holds the fired rules' evidence.
@@ -91,7 +88,6 @@ impl CepError {
             CepError::DuplicateTable(_) => ERRCODE_DUPLICATE_TABLE,
             CepError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             CepError::NotNull(_) => ERRCODE_NOT_NULL_VIOLATION,
-            CepError::NoPartition(_) => ERRCODE_CHECK_VIOLATION,
             CepError::Spi(_) => ERRCODE_INTERNAL_ERROR,
             CepError::Blocked { .. } => ERRCODE_TRIGGERED_ACTION_EXCEPTION,
         }

@@ -930,9 +930,21 @@ mod tests {
         assert_eq!(written(), before);
         assert_eq!(one::<String>("SELECT string_agg(a::text, ',') FROM odd"), Some("8".into()), "the refused row is not stored");
         run("ALTER TABLE cep.change_log DROP CONSTRAINT no_forbidden");
+        // Defaults: a volatile partition key, or a function of the user's, are the executor's to run.
+        run("ALTER TABLE cep.change_log ALTER COLUMN changed_at SET DEFAULT clock_timestamp()");
+        run("INSERT INTO odd VALUES (20, now(), 1, 1, NULL, NULL, NULL, 'k20')");
+        run("ALTER TABLE cep.change_log ALTER COLUMN changed_at SET DEFAULT now()");
+        run("CREATE FUNCTION pg_temp.xid() RETURNS xid8 LANGUAGE sql AS 'SELECT pg_current_xact_id()'");
+        run("ALTER TABLE cep.change_log ALTER COLUMN correlation_id SET DEFAULT pg_temp.xid()");
+        run("INSERT INTO odd VALUES (21, now(), 1, 1, NULL, NULL, NULL, 'k21')");
+        assert_eq!(written(), before);
+        run("ALTER TABLE cep.change_log ALTER COLUMN correlation_id SET DEFAULT pg_current_xact_id()");
+        run("INSERT INTO odd VALUES (22, now(), 1, 1, NULL, NULL, NULL, 'k22')");
+        assert_eq!(written(), before + 1, "back as pg_cep makes it, written directly again");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.change_log WHERE key IN ('k20', 'k21', 'k22')"), Some(3));
         run("ALTER TABLE cep.change_log ADD COLUMN note text DEFAULT 'by the executor'");
         run("INSERT INTO odd VALUES (10, now(), 1, 1, NULL, NULL, NULL, 'k10')");
-        assert_eq!(written(), before);
+        assert_eq!(written(), before + 1);
         assert_eq!(one::<String>("SELECT note FROM cep.change_log WHERE key = 'k10'"), Some("by the executor".into()));
         run("ALTER TABLE cep.change_log DROP COLUMN note");
         run("DELETE FROM odd");

@@ -197,12 +197,12 @@ impl ToJsonb {
     }
 }
 
-/// `row ->> field`, as the SPI statement reads the key columns.
-unsafe fn field(row: pg_sys::Datum, name: &str) -> Option<String> {
+/// `row ->> field`, as the SPI statement reads the key columns: bytes in the database's encoding.
+unsafe fn field(row: pg_sys::Datum, name: &str) -> Option<Vec<u8>> {
     unsafe {
         let name = pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(name.as_ptr().cast(), name.len() as i32));
         let value = pgrx::fcinfo::direct_function_call_as_datum(|fcinfo| pg_sys::jsonb_object_field_text(fcinfo), &[Some(row), Some(name)])?;
-        String::from_datum(value, false)
+        Some(pgrx::varlena::varlena_to_byte_slice(value.cast_mut_ptr()).to_vec())
     }
 }
 
@@ -211,9 +211,9 @@ unsafe fn field(row: pg_sys::Datum, name: &str) -> Option<String> {
 unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *const pg_sys::TriggerData) -> CepResult<Logged> {
     let statement = LogRow {
         relid: capture.relid,
-        table: &capture.name,
+        table: capture.name.as_bytes(),
         op,
-        event_type: event_type(capture.kind, op),
+        event_type: event_type(capture.kind, op).as_bytes(),
         pk: None,
         key: None,
         from_id: None,
@@ -248,13 +248,14 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
                 let row = to_jsonb.of(pg_sys::ExecFetchSlotHeapTupleDatum(slot));
                 // The key's columns joined by commas, NULLs left out: concat_ws, as in SQL.
                 let pk = (!capture.pk_columns.is_empty())
-                    .then(|| capture.pk_columns.iter().filter_map(|c| field(row, c)).collect::<Vec<_>>().join(","));
+                    .then(|| capture.pk_columns.iter().filter_map(|c| field(row, c)).collect::<Vec<_>>().join(&b','));
                 let [key, from_id, to_id] = [&capture.key_column, &capture.from_column, &capture.to_column].map(|c| c.as_deref().and_then(|c| field(row, c)));
                 let (new_row, old_row) = if op == Op::Insert { (Some(row), None) } else { (None, Some(row)) };
                 let change = LogRow { pk: pk.as_deref(), key: key.as_deref(), from_id: from_id.as_deref(), to_id: to_id.as_deref(), new_row, old_row, ..statement };
                 let written = log.write(&change);
                 pg_sys::MemoryContextSwitchTo(old);
-                changes.push((written?, key));
+                // Keys are counted by their text; one that is not UTF-8 is counted by a lossy copy.
+                changes.push((written?, key.map(|k| String::from_utf8_lossy(&k).into_owned())));
             }
             pg_sys::ExecDropSingleTupleTableSlot(slot);
             pg_sys::MemoryContextDelete(memory);
@@ -412,7 +413,6 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
         // Committed (already sent), aborted or prepared (NOTIFY cannot be prepared): forget.
         if event != pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT {
             PENDING.with(|p| p.borrow_mut().clear());
-            crate::pg::change_log::reset();
         }
         return;
     }
@@ -440,7 +440,6 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
 /// This module's part of `pg::xact`'s subtransaction callback.
 pub fn on_subxact(event: pg_sys::SubXactEvent::Type, my_subid: pg_sys::SubTransactionId, _parent: pg_sys::SubTransactionId) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        crate::pg::change_log::reset();
         // Ids grow within a transaction: the aborted one and its children have ids >= its own.
         PENDING.with(|p| p.borrow_mut().retain(|c| c.subxact < my_subid));
     }

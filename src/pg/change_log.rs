@@ -10,12 +10,13 @@
 //!
 //! It only knows the log as pg_cep makes it. `ChangeLog::open` returns `None` whenever the log
 //! differs in a way the executor would act on (columns, triggers, rules, row security, check
-//! constraints, a partition that is not a plain table, a deferrable unique index) or the user may
-//! not insert into it. The caller then writes through SPI, which does all of that, or raises the
-//! error it raises.
+//! constraints, defaults that call functions other than Postgres's own, a partition that is not
+//! a plain table), the user may not insert into it and read what the SPI statement returns, or a
+//! permission hook is installed. The caller then writes through SPI, which does all of that, or
+//! raises the error it raises.
 
-use std::cell::Cell;
-use std::ffi::c_char;
+use std::cell::{Cell, RefCell};
+use std::ffi::CStr;
 use std::ptr;
 
 use pgrx::pg_sys;
@@ -41,8 +42,9 @@ const COLUMNS: [(&str, pg_sys::Oid, bool); 13] = [
     ("correlation_id", pg_sys::XID8OID, false),
 ];
 /// Columns filled by their defaults, as an INSERT that leaves them out does (0-based).
-const FROM_DEFAULTS: [usize; 3] = [0, 1, 12];
+const CHANGE_ID: usize = 0;
 const CHANGED_AT: usize = 1;
+const CORRELATION_ID: usize = 12;
 
 thread_local! {
     /// Rows this backend stored here, for tests that must tell this path from SPI's.
@@ -50,6 +52,8 @@ thread_local! {
     /// The log's oid, and whether it is partitioned by range on `changed_at` alone: a table's
     /// partition key never changes, so this is asked once per table.
     static RANGE_ON_CHANGED_AT: Cell<(pg_sys::Oid, bool)> = const { Cell::new((pg_sys::InvalidOid, false)) };
+    static DEFAULTS: RefCell<Option<Defaults>> = const { RefCell::new(None) };
+    static BUILTINS: RefCell<Vec<(&'static CStr, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How many log rows this backend has stored without the executor.
@@ -57,49 +61,54 @@ pub fn rows_written() -> u64 {
     ROWS_WRITTEN.with(Cell::get)
 }
 
-/// One change, as the caller has it; the rest comes from the column defaults.
+/// One change, as the caller has it; the rest comes from the column defaults. Texts are bytes in
+/// the database's encoding, which need not be UTF-8.
 #[derive(Clone, Copy)]
 pub struct LogRow<'a> {
     pub relid: pg_sys::Oid,
-    pub table: &'a str,
+    pub table: &'a [u8],
     pub op: Op,
-    pub event_type: &'a str,
-    pub pk: Option<&'a str>,
-    pub key: Option<&'a str>,
-    pub from_id: Option<&'a str>,
-    pub to_id: Option<&'a str>,
+    pub event_type: &'a [u8],
+    pub pk: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
+    pub from_id: Option<&'a [u8]>,
+    pub to_id: Option<&'a [u8]>,
     /// `jsonb` datums.
     pub new_row: Option<pg_sys::Datum>,
     pub old_row: Option<pg_sys::Datum>,
 }
 
-struct Partition {
-    oid: pg_sys::Oid,
-    relation: pg_sys::Relation,
-    result: *mut pg_sys::ResultRelInfo,
-    slot: *mut pg_sys::TupleTableSlot,
-}
-
-/// The log, open for this statement's rows.
+/// The log, open for one statement's rows. They all go to one partition: `changed_at`'s default
+/// is the same for a whole statement (a volatile one sends the statement to SPI).
 pub struct ChangeLog {
     parent: pg_sys::Relation,
     estate: *mut pg_sys::EState,
     econtext: *mut pg_sys::ExprContext,
-    defaults: Vec<(usize, *mut pg_sys::ExprState)>,
-    /// `changed_at`'s comparison, for the search in the partition bounds.
-    compare: pg_sys::FmgrInfo,
-    partitions: Vec<Partition>,
+    change_id: *mut pg_sys::ExprState,
+    correlation_id: *mut pg_sys::ExprState,
+    changed_at: pg_sys::Datum,
+    partition: pg_sys::Relation,
+    result: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    /// The default partition: each row is checked against its constraint, as the executor does
+    /// (a month attached since the bounds were read would otherwise get rows in the default).
+    check_partition: bool,
 }
 
 impl ChangeLog {
-    /// Opens `cep.change_log` for writing, or `None` when the executor must write it.
+    /// Opens `cep.change_log` for one statement's rows, or `None` when the executor must write it.
     pub fn open() -> Option<ChangeLog> {
         // SAFETY: catalog lookups and relation opens inside a transaction; everything opened is
         // closed by `close`, or by the transaction's end if an error comes first.
         unsafe {
             let namespace = pg_sys::get_namespace_oid(c"cep".as_ptr(), true);
             let oid = pg_sys::get_relname_relid(c"change_log".as_ptr(), namespace);
-            if oid == pg_sys::InvalidOid || pg_sys::pg_class_aclcheck(oid, pg_sys::GetUserId(), pg_sys::ACL_INSERT as pg_sys::AclMode) != pg_sys::AclResult::ACLCHECK_OK {
+            let user = pg_sys::GetUserId();
+            // INSERT, and SELECT for what the SPI statement returns; a hook (sepgsql) may refuse more.
+            let allowed = [pg_sys::ACL_INSERT, pg_sys::ACL_SELECT]
+                .iter()
+                .all(|&mode| pg_sys::pg_class_aclcheck(oid, user, mode as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK);
+            if oid == pg_sys::InvalidOid || !allowed || ptr::read(&raw const pg_sys::ExecutorCheckPerms_hook).is_some() {
                 return None;
             }
             let parent = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
@@ -109,36 +118,33 @@ impl ChangeLog {
                 && (*parent).rd_rules.is_null()
                 && (*parent).trigdesc.is_null()
                 && has_the_logs_columns((*parent).rd_att)
-                && range_on_changed_at(oid)
-                && all_partitions_are_leaves(parent);
-            if !plain {
-                pg_sys::table_close(parent, pg_sys::NoLock as pg_sys::LOCKMODE);
-                return None;
-            }
-            let Some(defaults) = compiled_defaults(parent) else {
+                && range_on_changed_at(oid);
+            let defaults = if plain { compiled_defaults(parent) } else { None };
+            let Some([change_id, changed_at, correlation_id]) = defaults else {
                 pg_sys::table_close(parent, pg_sys::NoLock as pg_sys::LOCKMODE);
                 return None;
             };
             let estate = pg_sys::CreateExecutorState();
-            let mut compare: pg_sys::FmgrInfo = std::mem::zeroed();
-            pg_sys::fmgr_info(builtin(c"timestamp_cmp"), &mut compare);
             let econtext = pg_sys::MakePerTupleExprContext(estate);
-            let mut log = ChangeLog { parent, estate, econtext, defaults, compare, partitions: Vec::new() };
-            // This statement's rows go where the transaction's start time goes: check that partition now,
-            // before anything is written, so that a partition this path cannot fill leaves it all to SPI.
-            let now = pg_sys::Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
-            let usable = log.route(now).is_some_and(|oid| log.partition(oid).is_some());
-            if !usable {
-                log.close();
+            let mut isnull = false;
+            let at = (*changed_at).evalfunc.expect("a compiled expression has its function")(changed_at, econtext, &mut isnull);
+            // The partition bounds as the executor reads them, kept for the statement (freed with the state).
+            (*estate).es_partition_directory = pg_sys::CreatePartitionDirectory((*estate).es_query_cxt, omit_detached());
+            let desc = pg_sys::PartitionDirectoryLookup((*estate).es_partition_directory, parent);
+            let target = if isnull { None } else { route(desc, at) };
+            let opened = target.and_then(|(oid, is_default)| open_partition(estate, parent, oid).map(|p| (p, is_default)));
+            let Some(((partition, result, slot), check_partition)) = opened else {
+                pg_sys::FreeExecutorState(estate);
+                pg_sys::table_close(parent, pg_sys::NoLock as pg_sys::LOCKMODE);
                 return None;
-            }
-            Some(log)
+            };
+            Some(ChangeLog { parent, estate, econtext, change_id, correlation_id, changed_at: at, partition, result, slot, check_partition })
         }
     }
 
     /// Stores one row and its index entries; returns its `change_id`. Fails as the executor
-    /// would: a NULL default in a NOT NULL column, no partition for the row; a duplicate key
-    /// raises its ERROR.
+    /// would: a NULL default in a NOT NULL column, a row the default partition's constraint
+    /// refuses, a duplicate key.
     pub fn write(&mut self, row: &LogRow) -> CepResult<i64> {
         // SAFETY: this log's open relations and executor state; values built in the per-tuple
         // memory, which lives until the next row.
@@ -157,10 +163,15 @@ impl ChangeLog {
 
     unsafe fn store(&mut self, row: &LogRow) -> CepResult<i64> {
         unsafe {
-            let text = |s: Option<&str>| s.map(|s| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr() as *const c_char, s.len() as i32)));
-            let mut values: [Option<pg_sys::Datum>; 13] = [
-                None,
-                None,
+            let text = |s: Option<&[u8]>| s.map(|s| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32)));
+            let evaluate = |state: *mut pg_sys::ExprState| {
+                let mut isnull = false;
+                let value = (*state).evalfunc.expect("a compiled expression has its function")(state, self.econtext, &mut isnull);
+                (!isnull).then_some(value)
+            };
+            let values: [Option<pg_sys::Datum>; 13] = [
+                evaluate(self.change_id),
+                Some(self.changed_at),
                 Some(pg_sys::Datum::from(row.relid)),
                 text(Some(row.table)),
                 Some(pg_sys::Datum::from(row.op.code().as_bytes()[0] as i8)),
@@ -171,148 +182,113 @@ impl ChangeLog {
                 text(row.to_id),
                 row.new_row,
                 row.old_row,
-                None,
+                evaluate(self.correlation_id),
             ];
-            EVALUATING.with(|e| e.set(true));
-            for &(index, state) in &self.defaults {
-                let mut isnull = false;
-                let value = (*state).evalfunc.expect("a compiled expression has its function")(state, self.econtext, &mut isnull);
-                values[index] = (!isnull).then_some(value);
-            }
-            EVALUATING.with(|e| e.set(false));
-            for index in FROM_DEFAULTS {
-                if values[index].is_none() && (*tuple_attr((*self.parent).rd_att, index)).attnotnull {
+            for index in [CHANGE_ID, CORRELATION_ID] {
+                if values[index].is_none() {
                     return Err(CepError::NotNull(format!("null value in column \"{}\" of relation \"change_log\" violates not-null constraint", COLUMNS[index].0)));
                 }
             }
-            let Some(oid) = values[CHANGED_AT].and_then(|at| self.route(at)) else {
-                return Err(CepError::NoPartition("no partition of relation \"change_log\" found for row".into()));
-            };
-            // Only when a changed default sends rows past the partition `open` checked.
-            let Some(target) = self.partition(oid) else {
-                return Err(CepError::NoPartition(format!(
-                    "partition {} of relation \"change_log\" has triggers, check constraints or columns of its own, which pg_cep does not apply",
-                    pgrx::spi::Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[oid.into()]).ok().flatten().unwrap_or_default()
-                )));
-            };
-            let partition = &self.partitions[target];
-            let slot = partition.slot;
+            let slot = self.slot;
             pg_sys::ExecClearTuple(slot);
             for (i, value) in values.iter().enumerate() {
                 *(*slot).tts_values.add(i) = value.unwrap_or(pg_sys::Datum::from(0));
                 *(*slot).tts_isnull.add(i) = value.is_none();
             }
             pg_sys::ExecStoreVirtualTuple(slot);
-            pg_sys::simple_table_tuple_insert(partition.relation, slot);
-            if (*partition.result).ri_NumIndices > 0 {
-                pg_sys::ExecInsertIndexTuples(partition.result, slot, self.estate, false, false, ptr::null_mut(), ptr::null_mut());
+            if self.check_partition {
+                pg_sys::ExecPartitionCheck(self.result, slot, self.estate, true);
             }
-            Ok(values[0].map_or(0, |id| id.value() as i64))
+            pg_sys::simple_table_tuple_insert(self.partition, slot);
+            if (*self.result).ri_NumIndices > 0 {
+                pg_sys::ExecInsertIndexTuples(self.result, slot, self.estate, false, false, ptr::null_mut(), ptr::null_mut());
+            }
+            Ok(values[CHANGE_ID].map_or(0, |id| id.value() as i64))
         }
     }
 
-    /// Closes what `open` and `write` opened, and makes the rows visible to the statement's next
-    /// queries, as an INSERT through SPI does.
+    /// Closes what `open` opened, and makes the rows visible to the statement's next queries, as
+    /// an INSERT through SPI does.
     pub fn close(self) {
         // SAFETY: releases exactly what this log opened; locks stay until the transaction ends.
         unsafe {
-            for p in &self.partitions {
-                pg_sys::ExecCloseIndices(p.result);
-                pg_sys::ExecDropSingleTupleTableSlot(p.slot);
-                pg_sys::table_close(p.relation, pg_sys::NoLock as pg_sys::LOCKMODE);
-            }
+            pg_sys::ExecCloseIndices(self.result);
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::table_close(self.partition, pg_sys::NoLock as pg_sys::LOCKMODE);
             pg_sys::table_close(self.parent, pg_sys::NoLock as pg_sys::LOCKMODE);
             pg_sys::FreeExecutorState(self.estate);
             pg_sys::CommandCounterIncrement();
         }
     }
+}
 
-    /// The leaf partition whose bounds hold `changed_at`, or the default partition, as the
-    /// executor's routing finds it.
-    unsafe fn route(&mut self, changed_at: pg_sys::Datum) -> Option<pg_sys::Oid> {
-        unsafe {
-            let desc = pg_sys::RelationGetPartitionDesc(self.parent, omit_detached());
-            if desc.is_null() || (*desc).nparts == 0 || (*desc).boundinfo.is_null() {
-                return None;
-            }
-            let bounds = (*desc).boundinfo;
-            let mut index = -1;
-            if (*bounds).ndatums > 0 {
-                let (mut values, mut collation, mut equal) = ([changed_at], [pg_sys::InvalidOid], false);
-                // The greatest lower bound at or below the value; the partition it starts, if any.
-                let offset = pg_sys::partition_range_datum_bsearch(&mut self.compare, collation.as_mut_ptr(), bounds, 1, values.as_mut_ptr(), &mut equal);
-                index = *(*bounds).indexes.offset(offset as isize + 1);
-            }
-            if index < 0 {
-                index = (*bounds).default_index;
-            }
-            (index >= 0 && *(*desc).is_leaf.add(index as usize)).then(|| *(*desc).oids.add(index as usize))
+/// The leaf partition whose bounds hold `changed_at`, or else the default partition (then
+/// `true`), as the executor's routing finds them.
+unsafe fn route(desc: pg_sys::PartitionDesc, changed_at: pg_sys::Datum) -> Option<(pg_sys::Oid, bool)> {
+    unsafe {
+        if desc.is_null() || (*desc).nparts == 0 || (*desc).boundinfo.is_null() {
+            return None;
         }
+        let bounds = (*desc).boundinfo;
+        let mut index = -1;
+        if (*bounds).ndatums > 0 {
+            let mut compare: pg_sys::FmgrInfo = std::mem::zeroed();
+            pg_sys::fmgr_info(builtin(c"timestamp_cmp"), &mut compare);
+            let (mut values, mut collation, mut equal) = ([changed_at], [pg_sys::InvalidOid], false);
+            // The greatest lower bound at or below the value; the partition it starts, if any.
+            let offset = pg_sys::partition_range_datum_bsearch(&mut compare, collation.as_mut_ptr(), bounds, 1, values.as_mut_ptr(), &mut equal);
+            index = *(*bounds).indexes.offset(offset as isize + 1);
+        }
+        let is_default = index < 0;
+        if is_default {
+            index = (*bounds).default_index;
+        }
+        (index >= 0 && *(*desc).is_leaf.add(index as usize)).then(|| (*(*desc).oids.add(index as usize), is_default))
     }
+}
 
-    /// The partition opened for writing (its index in `partitions`), or `None` if it is not one
-    /// this path can fill as the executor would.
-    unsafe fn partition(&mut self, oid: pg_sys::Oid) -> Option<usize> {
-        if let Some(i) = self.partitions.iter().position(|p| p.oid == oid) {
-            return Some(i);
+/// The partition, open for writing with its indexes, in the statement's executor memory; `None`
+/// (and nothing left open) if it is not one this path can fill as the executor would.
+unsafe fn open_partition(
+    estate: *mut pg_sys::EState,
+    parent: pg_sys::Relation,
+    oid: pg_sys::Oid,
+) -> Option<(pg_sys::Relation, *mut pg_sys::ResultRelInfo, *mut pg_sys::TupleTableSlot)> {
+    unsafe {
+        let relation = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let desc = (*relation).rd_att;
+        let constraints = (*desc).constr;
+        let plain = (*(*relation).rd_rel).relkind as u8 == pg_sys::RELKIND_RELATION
+            && (*relation).trigdesc.is_null()
+            && (constraints.is_null() || ((*constraints).num_check == 0 && !(*constraints).has_generated_stored))
+            && same_columns((*parent).rd_att, desc);
+        if !plain {
+            pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return None;
         }
-        unsafe {
-            let relation = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-            let desc = (*relation).rd_att;
-            let constraints = (*desc).constr;
-            let plain = (*(*relation).rd_rel).relkind as u8 == pg_sys::RELKIND_RELATION
-                && (*relation).trigdesc.is_null()
-                && (constraints.is_null() || ((*constraints).num_check == 0 && !(*constraints).has_generated_stored))
-                && same_columns((*self.parent).rd_att, desc);
-            if !plain {
-                pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
-                return None;
-            }
-            let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
-            pg_sys::InitResultRelInfo(result, relation, 1, ptr::null_mut(), 0);
-            pg_sys::ExecOpenIndices(result, false);
-            // A deferred unique check would need an after-trigger event, which only the executor queues.
-            let deferred = (0..(*result).ri_NumIndices as usize).any(|i| {
-                let index = &*(**(*result).ri_IndexRelationDescs.add(i)).rd_index;
-                index.indisunique && !index.indimmediate
-            });
-            if deferred {
-                pg_sys::ExecCloseIndices(result);
-                pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
-                return None;
-            }
-            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &raw const pg_sys::TTSOpsVirtual);
-            self.partitions.push(Partition { oid, relation, result, slot });
-            Some(self.partitions.len() - 1)
-        }
+        let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+        let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
+        pg_sys::InitResultRelInfo(result, relation, 1, ptr::null_mut(), 0);
+        pg_sys::ExecOpenIndices(result, false);
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &raw const pg_sys::TTSOpsVirtual);
+        pg_sys::MemoryContextSwitchTo(old);
+        Some((relation, result, slot))
     }
 }
 
 /// The log's column defaults, compiled once and kept while their definitions stay the same
-/// (parsing and compiling them took a tenth of a captured single-row INSERT).
+/// (parsing and compiling them took a tenth of a captured single-row INSERT). Only defaults that
+/// call Postgres's own functions are kept: one of those cannot be redefined, nor write to a
+/// captured table while it runs.
 struct Defaults {
     definitions: Vec<(usize, std::ffi::CString)>,
-    states: Vec<(usize, *mut pg_sys::ExprState)>,
+    states: Option<[*mut pg_sys::ExprState; 3]>,
     memory: pg_sys::MemoryContext,
 }
 
-thread_local! {
-    static DEFAULTS: std::cell::RefCell<Option<Defaults>> = const { std::cell::RefCell::new(None) };
-    /// Set while a default runs: a default that writes to a captured table would reach `open`
-    /// again, and must not find its own compiled state replaced or reused under it.
-    static EVALUATING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// After an error: no default is running any more.
-pub fn reset() {
-    EVALUATING.with(|e| e.set(false));
-}
-
-/// The compiled defaults of the columns pg_cep leaves to them; `None` while one is running.
-unsafe fn compiled_defaults(parent: pg_sys::Relation) -> Option<Vec<(usize, *mut pg_sys::ExprState)>> {
-    if EVALUATING.with(Cell::get) {
-        return None;
-    }
+/// `change_id`'s, `changed_at`'s and `correlation_id`'s defaults, compiled; `None` when one is
+/// missing, calls a function of a user's, or `changed_at`'s may differ within a statement.
+unsafe fn compiled_defaults(parent: pg_sys::Relation) -> Option<[*mut pg_sys::ExprState; 3]> {
     unsafe {
         let constraints = (*(*parent).rd_att).constr;
         let mut definitions = Vec::new();
@@ -320,48 +296,58 @@ unsafe fn compiled_defaults(parent: pg_sys::Relation) -> Option<Vec<(usize, *mut
             for i in 0..(*constraints).num_defval as usize {
                 let default = &*(*constraints).defval.add(i);
                 let index = default.adnum as usize - 1;
-                if FROM_DEFAULTS.contains(&index) && !default.adbin.is_null() {
-                    definitions.push((index, std::ffi::CStr::from_ptr(default.adbin).to_owned()));
+                if [CHANGE_ID, CHANGED_AT, CORRELATION_ID].contains(&index) && !default.adbin.is_null() {
+                    definitions.push((index, CStr::from_ptr(default.adbin).to_owned()));
                 }
             }
         }
         definitions.sort();
+        if definitions.len() != 3 {
+            return None;
+        }
         DEFAULTS.with(|cache| {
             let mut cache = cache.borrow_mut();
-            if cache.as_ref().is_some_and(|d| d.definitions == definitions) {
-                return cache.as_ref().map(|d| d.states.clone());
+            if let Some(cached) = cache.as_ref().filter(|d| d.definitions == definitions) {
+                return cached.states;
             }
-            if let Some(old) = cache.take() {
-                pg_sys::MemoryContextDelete(old.memory);
-            }
+            // Built under this statement's memory, and kept only once complete: an error on the
+            // way leaves nothing behind.
             let memory = pg_sys::AllocSetContextCreateInternal(
-                pg_sys::TopMemoryContext,
+                pg_sys::CurrentMemoryContext,
                 c"pg_cep change_log defaults".as_ptr(),
                 pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
                 pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
                 pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
             );
             let old = pg_sys::MemoryContextSwitchTo(memory);
-            let states = definitions
-                .iter()
-                .map(|&(index, _)| {
-                    let expr = pg_sys::expression_planner(pg_sys::build_column_default(parent, index as i32 + 1).cast());
-                    (index, pg_sys::ExecInitExpr(expr, ptr::null_mut()))
-                })
-                .collect::<Vec<_>>();
+            // Looked at before planning, which inlines SQL functions into what they call.
+            let expressions = [CHANGE_ID, CHANGED_AT, CORRELATION_ID].map(|index| pg_sys::build_column_default(parent, index as i32 + 1));
+            let usable = expressions.iter().all(|&e| !e.is_null() && !calls_user_functions(e)) && !pg_sys::contain_volatile_functions(expressions[1]);
+            let states = usable.then(|| expressions.map(|e| pg_sys::ExecInitExpr(pg_sys::expression_planner(e.cast()), ptr::null_mut())));
             pg_sys::MemoryContextSwitchTo(old);
-            *cache = Some(Defaults { definitions, states: states.clone(), memory });
-            Some(states)
+            pg_sys::MemoryContextSetParent(memory, pg_sys::TopMemoryContext);
+            if let Some(replaced) = cache.replace(Defaults { definitions, states, memory }) {
+                pg_sys::MemoryContextDelete(replaced.memory);
+            }
+            states
         })
     }
 }
 
-thread_local! {
-    static BUILTINS: std::cell::RefCell<Vec<(&'static std::ffi::CStr, pg_sys::Oid)>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Whether an expression calls a function that is not built in (so could be redefined).
+unsafe fn calls_user_functions(node: *mut pg_sys::Node) -> bool {
+    unsafe extern "C-unwind" fn user_function(function: pg_sys::Oid, _: *mut std::ffi::c_void) -> bool {
+        function.to_u32() >= pg_sys::FirstNormalObjectId
+    }
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        unsafe { !node.is_null() && (pg_sys::check_functions_in_node(node, Some(user_function), context) || pg_sys::expression_tree_walker(node, Some(walk), context)) }
+    }
+    unsafe { walk(node, ptr::null_mut()) }
 }
 
 /// A built-in function's oid by its C name, looked up once per backend (the lookup is a scan).
-pub fn builtin(name: &'static std::ffi::CStr) -> pg_sys::Oid {
+pub fn builtin(name: &'static CStr) -> pg_sys::Oid {
     if let Some(oid) = BUILTINS.with(|b| b.borrow().iter().find(|(n, _)| *n == name).map(|(_, oid)| *oid)) {
         return oid;
     }
@@ -410,13 +396,6 @@ unsafe fn same_columns(parent: pg_sys::TupleDesc, partition: pg_sys::TupleDesc) 
 fn omit_detached() -> bool {
     // SAFETY: a read of the transaction's isolation level.
     unsafe { pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 }
-}
-
-unsafe fn all_partitions_are_leaves(parent: pg_sys::Relation) -> bool {
-    unsafe {
-        let desc = pg_sys::RelationGetPartitionDesc(parent, omit_detached());
-        !desc.is_null() && (0..(*desc).nparts as usize).all(|i| *(*desc).is_leaf.add(i))
-    }
 }
 
 /// Whether the log is partitioned by range on `changed_at` alone, from the catalog, once per
