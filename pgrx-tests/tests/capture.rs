@@ -311,3 +311,67 @@ fn a_slow_commit_and_a_stopped_sender_lose_no_notification() {
     assert_eq!(first_ids, expected, "{got:?}");
     assert!(got.iter().all(|n| n.2 == second_sender), "{got:?}");
 }
+
+/// The log's month is taken away, so captured rows go to its default partition; then maintenance
+/// creates the month (moving those rows into it) while two sessions keep writing single-row and
+/// multi-row statements. Every statement commits, every change is logged once, and none is left
+/// in the default partition.
+#[test]
+fn captured_writers_lose_nothing_while_the_logs_month_is_created_under_them() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let db = TestDb::new("capture_month");
+    let mut c = db.connect();
+    c.batch_execute(GRAPH).unwrap();
+    c.batch_execute("INSERT INTO nodes VALUES (0, 'Seed')").unwrap();
+    let month: String = c.query_one("SELECT tableoid::regclass::text FROM cep.change_log", &[]).unwrap().get(0);
+    c.batch_execute(&format!("ALTER TABLE cep.change_log DETACH PARTITION {month}; DROP TABLE {month}")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (1..=2i64)
+        .map(|w| {
+            let (name, stop) = (db.name.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut s = pg_cep_e2e::connect_to(&name);
+                let (mut rows, mut failed, mut i) = (0i64, 0i64, 0i64);
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let first = w * 10_000_000 + i * 10;
+                    let n = if i % 3 == 0 { 5 } else { 1 };
+                    match s.execute("INSERT INTO nodes (id, label) SELECT g, 'Person' FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) g", &[&first, &n]) {
+                        Ok(_) => rows += n,
+                        Err(e) => {
+                            eprintln!("insert failed: {:?}", e.as_db_error());
+                            failed += 1;
+                        }
+                    }
+                }
+                (rows, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let in_default = |c: &mut Client| -> i64 { c.query_one("SELECT count(*) FROM ONLY cep.change_log_default", &[]).unwrap().get(0) };
+    assert!(in_default(&mut c) > 1, "the writers' changes went to the default partition first");
+    c.batch_execute("SET cep.maintenance_lock_timeout = '10s'").unwrap();
+    let created: i64 = c.query_one("SELECT count(*) FROM cep.run_maintenance('cep.change_log') WHERE action = 'create'", &[]).unwrap().get(0);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let (mut rows, mut failed) = (0i64, 0i64);
+    for w in writers {
+        let (r, f) = w.join().unwrap();
+        (rows, failed) = (rows + r, failed + f);
+    }
+    assert!(created >= 1, "the month was created again");
+    assert_eq!(failed, 0, "no captured statement failed while maintenance ran");
+    assert!(rows > 50, "the writers kept writing: {rows}");
+    c.batch_execute("SELECT cep.run_maintenance('cep.change_log')").unwrap();
+    assert_eq!(in_default(&mut c), 0, "nothing left in the default partition");
+    let (logged, distinct, nodes): (i64, i64, i64) = {
+        let r = c
+            // The seed node's change went with the dropped month.
+            .query_one("SELECT count(*), count(DISTINCT pk), (SELECT count(*) FROM nodes WHERE id <> 0) FROM cep.change_log WHERE table_name = 'public.nodes' AND op = 'I'", &[])
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((logged, distinct, nodes), (rows, rows, rows), "every committed change logged once");
+}
