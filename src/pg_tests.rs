@@ -900,14 +900,20 @@ mod tests {
                  FROM cep.change_log WHERE op = '{op}'"
             ))
         };
+        let updates = r#"UPDATE odd SET c = c + 1, h = 'k2' WHERE a = 1;
+            UPDATE odd SET "Mixed Case" = '2026-02-01 00:00:00+00' WHERE a = 3;
+            UPDATE odd SET g = g WHERE a = 2"#;
         let before = written();
         run(rows);
+        run(updates);
         run("DELETE FROM odd");
         run("TRUNCATE odd");
-        assert_eq!(written() - before, 7, "three inserts, three deletes and a truncate, stored directly");
+        assert_eq!(written() - before, 11, "3 inserts, 4 update changes (a new key is 2), 3 deletes and a truncate, stored directly");
         assert_eq!(one::<bool>("SELECT bool_and(changed_at = now() AND correlation_id = pg_current_xact_id()) FROM cep.change_log"), Some(true));
-        let direct = ["I", "D", "T"].map(logged);
-        assert_eq!(direct.iter().map(|d| d.as_deref().map_or(0, |d| d.lines().count())).collect::<Vec<_>>(), [3, 3, 1]);
+        let direct = ["I", "U", "D", "T"].map(logged);
+        assert_eq!(direct.iter().map(|d| d.as_deref().map_or(0, |d| d.lines().count())).collect::<Vec<_>>(), [3, 4, 3, 1]);
+        let changed = r#"odd|public.odd|update|2026-01-15T12:00:00+00:00,1|k2|100000000000000000000|2026-01-15T12:00:00+00:00|{"c": 2.50, "h": "k2"}|{"c": 1.50, "h": "k1"}"#;
+        assert!(direct[1].as_deref().unwrap().lines().any(|l| l == changed), "{direct:?}");
         let first = r#"odd|public.odd|insert|2026-01-15T12:00:00+00:00,1|k1|100000000000000000000|2026-01-15T12:00:00+00:00|{"a": 1, "c": 1.50, "d": 100000000000000000000, "e": {"x": [1, null, "é"]}, "f": ["a", "b c"], "g": true, "h": "k1", "Mixed Case": "2026-01-15T12:00:00+00:00"}"#;
         assert!(direct[0].as_deref().unwrap().lines().any(|l| l == first), "{direct:?}");
         run("DELETE FROM cep.change_log");
@@ -916,11 +922,12 @@ mod tests {
         run("CREATE TRIGGER pass BEFORE INSERT ON cep.change_log FOR EACH ROW EXECUTE FUNCTION pg_temp.pass()");
         let before = written();
         run(rows);
+        run(updates);
         run("DELETE FROM odd");
         run("TRUNCATE odd");
         assert_eq!(written(), before, "nothing stored directly while the log has a trigger");
-        assert_eq!(["I", "D", "T"].map(logged), direct);
-        assert_eq!(one::<i64>("SELECT count(*) FROM cep.change_log"), Some(7));
+        assert_eq!(["I", "U", "D", "T"].map(logged), direct);
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.change_log"), Some(11));
         run("DROP TRIGGER pass ON cep.change_log");
         // The same for a CHECK constraint (which the executor enforces) and a column added to the log.
         run("ALTER TABLE cep.change_log ADD CONSTRAINT no_forbidden CHECK (key IS DISTINCT FROM 'forbidden')");

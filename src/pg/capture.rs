@@ -152,17 +152,16 @@ impl Logged {
     }
 }
 
-/// Logs one statement's changes. INSERT, DELETE and TRUNCATE are written by `change_log`
-/// whenever it can (see there why); UPDATE, which pairs old and new rows, and every statement
-/// the log's shape keeps from that path, go through SPI with one set-based INSERT.
+/// Logs one statement's changes: by `change_log` whenever it can (see there why), or else
+/// through SPI with one set-based INSERT, which does what the log's changed shape asks for.
 pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op, trigger: *const pg_sys::TriggerData) -> CepResult<Logged> {
     // SAFETY: this trigger call's own data. A trigger made by hand without the transition
     // table is left to SPI, whose statement names it and fails clearly.
     let rows_at_hand = match op {
         Op::Insert => unsafe { !(*trigger).tg_newtable.is_null() },
         Op::Delete => unsafe { !(*trigger).tg_oldtable.is_null() },
+        Op::Update => unsafe { !(*trigger).tg_newtable.is_null() && !(*trigger).tg_oldtable.is_null() },
         Op::Truncate => true,
-        Op::Update => false,
     };
     if rows_at_hand {
         if let Some(log) = ChangeLog::open() {
@@ -206,8 +205,73 @@ unsafe fn field(row: pg_sys::Datum, name: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// Writes the rows of the statement's transition table (none for TRUNCATE) to the open log, with
-/// the same values `log_through_spi`'s statement computes.
+/// A row of a transition table as the log keeps it: the row as jsonb, and its primary key
+/// (the key's columns joined by commas, NULLs left out: concat_ws, as in SQL).
+struct ChangedRow {
+    row: pg_sys::Datum,
+    pk: Option<Vec<u8>>,
+}
+
+/// Reads one of the trigger's transition tables through a pointer of its own (as a scan of it in
+/// SQL does); each row is handed over in `memory`, which the caller may reset between rows.
+unsafe fn each_row(
+    store: *mut pg_sys::Tuplestorestate,
+    relation: pg_sys::Relation,
+    capture: &Capture,
+    memory: pg_sys::MemoryContext,
+    mut each: impl FnMut(ChangedRow) -> CepResult<()>,
+) -> CepResult<()> {
+    unsafe {
+        let mut to_jsonb = ToJsonb::new((*(*relation).rd_rel).reltype);
+        let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &raw const pg_sys::TTSOpsMinimalTuple);
+        let reader = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+        pg_sys::tuplestore_select_read_pointer(store, reader);
+        pg_sys::tuplestore_rescan(store);
+        while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+            let old = pg_sys::MemoryContextSwitchTo(memory);
+            let row = to_jsonb.of(pg_sys::ExecFetchSlotHeapTupleDatum(slot));
+            let pk = (!capture.pk_columns.is_empty()).then(|| capture.pk_columns.iter().filter_map(|c| field(row, c)).collect::<Vec<_>>().join(&b','));
+            pg_sys::MemoryContextSwitchTo(old);
+            each(ChangedRow { row, pk })?;
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        Ok(())
+    }
+}
+
+/// Runs `f` with `memory` as the current memory context.
+unsafe fn in_context<T>(memory: pg_sys::MemoryContext, f: impl FnOnce() -> T) -> T {
+    unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(memory);
+        let result = f();
+        pg_sys::MemoryContextSwitchTo(old);
+        result
+    }
+}
+
+/// `row` without the columns whose values `other` has too (`IS DISTINCT FROM` on their jsonb),
+/// as the SQL's `jsonb_object_agg` over `jsonb_each` keeps for `changed_columns_only`.
+unsafe fn changed_columns(row: pg_sys::Datum, other: pg_sys::Datum, columns: &[pg_sys::Datum]) -> pg_sys::Datum {
+    unsafe {
+        let value = |r: pg_sys::Datum, c: pg_sys::Datum| pgrx::fcinfo::direct_function_call_as_datum(|f| pg_sys::jsonb_object_field(f), &[Some(r), Some(c)]);
+        let mut same: Vec<pg_sys::Datum> = columns
+            .iter()
+            .copied()
+            .filter(|&c| match (value(row, c), value(other, c)) {
+                (None, None) => true,
+                (Some(a), Some(b)) => pgrx::fcinfo::direct_function_call::<bool>(|f| pg_sys::jsonb_eq(f), &[Some(a), Some(b)]).unwrap_or(false),
+                _ => false,
+            })
+            .collect();
+        let same = pg_sys::construct_array(same.as_mut_ptr(), same.len() as i32, pg_sys::TEXTOID, -1, false, pg_sys::TYPALIGN_INT as std::ffi::c_char);
+        pgrx::fcinfo::direct_function_call_as_datum(|f| pg_sys::jsonb_delete_array(f), &[Some(row), Some(pg_sys::Datum::from(same))]).unwrap_or(row)
+    }
+}
+
+/// Writes the rows of the statement's transition tables (none for TRUNCATE) to the open log, with
+/// the same values `log_through_spi`'s statement computes. An UPDATE's old and new rows are
+/// paired by primary key, as the SQL's FULL JOIN pairs them; rows without a partner (no primary
+/// key, or a changed one) are logged on their own.
 unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *const pg_sys::TriggerData) -> CepResult<Logged> {
     let statement = LogRow {
         relid: capture.relid,
@@ -222,44 +286,91 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
         old_row: None,
     };
     let mut changes: Vec<(i64, Option<String>)> = Vec::new();
+    // One change; key and endpoints are read from `whole`, the whole new row, or else the old one
+    // (`new_row` and `old_row` may hold only the changed columns).
+    let mut write = |log: &mut ChangeLog, pk: Option<&[u8]>, whole: Option<pg_sys::Datum>, new_row: Option<pg_sys::Datum>, old_row: Option<pg_sys::Datum>| -> CepResult<()> {
+        // SAFETY: jsonb datums of this statement's rows.
+        let [key, from_id, to_id] =
+            [&capture.key_column, &capture.from_column, &capture.to_column].map(|c| c.as_deref().zip(whole).and_then(|(c, r)| unsafe { field(r, c) }));
+        let change = LogRow { pk, key: key.as_deref(), from_id: from_id.as_deref(), to_id: to_id.as_deref(), new_row, old_row, ..statement };
+        // Keys are counted by their text; one that is not UTF-8 is counted by a lossy copy.
+        changes.push((log.write(&change)?, key.map(|k| String::from_utf8_lossy(&k).into_owned())));
+        Ok(())
+    };
     if op == Op::Truncate {
-        changes.push((log.write(&statement)?, None));
-    } else {
-        // SAFETY: the transition table of this trigger call, read through a pointer of our own
-        // (as a scan of it in SQL does), one row at a time in memory reset between rows.
-        unsafe {
-            let store = if op == Op::Insert { (*trigger).tg_newtable } else { (*trigger).tg_oldtable };
-            let relation = (*trigger).tg_relation;
-            let mut to_jsonb = ToJsonb::new((*(*relation).rd_rel).reltype);
-            let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &raw const pg_sys::TTSOpsMinimalTuple);
-            let memory = pg_sys::AllocSetContextCreateInternal(
+        write(&mut log, None, None, None, None)?;
+        log.close();
+        return Ok(Logged::collect(changes));
+    }
+    // SAFETY: the transition tables of this trigger call; rows are made in `per_row`, reset
+    // between rows, except an UPDATE's old rows, kept in `kept` until they are paired.
+    unsafe {
+        let relation = (*trigger).tg_relation;
+        let context = |name: &std::ffi::CStr| {
+            pg_sys::AllocSetContextCreateInternal(
                 pg_sys::CurrentMemoryContext,
-                c"pg_cep change row".as_ptr(),
+                name.as_ptr(),
                 pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
                 pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
                 pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-            );
-            let reader = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
-            pg_sys::tuplestore_select_read_pointer(store, reader);
-            pg_sys::tuplestore_rescan(store);
-            while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-                pg_sys::MemoryContextReset(memory);
-                let old = pg_sys::MemoryContextSwitchTo(memory);
-                let row = to_jsonb.of(pg_sys::ExecFetchSlotHeapTupleDatum(slot));
-                // The key's columns joined by commas, NULLs left out: concat_ws, as in SQL.
-                let pk = (!capture.pk_columns.is_empty())
-                    .then(|| capture.pk_columns.iter().filter_map(|c| field(row, c)).collect::<Vec<_>>().join(&b','));
-                let [key, from_id, to_id] = [&capture.key_column, &capture.from_column, &capture.to_column].map(|c| c.as_deref().and_then(|c| field(row, c)));
-                let (new_row, old_row) = if op == Op::Insert { (Some(row), None) } else { (None, Some(row)) };
-                let change = LogRow { pk: pk.as_deref(), key: key.as_deref(), from_id: from_id.as_deref(), to_id: to_id.as_deref(), new_row, old_row, ..statement };
-                let written = log.write(&change);
-                pg_sys::MemoryContextSwitchTo(old);
-                // Keys are counted by their text; one that is not UTF-8 is counted by a lossy copy.
-                changes.push((written?, key.map(|k| String::from_utf8_lossy(&k).into_owned())));
+            )
+        };
+        let (per_row, kept) = (context(c"pg_cep change row"), context(c"pg_cep old rows"));
+        match op {
+            Op::Insert => each_row((*trigger).tg_newtable, relation, capture, per_row, |r| {
+                in_context(per_row, || write(&mut log, r.pk.as_deref(), Some(r.row), Some(r.row), None))?;
+                pg_sys::MemoryContextReset(per_row);
+                Ok(())
+            })?,
+            Op::Delete => each_row((*trigger).tg_oldtable, relation, capture, per_row, |r| {
+                in_context(per_row, || write(&mut log, r.pk.as_deref(), Some(r.row), None, Some(r.row)))?;
+                pg_sys::MemoryContextReset(per_row);
+                Ok(())
+            })?,
+            _ => {
+                let mut old_rows: Vec<Option<ChangedRow>> = Vec::new();
+                each_row((*trigger).tg_oldtable, relation, capture, kept, |r| {
+                    old_rows.push(Some(r));
+                    Ok(())
+                })?;
+                let mut by_pk: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+                for (i, r) in old_rows.iter().enumerate() {
+                    if let Some(pk) = r.as_ref().and_then(|r| r.pk.clone()) {
+                        by_pk.entry(pk).or_insert(i);
+                    }
+                }
+                let columns: Vec<pg_sys::Datum> = {
+                    let old = pg_sys::MemoryContextSwitchTo(kept);
+                    let desc = (*relation).rd_att;
+                    let names = (0..(*desc).natts as usize)
+                        .map(|i| &*(*desc).attrs.as_ptr().add(i))
+                        .filter(|a| !a.attisdropped)
+                        .map(|a| pg_sys::Datum::from(pg_sys::cstring_to_text(a.attname.data.as_ptr())))
+                        .collect();
+                    pg_sys::MemoryContextSwitchTo(old);
+                    names
+                };
+                each_row((*trigger).tg_newtable, relation, capture, per_row, |n| {
+                    let partner = n.pk.as_ref().and_then(|pk| by_pk.remove(pk)).and_then(|i| old_rows[i].take());
+                    in_context(per_row, || {
+                        let (new_row, old_row) = match &partner {
+                            Some(o) if capture.changed_columns_only => (changed_columns(n.row, o.row, &columns), Some(changed_columns(o.row, n.row, &columns))),
+                            Some(o) => (n.row, Some(o.row)),
+                            None => (n.row, None),
+                        };
+                        write(&mut log, n.pk.as_deref(), Some(n.row), Some(new_row), old_row)
+                    })?;
+                    pg_sys::MemoryContextReset(per_row);
+                    Ok(())
+                })?;
+                for o in old_rows.into_iter().flatten() {
+                    in_context(per_row, || write(&mut log, o.pk.as_deref(), Some(o.row), None, Some(o.row)))?;
+                    pg_sys::MemoryContextReset(per_row);
+                }
             }
-            pg_sys::ExecDropSingleTupleTableSlot(slot);
-            pg_sys::MemoryContextDelete(memory);
         }
+        pg_sys::MemoryContextDelete(per_row);
+        pg_sys::MemoryContextDelete(kept);
     }
     log.close();
     Ok(Logged::collect(changes))
