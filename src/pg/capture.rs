@@ -160,7 +160,11 @@ pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op, trig
     let rows_at_hand = match op {
         Op::Insert => unsafe { !(*trigger).tg_newtable.is_null() },
         Op::Delete => unsafe { !(*trigger).tg_oldtable.is_null() },
-        Op::Update => unsafe { !(*trigger).tg_newtable.is_null() && !(*trigger).tg_oldtable.is_null() },
+        // A big UPDATE is paired by SQL, whose hash join spills to disk; here old rows stay in memory.
+        Op::Update => unsafe {
+            let (new, old) = ((*trigger).tg_newtable, (*trigger).tg_oldtable);
+            !new.is_null() && !old.is_null() && pg_sys::tuplestore_tuple_count(old) <= DIRECT_UPDATE_ROWS
+        },
         Op::Truncate => true,
     };
     if rows_at_hand {
@@ -171,6 +175,9 @@ pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op, trig
     }
     log_through_spi(client, capture, op)
 }
+
+/// The most rows an UPDATE may change and still be logged without the executor.
+const DIRECT_UPDATE_ROWS: i64 = 10_000;
 
 /// `to_jsonb` as the SQL function, for rows of one type: the function reads its argument's type
 /// from the call expression, so it gets one.
@@ -213,7 +220,7 @@ struct ChangedRow {
 }
 
 /// Reads one of the trigger's transition tables through a pointer of its own (as a scan of it in
-/// SQL does); each row is handed over in `memory`, which the caller may reset between rows.
+/// SQL does). Each row is made in `memory`, reset before the next: what `each` keeps it copies.
 unsafe fn each_row(
     store: *mut pg_sys::Tuplestorestate,
     relation: pg_sys::Relation,
@@ -228,6 +235,7 @@ unsafe fn each_row(
         pg_sys::tuplestore_select_read_pointer(store, reader);
         pg_sys::tuplestore_rescan(store);
         while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+            pg_sys::MemoryContextReset(memory);
             let old = pg_sys::MemoryContextSwitchTo(memory);
             let row = to_jsonb.of(pg_sys::ExecFetchSlotHeapTupleDatum(slot));
             let pk = (!capture.pk_columns.is_empty()).then(|| capture.pk_columns.iter().filter_map(|c| field(row, c)).collect::<Vec<_>>().join(&b','));
@@ -236,6 +244,17 @@ unsafe fn each_row(
         }
         pg_sys::ExecDropSingleTupleTableSlot(slot);
         Ok(())
+    }
+}
+
+/// A copy of a (plain, untoasted) varlena datum in `memory`.
+unsafe fn copy_into(memory: pg_sys::MemoryContext, datum: pg_sys::Datum) -> pg_sys::Datum {
+    unsafe {
+        let source = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let size = pgrx::varlena::varsize_any(source);
+        let copy = pg_sys::MemoryContextAlloc(memory, size);
+        std::ptr::copy_nonoverlapping(source as *const u8, copy as *mut u8, size);
+        pg_sys::Datum::from(copy)
     }
 }
 
@@ -318,54 +337,57 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
         let (per_row, kept) = (context(c"pg_cep change row"), context(c"pg_cep old rows"));
         match op {
             Op::Insert => each_row((*trigger).tg_newtable, relation, capture, per_row, |r| {
-                in_context(per_row, || write(&mut log, r.pk.as_deref(), Some(r.row), Some(r.row), None))?;
-                pg_sys::MemoryContextReset(per_row);
-                Ok(())
+                in_context(per_row, || write(&mut log, r.pk.as_deref(), Some(r.row), Some(r.row), None))
             })?,
             Op::Delete => each_row((*trigger).tg_oldtable, relation, capture, per_row, |r| {
-                in_context(per_row, || write(&mut log, r.pk.as_deref(), Some(r.row), None, Some(r.row)))?;
-                pg_sys::MemoryContextReset(per_row);
-                Ok(())
+                in_context(per_row, || write(&mut log, r.pk.as_deref(), Some(r.row), None, Some(r.row)))
             })?,
             _ => {
-                let mut old_rows: Vec<Option<ChangedRow>> = Vec::new();
-                each_row((*trigger).tg_oldtable, relation, capture, kept, |r| {
-                    old_rows.push(Some(r));
+                // Old rows are kept (their jsonb copied out of the reader's memory) to be paired.
+                let mut old_rows: Vec<ChangedRow> = Vec::new();
+                each_row((*trigger).tg_oldtable, relation, capture, per_row, |r| {
+                    old_rows.push(ChangedRow { row: copy_into(kept, r.row), pk: r.pk });
                     Ok(())
                 })?;
-                let mut by_pk: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+                // Every old row with the new row's key, as the FULL JOIN on the key text pairs them
+                // (a key text can repeat: inherited tables, commas inside key columns).
+                let mut by_pk: std::collections::HashMap<&[u8], Vec<usize>> = std::collections::HashMap::new();
                 for (i, r) in old_rows.iter().enumerate() {
-                    if let Some(pk) = r.as_ref().and_then(|r| r.pk.clone()) {
-                        by_pk.entry(pk).or_insert(i);
+                    if let Some(pk) = r.pk.as_deref() {
+                        by_pk.entry(pk).or_default().push(i);
                     }
                 }
-                let columns: Vec<pg_sys::Datum> = {
-                    let old = pg_sys::MemoryContextSwitchTo(kept);
+                let mut paired = vec![false; old_rows.len()];
+                let columns: Vec<pg_sys::Datum> = in_context(kept, || {
                     let desc = (*relation).rd_att;
-                    let names = (0..(*desc).natts as usize)
+                    (0..(*desc).natts as usize)
                         .map(|i| &*(*desc).attrs.as_ptr().add(i))
                         .filter(|a| !a.attisdropped)
                         .map(|a| pg_sys::Datum::from(pg_sys::cstring_to_text(a.attname.data.as_ptr())))
-                        .collect();
-                    pg_sys::MemoryContextSwitchTo(old);
-                    names
-                };
+                        .collect()
+                });
                 each_row((*trigger).tg_newtable, relation, capture, per_row, |n| {
-                    let partner = n.pk.as_ref().and_then(|pk| by_pk.remove(pk)).and_then(|i| old_rows[i].take());
-                    in_context(per_row, || {
-                        let (new_row, old_row) = match &partner {
-                            Some(o) if capture.changed_columns_only => (changed_columns(n.row, o.row, &columns), Some(changed_columns(o.row, n.row, &columns))),
-                            Some(o) => (n.row, Some(o.row)),
-                            None => (n.row, None),
-                        };
-                        write(&mut log, n.pk.as_deref(), Some(n.row), Some(new_row), old_row)
-                    })?;
-                    pg_sys::MemoryContextReset(per_row);
+                    let partners = n.pk.as_deref().and_then(|pk| by_pk.get(pk)).map_or(&[][..], |v| v.as_slice());
+                    if partners.is_empty() {
+                        return in_context(per_row, || write(&mut log, n.pk.as_deref(), Some(n.row), Some(n.row), None));
+                    }
+                    for &i in partners {
+                        paired[i] = true;
+                        let o = &old_rows[i];
+                        in_context(per_row, || {
+                            let (new_row, old_row) = if capture.changed_columns_only {
+                                (changed_columns(n.row, o.row, &columns), changed_columns(o.row, n.row, &columns))
+                            } else {
+                                (n.row, o.row)
+                            };
+                            write(&mut log, n.pk.as_deref(), Some(n.row), Some(new_row), Some(old_row))
+                        })?;
+                    }
                     Ok(())
                 })?;
-                for o in old_rows.into_iter().flatten() {
-                    in_context(per_row, || write(&mut log, o.pk.as_deref(), Some(o.row), None, Some(o.row)))?;
+                for (o, _) in old_rows.iter().zip(&paired).filter(|(_, paired)| !**paired) {
                     pg_sys::MemoryContextReset(per_row);
+                    in_context(per_row, || write(&mut log, o.pk.as_deref(), Some(o.row), None, Some(o.row)))?;
                 }
             }
         }

@@ -127,7 +127,7 @@ impl ChangeLog {
             let estate = pg_sys::CreateExecutorState();
             let econtext = pg_sys::MakePerTupleExprContext(estate);
             let mut isnull = false;
-            let at = (*changed_at).evalfunc.expect("a compiled expression has its function")(changed_at, econtext, &mut isnull);
+            let at = evaluate(changed_at, econtext, &mut isnull);
             // The partition bounds as the executor reads them, kept for the statement (freed with the state).
             (*estate).es_partition_directory = pg_sys::CreatePartitionDirectory((*estate).es_query_cxt, omit_detached());
             let desc = pg_sys::PartitionDirectoryLookup((*estate).es_partition_directory, parent);
@@ -166,7 +166,7 @@ impl ChangeLog {
             let text = |s: Option<&[u8]>| s.map(|s| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32)));
             let evaluate = |state: *mut pg_sys::ExprState| {
                 let mut isnull = false;
-                let value = (*state).evalfunc.expect("a compiled expression has its function")(state, self.econtext, &mut isnull);
+                let value = evaluate(state, self.econtext, &mut isnull);
                 (!isnull).then_some(value)
             };
             let values: [Option<pg_sys::Datum>; 13] = [
@@ -219,6 +219,15 @@ impl ChangeLog {
             pg_sys::FreeExecutorState(self.estate);
             pg_sys::CommandCounterIncrement();
         }
+    }
+}
+
+/// A compiled expression's value. Guarded: `nextval` may raise an ERROR (no privilege on the
+/// sequence, or the sequence used up), which must come back as one through the Rust frames.
+unsafe fn evaluate(state: *mut pg_sys::ExprState, econtext: *mut pg_sys::ExprContext, isnull: &mut bool) -> pg_sys::Datum {
+    unsafe {
+        let function = (*state).evalfunc.expect("a compiled expression has its function");
+        pg_sys::ffi::pg_guard_ffi_boundary(|| function(state, econtext, isnull))
     }
 }
 
