@@ -1,6 +1,7 @@
-//! Change capture in Postgres: one set-based INSERT into `cep.change_log` per statement, the
-//! anomaly checks for that statement, and one notification per transaction and channel, sent
-//! once the transaction has committed (and never when it rolls back; see `pg::notifier`).
+//! Change capture in Postgres: a statement's rows logged in `cep.change_log` (stored directly by
+//! `pg::change_log`, or by one set-based INSERT through SPI), the anomaly checks for that
+//! statement, and one notification per transaction and channel, sent once the transaction has
+//! committed (and never when it rolls back; see `pg::notifier`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
