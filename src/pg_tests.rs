@@ -974,6 +974,23 @@ mod tests {
     }
 
     #[pg_test]
+    fn an_update_of_more_rows_than_the_direct_limit_is_logged_through_sql_alike() {
+        let written = crate::pg::change_log::rows_written;
+        run("CREATE TABLE big (id int PRIMARY KEY, v int)");
+        run("SELECT cep.capture('big', high_frequency => NULL, mass_deletion => NULL)");
+        run("INSERT INTO big SELECT g, 0 FROM generate_series(1, 10001) g");
+        let before = written();
+        run("UPDATE big SET v = 1");
+        assert_eq!(written(), before, "10,001 rows: paired by SQL");
+        run("UPDATE big SET v = 2 WHERE id <= 10000");
+        assert_eq!(written(), before + 10_000, "10,000 rows: paired here");
+        assert_eq!(
+            one::<String>("SELECT string_agg(n || ' ' || c, ', ' ORDER BY c) FROM (SELECT new_row::text || '/' || old_row::text AS c, count(*) AS n FROM cep.change_log WHERE op = 'U' GROUP BY 1) s"),
+            Some(r#"10001 {"v": 1}/{"v": 0}, 10000 {"v": 2}/{"v": 1}"#.into())
+        );
+    }
+
+    #[pg_test]
     fn capture_refuses_bad_settings_and_survives_dropped_columns() {
         run("CREATE TABLE plain (id int PRIMARY KEY, note text, owner text)");
         assert!(outcome("SELECT cep.capture('plain', kind => 'edge')").starts_with("22023: kind: \"edge\""));
