@@ -103,12 +103,15 @@ impl ChangeLog {
         unsafe {
             let namespace = pg_sys::get_namespace_oid(c"cep".as_ptr(), true);
             let oid = pg_sys::get_relname_relid(c"change_log".as_ptr(), namespace);
+            if oid == pg_sys::InvalidOid {
+                return None;
+            }
             let user = pg_sys::GetUserId();
             // INSERT, and SELECT for what the SPI statement returns; a hook (sepgsql) may refuse more.
             let allowed = [pg_sys::ACL_INSERT, pg_sys::ACL_SELECT]
                 .iter()
                 .all(|&mode| pg_sys::pg_class_aclcheck(oid, user, mode as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK);
-            if oid == pg_sys::InvalidOid || !allowed || ptr::read(&raw const pg_sys::ExecutorCheckPerms_hook).is_some() {
+            if !allowed || ptr::read(&raw const pg_sys::ExecutorCheckPerms_hook).is_some() {
                 return None;
             }
             let parent = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
