@@ -15,6 +15,7 @@ use crate::engine::capture::{crosses, event_type, Kind, Op};
 use crate::engine::payload;
 use crate::error::CepResult;
 use crate::pg::change_log::{ChangeLog, LogRow};
+use crate::pg::tuple::for_each_transition_row;
 use crate::pg::{notifier, spi};
 
 /// A captured table's settings, as `cep.capture` stored them.
@@ -204,11 +205,11 @@ impl ToJsonb {
     }
 }
 
-/// `row ->> field`, as the SPI statement reads the key columns: bytes in the database's encoding.
-unsafe fn field(row: pg_sys::Datum, name: &str) -> Option<Vec<u8>> {
+/// `row ->> column` (a `text` datum), as the SPI statement reads the key columns: bytes in the
+/// database's encoding.
+unsafe fn field(row: pg_sys::Datum, column: pg_sys::Datum) -> Option<Vec<u8>> {
     unsafe {
-        let name = pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(name.as_ptr().cast(), name.len() as i32));
-        let value = pgrx::fcinfo::direct_function_call_as_datum(|fcinfo| pg_sys::jsonb_object_field_text(fcinfo), &[Some(row), Some(name)])?;
+        let value = pgrx::fcinfo::direct_function_call_as_datum(|fcinfo| pg_sys::jsonb_object_field_text(fcinfo), &[Some(row), Some(column)])?;
         Some(pgrx::varlena::varlena_to_byte_slice(value.cast_mut_ptr()).to_vec())
     }
 }
@@ -220,8 +221,9 @@ struct ChangedRow {
     pk: Option<Vec<u8>>,
 }
 
-/// Reads one of the trigger's transition tables through a pointer of its own (as a scan of it in
-/// SQL does). Each row is made in `memory`, reset before the next: what `each` keeps it copies.
+/// The rows of one of the trigger's transition tables (see `tuple::for_each_transition_row`).
+/// Each row is made in `memory`, reset before the next: what `each` keeps it copies. The first
+/// error stops the writing; the rows after it are only skipped.
 unsafe fn each_row(
     store: *mut pg_sys::Tuplestorestate,
     relation: pg_sys::Relation,
@@ -231,21 +233,28 @@ unsafe fn each_row(
 ) -> CepResult<()> {
     unsafe {
         let mut to_jsonb = ToJsonb::new((*(*relation).rd_rel).reltype);
-        let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &raw const pg_sys::TTSOpsMinimalTuple);
-        let reader = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
-        pg_sys::tuplestore_select_read_pointer(store, reader);
-        pg_sys::tuplestore_rescan(store);
-        while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+        let pk_columns: Vec<pg_sys::Datum> = capture.pk_columns.iter().map(|c| text(c)).collect();
+        let mut result = Ok(());
+        for_each_transition_row(store, (*relation).rd_att, |t| {
+            if result.is_err() {
+                return;
+            }
             pg_sys::MemoryContextReset(memory);
-            let old = pg_sys::MemoryContextSwitchTo(memory);
-            let row = to_jsonb.of(pg_sys::ExecFetchSlotHeapTupleDatum(slot));
-            let pk = (!capture.pk_columns.is_empty()).then(|| capture.pk_columns.iter().filter_map(|c| field(row, c)).collect::<Vec<_>>().join(&b','));
-            pg_sys::MemoryContextSwitchTo(old);
-            each(ChangedRow { row, pk })?;
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        Ok(())
+            let row = in_context(memory, || {
+                let row = to_jsonb.of(t.as_datum());
+                let pk = (!pk_columns.is_empty()).then(|| pk_columns.iter().filter_map(|&c| field(row, c)).collect::<Vec<_>>().join(&b','));
+                ChangedRow { row, pk }
+            });
+            result = each(row);
+        });
+        result
     }
+}
+
+/// A column name as a `text` datum, for `field`.
+fn text(name: &str) -> pg_sys::Datum {
+    // SAFETY: copies the bytes into a new text in the current memory context.
+    pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(name.as_ptr().cast(), name.len() as i32) })
 }
 
 /// A copy of a (plain, untoasted) varlena datum in `memory`.
@@ -306,12 +315,13 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
         old_row: None,
     };
     let mut changes: Vec<(i64, Option<String>)> = Vec::new();
+    // Made once for the statement, where they outlive every row's memory.
+    let named = [&capture.key_column, &capture.from_column, &capture.to_column].map(|c| c.as_deref().map(text));
     // One change; key and endpoints are read from `whole`, the whole new row, or else the old one
     // (`new_row` and `old_row` may hold only the changed columns).
     let mut write = |log: &mut ChangeLog, pk: Option<&[u8]>, whole: Option<pg_sys::Datum>, new_row: Option<pg_sys::Datum>, old_row: Option<pg_sys::Datum>| -> CepResult<()> {
         // SAFETY: jsonb datums of this statement's rows.
-        let [key, from_id, to_id] =
-            [&capture.key_column, &capture.from_column, &capture.to_column].map(|c| c.as_deref().zip(whole).and_then(|(c, r)| unsafe { field(r, c) }));
+        let [key, from_id, to_id] = named.map(|c| c.zip(whole).and_then(|(c, r)| unsafe { field(r, c) }));
         let change = LogRow { pk, key: key.as_deref(), from_id: from_id.as_deref(), to_id: to_id.as_deref(), new_row, old_row, ..statement };
         // Keys are counted by their text; one that is not UTF-8 is counted by a lossy copy.
         changes.push((log.write(&change)?, key.map(|k| String::from_utf8_lossy(&k).into_owned())));

@@ -58,6 +58,12 @@ impl Tuple {
         Tuple { tuple, desc }
     }
 
+    /// The whole row as a composite datum (a copy, in the current memory context).
+    pub fn as_datum(&self) -> pg_sys::Datum {
+        // SAFETY: a valid heap tuple and its descriptor (see `new`).
+        unsafe { pg_sys::heap_copy_tuple_as_datum(self.tuple, self.desc) }
+    }
+
     /// A column as a pattern value: integers, floats and booleans keep their type, numeric
     /// becomes a float, anything else its text.
     pub fn value(&self, col: Col) -> Value {
