@@ -1,5 +1,19 @@
 -- pg_cep bootstrap: the tables every later object builds on.
 
+-- pg_cep's functions run as their callers and its triggers as the writers of watched tables, all
+-- resolving names in this schema: a schema that another role created first, and may have filled
+-- or may change later, would let that role run code as them. Refuse it.
+DO $$
+DECLARE
+    owner name := (SELECT pg_catalog.pg_get_userbyid(nspowner) FROM pg_catalog.pg_namespace WHERE nspname = '@extschema@');
+BEGIN
+    IF owner IS DISTINCT FROM current_user THEN
+        RAISE EXCEPTION 'schema @extschema@ already exists and is owned by %, not by %', owner, current_user
+            USING ERRCODE = '42501',
+                  HINT = 'pg_cep installs into its own schema. Check what the schema holds, then drop it or ALTER SCHEMA @extschema@ OWNER TO the installing role.';
+    END IF;
+END $$;
+
 -- Risk rules, with the seed's columns plus what a rule's lifecycle needs.
 CREATE TABLE risk_rules (
     rule_id        serial PRIMARY KEY,

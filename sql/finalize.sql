@@ -247,3 +247,51 @@ CREATE VIEW streaming_performance AS
     CROSS JOIN LATERAL @extschema@.rollup_activity(w.relid, date_bin('1 minute', now() - interval '1 minute', '2000-01-01 00:00:00+00')) last_minute
     CROSS JOIN LATERAL @extschema@.rollup_activity(w.relid, date_bin('1 minute', now() - interval '1 hour', '2000-01-01 00:00:00+00')) last_hour
     LEFT JOIN @extschema@.stats() s ON to_regclass(s.table_name) = w.relid;
+
+-- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
+-- their partial matches, partition management), so nothing is left pointing at a dead oid.
+-- SECURITY DEFINER: the owner dropping their own table needs no rights on pg_cep's tables, and the
+-- function deletes only rows of relations that this very DROP removed.
+CREATE FUNCTION forget_dropped_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped oid[];
+BEGIN
+    SELECT array_agg(objid) INTO dropped FROM pg_event_trigger_dropped_objects()
+    WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0;
+    -- DROP EXTENSION drops pg_cep's tables in the same command: nothing is left to clean.
+    IF dropped IS NULL OR to_regclass('@extschema@.watches') IS NULL OR '@extschema@.watches'::regclass = ANY (dropped) THEN
+        RETURN;
+    END IF;
+    DELETE FROM @extschema@.watches WHERE relid = ANY (dropped);
+    DELETE FROM @extschema@.captures WHERE relid = ANY (dropped);
+    DELETE FROM @extschema@.partition_config WHERE parent = ANY (dropped);
+    DELETE FROM @extschema@.pattern_state WHERE pattern_id IN (SELECT pattern_id FROM @extschema@.patterns WHERE source = ANY (dropped));
+    DELETE FROM @extschema@.patterns WHERE source = ANY (dropped);
+END $$;
+REVOKE ALL ON FUNCTION forget_dropped_tables() FROM PUBLIC;
+
+CREATE EVENT TRIGGER cep_forget_dropped_tables ON sql_drop EXECUTE FUNCTION forget_dropped_tables();
+
+-- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
+-- that no role able to create objects in a schema of the caller's search_path (such as public)
+-- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in
+-- (CVE-2018-1058). The immutable C functions (cep.tumble, cep.hop, cep.validate_rule) run no SQL,
+-- and a SET clause would make each of their calls save and restore the setting.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
+          AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+          AND d.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'pg_cep')
+          AND (p.proconfig IS NULL OR p.proconfig = '{search_path=pg_catalog}')
+          AND NOT (p.provolatile = 'i' AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'c'))
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END $$;

@@ -45,6 +45,16 @@ pub enum CepError {
     /// A change log row with no value where its column requires one.
     #[error("{0}")]
     NotNull(String),
+    /// An argument that would make the call allocate or work without bound; `hint` says what to
+    /// ask for instead.
+    #[error("{message}")]
+    TooMany { message: String, hint: String },
+    /// The caller may not configure this table: it is not its owner (nor a member of the owner's role).
+    #[error("{0}")]
+    NotOwner(String),
+    /// A required argument was NULL; the message names the parameter.
+    #[error("{0}")]
+    NullArgument(String),
     #[error("{0}")]
     Spi(#[from] pgrx::spi::SpiError),
     /// The monitor refused a row; `detail` holds the fired rules' evidence.
@@ -74,6 +84,7 @@ impl CepError {
                 PatternErrorKind::UnusedDefine => ERRCODE_UNDEFINED_OBJECT,
                 PatternErrorKind::BadPredicate => ERRCODE_DATATYPE_MISMATCH,
                 PatternErrorKind::BadOption => ERRCODE_INVALID_PARAMETER_VALUE,
+                PatternErrorKind::TooComplex => ERRCODE_STATEMENT_TOO_COMPLEX,
             },
             CepError::DuplicateObject(_) => ERRCODE_DUPLICATE_OBJECT,
             CepError::NotWatched(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -88,6 +99,9 @@ impl CepError {
             CepError::DuplicateTable(_) => ERRCODE_DUPLICATE_TABLE,
             CepError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             CepError::NotNull(_) => ERRCODE_NOT_NULL_VIOLATION,
+            CepError::TooMany { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            CepError::NotOwner(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            CepError::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             CepError::Spi(_) => ERRCODE_INTERNAL_ERROR,
             CepError::Blocked { .. } => ERRCODE_TRIGGERED_ACTION_EXCEPTION,
         }
@@ -95,7 +109,11 @@ impl CepError {
 
     /// Raises the error as a Postgres ERROR; never returns.
     pub fn report(self) -> ! {
-        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_cep");
+        let message = crate::engine::bounded_message(self.to_string());
+        let mut report = ErrorReport::new(self.sqlstate(), message, "pg_cep");
+        if let CepError::TooMany { hint, .. } = &self {
+            report = report.set_hint(hint.clone());
+        }
         if let CepError::Blocked { detail, .. } = &self {
             report = report.set_detail(detail.clone()).set_hint(
                 "The row was not stored. Raise block_at with cep.watch, or use on_block => 'skip' to record attempts instead.",
@@ -118,4 +136,11 @@ impl<T, E: Into<CepError>> OrReport<T> for Result<T, E> {
             Err(e) => e.into().report(),
         }
     }
+}
+
+/// A parameter that was SQL NULL where the function needs a value: SQLSTATE 22004, naming it.
+/// Functions that take optional parameters cannot be STRICT, so they read their required ones
+/// through this instead of letting pgrx refuse "argument 0" with an internal error.
+pub fn required<T>(parameter: &str, value: Option<T>) -> T {
+    value.unwrap_or_else(|| CepError::NullArgument(format!("{parameter} must not be NULL")).report())
 }

@@ -1108,4 +1108,210 @@ mod tests {
             .starts_with("XX000: cep.rollup_load: the per-minute arrays"));
         assert_eq!(one::<i64>("SELECT cep.rollup_rebuild('rr_tx')"), Some(1));
     }
+
+    // ----- Hardening (0.3.0): limits, search_path, ownership, NULLs, dropped tables -----
+
+    /// Rows in pg_cep's configuration tables, to show a refused call wrote nothing.
+    fn configured() -> i64 {
+        one::<i64>(
+            "SELECT (SELECT count(*) FROM cep.watches) + (SELECT count(*) FROM cep.captures) + (SELECT count(*) FROM cep.patterns)
+                  + (SELECT count(*) FROM cep.partition_config WHERE parent <> 'cep.change_log'::regclass)",
+        )
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn every_function_that_runs_sql_pins_its_search_path() {
+        let unpinned = one::<String>(
+            "SELECT coalesce(string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1), '') FROM pg_proc p
+             WHERE p.pronamespace = 'cep'::regnamespace
+               AND coalesce(p.proconfig, '{}') <> '{\"search_path=pg_catalog, pg_temp\"}'",
+        );
+        // The immutable C functions run no SQL (and are called per row in GROUP BYs).
+        assert_eq!(
+            unpinned.as_deref(),
+            Some("cep.hop(timestamp with time zone,interval,interval), cep.tumble(timestamp with time zone,interval,timestamp with time zone), cep.tumble(timestamp without time zone,interval,timestamp without time zone), cep.validate_rule(jsonb)")
+        );
+        assert_eq!(one::<bool>("SELECT bool_and(provolatile = 'i' AND prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')) FROM pg_proc WHERE pronamespace = 'cep'::regnamespace AND proconfig IS NULL"), Some(true));
+    }
+
+    #[pg_test]
+    fn a_role_that_can_create_in_public_cannot_run_code_inside_a_superusers_alerting_insert() {
+        seed_setup();
+        run("CREATE TABLE public.hijacked (by text, during text)");
+        run("GRANT INSERT ON public.hijacked TO PUBLIC");
+        run("CREATE ROLE cep_test_attacker");
+        run("GRANT CREATE, USAGE ON SCHEMA public TO cep_test_attacker");
+        run("SET ROLE cep_test_attacker");
+        // Better matches than pg_catalog's polymorphic unnest(anyarray), for the SQL pg_cep runs.
+        for signature in ["text[]", "text[], text[], double precision[], text[], jsonb[], timestamptz[]"] {
+            let args: Vec<String> = signature.split(", ").enumerate().map(|(i, t)| format!("a{i} {t}")).collect();
+            run(&format!(
+                "CREATE FUNCTION public.unnest({}) RETURNS SETOF record LANGUAGE plpgsql AS $$
+                 BEGIN INSERT INTO public.hijacked VALUES (current_user, 'unnest'); END $$",
+                args.join(", ")
+            ));
+        }
+        run("CREATE FUNCTION public.unnest(a text[]) RETURNS SETOF text LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.hijacked VALUES (current_user, 'unnest(text[])'); RETURN QUERY SELECT pg_catalog.unnest(a); END $$");
+        run("RESET ROLE");
+        run("SET search_path = public, cep");
+        // A superuser's INSERT that alerts, notifies and logs.
+        run("INSERT INTO transactions (user_id, amount, location) VALUES (7, 50000, 'Shanghai')");
+        run("RESET search_path");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '7'"), Some(1));
+        assert_eq!(one::<i64>("SELECT count(*) FROM public.hijacked"), Some(0), "the attacker's function ran inside pg_cep");
+    }
+
+    #[pg_test]
+    fn only_a_tables_owner_may_configure_pg_cep_for_it_and_nothing_is_written_otherwise() {
+        run("CREATE ROLE cep_test_owner");
+        run("CREATE ROLE cep_test_other");
+        run("GRANT CREATE, USAGE ON SCHEMA public TO cep_test_owner");
+        run("SET ROLE cep_test_owner");
+        run("CREATE TABLE owned (id bigserial, user_id int NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL, kind text)
+             PARTITION BY RANGE (created_at)");
+        run("RESET ROLE");
+        // Even a role an administrator let write pg_cep's tables cannot configure someone else's.
+        run("GRANT USAGE ON SCHEMA cep TO cep_test_other");
+        run("GRANT ALL ON ALL TABLES IN SCHEMA cep TO cep_test_other");
+        run("GRANT ALL ON ALL SEQUENCES IN SCHEMA cep TO cep_test_other");
+        run("GRANT SELECT ON owned TO cep_test_other");
+        let before = configured();
+        assert_eq!(outcome("SELECT 1"), "ok");
+        run("SET ROLE cep_test_other");
+        for call in [
+            "SELECT cep.watch('owned')",
+            "SELECT cep.capture('owned')",
+            "SELECT cep.define_pattern('p', 'owned', 'user_id', 'created_at', 'a b', '{}')",
+            "SELECT * FROM cep.manage_partitions('owned', retention => '1 month', retention_mode => 'drop')",
+            "SELECT cep.create_monthly_partition('owned', date '2026-01-01')",
+            "SELECT * FROM cep.run_maintenance('owned')",
+            "SELECT cep.unwatch('owned')",
+            "SELECT cep.uncapture('owned')",
+            "SELECT cep.unmanage_partitions('owned')",
+        ] {
+            let got = Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[call.into()]).unwrap().unwrap();
+            assert!(got.starts_with("42501: permission denied: cep."), "{call}: {got}");
+            assert!(got.contains("must be owner of table public.owned"), "{call}: {got}");
+        }
+        // With no table of its own, maintenance of everything does nothing for it.
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.run_maintenance()"), Some(0));
+        run("RESET ROLE");
+        assert_eq!(configured(), before);
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_inherits WHERE inhparent = 'owned'::regclass"), Some(0));
+        // Without grants, pg_cep's tables cannot be written directly either.
+        run("CREATE ROLE cep_test_nobody");
+        run("GRANT USAGE ON SCHEMA cep TO cep_test_nobody");
+        run("SET ROLE cep_test_nobody");
+        let direct = Spi::get_one_with_args::<String>(
+            "SELECT pg_temp.outcome($1)",
+            &["INSERT INTO cep.partition_config (parent, control_column, control_type, retention, retention_mode) VALUES ('owned'::regclass, 'created_at', 'timestamptz', '1 day', 'drop')".into()],
+        );
+        run("RESET ROLE");
+        assert_eq!(direct.unwrap().as_deref(), Some("42501: permission denied for table partition_config"));
+    }
+
+    #[pg_test]
+    fn maintenance_runs_a_tables_own_code_as_its_owner_not_as_the_superuser_who_started_it() {
+        run("CREATE ROLE cep_test_owner");
+        run("GRANT CREATE, USAGE ON SCHEMA public TO cep_test_owner");
+        run("CREATE TABLE public.ran_as (who text)");
+        run("GRANT INSERT ON public.ran_as TO PUBLIC");
+        run("SET ROLE cep_test_owner");
+        run("CREATE FUNCTION public.note_who(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.ran_as VALUES (current_user); RETURN v IS NOT NULL; END $$");
+        run("CREATE TABLE owned (v int CHECK (public.note_who(v)), created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at)");
+        run("CREATE TABLE owned_default PARTITION OF owned DEFAULT");
+        run("INSERT INTO owned VALUES (1, now()), (2, now() - interval '1 month')");
+        run("RESET ROLE");
+        run("DELETE FROM public.ran_as");
+        // The superuser registers the table and maintenance moves the rows out of DEFAULT.
+        let moved = one::<i64>("SELECT sum(rows_moved)::int8 FROM cep.manage_partitions('owned', premake => 0)");
+        assert_eq!(moved, Some(2));
+        assert_eq!(one::<String>("SELECT string_agg(DISTINCT who, ',') FROM public.ran_as"), Some("cep_test_owner".into()));
+        // And the new partitions are the owner's, created by the owner.
+        assert_eq!(one::<String>("SELECT string_agg(DISTINCT pg_get_userbyid(c.relowner), ',') FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'owned'::regclass"), Some("cep_test_owner".into()));
+        assert_eq!(one::<String>("SELECT current_user::text"), Some("postgres".into()));
+    }
+
+    #[pg_test]
+    fn null_arguments_name_the_parameter_and_write_nothing() {
+        run("CREATE TABLE t (id bigserial PRIMARY KEY, user_id int, amount numeric, created_at timestamptz)");
+        let before = configured();
+        for (call, parameter) in [
+            ("SELECT cep.watch(NULL)", "table"),
+            ("SELECT cep.watch('t', key_column => NULL)", "key_column"),
+            ("SELECT cep.watch('t', create_index => NULL)", "create_index"),
+            ("SELECT cep.capture(NULL)", "table"),
+            ("SELECT cep.capture('t', channel => NULL)", "channel"),
+            ("SELECT cep.define_pattern('p', 't', 'user_id', 'created_at', NULL, '{}')", "pattern"),
+            ("SELECT cep.define_pattern('p', 't', 'user_id', 'created_at', 'a', NULL)", "define"),
+            ("SELECT * FROM cep.match_recognize('t', 'user_id', NULL, 'a', '{}')", "order_by"),
+            ("SELECT * FROM cep.manage_partitions(NULL)", "parent"),
+            ("SELECT * FROM cep.window_aggregate('t', 'created_at', 'amount', NULL)", "width"),
+            ("SELECT cep.fire_timeouts(NULL)", "max_keys"),
+        ] {
+            assert_eq!(outcome(call), format!("22004: {parameter} must not be NULL"), "{call}");
+        }
+        assert_eq!(configured(), before);
+    }
+
+    #[pg_test]
+    fn dropping_a_configured_table_takes_its_configuration_with_it() {
+        partitioned_setup("gone_tx");
+        run("SELECT cep.watch('gone_tx')");
+        run("SELECT cep.capture('gone_tx', key_column => 'user_id')");
+        run("SELECT cep.define_pattern('gone_p', 'gone_tx', 'user_id', 'created_at', 'a b', '{}')");
+        run("SELECT count(*) FROM cep.manage_partitions('gone_tx', premake => 0)");
+        run("INSERT INTO gone_tx (user_id, amount, created_at) VALUES (1, 5, now()), (1, 6, now())");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_matches"), Some(1));
+        let before = configured();
+        assert_eq!(before, 4);
+        run("DROP TABLE gone_tx");
+        assert_eq!(configured(), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_state"), Some(0));
+        // What reads the configuration keeps working; what happened stays recorded.
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.streaming_performance"), Some(0));
+        assert_eq!(outcome("SELECT count(*) FROM cep.run_maintenance()"), "ok");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_matches"), Some(1));
+        assert_eq!(one::<bool>("SELECT cep.drop_pattern('gone_p')"), Some(false));
+    }
+
+    #[pg_test]
+    fn absurd_sizes_get_a_clear_error_and_write_nothing() {
+        run("CREATE TABLE ev (id bigserial PRIMARY KEY, user_id int, kind text, created_at timestamptz)");
+        let hop = outcome("SELECT count(*) FROM cep.hop(now(), '36500 days', '1 microsecond')");
+        assert!(hop.starts_with("22023: width / slide: 3153600000000000 windows would hold each time, more than 10000"), "{hop}");
+        let deep = "repeat('(', 20000) || 'a' || repeat(')', 20000)";
+        for call in [
+            format!("SELECT * FROM cep.match_recognize('ev', 'user_id', 'created_at', {deep}, '{{}}')"),
+            format!("SELECT cep.define_pattern('deep', 'ev', 'user_id', 'created_at', {deep}, '{{}}')"),
+            "SELECT cep.define_pattern('nested', 'ev', 'user_id', 'created_at', repeat('(', 40) || 'a' || repeat(')', 40), '{}')".into(),
+            "SELECT cep.define_pattern('big', 'ev', 'user_id', 'created_at', repeat('a ', 5000000), '{}')".into(),
+            "SELECT cep.define_pattern('alts', 'ev', 'user_id', 'created_at', 'x (' || repeat('a | ', 399) || 'a)+', '{}')".into(),
+            "SELECT cep.define_pattern('cond', 'ev', 'user_id', 'created_at', 'a', jsonb_build_object('a', jsonb_build_object('kind', jsonb_build_object('in', (SELECT jsonb_agg(g) FROM generate_series(1, 100000) g)))))".into(),
+        ] {
+            let got = outcome(&call);
+            assert!(got.starts_with("54001: invalid pattern: "), "{call}: {got}");
+            assert!(got.len() < 1100, "{call}: a {} byte message", got.len());
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'ev'::regclass"), Some(0));
+        // A 10 MB value in a rule is refused with a short message, and no rule is stored.
+        let rule = outcome("INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES ('x', 'threshold', jsonb_build_object('metric', repeat('m', 10000000)), 0.5)");
+        assert!(rule.starts_with("22023: invalid rule: rule_condition.metric:") && rule.len() < 1100, "{}", &rule[..rule.len().min(300)]);
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.risk_rules"), Some(0));
+    }
+
+    #[pg_test]
+    fn a_failed_partition_step_is_rolled_back_and_the_transaction_goes_on() {
+        run("CREATE TABLE far (id int, created_at timestamptz) PARTITION BY RANGE (created_at)");
+        let got = outcome("SELECT cep.create_monthly_partition('far', '294276-12-01')");
+        assert!(got.starts_with("22008: timestamp out of range"), "{got}");
+        // The internal subtransaction was closed: statements, and later partition steps, work.
+        assert_eq!(one::<i32>("SELECT 1"), Some(1));
+        assert_eq!(one::<String>("SELECT cep.create_monthly_partition('far', '2026-12-01')::text"), Some("far_2026_12".into()));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_class WHERE relname LIKE 'far_2942%'"), Some(0));
+    }
 }

@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::engine::capture::{Kind, Op};
-use crate::error::{CepError, CepResult, OrReport};
+use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::capture;
 use crate::pg::columns::TableColumns;
 
@@ -25,23 +25,29 @@ use crate::pg::columns::TableColumns;
 /// SELECT cep.capture('relationships', kind => 'relationship');
 /// ```
 #[pg_extern(volatile)]
-#[search_path(pg_catalog)]
 #[allow(clippy::too_many_arguments)]
 fn capture(
-    table: PgRelation,
+    table: Option<PgRelation>,
     kind: default!(Option<&str>, "NULL"),
-    channel: default!(&str, "'cep_changes'"),
-    changed_columns_only: default!(bool, true),
+    channel: default!(Option<&str>, "'cep_changes'"),
+    changed_columns_only: default!(Option<bool>, true),
     key_column: default!(Option<&str>, "NULL"),
     from_column: default!(Option<&str>, "NULL"),
     to_column: default!(Option<&str>, "NULL"),
     high_frequency: default!(Option<i32>, 100),
-    high_frequency_window: default!(pgrx::datum::Interval, "'1 minute'"),
+    high_frequency_window: default!(Option<pgrx::datum::Interval>, "'1 minute'"),
     mass_deletion: default!(Option<i32>, 20),
-    mass_deletion_window: default!(pgrx::datum::Interval, "'1 minute'"),
-    anomaly_channel: default!(&str, "'cep_anomalies'"),
+    mass_deletion_window: default!(Option<pgrx::datum::Interval>, "'1 minute'"),
+    anomaly_channel: default!(Option<&str>, "'cep_anomalies'"),
 ) -> String {
+    let table = required("table", table);
+    let channel = required("channel", channel);
+    let changed_columns_only = required("changed_columns_only", changed_columns_only);
+    let high_frequency_window = required("high_frequency_window", high_frequency_window);
+    let mass_deletion_window = required("mass_deletion_window", mass_deletion_window);
+    let anomaly_channel = required("anomaly_channel", anomaly_channel);
     let relid = table.oid();
+    crate::pg::privileges::require_owner(relid, "cep.capture").or_report();
     let name = table.name().to_string();
     let relkind = unsafe { (*table.rd_rel).relkind } as u8;
     // Closed first: CREATE TRIGGER refuses a table this session has open.
@@ -138,9 +144,9 @@ fn capture(
 /// SELECT cep.uncapture('nodes');
 /// ```
 #[pg_extern(volatile, strict)]
-#[search_path(pg_catalog)]
 fn uncapture(table: PgRelation) -> bool {
     let relid = table.oid();
+    crate::pg::privileges::require_owner(relid, "cep.uncapture").or_report();
     drop(table);
     Spi::connect_mut(|client| -> CepResult<bool> {
         let rows = client.update("DELETE FROM cep.captures WHERE relid = $1", None, &[relid.into()])?;

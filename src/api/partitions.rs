@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::engine::partition::Month;
-use crate::error::{CepResult, OrReport};
+use crate::error::{required, CepResult, OrReport};
 use crate::pg::partitions::{self, Step};
 
 /// pgrx reads each function's return type from its signature, so it is spelled out there.
@@ -22,9 +22,9 @@ fn steps(steps: Vec<Step>) -> TableIterator<    'static,    (name!(parent, Strin
 /// SELECT cep.create_monthly_partition('transactions', date '2026-12-01');
 /// ```
 #[pg_extern(volatile, strict)]
-#[search_path(pg_catalog)]
 fn create_monthly_partition(parent: PgRelation, month: pgrx::datum::Date) -> RegClass {
     let relid = parent.oid();
+    crate::pg::privileges::require_owner(relid, "cep.create_monthly_partition").or_report();
     // Closed first: ATTACH PARTITION refuses a table this session has open.
     drop(parent);
     let oid = Spi::connect_mut(|client| -> CepResult<pg_sys::Oid> {
@@ -69,20 +69,26 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RegClass 
 /// SELECT * FROM cep.manage_partitions('transactions', premake => 3, retention => '12 months');
 /// ```
 #[pg_extern(volatile)]
-#[search_path(pg_catalog)]
 fn manage_partitions(
-    parent: PgRelation,
-    premake: default!(i32, 3),
+    parent: Option<PgRelation>,
+    premake: default!(Option<i32>, 3),
     retention: default!(Option<pgrx::datum::Interval>, "NULL"),
-    retention_mode: default!(&str, "'detach'"),
-    default_partition: default!(bool, true),
-    force: default!(bool, false),
-    batch_size: default!(i32, 10000),
+    retention_mode: default!(Option<&str>, "'detach'"),
+    default_partition: default!(Option<bool>, true),
+    force: default!(Option<bool>, false),
+    batch_size: default!(Option<i32>, 10000),
 ) -> TableIterator<
     'static,
     (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),
 > {
+    let parent = required("parent", parent);
+    let premake = required("premake", premake);
+    let retention_mode = required("retention_mode", retention_mode);
+    let default_partition = required("default_partition", default_partition);
+    let force = required("force", force);
+    let batch_size = required("batch_size", batch_size);
     let relid = parent.oid();
+    crate::pg::privileges::require_owner(relid, "cep.manage_partitions").or_report();
     drop(parent);
     let done = Spi::connect_mut(|client| -> CepResult<Vec<Step>> {
         partitions::register(client, relid, premake, retention, retention_mode, default_partition, force, batch_size)?;
@@ -99,9 +105,9 @@ fn manage_partitions(
 /// SELECT cep.unmanage_partitions('transactions');
 /// ```
 #[pg_extern(volatile, strict)]
-#[search_path(pg_catalog)]
 fn unmanage_partitions(parent: PgRelation) -> bool {
     let relid = parent.oid();
+    crate::pg::privileges::require_owner(relid, "cep.unmanage_partitions").or_report();
     Spi::connect_mut(|client| -> CepResult<bool> {
         Ok(!client.update("DELETE FROM cep.partition_config WHERE parent = $1", None, &[relid.into()])?.is_empty())
     })
@@ -117,16 +123,19 @@ fn unmanage_partitions(parent: PgRelation) -> bool {
 /// SELECT * FROM cep.run_maintenance();
 /// ```
 #[pg_extern(volatile)]
-#[search_path(pg_catalog)]
 fn run_maintenance(parent: default!(Option<PgRelation>, "NULL")) -> TableIterator<
     'static,
     (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),
 > {
     let only = parent.map(|p| p.oid());
+    if let Some(relid) = only {
+        crate::pg::privileges::require_owner(relid, "cep.run_maintenance").or_report();
+    }
     let done = Spi::connect_mut(|client| -> CepResult<Vec<Step>> {
         let tables = match only {
             Some(relid) => vec![relid],
-            None => partitions::registered(client)?,
+            // Everyone's tables for a superuser; otherwise the caller's own.
+            None => partitions::registered(client)?.into_iter().filter(|relid| crate::pg::privileges::require_owner(*relid, "cep.run_maintenance").is_ok()).collect(),
         };
         let mut all = Vec::new();
         for relid in tables {

@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::engine::pattern::{Event, KeyState, Match};
-use crate::error::{CepError, CepResult, OrReport};
+use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::columns::TableColumns;
 use crate::pg::patterns::{self, Definition};
 use crate::pg::tuple::{datum_value, for_each_transition_row};
@@ -42,24 +42,35 @@ fn check_source(source: &PgRelation) -> CepResult<()> {
 ///     within => '30 minutes');
 /// ```
 #[pg_extern(volatile)]
-#[search_path(pg_catalog)]
 #[allow(clippy::too_many_arguments)]
 fn define_pattern(
-    name: &str,
-    source: PgRelation,
-    partition_by: &str,
-    order_by: &str,
-    pattern: &str,
-    define: pgrx::JsonB,
+    name: Option<&str>,
+    source: Option<PgRelation>,
+    partition_by: Option<&str>,
+    order_by: Option<&str>,
+    pattern: Option<&str>,
+    define: Option<pgrx::JsonB>,
     within: default!(Option<pgrx::datum::Interval>, "NULL"),
-    contiguity: default!(&str, "'skip_till_next'"),
-    after_match: default!(&str, "'past_last_row'"),
-    channel: default!(&str, "'pattern_matches'"),
-    id_column: default!(&str, "'id'"),
-    max_partials: default!(i32, 1000),
+    contiguity: default!(Option<&str>, "'skip_till_next'"),
+    after_match: default!(Option<&str>, "'past_last_row'"),
+    channel: default!(Option<&str>, "'pattern_matches'"),
+    id_column: default!(Option<&str>, "'id'"),
+    max_partials: default!(Option<i32>, 1000),
 ) -> i32 {
+    let name = required("name", name);
+    let source = required("source", source);
+    let partition_by = required("partition_by", partition_by);
+    let order_by = required("order_by", order_by);
+    let pattern = required("pattern", pattern);
+    let define = required("define", define);
+    let contiguity = required("contiguity", contiguity);
+    let after_match = required("after_match", after_match);
+    let channel = required("channel", channel);
+    let id_column = required("id_column", id_column);
+    let max_partials = required("max_partials", max_partials);
     check_source(&source).or_report();
     let relid = source.oid();
+    crate::pg::privileges::require_owner(relid, "cep.define_pattern").or_report();
     let table_name = source.name().to_string();
     // Closed first: CREATE TRIGGER refuses a table this session has open.
     drop(source);
@@ -123,9 +134,12 @@ fn define_pattern(
 /// SELECT cep.drop_pattern('checkout');
 /// ```
 #[pg_extern(volatile, strict)]
-#[search_path(pg_catalog)]
 fn drop_pattern(name: &str) -> bool {
     Spi::connect_mut(|client| -> CepResult<bool> {
+        let source: Option<pg_sys::Oid> = client.select("SELECT source FROM cep.patterns WHERE name = $1", None, &[name.into()])?.first().get_one().unwrap_or(None);
+        if let Some(source) = source {
+            crate::pg::privileges::require_owner_if_exists(source, "cep.drop_pattern")?;
+        }
         let row = client.update("DELETE FROM cep.patterns WHERE name = $1 RETURNING source::oid, pattern_id", None, &[name.into()])?;
         let (source, id): (Option<pg_sys::Oid>, Option<i32>) = if row.is_empty() { (None, None) } else { row.first().get_two()? };
         let (Some(source), Some(id)) = (source, id) else { return Ok(false) };
@@ -157,7 +171,6 @@ fn drop_pattern(name: &str) -> bool {
 /// SELECT cep.fire_timeouts();
 /// ```
 #[pg_extern(volatile)]
-#[search_path(pg_catalog)]
 fn fire_timeouts(max_keys: default!(i64, 10000)) -> i64 {
     Spi::connect_mut(|client| patterns::fire_timeouts(client, max_keys)).or_report()
 }
@@ -207,20 +220,19 @@ fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
 ///     within => '30 minutes');
 /// ```
 #[pg_extern(volatile)]
-#[search_path(pg_catalog)]
 #[allow(clippy::too_many_arguments)]
 fn match_recognize(
-    relation: PgRelation,
-    partition_by: &str,
-    order_by: &str,
-    pattern: &str,
-    define: pgrx::JsonB,
+    relation: Option<PgRelation>,
+    partition_by: Option<&str>,
+    order_by: Option<&str>,
+    pattern: Option<&str>,
+    define: Option<pgrx::JsonB>,
     within: default!(Option<pgrx::datum::Interval>, "NULL"),
-    contiguity: default!(&str, "'skip_till_next'"),
-    after_match: default!(&str, "'past_last_row'"),
-    rows_per_match: default!(&str, "'one'"),
-    id_column: default!(&str, "'id'"),
-    max_partials: default!(i32, 1000),
+    contiguity: default!(Option<&str>, "'skip_till_next'"),
+    after_match: default!(Option<&str>, "'past_last_row'"),
+    rows_per_match: default!(Option<&str>, "'one'"),
+    id_column: default!(Option<&str>, "'id'"),
+    max_partials: default!(Option<i32>, 1000),
 ) -> TableIterator<
     'static,
     (
@@ -233,6 +245,16 @@ fn match_recognize(
         name!(rows, Option<pgrx::JsonB>),
     ),
 > {
+    let relation = required("relation", relation);
+    let partition_by = required("partition_by", partition_by);
+    let order_by = required("order_by", order_by);
+    let pattern = required("pattern", pattern);
+    let define = required("define", define);
+    let contiguity = required("contiguity", contiguity);
+    let after_match = required("after_match", after_match);
+    let rows_per_match = required("rows_per_match", rows_per_match);
+    let id_column = required("id_column", id_column);
+    let max_partials = required("max_partials", max_partials);
     let all_rows = match rows_per_match {
         "one" => false,
         "all" => true,
@@ -275,6 +297,8 @@ fn match_recognize(
                 break;
             }
             while batch.next().is_some() {
+                // Matching runs in Rust between fetches: let statement_timeout and cancel in.
+                check_for_interrupts!();
                 let key: String = batch.get(1)?.unwrap_or_default();
                 let ts = batch.get_datum_by_ordinal(2)?.map(|d| d.value() as i64).unwrap_or_default();
                 let id: i64 = batch.get(3)?.unwrap_or_default();

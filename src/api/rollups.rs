@@ -27,7 +27,6 @@ type WindowRow = (
 
 /// `cep.realtime_stats` from memory: the window from `since` (a whole minute) on, or no row.
 #[pg_extern(stable, strict)]
-#[search_path(pg_catalog)]
 fn rollup_window(
     relation: pg_sys::Oid,
     since: TimestampWithTimeZone,
@@ -78,7 +77,6 @@ fn window_row(relation: pg_sys::Oid, since: TimestampWithTimeZone, top: usize) -
 /// The table's rows from `since` on and their mean age in seconds (from the middle of each
 /// minute), from memory, or no row.
 #[pg_extern(stable, strict)]
-#[search_path(pg_catalog)]
 fn rollup_totals(
     relation: pg_sys::Oid,
     since: TimestampWithTimeZone,
@@ -94,7 +92,6 @@ fn rollup_totals(
 /// commits.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile)]
-#[search_path(pg_catalog)]
 fn rollup_load(
     relation: pg_sys::Oid,
     totals_since: TimestampWithTimeZone,

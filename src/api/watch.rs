@@ -4,7 +4,7 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::engine::evaluate::level_rank;
-use crate::error::{CepError, CepResult, OrReport};
+use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
 
 
@@ -25,20 +25,29 @@ use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, 
 ///                  time_column => 'created_at', location_column => 'location');
 /// ```
 #[pg_extern(volatile)]
-#[search_path(pg_catalog)]
 fn watch(
-    table: PgRelation,
-    key_column: default!(&str, "'user_id'"),
-    amount_column: default!(&str, "'amount'"),
-    time_column: default!(&str, "'created_at'"),
+    table: Option<PgRelation>,
+    key_column: default!(Option<&str>, "'user_id'"),
+    amount_column: default!(Option<&str>, "'amount'"),
+    time_column: default!(Option<&str>, "'created_at'"),
     location_column: default!(Option<&str>, "NULL"),
-    channel: default!(&str, "'transaction_alerts'"),
-    alert_level: default!(&str, "'medium'"),
-    create_index: default!(bool, "true"),
+    channel: default!(Option<&str>, "'transaction_alerts'"),
+    alert_level: default!(Option<&str>, "'medium'"),
+    create_index: default!(Option<bool>, "true"),
     block_at: default!(Option<f64>, "NULL"),
-    on_block: default!(&str, "'error'"),
-    log_assessments: default!(&str, "'none'"),
+    on_block: default!(Option<&str>, "'error'"),
+    log_assessments: default!(Option<&str>, "'none'"),
 ) -> String {
+    let table = required("table", table);
+    let key_column = required("key_column", key_column);
+    let amount_column = required("amount_column", amount_column);
+    let time_column = required("time_column", time_column);
+    let channel = required("channel", channel);
+    let alert_level = required("alert_level", alert_level);
+    let create_index = required("create_index", create_index);
+    let on_block = required("on_block", on_block);
+    let log_assessments = required("log_assessments", log_assessments);
+    crate::pg::privileges::require_owner(table.oid(), "cep.watch").or_report();
     // The relation must be closed before CREATE INDEX, which refuses a table this session has open.
     let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
     drop(table);
@@ -199,9 +208,9 @@ fn run_ddl(client: &mut pgrx::spi::SpiClient<'_>, format_sql: &str, args: &[pgrx
 /// SELECT cep.watch_rollups('transactions', false);
 /// ```
 #[pg_extern(volatile, strict)]
-#[search_path(pg_catalog)]
 fn watch_rollups(table: PgRelation, enabled: bool) -> bool {
     let relid = table.oid();
+    crate::pg::privileges::require_owner(relid, "cep.watch_rollups").or_report();
     let name = table.name().to_string();
     crate::pg::rollups::forget(relid);
     Spi::connect_mut(|client| -> CepResult<bool> {
@@ -225,9 +234,9 @@ fn watch_rollups(table: PgRelation, enabled: bool) -> bool {
 /// SELECT cep.unwatch('transactions');
 /// ```
 #[pg_extern(volatile, strict)]
-#[search_path(pg_catalog)]
 fn unwatch(table: PgRelation) -> bool {
     let relid = table.oid();
+    crate::pg::privileges::require_owner(relid, "cep.unwatch").or_report();
     // Closed first: DROP TRIGGER refuses a table this session has open.
     drop(table);
     crate::pg::rollups::forget(relid);

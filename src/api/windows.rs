@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::engine::window::{self, Width, DEFAULT_ORIGIN_PG};
-use crate::error::{CepError, CepResult, OrReport};
+use crate::error::{required, CepError, CepResult, OrReport};
 
 /// At most this many windows per `cep.window_aggregate` call.
 const MAX_WINDOWS: usize = 100_000;
@@ -66,10 +66,13 @@ fn hop(
     slide: Interval,
 ) -> TableIterator<'static, (name!(window_start, TimestampWithTimeZone), name!(window_end, TimestampWithTimeZone))> {
     let (w, s) = (fixed_width_of("width", &width).or_report(), fixed_width_of("slide", &slide).or_report());
-    let rows: CepResult<Vec<_>> = window::hop(ts.into(), w, s, DEFAULT_ORIGIN_PG)
-        .into_iter()
-        .map(|start| Ok((tstz(start)?, tstz(start + w)?)))
-        .collect();
+    let starts = window::hop(ts.into(), w, s, DEFAULT_ORIGIN_PG, window::MAX_HOP_WINDOWS)
+        .map_err(|count| CepError::TooMany {
+            message: format!("width / slide: {count} windows would hold each time, more than {}", window::MAX_HOP_WINDOWS),
+            hint: "A hopping window is a row per slide inside its width: widen the slide, or use cep.window_aggregate for a range.".into(),
+        })
+        .or_report();
+    let rows: CepResult<Vec<_>> = starts.into_iter().map(|start| Ok((tstz(start)?, tstz(start.saturating_add(w))?))).collect();
     TableIterator::new(rows.or_report())
 }
 
@@ -84,18 +87,17 @@ fn hop(
 ///                                    start => now() - interval '1 hour', key_column => 'user_id');
 /// ```
 #[pg_extern(stable)]
-#[search_path(pg_catalog)]
 #[allow(clippy::too_many_arguments)]
 fn window_aggregate(
-    relation: PgRelation,
-    time_column: &str,
-    value_column: &str,
-    width: Interval,
+    relation: Option<PgRelation>,
+    time_column: Option<&str>,
+    value_column: Option<&str>,
+    width: Option<Interval>,
     slide: default!(Option<Interval>, "NULL"),
-    start: default!(TimestampWithTimeZone, "now() - interval '1 hour'"),
-    finish: default!(TimestampWithTimeZone, "now()"),
+    start: default!(Option<TimestampWithTimeZone>, "now() - interval '1 hour'"),
+    finish: default!(Option<TimestampWithTimeZone>, "now()"),
     key_column: default!(Option<&str>, "NULL"),
-    per_key: default!(bool, "false"),
+    per_key: default!(Option<bool>, "false"),
 ) -> TableIterator<
     'static,
     (
@@ -111,6 +113,13 @@ fn window_aggregate(
         name!(growth_rate, Option<f64>),
     ),
 > {
+    let relation = required("relation", relation);
+    let time_column = required("time_column", time_column);
+    let value_column = required("value_column", value_column);
+    let width = required("width", width);
+    let start = required("start", start);
+    let finish = required("finish", finish);
+    let per_key = required("per_key", per_key);
     let relid = relation.oid();
     drop(relation);
     let w = fixed_width_of("width", &width).or_report();

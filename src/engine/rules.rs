@@ -39,8 +39,10 @@ pub struct RuleError {
 }
 
 impl RuleError {
+    /// Field and message are bounded here, the one place every rule error is made.
     fn new(kind: RuleErrorKind, field: &str, message: impl Into<String>) -> Self {
-        RuleError { kind, field: field.to_string(), message: message.into() }
+        let field = if field.len() > 200 { super::excerpt(field) } else { field.to_string() };
+        RuleError { kind, field, message: super::bounded_message(message.into()) }
     }
 }
 
@@ -333,7 +335,7 @@ fn window(c: &Map<String, Value>, names: &[&str], default: i64) -> Result<i64, R
         RuleError::new(
             RuleErrorKind::BadInterval,
             &field,
-            format!("{text:?} is not an interval: it {why} (use \"1_hour\" or '90 minutes')"),
+            format!("{} is not an interval: it {why} (use \"1_hour\" or '90 minutes')", super::excerpt(text)),
         )
     })
 }

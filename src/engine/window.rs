@@ -58,17 +58,32 @@ pub fn tumble(ts: i64, width: Width, origin: i64) -> Option<i64> {
     }
 }
 
-/// Starts of the hopping windows `[start, start + width)` that hold `ts`; windows start every
-/// `slide` from `origin`. Earliest first.
-pub fn hop(ts: i64, width: i64, slide: i64, origin: i64) -> Vec<i64> {
-    let mut starts = Vec::new();
-    let Some(mut s) = tumble(ts, Width::Micros(slide), origin) else { return starts };
-    while s > ts.saturating_sub(width) {
-        starts.push(s);
-        s -= slide;
+/// Most windows one `hop` call returns. Each is a row, and a width a million times its slide
+/// (a year sliding by 30 seconds) is a mistake rather than a query.
+pub const MAX_HOP_WINDOWS: i64 = 10_000;
+
+/// The earliest of the hopping windows `[start, start + width)` that hold `ts` (windows start
+/// every `slide` from `origin`), and how many there are. Arithmetic, so any ratio is cheap.
+pub fn hop_span(ts: i64, width: i64, slide: i64, origin: i64) -> Option<(i64, i64)> {
+    let last = tumble(ts, Width::Micros(slide), origin)?;
+    // Starts `last - k * slide` for k = 0.. while they are after `ts - width`.
+    let reach = (last as i128) - (ts as i128) + (width as i128);
+    if reach <= 0 {
+        return Some((last, 0));
     }
-    starts.reverse();
-    starts
+    let count = (reach + slide as i128 - 1) / slide as i128;
+    let first = last as i128 - (count - 1) * slide as i128;
+    Some((i64::try_from(first).ok()?, i64::try_from(count).ok()?))
+}
+
+/// Starts of the hopping windows `[start, start + width)` that hold `ts`; windows start every
+/// `slide` from `origin`. Earliest first. `Err` holds the count when it is over `max`.
+pub fn hop(ts: i64, width: i64, slide: i64, origin: i64, max: i64) -> Result<Vec<i64>, i64> {
+    let Some((first, count)) = hop_span(ts, width, slide, origin) else { return Ok(Vec::new()) };
+    if count > max {
+        return Err(count);
+    }
+    Ok((0..count).map(|k| first + k * slide).collect())
 }
 
 /// Window starts, every `slide`, of the windows of `width` that overlap `[start, finish)`.
@@ -78,7 +93,10 @@ pub fn window_starts(start: i64, finish: i64, width: i64, slide: i64, origin: i6
     if finish <= start {
         return Some(out);
     }
-    let mut s = *hop(start, width, slide, origin).first()?;
+    let (mut s, count) = hop_span(start, width, slide, origin)?;
+    if count == 0 {
+        return None;
+    }
     while s < finish {
         if out.len() == max_windows {
             return None;
@@ -161,15 +179,39 @@ mod tests {
     fn hop_lists_every_window_holding_the_time() {
         let o = DEFAULT_ORIGIN_PG;
         let t = at(2026, 1, 15, 12, 7);
-        let starts = hop(t, 10 * MIN, 5 * MIN, o);
+        let starts = hop(t, 10 * MIN, 5 * MIN, o, MAX_HOP_WINDOWS).unwrap();
         assert_eq!(starts, vec![at(2026, 1, 15, 12, 0), at(2026, 1, 15, 12, 5)]);
         for s in &starts {
             assert!(*s <= t && t < s + 10 * MIN);
         }
         // Tumbling is hopping with slide = width.
-        assert_eq!(hop(t, 5 * MIN, 5 * MIN, o), vec![tumble(t, Width::Micros(5 * MIN), o).unwrap()]);
+        assert_eq!(hop(t, 5 * MIN, 5 * MIN, o, MAX_HOP_WINDOWS).unwrap(), vec![tumble(t, Width::Micros(5 * MIN), o).unwrap()]);
         // A window's end is exclusive.
-        assert_eq!(hop(at(2026, 1, 15, 12, 10), 10 * MIN, 5 * MIN, o), vec![at(2026, 1, 15, 12, 5), at(2026, 1, 15, 12, 10)]);
+        assert_eq!(hop(at(2026, 1, 15, 12, 10), 10 * MIN, 5 * MIN, o, MAX_HOP_WINDOWS).unwrap(), vec![at(2026, 1, 15, 12, 5), at(2026, 1, 15, 12, 10)]);
+    }
+
+    #[test]
+    fn hop_counts_without_listing_and_refuses_absurd_ratios() {
+        let o = DEFAULT_ORIGIN_PG;
+        let t = at(2026, 1, 15, 12, 7);
+        // A year sliding by a microsecond is counted, not allocated.
+        assert_eq!(hop(t, 365 * DAY, 1, o, MAX_HOP_WINDOWS), Err(365 * DAY));
+        assert_eq!(hop(t, i64::MAX, 1, o, MAX_HOP_WINDOWS).map(|v| v.len()), Err(i64::MAX));
+        // The arithmetic agrees with walking back one slide at a time.
+        for width in 1..40 {
+            for slide in 1..15 {
+                for ts in -50..50 {
+                    let mut walked = Vec::new();
+                    let mut s = tumble(ts, Width::Micros(slide), 3).unwrap();
+                    while s > ts - width {
+                        walked.push(s);
+                        s -= slide;
+                    }
+                    walked.reverse();
+                    assert_eq!(hop(ts, width, slide, 3, 1_000).unwrap(), walked, "{ts} {width} {slide}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod columns;
 pub mod history;
 pub mod notifier;
 pub mod partitions;
+pub mod privileges;
 pub mod patterns;
 pub mod rollups;
 pub mod scoring;

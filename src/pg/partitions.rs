@@ -15,6 +15,7 @@ use pgrx::spi::SpiClient;
 use crate::engine::partition::{self, Action, Existing, Month, Policy};
 use crate::error::{CepError, CepResult};
 use crate::gucs;
+use crate::pg::privileges::as_owner;
 
 /// `pg_try_advisory_xact_lock(bigint)` key space: "cep\0" in the high half, the parent's oid below.
 const ADVISORY_CLASS: i64 = 0x6365_7000;
@@ -77,6 +78,8 @@ pub struct Parent {
     pub control: ControlType,
     pub default: Option<pg_sys::Oid>,
     pub owner: String,
+    /// Maintenance runs the table's DDL and row moves as this role (see `privileges::as_owner`).
+    pub owner_oid: pg_sys::Oid,
     /// The columns an INSERT can write, quoted, in order.
     pub insert_columns: String,
 }
@@ -88,7 +91,8 @@ pub fn describe(client: &SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Parent>
                 a.attname::text, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), p.partdefid,
                 pg_get_userbyid(c.relowner)::text,
                 (SELECT string_agg(quote_ident(x.attname), ', ' ORDER BY x.attnum) FROM pg_attribute x
-                  WHERE x.attrelid = c.oid AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = '')
+                  WHERE x.attrelid = c.oid AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = ''),
+                c.relowner
          FROM pg_class c
          JOIN pg_namespace n ON n.oid = c.relnamespace
          LEFT JOIN pg_partitioned_table p ON p.partrelid = c.oid
@@ -132,6 +136,7 @@ pub fn describe(client: &SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Parent>
         default: default.filter(|oid| *oid != pg_sys::InvalidOid),
         owner: row.get(10)?.unwrap_or_default(),
         insert_columns: row.get(11)?.unwrap_or_default(),
+        owner_oid: row.get(12)?.unwrap_or(pg_sys::InvalidOid),
     })
 }
 
@@ -239,23 +244,39 @@ fn try_locks(locks: &[(pg_sys::Oid, u32)]) -> bool {
     }
 }
 
-/// Runs `body` in a subtransaction that is rolled back when it returns false, so a step that
-/// cannot finish (a lock stayed busy) leaves nothing half done.
+/// Runs `body` in a subtransaction that is rolled back when it returns `None` or an error, so a
+/// step that cannot finish (a lock stayed busy) leaves nothing half done. A Postgres ERROR raised
+/// inside (a failed DDL, a permission check) rolls the subtransaction back too before it goes on
+/// up: left open, it would keep the session in a failed transaction block even in autocommit.
 fn in_subtransaction<T>(body: impl FnOnce() -> CepResult<Option<T>>) -> CepResult<Option<T>> {
+    // SAFETY: reads of the backend's current memory context and resource owner, restored below
+    // exactly as PL/pgSQL restores them around BeginInternalSubTransaction.
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext as usize, pg_sys::CurrentResourceOwner as usize) };
+    let restore = move || unsafe {
+        pg_sys::MemoryContextSwitchTo(context as pg_sys::MemoryContext);
+        pg_sys::CurrentResourceOwner = owner as pg_sys::ResourceOwner;
+    };
+    // SAFETY: starts a subtransaction that every path below ends.
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    let result = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(body))
+        .catch_others(move |error| {
+            // SAFETY: the subtransaction begun above is still the current one (pgrx has already
+            // flushed the error state), so it is the one rolled back.
+            unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+            restore();
+            error.rethrow()
+        })
+        .execute();
+    // SAFETY: as above; the body returned normally, so its subtransaction is current.
     unsafe {
-        let context = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        let result = body();
         if matches!(result, Ok(Some(_))) {
             pg_sys::ReleaseCurrentSubTransaction();
         } else {
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
         }
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-        result
     }
+    restore();
+    result
 }
 
 /// One thing maintenance did, or decided not to do.
@@ -477,13 +498,13 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
             return Err(CepError::NameTooLong(partition::NameTooLong { bytes: name.len(), name }));
         }
         let target = qualify(client, &parent.schema, &name)?;
-        let created = in_subtransaction(|| {
+        let created = as_owner(parent.owner_oid, || in_subtransaction(|| {
             if !try_locks(&[(parent.relid, pg_sys::AccessExclusiveLock)]) {
                 return Ok(None);
             }
             client.update(&format!("CREATE TABLE {target} PARTITION OF {} DEFAULT", parent.qualified), None, &[])?;
             Ok(Some(()))
-        })?;
+        }))?;
         let s = match created {
             Some(()) => step("create_default", Some(name), 0, None),
             None => step("skipped", Some(name), 0, Some("the table stayed locked for cep.maintenance_lock_timeout".into())),
@@ -505,7 +526,7 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
             Action::Create { month, .. } if !creating => {
                 step("skipped", Some(partition::partition_name(&parent.name, month)?), 0, Some(format!("creating {month} waits for the earlier month")))
             }
-            Action::Create { month, .. } => match create_month(client, &parent, month, config.batch_size)? {
+            Action::Create { month, .. } => match as_owner(parent.owner_oid, || create_month(client, &parent, month, config.batch_size))? {
                 Some(moved) => step("create", Some(partition::partition_name(&parent.name, month)?), moved, None),
                 None => {
                     creating = false;
@@ -514,7 +535,7 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
             },
             Action::Retire { name, month } => {
                 let verb = if config.drop { "drop" } else { "detach" };
-                if retire_month(client, &parent, &name, config.drop)? {
+                if as_owner(parent.owner_oid, || retire_month(client, &parent, &name, config.drop))? {
                     step(verb, Some(name), 0, Some(format!("{month} is older than the retention")))
                 } else {
                     step("skipped", Some(name), 0, Some(format!("{verb} {month}: a lock stayed busy for cep.maintenance_lock_timeout")))
@@ -554,7 +575,7 @@ pub fn create_monthly(client: &mut SpiClient<'_>, relid: pg_sys::Oid, month: Mon
         )));
     }
     let batch = config(client, relid)?.map(|c| c.batch_size).unwrap_or(10_000);
-    let Some(moved) = create_month(client, &parent, month, batch)? else {
+    let Some(moved) = as_owner(parent.owner_oid, || create_month(client, &parent, month, batch))? else {
         return Err(CepError::LockNotAvailable(format!(
             "could not lock {} within cep.maintenance_lock_timeout ({} ms) to add the {month} partition",
             parent.qualified,

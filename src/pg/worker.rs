@@ -52,6 +52,12 @@ pub extern "C-unwind" fn pg_cep_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::maintenance_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // The worker runs pg_cep's SQL as a superuser: resolve names as pg_cep's functions do, so a
+    // function another role put in public can never be picked instead of a built-in.
+    // SAFETY: sets a GUC of this backend to a constant, before any transaction starts.
+    unsafe {
+        pg_sys::SetConfigOption(c"search_path".as_ptr(), c"pg_catalog, pg_temp".as_ptr(), pg_sys::GucContext::PGC_SUSET, pg_sys::GucSource::PGC_S_OVERRIDE);
+    }
     let (mut maintenance, mut timeouts) = (Every { last: None }, Every { last: None });
     loop {
         if maintenance.due(gucs::maintenance_interval()) {
@@ -59,7 +65,7 @@ pub extern "C-unwind" fn pg_cep_worker_main(_arg: pg_sys::Datum) {
         }
         crate::pg::notifier::supervise();
         if timeouts.due(gucs::timeout_interval()) {
-            report(BackgroundWorker::transaction(|| Spi::connect_mut(|c| if installed(c)? { crate::pg::patterns::fire_timeouts(c, 10_000).map(|_| ()) } else { Ok(()) })));
+            in_own_transaction("pattern timeouts", || Spi::connect_mut(|c| if installed(c)? { crate::pg::patterns::fire_timeouts(c, 10_000).map(|_| ()) } else { Ok(()) }));
         }
         // Wake when the next job is due, or every 10 s while both are off, to notice a reload.
         let wait = [maintenance.wait(gucs::maintenance_interval()), timeouts.wait(gucs::timeout_interval()), Some(Duration::from_secs(10))]
@@ -85,9 +91,22 @@ fn installed(client: &pgrx::spi::SpiClient<'_>) -> CepResult<bool> {
     Ok(!client.select("SELECT 1 FROM pg_extension WHERE extname = 'pg_cep'", None, &[])?.is_empty())
 }
 
-fn report(result: CepResult<()>) {
-    if let Err(e) = result {
-        pgrx::warning!("pg_cep worker: {e}");
+/// Runs one unit of work in a transaction of its own. An error, a pg_cep one or a Postgres ERROR
+/// (a table's DDL refused, a lock timeout), is logged and its transaction rolled back, so that one
+/// table's failure neither stops the others nor restarts the worker.
+fn in_own_transaction(what: &str, body: impl FnOnce() -> CepResult<()>) {
+    let result = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| BackgroundWorker::transaction(std::panic::AssertUnwindSafe(body)).map_err(|e| e.to_string())))
+        .catch_others(|error| {
+            // SAFETY: the ERROR left the worker's transaction failed; end it as autovacuum does.
+            unsafe { pg_sys::AbortCurrentTransaction() };
+            Err(match error {
+                pgrx::pg_sys::panic::CaughtError::PostgresError(r) | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+                pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            })
+        })
+        .execute();
+    if let Err(message) = result {
+        pgrx::warning!("pg_cep worker: {what}: {message}");
     }
 }
 
@@ -97,6 +116,6 @@ fn run_maintenance() {
     let tables = BackgroundWorker::transaction(|| Spi::connect(|c| if installed(c)? { crate::pg::partitions::registered(c) } else { Ok(Vec::new()) }));
     let Ok(tables) = tables.inspect_err(|e| pgrx::warning!("pg_cep worker: {e}")) else { return };
     for relid in tables {
-        report(BackgroundWorker::transaction(|| Spi::connect_mut(|c| crate::pg::partitions::maintain(c, relid).map(|_| ()))));
+        in_own_transaction(&format!("maintenance of table {}", u32::from(relid)), || Spi::connect_mut(|c| crate::pg::partitions::maintain(c, relid).map(|_| ())));
     }
 }

@@ -98,7 +98,8 @@ impl FromStr for Contiguity {
             "skip_till_next" => Ok(Contiguity::SkipTillNext),
             "skip_till_any" => Ok(Contiguity::SkipTillAny),
             _ => Err(PatternError::option(format!(
-                "contiguity: {s:?} is not one of strict, skip_till_next, skip_till_any"
+                "contiguity: {} is not one of strict, skip_till_next, skip_till_any",
+                super::excerpt(s)
             ))),
         }
     }
@@ -123,7 +124,8 @@ impl FromStr for AfterMatch {
             "to_next_row" => Ok(AfterMatch::SkipToNextRow),
             "no_skip" => Ok(AfterMatch::NoSkip),
             _ => Err(PatternError::option(format!(
-                "after_match: {s:?} is not one of past_last_row, to_next_row, no_skip"
+                "after_match: {} is not one of past_last_row, to_next_row, no_skip",
+                super::excerpt(s)
             ))),
         }
     }
@@ -162,6 +164,9 @@ pub enum PatternErrorKind {
     BadPredicate,
     /// An option value is invalid or inconsistent with the pattern.
     BadOption,
+    /// Over a size limit (text, nesting, automaton, conditions): refused before it costs memory
+    /// or time.
+    TooComplex,
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -176,10 +181,15 @@ pub struct PatternError {
 
 impl PatternError {
     fn option(message: String) -> Self {
-        PatternError { kind: PatternErrorKind::BadOption, message, position: None }
+        PatternError { kind: PatternErrorKind::BadOption, message: super::bounded_message(message), position: None }
     }
     fn new(kind: PatternErrorKind, message: String) -> Self {
-        PatternError { kind, message, position: None }
+        PatternError { kind, message: super::bounded_message(message), position: None }
+    }
+    /// Every error leaving [`compile`] passes here, whichever part made it.
+    fn bounded(mut self) -> Self {
+        self.message = super::bounded_message(self.message);
+        self
     }
 }
 
@@ -230,6 +240,14 @@ impl fmt::Display for Pattern {
 /// Compiles a pattern; all validation happens here so that `advance` never
 /// has to fail.
 pub fn compile(
+    pattern: &str,
+    define: &serde_json::Value,
+    options: PatternOptions,
+) -> Result<Pattern, PatternError> {
+    compile_unbounded(pattern, define, options).map_err(PatternError::bounded)
+}
+
+fn compile_unbounded(
     pattern: &str,
     define: &serde_json::Value,
     options: PatternOptions,

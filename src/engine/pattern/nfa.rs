@@ -13,6 +13,10 @@ use super::{PatternError, PatternErrorKind};
 /// positions and cheap per-run scans.
 const MAX_POSITIONS: usize = 1000;
 
+/// Keeps building and every run's step bounded: `(a|b|...)*` over many alternatives links every
+/// last position to every first one.
+const MAX_EDGES: usize = 100_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Accept {
     No,
@@ -75,16 +79,18 @@ struct Builder<'a> {
     text: &'a str,
     sym: Vec<u16>,
     follow: Vec<Vec<(u16, u32)>>,
+    /// Every edge made so far, so that a duplicate is found in constant time.
+    linked: std::collections::HashSet<(u16, u16, u32)>,
 }
 
 impl Builder<'_> {
     fn new_pos(&mut self, s: &str) -> Result<u16, PatternError> {
         if self.sym.len() >= MAX_POSITIONS {
             return Err(PatternError {
-                kind: PatternErrorKind::Syntax,
+                kind: PatternErrorKind::TooComplex,
                 message: format!(
-                    "pattern: too large after expanding quantifiers (more than {MAX_POSITIONS} positions): {:?}",
-                    self.text
+                    "pattern: too large after expanding quantifiers (more than {MAX_POSITIONS} positions): {}",
+                    crate::engine::excerpt(self.text)
                 ),
                 position: None,
             });
@@ -95,19 +101,29 @@ impl Builder<'_> {
         Ok((self.sym.len() - 1) as u16)
     }
 
-    fn link(&mut self, from: &[u16], to: &[u16], guard: u32) {
+    fn link(&mut self, from: &[u16], to: &[u16], guard: u32) -> Result<(), PatternError> {
         for &p in from {
             for &q in to {
-                let f = &mut self.follow[p as usize];
-                if !f.contains(&(q, guard)) {
-                    f.push((q, guard));
+                if self.linked.insert((p, q, guard)) {
+                    if self.linked.len() > MAX_EDGES {
+                        return Err(PatternError {
+                            kind: PatternErrorKind::TooComplex,
+                            message: format!(
+                                "pattern: too many transitions (more than {MAX_EDGES}); use fewer alternatives under a quantifier: {}",
+                                crate::engine::excerpt(self.text)
+                            ),
+                            position: None,
+                        });
+                    }
+                    self.follow[p as usize].push((q, guard));
                 }
             }
         }
+        Ok(())
     }
 
-    fn concat(&mut self, a: Frag, b: Frag) -> Frag {
-        self.link(&a.last, &b.first, 0);
+    fn concat(&mut self, a: Frag, b: Frag) -> Result<Frag, PatternError> {
+        self.link(&a.last, &b.first, 0)?;
         let mut first = a.first.clone();
         if a.nullable {
             first.extend(b.first.iter().copied().filter(|q| !a.first.contains(q)));
@@ -116,7 +132,7 @@ impl Builder<'_> {
         if b.nullable {
             last.extend(a.last.iter().copied().filter(|q| !b.last.contains(q)));
         }
-        Frag { first, last, nullable: a.nullable && b.nullable }
+        Ok(Frag { first, last, nullable: a.nullable && b.nullable })
     }
 
     /// Optional chain X (X (X)?)? — nested so that each copy can only follow
@@ -127,7 +143,7 @@ impl Builder<'_> {
         }
         let f = self.frag(n)?;
         let rest = self.opt_chain(n, k - 1)?;
-        let mut c = self.concat(f, rest);
+        let mut c = self.concat(f, rest)?;
         c.nullable = true;
         Ok(c)
     }
@@ -143,7 +159,7 @@ impl Builder<'_> {
                 let mut acc = Frag::empty();
                 for it in items {
                     let f = self.frag(it)?;
-                    acc = self.concat(acc, f);
+                    acc = self.concat(acc, f)?;
                 }
                 acc
             }
@@ -162,21 +178,21 @@ impl Builder<'_> {
                 for i in 0..*min {
                     let f = self.frag(node)?;
                     if i + 1 == *min && max.is_none() {
-                        self.link(&f.last, &f.first, 0);
+                        self.link(&f.last, &f.first, 0)?;
                     }
-                    acc = self.concat(acc, f);
+                    acc = self.concat(acc, f)?;
                 }
                 match max {
                     None if *min == 0 => {
                         let mut f = self.frag(node)?;
-                        self.link(&f.last, &f.first, 0);
+                        self.link(&f.last, &f.first, 0)?;
                         f.nullable = true;
-                        acc = self.concat(acc, f);
+                        acc = self.concat(acc, f)?;
                     }
                     None => {}
                     Some(mx) => {
                         let f = self.opt_chain(node, mx - min)?;
-                        acc = self.concat(acc, f);
+                        acc = self.concat(acc, f)?;
                     }
                 }
                 acc
@@ -186,7 +202,7 @@ impl Builder<'_> {
 }
 
 pub(super) fn build(ast: &Node, symbols: &[String], text: &str) -> Result<Nfa, PatternError> {
-    let mut b = Builder { symbols, text, sym: vec![], follow: vec![] };
+    let mut b = Builder { symbols, text, sym: vec![], follow: vec![], linked: Default::default() };
     let items: Vec<&Node> = match ast {
         Node::Concat(v) => v.iter().collect(),
         other => vec![other],
@@ -202,7 +218,7 @@ pub(super) fn build(ast: &Node, symbols: &[String], text: &str) -> Result<Nfa, P
             if absences.len() >= 32 {
                 return Err(PatternError {
                     kind: PatternErrorKind::Syntax,
-                    message: format!("pattern: too many absences (at most 32): {text:?}"),
+                    message: format!("pattern: too many absences (at most 32): {}", crate::engine::excerpt(text)),
                     position: None,
                 });
             }
@@ -215,7 +231,7 @@ pub(super) fn build(ast: &Node, symbols: &[String], text: &str) -> Result<Nfa, P
         }
         let f = b.frag(it)?;
         for &(p, g) in &pending {
-            b.link(&[p], &f.first, g);
+            b.link(&[p], &f.first, g)?;
         }
         if start_open {
             first.extend(f.first.iter().copied());
@@ -230,7 +246,7 @@ pub(super) fn build(ast: &Node, symbols: &[String], text: &str) -> Result<Nfa, P
     if start_open {
         return Err(PatternError {
             kind: PatternErrorKind::Syntax,
-            message: format!("pattern: can match an empty sequence of rows: {text:?}"),
+            message: format!("pattern: can match an empty sequence of rows: {}", crate::engine::excerpt(text)),
             position: Some(0),
         });
     }

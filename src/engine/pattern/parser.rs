@@ -6,6 +6,13 @@ use super::{PatternError, PatternErrorKind};
 /// Upper bound for `{n}` / `{n,m}` counts, to keep the expanded NFA small.
 pub(super) const MAX_REPEAT: u32 = 100;
 
+/// Longest pattern text. The NFA holds at most 1,000 positions, so no useful pattern is longer.
+pub const MAX_PATTERN_BYTES: usize = 10_000;
+
+/// Deepest nesting of `( )`. The parser recurses once per level: without a bound a pattern
+/// nested 20,000 deep overflows the backend's stack.
+pub const MAX_NESTING: usize = 32;
+
 #[derive(Debug, Clone)]
 pub(super) enum Node {
     Sym(String),
@@ -35,7 +42,7 @@ struct Parser<'a> {
 fn syntax(text: &str, pos: usize, what: String) -> PatternError {
     PatternError {
         kind: PatternErrorKind::Syntax,
-        message: format!("pattern: {what} at position {pos}: {text:?}"),
+        message: format!("pattern: {what} at position {pos}: {}", crate::engine::excerpt(text)),
         position: Some(pos),
     }
 }
@@ -186,6 +193,11 @@ impl<'a> Parser<'a> {
                 Node::Sym(name)
             }
             Tok::LParen => {
+                if depth + 1 > MAX_NESTING {
+                    let mut e = syntax(self.text, pos, format!("parentheses nested deeper than {MAX_NESTING} levels"));
+                    e.kind = PatternErrorKind::TooComplex;
+                    return Err(e);
+                }
                 self.i += 1;
                 let inner = self.alt(depth + 1)?;
                 if *self.peek() != Tok::RParen {
@@ -212,6 +224,13 @@ impl<'a> Parser<'a> {
 }
 
 pub(super) fn parse(text: &str) -> Result<Node, PatternError> {
+    if text.len() > MAX_PATTERN_BYTES {
+        return Err(PatternError {
+            kind: PatternErrorKind::TooComplex,
+            message: format!("pattern: {} bytes is longer than the limit of {MAX_PATTERN_BYTES}", text.len()),
+            position: None,
+        });
+    }
     let toks = lex(text)?;
     let mut p = Parser { text, toks, i: 0 };
     let node = p.alt(0)?;

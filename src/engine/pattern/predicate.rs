@@ -12,6 +12,16 @@ use super::{PatternError, PatternErrorKind, Value};
 
 const OPERATORS: &str = "=, <>, <, <=, >, >=, in, like, ~, is_null";
 
+/// Deepest nesting of `and` / `or` / `not`. Compiling and evaluating recurse once per level.
+pub const MAX_PREDICATE_DEPTH: usize = 32;
+
+/// Most conditions (comparisons, `in` values, groups) in one pattern's `define`, so that a
+/// 10 MB condition is refused when written instead of being evaluated on every row.
+pub const MAX_PREDICATE_NODES: usize = 10_000;
+
+/// Largest compiled regular expression (`like`, `~`), in bytes of the regex crate's program.
+const MAX_REGEX_BYTES: usize = 1 << 20;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum CmpOp {
     Eq,
@@ -154,9 +164,21 @@ struct Ctx {
     cols: Vec<String>,
     slots: Vec<(bool, String)>,
     refs: bool,
+    /// Conditions compiled so far, against [`MAX_PREDICATE_NODES`].
+    nodes: usize,
 }
 
 impl Ctx {
+    fn count(&mut self, n: usize, path: &str) -> Result<(), PatternError> {
+        self.nodes += n;
+        if self.nodes > MAX_PREDICATE_NODES {
+            let mut e = bad(path, format!("define holds more than {MAX_PREDICATE_NODES} conditions"));
+            e.kind = PatternErrorKind::TooComplex;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn col(&mut self, name: &str) -> u16 {
         match self.cols.iter().position(|c| c == name) {
             Some(i) => i as u16,
@@ -186,6 +208,7 @@ pub(super) fn is_ident(s: &str) -> bool {
 }
 
 fn bad(path: &str, msg: String) -> PatternError {
+    let path = if path.len() > 200 { crate::engine::excerpt(path) } else { path.to_string() };
     PatternError::new(PatternErrorKind::BadPredicate, format!("{path}: {msg}"))
 }
 
@@ -195,7 +218,7 @@ pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, 
         Json::Object(m) => Some(m),
         _ => return Err(bad("define", "expected a JSON object mapping symbol -> predicate".into())),
     };
-    let mut cx = Ctx { cols: vec![], slots: vec![], refs: false };
+    let mut cx = Ctx { cols: vec![], slots: vec![], refs: false, nodes: 0 };
     let mut preds: Vec<SymbolPred> = symbols.iter().map(|_| SymbolPred { pred: None, refs: false }).collect();
     if let Some(obj) = obj {
         // Names first, so a typo in a symbol name is reported as such even
@@ -223,7 +246,7 @@ pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, 
             cx.refs = false;
             let pred = match body {
                 Json::Bool(true) => None,
-                Json::Object(_) => Some(object(&mut cx, body, &path)?),
+                Json::Object(_) => Some(object(&mut cx, body, &path, 0)?),
                 _ => return Err(bad(&path, "expected an object of column conditions (or true)".into())),
             };
             preds[id] = SymbolPred { pred, refs: cx.refs };
@@ -249,7 +272,13 @@ pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, 
 }
 
 /// `{col: cond, ..., "or": [..], "and": [..], "not": {..}}`, all ANDed.
-fn object(cx: &mut Ctx, body: &Json, path: &str) -> Result<Pred, PatternError> {
+fn object(cx: &mut Ctx, body: &Json, path: &str, depth: usize) -> Result<Pred, PatternError> {
+    if depth >= MAX_PREDICATE_DEPTH {
+        let mut e = bad(path, format!("conditions nested deeper than {MAX_PREDICATE_DEPTH} levels"));
+        e.kind = PatternErrorKind::TooComplex;
+        return Err(e);
+    }
+    cx.count(1, path)?;
     let Json::Object(m) = body else {
         return Err(bad(path, "expected an object".into()));
     };
@@ -269,11 +298,11 @@ fn object(cx: &mut Ctx, body: &Json, path: &str) -> Result<Pred, PatternError> {
                 }
                 let mut sub = Vec::new();
                 for (i, it) in items.iter().enumerate() {
-                    sub.push(object(cx, it, &format!("{p}[{i}]"))?);
+                    sub.push(object(cx, it, &format!("{p}[{i}]"), depth + 1)?);
                 }
                 all.push(if k == "or" { Pred::Or(sub) } else { Pred::And(sub) });
             }
-            "not" => all.push(Pred::Not(Box::new(object(cx, v, &p)?))),
+            "not" => all.push(Pred::Not(Box::new(object(cx, v, &p, depth + 1)?))),
             col => column(cx, col, v, &p, &mut all)?,
         }
     }
@@ -329,13 +358,14 @@ fn operator(cx: &mut Ctx, name: &str, op: &str, rhs: &Json, path: &str) -> Resul
     match op {
         "in" => {
             let Json::Array(items) = rhs else {
-                return Err(bad(&p, format!("expected an array of literals, got {rhs}")));
+                return Err(bad(&p, format!("expected an array of literals, got {}", crate::engine::excerpt(&rhs.to_string()))));
             };
+            cx.count(items.len(), &p)?;
             let mut vals = Vec::new();
             for it in items {
                 if let Json::String(s) = it {
                     if ref_prefix(s).is_some() {
-                        return Err(bad(&p, format!("reference {s:?} is not supported inside 'in'")));
+                        return Err(bad(&p, format!("reference {} is not supported inside 'in'", crate::engine::excerpt(s))));
                     }
                 }
                 match rhs_value(cx, it, &p)? {
@@ -347,19 +377,22 @@ fn operator(cx: &mut Ctx, name: &str, op: &str, rhs: &Json, path: &str) -> Resul
         }
         "like" | "~" => {
             let Json::String(s) = rhs else {
-                return Err(bad(&p, format!("expected a string pattern, got {rhs}")));
+                return Err(bad(&p, format!("expected a string pattern, got {}", crate::engine::excerpt(&rhs.to_string()))));
             };
             let src = if op == "like" { like_to_regex(s) } else { s.clone() };
-            let re = Regex::new(&src).map_err(|e| bad(&p, format!("invalid regular expression {s:?}: {e}")))?;
+            let re = regex::RegexBuilder::new(&src)
+                .size_limit(MAX_REGEX_BYTES)
+                .build()
+                .map_err(|e| bad(&p, format!("invalid regular expression {}: {e}", crate::engine::excerpt(s))))?;
             Ok(Pred::Regex { col: cx.col(name), re })
         }
         "is_null" => {
             let Json::Bool(want) = rhs else {
-                return Err(bad(&p, format!("expected true or false, got {rhs}")));
+                return Err(bad(&p, format!("expected true or false, got {}", crate::engine::excerpt(&rhs.to_string()))));
             };
             Ok(Pred::IsNull { col: cx.col(name), want: *want })
         }
-        _ => Err(bad(path, format!("operator {op:?} is not one of {OPERATORS}"))),
+        _ => Err(bad(path, format!("operator {} is not one of {OPERATORS}", crate::engine::excerpt(op)))),
     }
 }
 
@@ -383,7 +416,7 @@ fn rhs_value(cx: &mut Ctx, v: &Json, path: &str) -> Result<Rhs, PatternError> {
                 if !is_ident(col) {
                     return Err(bad(
                         path,
-                        format!("{s:?} looks like a reference but {col:?} is not a valid column name"),
+                        format!("{} looks like a reference but {} is not a valid column name", crate::engine::excerpt(s), crate::engine::excerpt(col)),
                     ));
                 }
                 Rhs::Ctx(cx.slot(prev, col))
@@ -392,7 +425,7 @@ fn rhs_value(cx: &mut Ctx, v: &Json, path: &str) -> Result<Rhs, PatternError> {
         },
         Json::Null => Rhs::Lit(Value::Null),
         Json::Array(_) | Json::Object(_) => {
-            return Err(bad(path, format!("expected a literal or \"PREV.col\"/\"FIRST.col\", got {v}")));
+            return Err(bad(path, format!("expected a literal or \"PREV.col\"/\"FIRST.col\", got {}", crate::engine::excerpt(&v.to_string()))));
         }
     })
 }

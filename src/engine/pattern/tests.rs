@@ -808,3 +808,40 @@ fn skipping_events_that_cannot_affect_gives_the_same_matches() {
         }
     }
 }
+
+#[test]
+fn oversized_patterns_are_refused_before_they_cost_stack_memory_or_time() {
+    let too_complex = |pattern: &str, define: serde_json::Value, what: &str| {
+        let started = std::time::Instant::now();
+        let e = err(pattern, define, PatternOptions::default());
+        assert_eq!(e.kind, PatternErrorKind::TooComplex, "{what}: {e}");
+        assert!(e.message.len() <= crate::engine::MAX_MESSAGE_BYTES, "{what}: {} bytes", e.message.len());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{what}: {:?}", started.elapsed());
+        e
+    };
+    // 20,000 levels would overflow the stack; 33 is one over the limit, in a short text.
+    let deep = format!("{}a{}", "(".repeat(33), ")".repeat(33));
+    let e = too_complex(&deep, json!({}), "nesting");
+    assert!(e.message.contains("nested deeper than 32 levels"), "{e}");
+    let shallow = format!("{}a{}", "(".repeat(32), ")".repeat(32));
+    assert!(compile(&shallow, &json!({}), PatternOptions::default()).is_ok());
+    let e = too_complex(&format!("{}a{}", "(".repeat(20_000), ")".repeat(20_000)), json!({}), "20,000 deep");
+    assert!(e.message.contains("longer than the limit of 10000"), "{e}");
+    too_complex(&"a ".repeat(5_000_000), json!({}), "10 MB");
+    // Every last position links to every first one: (a|b|...)* over 400 symbols' occurrences.
+    let many = format!("x ({})+", vec!["a"; 400].join(" | "));
+    let e = too_complex(&many, json!({}), "transitions");
+    assert!(e.message.contains("too many transitions"), "{e}");
+    too_complex(&format!("{}a", "a|".repeat(4_999)), json!({}), "alternatives");
+    // Conditions: nesting and count.
+    let mut nested = json!({"v": 1});
+    for _ in 0..40 {
+        nested = json!({ "not": nested });
+    }
+    let e = too_complex("a", json!({ "a": nested }), "condition depth");
+    assert!(e.message.contains("nested deeper than 32"), "{e}");
+    let values: Vec<i64> = (0..20_000).collect();
+    let e = too_complex("a", json!({ "a": { "v": { "in": values } } }), "condition size");
+    assert!(e.message.contains("more than 10000 conditions"), "{e}");
+}
+
