@@ -277,7 +277,9 @@ CREATE EVENT TRIGGER cep_forget_dropped_tables ON sql_drop EXECUTE FUNCTION forg
 -- that no role able to create objects in a schema of the caller's search_path (such as public)
 -- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in
 -- (CVE-2018-1058). The immutable C functions (cep.tumble, cep.hop, cep.validate_rule) run no SQL,
--- and a SET clause would make each of their calls save and restore the setting.
+-- and a SET clause would make each of their calls save and restore the setting. cep.stats() runs
+-- only a cast of a bound oid to regclass, which resolves no name, and prints each table as the
+-- caller's search_path shows it, as it always has.
 DO $$
 DECLARE
     f regprocedure;
@@ -289,6 +291,8 @@ BEGIN
         WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
           AND d.refclassid = 'pg_catalog.pg_extension'::regclass
           AND d.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'pg_cep')
+          AND p.pronamespace = '@extschema@'::regnamespace
+          AND p.oid <> '@extschema@.stats()'::regprocedure
           AND (p.proconfig IS NULL OR p.proconfig = '{search_path=pg_catalog}')
           AND NOT (p.provolatile = 'i' AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'c'))
     LOOP

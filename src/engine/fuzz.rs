@@ -143,6 +143,11 @@ fn object(entries: Vec<(String, Json)>) -> Json {
     Json::Object(entries.into_iter().collect::<Map<String, Json>>())
 }
 
+/// `{key: value}`, moving `value` (`json!` would copy it).
+fn obj1(key: &str, value: Json) -> Json {
+    object(vec![(key.to_string(), value)])
+}
+
 /// How often a chunk is repeated: mostly a few times, sometimes up to 1 MB.
 fn reps() -> impl Strategy<Value = usize> {
     prop_oneof![30 => 0usize..4, 10 => 4usize..200, 3 => 200usize..5_000, 1 => Just(BIG)]
@@ -589,19 +594,20 @@ fn compile_on_backend_stack(text: &str, define: &Json) -> Result<(), super::patt
 fn fuzz_define_deep_nesting_is_refused() {
     on_big_stack(|| {
         for depth in [33, 64, 129, 2_000, 10_000] {
-            // Built iteratively: serde_json::from_str stops at 128 levels by itself.
+            // Built iteratively (serde_json::from_str stops at 128 levels by itself) and by
+            // moving `v`: `json!({"not": v})` would copy `v` through `to_value` every level.
             let chains: [(&str, fn(Json) -> Json); 4] = [
-                ("not", |v| json!({ "not": v })),
-                ("and", |v| json!({ "and": [v, {"y": 1}] })),
-                ("or", |v| json!({ "or": [{"y": 1}, v] })),
-                ("mixed", |v| json!({ "y": {">": 0}, "not": {"or": [v]} })),
+                ("not", |v| obj1("not", v)),
+                ("and", |v| obj1("and", Json::Array(vec![v, json!({"y": 1})]))),
+                ("or", |v| obj1("or", Json::Array(vec![json!({"y": 1}), v]))),
+                ("mixed", |v| object(vec![("y".into(), json!({">": 0})), ("not".into(), obj1("or", Json::Array(vec![v])))])),
             ];
             for (name, wrap) in chains {
                 let mut v = json!({"x": {"=": 1}});
                 for _ in 0..depth {
                     v = wrap(v);
                 }
-                let define = json!({ "a": v });
+                let define = obj1("a", v);
                 let what = format!("{name} nested {depth} deep");
                 let e = timed_ok(&what, || compile_on_backend_stack("a b", &define))
                     .expect_err("predicates nested this deep must be refused");
@@ -615,15 +621,16 @@ fn fuzz_define_deep_nesting_is_refused() {
             let mut arr = json!(1);
             let mut obj = json!(1);
             for _ in 0..depth {
-                arr = json!([arr]);
-                obj = json!({ "=": obj });
+                arr = Json::Array(vec![arr]);
+                obj = obj1("=", obj);
             }
+            let column = |cond: Json| obj1("a", obj1("x", cond));
             for (name, define) in [
-                ("in [[[…]]]", json!({"a": {"x": {"in": [arr.clone()]}}})),
-                ("= [[[…]]]", json!({"a": {"x": {"=": arr.clone()}}})),
-                ("x: [[[…]]]", json!({"a": {"x": arr.clone()}})),
-                ("= {= {…}}", json!({"a": {"x": obj.clone()}})),
-                ("like [[[…]]]", json!({"a": {"x": {"like": arr.clone()}}})),
+                ("in [[[…]]]", column(obj1("in", Json::Array(vec![arr.clone()])))),
+                ("= [[[…]]]", column(obj1("=", arr.clone()))),
+                ("x: [[[…]]]", column(arr.clone())),
+                ("= {= {…}}", column(obj.clone())),
+                ("like [[[…]]]", column(obj1("like", arr.clone()))),
             ] {
                 let what = format!("{name} {depth} deep");
                 let e = timed_ok(&what, || compile_on_backend_stack("a b", &define)).expect_err("not a literal");
@@ -743,21 +750,70 @@ fn rule_condition() -> BoxedStrategy<Json> {
     vec((field, value), 0..6).prop_map(object).boxed()
 }
 
+/// `{name: value, ...}` leaving out each field with probability 1/10.
+fn some_fields(fields: Vec<(&'static str, BoxedStrategy<Json>)>) -> BoxedStrategy<Json> {
+    let parts: Vec<BoxedStrategy<Option<(String, Json)>>> = fields
+        .into_iter()
+        .map(|(name, value)| prop::option::weighted(0.9, value.prop_map(move |v| (name.to_string(), v))).boxed())
+        .collect();
+    parts.prop_map(|entries| object(entries.into_iter().flatten().collect())).boxed()
+}
+
+/// A rule type with a condition shaped like that type's, so that many rules are valid.
+fn well_formed_rule() -> BoxedStrategy<(Json, Json)> {
+    let text = |s: BoxedStrategy<String>| s.prop_map(Json::String).boxed();
+    let metric = text(pick(&[
+        "amount", "transaction_count", "total_amount", "avg_amount", "max_amount", "distinct_locations", "Amount",
+    ]));
+    let operator = text(pick(&[">", ">=", "<", "<=", "=", "==", "!=", "<>", "=>", ""]));
+    let interval = prop_oneof![4 => text(interval_text()), 1 => number_like()].boxed();
+    let clocks = vec(clock_text().prop_map(Json::String), 2..=2).prop_map(Json::Array).boxed();
+    let timezone = text(pick(&["UTC", "Asia/Shanghai", "Europe/Berlin", "America/Sao_Paulo", "Mars/Olympus", "utc", ""]));
+    let typed = |t: &'static str, c: BoxedStrategy<Json>| c.prop_map(move |c| (json!(t), c)).boxed();
+    prop_oneof![
+        typed(
+            "threshold",
+            some_fields(vec![("metric", metric), ("operator", operator), ("value", number_like()), ("window", interval.clone())]),
+        ),
+        typed(
+            "pattern",
+            some_fields(vec![
+                ("pattern", Just(json!("night_transaction")).boxed()),
+                ("time_range", clocks),
+                ("timezone", timezone),
+            ]),
+        ),
+        typed(
+            "pattern",
+            some_fields(vec![("pattern", Just(json!("location_change")).boxed()), ("time_window", interval.clone())]),
+        ),
+        typed(
+            "anomaly",
+            some_fields(vec![
+                ("method", text(pick(&["zscore", "mean_multiple", "median"]))),
+                ("threshold", number_like()),
+                ("window", interval),
+                ("min_samples", number_like()),
+            ]),
+        ),
+    ]
+    .boxed()
+}
+
 fn rule() -> BoxedStrategy<Json> {
     let rule_type = prop_oneof![6 => pick(&["threshold", "pattern", "anomaly"]).prop_map(Json::String), 1 => junk()];
     let condition = prop_oneof![8 => rule_condition(), 1 => junk()];
+    let parts = prop_oneof![
+        (prop::option::weighted(0.95, rule_type), prop::option::weighted(0.95, condition)),
+        well_formed_rule().prop_map(|(t, c)| (Some(t), Some(c))),
+    ];
     let score = prop_oneof![3 => (0.0f64..=1.0).prop_map(Json::from), 2 => number_like(), 1 => junk()];
     let extra_key = prop_oneof![
         3 => pick(&["rule_name", "rule_id", "is_active", "ruleType", "risk score", ""]),
         1 => inflate(pick(&["k", "é", "\""])),
     ];
-    (
-        prop::option::weighted(0.95, rule_type),
-        prop::option::weighted(0.95, condition),
-        prop::option::weighted(0.95, score),
-        vec((extra_key, junk()), 0..2),
-    )
-        .prop_map(|(rule_type, condition, score, extra)| {
+    (parts, prop::option::weighted(0.95, score), vec((extra_key, junk()), 0..2))
+        .prop_map(|((rule_type, condition), score, extra)| {
             let mut m: Map<String, Json> = extra.into_iter().collect();
             if let Some(t) = rule_type {
                 m.insert("rule_type".into(), t);
@@ -795,6 +851,38 @@ fn fuzz_rules_canonical_json_round_trips() {
         prop_assert_eq!(again.as_ref().ok(), Some(&condition), "canonical JSON {} reads back as {:?}", canonical, again);
         Ok(())
     });
+}
+
+/// Windows whose canonical form (`format_interval`) is unusual: fractions of a second, and
+/// hour counts near and past `u32::MAX` seconds.
+#[test]
+fn fuzz_rules_canonical_windows_round_trip() {
+    let mut failures = Vec::new();
+    for window in ["1 us", "0.5 s", "1.5 s", "90 minutes", "2 days", "1193046 hours", "1193047 hours", "1e17 us"] {
+        for (rule_type, condition) in [
+            ("threshold", json!({"metric": "total_amount", "value": 1, "window": window})),
+            ("pattern", json!({"pattern": "location_change", "time_window": window})),
+        ] {
+            let rule = json!({"rule_type": rule_type, "rule_condition": condition, "risk_score": 0.5});
+            let outcome = std::panic::catch_unwind(|| {
+                let Ok(c) = validate_rule(&rule) else { return Ok(()) };
+                let canonical = c.to_json();
+                match parse_condition(rule_type, &canonical) {
+                    Ok(again) if again == c => Ok(()),
+                    other => Err(format!("canonical {canonical} reads back as {other:?}")),
+                }
+            });
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(format!("{rule_type} window {window:?}: {e}")),
+                Err(panic) => failures.push(format!(
+                    "{rule_type} window {window:?}: panicked: {}",
+                    panic.downcast_ref::<String>().map(String::as_str).or(panic.downcast_ref::<&str>().copied()).unwrap_or("?")
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} round trips failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]

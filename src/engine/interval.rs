@@ -98,7 +98,8 @@ pub fn parse_clock(text: &str, time_of_day: bool) -> Option<u32> {
     if m > 59 || sec > 59 || (time_of_day && h > 23) {
         return None;
     }
-    Some(h * 3600 + m * 60 + sec)
+    // A span such as "1193047:00" is more seconds than u32 holds: refused, not wrapped.
+    h.checked_mul(3600)?.checked_add(m * 60 + sec)
 }
 
 /// Formats microseconds the way Postgres prints an interval of hours, minutes and seconds.
@@ -147,6 +148,13 @@ mod tests {
         assert!(parse_interval("0 minutes").unwrap_err().contains("longer than zero"));
         assert!(parse_interval("-5 minutes").is_err());
         assert!(parse_interval("1e300 hours").is_err());
+    }
+
+    #[test]
+    fn clock_spans_too_long_for_u32_are_refused() {
+        assert_eq!(parse_clock("1193046:00", false), Some(1193046 * 3600));
+        assert_eq!(parse_clock("1193047:00", false), None);
+        assert!(parse_interval("1193047:00").is_err());
     }
 
     #[test]
