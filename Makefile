@@ -12,7 +12,7 @@ PGRX_PGDATA  := /tmp/pg_cep-pgrx-test
 CLUSTER      := scripts/cluster.sh
 export PATH  := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: deps install run stop psql test unit pgrx-test e2e bench clean
+.PHONY: deps install run stop psql test unit pgrx-test e2e fuzz bench clean
 
 ## Install what is missing: Debian packages, cargo-pgrx, pgrx's config for the system Postgres.
 deps:
@@ -67,6 +67,16 @@ e2e: deps
 	@set -o pipefail; PG_CEP_TEST_PORT=$(TEST_PORT) PG_CEP_CLUSTER=e2e \
 	  cargo test -p pg_cep_e2e -- --test-threads=1; rc=$$?; \
 	  $(CLUSTER) stop e2e; exit $$rc
+
+## The seeded property tests of the parsers and window arithmetic (src/engine/fuzz.rs) with many
+## more cases than `make test` runs; FUZZ_CASES and FUZZ_SEED change them.
+FUZZ_CASES   ?= 5000
+FUZZ_SEED    ?= 20261205
+fuzz: deps
+	@mkdir -p $(PGRX_PGDATA) && chown postgres $(PGRX_PGDATA)
+	@$(UNLINK_SO)
+	PG_CEP_FUZZ_CASES=$(FUZZ_CASES) PG_CEP_FUZZ_SEED=$(FUZZ_SEED) \
+	  cargo pgrx test pg$(PG_MAJOR) fuzz_ --runas postgres --pgdata $(PGRX_PGDATA)/data
 
 ## Benchmarks: pg_cep next to the bare and PL/pgSQL baselines, on a cluster of their own.
 bench: install
