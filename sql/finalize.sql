@@ -279,7 +279,8 @@ CREATE EVENT TRIGGER cep_forget_dropped_tables ON sql_drop EXECUTE FUNCTION forg
 -- (CVE-2018-1058). The immutable C functions (cep.tumble, cep.hop, cep.validate_rule) run no SQL,
 -- and a SET clause would make each of their calls save and restore the setting. cep.stats() runs
 -- only a cast of a bound oid to regclass, which resolves no name, and prints each table as the
--- caller's search_path shows it, as it always has.
+-- caller's search_path shows it, as it always has. The trigger functions pin the same path
+-- themselves, more cheaply than a SET clause (see privileges::with_pinned_search_path).
 DO $$
 DECLARE
     f regprocedure;
@@ -293,6 +294,7 @@ BEGIN
           AND d.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'pg_cep')
           AND p.pronamespace = '@extschema@'::regnamespace
           AND p.oid <> '@extschema@.stats()'::regprocedure
+          AND p.prorettype <> 'pg_catalog.trigger'::regtype
           AND (p.proconfig IS NULL OR p.proconfig = '{search_path=pg_catalog}')
           AND NOT (p.provolatile = 'i' AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'c'))
     LOOP

@@ -1128,12 +1128,16 @@ mod tests {
                AND coalesce(p.proconfig, '{}') <> '{\"search_path=pg_catalog, pg_temp\"}'",
         );
         // The immutable C functions run no SQL (and are called per row in GROUP BYs); cep.stats()
-        // casts an oid to regclass and nothing else.
+        // casts an oid to regclass and nothing else; trigger functions pin the path themselves.
         assert_eq!(
             unpinned.as_deref(),
-            Some("cep.hop(timestamp with time zone,interval,interval), cep.stats(), cep.tumble(timestamp with time zone,interval,timestamp with time zone), cep.tumble(timestamp without time zone,interval,timestamp without time zone), cep.validate_rule(jsonb)")
+            Some("cep.capture_trigger(), cep.hop(timestamp with time zone,interval,interval), cep.invalidate_cep_cache(), cep.monitor(), cep.monitor_changes(), cep.monitor_row(), cep.pattern_trigger(), cep.stats(), cep.tumble(timestamp with time zone,interval,timestamp with time zone), cep.tumble(timestamp without time zone,interval,timestamp without time zone), cep.validate_rule(jsonb)")
         );
-        assert_eq!(one::<bool>("SELECT bool_and(provolatile = 'i' AND prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')) FROM pg_proc WHERE pronamespace = 'cep'::regnamespace AND proconfig IS NULL AND proname <> 'stats'"), Some(true));
+        assert_eq!(
+            one::<bool>("SELECT bool_and((provolatile = 'i' AND prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')) OR prorettype = 'trigger'::regtype)
+                         FROM pg_proc WHERE pronamespace = 'cep'::regnamespace AND proconfig IS NULL AND proname <> 'stats'"),
+            Some(true)
+        );
     }
 
     #[pg_test]

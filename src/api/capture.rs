@@ -172,24 +172,27 @@ fn uncapture(table: PgRelation) -> bool {
 /// Statement trigger behind `cep.capture`; not called directly.
 #[pg_trigger]
 fn capture_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    let relid = trigger.relid()?;
-    let event = trigger.event();
-    let op = match () {
-        _ if event.fired_by_insert() => Op::Insert,
-        _ if event.fired_by_update() => Op::Update,
-        _ if event.fired_by_delete() => Op::Delete,
-        _ => Op::Truncate,
-    };
-    let data = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
-    let Some(settings) = crate::pg::cache::capture(relid).or_report() else { return Ok(None) };
-    Spi::connect_mut(|client| -> CepResult<()> {
-        // SAFETY: this trigger call's own data; makes cep_new / cep_old visible to our queries.
-        unsafe { pg_sys::SPI_register_trigger_data(data) };
-        let logged = capture::log_statement(client, &settings, op, data)?;
-        capture::check_anomalies(client, &settings, op, &logged)?;
-        capture::remember(&settings, &logged);
-        Ok(())
+    // Names resolve as in every pg_cep function (see privileges::with_pinned_search_path).
+    crate::pg::privileges::with_pinned_search_path(|| {
+        let relid = trigger.relid()?;
+        let event = trigger.event();
+        let op = match () {
+            _ if event.fired_by_insert() => Op::Insert,
+            _ if event.fired_by_update() => Op::Update,
+            _ if event.fired_by_delete() => Op::Delete,
+            _ => Op::Truncate,
+        };
+        let data = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
+        let Some(settings) = crate::pg::cache::capture(relid).or_report() else { return Ok(None) };
+        Spi::connect_mut(|client| -> CepResult<()> {
+            // SAFETY: this trigger call's own data; makes cep_new / cep_old visible to our queries.
+            unsafe { pg_sys::SPI_register_trigger_data(data) };
+            let logged = capture::log_statement(client, &settings, op, data)?;
+            capture::check_anomalies(client, &settings, op, &logged)?;
+            capture::remember(&settings, &logged);
+            Ok(())
+        })
+        .or_report();
+        Ok(None)
     })
-    .or_report();
-    Ok(None)
 }

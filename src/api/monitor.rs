@@ -28,14 +28,17 @@ use pgrx::PgOid;
 /// Statement-level trigger function behind `cep.watch`; not called directly.
 #[pg_trigger]
 fn monitor<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    let relid = trigger.relid()?;
-    let data = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
-    let started = Instant::now();
-    let mut counts = MonitorCounters::default();
-    let result = score_new_rows(relid, data, &mut counts);
-    finish(relid, &mut counts, started);
-    result.or_report();
-    Ok(None)
+    // Names resolve as in every pg_cep function (see privileges::with_pinned_search_path).
+    crate::pg::privileges::with_pinned_search_path(|| {
+        let relid = trigger.relid()?;
+        let data = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
+        let started = Instant::now();
+        let mut counts = MonitorCounters::default();
+        let result = score_new_rows(relid, data, &mut counts);
+        finish(relid, &mut counts, started);
+        result.or_report();
+        Ok(None)
+    })
 }
 
 /// Statement trigger for UPDATE, DELETE and TRUNCATE on a watched table: the window cache cannot
@@ -43,26 +46,32 @@ fn monitor<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, Allo
 /// the cache when it commits. Not called directly.
 #[pg_trigger]
 fn monitor_changes<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    let relid = trigger.relid()?;
-    let root = cache::watch(relid).map(|w| w.root).unwrap_or(relid);
-    window_cache::mark_dirty(root);
-    Ok(None)
+    // Names resolve as in every pg_cep function (see privileges::with_pinned_search_path).
+    crate::pg::privileges::with_pinned_search_path(|| {
+        let relid = trigger.relid()?;
+        let root = cache::watch(relid).map(|w| w.root).unwrap_or(relid);
+        window_cache::mark_dirty(root);
+        Ok(None)
+    })
 }
 
 /// Row-level trigger function behind `cep.watch(..., block_at => ...)`; not called directly.
 /// A refused row raises SQLSTATE 09000 (triggered_action_exception), naming the rules.
 #[pg_trigger]
 fn monitor_row<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    let relid = trigger.relid()?;
-    let started = Instant::now();
-    let mut counts = MonitorCounters::default();
-    let verdict = check_incoming_row(relid, trigger.trigger_data(), &mut counts);
-    finish(relid, &mut counts, started);
-    match verdict.or_report() {
-        Verdict::Keep => Ok(trigger.new()),
-        Verdict::Skip => Ok(None),
-        Verdict::Reject(message, detail) => CepError::Blocked { message, detail }.report(),
-    }
+    // Names resolve as in every pg_cep function (see privileges::with_pinned_search_path).
+    crate::pg::privileges::with_pinned_search_path(|| {
+        let relid = trigger.relid()?;
+        let started = Instant::now();
+        let mut counts = MonitorCounters::default();
+        let verdict = check_incoming_row(relid, trigger.trigger_data(), &mut counts);
+        finish(relid, &mut counts, started);
+        match verdict.or_report() {
+            Verdict::Keep => Ok(trigger.new()),
+            Verdict::Skip => Ok(None),
+            Verdict::Reject(message, detail) => CepError::Blocked { message, detail }.report(),
+        }
+    })
 }
 
 fn finish(relid: pg_sys::Oid, counts: &mut MonitorCounters, started: Instant) {

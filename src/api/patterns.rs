@@ -178,30 +178,33 @@ fn fire_timeouts(max_keys: default!(i64, 10000)) -> i64 {
 /// Statement trigger behind `cep.define_pattern`; not called directly.
 #[pg_trigger]
 fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    let relid = trigger.relid()?;
-    let data = trigger.trigger_data();
-    let live = cache::patterns(relid).or_report();
-    if live.is_empty() {
-        return Ok(None);
-    }
-    let mut events: Vec<Vec<(String, Event)>> = live.iter().map(|_| Vec::new()).collect();
-    // SAFETY: this statement trigger's own transition table, described by its relation.
-    unsafe {
-        for_each_transition_row(data.tg_newtable, (*data.tg_relation).rd_att, |t| {
-            for (p, out) in live.iter().zip(events.iter_mut()) {
-                // An event that fits no symbol costs no lock, no read and no write.
-                out.extend(patterns::event_of(t, &p.columns).filter(|(_, e)| p.pattern.can_affect(&e.values)));
-            }
-        });
-    }
-    Spi::connect_mut(|client| -> CepResult<()> {
-        for (p, events) in live.iter().zip(events) {
-            patterns::advance(client, p, patterns::by_key(events))?;
+    // Names resolve as in every pg_cep function (see privileges::with_pinned_search_path).
+    crate::pg::privileges::with_pinned_search_path(|| {
+        let relid = trigger.relid()?;
+        let data = trigger.trigger_data();
+        let live = cache::patterns(relid).or_report();
+        if live.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let mut events: Vec<Vec<(String, Event)>> = live.iter().map(|_| Vec::new()).collect();
+        // SAFETY: this statement trigger's own transition table, described by its relation.
+        unsafe {
+            for_each_transition_row(data.tg_newtable, (*data.tg_relation).rd_att, |t| {
+                for (p, out) in live.iter().zip(events.iter_mut()) {
+                    // An event that fits no symbol costs no lock, no read and no write.
+                    out.extend(patterns::event_of(t, &p.columns).filter(|(_, e)| p.pattern.can_affect(&e.values)));
+                }
+            });
+        }
+        Spi::connect_mut(|client| -> CepResult<()> {
+            for (p, events) in live.iter().zip(events) {
+                patterns::advance(client, p, patterns::by_key(events))?;
+            }
+            Ok(())
+        })
+        .or_report();
+        Ok(None)
     })
-    .or_report();
-    Ok(None)
 }
 
 /// Runs a pattern over the rows a table already holds, with the same engine as live matching

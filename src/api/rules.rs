@@ -24,8 +24,11 @@ fn validate_rule(rule: JsonB) -> JsonB {
 fn invalidate_cep_cache<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
-    let relid = trigger.relid()?;
-    // SAFETY: a plain catalog call on a relation this trigger fires for.
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
-    Ok(None)
+    // Names resolve as in every pg_cep function (see privileges::with_pinned_search_path).
+    crate::pg::privileges::with_pinned_search_path(|| {
+        let relid = trigger.relid()?;
+        // SAFETY: a plain catalog call on a relation this trigger fires for.
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+        Ok(None)
+    })
 }

@@ -663,6 +663,33 @@ fn fuzz_define_wide_is_bounded() {
     }
 }
 
+#[test]
+fn fuzz_define_huge_strings_are_bounded() {
+    // 1 MB operands: `like` and `~` become regexes, literals and `in` lists are copied.
+    const MB: usize = 1 << 20;
+    let events: Vec<Event> =
+        (0..20).map(|i| Event { id: i, ts: i, values: vec![Value::Text("a".repeat(i as usize * 50))] }).collect();
+    for (name, cond) in [
+        ("like ___", json!({"like": "_".repeat(MB)})),
+        ("like %%%", json!({"like": "%".repeat(MB)})),
+        ("like a%", json!({"like": "a%".repeat(MB / 2)})),
+        ("~ a|", json!({"~": "a|".repeat(MB / 2)})),
+        ("~ (", json!({"~": "(".repeat(MB)})),
+        ("~ .", json!({"~": ".".repeat(MB)})),
+        ("= text", json!({"=": "x".repeat(MB)})),
+        ("in texts", json!({"in": vec!["y".repeat(MB / 16); 16]})),
+    ] {
+        let define = obj1("a", obj1("x", cond));
+        let what = format!("1 MB {name}");
+        match timed_ok(&format!("compile {what}"), || compile("a b", &define, PatternOptions::default())) {
+            Err(e) => bounded_ok(&what, &e.message),
+            Ok(p) => {
+                timed_ok(&format!("match_all {what}"), || match_all(&p, &events));
+            }
+        }
+    }
+}
+
 // -------------------------------------------------------------- 3. rules
 
 fn number_like() -> BoxedStrategy<Json> {

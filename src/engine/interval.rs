@@ -15,8 +15,7 @@ pub fn parse_interval(text: &str) -> Result<i64, String> {
         return Err("is empty".into());
     }
     if cleaned.contains(':') && !cleaned.contains(' ') {
-        let secs = parse_clock(&cleaned, false).ok_or("is not a valid HH:MM[:SS] span")?;
-        return positive(secs as i64 * MICROS_PER_SECOND);
+        return positive(parse_span(&cleaned).ok_or("is not a valid HH:MM[:SS[.ffffff]] span")?);
     }
     let tokens: Vec<&str> = cleaned.split_whitespace().collect();
     let mut total: i64 = 0;
@@ -33,7 +32,7 @@ pub fn parse_interval(text: &str) -> Result<i64, String> {
         };
         let value: f64 = number
             .parse()
-            .map_err(|_| format!("has {number:?} where a number was expected"))?;
+            .map_err(|_| format!("has {} where a number was expected", super::excerpt(number)))?;
         let unit_micros = unit_micros(unit)?;
         let add = value * unit_micros as f64;
         if !add.is_finite() || add.abs() > 1e17 {
@@ -75,8 +74,37 @@ fn unit_micros(unit: &str) -> Result<i64, String> {
                 "uses {unit:?}, whose length varies; give days or hours instead"
             ))
         }
-        other => return Err(format!("has the unknown unit {other:?}")),
+        other => return Err(format!("has the unknown unit {}", super::excerpt(other))),
     })
+}
+
+/// Parses a span `H:MM`, `H:MM:SS` or `H:MM:SS.ffffff` (any number of hours) into microseconds,
+/// so that every window [`format_interval`] writes reads back. `None` past what i64 holds.
+fn parse_span(text: &str) -> Option<i64> {
+    let (clock, fraction) = match text.split_once('.') {
+        Some((c, f)) if !f.is_empty() && f.len() <= 6 && f.bytes().all(|b| b.is_ascii_digit()) => (c, Some(f)),
+        Some(_) => return None,
+        None => (text, None),
+    };
+    let parts: Vec<&str> = clock.split(':').collect();
+    if parts.len() < 2 || parts.len() > 3 || (fraction.is_some() && parts.len() != 3) {
+        return None;
+    }
+    let field = |s: &str, most: usize| -> Option<i64> {
+        if s.is_empty() || s.len() > most || !s.bytes().all(|b| b.is_ascii_digit()) {
+            None
+        } else {
+            s.parse().ok()
+        }
+    };
+    let h = field(parts[0], 15)?;
+    let m = field(parts[1], 2)?;
+    let sec = if parts.len() == 3 { field(parts[2], 2)? } else { 0 };
+    if m > 59 || sec > 59 {
+        return None;
+    }
+    let micros = fraction.map_or(0, |f| f.parse::<i64>().unwrap_or(0) * 10i64.pow(6 - f.len() as u32));
+    h.checked_mul(3600)?.checked_add(m * 60 + sec)?.checked_mul(MICROS_PER_SECOND)?.checked_add(micros)
 }
 
 /// Parses `HH:MM` or `HH:MM:SS` into seconds. With `time_of_day`, 24:00 and later are refused.
@@ -154,7 +182,13 @@ mod tests {
     fn clock_spans_too_long_for_u32_are_refused() {
         assert_eq!(parse_clock("1193046:00", false), Some(1193046 * 3600));
         assert_eq!(parse_clock("1193047:00", false), None);
-        assert!(parse_interval("1193047:00").is_err());
+        // Spans are not times of day: any hours, and fractions, as format_interval writes them.
+        assert_eq!(parse_interval("1193047:00"), Ok(1193047 * H));
+        for micros in [1, 500_000, 1_500_000, 1193047 * H, 90 * M + 7] {
+            assert_eq!(parse_interval(&format_interval(micros)), Ok(micros), "{}", format_interval(micros));
+        }
+        assert!(parse_interval("1:00:00.1234567").is_err() && parse_interval("1:00.5").is_err());
+        assert!(parse_interval("99999999999999999:00").is_err());
     }
 
     #[test]

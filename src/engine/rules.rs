@@ -42,7 +42,9 @@ impl RuleError {
     /// Field and message are bounded here, the one place every rule error is made.
     fn new(kind: RuleErrorKind, field: &str, message: impl Into<String>) -> Self {
         let field = if field.len() > 200 { super::excerpt(field) } else { field.to_string() };
-        RuleError { kind, field, message: super::bounded_message(message.into()) }
+        // Display prints "{field}: {message}": the two together stay within the bound.
+        let message = super::bounded_message(format!("{field}: {}", message.into()))[field.len() + 2..].to_string();
+        RuleError { kind, field, message }
     }
 }
 

@@ -19,6 +19,10 @@ pub const MAX_PREDICATE_DEPTH: usize = 32;
 /// 10 MB condition is refused when written instead of being evaluated on every row.
 pub const MAX_PREDICATE_NODES: usize = 10_000;
 
+/// Longest `like` / `~` operand. The regex crate parses the whole text before its size limit
+/// applies, which for a megabyte takes seconds.
+const MAX_REGEX_TEXT: usize = 10_000;
+
 /// Largest compiled regular expression (`like`, `~`), in bytes of the regex crate's program.
 const MAX_REGEX_BYTES: usize = 1 << 20;
 
@@ -379,6 +383,11 @@ fn operator(cx: &mut Ctx, name: &str, op: &str, rhs: &Json, path: &str) -> Resul
             let Json::String(s) = rhs else {
                 return Err(bad(&p, format!("expected a string pattern, got {}", crate::engine::excerpt(&rhs.to_string()))));
             };
+            if s.len() > MAX_REGEX_TEXT {
+                let mut e = bad(&p, format!("a {} byte pattern is longer than the limit of {MAX_REGEX_TEXT}", s.len()));
+                e.kind = PatternErrorKind::TooComplex;
+                return Err(e);
+            }
             let src = if op == "like" { like_to_regex(s) } else { s.clone() };
             let re = regex::RegexBuilder::new(&src)
                 .size_limit(MAX_REGEX_BYTES)
