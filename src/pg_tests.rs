@@ -1123,7 +1123,7 @@ mod tests {
     #[pg_test]
     fn every_function_that_runs_sql_pins_its_search_path() {
         let unpinned = one::<String>(
-            "SELECT coalesce(string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1), '') FROM pg_proc p
+            "SELECT coalesce(string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid::regprocedure::text), '') FROM pg_proc p
              WHERE p.pronamespace = 'cep'::regnamespace
                AND coalesce(p.proconfig, '{}') <> '{\"search_path=pg_catalog, pg_temp\"}'",
         );
