@@ -273,6 +273,34 @@ REVOKE ALL ON FUNCTION forget_dropped_tables() FROM PUBLIC;
 
 CREATE EVENT TRIGGER cep_forget_dropped_tables ON sql_drop EXECUTE FUNCTION forget_dropped_tables();
 
+-- 0.3.0: who reads and writes what pg_cep records. pg_cep writes its alerts, assessments, partial
+-- matches and matches as the extension (see privileges::as_extension_owner), so a watched table's
+-- writers need no grant on them and nobody else is given one: no role but the installer can
+-- forge them. Every role may read them, row-level security showing each role the rows of the
+-- tables it may SELECT (a dropped table's rows only to the installer). The change log is also
+-- written by the writer's own statement when a very large UPDATE goes through the executor: a
+-- role may add rows only for a table it may change.
+CREATE FUNCTION pattern_source(pattern_id integer) RETURNS oid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT source FROM @extschema@.patterns p WHERE p.pattern_id = $1 $$;
+COMMENT ON FUNCTION pattern_source(integer) IS 'pg_cep: the table a pattern matches on (for the row-level security of cep.pattern_matches)';
+
+ALTER TABLE alerts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE risk_assessments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE change_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE pattern_matches ENABLE ROW LEVEL SECURITY;
+CREATE POLICY cep_readers ON alerts FOR SELECT USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+CREATE POLICY cep_readers ON risk_assessments FOR SELECT USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+CREATE POLICY cep_readers ON change_log FOR SELECT USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+CREATE POLICY cep_readers ON pattern_matches FOR SELECT
+    USING (pg_catalog.has_table_privilege(@extschema@.pattern_source(pattern_id), 'SELECT'));
+CREATE POLICY cep_writers ON change_log FOR INSERT
+    WITH CHECK (pg_catalog.has_table_privilege(relid, 'INSERT, UPDATE, DELETE, TRUNCATE'));
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+GRANT SELECT ON alerts, risk_assessments, change_log, pattern_matches TO PUBLIC;
+GRANT INSERT ON change_log TO PUBLIC;
+GRANT USAGE ON SEQUENCE change_log_change_id_seq TO PUBLIC;
+
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)
 -- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in

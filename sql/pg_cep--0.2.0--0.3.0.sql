@@ -1,6 +1,7 @@
 -- pg_cep 0.2.0 -> 0.3.0: hardening. Functions resolve names under a pinned search_path, a dropped
--- table takes its configuration with it, and configuration left behind by tables dropped under
--- 0.2.0 is removed. Written by hand; never edited once released.
+-- table takes its configuration with it, configuration left behind by tables dropped under
+-- 0.2.0 is removed, and each role reads the records of the tables it may SELECT (row security).
+-- Written by hand; never edited once released.
 \echo Use "ALTER EXTENSION pg_cep UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Configuration of tables dropped while 0.2.0 was installed.
@@ -34,6 +35,34 @@ END $$;
 REVOKE ALL ON FUNCTION forget_dropped_tables() FROM PUBLIC;
 
 CREATE EVENT TRIGGER cep_forget_dropped_tables ON sql_drop EXECUTE FUNCTION forget_dropped_tables();
+
+-- 0.3.0: who reads and writes what pg_cep records. pg_cep writes its alerts, assessments, partial
+-- matches and matches as the extension (see privileges::as_extension_owner), so a watched table's
+-- writers need no grant on them and nobody else is given one: no role but the installer can
+-- forge them. Every role may read them, row-level security showing each role the rows of the
+-- tables it may SELECT (a dropped table's rows only to the installer). The change log is also
+-- written by the writer's own statement when a very large UPDATE goes through the executor: a
+-- role may add rows only for a table it may change.
+CREATE FUNCTION pattern_source(pattern_id integer) RETURNS oid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT source FROM @extschema@.patterns p WHERE p.pattern_id = $1 $$;
+COMMENT ON FUNCTION pattern_source(integer) IS 'pg_cep: the table a pattern matches on (for the row-level security of cep.pattern_matches)';
+
+ALTER TABLE alerts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE risk_assessments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE change_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE pattern_matches ENABLE ROW LEVEL SECURITY;
+CREATE POLICY cep_readers ON alerts FOR SELECT USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+CREATE POLICY cep_readers ON risk_assessments FOR SELECT USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+CREATE POLICY cep_readers ON change_log FOR SELECT USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+CREATE POLICY cep_readers ON pattern_matches FOR SELECT
+    USING (pg_catalog.has_table_privilege(@extschema@.pattern_source(pattern_id), 'SELECT'));
+CREATE POLICY cep_writers ON change_log FOR INSERT
+    WITH CHECK (pg_catalog.has_table_privilege(relid, 'INSERT, UPDATE, DELETE, TRUNCATE'));
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+GRANT SELECT ON alerts, risk_assessments, change_log, pattern_matches TO PUBLIC;
+GRANT INSERT ON change_log TO PUBLIC;
+GRANT USAGE ON SEQUENCE change_log_change_id_seq TO PUBLIC;
 
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)

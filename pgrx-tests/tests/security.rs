@@ -194,3 +194,81 @@ fn create_extension_refuses_a_cep_schema_that_another_role_owns() {
     admin.batch_execute("DROP SCHEMA cep; CREATE SCHEMA cep; CREATE EXTENSION pg_cep; DROP EXTENSION pg_cep; CREATE EXTENSION pg_cep").unwrap();
     assert_eq!(admin.query_one("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cep'", &[]).unwrap().get::<_, i64>(0), 1);
 }
+
+#[test]
+fn writers_record_without_grants_and_each_role_reads_only_the_tables_it_may_select() {
+    let roles = Roles::new(&["owner", "writer", "analyst", "attacker"]);
+    let db = TestDb::new("sec_rls");
+    let [owner_role, writer_role, analyst_role, attacker_role] = [0, 1, 2, 3].map(|i| roles.name(i).to_string());
+    let mut admin = db.connect();
+    // The administrator writes the rules (one that reads history) and watches a table of its own.
+    admin
+        .batch_execute(&format!(
+            "GRANT CREATE, USAGE ON SCHEMA public TO {owner_role};
+             INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
+               ('big', 'threshold', '{{\"metric\": \"amount\", \"operator\": \">\", \"value\": 10000}}', 0.6),
+               ('busy', 'threshold', '{{\"metric\": \"transaction_count\", \"operator\": \">=\", \"value\": 1, \"window\": \"1_hour\"}}', 0.3);
+             CREATE TABLE secret (id bigserial PRIMARY KEY, user_id integer NOT NULL, amount numeric NOT NULL,
+                                  created_at timestamptz NOT NULL DEFAULT now());
+             SELECT cep.watch('secret');
+             INSERT INTO secret (user_id, amount) VALUES (7, 90000);"
+        ))
+        .unwrap();
+    // The owner configures its own table with no grant on any of pg_cep's tables.
+    let mut owner = connect_as(&db, &owner_role);
+    owner
+        .batch_execute(&format!(
+            "CREATE TABLE payments (id bigserial PRIMARY KEY, user_id integer NOT NULL, amount numeric NOT NULL,
+                                    created_at timestamptz NOT NULL DEFAULT now());
+             GRANT INSERT ON payments TO {writer_role};
+             GRANT USAGE ON SEQUENCE payments_id_seq TO {writer_role};
+             GRANT SELECT ON payments TO {analyst_role};
+             SELECT cep.watch('payments');
+             SELECT cep.capture('payments', key_column => 'user_id');
+             SELECT cep.define_pattern('twice', 'payments', 'user_id', 'created_at', 'a b', '{{}}');"
+        ))
+        .unwrap();
+    // A writer allowed only to INSERT: its rows are scored (history included), logged and matched.
+    let mut writer = connect_as(&db, &writer_role);
+    writer.batch_execute("INSERT INTO payments (user_id, amount) VALUES (1, 50000); INSERT INTO payments (user_id, amount) VALUES (1, 60000)").unwrap();
+    let count = |c: &mut Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    let ours = "SELECT count(*) FROM cep.alerts WHERE relid = 'payments'::regclass";
+    assert_eq!(count(&mut admin, ours), 2);
+    let busy: i64 = count(&mut admin, "SELECT count(*) FROM cep.alerts a, jsonb_array_elements(a.rules) r WHERE a.relid = 'payments'::regclass AND r->>'rule_id' = (SELECT rule_id::text FROM cep.risk_rules WHERE rule_name = 'busy')");
+    assert_eq!(busy, 2, "the history rule ran for a writer that cannot SELECT the table");
+    let totals = |c: &mut Client| -> (i64, i64, i64) {
+        let r = c
+            .query_one("SELECT (SELECT count(*) FROM cep.alerts), (SELECT count(*) FROM cep.change_log), (SELECT count(*) FROM cep.pattern_matches)", &[])
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(totals(&mut admin), (3, 2, 1));
+    // Each role reads what its rights on the source tables allow.
+    let mut analyst = connect_as(&db, &analyst_role);
+    let mut attacker = connect_as(&db, &attacker_role);
+    assert_eq!(totals(&mut analyst), (2, 2, 1), "the analyst reads payments' alerts, changes and matches, not secret's");
+    assert_eq!(totals(&mut writer), (0, 0, 0), "the writer may not read payments");
+    assert_eq!(totals(&mut attacker), (0, 0, 0));
+    assert_eq!(count(&mut analyst, "SELECT count(*) FROM cep.alerts_since(0)"), 2);
+    assert_eq!(count(&mut analyst, "SELECT count(*) FROM cep.changes_since(0)"), 2);
+    // Nobody but the installer writes pg_cep's tables directly, and nobody logs another table's changes.
+    let payments: i64 = count(&mut admin, "SELECT 'payments'::regclass::oid::int8");
+    let alert = format!("INSERT INTO cep.alerts (relid, table_name, key, score, level, rules) VALUES ({payments}, 'payments', '1', 1, 'high', '[]')");
+    let refused: [(&mut Client, String); 8] = [
+        (&mut attacker, alert.clone()),
+        (&mut writer, alert),
+        (&mut owner, "UPDATE cep.watches SET block_at = 0.1".to_string()),
+        (&mut analyst, "DELETE FROM cep.alerts".to_string()),
+        // The change log takes rows only for a table the role may change.
+        (&mut connect_as(&db, &attacker_role), format!("INSERT INTO cep.change_log (relid, table_name, op, event_type) VALUES ({payments}, 'payments', 'I', 'x')")),
+        (&mut connect_as(&db, &writer_role), "INSERT INTO cep.change_log (relid, table_name, op, event_type) VALUES ('secret'::regclass, 'secret', 'I', 'x')".to_string()),
+        (&mut connect_as(&db, &attacker_role), "INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end) VALUES (1, 'twice', '1', '{}', now(), now())".to_string()),
+        (&mut connect_as(&db, &attacker_role), "SELECT * FROM cep.evaluate_risk_rules('payments'::regclass, '1', 100, NULL, now())".to_string()),
+    ];
+    for (client, sql) in refused {
+        let (code, message) = refusal(client, &sql);
+        assert_eq!(code, "42501", "{sql}: {message}");
+    }
+    assert_eq!(totals(&mut admin), (3, 2, 1), "nothing was written by a refused statement");
+    assert_eq!(count(&mut analyst, "SELECT count(*) FROM cep.evaluate_risk_rules('payments'::regclass, '1', 100, NULL, now()) WHERE triggered"), 1);
+}

@@ -4,7 +4,7 @@
 use pg_cep_e2e::{Client, TestDb};
 
 /// Every object of the extension, described: functions with their arguments and results,
-/// tables and views with their columns, indexes, triggers and constraints.
+/// tables and views with their columns, indexes, triggers, constraints, row-security policies and grants.
 const CATALOG: &str = "
     SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') ' || pg_get_function_result(p.oid)
            || ' ' || p.provolatile::text || p.proisstrict::text || p.prosecdef::text || ' ' || coalesce(array_to_string(p.proconfig, ';'), '')
@@ -28,6 +28,14 @@ const CATALOG: &str = "
     UNION ALL
     SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid) FROM pg_class c
     WHERE c.relnamespace = 'cep'::regnamespace AND c.relkind = 'v'
+    UNION ALL
+    SELECT 'policy ' || tablename || ' ' || policyname || ' ' || cmd || ' ' || coalesce(qual, '') || ' ' || coalesce(with_check, '')
+    FROM pg_policies WHERE schemaname = 'cep'
+    UNION ALL
+    SELECT 'grants ' || c.relname || ' ' || c.relrowsecurity::text || ' ' || coalesce(array_to_string(ARRAY(SELECT unnest(c.relacl)::text ORDER BY 1), ','), '')
+    FROM pg_class c WHERE c.relnamespace = 'cep'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'S')
+    UNION ALL
+    SELECT 'schema grants ' || coalesce(array_to_string(ARRAY(SELECT unnest(nspacl)::text ORDER BY 1), ','), '') FROM pg_namespace WHERE nspname = 'cep'
     UNION ALL
     SELECT 'config ' || c.relname FROM pg_extension e, unnest(e.extconfig) x JOIN pg_class c ON c.oid = x WHERE e.extname = 'pg_cep'
     ORDER BY 1";

@@ -8,6 +8,7 @@ use crate::engine::capture::{Kind, Op};
 use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::capture;
 use crate::pg::columns::TableColumns;
+use crate::pg::privileges::as_extension_owner;
 
 /// Records every INSERT, UPDATE, DELETE and TRUNCATE on a table in `cep.change_log`, and sends
 /// one small notification per transaction on `channel` when it commits: the transaction id
@@ -80,7 +81,8 @@ fn capture(
                 columns.require(role, column)?;
             }
         }
-        let table: String = client
+        let table: String = as_extension_owner(|| -> CepResult<String> {
+            Ok(client
             .update(
                 "INSERT INTO cep.captures AS c (relid, kind, channel, changed_columns_only, key_column, from_column, to_column,
                                                high_frequency, high_frequency_window, mass_deletion, mass_deletion_window, anomaly_channel)
@@ -110,7 +112,8 @@ fn capture(
             )?
             .first()
             .get_one()?
-            .unwrap_or_default();
+            .unwrap_or_default())
+        })?;
         // Transition tables allow one event per trigger: four triggers, one function.
         let ddl: Option<String> = client
             .select(
@@ -131,7 +134,8 @@ fn capture(
         }
         // The log gets its months now, so the first changes do not wait in its DEFAULT partition.
         let log: pg_sys::Oid = client.select("SELECT 'cep.change_log'::regclass::oid", None, &[])?.first().get_one()?.unwrap_or(pg_sys::InvalidOid);
-        crate::pg::partitions::maintain(client, log)?;
+        // pg_cep's own table, kept by its owner whoever captures.
+        as_extension_owner(|| crate::pg::partitions::maintain(client, log))?;
         Ok(table)
     })
     .or_report()
@@ -149,7 +153,7 @@ fn uncapture(table: PgRelation) -> bool {
     crate::pg::privileges::require_owner(relid, "cep.uncapture").or_report();
     drop(table);
     Spi::connect_mut(|client| -> CepResult<bool> {
-        let rows = client.update("DELETE FROM cep.captures WHERE relid = $1", None, &[relid.into()])?;
+        let rows = as_extension_owner(|| client.update("DELETE FROM cep.captures WHERE relid = $1", None, &[relid.into()]))?;
         client.update(
             &client
                 .select(
@@ -188,7 +192,7 @@ fn capture_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
             // SAFETY: this trigger call's own data; makes cep_new / cep_old visible to our queries.
             unsafe { pg_sys::SPI_register_trigger_data(data) };
             let logged = capture::log_statement(client, &settings, op, data)?;
-            capture::check_anomalies(client, &settings, op, &logged)?;
+            as_extension_owner(|| capture::check_anomalies(client, &settings, op, &logged))?;
             capture::remember(&settings, &logged);
             Ok(())
         })

@@ -27,6 +27,7 @@ fn score(
         None => cache::only_watch()?,
     };
     let watch = cache::watch(relid)?;
+    crate::pg::privileges::require_select(watch.root, &watch.qualified_name, "scoring")?;
     let amount = match amount {
         Some(a) => Some(f64::try_from(a).map_err(|e| CepError::InvalidArgument(format!("p_amount: {e}")))?),
         None => None,

@@ -20,6 +20,7 @@ use crate::engine::evaluate::{assess, level_rank, risk_level, Assessment};
 use crate::engine::payload::{alert_payload, AlertNotice};
 use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
+use crate::pg::privileges::as_extension_owner;
 use crate::pg::scoring::{self, Event, Standing};
 use crate::pg::tuple::Row;
 use crate::pg::{cache, rollups, spi, stats, watched::Watch, window_cache};
@@ -155,7 +156,7 @@ impl AssessmentLog {
         if self.0.is_empty() {
             return Ok(());
         }
-        Spi::connect_mut(|client| -> CepResult<()> {
+        as_extension_owner(|| Spi::connect_mut(|client| -> CepResult<()> {
             client.update(
                 "INSERT INTO cep.risk_assessments (relid, table_name, key, row_pk, score, level, triggered_rules) \
                  SELECT $1, $2, x->>'key', x->>'row', (x->>'score')::float8, x->>'level', \
@@ -165,7 +166,7 @@ impl AssessmentLog {
                 &[watch.root.into(), watch.qualified_name.as_str().into(), pgrx::JsonB(serde_json::Value::Array(self.0)).into()],
             )?;
             Ok(())
-        })
+        }))
     }
 }
 
@@ -278,7 +279,8 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
     let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
     let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
     let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(|a| pgrx::datum::TimestampWithTimeZone::try_from(a.row.at).ok()).collect();
-    Spi::connect_mut(|client| -> CepResult<()> {
+    // Alerts are pg_cep's own rows, written as the extension: the writer needs no grant on them.
+    as_extension_owner(|| Spi::connect_mut(|client| -> CepResult<()> {
         let inserted = client.update(
             &*insert,
             None,
@@ -314,5 +316,5 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
         counts.alerts += alerted.len() as u64;
         counts.notifications += alerted.len() as u64;
         Ok(())
-    })
+    }))
 }

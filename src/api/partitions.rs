@@ -109,7 +109,8 @@ fn unmanage_partitions(parent: PgRelation) -> bool {
     let relid = parent.oid();
     crate::pg::privileges::require_owner(relid, "cep.unmanage_partitions").or_report();
     Spi::connect_mut(|client| -> CepResult<bool> {
-        Ok(!client.update("DELETE FROM cep.partition_config WHERE parent = $1", None, &[relid.into()])?.is_empty())
+        let deleted = crate::pg::privileges::as_extension_owner(|| client.update("DELETE FROM cep.partition_config WHERE parent = $1", None, &[relid.into()]))?;
+        Ok(!deleted.is_empty())
     })
     .or_report()
 }

@@ -10,6 +10,7 @@ use crate::pg::columns::TableColumns;
 use crate::pg::patterns::{self, Definition};
 use crate::pg::tuple::{datum_value, for_each_transition_row};
 use crate::pg::cache;
+use crate::pg::privileges::as_extension_owner;
 
 fn micros(client: &pgrx::spi::SpiClient<'_>, within: Option<pgrx::datum::Interval>) -> CepResult<Option<i64>> {
     let Some(within) = within else { return Ok(None) };
@@ -81,7 +82,7 @@ fn define_pattern(
         let within = micros(client, within)?;
         let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials };
         patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
-        let id: Option<i32> = client
+        let id: Option<i32> = as_extension_owner(|| client
             .update(
                 "INSERT INTO cep.patterns (name, source, partition_by, order_by, id_column, pattern, define, within, contiguity, after_match, channel, max_partials)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, make_interval(secs => $8::float8 / 1e6), $9, $10, $11, $12)
@@ -101,10 +102,8 @@ fn define_pattern(
                     channel.into(),
                     max_partials.into(),
                 ],
-            )?
-            .first()
-            .get_one()
-            .unwrap_or(None);
+            )
+            .map(|rows| rows.first().get_one().unwrap_or(None)))?;
         let Some(id) = id else {
             return Err(CepError::DuplicateObject(format!("pattern {name:?} already exists; drop it with cep.drop_pattern first")));
         };
@@ -136,24 +135,22 @@ fn define_pattern(
 #[pg_extern(volatile, strict)]
 fn drop_pattern(name: &str) -> bool {
     Spi::connect_mut(|client| -> CepResult<bool> {
-        let source: Option<pg_sys::Oid> = client.select("SELECT source FROM cep.patterns WHERE name = $1", None, &[name.into()])?.first().get_one().unwrap_or(None);
+        let source: Option<pg_sys::Oid> = as_extension_owner(|| client.select("SELECT source FROM cep.patterns WHERE name = $1", None, &[name.into()]))?.first().get_one().unwrap_or(None);
         if let Some(source) = source {
             crate::pg::privileges::require_owner_if_exists(source, "cep.drop_pattern")?;
         }
-        let row = client.update("DELETE FROM cep.patterns WHERE name = $1 RETURNING source::oid, pattern_id", None, &[name.into()])?;
+        let row = as_extension_owner(|| client.update("DELETE FROM cep.patterns WHERE name = $1 RETURNING source::oid, pattern_id", None, &[name.into()]))?;
         let (source, id): (Option<pg_sys::Oid>, Option<i32>) = if row.is_empty() { (None, None) } else { row.first().get_two()? };
         let (Some(source), Some(id)) = (source, id) else { return Ok(false) };
-        client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1", None, &[id.into()])?;
-        let ddl: Option<String> = client
+        as_extension_owner(|| client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1", None, &[id.into()]))?;
+        let ddl: Option<String> = as_extension_owner(|| client
             .select(
                 "SELECT format('DROP TRIGGER IF EXISTS cep_pattern ON %s', $1::regclass)
                  WHERE NOT EXISTS (SELECT 1 FROM cep.patterns WHERE source = $1) AND EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)",
                 None,
                 &[source.into()],
-            )?
-            .first()
-            .get_one()
-            .unwrap_or(None);
+            )
+            .map(|rows| rows.first().get_one().unwrap_or(None)))?;
         if let Some(ddl) = ddl {
             client.update(ddl.as_str(), None, &[])?;
         }
@@ -172,7 +169,7 @@ fn drop_pattern(name: &str) -> bool {
 /// ```
 #[pg_extern(volatile)]
 fn fire_timeouts(max_keys: default!(i64, 10000)) -> i64 {
-    Spi::connect_mut(|client| patterns::fire_timeouts(client, max_keys)).or_report()
+    as_extension_owner(|| Spi::connect_mut(|client| patterns::fire_timeouts(client, max_keys))).or_report()
 }
 
 /// Statement trigger behind `cep.define_pattern`; not called directly.
@@ -196,11 +193,14 @@ fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
                 }
             });
         }
-        Spi::connect_mut(|client| -> CepResult<()> {
-            for (p, events) in live.iter().zip(events) {
-                patterns::advance(client, p, patterns::by_key(events))?;
-            }
-            Ok(())
+        // Partial matches and matches are pg_cep's own rows: kept as the extension, not the writer.
+        as_extension_owner(|| {
+            Spi::connect_mut(|client| -> CepResult<()> {
+                for (p, events) in live.iter().zip(events) {
+                    patterns::advance(client, p, patterns::by_key(events))?;
+                }
+                Ok(())
+            })
         })
         .or_report();
         Ok(None)

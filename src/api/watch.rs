@@ -6,6 +6,7 @@ use pgrx::PgRelation;
 use crate::engine::evaluate::level_rank;
 use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
+use crate::pg::privileges::as_extension_owner;
 
 
 /// Registers a table of transactions so that rules can read its history, and maps its columns.
@@ -131,7 +132,7 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
             .map(|r| r.get::<String>(1))
             .transpose()?
             .flatten();
-        client.update(
+        as_extension_owner(|| client.update(
             "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, pk_column, channel, alert_level, block_at, on_block, log_assessments) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (relid) DO UPDATE SET key_column = EXCLUDED.key_column, \
@@ -142,7 +143,7 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
             None,
             &[relid.into(), key_column.into(), amount_column.into(), time_column.into(), location_column.into(),
               pk_column.as_deref().into(), channel.into(), alert_level.into(), block_at.into(), on_block.into(), log_assessments.into()],
-        )?;
+        ))?;
         // One trigger per table, whatever the number of calls: it is replaced, never added twice.
         // Blocking needs the row before it is stored; otherwise one call per statement is cheaper.
         let trigger = if block_at.is_some() {
@@ -214,12 +215,14 @@ fn watch_rollups(table: PgRelation, enabled: bool) -> bool {
     let name = table.name().to_string();
     crate::pg::rollups::forget(relid);
     Spi::connect_mut(|client| -> CepResult<bool> {
-        let previous = client.update(
-            "UPDATE cep.watches w SET rollups = $2, updated_at = now() FROM cep.watches old
-             WHERE w.relid = $1 AND old.relid = w.relid RETURNING old.rollups",
-            None,
-            &[relid.into(), enabled.into()],
-        )?;
+        let previous = as_extension_owner(|| {
+            client.update(
+                "UPDATE cep.watches w SET rollups = $2, updated_at = now() FROM cep.watches old
+                 WHERE w.relid = $1 AND old.relid = w.relid RETURNING old.rollups",
+                None,
+                &[relid.into(), enabled.into()],
+            )
+        })?;
         if previous.is_empty() {
             return Err(CepError::NotWatched(format!("{name} is not watched: call cep.watch on it first")));
         }
@@ -241,7 +244,7 @@ fn unwatch(table: PgRelation) -> bool {
     drop(table);
     crate::pg::rollups::forget(relid);
     Spi::connect_mut(|client| -> CepResult<bool> {
-        let rows = client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[relid.into()])?;
+        let rows = as_extension_owner(|| client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[relid.into()]))?;
         run_ddl(
             client,
             "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; DROP TRIGGER IF EXISTS cep_monitor_changes ON %1$s', $1::regclass)",

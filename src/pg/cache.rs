@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 use crate::engine::rules::{parse_condition, Rule};
 use crate::error::{CepError, CepResult};
+use crate::pg::privileges::as_extension_owner;
 pub use crate::pg::capture::Capture;
 pub use crate::pg::patterns::LivePattern;
 pub use crate::pg::watched::Watch;
@@ -88,7 +89,7 @@ pub fn active_rules() -> CepResult<Rc<Vec<Rule>>> {
     if let Some(rules) = STATE.with(|s| s.borrow().rules.clone()) {
         return Ok(rules);
     }
-    let rules = Rc::new(load_rules()?);
+    let rules = Rc::new(as_extension_owner(load_rules)?);
     STATE.with(|s| s.borrow_mut().rules = Some(rules.clone()));
     Ok(rules)
 }
@@ -165,8 +166,11 @@ pub fn capture(relid: pg_sys::Oid) -> CepResult<Option<Rc<Capture>>> {
     if let Some(c) = STATE.with(|s| s.borrow().captures.get(&relid.to_u32()).cloned()) {
         return Ok(c);
     }
-    remember_our_tables()?;
-    let c = crate::pg::capture::load(relid)?.map(Rc::new);
+    let c = as_extension_owner(|| {
+        remember_our_tables()?;
+        crate::pg::capture::load(relid)
+    })?
+    .map(Rc::new);
     STATE.with(|s| s.borrow_mut().captures.insert(relid.to_u32(), c.clone()));
     Ok(c)
 }
@@ -177,8 +181,10 @@ pub fn patterns(relid: pg_sys::Oid) -> CepResult<Rc<Vec<LivePattern>>> {
     if let Some(p) = STATE.with(|s| s.borrow().patterns.get(&relid.to_u32()).cloned()) {
         return Ok(p);
     }
-    remember_our_tables()?;
-    let p = Rc::new(crate::pg::patterns::load(relid)?);
+    let p = Rc::new(as_extension_owner(|| {
+        remember_our_tables()?;
+        crate::pg::patterns::load(relid)
+    })?);
     STATE.with(|s| s.borrow_mut().patterns.insert(relid.to_u32(), p.clone()));
     Ok(p)
 }
@@ -189,8 +195,10 @@ pub fn watch(relid: pg_sys::Oid) -> CepResult<Rc<Watch>> {
     if let Some(w) = STATE.with(|s| s.borrow().watches.get(&relid.to_u32()).cloned()) {
         return Ok(w);
     }
-    remember_our_tables()?;
-    let w = Rc::new(crate::pg::watched::load(relid, &rules)?);
+    let w = Rc::new(as_extension_owner(|| {
+        remember_our_tables()?;
+        crate::pg::watched::load(relid, &rules)
+    })?);
     STATE.with(|s| s.borrow_mut().watches.insert(relid.to_u32(), w.clone()));
     Ok(w)
 }
@@ -201,7 +209,7 @@ pub fn only_watch() -> CepResult<pg_sys::Oid> {
     if let Some(oid) = STATE.with(|s| s.borrow().only_watch) {
         return Ok(oid);
     }
-    let oid = find_only_watch()?;
+    let oid = as_extension_owner(find_only_watch)?;
     STATE.with(|s| s.borrow_mut().only_watch = Some(oid));
     Ok(oid)
 }

@@ -106,18 +106,18 @@ impl ChangeLog {
             if oid == pg_sys::InvalidOid {
                 return None;
             }
-            let user = pg_sys::GetUserId();
-            // INSERT, and SELECT for what the SPI statement returns; a hook (sepgsql) may refuse more.
-            let allowed = [pg_sys::ACL_INSERT, pg_sys::ACL_SELECT]
-                .iter()
-                .all(|&mode| pg_sys::pg_class_aclcheck(oid, user, mode as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK);
+            // The log's rows are pg_cep's own, stored as the extension (the writer's rows were read
+            // as the writer): what the extension's owner may do is what counts, as in
+            // `privileges::as_extension_owner`. A hook (sepgsql) may refuse more: leave it to the executor.
+            let owner = crate::pg::privileges::extension_owner();
+            let allowed = pg_sys::pg_class_aclcheck(oid, owner, pg_sys::ACL_INSERT as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK
+                && pg_sys::check_enable_rls(oid, owner, true) != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32;
             if !allowed || ptr::read(&raw const pg_sys::ExecutorCheckPerms_hook).is_some() {
                 return None;
             }
             let parent = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             let rel = &*(*parent).rd_rel;
             let plain = rel.relkind as u8 == pg_sys::RELKIND_PARTITIONED_TABLE
-                && !rel.relrowsecurity
                 && (*parent).rd_rules.is_null()
                 && (*parent).trigdesc.is_null()
                 && has_the_logs_columns((*parent).rd_att)

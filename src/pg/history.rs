@@ -121,7 +121,7 @@ pub fn read_window_stats(
     if watch.binds_location {
         args.push(location.into());
     }
-    Spi::connect(|client| {
+    crate::pg::privileges::as_table_owner(watch.owner, || Spi::connect(|client| {
         let row = client.select(query, Some(1), &args)?.first();
         // Columns come in the order window_query_sql wrote them.
         let mut col = 0;
@@ -156,5 +156,5 @@ pub fn read_window_stats(
             out.push(s);
         }
         Ok(out)
-    })
+    }))
 }

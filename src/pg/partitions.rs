@@ -15,7 +15,7 @@ use pgrx::spi::SpiClient;
 use crate::engine::partition::{self, Action, Existing, Month, Policy};
 use crate::error::{CepError, CepResult};
 use crate::gucs;
-use crate::pg::privileges::as_owner;
+use crate::pg::privileges::{as_extension_owner, as_owner};
 
 /// `pg_try_advisory_xact_lock(bigint)` key space: "cep\0" in the high half, the parent's oid below.
 const ADVISORY_CLASS: i64 = 0x6365_7000;
@@ -292,7 +292,8 @@ pub struct Step {
 /// Writes a step to `cep.partition_log` and notifies `cep_maintenance` (ids and names only, far
 /// under NOTIFY's 8000 bytes).
 fn record(client: &mut SpiClient<'_>, step: &Step, started: Instant) -> CepResult<()> {
-    client.update(
+    // pg_cep's own log: written as the extension, whoever maintains the table.
+    as_extension_owner(|| client.update(
         "WITH l AS (
              INSERT INTO cep.partition_log (parent, action, partition, rows_moved, detail, duration_ms)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING *)
@@ -308,7 +309,7 @@ fn record(client: &mut SpiClient<'_>, step: &Step, started: Instant) -> CepResul
             step.detail.as_deref().into(),
             (started.elapsed().as_secs_f64() * 1000.0).into(),
         ],
-    )?;
+    ))?;
     Ok(())
 }
 
@@ -439,11 +440,13 @@ pub struct Config {
 }
 
 fn config(client: &SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Option<Config>> {
-    let rows = client.select(
-        "SELECT premake, retention, retention_mode = 'drop', default_partition, batch_size FROM cep.partition_config WHERE parent = $1",
-        None,
-        &[relid.into()],
-    )?;
+    let rows = as_extension_owner(|| {
+        client.select(
+            "SELECT premake, retention, retention_mode = 'drop', default_partition, batch_size FROM cep.partition_config WHERE parent = $1",
+            None,
+            &[relid.into()],
+        )
+    })?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -553,7 +556,7 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
         record(client, &s, started)?;
         steps.push(s);
     }
-    client.update("UPDATE cep.partition_config SET last_run = now() WHERE parent = $1", None, &[relid.into()])?;
+    as_extension_owner(|| client.update("UPDATE cep.partition_config SET last_run = now() WHERE parent = $1", None, &[relid.into()]))?;
     Ok(steps)
 }
 
@@ -633,7 +636,7 @@ pub fn register(
         }
     }
     partition::partition_name(&parent.name, Month::new(2000, 1))?;
-    client.update(
+    as_extension_owner(|| client.update(
         "INSERT INTO cep.partition_config AS c (parent, control_column, control_type, premake, retention, retention_mode, default_partition, force_retention, batch_size)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (parent) DO UPDATE SET control_column = excluded.control_column, control_type = excluded.control_type,
@@ -651,18 +654,20 @@ pub fn register(
             force.into(),
             batch_size.into(),
         ],
-    )?;
+    ))?;
     Ok(())
 }
 
 /// Every registered table whose relation still exists, oldest registration first.
 pub fn registered(client: &SpiClient<'_>) -> CepResult<Vec<pg_sys::Oid>> {
     let mut out = Vec::new();
-    for row in client.select(
-        "SELECT parent::oid FROM cep.partition_config c WHERE EXISTS (SELECT 1 FROM pg_class WHERE oid = c.parent) ORDER BY created_at, parent",
-        None,
-        &[],
-    )? {
+    for row in as_extension_owner(|| {
+        client.select(
+            "SELECT parent::oid FROM cep.partition_config c WHERE EXISTS (SELECT 1 FROM pg_class WHERE oid = c.parent) ORDER BY created_at, parent",
+            None,
+            &[],
+        )
+    })? {
         if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
             out.push(oid);
         }

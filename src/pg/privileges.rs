@@ -32,6 +32,19 @@ pub fn require_owner(relid: pg_sys::Oid, action: &str) -> CepResult<()> {
     }
 }
 
+/// Refuses unless the current user may SELECT `relid`: scoring from SQL reads the table's history
+/// with its owner's rights (see [`as_table_owner`]), so the caller must be one who could read it.
+pub fn require_select(relid: pg_sys::Oid, name: &str, action: &str) -> CepResult<()> {
+    // SAFETY: a catalog lookup of a relation the caller resolved.
+    let allowed = unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) }
+        == pg_sys::AclResult::ACLCHECK_OK;
+    if allowed {
+        Ok(())
+    } else {
+        Err(CepError::NotOwner(format!("permission denied for table {name}: {action} reads its rows, and needs SELECT on it")))
+    }
+}
+
 /// As [`require_owner`], but a relation that no longer exists passes: removing the configuration
 /// of a dropped table is cleanup, not a change to anyone's table.
 pub fn require_owner_if_exists(relid: pg_sys::Oid, action: &str) -> CepResult<()> {
@@ -115,4 +128,73 @@ pub fn with_pinned_search_path<T>(body: impl FnOnce() -> T) -> T {
     // SAFETY: closes the nest level opened above.
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     result
+}
+
+thread_local! {
+    static EXTENSION_OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+}
+
+/// The role that installed pg_cep (the owner of the extension and of its tables).
+pub fn extension_owner() -> pg_sys::Oid {
+    if let Some(owner) = EXTENSION_OWNER.with(|o| o.get()) {
+        return owner;
+    }
+    let owner = Spi::get_one::<pg_sys::Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_cep'")
+        .ok()
+        .flatten();
+    // Only a found owner is kept: inside CREATE EXTENSION it may not be visible yet.
+    if let Some(owner) = owner {
+        EXTENSION_OWNER.with(|o| o.set(Some(owner)));
+    }
+    owner.unwrap_or_else(|| unsafe { pg_sys::GetUserId() })
+}
+
+/// Restores the user and security context saved by [`as_extension_owner`], on return and on unwind.
+struct RestoreUser {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl Drop for RestoreUser {
+    fn drop(&mut self) {
+        // SAFETY: puts back what GetUserIdAndSecContext returned before the switch.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+    }
+}
+
+/// Runs `body` (reads and writes of pg_cep's own tables, nothing else) as the extension's owner,
+/// as Postgres's foreign-key triggers run their checks as the table's owner. So a writer of a
+/// watched table needs no grant on `cep.alerts`, `cep.change_log` or the configuration to have its
+/// rows scored and recorded, and a table owner configures pg_cep without grants on the
+/// configuration tables (after [`require_owner`]): nobody is given a right to write those tables
+/// directly, so nobody can forge another table's alerts, changes or matches. Only SQL over
+/// pg_cep's tables, with bound values, may run inside: the writer's own table is read as the writer.
+pub fn as_extension_owner<T>(body: impl FnOnce() -> T) -> T {
+    run_as(extension_owner(), 0, body)
+}
+
+/// Runs `body` (a read of a watched table's history, for scoring) as the table's owner, as a
+/// foreign-key check reads the referenced table as its owner: a writer allowed only to INSERT
+/// gets its rows scored, and row security the owner set up does not hide history from the
+/// monitor (`SECURITY_NOFORCE_RLS`). Only code of the owner's own table can run inside.
+pub fn as_table_owner<T>(owner: pg_sys::Oid, body: impl FnOnce() -> T) -> T {
+    if owner == pg_sys::InvalidOid {
+        return body();
+    }
+    run_as(owner, pg_sys::SECURITY_NOFORCE_RLS as i32, body)
+}
+
+fn run_as<T>(role: pg_sys::Oid, flags: i32, body: impl FnOnce() -> T) -> T {
+    let mut user = pg_sys::InvalidOid;
+    let mut context = 0;
+    // SAFETY: reads the backend's current user and security context into locals.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    if user == role && flags & !context == 0 {
+        return body();
+    }
+    let _restore = RestoreUser { user, context };
+    // SAFETY: as ri_PerformCheck does; the guard switches back on every path (return or unwind),
+    // and an abort of the (sub)transaction restores the user it started with.
+    unsafe { pg_sys::SetUserIdAndSecContext(role, context | flags | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32) };
+    body()
 }

@@ -33,6 +33,9 @@ pub struct Watch {
     pub rollups: bool,
     /// The OID of `cep.watches`: a recreated extension is a new generation of watches.
     pub generation: u32,
+    /// The watched table's owner: its history is read with the owner's rights (see
+    /// `privileges::as_table_owner`), whoever writes the row.
+    pub owner: pg_sys::Oid,
     /// A hash of the key, amount and time columns: rollups summed under another mapping are not
     /// this one's.
     pub mapping_hash: u32,
@@ -89,6 +92,7 @@ struct Row {
     rollups: bool,
     root: pg_sys::Oid,
     generation: u32,
+    owner: pg_sys::Oid,
 }
 
 /// Loads the watch for `relid`: a watched table, or a partition of one (a row trigger on a
@@ -99,7 +103,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         let rows = client.select(
             &format!("SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
                     w.time_column::text, w.location_column::text, w.pk_column::text, w.channel, \
-                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments, {rollups}, w.tableoid::int8 \
+                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments, {rollups}, w.tableoid::int8, c.relowner \
              FROM (SELECT $1::oid AS relid, 0::int8 AS depth \
                    UNION ALL SELECT * FROM pg_partition_ancestors($1) WITH ORDINALITY) a(relid, depth) \
              JOIN cep.watches w ON w.relid = a.relid \
@@ -125,6 +129,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
             log_assessments: r.get(12)?.unwrap_or_default(),
             rollups: r.get(13)?.unwrap_or(true),
             generation: r.get::<i64>(14)?.unwrap_or(0) as u32,
+            owner: r.get(15)?.unwrap_or(pg_sys::InvalidOid),
         }))
     })?;
     let row = row.ok_or_else(|| {
@@ -210,6 +215,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         log_assessments: row.log_assessments,
         rollups: row.rollups,
         generation: row.generation,
+        owner: row.owner,
         mapping_hash: crate::engine::window_cache::key_hash(&format!("{}\u{0}{}\u{0}{}", row.key, row.amount, row.time))[0] as u32,
         rules,
         skipped,

@@ -198,7 +198,7 @@ fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option
     let Some(query) = watch.cache_load.as_ref() else { return Ok(None) };
     let Some(version) = with_cache(|c| c.version(&id)) else { return Ok(None) };
     let from = TimestampWithTimeZone::try_from(need_from).ok();
-    let mut events = Spi::connect(|client| -> CepResult<Vec<CachedEvent>> {
+    let mut events = crate::pg::privileges::as_table_owner(watch.owner, || Spi::connect(|client| -> CepResult<Vec<CachedEvent>> {
         let mut out = Vec::new();
         for r in client.select(query, None, &[key.into(), from.into()])? {
             let xid: i64 = r.get(4)?.unwrap_or(0);
@@ -216,7 +216,7 @@ fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option
             });
         }
         Ok(out)
-    })?;
+    }))?;
     events.sort_by_key(|e| e.t);
     with_cache(|c| c.insert_loaded(id, need_from, &events, version));
     Ok(Some(events))
