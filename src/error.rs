@@ -52,6 +52,9 @@ pub enum CepError {
     /// The caller may not configure this table: it is not its owner (nor a member of the owner's role).
     #[error("{0}")]
     NotOwner(String),
+    /// A table passed by OID that does not exist (any more); the message names the parameter.
+    #[error("{0}")]
+    UndefinedTable(String),
     /// A required argument was NULL; the message names the parameter.
     #[error("{0}")]
     NullArgument(String),
@@ -101,6 +104,7 @@ impl CepError {
             CepError::NotNull(_) => ERRCODE_NOT_NULL_VIOLATION,
             CepError::TooMany { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             CepError::NotOwner(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            CepError::UndefinedTable(_) => ERRCODE_UNDEFINED_TABLE,
             CepError::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             CepError::Spi(_) => ERRCODE_INTERNAL_ERROR,
             CepError::Blocked { .. } => ERRCODE_TRIGGERED_ACTION_EXCEPTION,

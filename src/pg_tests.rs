@@ -1312,4 +1312,27 @@ mod tests {
         assert_eq!(one::<String>("SELECT cep.create_monthly_partition('far', '2026-12-01')::text"), Some("far_2026_12".into()));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_class WHERE relname LIKE 'far_2942%'"), Some(0));
     }
+
+    #[pg_test]
+    fn a_table_oid_that_no_longer_exists_gets_42p01_naming_the_parameter() {
+        run("CREATE TABLE gone (id int PRIMARY KEY, user_id int, amount numeric, created_at timestamptz)");
+        let oid = one::<i64>("SELECT 'gone'::regclass::oid::int8").unwrap();
+        run("SELECT cep.watch('gone', 'user_id', 'amount', 'created_at')");
+        run("DROP TABLE gone");
+        for (call, parameter) in [
+            (format!("SELECT cep.unwatch({oid}::oid::regclass)"), "table"),
+            (format!("SELECT cep.watch_rollups({oid}::oid::regclass, false)"), "table"),
+            (format!("SELECT cep.uncapture({oid}::oid::regclass)"), "table"),
+            (format!("SELECT cep.watch({oid}::oid::regclass)"), "table"),
+            (format!("SELECT cep.unmanage_partitions({oid}::oid::regclass)"), "parent"),
+            (format!("SELECT * FROM cep.run_maintenance({oid}::oid::regclass)"), "parent"),
+            (format!("SELECT * FROM cep.match_recognize({oid}::oid::regclass, 'user_id', 'created_at', 'a', '{{}}')"), "relation"),
+        ] {
+            let got = outcome(&call);
+            assert_eq!(got, format!("42P01: {parameter}: relation with OID {oid} does not exist"), "{call}");
+        }
+        // The drop took the watch with it; the session and the view go on.
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(0));
+        assert!(one::<i64>("SELECT count(*) FROM cep.streaming_performance").is_some());
+    }
 }

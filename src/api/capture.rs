@@ -2,13 +2,13 @@
 //! processors as triggers on the user's own tables.
 
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 use crate::engine::capture::{Kind, Op};
 use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::capture;
 use crate::pg::columns::TableColumns;
 use crate::pg::privileges::as_extension_owner;
+use crate::pg::table_arg::TableArg;
 
 /// Records every INSERT, UPDATE, DELETE and TRUNCATE on a table in `cep.change_log`, and sends
 /// one small notification per transaction on `channel` when it commits: the transaction id
@@ -28,7 +28,7 @@ use crate::pg::privileges::as_extension_owner;
 #[pg_extern(volatile)]
 #[allow(clippy::too_many_arguments)]
 fn capture(
-    table: Option<PgRelation>,
+    table: Option<TableArg>,
     kind: default!(Option<&str>, "NULL"),
     channel: default!(Option<&str>, "'cep_changes'"),
     changed_columns_only: default!(Option<bool>, true),
@@ -41,7 +41,7 @@ fn capture(
     mass_deletion_window: default!(Option<pgrx::datum::Interval>, "'1 minute'"),
     anomaly_channel: default!(Option<&str>, "'cep_anomalies'"),
 ) -> String {
-    let table = required("table", table);
+    let table = required("table", table).open("table").or_report();
     let channel = required("channel", channel);
     let changed_columns_only = required("changed_columns_only", changed_columns_only);
     let high_frequency_window = required("high_frequency_window", high_frequency_window);
@@ -148,7 +148,8 @@ fn capture(
 /// SELECT cep.uncapture('nodes');
 /// ```
 #[pg_extern(volatile, strict)]
-fn uncapture(table: PgRelation) -> bool {
+fn uncapture(table: TableArg) -> bool {
+    let table = table.open("table").or_report();
     let relid = table.oid();
     crate::pg::privileges::require_owner(relid, "cep.uncapture").or_report();
     drop(table);

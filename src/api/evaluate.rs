@@ -6,13 +6,14 @@
 
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, JsonB, PgRelation};
+use pgrx::{AnyNumeric, JsonB};
 
 use crate::engine::evaluate::{assess, risk_level, Outcome};
 use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
 use crate::pg::cache;
 use crate::pg::scoring::{self, Event, Standing};
+use crate::pg::table_arg::TableArg;
 
 
 fn score(
@@ -96,12 +97,13 @@ fn evaluate_risk_rules(
 /// ```
 #[pg_extern(name = "evaluate_risk_rules", stable)]
 fn evaluate_risk_rules_on(
-    p_table: PgRelation,
+    p_table: TableArg,
     p_key: &str,
     p_amount: Option<AnyNumeric>,
     p_location: Option<&str>,
     p_timestamp: TimestampWithTimeZone,
 ) -> TableIterator<'static, (name!(rule_id, i32), name!(risk_score, f64), name!(triggered, bool))> {
+    let p_table = p_table.open("p_table").or_report();
     rule_rows(score(Some(p_table.oid()), p_key, p_amount, p_location, p_timestamp).or_report())
 }
 
@@ -133,7 +135,7 @@ fn assess_transaction(
 /// The same, on a named watched table.
 #[pg_extern(name = "assess_transaction", stable)]
 fn assess_transaction_on(
-    p_table: PgRelation,
+    p_table: TableArg,
     p_key: &str,
     p_amount: Option<AnyNumeric>,
     p_location: Option<&str>,
@@ -147,5 +149,6 @@ fn assess_transaction_on(
         name!(details, JsonB),
     ),
 > {
+    let p_table = p_table.open("p_table").or_report();
     assessment_row(score(Some(p_table.oid()), p_key, p_amount, p_location, p_timestamp).or_report())
 }

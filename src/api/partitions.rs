@@ -2,11 +2,11 @@
 //! `cep.run_maintenance`: monthly partitions kept ready, drained and retired.
 
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 use crate::engine::partition::Month;
 use crate::error::{required, CepResult, OrReport};
 use crate::pg::partitions::{self, Step};
+use crate::pg::table_arg::TableArg;
 
 /// pgrx reads each function's return type from its signature, so it is spelled out there.
 fn steps(steps: Vec<Step>) -> TableIterator<    'static,    (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),> {
@@ -22,7 +22,8 @@ fn steps(steps: Vec<Step>) -> TableIterator<    'static,    (name!(parent, Strin
 /// SELECT cep.create_monthly_partition('transactions', date '2026-12-01');
 /// ```
 #[pg_extern(volatile, strict)]
-fn create_monthly_partition(parent: PgRelation, month: pgrx::datum::Date) -> RegClass {
+fn create_monthly_partition(parent: TableArg, month: pgrx::datum::Date) -> RegClass {
+    let parent = parent.open("parent").or_report();
     let relid = parent.oid();
     crate::pg::privileges::require_owner(relid, "cep.create_monthly_partition").or_report();
     // Closed first: ATTACH PARTITION refuses a table this session has open.
@@ -70,7 +71,7 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RegClass 
 /// ```
 #[pg_extern(volatile)]
 fn manage_partitions(
-    parent: Option<PgRelation>,
+    parent: Option<TableArg>,
     premake: default!(Option<i32>, 3),
     retention: default!(Option<pgrx::datum::Interval>, "NULL"),
     retention_mode: default!(Option<&str>, "'detach'"),
@@ -81,7 +82,7 @@ fn manage_partitions(
     'static,
     (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),
 > {
-    let parent = required("parent", parent);
+    let parent = required("parent", parent).open("parent").or_report();
     let premake = required("premake", premake);
     let retention_mode = required("retention_mode", retention_mode);
     let default_partition = required("default_partition", default_partition);
@@ -105,7 +106,8 @@ fn manage_partitions(
 /// SELECT cep.unmanage_partitions('transactions');
 /// ```
 #[pg_extern(volatile, strict)]
-fn unmanage_partitions(parent: PgRelation) -> bool {
+fn unmanage_partitions(parent: TableArg) -> bool {
+    let parent = parent.open("parent").or_report();
     let relid = parent.oid();
     crate::pg::privileges::require_owner(relid, "cep.unmanage_partitions").or_report();
     Spi::connect_mut(|client| -> CepResult<bool> {
@@ -124,11 +126,11 @@ fn unmanage_partitions(parent: PgRelation) -> bool {
 /// SELECT * FROM cep.run_maintenance();
 /// ```
 #[pg_extern(volatile)]
-fn run_maintenance(parent: default!(Option<PgRelation>, "NULL")) -> TableIterator<
+fn run_maintenance(parent: default!(Option<TableArg>, "NULL")) -> TableIterator<
     'static,
     (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),
 > {
-    let only = parent.map(|p| p.oid());
+    let only = parent.map(|p| p.open("parent").or_report().oid());
     if let Some(relid) = only {
         crate::pg::privileges::require_owner(relid, "cep.run_maintenance").or_report();
     }

@@ -11,6 +11,7 @@ use crate::pg::patterns::{self, Definition};
 use crate::pg::tuple::{datum_value, for_each_transition_row};
 use crate::pg::cache;
 use crate::pg::privileges::as_extension_owner;
+use crate::pg::table_arg::TableArg;
 
 fn micros(client: &pgrx::spi::SpiClient<'_>, within: Option<pgrx::datum::Interval>) -> CepResult<Option<i64>> {
     let Some(within) = within else { return Ok(None) };
@@ -46,7 +47,7 @@ fn check_source(source: &PgRelation) -> CepResult<()> {
 #[allow(clippy::too_many_arguments)]
 fn define_pattern(
     name: Option<&str>,
-    source: Option<PgRelation>,
+    source: Option<TableArg>,
     partition_by: Option<&str>,
     order_by: Option<&str>,
     pattern: Option<&str>,
@@ -59,7 +60,7 @@ fn define_pattern(
     max_partials: default!(Option<i32>, 1000),
 ) -> i32 {
     let name = required("name", name);
-    let source = required("source", source);
+    let source = required("source", source).open("source").or_report();
     let partition_by = required("partition_by", partition_by);
     let order_by = required("order_by", order_by);
     let pattern = required("pattern", pattern);
@@ -225,7 +226,7 @@ fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
 #[pg_extern(volatile)]
 #[allow(clippy::too_many_arguments)]
 fn match_recognize(
-    relation: Option<PgRelation>,
+    relation: Option<TableArg>,
     partition_by: Option<&str>,
     order_by: Option<&str>,
     pattern: Option<&str>,
@@ -248,7 +249,7 @@ fn match_recognize(
         name!(rows, Option<pgrx::JsonB>),
     ),
 > {
-    let relation = required("relation", relation);
+    let relation = required("relation", relation).open("relation").or_report();
     let partition_by = required("partition_by", partition_by);
     let order_by = required("order_by", order_by);
     let pattern = required("pattern", pattern);

@@ -3,6 +3,7 @@
 use pgrx::prelude::*;
 
 use crate::pg::stats;
+use crate::pg::table_arg::TableArg;
 
 /// Per watched table: rows seen, alerts written, notifications sent, rows blocked, rule errors
 /// (rules skipped at run time), and total and longest time spent in the monitor. `shared` is true
@@ -89,7 +90,8 @@ fn window_cache() -> TableIterator<
 /// SELECT cep.window_cache_warm('transactions');
 /// ```
 #[pg_extern(volatile, strict)]
-fn window_cache_warm(table: pgrx::PgRelation) -> i64 {
+fn window_cache_warm(table: TableArg) -> i64 {
+    let table = table.open("table").or_report();
     use crate::error::OrReport;
     let relid = table.oid();
     drop(table);

@@ -1,12 +1,12 @@
 //! `cep.watch` and `cep.unwatch`: registering a user's table and mapping its columns.
 
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 use crate::engine::evaluate::level_rank;
 use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
 use crate::pg::privileges::as_extension_owner;
+use crate::pg::table_arg::TableArg;
 
 
 /// Registers a table of transactions so that rules can read its history, and maps its columns.
@@ -27,7 +27,7 @@ use crate::pg::privileges::as_extension_owner;
 /// ```
 #[pg_extern(volatile)]
 fn watch(
-    table: Option<PgRelation>,
+    table: Option<TableArg>,
     key_column: default!(Option<&str>, "'user_id'"),
     amount_column: default!(Option<&str>, "'amount'"),
     time_column: default!(Option<&str>, "'created_at'"),
@@ -39,7 +39,7 @@ fn watch(
     on_block: default!(Option<&str>, "'error'"),
     log_assessments: default!(Option<&str>, "'none'"),
 ) -> String {
-    let table = required("table", table);
+    let table = required("table", table).open("table").or_report();
     let key_column = required("key_column", key_column);
     let amount_column = required("amount_column", amount_column);
     let time_column = required("time_column", time_column);
@@ -209,7 +209,8 @@ fn run_ddl(client: &mut pgrx::spi::SpiClient<'_>, format_sql: &str, args: &[pgrx
 /// SELECT cep.watch_rollups('transactions', false);
 /// ```
 #[pg_extern(volatile, strict)]
-fn watch_rollups(table: PgRelation, enabled: bool) -> bool {
+fn watch_rollups(table: TableArg, enabled: bool) -> bool {
+    let table = table.open("table").or_report();
     let relid = table.oid();
     crate::pg::privileges::require_owner(relid, "cep.watch_rollups").or_report();
     let name = table.name().to_string();
@@ -237,7 +238,8 @@ fn watch_rollups(table: PgRelation, enabled: bool) -> bool {
 /// SELECT cep.unwatch('transactions');
 /// ```
 #[pg_extern(volatile, strict)]
-fn unwatch(table: PgRelation) -> bool {
+fn unwatch(table: TableArg) -> bool {
+    let table = table.open("table").or_report();
     let relid = table.oid();
     crate::pg::privileges::require_owner(relid, "cep.unwatch").or_report();
     // Closed first: DROP TRIGGER refuses a table this session has open.

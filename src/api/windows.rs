@@ -2,10 +2,10 @@
 
 use pgrx::datum::{Interval, Timestamp, TimestampWithTimeZone};
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 use crate::engine::window::{self, Width, DEFAULT_ORIGIN_PG};
 use crate::error::{required, CepError, CepResult, OrReport};
+use crate::pg::table_arg::TableArg;
 
 /// At most this many windows per `cep.window_aggregate` call.
 const MAX_WINDOWS: usize = 100_000;
@@ -89,7 +89,7 @@ fn hop(
 #[pg_extern(stable)]
 #[allow(clippy::too_many_arguments)]
 fn window_aggregate(
-    relation: Option<PgRelation>,
+    relation: Option<TableArg>,
     time_column: Option<&str>,
     value_column: Option<&str>,
     width: Option<Interval>,
@@ -113,7 +113,7 @@ fn window_aggregate(
         name!(growth_rate, Option<f64>),
     ),
 > {
-    let relation = required("relation", relation);
+    let relation = required("relation", relation).open("relation").or_report();
     let time_column = required("time_column", time_column);
     let value_column = required("value_column", value_column);
     let width = required("width", width);

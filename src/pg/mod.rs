@@ -15,6 +15,7 @@ pub mod shmem;
 pub mod spi;
 pub mod state_cache;
 pub mod stats;
+pub mod table_arg;
 pub mod time;
 pub mod tuple;
 pub mod watched;
