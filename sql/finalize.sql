@@ -273,6 +273,43 @@ REVOKE ALL ON FUNCTION forget_dropped_tables() FROM PUBLIC;
 
 CREATE EVENT TRIGGER cep_forget_dropped_tables ON sql_drop EXECUTE FUNCTION forget_dropped_tables();
 
+-- 0.3.0: every cursor pg_cep offers reads in commit order. An id is taken when a row is written,
+-- not when its transaction commits, so a consumer that read alert 2 could later miss alert 1 of a
+-- slower transaction. Rows are read by (writing transaction, id), and only once every older
+-- transaction has ended (below the snapshot's xmin): a transaction still running when a consumer
+-- read has a later place in this order than everything it read. Rows written before 0.3.0 have
+-- no transaction and come first. One rule for cep.changes_since, cep.alerts_since and
+-- cep.matches_since.
+ALTER TABLE alerts ADD COLUMN xid xid8;
+ALTER TABLE alerts ALTER COLUMN xid SET DEFAULT pg_catalog.pg_current_xact_id();
+CREATE INDEX alerts_cursor_idx ON alerts ((coalesce(xid, '0'::xid8)), alert_id);
+ALTER TABLE pattern_matches ADD COLUMN xid xid8;
+ALTER TABLE pattern_matches ALTER COLUMN xid SET DEFAULT pg_catalog.pg_current_xact_id();
+CREATE INDEX pattern_matches_cursor_idx ON pattern_matches ((coalesce(xid, '0'::xid8)), match_id);
+
+CREATE OR REPLACE FUNCTION alerts_since(last_id bigint, max_rows integer DEFAULT 1000)
+RETURNS SETOF alerts LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    WITH last AS (
+        SELECT coalesce((SELECT coalesce(xid, '0'::xid8) FROM @extschema@.alerts WHERE alert_id = last_id), '0'::xid8) AS xid)
+    SELECT a.* FROM @extschema@.alerts a, last
+    WHERE (coalesce(a.xid, '0'::xid8), a.alert_id) > (last.xid, last_id)
+      AND coalesce(a.xid, '0'::xid8) < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY coalesce(a.xid, '0'::xid8), a.alert_id
+    LIMIT max_rows
+$$;
+
+CREATE FUNCTION matches_since(last_id bigint, max_rows integer DEFAULT 1000, pattern text DEFAULT NULL)
+RETURNS SETOF pattern_matches LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH last AS (
+        SELECT coalesce((SELECT coalesce(xid, '0'::xid8) FROM @extschema@.pattern_matches WHERE match_id = last_id), '0'::xid8) AS xid)
+    SELECT m.* FROM @extschema@.pattern_matches m, last
+    WHERE (coalesce(m.xid, '0'::xid8), m.match_id) > (last.xid, coalesce(last_id, 0))
+      AND coalesce(m.xid, '0'::xid8) < pg_snapshot_xmin(pg_current_snapshot())
+      AND (pattern IS NULL OR m.pattern_name = pattern)
+    ORDER BY coalesce(m.xid, '0'::xid8), m.match_id
+    LIMIT max_rows
+$$;
+
 -- 0.3.0: who reads and writes what pg_cep records. pg_cep writes its alerts, assessments, partial
 -- matches and matches as the extension (see privileges::as_extension_owner), so a watched table's
 -- writers need no grant on them and nobody else is given one: no role but the installer can

@@ -208,3 +208,45 @@ fn stats_are_shared_across_sessions() {
     reader.batch_execute("SELECT cep.stats_reset()").unwrap();
     assert_eq!(count(&mut writer, "SELECT count(*) FROM cep.stats()"), 0);
 }
+
+/// Reads a cursor function until it returns nothing, from `last`; returns the ids read and the new last.
+fn read_cursor(c: &mut Client, function: &str, last: i64) -> (Vec<i64>, i64) {
+    let ids: Vec<i64> = c.query(&format!("SELECT {function}($1)"), &[&last]).unwrap().iter().map(|r| r.get(0)).collect();
+    let next = ids.last().copied().unwrap_or(last);
+    (ids, next)
+}
+
+#[test]
+fn cursors_deliver_an_alert_and_a_match_of_a_slow_transaction_that_a_naive_id_cursor_misses() {
+    let db = TestDb::new("cursors");
+    let mut fast = setup(&db);
+    fast.batch_execute("SELECT cep.define_pattern('every', 'transactions', 'user_id', 'created_at', 'a', '{}')").unwrap();
+    let mut slow = db.connect();
+    let mut consumer = db.connect();
+    // The slow transaction writes first (alert and match ids 1), the fast one commits first (ids 2).
+    slow.batch_execute("BEGIN; INSERT INTO transactions (user_id, amount) VALUES (1, 50000)").unwrap();
+    fast.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (2, 60000)").unwrap();
+    let naive = |c: &mut Client, table: &str, id: &str, after: i64| -> Vec<i64> {
+        c.query(&format!("SELECT {id} FROM cep.{table} WHERE {id} > $1 ORDER BY {id}"), &[&after]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    for (function, table, id) in [("alert_id FROM cep.alerts_since", "alerts", "alert_id"), ("match_id FROM cep.matches_since", "pattern_matches", "match_id")] {
+        // A consumer reading now gets nothing yet: the slow transaction, older, is still running.
+        let (first, last) = read_cursor(&mut consumer, function, 0);
+        assert!(first.is_empty(), "{table}: {first:?} delivered ahead of a transaction still running");
+        // The naive cursor delivers the fast one's id now, and has moved past the slow one's.
+        assert_eq!(naive(&mut consumer, table, id, 0).len(), 1, "{table}");
+        assert_eq!(last, 0);
+    }
+    slow.batch_execute("COMMIT").unwrap();
+    for (function, table, id) in [("alert_id FROM cep.alerts_since", "alerts", "alert_id"), ("match_id FROM cep.matches_since", "pattern_matches", "match_id")] {
+        let all = naive(&mut consumer, table, id, 0);
+        assert_eq!(all.len(), 2, "{table}");
+        // The naive cursor, having read the fast id, never sees the slow one.
+        let fast_id = *all.iter().max().unwrap();
+        assert!(naive(&mut consumer, table, id, fast_id).is_empty(), "{table}");
+        // The cursor delivers both, the slow transaction's first, and nothing twice.
+        let (got, last) = read_cursor(&mut consumer, function, 0);
+        assert_eq!(got, all, "{table}: in commit order of the writing transactions");
+        assert!(read_cursor(&mut consumer, function, last).0.is_empty(), "{table}");
+    }
+}

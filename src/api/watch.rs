@@ -59,6 +59,81 @@ fn watch(
     register(&target, &mapping, &monitor, create_index).or_report()
 }
 
+/// Changes some settings of a watched table and keeps the others (`cep.watch` replaces them all);
+/// a NULL argument keeps its setting. `block_at` turns blocking on (or moves its threshold),
+/// `blocking => false` turns it off. Returns the settings in effect, as `cep.watches` holds them.
+/// Refused, with nothing changed, for a table that is not watched or a bad value.
+///
+/// ```sql
+/// SELECT cep.alter_watch('transactions', alert_level => 'high');
+/// ```
+#[pg_extern(volatile)]
+#[allow(clippy::too_many_arguments)]
+fn alter_watch(
+    table: Option<TableArg>,
+    key_column: default!(Option<&str>, "NULL"),
+    amount_column: default!(Option<&str>, "NULL"),
+    time_column: default!(Option<&str>, "NULL"),
+    location_column: default!(Option<&str>, "NULL"),
+    channel: default!(Option<&str>, "NULL"),
+    alert_level: default!(Option<&str>, "NULL"),
+    block_at: default!(Option<f64>, "NULL"),
+    on_block: default!(Option<&str>, "NULL"),
+    log_assessments: default!(Option<&str>, "NULL"),
+    blocking: default!(Option<bool>, "NULL"),
+) -> pgrx::JsonB {
+    let table = required("table", table).open("table").or_report();
+    crate::pg::privileges::require_owner(table.oid(), "cep.alter_watch").or_report();
+    let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
+    drop(table);
+    let current = settings(target.relid)
+        .and_then(|s| s.ok_or_else(|| CepError::NotWatched(format!("{} is not watched: call cep.watch on it first", target.name))))
+        .or_report();
+    let text = |name: &str| current.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    let (cur_key, cur_amount, cur_time) = (text("key_column"), text("amount_column"), text("time_column"));
+    let (cur_location, cur_channel, cur_level) = (text("location_column"), text("channel"), text("alert_level"));
+    let (cur_on_block, cur_log) = (text("on_block"), text("log_assessments"));
+    let block_at = match (blocking, block_at) {
+        (Some(false), Some(_)) => CepError::InvalidArgument("block_at and blocking => false contradict each other: pass one".into()).report(),
+        (Some(false), None) => None,
+        (_, Some(b)) => Some(b),
+        (_, None) => current.get("block_at").and_then(|v| v.as_f64()),
+    };
+    if blocking == Some(true) && block_at.is_none() {
+        CepError::InvalidArgument("blocking => true needs a threshold: pass block_at (such as 0.9)".into()).report();
+    }
+    let mapping = Mapping {
+        key_column: key_column.or(cur_key.as_deref()).unwrap_or_default(),
+        amount_column: amount_column.or(cur_amount.as_deref()).unwrap_or_default(),
+        time_column: time_column.or(cur_time.as_deref()).unwrap_or_default(),
+        location_column: location_column.or(cur_location.as_deref()),
+    };
+    let monitor = Monitor {
+        channel: channel.or(cur_channel.as_deref()).unwrap_or_default(),
+        alert_level: alert_level.or(cur_level.as_deref()).unwrap_or_default(),
+        block_at,
+        on_block: on_block.or(cur_on_block.as_deref()).unwrap_or_default(),
+        log_assessments: log_assessments.or(cur_log.as_deref()).unwrap_or_default(),
+    };
+    if key_column.is_some() || amount_column.is_some() || time_column.is_some() {
+        crate::pg::rollups::forget(target.relid);
+    }
+    register(&target, &mapping, &monitor, false).or_report();
+    pgrx::JsonB(settings(target.relid).or_report().unwrap_or_default())
+}
+
+/// A watched table's settings as `cep.watches` holds them (without its OID), or `None`.
+fn settings(relid: pg_sys::Oid) -> CepResult<Option<serde_json::Value>> {
+    let row = as_extension_owner(|| {
+        Spi::get_one_with_args::<pgrx::JsonB>("SELECT to_jsonb(w) - 'relid' FROM cep.watches w WHERE relid = $1", &[relid.into()])
+    });
+    match row {
+        Ok(v) => Ok(v.map(|j| j.0)),
+        Err(pgrx::spi::SpiError::InvalidPosition) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 struct Mapping<'a> {
     key_column: &'a str,
     amount_column: &'a str,
