@@ -101,6 +101,24 @@ GRANT SELECT ON alerts, risk_assessments, change_log, pattern_matches TO PUBLIC;
 GRANT INSERT ON change_log TO PUBLIC;
 GRANT USAGE ON SEQUENCE change_log_change_id_seq TO PUBLIC;
 
+-- 0.3.0: change some settings of a watched table and keep the others (see cep.alter_watch).
+CREATE FUNCTION alter_watch(
+	"table" regclass,
+	"key_column" TEXT DEFAULT NULL,
+	"amount_column" TEXT DEFAULT NULL,
+	"time_column" TEXT DEFAULT NULL,
+	"location_column" TEXT DEFAULT NULL,
+	"channel" TEXT DEFAULT NULL,
+	"alert_level" TEXT DEFAULT NULL,
+	"block_at" double precision DEFAULT NULL,
+	"on_block" TEXT DEFAULT NULL,
+	"log_assessments" TEXT DEFAULT NULL,
+	"blocking" bool DEFAULT NULL
+) RETURNS jsonb
+VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'alter_watch_wrapper';
+
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)
 -- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in

@@ -1337,4 +1337,30 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(0));
         assert!(one::<i64>("SELECT count(*) FROM cep.streaming_performance").is_some());
     }
+
+    #[pg_test]
+    fn alter_watch_changes_one_setting_and_keeps_the_others() {
+        seed_setup();
+        run("SELECT cep.watch('transactions', channel => 'fraud', block_at => 0.9, on_block => 'skip', log_assessments => 'alerts')");
+        let level = one::<pgrx::JsonB>("SELECT cep.alter_watch('transactions', alert_level => 'high')").unwrap().0;
+        assert_eq!(level["alert_level"], "high");
+        assert_eq!((level["channel"].as_str(), level["block_at"].as_f64(), level["on_block"].as_str()), (Some("fraud"), Some(0.9), Some("skip")));
+        assert_eq!(level["log_assessments"], "alerts");
+        let trigger = "SELECT pg_get_triggerdef(oid) LIKE '%BEFORE INSERT%FOR EACH ROW%' FROM pg_trigger WHERE tgrelid = 'transactions'::regclass AND tgname = 'cep_monitor'";
+        assert_eq!(one::<bool>(trigger), Some(true), "still blocking, row by row");
+        // Bad values and contradictions are refused, and nothing changes.
+        assert!(outcome("SELECT cep.alter_watch('transactions', alert_level => 'severe')").starts_with("22023: alert_level"));
+        assert!(outcome("SELECT cep.alter_watch('transactions', block_at => 0.5, blocking => false)").starts_with("22023: block_at and blocking"));
+        assert!(outcome("SELECT cep.alter_watch('transactions', key_column => 'nobody')").starts_with("42703"));
+        assert_eq!(one::<String>("SELECT alert_level || ' ' || block_at || ' ' || key_column FROM cep.watches"), Some("high 0.9 user_id".into()));
+        // Blocking off: the monitor goes back to one call per statement; the channel stays.
+        let off = one::<pgrx::JsonB>("SELECT cep.alter_watch('transactions', blocking => false)").unwrap().0;
+        assert!(off["block_at"].is_null());
+        assert_eq!(off["channel"], "fraud");
+        assert_eq!(one::<bool>(trigger), Some(false));
+        assert!(outcome("SELECT cep.alter_watch('transactions', blocking => true)").starts_with("22023: blocking => true needs"));
+        run("CREATE TABLE unwatched (id int)");
+        assert!(outcome("SELECT cep.alter_watch('unwatched', alert_level => 'low')").starts_with("55000: unwatched is not watched"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(1));
+    }
 }
