@@ -63,7 +63,7 @@ e2e: deps
 	install -m 644 sql/released/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 	@$(CLUSTER) stop e2e >/dev/null; rm -rf "$$($(CLUSTER) dir e2e)"
 	@$(CLUSTER) start e2e $(TEST_PORT) "cep.window_cache_keys = 8" "cep.window_cache_events = 1500" \
-	  "cep.maintenance_interval = 1" "cep.maintenance_database = 'e2e_worker'"
+	  "cep.maintenance_interval = 1" "cep.maintenance_database = 'e2e_worker'" "max_prepared_transactions = 10"
 	@set -o pipefail; PG_CEP_TEST_PORT=$(TEST_PORT) PG_CEP_CLUSTER=e2e \
 	  cargo test -p pg_cep_e2e -- --test-threads=1; rc=$$?; \
 	  $(CLUSTER) stop e2e; exit $$rc

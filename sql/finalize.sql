@@ -338,6 +338,67 @@ GRANT SELECT ON alerts, risk_assessments, change_log, pattern_matches TO PUBLIC;
 GRANT INSERT ON change_log TO PUBLIC;
 GRANT USAGE ON SEQUENCE change_log_change_id_seq TO PUBLIC;
 
+-- 0.3.0: alerts an on-call team can operate. An alert is open, acknowledged or resolved (who,
+-- when, a note); each change is notified on the watch's channel. A watch with a cooldown keeps one
+-- open alert per key, fired rule set and cooldown window, and counts the rows that fired the same
+-- rules again on it (repeats, last_seen, max_score) instead of writing and notifying each.
+ALTER TABLE alerts
+    ADD COLUMN state text NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'acknowledged', 'resolved')),
+    ADD COLUMN state_changed_at timestamptz,
+    ADD COLUMN state_changed_by name,
+    ADD COLUMN note text,
+    ADD COLUMN repeats integer NOT NULL DEFAULT 0,
+    ADD COLUMN last_seen timestamptz,
+    ADD COLUMN max_score float8,
+    ADD COLUMN fingerprint text,
+    ADD COLUMN cooldown_from timestamptz;
+CREATE UNIQUE INDEX alerts_cooldown_idx ON alerts (relid, key, fingerprint, cooldown_from)
+    WHERE cooldown_from IS NOT NULL AND state <> 'resolved';
+ALTER TABLE watches ADD COLUMN cooldown interval CHECK (cooldown > interval '0');
+
+-- The channel a table's alerts go to (the caller may not read cep.watches).
+CREATE FUNCTION alert_channel(relid oid) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce((SELECT channel FROM @extschema@.watches w WHERE w.relid = $1), 'transaction_alerts') $$;
+COMMENT ON FUNCTION alert_channel(oid) IS 'pg_cep: the NOTIFY channel of a table''s alerts';
+
+CREATE FUNCTION set_alert_state(alert_id bigint, state text, note text DEFAULT NULL)
+RETURNS SETOF alerts LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    changed @extschema@.alerts;
+BEGIN
+    IF state NOT IN ('open', 'acknowledged', 'resolved') THEN
+        RAISE EXCEPTION 'state: % is not an alert state (expected open, acknowledged or resolved)', state
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE @extschema@.alerts a
+    SET state = set_alert_state.state, state_changed_at = now(), state_changed_by = current_user,
+        note = coalesce(set_alert_state.note, a.note)
+    WHERE a.alert_id = set_alert_state.alert_id
+    RETURNING a.* INTO changed;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'alert_id: alert % does not exist, or belongs to a table you may not read', alert_id
+            USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM pg_notify(@extschema@.alert_channel(changed.relid), json_build_object(
+        'type', 'alert_state', 'alert_id', changed.alert_id, 'table', left(changed.table_name, 200),
+        'key', left(changed.key, 200), 'state', changed.state, 'by', changed.state_changed_by,
+        'note', left(changed.note, 1000), 'ts', changed.state_changed_at)::text);
+    RETURN NEXT changed;
+END $$;
+COMMENT ON FUNCTION set_alert_state(bigint, text, text) IS 'pg_cep: moves an alert to open, acknowledged or resolved, and notifies';
+
+CREATE FUNCTION acknowledge_alert(alert_id bigint, note text DEFAULT NULL) RETURNS SETOF alerts
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.set_alert_state(alert_id, 'acknowledged', note) $$;
+CREATE FUNCTION resolve_alert(alert_id bigint, note text DEFAULT NULL) RETURNS SETOF alerts
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.set_alert_state(alert_id, 'resolved', note) $$;
+
+-- Who may change an alert's state: whoever may read it (its table's readers), and only those columns.
+GRANT UPDATE (state, state_changed_at, state_changed_by, note) ON alerts TO PUBLIC;
+CREATE POLICY cep_responders ON alerts FOR UPDATE USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)
 -- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in

@@ -250,3 +250,45 @@ fn cursors_deliver_an_alert_and_a_match_of_a_slow_transaction_that_a_naive_id_cu
         assert!(read_cursor(&mut consumer, function, last).0.is_empty(), "{table}");
     }
 }
+
+#[test]
+fn a_prepared_transaction_alerts_at_commit_prepared_and_its_rows_count_only_once_committed() {
+    let db = TestDb::new("prepared");
+    let mut c = db.connect();
+    c.batch_execute(
+        r#"CREATE TABLE tx (id bigserial PRIMARY KEY, user_id int NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+           INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
+           ('large', 'threshold', '{"metric": "amount", "operator": ">", "value": 10000}', 0.6),
+           ('pair', 'threshold', '{"metric": "transaction_count", "operator": ">=", "value": 2, "window": "1_hour"}', 0.7);
+           SELECT cep.watch('tx');
+           SELECT cep.capture('tx', key_column => 'user_id');"#,
+    )
+    .unwrap();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+    let mut preparer = db.connect();
+    let count = |c: &mut Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    let pair = "SELECT count(*) FROM cep.alerts a, jsonb_array_elements(a.rules) r WHERE a.key = $KEY AND r->>'rule_id' = (SELECT rule_id::text FROM cep.risk_rules WHERE rule_name = 'pair')";
+    // An alerting row in a transaction that is prepared (0.2.0: "cannot PREPARE a transaction
+    // that has executed NOTIFY").
+    preparer.batch_execute("BEGIN; INSERT INTO tx (user_id, amount) VALUES (7, 50000); PREPARE TRANSACTION 'cep_p1'").unwrap();
+    assert!(drain_notifications(&mut listener, Duration::from_millis(300)).is_empty(), "nothing before COMMIT PREPARED");
+    // Undecided, its row does not count in the key's window.
+    c.batch_execute("INSERT INTO tx (user_id, amount) VALUES (7, 10)").unwrap();
+    assert_eq!(count(&mut c, &pair.replace("$KEY", "'7'")), 0);
+    c.batch_execute("COMMIT PREPARED 'cep_p1'").unwrap();
+    let got = drain_notifications(&mut listener, Duration::from_millis(1500));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.contains(r#""type":"risk_alert""#) && got[0].1.contains(r#""key":"7""#), "{got:?}");
+    // Committed, it counts: a third row finds two before it.
+    c.batch_execute("INSERT INTO tx (user_id, amount) VALUES (7, 10)").unwrap();
+    assert_eq!(count(&mut c, &pair.replace("$KEY", "'7'")), 1);
+    assert_eq!(drain_notifications(&mut listener, Duration::from_millis(1000)).len(), 1);
+    // Rolled back, it never notifies and never counts.
+    preparer.batch_execute("BEGIN; INSERT INTO tx (user_id, amount) VALUES (8, 50000); PREPARE TRANSACTION 'cep_p2'").unwrap();
+    c.batch_execute("ROLLBACK PREPARED 'cep_p2'").unwrap();
+    c.batch_execute("INSERT INTO tx (user_id, amount) VALUES (8, 10)").unwrap();
+    assert!(drain_notifications(&mut listener, Duration::from_millis(500)).is_empty());
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '8'"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.change_log WHERE relid = 'tx'::regclass"), 4, "the committed rows, once each");
+}

@@ -255,7 +255,6 @@ const INSERT_ALERTS: &str = "INSERT INTO cep.alerts (relid, table_name, key, row
      FROM unnest($4::text[], $5::text[], $6::float8[], $7::text[], $8::jsonb[], $9::timestamptz[]) \
           WITH ORDINALITY AS a(key, row_pk, score, level, rules, event_time, n) \
      ORDER BY a.n RETURNING alert_id, event_time::text";
-const NOTIFY_ALL: &str = "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) p";
 
 /// A row that raised an alert, with its assessment and level.
 struct Alerted<'r> {
@@ -270,9 +269,11 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
     if alerted.is_empty() {
         return Ok(());
     }
+    if let Some(cooldown) = watch.cooldown.filter(|_| action == "alert" && cache::schema_0_3()) {
+        return write_repeating_alerts(watch, alerted, cooldown, counts);
+    }
     let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID].map(PgOid::from);
     let insert = spi::kept(INSERT_ALERTS, &types)?;
-    let notify = spi::kept(NOTIFY_ALL, &[PgOid::from(TEXTOID), PgOid::from(TEXTARRAYOID)])?;
     let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
     let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
     let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
@@ -296,11 +297,12 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
                 times.into(),
             ],
         )?;
-        let mut payloads = Vec::with_capacity(alerted.len());
         for (a, r) in alerted.iter().zip(inserted) {
             let alert_id: i64 = r.get(1)?.unwrap_or_default();
             let ts: String = r.get(2)?.unwrap_or_default();
-            payloads.push(alert_payload(&AlertNotice {
+            // Sent at commit, by the database's sender when it can: no NOTIFY lock is taken here,
+            // and the transaction may be prepared.
+            crate::pg::notifier::notify_at_commit(&watch.channel, &alert_payload(&AlertNotice {
                 alert_id,
                 table: &watch.qualified_name,
                 key: &a.row.key,
@@ -312,9 +314,100 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
                 ts: &ts,
             }));
         }
-        client.select(&*notify, None, &[watch.channel.as_str().into(), payloads.into()])?;
         counts.alerts += alerted.len() as u64;
         counts.notifications += alerted.len() as u64;
         Ok(())
     }))
+}
+
+/// With a cooldown: one INSERT that opens an alert per key, fired rule set and cooldown window,
+/// or counts the rows on the one already open (`repeats`, `last_seen`, `max_score`). Rows of the
+/// statement that repeat each other are folded first: ON CONFLICT may touch a row only once.
+const UPSERT_ALERTS: &str = "INSERT INTO cep.alerts AS x (relid, table_name, key, row_pk, score, level, action, rules, event_time, \
+                                   fingerprint, cooldown_from, last_seen, max_score, repeats) \
+     SELECT $1, $2, g.key, g.row_pk, g.score, g.level, 'alert', g.rules, g.event_time, g.fp, g.bucket, g.last_seen, g.max_score, g.repeats \
+     FROM (SELECT DISTINCT ON (a.key, a.fp, a.bucket) a.*, max(a.event_time) OVER w AS last_seen, \
+                  max(a.score) OVER w AS max_score, (count(*) OVER w - 1)::int4 AS repeats \
+           FROM unnest($3::text[], $4::text[], $5::float8[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::text[], $10::timestamptz[]) \
+                WITH ORDINALITY AS a(key, row_pk, score, level, rules, event_time, fp, bucket, n) \
+           WINDOW w AS (PARTITION BY a.key, a.fp, a.bucket) \
+           ORDER BY a.key, a.fp, a.bucket, a.n) g \
+     ORDER BY g.n \
+     ON CONFLICT (relid, key, fingerprint, cooldown_from) WHERE cooldown_from IS NOT NULL AND state <> 'resolved' \
+     DO UPDATE SET repeats = x.repeats + excluded.repeats + 1, last_seen = greatest(x.last_seen, excluded.last_seen), \
+                   max_score = greatest(x.max_score, excluded.max_score) \
+     RETURNING alert_id, event_time::text, xmax = 0, key, fingerprint, cooldown_from";
+
+/// The rules that fired, in a stable order: alerts of the same key and rule set repeat each other.
+fn fingerprint(a: &Assessment) -> String {
+    let mut ids = a.triggered.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, counts: &mut MonitorCounters) -> CepResult<()> {
+    use pg_sys::{FLOAT8ARRAYOID, JSONBARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID};
+    let types = [OIDOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID]
+        .map(PgOid::from);
+    let upsert = spi::kept(UPSERT_ALERTS, &types)?;
+    let ts = |micros: Option<i64>| micros.and_then(|m| pgrx::datum::TimestampWithTimeZone::try_from(m).ok());
+    let fingerprints: Vec<String> = alerted.iter().map(|a| fingerprint(&a.assessment)).collect();
+    let buckets: Vec<Option<i64>> = alerted
+        .iter()
+        .map(|a| crate::engine::window::tumble(a.row.at, crate::engine::window::Width::Micros(cooldown), crate::engine::window::DEFAULT_ORIGIN_PG))
+        .collect();
+    let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
+    let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
+    let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
+    let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
+    let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
+    let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(|a| ts(Some(a.row.at))).collect();
+    let from: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = buckets.iter().map(|b| ts(*b)).collect();
+    as_extension_owner(|| {
+        Spi::connect_mut(|client| -> CepResult<()> {
+            let written = client.update(
+                &*upsert,
+                None,
+                &[
+                    watch.root.into(),
+                    watch.qualified_name.as_str().into(),
+                    keys.into(),
+                    pks.into(),
+                    scores.into(),
+                    levels.into(),
+                    rules.into(),
+                    times.into(),
+                    fingerprints.clone().into(),
+                    from.into(),
+                ],
+            )?;
+            for r in written {
+                if r.get::<bool>(3)? != Some(true) {
+                    continue;
+                }
+                let alert_id: i64 = r.get(1)?.unwrap_or_default();
+                let ts: String = r.get(2)?.unwrap_or_default();
+                let (key, fp): (String, String) = (r.get(4)?.unwrap_or_default(), r.get(5)?.unwrap_or_default());
+                let at: Option<i64> = r.get::<pgrx::datum::TimestampWithTimeZone>(6)?.map(i64::from);
+                let Some(i) = (0..alerted.len()).find(|&i| alerted[i].row.key == key && fingerprints[i] == fp && buckets[i] == at) else { continue };
+                let a = &alerted[i];
+                let payload = alert_payload(&AlertNotice {
+                    alert_id,
+                    table: &watch.qualified_name,
+                    key: &a.row.key,
+                    row: a.row.pk.as_deref(),
+                    score: a.assessment.total_score,
+                    level: a.level,
+                    action: "alert",
+                    rules: &a.assessment.triggered,
+                    ts: &ts,
+                });
+                crate::pg::notifier::notify_at_commit(&watch.channel, &payload);
+                counts.alerts += 1;
+                counts.notifications += 1;
+            }
+            Ok(())
+        })
+    })
 }

@@ -141,6 +141,18 @@ impl NoticeQueues {
         Ok(Ticket { database, queue: index, position })
     }
 
+    /// Queues a notice of a transaction being prepared: it may not NOTIFY, so its notice waits in
+    /// the queue, reserved, until COMMIT PREPARED or ROLLBACK PREPARED decides it (see `ready`),
+    /// whether or not a sender runs yet (the caller starts one when `start` says so).
+    pub fn reserve_prepared(&mut self, database: u32, xid: u32, channel: &str, payload: &str, now: i64) -> Result<(Ticket, bool), Refused> {
+        let start = self.start(database, now);
+        let index = self.find(database).ok_or(Refused::Full)?;
+        let running = std::mem::replace(&mut self.queues[index].sender, RUNNING);
+        let reserved = self.reserve(database, xid, channel, payload);
+        self.queues[index].sender = running;
+        reserved.map(|t| (t, start))
+    }
+
     fn slot(&mut self, t: Ticket) -> Option<&mut Slot> {
         let q = &mut self.queues[t.queue];
         (q.database == t.database && t.position >= q.head && t.position < q.tail).then(|| &mut q.slots[(t.position % SLOTS as u64) as usize])
@@ -377,6 +389,27 @@ mod tests {
         let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
         assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["running", "behind"]);
         assert_eq!(span, 2);
+    }
+
+    #[test]
+    fn a_prepared_transactions_notice_waits_reserved_with_or_without_a_sender() {
+        // No sender yet: the queue is allotted, a sender asked for, and the notice kept.
+        let mut q = queues();
+        let (_, start) = q.reserve_prepared(7, 100, "alerts", "prepared", 0).unwrap();
+        assert!(start, "the caller starts the sender");
+        assert!(q.attach(7, 42, 0x1000, 0));
+        // While the prepared transaction is undecided the notice holds; COMMIT PREPARED sends it.
+        let mut out = Vec::new();
+        assert_eq!(q.ready(7, 10, &mut out, running_xacts), 0);
+        let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
+        assert_eq!((out.len(), span), (1, 1));
+        q.delivered(7, span);
+        // With a sender running, none is asked for; ROLLBACK PREPARED drops the notice.
+        let (_, start) = q.reserve_prepared(7, 101, "alerts", "rolled back", 0).unwrap();
+        assert!(!start);
+        let span = q.ready(7, 10, &mut out, |_| Outcome::Aborted);
+        assert_eq!((out.len(), span), (0, 1));
+        assert_eq!(q.reserve_prepared(7, 102, "alerts", &"x".repeat(PAYLOAD_BYTES + 1), 0).unwrap_err(), Refused::TooLong);
     }
 
     #[test]

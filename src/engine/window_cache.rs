@@ -183,6 +183,18 @@ struct Relation {
     generation: u64,
 }
 
+/// Prepared transactions that wrote rows of a relation and are not decided yet.
+const HELD: usize = 64;
+
+/// A relation a prepared transaction holds (see `CacheView::hold_for_prepared`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Held {
+    database: u32,
+    relid: u32,
+    xid: u32,
+}
+
 #[repr(C)]
 pub struct Header {
     pub sets: u32,
@@ -195,6 +207,8 @@ pub struct Header {
     pub refused: u64,
     versions: [u64; BUCKETS],
     relations: [Relation; RELATIONS],
+    held_count: u32,
+    held: [Held; HELD],
 }
 
 /// Bytes a region needs for `keys` entries and `events` events.
@@ -287,6 +301,52 @@ impl<'a> CacheView<'a> {
                 self.free_entry(i);
             }
         }
+    }
+
+    /// A prepared transaction wrote rows of the relation. Whether they count is decided later,
+    /// by COMMIT PREPARED or ROLLBACK PREPARED, in a transaction that calls no hook of ours: until
+    /// then the relation is read from its table (see `held`), and what was cached is forgotten.
+    /// Slots of decided transactions are freed first; false when none is free.
+    pub fn hold_for_prepared(&mut self, database: u32, relid: u32, xid: u32, running: impl Fn(u32) -> bool) -> bool {
+        for i in 0..HELD {
+            let h = self.header.held[i];
+            if h.relid != 0 && !running(h.xid) {
+                self.release(i);
+            }
+        }
+        let Some(i) = self.header.held.iter().position(|h| h.relid == 0) else { return false };
+        self.header.held[i] = Held { database, relid, xid };
+        self.header.held_count += 1;
+        self.invalidate_relation(database, relid);
+        true
+    }
+
+    /// Whether an undecided prepared transaction holds the relation: its reads must then go to the
+    /// table. A decided one is let go, and the relation forgotten once more (its rows now count,
+    /// or never will, and a load in between may have cached either).
+    pub fn held(&mut self, database: u32, relid: u32, running: impl Fn(u32) -> bool) -> bool {
+        if self.header.held_count == 0 {
+            return false;
+        }
+        let mut held = false;
+        for i in 0..HELD {
+            let h = self.header.held[i];
+            if h.relid != relid || h.database != database {
+                continue;
+            }
+            if running(h.xid) {
+                held = true;
+            } else {
+                self.release(i);
+            }
+        }
+        held
+    }
+
+    fn release(&mut self, i: usize) {
+        let h = std::mem::take(&mut self.header.held[i]);
+        self.header.held_count -= 1;
+        self.invalidate_relation(h.database, h.relid);
     }
 
     /// A key may live in either of two sets (two-choice hashing). With one set per key, a cache
@@ -787,6 +847,31 @@ mod tests {
         let all = c.read(&id("k"), 0).unwrap();
         assert!(all.windows(2).all(|w| w[0].t <= w[1].t));
         assert_eq!(all.len(), 43);
+    }
+
+    #[test]
+    fn a_prepared_transaction_holds_its_relation_until_decided_and_then_it_is_reloaded() {
+        let mut r = Region::new(64, 200);
+        let mut c = r.view(true);
+        let v = c.version(&id("k"));
+        assert!(c.insert_loaded(id("k"), 0, &[ev(5, 1.0, 3)], v));
+        assert!(!c.held(1, 100, |_| true), "nothing prepared");
+        // PREPARE of transaction 50, which wrote rows of relation 100: what was cached goes.
+        assert!(c.hold_for_prepared(1, 100, 50, |_| true));
+        assert_eq!(c.read(&id("k"), 0), None);
+        assert!(c.held(1, 100, |xid| xid == 50), "undecided: read the table");
+        assert!(!c.held(1, 200, |_| true), "another relation is not held");
+        // A load while it is undecided is cached, then forgotten once it is decided.
+        let v = c.version(&id("k"));
+        assert!(c.insert_loaded(id("k"), 0, &[ev(5, 1.0, 3)], v));
+        assert!(!c.held(1, 100, |_| false));
+        assert_eq!(c.read(&id("k"), 0), None, "reloaded after COMMIT PREPARED");
+        // Slots are bounded; decided transactions free theirs.
+        for xid in 0..HELD as u32 {
+            assert!(c.hold_for_prepared(1, 100, 1000 + xid, |_| true));
+        }
+        assert!(!c.hold_for_prepared(1, 100, 2000, |_| true), "no slot free");
+        assert!(c.hold_for_prepared(1, 100, 2000, |xid| xid != 1000));
     }
 
     #[test]

@@ -122,6 +122,13 @@ fn load_rules() -> CepResult<Vec<Rule>> {
 
 thread_local! {
     static SCHEMA_0_2: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static SCHEMA_0_3: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether the installed SQL objects are 0.3.0's (alert lifecycle and cooldowns). The monitor
+/// works on older objects without them until `ALTER EXTENSION pg_cep UPDATE`.
+pub fn schema_0_3() -> bool {
+    SCHEMA_0_3.with(|s| s.get())
 }
 
 /// Whether the installed SQL objects are 0.2.0's. Between installing a new pg_cep library and
@@ -135,6 +142,12 @@ fn remember_our_tables() -> CepResult<()> {
     let oids: Vec<(pg_sys::Oid, bool)> = Spi::connect(|client| -> CepResult<Vec<(pg_sys::Oid, bool)>> {
         let v2 = client.select("SELECT to_regclass('cep.patterns') IS NOT NULL", None, &[])?.first().get_one::<bool>()?.unwrap_or(false);
         SCHEMA_0_2.with(|s| s.set(v2));
+        let v3 = client
+            .select("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'cep.watches'::regclass AND attname = 'cooldown' AND NOT attisdropped)", None, &[])?
+            .first()
+            .get_one::<bool>()?
+            .unwrap_or(false);
+        SCHEMA_0_3.with(|s| s.set(v3));
         let sql = if v2 {
             "SELECT c.oid, false FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = 'cep' AND c.relname IN ('risk_rules', 'watches', 'patterns', 'captures') \

@@ -512,7 +512,7 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
                 .get_one()?
                 .unwrap_or(0);
             let body = payload::anomaly(alert_id, &capture.name, key, anomaly, before + added, limit as i64, &window_text);
-            notifier::notify_now(&capture.anomaly_channel, &body);
+            notifier::notify_at_commit(&capture.anomaly_channel, &body);
         }
     }
     Ok(())
@@ -553,9 +553,10 @@ pub fn remember(capture: &Capture, logged: &Logged) {
 
 /// This module's part of `pg::xact`'s transaction callback.
 pub fn on_xact(event: pg_sys::XactEvent::Type) {
-    if event != pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT {
-        // Committed (already sent), aborted or prepared (NOTIFY cannot be prepared): forget.
-        if event != pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT {
+    use pg_sys::XactEvent::*;
+    if event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE {
+        // Committed or prepared (already handed on), or aborted: forget.
+        if event != XACT_EVENT_PARALLEL_PRE_COMMIT {
             PENDING.with(|p| p.borrow_mut().clear());
         }
         return;
@@ -577,7 +578,9 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
         let mut tables: Vec<String> = mine.iter().map(|p| p.table.clone()).collect();
         tables.sort();
         tables.dedup();
-        notifier::notify_after_commit(channel, &payload::changes(xid, first, last, count, &tables));
+        // To the notifier, whose part of the callback comes next: it sends them at commit, or
+        // keeps them for COMMIT PREPARED.
+        notifier::notify_at_commit(channel, &payload::changes(xid, first, last, count, &tables));
     }
 }
 

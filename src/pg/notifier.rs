@@ -39,6 +39,72 @@ const BATCH: usize = 1000;
 thread_local! {
     /// This transaction's reserved notices, made ready at commit.
     static TICKETS: RefCell<Vec<Ticket>> = const { RefCell::new(Vec::new()) };
+    /// Notices asked for during the transaction, with the subtransaction that asked: handed to
+    /// the sender (or sent) just before commit, kept for COMMIT PREPARED, dropped with their
+    /// subtransaction or transaction.
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A notice asked for during the transaction.
+struct Pending {
+    subxact: pg_sys::SubTransactionId,
+    channel: String,
+    payload: String,
+    /// A shorter payload, for a prepared transaction whose payload is too long for the queue.
+    short: Option<String>,
+}
+
+/// A notification to send if, and once, this transaction commits, as NOTIFY would: dropped with
+/// a rolled-back subtransaction, and kept across PREPARE TRANSACTION until COMMIT PREPARED. It
+/// takes no lock before commit, so the transaction may be prepared. Channel and payload must be
+/// within NOTIFY's limits (`engine::payload` keeps them so).
+pub fn notify_at_commit(channel: &str, payload: &str) {
+    notify_at_commit_or_short(channel, payload, None);
+}
+
+/// As [`notify_at_commit`], with a shorter payload to queue instead if the transaction is prepared
+/// and `payload` is longer than the queue's slots.
+pub fn notify_at_commit_or_short(channel: &str, payload: &str, short: Option<String>) {
+    // SAFETY: plain read of the current subtransaction's id.
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    PENDING.with(|p| p.borrow_mut().push(Pending { subxact, channel: channel.to_string(), payload: payload.to_string(), short }));
+}
+
+/// Before PREPARE: NOTIFY cannot be prepared, so each notice waits in the sender's queue, resolved
+/// by what becomes of the transaction. A queue that cannot take it refuses the PREPARE rather than
+/// lose the notice.
+fn queue_for_prepared(pending: Vec<Pending>) {
+    // SAFETY: the transaction has an id: it wrote the rows it notifies about.
+    let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
+    let (db, at) = (database(), now());
+    let mut start = false;
+    for Pending { channel, payload, short, .. } in pending {
+        let reserved = REGION.locked(|base| {
+            let q = queues(base);
+            match (q.reserve_prepared(db, xid, &channel, &payload, at), short) {
+                (Err(Refused::TooLong), Some(short)) => q.reserve_prepared(db, xid, &channel, &short, at),
+                (reserved, _) => reserved,
+            }
+        });
+        match reserved {
+            Some(Ok((ticket, asked))) => {
+                // Left reserved at PREPARE: `ready` resolves it by the transaction's outcome.
+                let _ = ticket;
+                start |= asked;
+            }
+            _ => {
+                if start {
+                    start_sender(db);
+                }
+                pgrx::error!(
+                    "pg_cep cannot prepare this transaction: a notification on channel \"{channel}\" found no room in the queue of notifications sent at commit (shared_preload_libraries must include pg_cep, and the queue must not be full)"
+                );
+            }
+        }
+    }
+    if start {
+        start_sender(db);
+    }
 }
 
 unsafe extern "C-unwind" {
@@ -153,8 +219,29 @@ fn start_sender(db: u32) {
 /// transaction has committed, and never if it aborted.
 pub fn on_xact(event: pg_sys::XactEvent::Type) {
     use pg_sys::XactEvent::*;
-    if event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT {
-        return;
+    match event {
+        XACT_EVENT_PRE_COMMIT => {
+            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            for p in pending {
+                notify_after_commit(&p.channel, &p.payload);
+            }
+            return;
+        }
+        XACT_EVENT_PRE_PREPARE => {
+            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            if !pending.is_empty() {
+                queue_for_prepared(pending);
+            }
+            return;
+        }
+        XACT_EVENT_PREPARE => {
+            // Tickets stay reserved: the sender sends them once COMMIT PREPARED has committed.
+            TICKETS.with(|t| t.borrow_mut().clear());
+            return;
+        }
+        XACT_EVENT_ABORT => PENDING.with(|p| p.borrow_mut().clear()),
+        XACT_EVENT_COMMIT => {}
+        _ => return,
     }
     let tickets = TICKETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
     if tickets.is_empty() {
@@ -230,5 +317,19 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
         if !BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
             return;
         }
+    }
+}
+
+/// This module's part of `pg::xact`'s subtransaction callback.
+pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+    match event {
+        // Ids grow within a transaction: the aborted one and its children have ids >= its own.
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => PENDING.with(|p| p.borrow_mut().retain(|n| n.subxact < mine)),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => PENDING.with(|p| {
+            for n in p.borrow_mut().iter_mut().filter(|n| n.subxact == mine) {
+                n.subxact = parent;
+            }
+        }),
+        _ => {}
     }
 }

@@ -224,9 +224,11 @@ const RECORD_MATCHES: &str = "WITH m AS (
                                   'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows)::text AS full_payload,
                 json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 500),
                                   'key', left(key, 500), 'start', match_start, 'end', match_end,
-                                  'completed_by', completed_by, 'truncated', true)::text AS short_payload
+                                  'completed_by', completed_by, 'truncated', true)::text AS short_payload,
+                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 100),
+                                  'key', left(key, 100), 'truncated', true)::text AS tiny_payload
          FROM m)
-     SELECT count(pg_notify($8, CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END)) FROM p";
+     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END, tiny_payload FROM p";
 
 fn oids<const N: usize>(types: [pg_sys::BuiltinOid; N]) -> [PgOid; N] {
     types.map(PgOid::from)
@@ -309,7 +311,7 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
         ends.push(timestamptz(m.end));
     }
     let plan = spi::kept(RECORD_MATCHES, &oids([INT4OID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID]))?;
-    client.update(
+    let notices = client.update(
         &*plan,
         None,
         &[
@@ -323,6 +325,11 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
             live.channel.as_str().into(),
         ],
     )?;
+    // Sent at commit (see `notifier::notify_at_commit`): the transaction may be prepared.
+    for row in notices {
+        let (Some(payload), short) = (row.get::<String>(1)?, row.get::<String>(2)?) else { continue };
+        crate::pg::notifier::notify_at_commit_or_short(&live.channel, &payload, short);
+    }
     Ok(())
 }
 

@@ -36,6 +36,8 @@ pub struct Watch {
     /// The watched table's owner: its history is read with the owner's rights (see
     /// `privileges::as_table_owner`), whoever writes the row.
     pub owner: pg_sys::Oid,
+    /// With a cooldown (microseconds), repeats of an open alert are counted on it (`cep.alter_watch`).
+    pub cooldown: Option<i64>,
     /// A hash of the key, amount and time columns: rollups summed under another mapping are not
     /// this one's.
     pub mapping_hash: u32,
@@ -93,17 +95,19 @@ struct Row {
     root: pg_sys::Oid,
     generation: u32,
     owner: pg_sys::Oid,
+    cooldown: Option<i64>,
 }
 
 /// Loads the watch for `relid`: a watched table, or a partition of one (a row trigger on a
 /// partitioned table fires on the partition, whose columns may sit at other positions).
 pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
     let rollups = if crate::pg::cache::schema_0_2() { "w.rollups" } else { "false" };
+    let cooldown = if crate::pg::cache::schema_0_3() { "(extract(epoch FROM w.cooldown) * 1000000)::int8" } else { "NULL::int8" };
     let row = Spi::connect(|client| -> CepResult<Option<Row>> {
         let rows = client.select(
             &format!("SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
                     w.time_column::text, w.location_column::text, w.pk_column::text, w.channel, \
-                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments, {rollups}, w.tableoid::int8, c.relowner \
+                    w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments, {rollups}, w.tableoid::int8, c.relowner, {cooldown} \
              FROM (SELECT $1::oid AS relid, 0::int8 AS depth \
                    UNION ALL SELECT * FROM pg_partition_ancestors($1) WITH ORDINALITY) a(relid, depth) \
              JOIN cep.watches w ON w.relid = a.relid \
@@ -130,6 +134,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
             rollups: r.get(13)?.unwrap_or(true),
             generation: r.get::<i64>(14)?.unwrap_or(0) as u32,
             owner: r.get(15)?.unwrap_or(pg_sys::InvalidOid),
+            cooldown: r.get(16)?,
         }))
     })?;
     let row = row.ok_or_else(|| {
@@ -216,6 +221,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         rollups: row.rollups,
         generation: row.generation,
         owner: row.owner,
+        cooldown: row.cooldown,
         mapping_hash: crate::engine::window_cache::key_hash(&format!("{}\u{0}{}\u{0}{}", row.key, row.amount, row.time))[0] as u32,
         rules,
         skipped,

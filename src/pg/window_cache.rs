@@ -168,8 +168,13 @@ pub fn window_stats(watch: &Watch, events: &[Event]) -> CepResult<Vec<Option<Vec
                 .collect()
         });
         let found = with_cache(|c| {
-            asked.iter().zip(part).map(|((id, own), e)| c.window_stats(id, e.at - longest, &watch.plan, e.at, location_hash(e.location), own)).collect()
+            // A prepared transaction's rows of this table may count any moment now: ask the table.
+            if c.held(database(), watch.root.to_u32(), running) {
+                return None;
+            }
+            Some(asked.iter().zip(part).map(|((id, own), e)| c.window_stats(id, e.at - longest, &watch.plan, e.at, location_hash(e.location), own)).collect())
         })
+        .flatten()
         .unwrap_or_else(|| vec![None; part.len()]);
         for (((id, own), e), stats) in asked.into_iter().zip(part).zip(found) {
             if stats.is_some() {
@@ -276,11 +281,38 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
                 }
             });
         }
-        pg_sys::XactEvent::XACT_EVENT_ABORT => {
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            // The rows' fate is decided by COMMIT PREPARED or ROLLBACK PREPARED, which call no hook
+            // of ours: hold their relations until then (reads go to the table), or refuse to prepare.
+            let relids: Vec<u32> = LOCAL.with(|l| {
+                let l = l.borrow();
+                let mut r: Vec<u32> = l.pending.keys().map(|id| id.relid).chain(l.dirty.iter().copied()).collect();
+                r.sort_unstable();
+                r.dedup();
+                r
+            });
+            if relids.is_empty() {
+                return;
+            }
+            // SAFETY: the transaction has an id: it wrote the rows.
+            let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
+            let database = database();
+            let held = with_cache(|c| relids.iter().all(|relid| c.hold_for_prepared(database, *relid, xid, running)));
+            if held == Some(false) {
+                pgrx::error!("pg_cep cannot prepare this transaction: too many prepared transactions hold watched tables' window cache (at most 64 at a time)");
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             LOCAL.with(|l| *l.borrow_mut() = Local::default());
         }
         _ => {}
     }
+}
+
+/// Whether a transaction is still undecided (running, or prepared and not yet committed or rolled back).
+fn running(xid: u32) -> bool {
+    // SAFETY: a proc-array lookup; a prepared transaction counts as in progress.
+    unsafe { pg_sys::TransactionIdIsInProgress(pg_sys::TransactionId::from(xid)) }
 }
 
 /// This module's part of `pg::xact`'s subtransaction callback.

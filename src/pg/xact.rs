@@ -32,6 +32,7 @@ unsafe extern "C-unwind" fn on_subxact(
     _arg: *mut std::ffi::c_void,
 ) {
     capture::on_subxact(event, mine, parent);
+    notifier::on_subxact(event, mine, parent);
     state_cache::on_subxact(event, mine, parent);
     window_cache::on_subxact(event, mine, parent);
     rollups::on_subxact(event, mine, parent);
