@@ -363,10 +363,14 @@ AS $$ SELECT coalesce((SELECT channel FROM @extschema@.watches w WHERE w.relid =
 COMMENT ON FUNCTION alert_channel(oid) IS 'pg_cep: the NOTIFY channel of a table''s alerts';
 
 CREATE FUNCTION set_alert_state(alert_id bigint, state text, note text DEFAULT NULL)
-RETURNS SETOF alerts LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pg_temp AS $$
+RETURNS SETOF alerts LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     changed @extschema@.alerts;
 BEGIN
+    IF alert_id IS NULL OR state IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN alert_id IS NULL THEN 'alert_id' ELSE 'state' END
+            USING ERRCODE = '22004';
+    END IF;
     IF state NOT IN ('open', 'acknowledged', 'resolved') THEN
         RAISE EXCEPTION 'state: % is not an alert state (expected open, acknowledged or resolved)', state
             USING ERRCODE = '22023';

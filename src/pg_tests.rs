@@ -1363,4 +1363,44 @@ mod tests {
         assert!(outcome("SELECT cep.alter_watch('unwatched', alert_level => 'low')").starts_with("55000: unwatched is not watched"));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(1));
     }
+
+    #[pg_test]
+    fn a_cooldown_keeps_one_open_alert_per_key_and_rule_set_and_counts_the_repeats_on_it() {
+        seed_setup();
+        let set = one::<pgrx::JsonB>("SELECT cep.alter_watch('transactions', cooldown => '10 minutes')").unwrap().0;
+        assert_eq!(set["cooldown"], "00:10:00");
+        let insert = |rows: &[(i32, &str)]| {
+            let values: Vec<String> = rows.iter().map(|(k, t)| format!("({k}, 50000, 'A', '2026-01-15 12:{t}+00')")).collect();
+            run(&format!("INSERT INTO transactions (user_id, amount, location, created_at) VALUES {}", values.join(", ")));
+        };
+        for t in ["00", "01", "02", "03", "04"] {
+            insert(&[(1, t)]);
+        }
+        // Several repeats in one statement, and another key.
+        insert(&[(1, "06"), (1, "07"), (2, "07")]);
+        let one_key = "SELECT count(*)::text || ' ' || sum(repeats) || ' ' || max(last_seen)::text || ' ' || max(max_score) FROM cep.alerts WHERE key = '1'";
+        assert_eq!(one::<String>(one_key), Some("1 6 2026-01-15 12:07:00+00 0.6".into()));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '2' AND repeats = 0"), Some(1));
+        // The next cooldown window opens a new alert.
+        insert(&[(1, "11")]);
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(2));
+        // Acknowledged, it still counts repeats; resolved, the next repeat opens a new one.
+        let second = one::<i64>("SELECT max(alert_id) FROM cep.alerts WHERE key = '1'").unwrap();
+        let acked = one::<String>(&format!("SELECT state || ' ' || state_changed_by || ' ' || note FROM cep.acknowledge_alert({second}, 'looking')"));
+        assert_eq!(acked, Some("acknowledged postgres looking".into()));
+        insert(&[(1, "12")]);
+        assert_eq!(one::<i32>(&format!("SELECT repeats FROM cep.alerts WHERE alert_id = {second}")), Some(1));
+        assert_eq!(one::<String>(&format!("SELECT state || ' ' || note FROM cep.resolve_alert({second})")), Some("resolved looking".into()));
+        insert(&[(1, "13")]);
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(3));
+        // Bad states and unknown alerts are refused, and nothing changes.
+        assert!(outcome(&format!("SELECT cep.set_alert_state({second}, 'closed')")).starts_with("22023: state: closed"));
+        assert!(outcome("SELECT cep.acknowledge_alert(-1)").starts_with("P0002: alert_id: alert -1 does not exist"));
+        assert_eq!(one::<String>(&format!("SELECT state FROM cep.alerts WHERE alert_id = {second}")), Some("resolved".into()));
+        // A cooldown with months is refused; '0' turns it off, and every row alerts again.
+        assert!(outcome("SELECT cep.alter_watch('transactions', cooldown => '1 month')").starts_with("22023: cooldown"));
+        assert!(one::<pgrx::JsonB>("SELECT cep.alter_watch('transactions', cooldown => '0')").unwrap().0["cooldown"].is_null());
+        insert(&[(1, "14"), (1, "15")]);
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(5));
+    }
 }

@@ -292,3 +292,24 @@ fn a_prepared_transaction_alerts_at_commit_prepared_and_its_rows_count_only_once
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '8'"), 0);
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.change_log WHERE relid = 'tx'::regclass"), 4, "the committed rows, once each");
 }
+
+#[test]
+fn a_cooldown_turns_a_storm_into_one_notified_alert_and_state_changes_are_notified() {
+    let db = TestDb::new("storm");
+    let mut c = setup(&db);
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+    c.batch_execute("SELECT cep.alter_watch('transactions', cooldown => '1 hour')").unwrap();
+    for _ in 0..20 {
+        c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (3, 50000)").unwrap();
+    }
+    let got = drain_notifications(&mut listener, Duration::from_millis(800));
+    assert_eq!(got.len(), 2, "one alert per fired rule set (large amount; then large amount and high frequency): {got:?}");
+    let repeats = count(&mut c, "SELECT sum(repeats) FROM cep.alerts WHERE key = '3'");
+    assert_eq!(repeats, 18);
+    let id = count(&mut c, "SELECT min(alert_id) FROM cep.alerts WHERE key = '3'");
+    c.batch_execute(&format!("SELECT cep.resolve_alert({id}, 'fixed')")).unwrap();
+    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].1.contains(r#""type" : "alert_state""#) && got[0].1.contains(r#""state" : "resolved""#), "{got:?}");
+}

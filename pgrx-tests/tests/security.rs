@@ -270,5 +270,15 @@ fn writers_record_without_grants_and_each_role_reads_only_the_tables_it_may_sele
         assert_eq!(code, "42501", "{sql}: {message}");
     }
     assert_eq!(totals(&mut admin), (3, 2, 1), "nothing was written by a refused statement");
+    // Whoever may read an alert may acknowledge it; the others cannot even see it, and nobody
+    // but the installer changes what an alert says.
+    let first: i64 = count(&mut admin, "SELECT min(alert_id) FROM cep.alerts WHERE relid = 'payments'::regclass");
+    let mut attacker = connect_as(&db, &attacker_role);
+    assert_eq!(refusal(&mut attacker, &format!("SELECT cep.acknowledge_alert({first})")).0, "P0002");
+    assert_eq!(refusal(&mut attacker, "UPDATE cep.alerts SET score = 0").0, "42501");
+    assert_eq!(refusal(&mut analyst, "UPDATE cep.alerts SET score = 0").0, "42501");
+    let by: String = analyst.query_one(&format!("SELECT state_changed_by::text FROM cep.acknowledge_alert({first}, 'mine')"), &[]).unwrap().get(0);
+    assert_eq!(by, analyst_role);
+    assert_eq!(count(&mut admin, "SELECT count(*) FROM cep.alerts WHERE state = 'acknowledged' AND score > 0"), 1);
     assert_eq!(count(&mut analyst, "SELECT count(*) FROM cep.evaluate_risk_rules('payments'::regclass, '1', 100, NULL, now()) WHERE triggered"), 1);
 }

@@ -61,7 +61,8 @@ fn watch(
 
 /// Changes some settings of a watched table and keeps the others (`cep.watch` replaces them all);
 /// a NULL argument keeps its setting. `block_at` turns blocking on (or moves its threshold),
-/// `blocking => false` turns it off. Returns the settings in effect, as `cep.watches` holds them.
+/// `blocking => false` turns it off. `cooldown` counts an alert's repeats on it (see the README's
+/// "Storms"); `'0'` turns it off. Returns the settings in effect, as `cep.watches` holds them.
 /// Refused, with nothing changed, for a table that is not watched or a bad value.
 ///
 /// ```sql
@@ -81,6 +82,7 @@ fn alter_watch(
     on_block: default!(Option<&str>, "NULL"),
     log_assessments: default!(Option<&str>, "NULL"),
     blocking: default!(Option<bool>, "NULL"),
+    cooldown: default!(Option<pgrx::datum::Interval>, "NULL"),
 ) -> pgrx::JsonB {
     let table = required("table", table).open("table").or_report();
     crate::pg::privileges::require_owner(table.oid(), "cep.alter_watch").or_report();
@@ -118,8 +120,30 @@ fn alter_watch(
     if key_column.is_some() || amount_column.is_some() || time_column.is_some() {
         crate::pg::rollups::forget(target.relid);
     }
+    let cooldown = cooldown.map(|c| cooldown_micros(&c).or_report());
     register(&target, &mapping, &monitor, false).or_report();
+    if let Some(micros) = cooldown {
+        as_extension_owner(|| {
+            Spi::run_with_args(
+                "UPDATE cep.watches SET cooldown = CASE WHEN $2 > 0 THEN make_interval(secs => $2 / 1e6) END, updated_at = now() WHERE relid = $1",
+                &[target.relid.into(), (micros as f64).into()],
+            )
+        })
+        .map_err(CepError::from)
+        .or_report();
+    }
     pgrx::JsonB(settings(target.relid).or_report().unwrap_or_default())
+}
+
+/// A cooldown in microseconds (0 turns it off). Months are refused: their length varies.
+fn cooldown_micros(c: &pgrx::datum::Interval) -> CepResult<i64> {
+    let micros = (c.days() as i64).checked_mul(86_400_000_000).and_then(|d| d.checked_add(c.micros()));
+    match micros {
+        Some(m) if c.months() == 0 && m >= 0 => Ok(m),
+        _ => Err(CepError::InvalidArgument(
+            "cooldown must be a positive interval without months or years (such as '10 minutes'), or '0' to turn it off".into(),
+        )),
+    }
 }
 
 /// A watched table's settings as `cep.watches` holds them (without its OID), or `None`.
