@@ -41,7 +41,7 @@ run_case() { # label kind: two rounds in opposite orders, so no case always runs
         "$1" "$b" "$p" "$c" "$(ratio "$c" "$b")" "$(ratio "$c" "$p")"
     eval "last_$2=$c"
 }
-only=${BENCH_ONLY:-all}   # all, or a comma-separated list of: evaluate, inserts, engine, patterns, capture, stats
+only=${BENCH_ONLY:-all}   # all, or a comma-separated list of: evaluate, inserts, storm, engine, patterns, capture, stats
 want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
 if want evaluate; then
 echo "== evaluate_risk_rules: 1M rows over 2 hours, 10k keys, seed 003's four rules =="
@@ -66,7 +66,7 @@ fi
 
 # Insert path: the same rows into a bare table, a pg_cep-watched table and a table with a
 # seed-style PL/pgSQL trigger, on sparse keys and on dense keys.
-if want inserts; then
+if want inserts || want storm; then
 # The night rule would flag every row when the bench runs at night: run it at local noon.
 h=$(date -u +%-H); off=$((12 - h))
 if [ $off -gt 0 ]; then tz="Etc/GMT-$off"; else tz="Etc/GMT+$((-off))"; fi
@@ -102,6 +102,8 @@ load() { # rows keys span count_limit [rollups: false]
 alert_rate() { # of the pg_cep runs since the last load
     $PSQL -d $db -tAc "SELECT round(100.0 * alerts / greatest(rows_seen, 1), 2) || '% of ' || rows_seen || ' rows' FROM cep.stats() WHERE table_name = 'tx_cep'"
 }
+fi
+if want inserts; then
 echo
 echo "== Insert path (tps, mean of two rounds; $clients clients, $secs s per run; session time zone $tz) =="
 load 1000000 100000 "2 hours" 40
@@ -128,6 +130,43 @@ echo "   rollups on / off (this case's pg_cep against the first's): $(ratio "$la
 echo
 echo "== COMMIT to LISTEN receipt (pg_cep, 500 sequential alerting commits) =="
 latency bench_alerts "INSERT INTO tx_cep (user_id, amount, location, created_at) VALUES (\$1, 50000, 'L0', now())"
+rm -rf "$work"
+fi
+
+# Alert storm: seed 003's rules as written (more than 10 rows of a key in an hour is "high
+# frequency"), dense keys (about 500 rows per key-hour), so nearly every row alerts; pg_cep's
+# default settings (not the cache sizes this script's server starts with) and a cold start (no
+# cache warm-up). Without a cooldown every alert is a row and a notification; with one, repeats
+# are counted on the key's open alert.
+if want storm; then
+echo
+echo "== Alert storm (tps, mean of two rounds; $clients clients, $secs s per run; default pg_cep settings, cold start) =="
+for setting in cep.window_cache_keys cep.window_cache_events cep.rollup_records; do
+    default=$($PSQL -d postgres -tAc "SELECT boot_val FROM pg_settings WHERE name = '$setting'")
+    $PSQL -d postgres -c "ALTER SYSTEM SET $setting = '$default'" >/dev/null
+done
+work=$(mktemp -d)
+storm_load() {
+    fresh_server
+    echo "loading 500000 rows over 1 hour for 1000 keys into three tables (no warm-up)..."
+    sed "s/__COUNT_LIMIT__/10/" setup_inserts.sql | $PSQL -d $db -v ON_ERROR_STOP=1 -v rows=500000 -v keys=1000 -v span="1 hour" -v count_limit=10 -v rollups=false -f - >/dev/null
+    scripts 1000
+}
+storm_rate() {
+    $PSQL -d $db -tAc "SELECT round(100.0 * (SELECT coalesce(sum(repeats + 1), 0) FROM cep.alerts WHERE relid = 'tx_cep'::regclass) / greatest(rows_seen, 1), 1)
+                              || '% of ' || rows_seen || ' rows alerted; ' || alerts || ' alerts written and notified' FROM cep.stats() WHERE table_name = 'tx_cep'"
+}
+storm_load
+run_case "alert storm: no cooldown" single
+storm_nocool=$last_single
+echo "   $(storm_rate)"
+storm_load
+$PSQL -d $db -c "SELECT cep.alter_watch('tx_cep', cooldown => '10 minutes')" >/dev/null
+run_case "alert storm: cooldown 10 minutes" single
+echo "   $(storm_rate)"
+echo "   cooldown / no cooldown (pg_cep): $(ratio "$last_single" "$storm_nocool")x"
+$PSQL -d postgres -c "ALTER SYSTEM RESET ALL" >/dev/null
+bash ../scripts/cluster.sh restart bench >/dev/null
 rm -rf "$work"
 fi
 

@@ -384,6 +384,7 @@ BEGIN
         RAISE EXCEPTION 'alert_id: alert % does not exist, or belongs to a table you may not read', alert_id
             USING ERRCODE = 'P0002';
     END IF;
+    PERFORM @extschema@.alert_state_changed();
     PERFORM pg_notify(@extschema@.alert_channel(changed.relid), json_build_object(
         'type', 'alert_state', 'alert_id', changed.alert_id, 'table', left(changed.table_name, 200),
         'key', left(changed.key, 200), 'state', changed.state, 'by', changed.state_changed_by,

@@ -166,6 +166,7 @@ BEGIN
         RAISE EXCEPTION 'alert_id: alert % does not exist, or belongs to a table you may not read', alert_id
             USING ERRCODE = 'P0002';
     END IF;
+    PERFORM @extschema@.alert_state_changed();
     PERFORM pg_notify(@extschema@.alert_channel(changed.relid), json_build_object(
         'type', 'alert_state', 'alert_id', changed.alert_id, 'table', left(changed.table_name, 200),
         'key', left(changed.key, 200), 'state', changed.state, 'by', changed.state_changed_by,
@@ -184,6 +185,16 @@ AS $$ SELECT * FROM @extschema@.set_alert_state(alert_id, 'resolved', note) $$;
 -- Who may change an alert's state: whoever may read it (its table's readers), and only those columns.
 GRANT UPDATE (state, state_changed_at, state_changed_by, note) ON alerts TO PUBLIC;
 CREATE POLICY cep_responders ON alerts FOR UPDATE USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+
+-- 0.3.0: what a cooldown counted in this session, written now (see cep.flush_alert_repeats).
+CREATE FUNCTION flush_alert_repeats() RETURNS bigint
+VOLATILE STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'flush_alert_repeats_wrapper';
+CREATE FUNCTION alert_state_changed() RETURNS void
+VOLATILE STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'alert_state_changed_wrapper';
 
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)

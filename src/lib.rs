@@ -25,6 +25,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::state_cache::init();
     pg::rollups::init();
     pg::notifier::init();
+    pg::cooldown::init();
     pg::xact::init();
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         gucs::init_preloaded();

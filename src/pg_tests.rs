@@ -1378,6 +1378,8 @@ mod tests {
         }
         // Several repeats in one statement, and another key.
         insert(&[(1, "06"), (1, "07"), (2, "07")]);
+        // Repeats are counted in memory and written about once a second; now, here.
+        assert_eq!(one::<i64>("SELECT cep.flush_alert_repeats()"), Some(1));
         let one_key = "SELECT count(*)::text || ' ' || sum(repeats) || ' ' || max(last_seen)::text || ' ' || max(max_score) FROM cep.alerts WHERE key = '1'";
         assert_eq!(one::<String>(one_key), Some("1 6 2026-01-15 12:07:00+00 0.6".into()));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '2' AND repeats = 0"), Some(1));
@@ -1389,6 +1391,7 @@ mod tests {
         let acked = one::<String>(&format!("SELECT state || ' ' || state_changed_by || ' ' || note FROM cep.acknowledge_alert({second}, 'looking')"));
         assert_eq!(acked, Some("acknowledged postgres looking".into()));
         insert(&[(1, "12")]);
+        run("SELECT cep.flush_alert_repeats()");
         assert_eq!(one::<i32>(&format!("SELECT repeats FROM cep.alerts WHERE alert_id = {second}")), Some(1));
         assert_eq!(one::<String>(&format!("SELECT state || ' ' || note FROM cep.resolve_alert({second})")), Some("resolved looking".into()));
         insert(&[(1, "13")]);

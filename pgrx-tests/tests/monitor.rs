@@ -305,6 +305,7 @@ fn a_cooldown_turns_a_storm_into_one_notified_alert_and_state_changes_are_notifi
     }
     let got = drain_notifications(&mut listener, Duration::from_millis(800));
     assert_eq!(got.len(), 2, "one alert per fired rule set (large amount; then large amount and high frequency): {got:?}");
+    c.batch_execute("SELECT cep.flush_alert_repeats()").unwrap();
     let repeats = count(&mut c, "SELECT sum(repeats) FROM cep.alerts WHERE key = '3'");
     assert_eq!(repeats, 18);
     let id = count(&mut c, "SELECT min(alert_id) FROM cep.alerts WHERE key = '3'");

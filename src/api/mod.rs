@@ -1,6 +1,7 @@
 //! What users call from SQL, one file per area. Each function converts its arguments, calls the
 //! engine and converts the result back.
 
+pub mod alerts;
 pub mod capture;
 pub mod evaluate;
 pub mod monitor;

@@ -347,16 +347,32 @@ fn fingerprint(a: &Assessment) -> String {
 }
 
 fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, counts: &mut MonitorCounters) -> CepResult<()> {
+    use crate::engine::repeats::Slot;
+    use crate::pg::cooldown;
     use pg_sys::{FLOAT8ARRAYOID, JSONBARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID};
+    cooldown::flush_if_due()?;
+    let slot_of = |a: &Alerted| {
+        let window = crate::engine::window::tumble(a.row.at, crate::engine::window::Width::Micros(cooldown), crate::engine::window::DEFAULT_ORIGIN_PG);
+        window.map(|window| Slot { relid: watch.root.to_u32(), key: a.row.key.clone(), fingerprint: fingerprint(&a.assessment), window })
+    };
+    // Repeats of an alert this backend knows to be open are only counted (see `pg::cooldown`).
+    let mut unknown: Vec<&Alerted> = Vec::with_capacity(alerted.len());
+    for a in alerted {
+        match slot_of(a).and_then(|s| cooldown::alert_for(&s)) {
+            Some(id) => cooldown::repeat(id, a.row.at, a.assessment.total_score),
+            None => unknown.push(a),
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let alerted = unknown;
     let types = [OIDOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID]
         .map(PgOid::from);
     let upsert = spi::kept(UPSERT_ALERTS, &types)?;
     let ts = |micros: Option<i64>| micros.and_then(|m| pgrx::datum::TimestampWithTimeZone::try_from(m).ok());
     let fingerprints: Vec<String> = alerted.iter().map(|a| fingerprint(&a.assessment)).collect();
-    let buckets: Vec<Option<i64>> = alerted
-        .iter()
-        .map(|a| crate::engine::window::tumble(a.row.at, crate::engine::window::Width::Micros(cooldown), crate::engine::window::DEFAULT_ORIGIN_PG))
-        .collect();
+    let buckets: Vec<Option<i64>> = alerted.iter().map(|a| slot_of(a).map(|s| s.window)).collect();
     let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
     let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
     let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
@@ -383,13 +399,16 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
                 ],
             )?;
             for r in written {
+                let alert_id: i64 = r.get(1)?.unwrap_or_default();
+                let (key, fp): (String, String) = (r.get(4)?.unwrap_or_default(), r.get(5)?.unwrap_or_default());
+                let at: Option<i64> = r.get::<pgrx::datum::TimestampWithTimeZone>(6)?.map(i64::from);
+                if let Some(window) = at {
+                    cooldown::found(Slot { relid: watch.root.to_u32(), key: key.clone(), fingerprint: fp.clone(), window }, alert_id);
+                }
                 if r.get::<bool>(3)? != Some(true) {
                     continue;
                 }
-                let alert_id: i64 = r.get(1)?.unwrap_or_default();
                 let ts: String = r.get(2)?.unwrap_or_default();
-                let (key, fp): (String, String) = (r.get(4)?.unwrap_or_default(), r.get(5)?.unwrap_or_default());
-                let at: Option<i64> = r.get::<pgrx::datum::TimestampWithTimeZone>(6)?.map(i64::from);
                 let Some(i) = (0..alerted.len()).find(|&i| alerted[i].row.key == key && fingerprints[i] == fp && buckets[i] == at) else { continue };
                 let a = &alerted[i];
                 let payload = alert_payload(&AlertNotice {

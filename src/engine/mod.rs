@@ -9,6 +9,7 @@ pub mod notice_queue;
 pub mod partition;
 pub mod pattern;
 pub mod payload;
+pub mod repeats;
 pub mod rollup;
 pub mod rollup_store;
 pub mod rules;

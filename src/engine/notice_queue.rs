@@ -54,6 +54,10 @@ struct Queue {
     pid: i32,
     /// Where to wake the sender: the address of its latch, the same in every process.
     latch: usize,
+    /// 1 while the sender sleeps on its latch: only then does a commit wake it. Setting another
+    /// process's latch costs a signal (a system call) whenever that process may be waiting, and a
+    /// busy sender that only pauses between looks must not cost every commit one.
+    sleeping: u32,
     /// When `sender` last changed.
     since: i64,
     /// The next notice to deliver, and the next to reserve: `tail - head` are waiting. They only
@@ -105,7 +109,7 @@ impl NoticeQueues {
     /// Sets up zeroed memory: every queue idle and empty.
     pub fn init(&mut self) {
         for q in self.queues.iter_mut() {
-            (q.database, q.sender, q.pid, q.latch, q.since, q.head, q.tail) = (0, IDLE, 0, 0, 0, 0, 0);
+            (q.database, q.sender, q.pid, q.latch, q.since, q.head, q.tail, q.sleeping) = (0, IDLE, 0, 0, 0, 0, 0, 0);
             for s in q.slots.iter_mut() {
                 s.state = FREE;
             }
@@ -164,8 +168,22 @@ impl NoticeQueues {
         if let Some(s) = self.slot(t).filter(|s| s.state == RESERVED) {
             s.state = READY;
         }
-        let q = &self.queues[t.queue];
-        (q.database == t.database && q.sender == RUNNING && q.latch != 0).then_some(q.latch)
+        let q = &mut self.queues[t.queue];
+        let wake = q.database == t.database && q.sender == RUNNING && q.latch != 0 && q.sleeping == 1;
+        if wake {
+            // One wake-up is enough: the sender reads everything ready when it wakes.
+            q.sleeping = 0;
+        }
+        wake.then_some(q.latch)
+    }
+
+    /// The sender is about to sleep on its latch (`true`), or has woken (`false`). It must look
+    /// for ready notices once more after saying it sleeps: one published just before was not
+    /// told to wake it.
+    pub fn sleeping(&mut self, database: u32, sleeping: bool) {
+        if let Some(index) = self.find(database) {
+            self.queues[index].sleeping = sleeping as u32;
+        }
     }
 
     /// The transaction aborted: the notice never goes.
@@ -261,7 +279,7 @@ impl NoticeQueues {
         if q.sender == RUNNING && q.pid != pid {
             return false;
         }
-        (q.sender, q.pid, q.latch, q.since) = (RUNNING, pid, latch, now);
+        (q.sender, q.pid, q.latch, q.since, q.sleeping) = (RUNNING, pid, latch, now, 0);
         true
     }
 
@@ -276,7 +294,7 @@ impl NoticeQueues {
         if !anyway && q.head != q.tail {
             return false;
         }
-        (q.sender, q.pid, q.latch, q.since) = (IDLE, 0, 0, now);
+        (q.sender, q.pid, q.latch, q.since, q.sleeping) = (IDLE, 0, 0, now, 0);
         true
     }
 
@@ -354,10 +372,12 @@ mod tests {
         let b = q.reserve(7, 101, "graph", "b").unwrap();
         let c = q.reserve(7, 102, "graph", "c").unwrap();
         // Nothing is ready before its transaction commits; b commits first but a blocks the head.
+        // The sender sleeps: the first commit wakes it, the next ones need not.
+        q.sleeping(7, true);
         assert_eq!(q.publish(b), Some(0x1000));
         assert_eq!(payloads(&q, 7), (vec![], 0));
         q.cancel(a);
-        q.publish(c);
+        assert_eq!(q.publish(c), None, "already woken");
         let (sent, span) = payloads(&q, 7);
         assert_eq!(sent, vec!["b", "c"]);
         assert_eq!(span, 3);

@@ -221,6 +221,17 @@ impl ClockEntry for Entry {
     }
 }
 
+/// The cache's size when the settings say -1: about a sixteenth of `shared_buffers` for events
+/// (at least a million), and a key for every eight events (at least 131,072). The default 128 MB
+/// of shared buffers gives 131,072 keys and 1M events (about 50 MB in all); 1 GB gives 2.2M events
+/// and 280k keys. A dense table's windows (1,000 keys of 1,000 events an hour) or a sparse one's
+/// (100k+ keys) then fit without evicting each other.
+pub fn auto_size(shared_buffers: u64) -> (usize, usize) {
+    let events = (shared_buffers / 16 / 30).clamp(1_000_000, 100_000_000) as usize;
+    let keys = (events / 8).clamp(131_072, 10_000_000);
+    (keys, events)
+}
+
 pub fn region_size(keys: usize, events: usize) -> usize {
     let sets = keys.div_ceil(WAYS).max(1);
     let chunks = events.div_ceil(CHUNK_EVENTS).max(1);
@@ -872,6 +883,14 @@ mod tests {
         }
         assert!(!c.hold_for_prepared(1, 100, 2000, |_| true), "no slot free");
         assert!(c.hold_for_prepared(1, 100, 2000, |xid| xid != 1000));
+    }
+
+    #[test]
+    fn the_automatic_size_follows_shared_buffers_within_bounds() {
+        assert_eq!(auto_size(128 << 20), (131_072, 1_000_000));
+        let (keys, events) = auto_size(1 << 30);
+        assert_eq!((keys, events), (279_620, 2_236_962));
+        assert_eq!(auto_size(1 << 50), (10_000_000, 100_000_000));
     }
 
     #[test]

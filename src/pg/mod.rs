@@ -4,6 +4,7 @@ pub mod cache;
 pub mod capture;
 pub mod change_log;
 pub mod columns;
+pub mod cooldown;
 pub mod history;
 pub mod notifier;
 pub mod partitions;

@@ -33,6 +33,10 @@ static REGION: Region = Region::new(c"pg_cep_notices", std::mem::size_of::<Notic
 const IDLE_EXIT: Duration = Duration::from_secs(1);
 /// How long a busy sender waits between batches (at most this much added latency).
 const LINGER_US: std::ffi::c_long = 1000;
+/// After its last notice, how long a sender looks for more every `POLL_US` before it sleeps on
+/// its latch (at most this much added latency while busy).
+const POLL_WHILE_BUSY: Duration = Duration::from_millis(50);
+const POLL_US: std::ffi::c_long = 250;
 /// Notices a sender sends in one transaction.
 const BATCH: usize = 1000;
 
@@ -314,7 +318,27 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
         if last_work.elapsed() >= IDLE_EXIT && REGION.locked(|base| queues(base).detach(db, pid, false, now())) == Some(true) {
             return;
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+        // Recently busy: look again shortly instead of sleeping on the latch. A committing backend
+        // sets the latch of a sender that sleeps there with a signal (a kill() system call, about a
+        // sixth of an alerting single-row INSERT when every commit paid it); one that is merely
+        // pausing costs it a store.
+        if last_work.elapsed() < POLL_WHILE_BUSY {
+            unsafe { pg_sys::pg_usleep(POLL_US) };
+            if BackgroundWorker::sigterm_received() {
+                return;
+            }
+            continue;
+        }
+        // Say so before sleeping, then look once more: a notice published in between did not wake us.
+        REGION.locked(|base| queues(base).sleeping(db, true));
+        let waiting = REGION.locked_shared(|base| queues(base).ready(db, 1, &mut notices, outcome)).unwrap_or(0);
+        if waiting > 0 {
+            REGION.locked(|base| queues(base).sleeping(db, false));
+            continue;
+        }
+        let awake = BackgroundWorker::wait_latch(Some(Duration::from_millis(100)));
+        REGION.locked(|base| queues(base).sleeping(db, false));
+        if !awake {
             return;
         }
     }

@@ -20,8 +20,8 @@ use crate::pg::shmem::Region;
 use crate::pg::scoring::Event;
 use crate::pg::watched::Watch;
 
-static KEYS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
-static EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000_000);
+static KEYS: GucSetting<i32> = GucSetting::<i32>::new(-1);
+static EVENTS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
 static REGION: Region = Region::new(c"pg_cep_window_cache", || {
     let (keys, events) = sizes();
@@ -50,7 +50,11 @@ thread_local! {
 }
 
 fn sizes() -> (usize, usize) {
-    (KEYS.get().max(0) as usize, EVENTS.get().max(0) as usize)
+    // SAFETY: read once the server's settings are loaded (shared_preload_libraries comes after).
+    let shared_buffers = unsafe { pg_sys::NBuffers } as u64 * pg_sys::BLCKSZ as u64;
+    let (keys, events) = crate::engine::window_cache::auto_size(shared_buffers);
+    let pick = |set: i32, auto: usize| if set < 0 { auto } else { set as usize };
+    (pick(KEYS.get(), keys), pick(EVENTS.get(), events))
 }
 
 /// Called from `_PG_init`: settings always, shared memory only while the postmaster preloads us.
@@ -61,26 +65,31 @@ pub fn init() {
     }
     GucRegistry::define_int_guc(
         c"cep.window_cache_keys",
-        c"Keys the monitor's shared window cache can hold (0 turns the cache off).",
+        c"Keys the monitor's shared window cache can hold (0 turns the cache off, -1 sizes it from shared_buffers).",
         c"Needs pg_cep in shared_preload_libraries; takes effect at server start.",
         &KEYS,
-        0,
+        -1,
         10_000_000,
         GucContext::Postmaster,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"cep.window_cache_events",
-        c"Events the monitor's shared window cache can hold, over all keys (about 30 bytes each).",
+        c"Events the monitor's shared window cache can hold, over all keys (about 30 bytes each; -1 sizes it from shared_buffers).",
         c"A key whose window holds more than fit is read from the table instead.",
         &EVENTS,
-        1_000,
+        -1,
         100_000_000,
         GucContext::Postmaster,
         GucFlags::default(),
     );
-    if KEYS.get() > 0 {
+    let (keys, events) = sizes();
+    if keys > 0 {
         REGION.request();
+        pgrx::log!(
+            "pg_cep: window cache of {keys} keys and {events} events ({} MB of shared memory); set cep.window_cache_keys and cep.window_cache_events to change it",
+            region_size(keys, events) >> 20
+        );
     }
 }
 

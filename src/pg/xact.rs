@@ -4,7 +4,7 @@
 
 use pgrx::prelude::*;
 
-use crate::pg::{capture, notifier, rollups, state_cache, window_cache};
+use crate::pg::{capture, cooldown, notifier, rollups, state_cache, window_cache};
 
 /// Called once from `_PG_init`.
 pub fn init() {
@@ -18,6 +18,7 @@ pub fn init() {
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     capture::on_xact(event);
+    cooldown::on_xact(event);
     notifier::on_xact(event);
     state_cache::on_xact(event);
     window_cache::on_xact(event);
@@ -32,6 +33,7 @@ unsafe extern "C-unwind" fn on_subxact(
     _arg: *mut std::ffi::c_void,
 ) {
     capture::on_subxact(event, mine, parent);
+    cooldown::on_subxact(event, mine, parent);
     notifier::on_subxact(event, mine, parent);
     state_cache::on_subxact(event, mine, parent);
     window_cache::on_subxact(event, mine, parent);

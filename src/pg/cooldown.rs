@@ -1,0 +1,164 @@
+//! This backend's ledger of alert repeats under a cooldown (`engine::repeats`), and its flushes.
+//!
+//! A repeat of an alert this backend knows to be open costs no SQL: it is counted in memory, and
+//! the counts of committed transactions are added to the alert rows by one UPDATE at most about
+//! once a second, by the next alerting statement of this backend, in its transaction.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pgrx::prelude::*;
+use pgrx::PgOid;
+
+use crate::engine::repeats::{Ledger, Slot, Tally};
+use crate::error::CepResult;
+use crate::pg::privileges::as_extension_owner;
+use crate::pg::shmem::Region;
+use crate::pg::spi;
+
+/// How often a busy backend adds its counted repeats to the alert rows.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
+    static LAST_FLUSH: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The count of alert state changes this backend's ledger has caught up with.
+    static SEEN_CHANGES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times an alert's state changed, server-wide: a backend whose ledger is older forgets
+/// the alerts it knew open (the next repeat finds them again, or opens a new one if resolved).
+static STATE_CHANGES: Region = Region::new(c"pg_cep_alert_states", || std::mem::size_of::<AtomicU64>(), |base| {
+    // SAFETY: the region was just created with room for one counter.
+    unsafe { (base as *mut AtomicU64).write(AtomicU64::new(0)) }
+});
+
+/// Called from `_PG_init`: the counter exists only while the postmaster preloads us.
+pub fn init() {
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        STATE_CHANGES.request();
+    }
+}
+
+fn state_changes() -> u64 {
+    // SAFETY: an atomic in shared memory, read without a lock.
+    STATE_CHANGES.unlocked(|base| unsafe { (*(base as *const AtomicU64)).load(Ordering::Acquire) }).unwrap_or(0)
+}
+
+/// An alert's state changed (`cep.set_alert_state`): every backend forgets what it knew open.
+pub fn state_changed() {
+    // SAFETY: as above.
+    STATE_CHANGES.unlocked(|base| unsafe { (*(base as *const AtomicU64)).fetch_add(1, Ordering::AcqRel) });
+    LEDGER.with(|l| l.borrow_mut().forget_open());
+}
+
+fn catch_up() {
+    let now = state_changes();
+    if SEEN_CHANGES.with(|s| s.replace(now)) != now {
+        LEDGER.with(|l| l.borrow_mut().forget_open());
+    }
+}
+
+fn subxact() -> u32 {
+    // SAFETY: plain read of the current subtransaction's id.
+    unsafe { pg_sys::GetCurrentSubTransactionId() }
+}
+
+/// The open alert a row of `slot` repeats, if this backend knows it.
+pub fn alert_for(slot: &Slot) -> Option<i64> {
+    catch_up();
+    LEDGER.with(|l| l.borrow().alert_for(slot))
+}
+
+/// This transaction opened alert `id` for `slot`, or found it open.
+pub fn found(slot: Slot, id: i64) {
+    LEDGER.with(|l| l.borrow_mut().found(subxact(), slot, id));
+}
+
+/// A row repeats alert `id`.
+pub fn repeat(id: i64, at: i64, score: f64) {
+    LEDGER.with(|l| l.borrow_mut().repeat(subxact(), id, at, score));
+}
+
+const FLUSH: &str = "UPDATE cep.alerts a SET repeats = a.repeats + t.n, last_seen = greatest(a.last_seen, t.seen),
+                            max_score = greatest(a.max_score, t.score)
+     FROM unnest($1::int8[], $2::int4[], $3::timestamptz[], $4::float8[]) AS t(id, n, seen, score)
+     WHERE a.alert_id = t.id AND a.state <> 'resolved' RETURNING a.alert_id";
+
+/// Adds the committed repeats (and this transaction's) to their alerts when a second has passed
+/// since the last time, in this transaction: if it rolls back they wait for the next flush.
+pub fn flush_if_due() -> CepResult<()> {
+    let due = LEDGER.with(|l| l.borrow().has_unflushed()) && LAST_FLUSH.with(|f| f.get().is_none_or(|t| t.elapsed() >= FLUSH_EVERY));
+    if !due {
+        return Ok(());
+    }
+    LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
+    let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush());
+    write(&tallies)
+}
+
+/// Adds every repeat this backend has counted, this transaction's included, to its alert now;
+/// returns how many alerts were updated.
+pub fn flush_now() -> CepResult<i64> {
+    LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
+    let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush());
+    write(&tallies)?;
+    Ok(tallies.len() as i64)
+}
+
+/// Writes `tallies`; alerts resolved or deleted meanwhile are forgotten (their repeats with them:
+/// the next repeat opens a new alert).
+fn write(tallies: &[(i64, Tally)]) -> CepResult<()> {
+    use pg_sys::{FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+    if tallies.is_empty() {
+        return Ok(());
+    }
+    let plan = spi::kept(FLUSH, &[INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID].map(PgOid::from))?;
+    let ids: Vec<i64> = tallies.iter().map(|(id, _)| *id).collect();
+    let counts: Vec<i32> = tallies.iter().map(|(_, t)| t.count).collect();
+    let seen: Vec<Option<pgrx::datum::TimestampWithTimeZone>> =
+        tallies.iter().map(|(_, t)| pgrx::datum::TimestampWithTimeZone::try_from(t.last_seen).ok()).collect();
+    let scores: Vec<f64> = tallies.iter().map(|(_, t)| t.max_score).collect();
+    let updated: Vec<i64> = as_extension_owner(|| {
+        Spi::connect_mut(|client| -> CepResult<Vec<i64>> {
+            let rows = client.update(&*plan, None, &[ids.clone().into(), counts.into(), seen.into(), scores.into()])?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.extend(r.get::<i64>(1)?);
+            }
+            Ok(out)
+        })
+    })?;
+    let gone: Vec<i64> = ids.into_iter().filter(|id| !updated.contains(id)).collect();
+    if !gone.is_empty() {
+        LEDGER.with(|l| l.borrow_mut().forget(&gone));
+    }
+    Ok(())
+}
+
+/// This module's part of `pg::xact`'s transaction callback.
+pub fn on_xact(event: pg_sys::XactEvent::Type) {
+    use pg_sys::XactEvent::*;
+    match event {
+        // A prepared transaction writes its own repeats: whether they count is decided elsewhere.
+        XACT_EVENT_PRE_PREPARE => {
+            let mine = LEDGER.with(|l| l.borrow_mut().take_pending());
+            if let Err(e) = write(&mine) {
+                pgrx::error!("pg_cep could not count alert repeats before PREPARE: {e}");
+            }
+        }
+        XACT_EVENT_COMMIT => LEDGER.with(|l| l.borrow_mut().commit()),
+        XACT_EVENT_ABORT | XACT_EVENT_PREPARE => LEDGER.with(|l| l.borrow_mut().abort()),
+        _ => {}
+    }
+}
+
+/// This module's part of `pg::xact`'s subtransaction callback.
+pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => LEDGER.with(|l| l.borrow_mut().subxact_abort(mine)),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => LEDGER.with(|l| l.borrow_mut().subxact_commit(mine, parent)),
+        _ => {}
+    }
+}
