@@ -511,8 +511,10 @@ mod tests {
         for round in 0..3 * SLOTS {
             let a = q.reserve(7, 100, "c7", &format!("{round}")).unwrap();
             let b = q.reserve(9, 100, "c9", &format!("{round}")).unwrap();
+            // Database 9's sender sleeps, 7's is busy: only 9's is woken.
+            q.sleeping(9, true);
             assert_eq!(q.publish(b), Some(0x3000));
-            q.publish(a);
+            assert_eq!(q.publish(a), None);
             let mut out = Vec::new();
             let n = q.ready(7, 10, &mut out, running_xacts);
             assert_eq!(out, vec![Notice { channel: "c7".into(), payload: format!("{round}") }]);

@@ -23,6 +23,8 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 thread_local! {
     static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
     static LAST_FLUSH: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether the exit callback that writes what is left is registered.
+    static EXIT_HOOK: Cell<bool> = const { Cell::new(false) };
     /// The count of alert state changes this backend's ledger has caught up with.
     static SEEN_CHANGES: Cell<u64> = const { Cell::new(0) };
 }
@@ -78,7 +80,46 @@ pub fn found(slot: Slot, id: i64) {
 
 /// A row repeats alert `id`.
 pub fn repeat(id: i64, at: i64, score: f64) {
+    if !EXIT_HOOK.with(|h| h.replace(true)) {
+        // SAFETY: registers a callback of static lifetime, once per backend.
+        unsafe { pg_sys::before_shmem_exit(Some(flush_at_exit), pg_sys::Datum::from(0)) };
+    }
     LEDGER.with(|l| l.borrow_mut().repeat(subxact(), id, at, score));
+}
+
+/// When the session ends: what it counted and did not write yet is written in a transaction of its
+/// own, as Postgres drops a session's temporary tables. A failure is logged; the session ends anyway.
+#[pg_guard]
+unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
+    // Only a session leaving normally, outside any transaction, can run one.
+    // SAFETY: reads of the backend's transaction state.
+    let idle = unsafe { !pg_sys::IsTransactionOrTransactionBlock() };
+    if !idle || !LEDGER.with(|l| l.borrow().has_unflushed()) {
+        return;
+    }
+    let flushed = pgrx::PgTryBuilder::new(|| {
+        // SAFETY: a transaction of its own, started and ended here.
+        unsafe {
+            pg_sys::StartTransactionCommand();
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush());
+        let written = write(&tallies);
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        written
+    })
+    .catch_others(|_| {
+        // SAFETY: ends the transaction the failed flush was in.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        Ok(())
+    })
+    .execute();
+    if let Err(e) = flushed {
+        pgrx::log!("pg_cep: alert repeats counted by this session were not written: {e}");
+    }
 }
 
 const FLUSH: &str = "UPDATE cep.alerts a SET repeats = a.repeats + t.n, last_seen = greatest(a.last_seen, t.seen),
