@@ -120,6 +120,31 @@ VOLATILE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'alter_watch_wrapper';
 
+-- 0.3.0: a rule can be scoped to some watched tables (tables), turned off on others
+-- (except_tables), and run in shadow mode (mode = 'shadow': scored and recorded in
+-- cep.risk_assessments with level 'shadow', never alerting nor blocking). Each is part of the
+-- rule's content: changing it makes a new version.
+ALTER TABLE risk_rules
+    ADD COLUMN tables oid[],
+    ADD COLUMN except_tables oid[],
+    ADD COLUMN mode text NOT NULL DEFAULT 'live' CHECK (mode IN ('live', 'shadow'));
+
+CREATE OR REPLACE FUNCTION risk_rules_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.validate_rule(jsonb_build_object(
+        'rule_type', NEW.rule_type, 'rule_condition', NEW.rule_condition, 'risk_score', NEW.risk_score));
+    IF TG_OP = 'UPDATE' THEN
+        IF (NEW.rule_type, NEW.rule_condition, NEW.risk_score, NEW.is_active, NEW.rule_name, NEW.tables, NEW.except_tables, NEW.mode)
+           IS DISTINCT FROM (OLD.rule_type, OLD.rule_condition, OLD.risk_score, OLD.is_active, OLD.rule_name, OLD.tables, OLD.except_tables, OLD.mode) THEN
+            NEW.version := OLD.version + 1;
+            NEW.updated_at := now();
+        END IF;
+        NEW.created_at := OLD.created_at;
+    END IF;
+    RETURN NEW;
+END $$;
+
 -- 0.3.0: alerts an on-call team can operate. An alert is open, acknowledged or resolved (who,
 -- when, a note); each change is notified on the watch's channel. A watch with a cooldown keeps one
 -- open alert per key, fired rule set and cooldown window, and counts the rows that fired the same

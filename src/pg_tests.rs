@@ -1406,4 +1406,36 @@ mod tests {
         insert(&[(1, "14"), (1, "15")]);
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(5));
     }
+
+    #[pg_test]
+    fn a_rule_can_be_scoped_to_tables_turned_off_on_one_and_tried_in_shadow_mode() {
+        seed_setup();
+        run("CREATE TABLE payouts (id bigserial PRIMARY KEY, user_id integer NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL)");
+        run("SELECT cep.watch('payouts')");
+        let big = "(SELECT rule_id FROM cep.risk_rules WHERE rule_name = '大额交易检测')";
+        // Scoped to payouts only: transactions no longer alert on large amounts.
+        run(&format!("UPDATE cep.risk_rules SET tables = ARRAY['payouts'::regclass::oid] WHERE rule_id = {big}"));
+        assert_eq!(one::<i32>(&format!("SELECT version FROM cep.risk_rules WHERE rule_id = {big}")), Some(2), "scoping is a new version");
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (1, 50000, 'A', '2026-01-15 12:00+00')");
+        run("INSERT INTO payouts (user_id, amount, created_at) VALUES (1, 50000, '2026-01-15 12:00+00')");
+        assert_eq!(one::<String>("SELECT string_agg(table_name, ',') FROM cep.alerts"), Some("public.payouts".into()));
+        // Turned off on payouts too: nowhere.
+        run(&format!("UPDATE cep.risk_rules SET tables = NULL, except_tables = ARRAY['payouts'::regclass::oid, 'transactions'::regclass::oid] WHERE rule_id = {big}"));
+        run("INSERT INTO payouts (user_id, amount, created_at) VALUES (2, 50000, '2026-01-15 12:01+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(1));
+        // In shadow mode on every table: scored and recorded as a 'shadow' assessment, never an
+        // alert, and it does not block either.
+        run(&format!("UPDATE cep.risk_rules SET except_tables = NULL, mode = 'shadow' WHERE rule_id = {big}"));
+        run("SELECT cep.watch('transactions', block_at => 0.5)");
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (3, 50000, 'A', '2026-01-15 12:02+00')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM transactions WHERE user_id = 3"), Some(1), "not blocked");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(1));
+        assert_eq!(
+            one::<String>("SELECT level || ' ' || score || ' ' || triggered_rules::text FROM cep.risk_assessments WHERE key = '3'"),
+            Some(format!("shadow 0.6 {{{}}}", one::<i32>(big).unwrap()))
+        );
+        // SQL scoring shows the shadow rule firing, but it adds nothing to the score.
+        assert_eq!(one::<f64>("SELECT total_risk_score FROM cep.assess_transaction('transactions'::regclass, '9', 50000, 'A', '2026-01-15 12:03+00')"), Some(0.0));
+        assert!(outcome(&format!("UPDATE cep.risk_rules SET mode = 'dry' WHERE rule_id = {big}")).starts_with("23514"));
+    }
 }

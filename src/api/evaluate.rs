@@ -49,6 +49,7 @@ fn score(
                 score: rule.score,
                 triggered: false,
                 evidence: serde_json::json!({"skipped": why}),
+                shadow: rule.shadow,
             });
         }
     }

@@ -129,9 +129,11 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     let events: Vec<Event> = rows.iter().map(event).collect();
     let cached = window_cache::window_stats(&watch, &events)?;
     for ((row, e), cached) in rows.iter().zip(&events).zip(cached) {
-        let assessment = assess(&scoring::score_with(&watch, e, Standing::Stored, cached)?);
+        let outcomes = scoring::score_with(&watch, e, Standing::Stored, cached)?;
+        let assessment = assess(&outcomes);
         let level = alert_level(&watch, &assessment);
         log.add(&watch, row, &assessment, level.is_some());
+        log.add_shadow(row, &outcomes);
         if let Some(level) = level {
             alerted.push(Alerted { row, assessment, level });
         }
@@ -150,6 +152,18 @@ impl AssessmentLog {
             let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
             self.0.push(serde_json::json!({"key": row.key, "row": row.pk, "score": a.total_score, "level": level, "rules": a.triggered}));
         }
+    }
+
+    /// Shadow rules that fired on the row: recorded as an assessment of level `shadow` (their
+    /// scores summed), whatever `log_assessments` says, and nothing else.
+    fn add_shadow(&mut self, row: &Row, outcomes: &[crate::engine::evaluate::Outcome]) {
+        let fired: Vec<&crate::engine::evaluate::Outcome> = outcomes.iter().filter(|o| o.shadow && o.triggered).collect();
+        if fired.is_empty() {
+            return;
+        }
+        let score: f64 = fired.iter().map(|o| o.score).sum();
+        let rules: Vec<i32> = fired.iter().map(|o| o.rule_id).collect();
+        self.0.push(serde_json::json!({"key": row.key, "row": row.pk, "score": score, "level": "shadow", "rules": rules}));
     }
 
     fn write(self, watch: &Watch) -> CepResult<()> {
@@ -197,7 +211,8 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
         keep(&watch, &row)?;
         return Ok(Verdict::Keep);
     }
-    let a = assess(&scoring::score(&watch, &event(&row), Standing::Incoming)?);
+    let outcomes = scoring::score(&watch, &event(&row), Standing::Incoming)?;
+    let a = assess(&outcomes);
     if let Some(block_at) = watch.block_at.filter(|b| a.total_score >= *b && !a.triggered.is_empty()) {
         counts.rows_blocked = 1;
         let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
@@ -225,6 +240,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
     let mut log = AssessmentLog::default();
     let level = alert_level(&watch, &a);
     log.add(&watch, &row, &a, level.is_some());
+    log.add_shadow(&row, &outcomes);
     if let Some(level) = level {
         write_alerts(&watch, &[Alerted { row: &row, assessment: a, level }], "alert", counts)?;
     }

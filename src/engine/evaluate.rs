@@ -113,6 +113,8 @@ pub struct Outcome {
     pub triggered: bool,
     /// The values the rule compared, so an analyst can see why it fired; null when it did not.
     pub evidence: Value,
+    /// From a shadow rule: recorded, never part of the row's score.
+    pub shadow: bool,
 }
 
 /// Adds a transaction that is not stored yet to the stats read for it, so that rules see the
@@ -141,7 +143,7 @@ pub fn evaluate(rules: &[Rule], plan: &WindowPlan, stats: &[WindowStats], tx: &T
         .map(|rule| {
             let window_stats = rule.condition.window().map(|w| (w, stats[plan.index_of(w)]));
             let (triggered, evidence) = decide(&rule.condition, window_stats, tx);
-            Outcome { rule_id: rule.id, version: rule.version, score: rule.score, triggered, evidence }
+            Outcome { rule_id: rule.id, version: rule.version, score: rule.score, triggered, evidence, shadow: rule.shadow }
         })
         .collect()
 }
@@ -269,7 +271,7 @@ pub struct Assessment {
 
 /// The seed's `evaluate_transaction`: the triggered scores summed, with each fired rule's evidence.
 pub fn assess(outcomes: &[Outcome]) -> Assessment {
-    let fired: Vec<&Outcome> = outcomes.iter().filter(|o| o.triggered).collect();
+    let fired: Vec<&Outcome> = outcomes.iter().filter(|o| o.triggered && !o.shadow).collect();
     Assessment {
         total_score: fired.iter().fold(0.0, |sum, o| sum + o.score),
         triggered: fired.iter().map(|o| o.rule_id).collect(),
@@ -290,7 +292,7 @@ mod tests {
     const HOUR: i64 = 3_600 * MICROS_PER_SECOND;
 
     fn rule(id: i32, t: &str, c: Value, score: f64) -> Rule {
-        Rule { id, version: 1, score, condition: parse_condition(t, &c).unwrap() }
+        Rule::new(id, 1, score, parse_condition(t, &c).unwrap())
     }
 
     fn seed_rules() -> Vec<Rule> {

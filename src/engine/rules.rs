@@ -224,6 +224,25 @@ pub struct Rule {
     pub version: i32,
     pub score: f64,
     pub condition: Condition,
+    /// Where it applies: `None` for every watched table, or these tables (by oid) only.
+    pub tables: Option<Vec<u32>>,
+    /// Tables it is turned off on.
+    pub except_tables: Vec<u32>,
+    /// A shadow rule is scored and recorded, but adds nothing to a row's score: it neither alerts
+    /// nor blocks (a new rule is tried on live traffic before it goes live).
+    pub shadow: bool,
+}
+
+impl Rule {
+    /// A live rule on every table, as rules were before they could be scoped.
+    pub fn new(id: i32, version: i32, score: f64, condition: Condition) -> Rule {
+        Rule { id, version, score, condition, tables: None, except_tables: Vec::new(), shadow: false }
+    }
+
+    /// Whether the rule runs on the watched table `relid`.
+    pub fn applies_to(&self, relid: u32) -> bool {
+        self.tables.as_ref().is_none_or(|t| t.contains(&relid)) && !self.except_tables.contains(&relid)
+    }
 }
 
 /// Windows a rule gets when it names none: the seed's monitor looks back one hour.

@@ -821,7 +821,7 @@ mod tests {
         let rules: Vec<Rule> = rules
             .iter()
             .enumerate()
-            .map(|(i, (t, c))| Rule { id: i as i32, version: 1, score: 0.5, condition: parse_condition(t, c).unwrap() })
+            .map(|(i, (t, c))| Rule::new(i as i32, 1, 0.5, parse_condition(t, c).unwrap()))
             .collect();
         WindowPlan::for_rules(&rules)
     }

@@ -96,10 +96,11 @@ pub fn active_rules() -> CepResult<Rc<Vec<Rule>>> {
 
 fn load_rules() -> CepResult<Vec<Rule>> {
     remember_our_tables()?;
+    let scope = if schema_0_3() { "tables::int8[], except_tables::int8[], mode = 'shadow'" } else { "NULL::int8[], NULL::int8[], false" };
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT rule_id, version, risk_score, rule_type::text, rule_condition \
-             FROM cep.risk_rules WHERE is_active ORDER BY rule_id",
+            &format!("SELECT rule_id, version, risk_score, rule_type::text, rule_condition, {scope} \
+             FROM cep.risk_rules WHERE is_active ORDER BY rule_id"),
             None,
             &[],
         )?;
@@ -112,7 +113,13 @@ fn load_rules() -> CepResult<Vec<Rule>> {
             let condition: pgrx::JsonB = row.get(5)?.unwrap_or(pgrx::JsonB(serde_json::Value::Null));
             // Rules are checked when written; one that fails here was stored by an older pg_cep.
             match parse_condition(&rule_type, &condition.0) {
-                Ok(condition) => rules.push(Rule { id, version, score, condition }),
+                Ok(condition) => {
+                    let oids = |v: Option<Vec<Option<i64>>>| v.map(|v| v.into_iter().flatten().map(|o| o as u32).collect::<Vec<u32>>());
+                    let tables = oids(row.get(6)?);
+                    let except_tables = oids(row.get(7)?).unwrap_or_default();
+                    let shadow = row.get::<bool>(8)?.unwrap_or(false);
+                    rules.push(Rule { id, version, score, condition, tables, except_tables, shadow })
+                }
                 Err(e) => pgrx::warning!("pg_cep: rule {id} is skipped: {e}"),
             }
         }

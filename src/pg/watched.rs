@@ -162,7 +162,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
 
     let mut rules = Vec::new();
     let mut skipped = Vec::new();
-    for rule in all_rules {
+    for rule in all_rules.iter().filter(|r| r.applies_to(row.root.to_u32())) {
         let why = if let Some(why) = &unusable {
             Some(why.clone())
         } else if rule.condition.needs_amount() && amount_problem.is_some() {
