@@ -413,6 +413,50 @@ AS $$ SELECT * FROM @extschema@.set_alert_state(alert_id, 'resolved', note) $$;
 GRANT UPDATE (state, state_changed_at, state_changed_by, note) ON alerts TO PUBLIC;
 CREATE POLICY cep_responders ON alerts FOR UPDATE USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
 
+-- 0.3.0: retention of what pg_cep records outside the change log (which is partitioned, see
+-- cep.manage_partitions). cep.apply_retention deletes, in batches, alerts, assessments and matches
+-- older than the given ages, or the cep.alert_retention, cep.assessment_retention and
+-- cep.match_retention settings; the maintenance worker calls it in its database. BRIN indexes on
+-- their time make the search cheap and cost inserts next to nothing.
+CREATE INDEX alerts_created_brin ON alerts USING brin (created_at);
+CREATE INDEX risk_assessments_created_brin ON risk_assessments USING brin (created_at);
+CREATE INDEX pattern_matches_created_brin ON pattern_matches USING brin (created_at);
+
+CREATE FUNCTION apply_retention(alerts interval DEFAULT NULL, assessments interval DEFAULT NULL,
+                                matches interval DEFAULT NULL, batch integer DEFAULT 10000)
+RETURNS TABLE (table_name text, deleted bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    keep interval;
+    n bigint;
+BEGIN
+    IF batch IS NULL OR batch < 1 THEN
+        RAISE EXCEPTION 'batch must be a positive number of rows' USING ERRCODE = '22023';
+    END IF;
+    keep := coalesce(alerts, nullif(current_setting('cep.alert_retention', true), '')::interval);
+    IF keep IS NOT NULL THEN
+        DELETE FROM @extschema@.alerts WHERE alert_id IN (
+            SELECT a.alert_id FROM @extschema@.alerts a WHERE a.created_at < now() - keep LIMIT batch);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        table_name := 'cep.alerts'; deleted := n; RETURN NEXT;
+    END IF;
+    keep := coalesce(assessments, nullif(current_setting('cep.assessment_retention', true), '')::interval);
+    IF keep IS NOT NULL THEN
+        DELETE FROM @extschema@.risk_assessments WHERE ctid = ANY (ARRAY(
+            SELECT r.ctid FROM @extschema@.risk_assessments r WHERE r.created_at < now() - keep LIMIT batch));
+        GET DIAGNOSTICS n = ROW_COUNT;
+        table_name := 'cep.risk_assessments'; deleted := n; RETURN NEXT;
+    END IF;
+    keep := coalesce(matches, nullif(current_setting('cep.match_retention', true), '')::interval);
+    IF keep IS NOT NULL THEN
+        DELETE FROM @extschema@.pattern_matches WHERE match_id IN (
+            SELECT m.match_id FROM @extschema@.pattern_matches m WHERE m.created_at < now() - keep LIMIT batch);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        table_name := 'cep.pattern_matches'; deleted := n; RETURN NEXT;
+    END IF;
+END $$;
+COMMENT ON FUNCTION apply_retention(interval, interval, interval, integer) IS 'pg_cep: deletes alerts, assessments and matches older than their retention, in batches';
+
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)
 -- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in

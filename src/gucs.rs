@@ -11,6 +11,9 @@ static TIMEOUT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(1);
 static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5000);
 static NOTIFY_AFTER_COMMIT: GucSetting<bool> = GucSetting::<bool>::new(true);
 static MAINTENANCE_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static ALERT_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ASSESSMENT_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static MATCH_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
     GucRegistry::define_float_guc(
@@ -90,6 +93,20 @@ pub fn timeout_interval() -> i32 {
 /// Server-start settings, defined only while the postmaster preloads pg_cep.
 pub fn init_preloaded() {
     init_worker_settings();
+    for (name, what, setting) in [
+        (c"cep.alert_retention", c"How long alerts are kept (empty: forever); cep.apply_retention() deletes older ones.", &ALERT_RETENTION),
+        (c"cep.assessment_retention", c"How long rows of cep.risk_assessments are kept (empty: forever).", &ASSESSMENT_RETENTION),
+        (c"cep.match_retention", c"How long pattern matches are kept (empty: forever).", &MATCH_RETENTION),
+    ] {
+        GucRegistry::define_string_guc(
+            name,
+            what,
+            c"An interval such as '90 days'. The maintenance worker applies it in its database every cep.maintenance_interval.",
+            setting,
+            GucContext::Suset,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_string_guc(
         c"cep.maintenance_database",
         c"The database the maintenance worker connects to.",

@@ -1438,4 +1438,26 @@ mod tests {
         assert_eq!(one::<f64>("SELECT total_risk_score FROM cep.assess_transaction('transactions'::regclass, '9', 50000, 'A', '2026-01-15 12:03+00')"), Some(0.0));
         assert!(outcome(&format!("UPDATE cep.risk_rules SET mode = 'dry' WHERE rule_id = {big}")).starts_with("23514"));
     }
+
+    #[pg_test]
+    fn retention_deletes_only_what_is_older_than_it_in_batches() {
+        seed_setup();
+        run("INSERT INTO transactions (user_id, amount, location, created_at) SELECT g, 50000, 'A', '2026-01-15 12:00+00' FROM generate_series(1, 5) g");
+        run("SELECT cep.watch('transactions', log_assessments => 'all')");
+        run("INSERT INTO transactions (user_id, amount, location, created_at) SELECT g, 50000, 'A', '2026-01-15 12:00+00' FROM generate_series(6, 8) g");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(8));
+        run("UPDATE cep.alerts SET created_at = now() - interval '100 days' WHERE key::int <= 5");
+        run("UPDATE cep.risk_assessments SET created_at = now() - interval '100 days'");
+        // Nothing is set: nothing is deleted.
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.apply_retention()"), Some(0));
+        let deleted = "SELECT string_agg(table_name || ' ' || deleted, ', ' ORDER BY table_name) FROM cep.apply_retention(alerts => '90 days', batch => 3)";
+        assert_eq!(one::<String>(deleted), Some("cep.alerts 3".into()));
+        assert_eq!(one::<String>(deleted), Some("cep.alerts 2".into()));
+        assert_eq!(one::<String>(deleted), Some("cep.alerts 0".into()));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(3), "the recent ones stay");
+        run("SET cep.assessment_retention = '30 days'");
+        assert_eq!(one::<String>("SELECT table_name || ' ' || deleted FROM cep.apply_retention()"), Some("cep.risk_assessments 3".into()));
+        assert!(outcome("SELECT * FROM cep.apply_retention(batch => 0)").starts_with("22023: batch"));
+        assert!(outcome("SET cep.alert_retention = 'forever'; SELECT * FROM cep.apply_retention()").starts_with("22007"));
+    }
 }

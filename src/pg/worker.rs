@@ -118,4 +118,13 @@ fn run_maintenance() {
     for relid in tables {
         in_own_transaction(&format!("maintenance of table {}", u32::from(relid)), || Spi::connect_mut(|c| crate::pg::partitions::maintain(c, relid).map(|_| ())));
     }
+    // Retention of alerts, assessments and matches (0.3.0 on), by the cep.*_retention settings.
+    in_own_transaction("retention", || {
+        Spi::connect_mut(|c| {
+            if c.select("SELECT to_regprocedure('cep.apply_retention(interval,interval,interval,integer)') IS NOT NULL", None, &[])?.first().get_one::<bool>()? == Some(true) {
+                c.update("SELECT * FROM cep.apply_retention()", None, &[])?;
+            }
+            Ok(())
+        })
+    });
 }
