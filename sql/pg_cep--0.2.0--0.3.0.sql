@@ -265,6 +265,16 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION apply_retention(interval, interval, interval, integer) IS 'pg_cep: deletes alerts, assessments and matches older than their retention, in batches';
 
+-- 0.3.0: alerts on a partitioned table name their row: its primary key's column beside the time
+-- column (as cep.watch now finds it).
+UPDATE @extschema@.watches w SET pk_column = (
+    SELECT min(a.attname) FROM pg_catalog.pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = w.relid AND i.indisprimary AND k.n <= i.indnkeyatts AND a.attname <> w.time_column
+    HAVING count(*) = 1)
+WHERE w.pk_column IS NULL;
+
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)
 -- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in

@@ -1460,4 +1460,17 @@ mod tests {
         assert!(outcome("SELECT * FROM cep.apply_retention(batch => 0)").starts_with("22023: batch"));
         assert!(outcome("SET cep.alert_retention = 'forever'; SELECT * FROM cep.apply_retention()").starts_with("22007"));
     }
+
+    #[pg_test]
+    fn alerts_on_a_partitioned_table_name_their_row() {
+        seed_setup();
+        run("CREATE TABLE tx_parts (id bigserial, user_id int NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL,
+             PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)");
+        run("CREATE TABLE tx_parts_2026_01 PARTITION OF tx_parts FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')");
+        run("SELECT cep.watch('tx_parts')");
+        assert_eq!(one::<String>("SELECT pk_column::text FROM cep.watches WHERE relid = 'tx_parts'::regclass"), Some("id".into()));
+        run("INSERT INTO tx_parts (user_id, amount, created_at) VALUES (4, 50000, '2026-01-15 12:00+00')");
+        let id = one::<i64>("SELECT id FROM tx_parts").unwrap();
+        assert_eq!(one::<String>("SELECT row_pk || ' ' || event_time FROM cep.alerts WHERE relid = 'tx_parts'::regclass"), Some(format!("{id} 2026-01-15 12:00:00+00")));
+    }
 }

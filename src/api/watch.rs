@@ -158,6 +158,12 @@ fn settings(relid: pg_sys::Oid) -> CepResult<Option<serde_json::Value>> {
     }
 }
 
+const PK_COLUMN: &str = "SELECT min(a.attname::text) FROM pg_index i \
+     CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) \
+     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+     WHERE i.indrelid = $1 AND i.indisprimary AND k.n <= i.indnkeyatts AND a.attname <> $2 \
+     HAVING count(*) = 1";
+
 struct Mapping<'a> {
     key_column: &'a str,
     amount_column: &'a str,
@@ -217,15 +223,11 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
     };
 
     Spi::connect_mut(|client| -> CepResult<String> {
-        // A single-column primary key identifies the row in alerts.
+        // The primary key identifies the row in alerts: a single column, or the one column beside
+        // the time column (a partitioned table's key must hold its partition key, as in
+        // (id, created_at); the alert's event_time holds the other half).
         let pk_column: Option<String> = client
-            .select(
-                "SELECT a.attname::text FROM pg_index i \
-                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                 WHERE i.indrelid = $1 AND i.indisprimary AND i.indnkeyatts = 1",
-                None,
-                &[relid.into()],
-            )?
+            .select(PK_COLUMN, None, &[relid.into(), time_column.into()])?
             .into_iter()
             .next()
             .map(|r| r.get::<String>(1))
