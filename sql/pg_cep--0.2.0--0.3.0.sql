@@ -275,6 +275,27 @@ UPDATE @extschema@.watches w SET pk_column = (
     HAVING count(*) = 1)
 WHERE w.pk_column IS NULL;
 
+-- 0.3.0: a rule replayed over a watched table's history before it goes live (see cep.backtest_rule).
+CREATE FUNCTION backtest_rule(
+	"rule" jsonb,
+	"relation" regclass,
+	"since" timestamp with time zone DEFAULT '-infinity',
+	"until" timestamp with time zone DEFAULT 'infinity'
+) RETURNS TABLE (
+	"key" TEXT,
+	"row_pk" TEXT,
+	"event_time" timestamp with time zone,
+	"rule_score" double precision,
+	"total_score" double precision,
+	"level" TEXT,
+	"would_alert" bool,
+	"would_block" bool,
+	"evidence" jsonb
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'backtest_rule_wrapper';
+
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)
 -- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in

@@ -1473,4 +1473,34 @@ mod tests {
         let id = one::<i64>("SELECT id FROM tx_parts").unwrap();
         assert_eq!(one::<String>("SELECT row_pk || ' ' || event_time FROM cep.alerts WHERE relid = 'tx_parts'::regclass"), Some(format!("{id} 2026-01-15 12:00:00+00")));
     }
+
+    #[pg_test]
+    fn backtest_rule_replays_history_as_the_monitor_would_have_scored_it() {
+        seed_setup();
+        // Key 1: five rows ten minutes apart; key 2: one large row.
+        run("INSERT INTO transactions (user_id, amount, location, created_at)
+             SELECT 1, 100, 'A', '2026-01-15 12:00+00'::timestamptz + make_interval(mins => 10 * g) FROM generate_series(0, 4) g");
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (2, 9000, 'A', '2026-01-15 12:30+00')");
+        run("SELECT cep.alter_watch('transactions', block_at => 1.2)");
+        let busy = r#"'{"rule_type": "threshold", "risk_score": 0.5, "rule_condition": {"metric": "transaction_count", "operator": ">=", "value": 3, "window": "1_hour"}}'"#;
+        let fired = one::<String>(&format!(
+            "SELECT string_agg(key || '@' || to_char(event_time AT TIME ZONE 'UTC', 'HH24:MI') || ' ' || total_score || ' ' || level || ' ' || would_alert, ', ' ORDER BY key, event_time)
+             FROM cep.backtest_rule({busy}, 'transactions', '2026-01-15 00:00+00', '2026-01-16 00:00+00')"
+        ));
+        assert_eq!(fired, Some("1@12:20 0.5 medium true, 1@12:30 0.5 medium true, 1@12:40 0.5 medium true".into()));
+        // The range starts later, but rows before it still count in the windows.
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM cep.backtest_rule({busy}, 'transactions', '2026-01-15 12:35+00', '2026-01-16')")), Some(1));
+        // Next to the live rules: a large amount and this rule would block at 1.2.
+        let big = r#"'{"rule_type": "threshold", "risk_score": 0.7, "rule_condition": {"metric": "amount", "operator": ">", "value": 5000}}'"#;
+        assert_eq!(
+            one::<String>(&format!("SELECT key || ' ' || rule_score || ' ' || total_score || ' ' || would_block FROM cep.backtest_rule({big}, 'transactions')")),
+            Some("2 0.7 0.7 false".into())
+        );
+        // Nothing was written by the replays.
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(0));
+        assert!(outcome(&format!("SELECT * FROM cep.backtest_rule('{{\"rule_type\": \"threshold\"}}', 'transactions')")).starts_with("22004: invalid rule: risk_score"));
+        run("CREATE TABLE quiet (id int)");
+        assert!(outcome(&format!("SELECT * FROM cep.backtest_rule({big}, 'quiet')")).starts_with("55000"));
+        assert!(outcome(&format!("SELECT * FROM cep.backtest_rule({big}, NULL)")).starts_with("22004: relation must not be NULL"));
+    }
 }

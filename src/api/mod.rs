@@ -2,6 +2,7 @@
 //! engine and converts the result back.
 
 pub mod alerts;
+pub mod backtest;
 pub mod capture;
 pub mod evaluate;
 pub mod monitor;

@@ -158,3 +158,16 @@ pub fn read_window_stats(
         Ok(out)
     }))
 }
+
+/// Every key's rows in `[$1, $2]`, ordered by key and time, with their primary key: what
+/// `cep.backtest_rule` replays.
+pub fn backtest_sql(c: &Mapping) -> String {
+    format!(
+        "SELECT {k}::text, {t}::timestamptz, {}, {} FROM {} WHERE {t} >= $1 AND {t} <= $2 ORDER BY 1, 2",
+        amount_and_location(c),
+        c.pk.as_deref().map(|p| format!("{p}::text")).unwrap_or_else(|| "NULL::text".into()),
+        c.qualified_name,
+        k = c.key,
+        t = c.time,
+    )
+}

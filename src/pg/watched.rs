@@ -57,6 +57,8 @@ pub struct Watch {
     pub cache_load: Option<OwnedPreparedStatement>,
     /// Loads every key's rows from `$1` on, for `cep.window_cache_warm`.
     pub cache_warm_sql: Option<String>,
+    /// Every key's rows in `[$1, $2]`, for `cep.backtest_rule`; `None` when the watch is unusable.
+    pub backtest_sql: Option<String>,
     /// The latest time in the table, for the rollups' first commit after a start; `None` when
     /// the watch is unusable.
     pub latest_time_sql: Option<String>,
@@ -232,6 +234,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         binds_location,
         window_query,
         cache_warm_sql: cache_load.as_ref().map(|_| history::cache_warm_sql(&mapping)),
+        backtest_sql: row_columns.is_some().then(|| history::backtest_sql(&mapping)),
         cache_load,
         row_columns,
         root: row.root,
