@@ -148,7 +148,8 @@ END $$;
 -- 0.3.0: alerts an on-call team can operate. An alert is open, acknowledged or resolved (who,
 -- when, a note); each change is notified on the watch's channel. A watch with a cooldown keeps one
 -- open alert per key, fired rule set and cooldown window, and counts the rows that fired the same
--- rules again on it (repeats, last_seen, max_score) instead of writing and notifying each.
+-- rules again on it (repeats, last_seen, max_score) instead of writing and notifying each. A
+-- blocked row is kept in attempted_row, also when blocking failed the statement.
 ALTER TABLE alerts
     ADD COLUMN state text NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'acknowledged', 'resolved')),
     ADD COLUMN state_changed_at timestamptz,
@@ -158,7 +159,8 @@ ALTER TABLE alerts
     ADD COLUMN last_seen timestamptz,
     ADD COLUMN max_score float8,
     ADD COLUMN fingerprint text,
-    ADD COLUMN cooldown_from timestamptz;
+    ADD COLUMN cooldown_from timestamptz,
+    ADD COLUMN attempted_row jsonb;
 CREATE UNIQUE INDEX alerts_cooldown_idx ON alerts (relid, key, fingerprint, cooldown_from)
     WHERE cooldown_from IS NOT NULL AND state <> 'resolved';
 ALTER TABLE watches ADD COLUMN cooldown interval CHECK (cooldown > interval '0');

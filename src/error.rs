@@ -120,7 +120,7 @@ impl CepError {
         }
         if let CepError::Blocked { detail, .. } = &self {
             report = report.set_detail(detail.clone()).set_hint(
-                "The row was not stored. Raise block_at with cep.watch, or use on_block => 'skip' to record attempts instead.",
+                "The row was not stored; the attempt is recorded in cep.alerts (action blocked). Raise block_at with cep.alter_watch, or use on_block => 'skip' to drop such rows without failing the statement.",
             );
         }
         report.report(PgLogLevel::ERROR);

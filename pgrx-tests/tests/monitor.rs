@@ -320,3 +320,36 @@ fn a_cooldown_turns_a_storm_into_one_notified_alert_and_state_changes_are_notifi
     assert_eq!(got.len(), 1);
     assert!(got[0].1.contains(r#""type" : "alert_state""#) && got[0].1.contains(r#""state" : "resolved""#), "{got:?}");
 }
+
+#[test]
+fn a_blocked_attempt_is_recorded_with_its_row_even_though_its_statement_fails() {
+    let db = TestDb::new("blocked");
+    let mut c = setup(&db);
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+    c.batch_execute("SELECT cep.alter_watch('transactions', block_at => 0.5)").unwrap();
+    let e = c.batch_execute("INSERT INTO transactions (user_id, amount, location) VALUES (5, 90000, 'Paris')").unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "09000");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM transactions"), 0, "the row is refused");
+    // Recorded by the database's sender in a transaction of its own, and notified.
+    let recorded = "SELECT count(*) FROM cep.alerts WHERE action = 'blocked' AND key = '5' AND attempted_row->>'amount' = '90000' AND attempted_row->>'location' = 'Paris'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while count(&mut c, recorded) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(&mut c, recorded), 1);
+    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    assert!(got.iter().any(|(_, p)| p.contains(r#""action":"blocked""#) && p.contains(r#""key":"5""#)), "{got:?}");
+    // In a transaction block too, rolled back: the attempt stays recorded.
+    c.batch_execute("BEGIN").unwrap();
+    assert!(c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (6, 80000)").is_err());
+    c.batch_execute("ROLLBACK").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '6'") == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '6' AND action = 'blocked'"), 1);
+    // Dropped rows ('skip') keep theirs as well.
+    c.batch_execute("SELECT cep.alter_watch('transactions', on_block => 'skip'); INSERT INTO transactions (user_id, amount) VALUES (7, 70000)").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '7' AND action = 'blocked' AND attempted_row->>'amount' = '70000'"), 1);
+}

@@ -216,9 +216,24 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
     if let Some(block_at) = watch.block_at.filter(|b| a.total_score >= *b && !a.triggered.is_empty()) {
         counts.rows_blocked = 1;
         let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
+        // SAFETY: this call's NEW row and its relation, as read above.
+        let attempted = unsafe { attempted_row(data) };
         if watch.on_block == "skip" {
-            write_alerts(&watch, &[Alerted { row: &row, assessment: a, level }], "blocked", counts)?;
+            let id = write_alerts(&watch, &[Alerted { row: &row, assessment: a, level }], "blocked", counts)?;
+            if let (Some(id), Some(attempted), true) = (id, attempted, cache::schema_0_3()) {
+                as_extension_owner(|| {
+                    Spi::run_with_args("UPDATE cep.alerts SET attempted_row = $2 WHERE alert_id = $1", &[id.into(), pgrx::JsonB(attempted).into()])
+                })?;
+            }
             return Ok(Verdict::Skip);
+        }
+        // The statement fails, and its transaction with it: the attempt is left to the database's
+        // sender, which records it in a transaction of its own.
+        if cache::schema_0_3() {
+            let record = blocked_record(&watch, &row, &a, level, attempted);
+            if !crate::pg::notifier::record_blocked(&record) {
+                pgrx::warning!("pg_cep: the blocked attempt on {} (key {}) is not recorded: pg_cep is not in shared_preload_libraries, or too many blocked attempts wait to be recorded", watch.qualified_name, crate::engine::excerpt(&row.key));
+            }
         }
         let fired: Vec<String> = a
             .evidence
@@ -280,13 +295,14 @@ struct Alerted<'r> {
 }
 
 /// Writes the alerts (action `alert` or `blocked`) and sends one notification for each.
-fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut MonitorCounters) -> CepResult<()> {
+/// Returns the first alert's id (for a blocked row, the one alert).
+fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut MonitorCounters) -> CepResult<Option<i64>> {
     use pg_sys::{FLOAT8ARRAYOID, JSONBARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID};
     if alerted.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(cooldown) = watch.cooldown.filter(|_| action == "alert" && cache::schema_0_3()) {
-        return write_repeating_alerts(watch, alerted, cooldown, counts);
+        return write_repeating_alerts(watch, alerted, cooldown, counts).map(|_| None);
     }
     let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID].map(PgOid::from);
     let insert = spi::kept(INSERT_ALERTS, &types)?;
@@ -297,7 +313,7 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
     let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
     let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(|a| pgrx::datum::TimestampWithTimeZone::try_from(a.row.at).ok()).collect();
     // Alerts are pg_cep's own rows, written as the extension: the writer needs no grant on them.
-    as_extension_owner(|| Spi::connect_mut(|client| -> CepResult<()> {
+    as_extension_owner(|| Spi::connect_mut(|client| -> CepResult<Option<i64>> {
         let inserted = client.update(
             &*insert,
             None,
@@ -313,8 +329,10 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
                 times.into(),
             ],
         )?;
+        let mut first = None;
         for (a, r) in alerted.iter().zip(inserted) {
             let alert_id: i64 = r.get(1)?.unwrap_or_default();
+            first = first.or(Some(alert_id));
             let ts: String = r.get(2)?.unwrap_or_default();
             // Sent at commit, by the database's sender when it can: no NOTIFY lock is taken here,
             // and the transaction may be prepared.
@@ -332,8 +350,46 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
         }
         counts.alerts += alerted.len() as u64;
         counts.notifications += alerted.len() as u64;
-        Ok(())
+        Ok(first)
     }))
+}
+
+unsafe extern "C-unwind" {
+    /// Postgres's `row_to_json(record)`, as a function pointer for `DirectFunctionCall1Coll`.
+    #[link_name = "row_to_json"]
+    fn row_to_json_c(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+/// The row a BEFORE trigger was given, as JSON, for the record of a blocked attempt.
+///
+/// # Safety
+/// `data` must be a row trigger call's data, with its NEW tuple and open relation.
+unsafe fn attempted_row(data: &pg_sys::TriggerData) -> Option<serde_json::Value> {
+    unsafe {
+        let datum = pg_sys::heap_copy_tuple_as_datum(data.tg_trigtuple, (*data.tg_relation).rd_att);
+        let json = pg_sys::DirectFunctionCall1Coll(Some(row_to_json_c), pg_sys::InvalidOid, datum);
+        let text = pg_sys::text_to_cstring(json.cast_mut_ptr());
+        serde_json::from_str(std::ffi::CStr::from_ptr(text).to_str().ok()?).ok()
+    }
+}
+
+/// What the sender needs to record a blocked attempt, within the slot it waits in: the attempted
+/// row is left out (`{"truncated": true}`) when it does not fit, then the rules' evidence.
+fn blocked_record(watch: &Watch, row: &Row, a: &Assessment, level: &str, attempted: Option<serde_json::Value>) -> String {
+    let at = chrono::DateTime::from_timestamp_micros(crate::pg::time::pg_to_unix_micros(row.at)).map(|t| t.to_rfc3339());
+    let mut record = serde_json::json!({
+        "relid": watch.root.to_u32(), "table": watch.qualified_name, "channel": watch.channel,
+        "key": row.key.chars().take(1000).collect::<String>(), "row_pk": row.pk, "score": a.total_score, "level": level,
+        "rules": a.evidence, "fired": a.triggered, "event_time": at, "attempted": attempted,
+    });
+    let limit = crate::pg::notifier::BLOCKED_BYTES;
+    if record.to_string().len() > limit {
+        record["attempted"] = serde_json::json!({"truncated": true});
+    }
+    if record.to_string().len() > limit {
+        record["rules"] = serde_json::json!([]);
+    }
+    record.to_string()
 }
 
 /// With a cooldown: one INSERT that opens an alert per key, fired rule set and cooldown window,

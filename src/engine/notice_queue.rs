@@ -177,6 +177,12 @@ impl NoticeQueues {
         wake.then_some(q.latch)
     }
 
+    /// The latch of the database's running sender, to wake it for other work than notices.
+    pub fn latch_of(&self, database: u32) -> Option<usize> {
+        let q = &self.queues[self.find(database)?];
+        (q.sender == RUNNING && q.latch != 0).then_some(q.latch)
+    }
+
     /// The sender is about to sleep on its latch (`true`), or has woken (`false`). It must look
     /// for ready notices once more after saying it sleeps: one published just before was not
     /// told to wake it.

@@ -29,6 +29,121 @@ static REGION: Region = Region::new(c"pg_cep_notices", std::mem::size_of::<Notic
     }
 });
 
+/// Blocked attempts whose statement failed (`on_block => 'error'`): the failing transaction
+/// cannot write them, so it leaves them here and the database's sender writes each in a
+/// transaction of its own.
+const BLOCKED_SLOTS: usize = 32;
+pub const BLOCKED_BYTES: usize = 8000;
+
+#[repr(C)]
+struct BlockedSlot {
+    /// 0 while the slot is free.
+    database: u32,
+    len: u32,
+    record: [u8; BLOCKED_BYTES],
+}
+
+static BLOCKED: Region = Region::new(c"pg_cep_blocked", std::mem::size_of::<[BlockedSlot; BLOCKED_SLOTS]>, |base| {
+    // SAFETY: the region was just created with this size; zero bytes are free slots.
+    unsafe { std::ptr::write_bytes(base, 0, std::mem::size_of::<[BlockedSlot; BLOCKED_SLOTS]>()) }
+});
+
+fn blocked(base: *mut u8) -> &'static mut [BlockedSlot; BLOCKED_SLOTS] {
+    // SAFETY: the region holds the slots, and the caller holds its lock.
+    unsafe { &mut *(base as *mut [BlockedSlot; BLOCKED_SLOTS]) }
+}
+
+/// Leaves a blocked attempt (a JSON record, at most `BLOCKED_BYTES`) for the database's sender to
+/// write, whatever becomes of this transaction; false when it cannot be kept (no room, or pg_cep
+/// not preloaded).
+pub fn record_blocked(record: &str) -> bool {
+    if record.len() > BLOCKED_BYTES {
+        return false;
+    }
+    let db = database();
+    let kept = BLOCKED.locked(|base| {
+        let Some(slot) = blocked(base).iter_mut().find(|s| s.database == 0) else { return false };
+        slot.record[..record.len()].copy_from_slice(record.as_bytes());
+        (slot.database, slot.len) = (db, record.len() as u32);
+        true
+    });
+    if kept != Some(true) {
+        return false;
+    }
+    // Wake the sender, or start one.
+    let at = now();
+    match REGION.locked(|base| {
+        let q = queues(base);
+        q.latch_of(db).map(Ok).unwrap_or_else(|| Err(q.start(db, at)))
+    }) {
+        // SAFETY: a running sender's latch, in shared memory.
+        Some(Ok(latch)) => unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) },
+        Some(Err(true)) => start_sender(db),
+        _ => {}
+    }
+    true
+}
+
+fn take_blocked(db: u32) -> Vec<String> {
+    BLOCKED
+        .locked(|base| {
+            let mut out = Vec::new();
+            for slot in blocked(base).iter_mut().filter(|s| s.database == db) {
+                out.push(String::from_utf8_lossy(&slot.record[..slot.len as usize]).into_owned());
+                slot.database = 0;
+            }
+            out
+        })
+        .unwrap_or_default()
+}
+
+fn has_blocked(db: u32) -> bool {
+    BLOCKED.locked_shared(|base| blocked(base).iter().any(|s| s.database == db)).unwrap_or(false)
+}
+
+const RECORD_BLOCKED: &str = "WITH r AS (SELECT $1::jsonb AS j)
+     INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, action, rules, event_time, attempted_row)
+     SELECT (j->>'relid')::oid, j->>'table', j->>'key', j->>'row_pk', (j->>'score')::float8, j->>'level', 'blocked',
+            j->'rules', (j->>'event_time')::timestamptz, j->'attempted'
+     FROM r RETURNING alert_id, event_time::text";
+
+/// The sender writes the blocked attempts left for its database, and notifies each as an alert.
+fn write_blocked(records: Vec<String>) {
+    for record in records {
+        let written = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+            BackgroundWorker::transaction(|| -> Result<(), String> {
+                let Ok(j) = serde_json::from_str::<serde_json::Value>(&record) else { return Ok(()) };
+                let (alert_id, ts): (Option<i64>, Option<String>) =
+                    Spi::get_two_with_args(RECORD_BLOCKED, &[pgrx::JsonB(j.clone()).into()]).map_err(|e| e.to_string())?;
+                let text = |k: &str| j.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let rules: Vec<i32> = j["fired"].as_array().map(|a| a.iter().filter_map(|r| r.as_i64()).map(|r| r as i32).collect()).unwrap_or_default();
+                let payload = crate::engine::payload::alert_payload(&crate::engine::payload::AlertNotice {
+                    alert_id: alert_id.unwrap_or_default(),
+                    table: &text("table"),
+                    key: &text("key"),
+                    row: j.get("row_pk").and_then(|v| v.as_str()),
+                    score: j["score"].as_f64().unwrap_or_default(),
+                    level: &text("level"),
+                    action: "blocked",
+                    rules: &rules,
+                    ts: ts.as_deref().unwrap_or_default(),
+                });
+                notify_now(&text("channel"), &payload);
+                Ok(())
+            })
+        }))
+        .catch_others(|e| {
+            // SAFETY: ends the failed transaction, as the maintenance worker does.
+            unsafe { pg_sys::AbortCurrentTransaction() };
+            Err(format!("{e:?}"))
+        })
+        .execute();
+        if let Err(e) = written {
+            pgrx::warning!("pg_cep notifier: a blocked attempt could not be recorded: {}", crate::engine::excerpt(&e));
+        }
+    }
+}
+
 /// A sender with nothing to do for this long leaves.
 const IDLE_EXIT: Duration = Duration::from_secs(1);
 /// How long a busy sender waits between batches (at most this much added latency).
@@ -120,6 +235,7 @@ unsafe extern "C-unwind" {
 pub fn init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         REGION.request();
+        BLOCKED.request();
     }
 }
 
@@ -294,6 +410,11 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
     let mut notices: Vec<Notice> = Vec::with_capacity(BATCH);
     let mut last_work = Instant::now();
     loop {
+        let records = take_blocked(db);
+        if !records.is_empty() {
+            write_blocked(records);
+            last_work = Instant::now();
+        }
         let span = REGION.locked_shared(|base| queues(base).ready(db, BATCH, &mut notices, outcome)).unwrap_or(0);
         if span > 0 {
             if !notices.is_empty() {
@@ -315,7 +436,7 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             }
             continue;
         }
-        if last_work.elapsed() >= IDLE_EXIT && REGION.locked(|base| queues(base).detach(db, pid, false, now())) == Some(true) {
+        if last_work.elapsed() >= IDLE_EXIT && !has_blocked(db) && REGION.locked(|base| queues(base).detach(db, pid, false, now())) == Some(true) {
             return;
         }
         // Recently busy: look again shortly instead of sleeping on the latch. A committing backend
