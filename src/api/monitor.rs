@@ -281,6 +281,8 @@ fn alert_level(watch: &Watch, a: &Assessment) -> Option<&'static str> {
 
 /// One INSERT for all of a statement's alerts, in the order given (`ORDER BY n`, so their ids
 /// follow it too); then one call that sends their notifications.
+const INSERT_ALERT: &str = "INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, action, rules, event_time) \
+     VALUES ($1, $2, $4, $5, $6, $7, $3, $8, $9) RETURNING alert_id, event_time::text";
 const INSERT_ALERTS: &str = "INSERT INTO cep.alerts (relid, table_name, key, row_pk, score, level, action, rules, event_time) \
      SELECT $1, $2, a.key, a.row_pk, a.score, a.level, $3, a.rules, a.event_time \
      FROM unnest($4::text[], $5::text[], $6::float8[], $7::text[], $8::jsonb[], $9::timestamptz[]) \
@@ -297,38 +299,60 @@ struct Alerted<'r> {
 /// Writes the alerts (action `alert` or `blocked`) and sends one notification for each.
 /// Returns the first alert's id (for a blocked row, the one alert).
 fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut MonitorCounters) -> CepResult<Option<i64>> {
-    use pg_sys::{FLOAT8ARRAYOID, JSONBARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID};
+    use pg_sys::{FLOAT8ARRAYOID, FLOAT8OID, JSONBARRAYOID, JSONBOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
     if alerted.is_empty() {
         return Ok(None);
     }
     if let Some(cooldown) = watch.cooldown.filter(|_| action == "alert" && cache::schema_0_3()) {
         return write_repeating_alerts(watch, alerted, cooldown, counts).map(|_| None);
     }
-    let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID].map(PgOid::from);
-    let insert = spi::kept(INSERT_ALERTS, &types)?;
-    let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
-    let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
-    let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
-    let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
-    let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
-    let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(|a| pgrx::datum::TimestampWithTimeZone::try_from(a.row.at).ok()).collect();
+    let time = |a: &Alerted| pgrx::datum::TimestampWithTimeZone::try_from(a.row.at).ok();
     // Alerts are pg_cep's own rows, written as the extension: the writer needs no grant on them.
     as_extension_owner(|| Spi::connect_mut(|client| -> CepResult<Option<i64>> {
-        let inserted = client.update(
-            &*insert,
-            None,
-            &[
-                watch.root.into(),
-                watch.qualified_name.as_str().into(),
-                action.into(),
-                keys.into(),
-                pks.into(),
-                scores.into(),
-                levels.into(),
-                rules.into(),
-                times.into(),
-            ],
-        )?;
+        let inserted = if let [a] = alerted {
+            // One row (a single-row INSERT): a plain VALUES, with no arrays to build and unnest.
+            let types = [OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID].map(PgOid::from);
+            let insert = spi::kept(INSERT_ALERT, &types)?;
+            client.update(
+                &*insert,
+                None,
+                &[
+                    watch.root.into(),
+                    watch.qualified_name.as_str().into(),
+                    action.into(),
+                    a.row.key.as_str().into(),
+                    a.row.pk.as_deref().into(),
+                    a.assessment.total_score.into(),
+                    a.level.into(),
+                    pgrx::JsonB(a.assessment.evidence.clone()).into(),
+                    time(a).into(),
+                ],
+            )?
+        } else {
+            let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID].map(PgOid::from);
+            let insert = spi::kept(INSERT_ALERTS, &types)?;
+            let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
+            let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
+            let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
+            let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
+            let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
+            let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(time).collect();
+            client.update(
+                &*insert,
+                None,
+                &[
+                    watch.root.into(),
+                    watch.qualified_name.as_str().into(),
+                    action.into(),
+                    keys.into(),
+                    pks.into(),
+                    scores.into(),
+                    levels.into(),
+                    rules.into(),
+                    times.into(),
+                ],
+            )?
+        };
         let mut first = None;
         for (a, r) in alerted.iter().zip(inserted) {
             let alert_id: i64 = r.get(1)?.unwrap_or_default();
