@@ -103,8 +103,12 @@ unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
             pg_sys::StartTransactionCommand();
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         }
+        // An ERROR here would end the session with a FATAL: skip a database where pg_cep's
+        // alerts are gone (DROP EXTENSION since the counts were taken).
+        let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('cep.alerts') IS NOT NULL").ok().flatten() == Some(true);
         let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush());
-        let written = write(&tallies);
+        // Names resolve as in every pg_cep function: the session's own path may hold anything.
+        let written = if present { crate::pg::privileges::with_pinned_search_path(|| write(&tallies)) } else { Ok(()) };
         unsafe {
             pg_sys::PopActiveSnapshot();
             pg_sys::CommitTransactionCommand();

@@ -400,6 +400,11 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     let db = arg.value() as u32;
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    // It writes blocked attempts as a superuser: resolve names as pg_cep's functions do.
+    // SAFETY: sets a GUC of this backend to a constant, before any transaction starts.
+    unsafe {
+        pg_sys::SetConfigOption(c"search_path".as_ptr(), c"pg_catalog, pg_temp".as_ptr(), pg_sys::GucContext::PGC_SUSET, pg_sys::GucSource::PGC_S_OVERRIDE);
+    }
     let pid = unsafe { pg_sys::MyProcPid };
     let latch = unsafe { pg_sys::MyLatch } as usize;
     if REGION.locked(|base| queues(base).attach(db, pid, latch, now())) != Some(true) {
