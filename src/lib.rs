@@ -19,6 +19,8 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // SAFETY: Postgres's own check, raising an ERROR that pgrx carries back through Rust frames.
+    engine::set_stack_check(|| unsafe { pgrx::pg_sys::check_stack_depth() });
     pg::cache::register_invalidation_callback();
     pg::stats::init();
     pg::window_cache::init();

@@ -18,6 +18,22 @@ pub mod window_cache;
 #[cfg(test)]
 mod fuzz;
 
+static STACK_CHECK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// The host's stack check (Postgres's `check_stack_depth`, which raises an ERROR well before the
+/// stack runs out), called on every level of the parsers' recursion. Their depth limits keep
+/// them far from it; this is the second guard, as every recursive part of Postgres has.
+pub fn set_stack_check(check: fn()) {
+    let _ = STACK_CHECK.set(check);
+}
+
+/// Calls the host's stack check, if one is set (plain tests set none).
+pub fn check_stack() {
+    if let Some(check) = STACK_CHECK.get() {
+        check();
+    }
+}
+
 /// Longest message an engine error may carry. User input is echoed in messages so that they name
 /// the offending value; without a bound a 10 MB argument would make a 10 MB error.
 pub const MAX_MESSAGE_BYTES: usize = 1_000;

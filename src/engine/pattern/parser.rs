@@ -169,6 +169,7 @@ impl<'a> Parser<'a> {
     }
 
     fn item(&mut self, depth: usize, first: bool) -> Result<Node, PatternError> {
+        crate::engine::check_stack();
         let pos = self.pos();
         if *self.peek() == Tok::Bang {
             if depth > 0 {

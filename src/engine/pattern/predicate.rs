@@ -277,6 +277,7 @@ pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, 
 
 /// `{col: cond, ..., "or": [..], "and": [..], "not": {..}}`, all ANDed.
 fn object(cx: &mut Ctx, body: &Json, path: &str, depth: usize) -> Result<Pred, PatternError> {
+    crate::engine::check_stack();
     if depth >= MAX_PREDICATE_DEPTH {
         let mut e = bad(path, format!("conditions nested deeper than {MAX_PREDICATE_DEPTH} levels"));
         e.kind = PatternErrorKind::TooComplex;
