@@ -52,6 +52,9 @@ pub enum CepError {
     /// The caller may not configure this table: it is not its owner (nor a member of the owner's role).
     #[error("{0}")]
     NotOwner(String),
+    /// A document nested deeper than pg_cep takes; the message names the parameter.
+    #[error("{0}")]
+    TooDeep(String),
     /// A table passed by OID that does not exist (any more); the message names the parameter.
     #[error("{0}")]
     UndefinedTable(String),
@@ -105,6 +108,7 @@ impl CepError {
             CepError::TooMany { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             CepError::NotOwner(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             CepError::UndefinedTable(_) => ERRCODE_UNDEFINED_TABLE,
+            CepError::TooDeep(_) => ERRCODE_STATEMENT_TOO_COMPLEX,
             CepError::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             CepError::Spi(_) => ERRCODE_INTERNAL_ERROR,
             CepError::Blocked { .. } => ERRCODE_TRIGGERED_ACTION_EXCEPTION,

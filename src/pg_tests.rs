@@ -1503,4 +1503,21 @@ mod tests {
         assert!(outcome(&format!("SELECT * FROM cep.backtest_rule({big}, 'quiet')")).starts_with("55000"));
         assert!(outcome(&format!("SELECT * FROM cep.backtest_rule({big}, NULL)")).starts_with("22004: relation must not be NULL"));
     }
+
+    #[pg_test]
+    fn a_document_nested_deeper_than_the_json_parser_takes_gets_54001_not_xx000() {
+        run("CREATE TABLE ev (id bigserial PRIMARY KEY, user_id int, kind text, created_at timestamptz)");
+        let deep = "(repeat('{\"a\":', 200) || '1' || repeat('}', 200))::jsonb";
+        for call in [
+            format!("SELECT cep.define_pattern('deep', 'ev', 'user_id', 'created_at', 'a', {deep})"),
+            format!("SELECT count(*) FROM cep.match_recognize('ev', 'user_id', 'created_at', 'a', {deep})"),
+            format!("SELECT cep.validate_rule(jsonb_build_object('rule_type', 'threshold', 'risk_score', 0.5, 'rule_condition', {deep}))"),
+            format!("INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES ('deep', 'threshold', {deep}, 0.5)"),
+        ] {
+            let got = outcome(&call);
+            assert!(got.starts_with("54001: ") && got.contains("nested deeper than 128 levels"), "{call}: {got}");
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.risk_rules"), Some(0));
+    }
 }

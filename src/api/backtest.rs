@@ -13,6 +13,7 @@ use crate::engine::rules::{validate_rule, Rule};
 use crate::engine::window_cache::{location_hash, stats_from_events, CachedEvent};
 use crate::error::{required, CepError, CepResult, OrReport};
 use crate::gucs;
+use crate::pg::json_arg::JsonArg;
 use crate::pg::table_arg::TableArg;
 use crate::pg::{cache, time};
 
@@ -35,7 +36,7 @@ type Verdict = (String, Option<String>, TimestampWithTimeZone, f64, f64, String,
 /// ```
 #[pg_extern(stable)]
 fn backtest_rule(
-    rule: Option<JsonB>,
+    rule: Option<JsonArg>,
     relation: Option<TableArg>,
     since: default!(Option<TimestampWithTimeZone>, "'-infinity'"),
     until: default!(Option<TimestampWithTimeZone>, "'infinity'"),
@@ -53,10 +54,10 @@ fn backtest_rule(
         name!(evidence, JsonB),
     ),
 > {
-    let rule = required("rule", rule);
+    let rule = required("rule", rule).parse("rule").or_report();
     let relation = required("relation", relation).open("relation").or_report();
     let (since, until) = (required("since", since), required("until", until));
-    TableIterator::new(replay(&rule.0, relation.oid(), since, until).or_report())
+    TableIterator::new(replay(&rule, relation.oid(), since, until).or_report())
 }
 
 fn replay(rule: &serde_json::Value, relid: pg_sys::Oid, since: TimestampWithTimeZone, until: TimestampWithTimeZone) -> CepResult<Vec<Verdict>> {

@@ -11,6 +11,7 @@ use crate::pg::patterns::{self, Definition};
 use crate::pg::tuple::{datum_value, for_each_transition_row};
 use crate::pg::cache;
 use crate::pg::privileges::as_extension_owner;
+use crate::pg::json_arg::JsonArg;
 use crate::pg::table_arg::TableArg;
 
 fn micros(client: &pgrx::spi::SpiClient<'_>, within: Option<pgrx::datum::Interval>) -> CepResult<Option<i64>> {
@@ -51,7 +52,7 @@ fn define_pattern(
     partition_by: Option<&str>,
     order_by: Option<&str>,
     pattern: Option<&str>,
-    define: Option<pgrx::JsonB>,
+    define: Option<JsonArg>,
     within: default!(Option<pgrx::datum::Interval>, "NULL"),
     contiguity: default!(Option<&str>, "'skip_till_next'"),
     after_match: default!(Option<&str>, "'past_last_row'"),
@@ -64,7 +65,7 @@ fn define_pattern(
     let partition_by = required("partition_by", partition_by);
     let order_by = required("order_by", order_by);
     let pattern = required("pattern", pattern);
-    let define = required("define", define);
+    let define = pgrx::JsonB(required("define", define).parse("define").or_report());
     let contiguity = required("contiguity", contiguity);
     let after_match = required("after_match", after_match);
     let channel = required("channel", channel);
@@ -230,7 +231,7 @@ fn match_recognize(
     partition_by: Option<&str>,
     order_by: Option<&str>,
     pattern: Option<&str>,
-    define: Option<pgrx::JsonB>,
+    define: Option<JsonArg>,
     within: default!(Option<pgrx::datum::Interval>, "NULL"),
     contiguity: default!(Option<&str>, "'skip_till_next'"),
     after_match: default!(Option<&str>, "'past_last_row'"),
@@ -253,7 +254,7 @@ fn match_recognize(
     let partition_by = required("partition_by", partition_by);
     let order_by = required("order_by", order_by);
     let pattern = required("pattern", pattern);
-    let define = required("define", define);
+    let define = pgrx::JsonB(required("define", define).parse("define").or_report());
     let contiguity = required("contiguity", contiguity);
     let after_match = required("after_match", after_match);
     let rows_per_match = required("rows_per_match", rows_per_match);

@@ -5,6 +5,7 @@ use pgrx::JsonB;
 
 use crate::engine::rules::validate_rule as check;
 use crate::error::OrReport;
+use crate::pg::json_arg::JsonArg;
 
 /// Checks a rule without writing it, with the verdict a write to `cep.risk_rules` would get:
 /// the same error and SQLSTATE when it is malformed, the normalised condition when it is not.
@@ -14,8 +15,8 @@ use crate::error::OrReport;
 ///   "rule_condition": {"metric": "transaction_count", "operator": ">", "value": 10, "window": "1_hour"}}');
 /// ```
 #[pg_extern(immutable, parallel_safe, strict)]
-fn validate_rule(rule: JsonB) -> JsonB {
-    JsonB(check(&rule.0).or_report().to_json())
+fn validate_rule(rule: JsonArg) -> JsonB {
+    JsonB(check(&rule.parse("rule").or_report()).or_report().to_json())
 }
 
 /// Statement trigger on `cep.risk_rules` and `cep.watches`: tells every backend to drop its cached

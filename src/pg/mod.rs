@@ -6,6 +6,7 @@ pub mod change_log;
 pub mod columns;
 pub mod cooldown;
 pub mod history;
+pub mod json_arg;
 pub mod notifier;
 pub mod partitions;
 pub mod privileges;
