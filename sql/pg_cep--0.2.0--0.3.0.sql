@@ -298,6 +298,20 @@ STABLE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'backtest_rule_wrapper';
 
+-- 0.3.0: change some partition settings and keep the others (see cep.alter_partitions).
+CREATE FUNCTION alter_partitions(
+	"parent" regclass,
+	"premake" INT DEFAULT NULL,
+	"retention" interval DEFAULT NULL,
+	"retention_mode" TEXT DEFAULT NULL,
+	"default_partition" bool DEFAULT NULL,
+	"force" bool DEFAULT NULL,
+	"batch_size" INT DEFAULT NULL
+) RETURNS jsonb
+VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'alter_partitions_wrapper';
+
 -- 0.3.0: every function of pg_cep that can run SQL resolves names under a fixed search_path, so
 -- that no role able to create objects in a schema of the caller's search_path (such as public)
 -- can slip in a function, operator or table that pg_cep's SQL would pick instead of the built-in

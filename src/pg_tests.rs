@@ -1520,4 +1520,25 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.risk_rules"), Some(0));
     }
+
+    #[pg_test]
+    fn alter_partitions_changes_one_setting_and_keeps_the_others() {
+        run("CREATE TABLE ledger (id bigserial, amount int, created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at)");
+        run("SELECT count(*) FROM cep.manage_partitions('ledger', premake => 2, retention => '12 months', retention_mode => 'drop', batch_size => 500)");
+        let months = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'ledger'::regclass";
+        let before = one::<i64>(months).unwrap();
+        let set = one::<pgrx::JsonB>("SELECT cep.alter_partitions('ledger', retention => '24 months')").unwrap().0;
+        assert_eq!((set["premake"].as_i64(), set["retention_mode"].as_str(), set["batch_size"].as_i64()), (Some(2), Some("drop"), Some(500)));
+        assert_eq!(set["retention"], "2 years");
+        // More months ahead: created at once.
+        run("SELECT cep.alter_partitions('ledger', premake => 4)");
+        assert_eq!(one::<i64>(months), Some(before + 2));
+        assert_eq!(one::<String>("SELECT retention::text FROM cep.partition_config WHERE parent = 'ledger'::regclass"), Some("2 years".into()));
+        // '0' keeps every month; bad values change nothing.
+        assert!(one::<pgrx::JsonB>("SELECT cep.alter_partitions('ledger', retention => '0')").unwrap().0["retention"].is_null());
+        assert!(outcome("SELECT cep.alter_partitions('ledger', retention_mode => 'shred')").starts_with("22023"));
+        assert_eq!(one::<String>("SELECT retention_mode FROM cep.partition_config WHERE parent = 'ledger'::regclass"), Some("drop".into()));
+        run("CREATE TABLE other (id int, created_at timestamptz) PARTITION BY RANGE (created_at)");
+        assert!(outcome("SELECT cep.alter_partitions('other', premake => 1)").starts_with("55000: other is not managed"));
+    }
 }

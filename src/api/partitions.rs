@@ -4,7 +4,7 @@
 use pgrx::prelude::*;
 
 use crate::engine::partition::Month;
-use crate::error::{required, CepResult, OrReport};
+use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::partitions::{self, Step};
 use crate::pg::table_arg::TableArg;
 
@@ -97,6 +97,68 @@ fn manage_partitions(
     })
     .or_report();
     steps(done)
+}
+
+/// Changes some partition settings of a managed table and keeps the others (`cep.manage_partitions`
+/// replaces them all); a NULL argument keeps its setting, and `retention => '0'` keeps every
+/// month. Applies them at once, as `cep.manage_partitions` does, and returns the settings in effect.
+///
+/// ```sql
+/// SELECT cep.alter_partitions('transactions', retention => '24 months');
+/// ```
+#[pg_extern(volatile)]
+fn alter_partitions(
+    parent: Option<TableArg>,
+    premake: default!(Option<i32>, "NULL"),
+    retention: default!(Option<pgrx::datum::Interval>, "NULL"),
+    retention_mode: default!(Option<&str>, "NULL"),
+    default_partition: default!(Option<bool>, "NULL"),
+    force: default!(Option<bool>, "NULL"),
+    batch_size: default!(Option<i32>, "NULL"),
+) -> pgrx::JsonB {
+    let parent = required("parent", parent).open("parent").or_report();
+    let (relid, name) = (parent.oid(), parent.name().to_string());
+    crate::pg::privileges::require_owner(relid, "cep.alter_partitions").or_report();
+    drop(parent);
+    Spi::connect_mut(|client| -> CepResult<pgrx::JsonB> {
+        let settings = |client: &pgrx::spi::SpiClient<'_>| -> CepResult<Option<serde_json::Value>> {
+            let rows = crate::pg::privileges::as_extension_owner(|| {
+                client.select(
+                    "SELECT to_jsonb(c) - 'parent' - 'last_run' - 'created_at' FROM cep.partition_config c WHERE parent = $1",
+                    None,
+                    &[relid.into()],
+                )
+            })?;
+            Ok(if rows.is_empty() { None } else { rows.first().get_one::<pgrx::JsonB>()?.map(|j| j.0) })
+        };
+        let current = settings(client)?
+            .ok_or_else(|| CepError::NotWatched(format!("{name} is not managed: call cep.manage_partitions on it first")))?;
+        let rows = crate::pg::privileges::as_extension_owner(|| {
+            client.select("SELECT retention FROM cep.partition_config WHERE parent = $1", None, &[relid.into()])
+        })?;
+        let kept_retention: Option<pgrx::datum::Interval> = rows.first().get_one()?;
+        let zero = |i: &pgrx::datum::Interval| i.months() == 0 && i.days() == 0 && i.micros() == 0;
+        let retention = match retention {
+            Some(r) if zero(&r) => None,
+            Some(r) => Some(r),
+            None => kept_retention,
+        };
+        let text = |k: &str| current.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let mode = text("retention_mode").unwrap_or_else(|| "detach".into());
+        partitions::register(
+            client,
+            relid,
+            premake.or(current["premake"].as_i64().map(|v| v as i32)).unwrap_or(3),
+            retention,
+            retention_mode.unwrap_or(&mode),
+            default_partition.or(current["default_partition"].as_bool()).unwrap_or(true),
+            force.or(current["force_retention"].as_bool()).unwrap_or(false),
+            batch_size.or(current["batch_size"].as_i64().map(|v| v as i32)).unwrap_or(10_000),
+        )?;
+        partitions::maintain(client, relid)?;
+        Ok(pgrx::JsonB(settings(client)?.unwrap_or_default()))
+    })
+    .or_report()
 }
 
 /// Stops managing a table's partitions; its partitions stay as they are. Returns false when
