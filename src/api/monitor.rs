@@ -358,24 +358,31 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
             let alert_id: i64 = r.get(1)?.unwrap_or_default();
             first = first.or(Some(alert_id));
             let ts: String = r.get(2)?.unwrap_or_default();
-            // Sent at commit, by the database's sender when it can: no NOTIFY lock is taken here,
-            // and the transaction may be prepared.
-            crate::pg::notifier::notify_at_commit(&watch.channel, &alert_payload(&AlertNotice {
-                alert_id,
-                table: &watch.qualified_name,
-                key: &a.row.key,
-                row: a.row.pk.as_deref(),
-                score: a.assessment.total_score,
-                level: a.level,
-                action,
-                rules: &a.assessment.triggered,
-                ts: &ts,
-            }));
+            notify_alert(watch, a, alert_id, action, &ts);
         }
         counts.alerts += alerted.len() as u64;
         counts.notifications += alerted.len() as u64;
         Ok(first)
     }))
+}
+
+/// Queues an alert's notification, sent at commit by the database's sender when it can: no
+/// NOTIFY lock is taken here, and the transaction may be prepared.
+fn notify_alert(watch: &Watch, a: &Alerted, alert_id: i64, action: &str, ts: &str) {
+    crate::pg::notifier::notify_at_commit(
+        &watch.channel,
+        &alert_payload(&AlertNotice {
+            alert_id,
+            table: &watch.qualified_name,
+            key: &a.row.key,
+            row: a.row.pk.as_deref(),
+            score: a.assessment.total_score,
+            level: a.level,
+            action,
+            rules: &a.assessment.triggered,
+            ts,
+        }),
+    );
 }
 
 unsafe extern "C-unwind" {
@@ -447,35 +454,34 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     use crate::pg::cooldown;
     use pg_sys::{FLOAT8ARRAYOID, JSONBARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID};
     cooldown::flush_if_due()?;
-    let slot_of = |a: &Alerted| {
-        let window = crate::engine::window::tumble(a.row.at, crate::engine::window::Width::Micros(cooldown), crate::engine::window::DEFAULT_ORIGIN_PG);
-        window.map(|window| Slot { relid: watch.root.to_u32(), key: a.row.key.clone(), fingerprint: fingerprint(&a.assessment), window })
-    };
-    // Repeats of an alert this backend knows to be open are only counted (see `pg::cooldown`).
-    let mut unknown: Vec<&Alerted> = Vec::with_capacity(alerted.len());
+    let slot = |a: &Alerted, fingerprint: &str, window: i64| Slot { relid: watch.root.to_u32(), key: a.row.key.clone(), fingerprint: fingerprint.to_string(), window };
+    // Repeats of an alert this backend knows to be open are only counted (see `pg::cooldown`);
+    // the others go to SQL with their fingerprint and window, worked out once. A row outside the
+    // timestamp range has no window: it is inserted as a plain alert.
+    let mut unknown: Vec<(&Alerted, String, Option<i64>)> = Vec::with_capacity(alerted.len());
     for a in alerted {
-        match slot_of(a).and_then(|s| cooldown::alert_for(&s)) {
+        let fp = fingerprint(&a.assessment);
+        let window = crate::engine::window::tumble(a.row.at, crate::engine::window::Width::Micros(cooldown), crate::engine::window::DEFAULT_ORIGIN_PG);
+        match window.and_then(|w| cooldown::alert_for(&slot(a, &fp, w))) {
             Some(id) => cooldown::repeat(id, a.row.at, a.assessment.total_score),
-            None => unknown.push(a),
+            None => unknown.push((a, fp, window)),
         }
     }
     if unknown.is_empty() {
         return Ok(());
     }
-    let alerted = unknown;
     let types = [OIDOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID]
         .map(PgOid::from);
     let upsert = spi::kept(UPSERT_ALERTS, &types)?;
     let ts = |micros: Option<i64>| micros.and_then(|m| pgrx::datum::TimestampWithTimeZone::try_from(m).ok());
-    let fingerprints: Vec<String> = alerted.iter().map(|a| fingerprint(&a.assessment)).collect();
-    let buckets: Vec<Option<i64>> = alerted.iter().map(|a| slot_of(a).map(|s| s.window)).collect();
-    let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
-    let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
-    let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
-    let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
-    let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
-    let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(|a| ts(Some(a.row.at))).collect();
-    let from: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = buckets.iter().map(|b| ts(*b)).collect();
+    let fingerprints: Vec<&str> = unknown.iter().map(|(_, fp, _)| fp.as_str()).collect();
+    let keys: Vec<&str> = unknown.iter().map(|(a, _, _)| a.row.key.as_str()).collect();
+    let pks: Vec<Option<&str>> = unknown.iter().map(|(a, _, _)| a.row.pk.as_deref()).collect();
+    let scores: Vec<f64> = unknown.iter().map(|(a, _, _)| a.assessment.total_score).collect();
+    let levels: Vec<&str> = unknown.iter().map(|(a, _, _)| a.level).collect();
+    let rules: Vec<pgrx::JsonB> = unknown.iter().map(|(a, _, _)| pgrx::JsonB(a.assessment.evidence.clone())).collect();
+    let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = unknown.iter().map(|(a, _, _)| ts(Some(a.row.at))).collect();
+    let from: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = unknown.iter().map(|(_, _, w)| ts(*w)).collect();
     as_extension_owner(|| {
         Spi::connect_mut(|client| -> CepResult<()> {
             let written = client.update(
@@ -490,7 +496,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
                     levels.into(),
                     rules.into(),
                     times.into(),
-                    fingerprints.clone().into(),
+                    fingerprints.into(),
                     from.into(),
                 ],
             )?;
@@ -505,20 +511,9 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
                     continue;
                 }
                 let ts: String = r.get(2)?.unwrap_or_default();
-                let Some(i) = (0..alerted.len()).find(|&i| alerted[i].row.key == key && fingerprints[i] == fp && buckets[i] == at) else { continue };
-                let a = &alerted[i];
-                let payload = alert_payload(&AlertNotice {
-                    alert_id,
-                    table: &watch.qualified_name,
-                    key: &a.row.key,
-                    row: a.row.pk.as_deref(),
-                    score: a.assessment.total_score,
-                    level: a.level,
-                    action: "alert",
-                    rules: &a.assessment.triggered,
-                    ts: &ts,
-                });
-                crate::pg::notifier::notify_at_commit(&watch.channel, &payload);
+                let opened = unknown.iter().find(|(a, f, w)| a.row.key == key && *f == fp && *w == at);
+                let Some((a, _, _)) = opened else { continue };
+                notify_alert(watch, a, alert_id, "alert", &ts);
                 counts.alerts += 1;
                 counts.notifications += 1;
             }

@@ -59,32 +59,20 @@ pub fn require_owner_if_exists(relid: pg_sys::Oid, action: &str) -> CepResult<()
 /// default, a trigger of the table) has the owner's rights, cannot change the session's role,
 /// and cannot leave a setting behind.
 pub fn as_owner<T>(owner: pg_sys::Oid, body: impl FnOnce() -> T) -> T {
-    let mut saved_user = pg_sys::InvalidOid;
-    let mut saved_context = 0;
-    // SAFETY: reads the backend's current user and security context into locals.
-    unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
-    let restricted = saved_context
-        | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-        | pg_sys::SECURITY_RESTRICTED_OPERATION as i32;
-    // SAFETY: switches user as DefineIndex does; every path below switches back, and an abort
-    // of the (sub)transaction also restores the user it started with.
-    let nest = unsafe {
-        pg_sys::SetUserIdAndSecContext(owner, restricted);
-        pg_sys::NewGUCNestLevel()
-    };
-    let saved_user_raw = u32::from(saved_user);
-    let restore = move || unsafe {
-        pg_sys::AtEOXact_GUC(false, nest);
-        pg_sys::SetUserIdAndSecContext(pg_sys::Oid::from(saved_user_raw), saved_context);
-    };
-    let result = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(body))
-        .catch_others(move |error| {
-            restore();
-            error.rethrow()
-        })
-        .execute();
-    restore();
-    result
+    /// Undoes the settings the body made, on return and on unwind.
+    struct RestoreSettings(i32);
+    impl Drop for RestoreSettings {
+        fn drop(&mut self) {
+            // SAFETY: closes the nest level opened below, as fmgr does for a `SET` clause.
+            unsafe { pg_sys::AtEOXact_GUC(false, self.0) };
+        }
+    }
+    // As DefineIndex does: the user switched first, the settings' nest level inside it.
+    run_as(owner, pg_sys::SECURITY_RESTRICTED_OPERATION as i32, || {
+        // SAFETY: opens a nest level that the guard closes on every path.
+        let _settings = RestoreSettings(unsafe { pg_sys::NewGUCNestLevel() });
+        body()
+    })
 }
 
 /// Runs `body` with the search path `pg_catalog, pg_temp`, as the `SET search_path` of every
@@ -149,7 +137,7 @@ pub fn extension_owner() -> pg_sys::Oid {
     owner.unwrap_or_else(|| unsafe { pg_sys::GetUserId() })
 }
 
-/// Restores the user and security context saved by [`as_extension_owner`], on return and on unwind.
+/// Restores the user and security context saved by [`run_as`], on return and on unwind.
 struct RestoreUser {
     user: pg_sys::Oid,
     context: i32,
