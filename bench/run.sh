@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 port=$1
 secs=${BENCH_SECONDS:-20}
 clients=${BENCH_CLIENTS:-2}
-BIN=/usr/lib/postgresql/15/bin
+BIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PSQL="$BIN/psql -X -q -h 127.0.0.1 -p $port -U postgres"
 db=pg_cep_bench
 $PSQL -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 || $PSQL -d postgres -c "CREATE DATABASE $db"
@@ -28,7 +28,7 @@ mean2() { awk -v x="$1" -v y="$2" 'BEGIN { print (x + y) / 2 }'; }
 # cases' tables gone: their autovacuum and checkpoint work would otherwise fall in its runs.
 fresh_server() { # tables to drop first
     [ $# -gt 0 ] && $PSQL -d $db -c "SET client_min_messages = warning; DROP TABLE IF EXISTS $(IFS=,; echo "$*") CASCADE" >/dev/null
-    bash ../scripts/cluster.sh restart bench >/dev/null
+    bash ../scripts/cluster.sh restart "${PG_CEP_CLUSTER:-bench}" >/dev/null
     $PSQL -d $db -c "CHECKPOINT" >/dev/null
 }
 
@@ -166,7 +166,7 @@ run_case "alert storm: cooldown 10 minutes" single
 echo "   $(storm_rate)"
 echo "   cooldown / no cooldown (pg_cep): $(ratio "$last_single" "$storm_nocool")x"
 $PSQL -d postgres -c "ALTER SYSTEM RESET ALL" >/dev/null
-bash ../scripts/cluster.sh restart bench >/dev/null
+bash ../scripts/cluster.sh restart "${PG_CEP_CLUSTER:-bench}" >/dev/null
 rm -rf "$work"
 fi
 

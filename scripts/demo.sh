@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=$1
-PSQL="/usr/lib/postgresql/15/bin/psql -X -q -h 127.0.0.1 -p $port -U postgres"
+PSQL="${PGBIN:-/usr/lib/postgresql/15/bin}/psql -X -q -h 127.0.0.1 -p $port -U postgres"
 db=pg_cep_demo
 # The demo's own database, made afresh on every run: the demo shows a clean install.
 $PSQL -d postgres -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"

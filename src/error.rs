@@ -61,6 +61,9 @@ pub enum CepError {
     /// A required argument was NULL; the message names the parameter.
     #[error("{0}")]
     NullArgument(String),
+    /// Something pg_cep cannot do (a virtual generated column in a trigger's role, say).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{0}")]
     Spi(#[from] pgrx::spi::SpiError),
     /// The monitor refused a row; `detail` holds the fired rules' evidence.
@@ -110,6 +113,7 @@ impl CepError {
             CepError::UndefinedTable(_) => ERRCODE_UNDEFINED_TABLE,
             CepError::TooDeep(_) => ERRCODE_STATEMENT_TOO_COMPLEX,
             CepError::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            CepError::Unsupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             CepError::Spi(_) => ERRCODE_INTERNAL_ERROR,
             CepError::Blocked { .. } => ERRCODE_TRIGGERED_ACTION_EXCEPTION,
         }

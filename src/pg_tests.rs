@@ -1541,4 +1541,35 @@ mod tests {
         run("CREATE TABLE other (id int, created_at timestamptz) PARTITION BY RANGE (created_at)");
         assert!(outcome("SELECT cep.alter_partitions('other', premake => 1)").starts_with("55000: other is not managed"));
     }
+
+    /// PostgreSQL 18's virtual generated columns are NULL in every trigger: a role that pg_cep
+    /// reads in its triggers refuses one (0A000) and registers nothing; queries over the table
+    /// (window_aggregate) read it computed.
+    #[cfg(not(feature = "pg15"))]
+    #[pg_test]
+    fn virtual_generated_columns_are_refused_where_triggers_read_them() {
+        run("SET TimeZone = 'UTC'");
+        run("CREATE TABLE vtx (id bigserial PRIMARY KEY, user_id integer, cents bigint, \
+             amount numeric GENERATED ALWAYS AS (cents / 100.0) VIRTUAL, \
+             vkey integer GENERATED ALWAYS AS (user_id * 10) VIRTUAL, \
+             event_type text, location text, created_at timestamptz NOT NULL DEFAULT now())");
+        let refused = outcome("SELECT cep.watch('vtx', 'user_id', 'amount', 'created_at', 'location')");
+        assert!(refused.starts_with("0A000: amount_column \"amount\" of \"vtx\" is a virtual generated column"), "{refused}");
+        assert!(outcome("SELECT cep.watch('vtx', 'vkey', 'cents', 'created_at', 'location')").starts_with("0A000: key_column \"vkey\""));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(0));
+        assert!(outcome("SELECT cep.capture('vtx', key_column => 'vkey')").starts_with("0A000: key_column \"vkey\""));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.captures"), Some(0));
+        let pattern = outcome(r#"SELECT cep.define_pattern('big', 'vtx', 'user_id', 'created_at', 'a b', '{"a": {"amount": {">": 1}}, "b": {"event_type": "x"}}')"#);
+        assert!(pattern.starts_with("0A000: define: column \"amount\" of \"vtx\" is a virtual generated column"), "{pattern}");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'vtx'::regclass"), Some(0));
+        // The same table watched on its stored columns works, and a query computes the virtual one.
+        run("SELECT cep.watch('vtx', 'user_id', 'cents', 'created_at', 'location')");
+        run("INSERT INTO vtx (user_id, cents, created_at) VALUES (1, 250, '2026-01-01 10:00:10'), (1, 150, '2026-01-01 10:00:20')");
+        let sum = one::<String>(
+            "SELECT sum::text FROM cep.window_aggregate('vtx', 'created_at', 'amount', '1 minute', \
+             start => '2026-01-01 10:00', finish => '2026-01-01 10:01') WHERE count > 0",
+        );
+        assert_eq!(sum.as_deref().map(|s| s.parse::<f64>().unwrap()), Some(4.0));
+    }
 }

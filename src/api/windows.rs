@@ -160,7 +160,7 @@ fn aggregate(
         return Err(CepError::InvalidArgument("per_key needs a key_column".into()));
     }
     let table: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default();
-    let columns = crate::pg::columns::TableColumns::read(relid, &table)?;
+    let columns = crate::pg::columns::TableColumns::read_for_queries(relid, &table)?;
     columns.check("time_column", time_column, crate::pg::columns::TIME_TYPES)?;
     columns.check("value_column", value_column, crate::pg::columns::AMOUNT_TYPES)?;
     if let Some(k) = key_column {

@@ -372,7 +372,7 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
                 let columns: Vec<pg_sys::Datum> = in_context(kept, || {
                     let desc = (*relation).rd_att;
                     (0..(*desc).natts as usize)
-                        .map(|i| &*(*desc).attrs.as_ptr().add(i))
+                        .map(|i| &*super::version::tuple_desc_attr(desc, i))
                         .filter(|a| !a.attisdropped)
                         .map(|a| pg_sys::Datum::from(pg_sys::cstring_to_text(a.attname.data.as_ptr())))
                         .collect()

@@ -204,7 +204,7 @@ impl ChangeLog {
             }
             pg_sys::simple_table_tuple_insert(self.partition, slot);
             if (*self.result).ri_NumIndices > 0 {
-                pg_sys::ExecInsertIndexTuples(self.result, slot, self.estate, false, false, ptr::null_mut(), ptr::null_mut());
+                super::version::insert_index_tuples(self.result, slot, self.estate);
             }
             Ok(values[CHANGE_ID].map_or(0, |id| id.value() as i64))
         }
@@ -370,7 +370,7 @@ pub fn builtin(name: &'static CStr) -> pg_sys::Oid {
 }
 
 unsafe fn tuple_attr(desc: pg_sys::TupleDesc, index: usize) -> *const pg_sys::FormData_pg_attribute {
-    unsafe { (*desc).attrs.as_ptr().add(index) }
+    unsafe { super::version::tuple_desc_attr(desc, index) }
 }
 
 fn name_of(attribute: &pg_sys::FormData_pg_attribute) -> &str {

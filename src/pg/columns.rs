@@ -10,17 +10,23 @@ pub const AMOUNT_TYPES: &[&str] = &["numeric", "double precision", "real", "smal
 pub const TIME_TYPES: &[&str] = &["timestamp with time zone", "timestamp without time zone"];
 pub const LOCATION_TYPES: &[&str] = &["text", "character varying", "character"];
 
-/// A table's live columns: name, type as `format_type` prints it, attribute number, type OID.
+/// A table's live columns: name, type as `format_type` prints it, attribute number, type OID,
+/// and whether it is a virtual generated column.
 pub struct TableColumns {
     table: String,
-    columns: Vec<(String, String, i16, pg_sys::Oid)>,
+    columns: Vec<(String, String, i16, pg_sys::Oid, bool)>,
+    /// Whether the columns are read from rows in triggers (the monitor, patterns, capture) rather
+    /// than by a query over the table.
+    in_triggers: bool,
 }
 
 impl TableColumns {
+    /// The columns of a table whose rows pg_cep reads in its triggers.
     pub fn read(relid: pg_sys::Oid, table: &str) -> CepResult<TableColumns> {
-        let columns = Spi::connect(|client| -> CepResult<Vec<(String, String, i16, pg_sys::Oid)>> {
+        let columns = Spi::connect(|client| -> CepResult<Vec<(String, String, i16, pg_sys::Oid, bool)>> {
+            // attgenerated is 'v' only on PostgreSQL 18 and later; the same query serves 15.
             let rows = client.select(
-                "SELECT attname::text, format_type(atttypid, NULL), attnum, atttypid FROM pg_attribute \
+                "SELECT attname::text, format_type(atttypid, NULL), attnum, atttypid, attgenerated = 'v' FROM pg_attribute \
                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
                 None,
                 &[relid.into()],
@@ -32,29 +38,42 @@ impl TableColumns {
                     row.get::<String>(2)?.unwrap_or_default(),
                     row.get::<i16>(3)?.unwrap_or_default(),
                     row.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::InvalidOid),
+                    row.get::<bool>(5)?.unwrap_or(false),
                 ));
             }
             Ok(v)
         })?;
-        Ok(TableColumns { table: table.to_string(), columns })
+        Ok(TableColumns { table: table.to_string(), columns, in_triggers: true })
+    }
+
+    /// The columns of a table that pg_cep only queries (with SQL, which computes virtual columns).
+    pub fn read_for_queries(relid: pg_sys::Oid, table: &str) -> CepResult<TableColumns> {
+        Ok(TableColumns { in_triggers: false, ..Self::read(relid, table)? })
     }
 
     /// The column `name` exists and has one of the `allowed` types.
     pub fn check(&self, role: &str, name: &str, allowed: &[&str]) -> CepResult<()> {
-        let Some((_, ty, _, _)) = self.columns.iter().find(|(n, ..)| n == name) else {
-            return Err(CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", self.table)));
-        };
-        if !allowed.contains(&ty.as_str()) {
+        self.require(role, name)?;
+        let ty = self.type_of(name).unwrap_or_default();
+        if !allowed.contains(&ty) {
             return Err(CepError::WrongColumnType(format!("{role} {name:?} has type {ty}; expected one of: {}", allowed.join(", "))));
         }
         Ok(())
     }
 
-    /// The column `name` exists, whatever its type.
+    /// The column `name` exists, whatever its type, and its value is in the rows pg_cep reads.
+    ///
+    /// A virtual generated column (PostgreSQL 18) is computed when a query reads it, never
+    /// stored: every trigger, PL/pgSQL's included, sees it as NULL. pg_cep refuses it rather than
+    /// score, match or capture a NULL.
     pub fn require(&self, role: &str, name: &str) -> CepResult<()> {
-        match self.type_of(name) {
-            Some(_) => Ok(()),
+        match self.columns.iter().find(|(n, ..)| n == name) {
             None => Err(CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", self.table))),
+            Some((.., true)) if self.in_triggers => Err(CepError::Unsupported(format!(
+                "{role} {name:?} of \"{}\" is a virtual generated column, which triggers see as NULL: make it STORED or use another column",
+                self.table
+            ))),
+            Some(_) => Ok(()),
         }
     }
 
@@ -68,6 +87,6 @@ impl TableColumns {
 
     /// Attribute number and type OID of a column.
     pub fn position(&self, name: &str) -> Option<(i16, pg_sys::Oid)> {
-        self.columns.iter().find(|(n, ..)| n == name).map(|(_, _, num, oid)| (*num, *oid))
+        self.columns.iter().find(|(n, ..)| n == name).map(|(_, _, num, oid, _)| (*num, *oid))
     }
 }

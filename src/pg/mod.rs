@@ -20,6 +20,7 @@ pub mod stats;
 pub mod table_arg;
 pub mod time;
 pub mod tuple;
+pub mod version;
 pub mod watched;
 pub mod window_cache;
 pub mod worker;

@@ -65,6 +65,7 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
     table.check("order_by", def.order_by, TIME_TYPES)?;
     table.check("id_column", def.id_column, ID_TYPES)?;
     let col = |role: &str, name: &str| -> CepResult<Col> {
+        table.require(role, name)?;
         let (attnum, typid) = table
             .position(name)
             .ok_or_else(|| CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", table.name())))?;

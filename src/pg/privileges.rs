@@ -80,7 +80,7 @@ pub fn as_owner<T>(owner: pg_sys::Oid, body: impl FnOnce() -> T) -> T {
 /// a watched table's single-row INSERT about a tenth of its rate (the setting is parsed, applied,
 /// and the caller's path looked up again on every call), an override only swaps a list. An ERROR
 /// inside needs no cleanup: the (sub)transaction's abort drops the override.
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+#[cfg(feature = "pg15")]
 pub fn with_pinned_search_path<T>(body: impl FnOnce() -> T) -> T {
     let mut path = pg_sys::OverrideSearchPath { schemas: std::ptr::null_mut(), addCatalog: true, addTemp: true, generation: 0 };
     // SAFETY: the path is copied by Postgres; pushed and popped at the same transaction nest level
@@ -93,9 +93,8 @@ pub fn with_pinned_search_path<T>(body: impl FnOnce() -> T) -> T {
 }
 
 /// PostgreSQL 17 removed search path overrides (and caches search paths, so that a setting is
-/// cheap): the same through the setting, as a `SET` clause does. Not built on this project's
-/// machines yet.
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+/// cheap): on 18 the same through the setting, as a `SET` clause does.
+#[cfg(not(feature = "pg15"))]
 pub fn with_pinned_search_path<T>(body: impl FnOnce() -> T) -> T {
     // SAFETY: a GUC nest level opened and closed around the body, as fmgr does for `SET`.
     let nest = unsafe {
