@@ -30,7 +30,7 @@ ifeq ($(PG_CONFIG),)
 $(error PG=$(PG) is not a supported PostgreSQL version: use 15 or 18)
 endif
 
-.PHONY: deps install run stop psql test test-one pgrx-test e2e fuzz bench clean
+.PHONY: deps install run stop stop-one psql test test-one pgrx-test e2e fuzz bench bench-one clean
 
 ## Install what is missing: Debian packages, PostgreSQL 18, cargo-pgrx, pgrx's config for both.
 deps: $(PG_CONFIG_18)
@@ -110,8 +110,16 @@ fuzz: deps
 	PG_CEP_FUZZ_CASES=$(FUZZ_CASES) PG_CEP_FUZZ_SEED=$(FUZZ_SEED) \
 	  cargo pgrx test pg$(PG_MAJOR) fuzz_ --runas postgres --pgdata $(PGRX_PGDATA)/data
 
-## Benchmarks: pg_cep next to the bare and PL/pgSQL baselines, on a cluster of their own.
-bench: install
+## Benchmarks: pg_cep next to the bare and PL/pgSQL baselines, on a cluster of their own. On 15
+## unless PG says; PG="15 18" runs both and prints their ratios side by side.
+BENCH_VERSIONS := $(if $(PG),$(PG),15)
+bench:
+	@mkdir -p .pgcep
+	@set -o pipefail; for v in $(BENCH_VERSIONS); do echo "== PostgreSQL $$v =="; \
+	  $(MAKE) --no-print-directory bench-one PG=$$v | tee .pgcep/bench-pg$$v.txt || exit 1; done
+	@[ $(words $(BENCH_VERSIONS)) -lt 2 ] || bash bench/side_by_side.sh $(foreach v,$(BENCH_VERSIONS),.pgcep/bench-pg$(v).txt)
+
+bench-one: install
 	@$(CLUSTER) stop bench$(SUFFIX) >/dev/null; rm -rf "$$($(CLUSTER) dir bench$(SUFFIX))"
 	@$(CLUSTER) start bench$(SUFFIX) $(BENCH_PORT) "shared_buffers = 1GB" "max_wal_size = 8GB" "synchronous_commit = off" \
 	  "cep.window_cache_keys = 200000" "cep.window_cache_events = 16000000" "cep.rollup_records = 1000000"
