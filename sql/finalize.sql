@@ -487,3 +487,75 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;
 END $$;
+
+-- What \df+ and \dd show for each function (every overload of a name gets its comment). The same
+-- block is in finalize.sql and in the upgrade script to 0.3.0.
+DO $comments$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure AS fn, c.comment
+        FROM (VALUES
+            ('acknowledge_alert', 'Marks an open alert acknowledged (who, when, note) and notifies its channel; returns the alert.'),
+            ('alert_channel', 'Internal: the channel a watched table''s alerts are notified on.'),
+            ('alert_state_changed', 'Internal: tells the monitor''s sessions that an alert''s state changed.'),
+            ('alerts_since', 'Alerts committed after the cursor last_id, in commit order, never skipping one still in flight.'),
+            ('alter_partitions', 'Changes some partition settings of a managed table, keeping the others; returns the settings in effect.'),
+            ('alter_watch', 'Changes some settings of a watch, keeping the others; returns the settings in effect.'),
+            ('apply_retention', 'Deletes alerts, assessments and pattern matches older than the retention settings, in batches.'),
+            ('assess_transaction', 'Scores one transaction with the risk rules: total score, level, the rules that fired and why.'),
+            ('backtest_rule', 'Replays a table''s history through a rule, unsaved: what it would have alerted and blocked.'),
+            ('capture', 'Logs a table''s changes to cep.change_log, with correlation and anomaly alerts; returns the table.'),
+            ('capture_trigger', 'Internal: the trigger that cep.capture attaches.'),
+            ('changes_since', 'Change log rows committed after the cursor last_id, in commit order, never skipping one still in flight.'),
+            ('correlated_events', 'Changes that share a change''s transaction or fall near it in time, and how they relate.'),
+            ('correlation_patterns', 'Pairs of event types that occur in the same transaction, with counts, over a time range.'),
+            ('create_monthly_partition', 'Creates (if missing) the partition of a managed table for one month; returns it.'),
+            ('define_pattern', 'Defines a live sequence pattern (row pattern over a table''s inserts); matches go to cep.pattern_matches.'),
+            ('drop_pattern', 'Drops a live sequence pattern and its partial matches.'),
+            ('evaluate_risk_rules', 'Evaluates every active risk rule for one transaction: one row per rule, with evidence.'),
+            ('fire_timeouts', 'Completes or expires pattern runs whose within interval has passed (the background worker calls it).'),
+            ('flush_alert_repeats', 'Writes the repeat counts of alerts under a cooldown that this session holds in memory.'),
+            ('forget_dropped_tables', 'Internal: removes pg_cep''s configuration of dropped tables.'),
+            ('hop', 'The hopping windows of a given width and slide that contain a timestamp.'),
+            ('invalidate_cep_cache', 'Internal: tells sessions that pg_cep''s configuration changed.'),
+            ('manage_partitions', 'Manages a range-partitioned table by month: premade partitions, retention, default partition.'),
+            ('match_recognize', 'Runs a row pattern over a table''s history, like MATCH_RECOGNIZE, and returns the matches.'),
+            ('matches_since', 'Pattern matches committed after the cursor last_id, in commit order, never skipping one still in flight.'),
+            ('monitor', 'Internal: the monitor''s statement trigger, which scores a statement''s new rows.'),
+            ('monitor_changes', 'Internal: the monitor''s trigger for updates and deletes (window cache and rollups).'),
+            ('monitor_row', 'Internal: the monitor''s row trigger, which scores each new row.'),
+            ('partitions', 'The partitions of a managed table, with their ranges and row estimates.'),
+            ('pattern_source', 'Internal: the table a pattern reads, for row-level security on cep.pattern_matches.'),
+            ('pattern_trigger', 'Internal: the trigger that runs a table''s live patterns.'),
+            ('realtime_stats', 'Totals, active keys and top keys of a watched table over a recent window, from the rollups.'),
+            ('resolve_alert', 'Marks an alert resolved (who, when, note) and notifies its channel; returns the alert.'),
+            ('risk_rules_before_write', 'Internal: checks a risk rule when it is written, so a bad rule is refused.'),
+            ('rollup_activity', 'Internal: rows and delay per minute of a table, for cep.streaming_performance.'),
+            ('rollup_load', 'Internal: loads a table''s rollups into shared memory.'),
+            ('rollup_memory', 'The shared memory the rollups use, per table.'),
+            ('rollup_rebuild', 'Rebuilds a table''s rollups from its rows since a time; returns the rows read.'),
+            ('rollup_totals', 'Internal: a table''s rollup totals since a time.'),
+            ('rollup_window', 'Internal: a table''s rollup totals and top keys since a time.'),
+            ('run_maintenance', 'Runs partition maintenance now (premake and retention) for one managed table or all.'),
+            ('set_alert_state', 'Sets an alert''s state (open, acknowledged, resolved) with a note and notifies its channel.'),
+            ('stats', 'Per watched table: rows seen, alerts, blocks and the monitor''s time, since the server started.'),
+            ('stats_reset', 'Resets the counters of cep.stats().'),
+            ('tumble', 'The start of the tumbling window of a given width that contains a timestamp.'),
+            ('uncapture', 'Stops logging a table''s changes; the change log keeps what it has.'),
+            ('unmanage_partitions', 'Stops managing a partitioned table; its partitions stay.'),
+            ('unwatch', 'Stops watching a table: removes the monitor''s triggers; alerts stay.'),
+            ('validate_rule', 'Checks a risk rule without saving it: the parsed rule, or the error with its position.'),
+            ('watch', 'Watches a table: scores every inserted row against the risk rules, writes alerts, notifies, can block.'),
+            ('watch_rollups', 'Turns the per-minute rollups of a watched table on or off.'),
+            ('window_aggregate', 'Count, sum and distinct keys per tumbling or hopping window over a table, with no gaps.'),
+            ('window_cache', 'What the shared window cache holds: keys, events, evictions, per table.'),
+            ('window_cache_warm', 'Loads a watched table''s recent events into the shared window cache; returns the keys loaded.')
+        ) AS c(name, comment)
+        JOIN pg_catalog.pg_proc p ON p.proname = c.name AND p.pronamespace = '@extschema@'::regnamespace
+    LOOP
+        EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', f.fn, f.comment);
+    END LOOP;
+END
+$comments$;

@@ -79,7 +79,8 @@ mod tests {
         add_rows(2, 1, "2026-01-15 11:57:00+00", "Beijing");
         let rows = |sql: &str| -> Vec<(i32, f64, bool)> {
             Spi::connect(|c| {
-                c.select(sql, None, &[]).unwrap()
+                c.select(sql, None, &[])
+                    .unwrap()
                     .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap()))
                     .collect()
             })
@@ -151,7 +152,8 @@ mod tests {
             insert(r#"{"metric": "total_amount", "value": 1, "window": "1_hourz"}"#, "0.5"),
             r#"22007: invalid rule: rule_condition.window: "1_hourz" is not an interval: it has the unknown unit "hourz" (use "1_hour" or '90 minutes')"#
         );
-        assert!(insert(r#"{"metric": "velocity", "value": 1}"#, "0.5").starts_with("22023: invalid rule: rule_condition.metric: \"velocity\" is not a metric"));
+        assert!(insert(r#"{"metric": "velocity", "value": 1}"#, "0.5")
+            .starts_with("22023: invalid rule: rule_condition.metric: \"velocity\" is not a metric"));
         assert!(insert(r#"{"metric": "amount", "operator": "=>", "value": 1}"#, "0.5").starts_with("22023: invalid rule: rule_condition.operator"));
         assert!(insert(r#"{"metric": "amount", "value": "lots"}"#, "0.5").starts_with("22P02: invalid rule: rule_condition.value"));
         assert!(insert(r#"{"metric": "amount", "value": 1}"#, "1.5").starts_with("22003: invalid rule: risk_score: 1.5 is outside [0, 1]"));
@@ -184,7 +186,12 @@ mod tests {
         add_rows(1, 11, "2026-01-15 23:30:00+00", "Shanghai");
         let (score, level, rules, details) = Spi::connect(|c| {
             let r = c.select("SELECT * FROM cep.assess_transaction(1, 15000, 'Shanghai', '2026-01-15 23:30:00+00')", None, &[]).unwrap().first();
-            (r.get::<f64>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap(), r.get::<Vec<i32>>(3).unwrap().unwrap(), r.get::<pgrx::JsonB>(4).unwrap().unwrap().0)
+            (
+                r.get::<f64>(1).unwrap().unwrap(),
+                r.get::<String>(2).unwrap().unwrap(),
+                r.get::<Vec<i32>>(3).unwrap().unwrap(),
+                r.get::<pgrx::JsonB>(4).unwrap().unwrap().0,
+            )
         });
         assert!((score - 1.8).abs() < 1e-9, "{score}");
         assert_eq!(level, "high");
@@ -221,9 +228,13 @@ mod tests {
         run(r#"SELECT cep.watch('"Payments"', key_column => 'Client', amount_column => 'amt', time_column => 'ts')"#);
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_indexes WHERE tablename = 'Payments'"), Some(1));
         assert!(outcome("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', now())").starts_with("42P08: more than one table is watched"));
-        run(r#"INSERT INTO "Payments" SELECT 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1, timestamp '2026-01-15 12:00' - make_interval(mins => g) FROM generate_series(0, 11) g"#);
+        run(
+            r#"INSERT INTO "Payments" SELECT 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1, timestamp '2026-01-15 12:00' - make_interval(mins => g) FROM generate_series(0, 11) g"#,
+        );
         assert_eq!(
-            triggered(r#"SELECT * FROM cep.evaluate_risk_rules('"Payments"', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1, NULL, '2026-01-15 12:00+00')"#),
+            triggered(
+                r#"SELECT * FROM cep.evaluate_risk_rules('"Payments"', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1, NULL, '2026-01-15 12:00+00')"#
+            ),
             vec![1]
         );
         assert!(outcome(r#"SELECT * FROM cep.evaluate_risk_rules('"Payments"', 'not-a-uuid', 1, NULL, now())"#).starts_with("22P02"));
@@ -246,14 +257,20 @@ mod tests {
         assert_eq!(rules[0]["rule_id"], 1);
         assert_eq!(rules[0]["version"], 1);
         assert_eq!(rules[0]["evidence"]["observed"], 11.0);
-        assert_eq!(one::<String>("SELECT row_pk FROM cep.alerts").unwrap(), one::<String>("SELECT id::text FROM transactions WHERE created_at = '2026-01-15 12:00+00'").unwrap());
+        assert_eq!(
+            one::<String>("SELECT row_pk FROM cep.alerts").unwrap(),
+            one::<String>("SELECT id::text FROM transactions WHERE created_at = '2026-01-15 12:00+00'").unwrap()
+        );
         // A large amount alone is medium (0.6): alerted. A small one is not.
         run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (2, 20000, 'A', '2026-01-15 12:00+00'), (3, 5, 'A', '2026-01-15 12:00+00')");
         assert_eq!(one::<String>("SELECT string_agg(key || ':' || level, ',' ORDER BY alert_id) FROM cep.alerts").unwrap(), "1:high,2:medium");
         // Watching again replaces the trigger; it never adds a second one.
         run("SELECT cep.watch('transactions', alert_level => 'high')");
         assert_eq!(
-            one::<String>("SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'transactions'::regclass AND NOT tgisinternal").unwrap(),
+            one::<String>(
+                "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'transactions'::regclass AND NOT tgisinternal"
+            )
+            .unwrap(),
             "cep_monitor,cep_monitor_changes"
         );
         run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (4, 20000, 'A', '2026-01-15 12:00+00')");
@@ -304,10 +321,19 @@ mod tests {
     fn blocking_rejects_with_its_own_sqlstate_and_stores_nothing() {
         seed_setup();
         run("SELECT cep.watch('transactions', block_at => 0.9)");
-        assert_eq!(one::<String>("SELECT tgtype::int::text FROM pg_trigger WHERE tgname = 'cep_monitor'").unwrap(), "7", "BEFORE INSERT FOR EACH ROW");
+        assert_eq!(
+            one::<String>("SELECT tgtype::int::text FROM pg_trigger WHERE tgname = 'cep_monitor'").unwrap(),
+            "7",
+            "BEFORE INSERT FOR EACH ROW"
+        );
         // 0.6 (amount) + 0.4 (23:30 is night) = 1.0, at or above 0.9.
         let err = outcome("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (1, 20000, 'A', '2026-01-15 23:30+00')");
-        assert!(err.starts_with("09000: pg_cep blocked an insert into public.transactions: key 1 scored 1.00, at or above block_at 0.9 (rule 2 v1, rule 3 v1)"), "{err}");
+        assert!(
+            err.starts_with(
+                "09000: pg_cep blocked an insert into public.transactions: key 1 scored 1.00, at or above block_at 0.9 (rule 2 v1, rule 3 v1)"
+            ),
+            "{err}"
+        );
         assert_eq!(one::<i64>("SELECT count(*) FROM transactions"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(0));
         // Below block_at: stored, and alerted as usual (0.6 is medium).
@@ -326,7 +352,8 @@ mod tests {
         assert_eq!(one::<String>("SELECT key || ':' || score FROM cep.alerts WHERE action = 'blocked'").unwrap(), "1:1");
         // User 2's night-time row (0.4, medium) is stored and alerted as usual.
         assert_eq!(one::<String>("SELECT key || ':' || level FROM cep.alerts WHERE action = 'alert'").unwrap(), "2:medium");
-        let stats = one::<String>("SELECT format('%s/%s/%s/%s', rows_seen, alerts, rows_blocked, shared) FROM cep.stats() WHERE table_name = 'transactions'");
+        let stats =
+            one::<String>("SELECT format('%s/%s/%s/%s', rows_seen, alerts, rows_blocked, shared) FROM cep.stats() WHERE table_name = 'transactions'");
         assert_eq!(stats.unwrap(), "3/2/1/f");
         assert!(outcome("SELECT cep.watch('transactions', block_at => 0)").starts_with("22023: block_at"));
         assert!(outcome("SELECT cep.watch('transactions', block_at => 0.5, on_block => 'drop')").starts_with("22023: on_block"));
@@ -356,7 +383,8 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM transactions"), Some(4));
         assert_eq!(one::<String>("SELECT string_agg(r->>'rule_id', ',') FROM cep.alerts, jsonb_array_elements(rules) r").unwrap(), "2");
         assert_eq!(one::<i64>("SELECT rule_errors FROM cep.stats() WHERE table_name = 'transactions'"), Some(1));
-        let rows = one::<String>("SELECT string_agg(rule_id || ':' || triggered, ',') FROM cep.evaluate_risk_rules(1, 20000, 'A', '2026-01-15 12:02+00')");
+        let rows =
+            one::<String>("SELECT string_agg(rule_id || ':' || triggered, ',') FROM cep.evaluate_risk_rules(1, 20000, 'A', '2026-01-15 12:02+00')");
         assert_eq!(rows.unwrap(), "1:false,2:true,3:false,4:false");
         // Without its time column nothing can be scored, but rows are still stored.
         run("ALTER TABLE transactions RENAME COLUMN created_at TO ts");
@@ -400,12 +428,16 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.risk_assessments"), Some(0), "none by default");
         run("SELECT cep.watch('transactions', log_assessments => 'alerts')");
         run(insert);
-        assert_eq!(one::<String>("SELECT string_agg(key || ':' || level || ':' || triggered_rules::text, ',') FROM cep.risk_assessments").unwrap(), "1:medium:{2}");
+        assert_eq!(
+            one::<String>("SELECT string_agg(key || ':' || level || ':' || triggered_rules::text, ',') FROM cep.risk_assessments").unwrap(),
+            "1:medium:{2}"
+        );
         run("DELETE FROM cep.risk_assessments");
         run("SELECT cep.watch('transactions', log_assessments => 'all', block_at => 5)");
         run(insert);
         assert_eq!(
-            one::<String>("SELECT string_agg(key || ':' || level || ':' || triggered_rules::text, ',' ORDER BY key) FROM cep.risk_assessments").unwrap(),
+            one::<String>("SELECT string_agg(key || ':' || level || ':' || triggered_rules::text, ',' ORDER BY key) FROM cep.risk_assessments")
+                .unwrap(),
             "1:medium:{2},2:low:{}"
         );
         assert!(outcome("SELECT cep.watch('transactions', log_assessments => 'some')").starts_with("22023: log_assessments"));
@@ -423,7 +455,9 @@ mod tests {
         for zone in ["UTC", "America/New_York", "Asia/Kolkata"] {
             run(&format!("SET TimeZone = '{zone}'"));
             for width in ["1 second", "1 minute", "7 minutes", "1 hour", "90 minutes", "1 day", "7 days"] {
-                let sql = format!("SELECT count(*) FROM times WHERE cep.tumble(ts, '{width}') <> date_bin('{width}', ts, timestamptz '2000-01-03 00:00+00')");
+                let sql = format!(
+                    "SELECT count(*) FROM times WHERE cep.tumble(ts, '{width}') <> date_bin('{width}', ts, timestamptz '2000-01-03 00:00+00')"
+                );
                 assert_eq!(one::<i64>(&sql), Some(0), "{width} in {zone}");
                 let sql = format!("SELECT count(*) FROM times WHERE cep.tumble(ts::timestamp, '{width}') <> date_bin('{width}', ts::timestamp, timestamp '2000-01-03')");
                 assert_eq!(one::<i64>(&sql), Some(0), "timestamp {width} in {zone}");
@@ -486,8 +520,10 @@ mod tests {
         // An empty range returns nothing; bad input is refused.
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 minute', start => now(), finish => now() - interval '1 hour')"), Some(0));
         assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'ts', 'amount', '1 minute')").starts_with("42703"));
-        assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 second', start => now() - interval '2 days')").starts_with("22023: more than 100000 windows"));
-        assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 minute', per_key => true)").starts_with("22023: per_key needs"));
+        assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 second', start => now() - interval '2 days')")
+            .starts_with("22023: more than 100000 windows"));
+        assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 minute', per_key => true)")
+            .starts_with("22023: per_key needs"));
     }
 
     // ---- partitions ----
@@ -525,7 +561,8 @@ mod tests {
             "2026-02-01 00:00:00+00 .. 2026-03-01 00:00:00+00"
         );
         run("INSERT INTO \"Sales Data\".\"Tx Mixed\" (user_id, amount, created_at) VALUES (1, 5, '2026-02-28 23:59:59+00')");
-        assert!(outcome("INSERT INTO \"Sales Data\".\"Tx Mixed\" (user_id, amount, created_at) VALUES (1, 5, '2026-03-01 00:00:00+00')").starts_with("23514"));
+        assert!(outcome("INSERT INTO \"Sales Data\".\"Tx Mixed\" (user_id, amount, created_at) VALUES (1, 5, '2026-03-01 00:00:00+00')")
+            .starts_with("23514"));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.partition_log WHERE action = 'create'"), Some(1));
     }
 
@@ -533,11 +570,14 @@ mod tests {
     fn create_monthly_partition_refuses_bad_tables_and_changes_nothing() {
         run("SET TimeZone = 'UTC'");
         run("CREATE TABLE plain_tx (id int, created_at timestamptz)");
-        assert!(outcome("SELECT cep.create_monthly_partition('plain_tx', '2026-01-01')").starts_with("42809: public.plain_tx is not a partitioned table"));
+        assert!(
+            outcome("SELECT cep.create_monthly_partition('plain_tx', '2026-01-01')").starts_with("42809: public.plain_tx is not a partitioned table")
+        );
         run("CREATE TABLE list_tx (id int, kind text) PARTITION BY LIST (kind)");
         assert!(outcome("SELECT cep.create_monthly_partition('list_tx', '2026-01-01')").starts_with("42P16: public.list_tx is partitioned by list"));
         run("CREATE TABLE int_tx (id int) PARTITION BY RANGE (id)");
-        assert!(outcome("SELECT cep.create_monthly_partition('int_tx', '2026-01-01')").starts_with("42P16: public.int_tx is partitioned by range on a column of type integer"));
+        assert!(outcome("SELECT cep.create_monthly_partition('int_tx', '2026-01-01')")
+            .starts_with("42P16: public.int_tx is partitioned by range on a column of type integer"));
         // A quarter made by hand: a month inside it overlaps.
         partitioned_setup("q_tx");
         run("CREATE TABLE q_tx_q1 PARTITION OF q_tx FOR VALUES FROM ('2026-01-01') TO ('2026-04-01')");
@@ -547,7 +587,8 @@ mod tests {
         );
         // A table by that name already exists outside the partition tree.
         run("CREATE TABLE q_tx_2026_05 (x int)");
-        assert!(outcome("SELECT cep.create_monthly_partition('q_tx', '2026-05-01')").starts_with("42P07: cannot create the 2026-05 partition of public.q_tx: relation public.q_tx_2026_05 already exists"));
+        assert!(outcome("SELECT cep.create_monthly_partition('q_tx', '2026-05-01')")
+            .starts_with("42P07: cannot create the 2026-05 partition of public.q_tx: relation public.q_tx_2026_05 already exists"));
         // A name past 63 bytes would be truncated by Postgres into another name.
         let long = "t".repeat(56);
         partitioned_setup(&long);
@@ -580,10 +621,7 @@ mod tests {
         // Rows from five months ago sit in DEFAULT until maintenance gives them a month.
         run("CREATE TABLE m_tx_default PARTITION OF m_tx DEFAULT");
         run("INSERT INTO m_tx (user_id, amount, created_at) SELECT 1, g, date_trunc('month', now()) - interval '5 months' + make_interval(days => g) FROM generate_series(0, 9) g");
-        let steps = one::<String>(
-            "SELECT string_agg(action, ',' ORDER BY partition) FROM cep.manage_partitions('m_tx', premake => 2)",
-        )
-        .unwrap();
+        let steps = one::<String>("SELECT string_agg(action, ',' ORDER BY partition) FROM cep.manage_partitions('m_tx', premake => 2)").unwrap();
         assert_eq!(steps, "create,create,create,create,create,create,create,create", "{steps}");
         assert_eq!(partition_names("m_tx").len(), 9); // 5 past + current + 2 ahead, + DEFAULT
         assert_eq!(one::<i64>("SELECT count(*) FROM m_tx_default"), Some(0));
@@ -614,11 +652,19 @@ mod tests {
         // Forced, retention still keeps what the 90-day window reads.
         run("SELECT cep.create_monthly_partition('r_tx', (now() - interval '6 months')::date)");
         run("SELECT cep.create_monthly_partition('r_tx', (now() - interval '2 months')::date)");
-        let protected = one::<i64>("SELECT count(*) FROM cep.manage_partitions('r_tx', retention => '30 days', force => true) WHERE action = 'protected'").unwrap();
+        let protected =
+            one::<i64>("SELECT count(*) FROM cep.manage_partitions('r_tx', retention => '30 days', force => true) WHERE action = 'protected'")
+                .unwrap();
         assert!(protected >= 1, "{protected}");
         let names = partition_names("r_tx");
-        assert!(names.iter().any(|n| *n == one::<String>("SELECT format('r_tx_%s', to_char(now() - interval '2 months', 'YYYY_MM'))").unwrap()), "{names:?}");
-        assert!(!names.iter().any(|n| *n == one::<String>("SELECT format('r_tx_%s', to_char(now() - interval '6 months', 'YYYY_MM'))").unwrap()), "{names:?}");
+        assert!(
+            names.iter().any(|n| *n == one::<String>("SELECT format('r_tx_%s', to_char(now() - interval '2 months', 'YYYY_MM'))").unwrap()),
+            "{names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| *n == one::<String>("SELECT format('r_tx_%s', to_char(now() - interval '6 months', 'YYYY_MM'))").unwrap()),
+            "{names:?}"
+        );
     }
 
     #[pg_test]
@@ -645,7 +691,8 @@ mod tests {
 
     // ---- patterns ----
 
-    const CHECKOUT_DEFINE: &str = r#"{"login": {"event_type": "login"}, "browse": {"event_type": "browse"}, "purchase": {"event_type": "purchase", "amount": {">": 0}}}"#;
+    const CHECKOUT_DEFINE: &str =
+        r#"{"login": {"event_type": "login"}, "browse": {"event_type": "browse"}, "purchase": {"event_type": "purchase", "amount": {">": 0}}}"#;
 
     fn events_setup() {
         run("SET TimeZone = 'UTC'");
@@ -663,14 +710,21 @@ mod tests {
         run(&format!("SELECT cep.define_pattern('checkout', 'user_events', 'user_id', 'created_at', 'login browse+ purchase', '{CHECKOUT_DEFINE}', within => '30 minutes')"));
         // User 1 completes in 20 minutes; user 2's events interleave but never purchase; user 3 is too slow.
         for sql in [
-            event(1, "login", 0, 50), event(2, "login", 0, 49), event(1, "browse", 0, 45), event(2, "browse", 0, 44),
-            event(1, "browse", 0, 40), event(3, "login", 0, 45), event(3, "browse", 0, 30), event(1, "purchase", 99, 30),
+            event(1, "login", 0, 50),
+            event(2, "login", 0, 49),
+            event(1, "browse", 0, 45),
+            event(2, "browse", 0, 44),
+            event(1, "browse", 0, 40),
+            event(3, "login", 0, 45),
+            event(3, "browse", 0, 30),
+            event(1, "purchase", 99, 30),
             event(3, "purchase", 10, 1),
         ] {
             run(&sql);
         }
         assert_eq!(
-            one::<String>("SELECT string_agg(key || ' ' || rows::text || ' ' || (match_end - match_start)::text, '; ') FROM cep.pattern_matches").unwrap(),
+            one::<String>("SELECT string_agg(key || ' ' || rows::text || ' ' || (match_end - match_start)::text, '; ') FROM cep.pattern_matches")
+                .unwrap(),
             r#"1 {"login": [1], "browse": [3, 5], "purchase": [8]} 00:20:00"#
         );
         // Users 2 and 3 still have partial runs; user 1's ended with the match.
@@ -678,7 +732,10 @@ mod tests {
         // A multi-row INSERT is one statement: its rows are taken in time order per key.
         run("INSERT INTO user_events (user_id, event_type, amount, created_at) VALUES \
              (4, 'purchase', 5, now()), (4, 'browse', 0, now() - interval '1 minute'), (4, 'login', 0, now() - interval '2 minutes')");
-        assert_eq!(one::<String>("SELECT rows::text FROM cep.pattern_matches WHERE key = '4'"), Some(r#"{"login": [12], "browse": [11], "purchase": [10]}"#.into()));
+        assert_eq!(
+            one::<String>("SELECT rows::text FROM cep.pattern_matches WHERE key = '4'"),
+            Some(r#"{"login": [12], "browse": [11], "purchase": [10]}"#.into())
+        );
     }
 
     #[pg_test]
@@ -731,7 +788,9 @@ mod tests {
              WHERE symbol IN ('a', 'b', 'c') AND row_id IS NOT NULL"
         ))
         .unwrap();
-        let ids = one::<i64>("SELECT sum(jsonb_array_length(v))::bigint FROM cep.pattern_matches, jsonb_each(rows) e(k, v) WHERE pattern_name = 'p_next'").unwrap();
+        let ids =
+            one::<i64>("SELECT sum(jsonb_array_length(v))::bigint FROM cep.pattern_matches, jsonb_each(rows) e(k, v) WHERE pattern_name = 'p_next'")
+                .unwrap();
         assert_eq!(classified, ids);
     }
 
@@ -746,13 +805,18 @@ mod tests {
         run(&event(3, "password_reset", 0, 2)); // not yet due
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_matches"), Some(0));
         assert_eq!(one::<i64>("SELECT cep.fire_timeouts()"), Some(1));
-        assert_eq!(one::<String>("SELECT key || ':' || completed_by || ':' || (match_end - match_start)::text FROM cep.pattern_matches"), Some("1:timeout:00:10:00".into()));
+        assert_eq!(
+            one::<String>("SELECT key || ':' || completed_by || ':' || (match_end - match_start)::text FROM cep.pattern_matches"),
+            Some("1:timeout:00:10:00".into())
+        );
         assert_eq!(one::<i64>("SELECT cep.fire_timeouts()"), Some(0));
         assert_eq!(one::<String>("SELECT string_agg(key, ',') FROM cep.pattern_state"), Some("3".into()));
         // History agrees: the same single match.
         assert_eq!(
-            one::<String>(r#"SELECT string_agg(key, ',') FROM cep.match_recognize('user_events', 'user_id', 'created_at', 'reset !login',
-               '{"reset": {"event_type": "password_reset"}, "login": {"event_type": "login"}}', within => '10 minutes')"#),
+            one::<String>(
+                r#"SELECT string_agg(key, ',') FROM cep.match_recognize('user_events', 'user_id', 'created_at', 'reset !login',
+               '{"reset": {"event_type": "password_reset"}, "login": {"event_type": "login"}}', within => '10 minutes')"#
+            ),
             Some("1".into())
         );
     }
@@ -773,15 +837,20 @@ mod tests {
         assert!(define("a", r#"{"a": {"colour": "red"}}"#, "").starts_with("42703: define: column \"colour\" is not a column"));
         assert!(define("a !b", d, "").starts_with("22023: invalid pattern:"), "an absence at the end needs within");
         assert!(define("a", d, ", contiguity => 'loose'").starts_with("22023: invalid pattern: contiguity"));
-        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'event_type', 'a', '{d}')")).starts_with("42804: order_by \"event_type\" has type text"));
-        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', 'a', '{d}', id_column => 'location')")).starts_with("42804: id_column"));
-        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'nobody', 'created_at', 'a', '{d}')")).starts_with("42703: partition_by \"nobody\""));
-        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', 'a', '{d}', within => '-1 minute')")).starts_with("22023: within"));
+        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'event_type', 'a', '{d}')"))
+            .starts_with("42804: order_by \"event_type\" has type text"));
+        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', 'a', '{d}', id_column => 'location')"))
+            .starts_with("42804: id_column"));
+        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'nobody', 'created_at', 'a', '{d}')"))
+            .starts_with("42703: partition_by \"nobody\""));
+        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', 'a', '{d}', within => '-1 minute')"))
+            .starts_with("22023: within"));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'user_events'::regclass"), Some(0));
         // Names are unique; a second definition under the same name is refused.
         run(&format!("SELECT cep.define_pattern('good', 'user_events', 'user_id', 'created_at', 'a', '{d}')"));
-        assert!(outcome(&format!("SELECT cep.define_pattern('good', 'user_events', 'user_id', 'created_at', 'a', '{d}')")).starts_with("42710: pattern \"good\" already exists"));
+        assert!(outcome(&format!("SELECT cep.define_pattern('good', 'user_events', 'user_id', 'created_at', 'a', '{d}')"))
+            .starts_with("42710: pattern \"good\" already exists"));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(1));
         // Inserts go on when a column the pattern reads is dropped later: the pattern is skipped.
         run(&format!("SELECT cep.define_pattern('by_place', 'user_events', 'user_id', 'created_at', 'p', '{{\"p\": {{\"location\": \"x\"}}}}')"));
@@ -862,7 +931,10 @@ mod tests {
         run("SELECT cep.capture('accounts', key_column => 'owner', mass_deletion => 2, high_frequency => NULL)");
         run("INSERT INTO accounts SELECT g, CASE WHEN g <= 5 THEN 'ann' ELSE 'bob' END FROM generate_series(1, 7) g");
         run("DELETE FROM accounts");
-        assert_eq!(one::<String>("SELECT string_agg(key, ',' ORDER BY key) FROM cep.alerts WHERE table_name = 'public.accounts'"), Some("ann".into()));
+        assert_eq!(
+            one::<String>("SELECT string_agg(key, ',' ORDER BY key) FROM cep.alerts WHERE table_name = 'public.accounts'"),
+            Some("ann".into())
+        );
     }
 
     #[pg_test]
@@ -890,8 +962,12 @@ mod tests {
     #[pg_test]
     fn the_log_written_without_the_executor_equals_the_spi_insert_and_steps_aside_for_a_changed_log() {
         let written = crate::pg::change_log::rows_written;
-        run(r#"CREATE TABLE odd (a int, "Mixed Case" timestamptz, c numeric, d float8, e jsonb, f text[], g bool, h text, PRIMARY KEY ("Mixed Case", a))"#);
-        run(r#"SELECT cep.capture('odd', key_column => 'h', from_column => 'd', to_column => 'Mixed Case', high_frequency => NULL, mass_deletion => NULL)"#);
+        run(
+            r#"CREATE TABLE odd (a int, "Mixed Case" timestamptz, c numeric, d float8, e jsonb, f text[], g bool, h text, PRIMARY KEY ("Mixed Case", a))"#,
+        );
+        run(
+            r#"SELECT cep.capture('odd', key_column => 'h', from_column => 'd', to_column => 'Mixed Case', high_frequency => NULL, mass_deletion => NULL)"#,
+        );
         let rows = r#"INSERT INTO odd VALUES
             (1, '2026-01-15 12:00:00+00', 1.50, 1e20, '{"x": [1, null, "é"]}', '{a,"b c"}', true, 'k1'),
             (2, '2026-01-15 12:00:00.5+02', NULL, 'NaN', NULL, NULL, NULL, NULL),
@@ -915,7 +991,11 @@ mod tests {
         run(updates);
         run("DELETE FROM odd");
         run("TRUNCATE odd");
-        assert_eq!(written() - before, 15, "3 inserts, 7 update changes (a twice-seen key is 4, a new key 2), 4 deletes and a truncate, stored directly");
+        assert_eq!(
+            written() - before,
+            15,
+            "3 inserts, 7 update changes (a twice-seen key is 4, a new key 2), 4 deletes and a truncate, stored directly"
+        );
         assert_eq!(one::<bool>("SELECT bool_and(changed_at = now() AND correlation_id = pg_current_xact_id()) FROM cep.change_log"), Some(true));
         let direct = ["I", "U", "D", "T"].map(logged);
         assert_eq!(direct.iter().map(|d| d.as_deref().map_or(0, |d| d.lines().count())).collect::<Vec<_>>(), [3, 7, 4, 1]);
@@ -970,7 +1050,10 @@ mod tests {
         .unwrap();
         run(&detach);
         let before = written();
-        assert_eq!(outcome("INSERT INTO odd VALUES (9, now(), 1, 1, NULL, NULL, NULL, 'k9')"), "23514: no partition of relation \"change_log\" found for row");
+        assert_eq!(
+            outcome("INSERT INTO odd VALUES (9, now(), 1, 1, NULL, NULL, NULL, 'k9')"),
+            "23514: no partition of relation \"change_log\" found for row"
+        );
         assert_eq!(written(), before);
         assert_eq!(one::<i64>("SELECT count(*) FROM odd"), Some(0));
     }
@@ -1380,7 +1463,8 @@ mod tests {
         insert(&[(1, "06"), (1, "07"), (2, "07")]);
         // Repeats are counted in memory and written about once a second; now, here.
         assert_eq!(one::<i64>("SELECT cep.flush_alert_repeats()"), Some(1));
-        let one_key = "SELECT count(*)::text || ' ' || sum(repeats) || ' ' || max(last_seen)::text || ' ' || max(max_score) FROM cep.alerts WHERE key = '1'";
+        let one_key =
+            "SELECT count(*)::text || ' ' || sum(repeats) || ' ' || max(last_seen)::text || ' ' || max(max_score) FROM cep.alerts WHERE key = '1'";
         assert_eq!(one::<String>(one_key), Some("1 6 2026-01-15 12:07:00+00 0.6".into()));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '2' AND repeats = 0"), Some(1));
         // The next cooldown window opens a new alert.
@@ -1435,7 +1519,10 @@ mod tests {
             Some(format!("shadow 0.6 {{{}}}", one::<i32>(big).unwrap()))
         );
         // SQL scoring shows the shadow rule firing, but it adds nothing to the score.
-        assert_eq!(one::<f64>("SELECT total_risk_score FROM cep.assess_transaction('transactions'::regclass, '9', 50000, 'A', '2026-01-15 12:03+00')"), Some(0.0));
+        assert_eq!(
+            one::<f64>("SELECT total_risk_score FROM cep.assess_transaction('transactions'::regclass, '9', 50000, 'A', '2026-01-15 12:03+00')"),
+            Some(0.0)
+        );
         assert!(outcome(&format!("UPDATE cep.risk_rules SET mode = 'dry' WHERE rule_id = {big}")).starts_with("23514"));
     }
 
@@ -1450,7 +1537,8 @@ mod tests {
         run("UPDATE cep.risk_assessments SET created_at = now() - interval '100 days'");
         // Nothing is set: nothing is deleted.
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.apply_retention()"), Some(0));
-        let deleted = "SELECT string_agg(table_name || ' ' || deleted, ', ' ORDER BY table_name) FROM cep.apply_retention(alerts => '90 days', batch => 3)";
+        let deleted =
+            "SELECT string_agg(table_name || ' ' || deleted, ', ' ORDER BY table_name) FROM cep.apply_retention(alerts => '90 days', batch => 3)";
         assert_eq!(one::<String>(deleted), Some("cep.alerts 3".into()));
         assert_eq!(one::<String>(deleted), Some("cep.alerts 2".into()));
         assert_eq!(one::<String>(deleted), Some("cep.alerts 0".into()));
@@ -1471,7 +1559,10 @@ mod tests {
         assert_eq!(one::<String>("SELECT pk_column::text FROM cep.watches WHERE relid = 'tx_parts'::regclass"), Some("id".into()));
         run("INSERT INTO tx_parts (user_id, amount, created_at) VALUES (4, 50000, '2026-01-15 12:00+00')");
         let id = one::<i64>("SELECT id FROM tx_parts").unwrap();
-        assert_eq!(one::<String>("SELECT row_pk || ' ' || event_time FROM cep.alerts WHERE relid = 'tx_parts'::regclass"), Some(format!("{id} 2026-01-15 12:00:00+00")));
+        assert_eq!(
+            one::<String>("SELECT row_pk || ' ' || event_time FROM cep.alerts WHERE relid = 'tx_parts'::regclass"),
+            Some(format!("{id} 2026-01-15 12:00:00+00"))
+        );
     }
 
     #[pg_test]
@@ -1489,16 +1580,22 @@ mod tests {
         ));
         assert_eq!(fired, Some("1@12:20 0.5 medium true, 1@12:30 0.5 medium true, 1@12:40 0.5 medium true".into()));
         // The range starts later, but rows before it still count in the windows.
-        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM cep.backtest_rule({busy}, 'transactions', '2026-01-15 12:35+00', '2026-01-16')")), Some(1));
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM cep.backtest_rule({busy}, 'transactions', '2026-01-15 12:35+00', '2026-01-16')")),
+            Some(1)
+        );
         // Next to the live rules: a large amount and this rule would block at 1.2.
         let big = r#"'{"rule_type": "threshold", "risk_score": 0.7, "rule_condition": {"metric": "amount", "operator": ">", "value": 5000}}'"#;
         assert_eq!(
-            one::<String>(&format!("SELECT key || ' ' || rule_score || ' ' || total_score || ' ' || would_block FROM cep.backtest_rule({big}, 'transactions')")),
+            one::<String>(&format!(
+                "SELECT key || ' ' || rule_score || ' ' || total_score || ' ' || would_block FROM cep.backtest_rule({big}, 'transactions')"
+            )),
             Some("2 0.7 0.7 false".into())
         );
         // Nothing was written by the replays.
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(0));
-        assert!(outcome(&format!("SELECT * FROM cep.backtest_rule('{{\"rule_type\": \"threshold\"}}', 'transactions')")).starts_with("22004: invalid rule: risk_score"));
+        assert!(outcome(&format!("SELECT * FROM cep.backtest_rule('{{\"rule_type\": \"threshold\"}}', 'transactions')"))
+            .starts_with("22004: invalid rule: risk_score"));
         run("CREATE TABLE quiet (id int)");
         assert!(outcome(&format!("SELECT * FROM cep.backtest_rule({big}, 'quiet')")).starts_with("55000"));
         assert!(outcome(&format!("SELECT * FROM cep.backtest_rule({big}, NULL)")).starts_with("22004: relation must not be NULL"));
@@ -1542,6 +1639,17 @@ mod tests {
         assert!(outcome("SELECT cep.alter_partitions('other', premake => 1)").starts_with("55000: other is not managed"));
     }
 
+    /// `\df+` explains every function: each one in schema cep has a comment.
+    #[pg_test]
+    fn every_function_has_a_comment() {
+        let missing = one::<String>(
+            "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p \
+             WHERE p.pronamespace = 'cep'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL",
+        );
+        assert_eq!(missing, None, "functions without a comment");
+        assert!(one::<String>("SELECT obj_description('cep.watch'::regproc, 'pg_proc')").unwrap().starts_with("Watches a table"));
+    }
+
     /// PostgreSQL 18's virtual generated columns are NULL in every trigger: a role that pg_cep
     /// reads in its triggers refuses one (0A000) and registers nothing; queries over the table
     /// (window_aggregate) read it computed.
@@ -1559,7 +1667,9 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(0));
         assert!(outcome("SELECT cep.capture('vtx', key_column => 'vkey')").starts_with("0A000: key_column \"vkey\""));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.captures"), Some(0));
-        let pattern = outcome(r#"SELECT cep.define_pattern('big', 'vtx', 'user_id', 'created_at', 'a b', '{"a": {"amount": {">": 1}}, "b": {"event_type": "x"}}')"#);
+        let pattern = outcome(
+            r#"SELECT cep.define_pattern('big', 'vtx', 'user_id', 'created_at', 'a b', '{"a": {"amount": {">": 1}}, "b": {"event_type": "x"}}')"#,
+        );
         assert!(pattern.starts_with("0A000: define: column \"amount\" of \"vtx\" is a virtual generated column"), "{pattern}");
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'vtx'::regclass"), Some(0));

@@ -74,10 +74,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(
-            &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", port()),
-            NoTls,
-        ) {
+        if let Ok(mut admin) = Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", port()), NoTls) {
             let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
         }
     }
@@ -104,11 +101,8 @@ pub fn drain_notifications_with_senders(listener: &mut Client, quiet: Duration) 
 pub fn restart_server() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cluster = std::env::var("PG_CEP_CLUSTER").unwrap_or_else(|_| "e2e".into());
-    let status = std::process::Command::new("bash")
-        .arg(root.join("scripts/cluster.sh"))
-        .args(["restart", &cluster])
-        .status()
-        .expect("run scripts/cluster.sh");
+    let status =
+        std::process::Command::new("bash").arg(root.join("scripts/cluster.sh")).args(["restart", &cluster]).status().expect("run scripts/cluster.sh");
     assert!(status.success(), "restart failed");
     drop(connect_to("postgres"));
 }

@@ -59,7 +59,8 @@ fn a_rolled_back_transaction_leaves_nothing_and_sends_nothing() {
     c.batch_execute(GRAPH).unwrap();
     c.batch_execute("BEGIN; INSERT INTO nodes VALUES (1, 'Person'); ROLLBACK").unwrap();
     // A savepoint rolled back inside a committed transaction takes its changes out too.
-    c.batch_execute("BEGIN; INSERT INTO nodes VALUES (2, 'Person'); SAVEPOINT s; INSERT INTO nodes VALUES (3, 'Person'); ROLLBACK TO s; COMMIT").unwrap();
+    c.batch_execute("BEGIN; INSERT INTO nodes VALUES (2, 'Person'); SAVEPOINT s; INSERT INTO nodes VALUES (3, 'Person'); ROLLBACK TO s; COMMIT")
+        .unwrap();
     let got = drain_notifications(&mut listener, Duration::from_millis(500));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(json(&got[0].1)["count"], 1);
@@ -114,12 +115,8 @@ fn a_consumer_that_reconnects_misses_nothing() {
     slow.batch_execute("COMMIT").unwrap();
     let caught_up = ids(&mut consumer, last);
     assert_eq!(caught_up.len(), 2, "{caught_up:?}");
-    let pks: Vec<String> = consumer
-        .query("SELECT pk FROM cep.changes_since($1) ORDER BY change_id", &[&last])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let pks: Vec<String> =
+        consumer.query("SELECT pk FROM cep.changes_since($1) ORDER BY change_id", &[&last]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(pks, ["2", "3"]);
 
     // The other way round: an older transaction takes the larger id and commits first, while a
@@ -190,9 +187,7 @@ fn notifications_are_sent_after_commit_by_the_databases_sender_which_leaves_when
                     let id = 1000 + w * 1000 + i;
                     match i % 10 {
                         3 => c.batch_execute(&format!("BEGIN; INSERT INTO nodes VALUES ({id}, 'X'); ROLLBACK")).unwrap(),
-                        7 => c
-                            .batch_execute(&format!("BEGIN; SAVEPOINT s; INSERT INTO nodes VALUES ({id}, 'X'); ROLLBACK TO s; COMMIT"))
-                            .unwrap(),
+                        7 => c.batch_execute(&format!("BEGIN; SAVEPOINT s; INSERT INTO nodes VALUES ({id}, 'X'); ROLLBACK TO s; COMMIT")).unwrap(),
                         _ => c.batch_execute(&format!("INSERT INTO nodes VALUES ({id}, 'X')")).unwrap(),
                     }
                 }
@@ -206,12 +201,8 @@ fn notifications_are_sent_after_commit_by_the_databases_sender_which_leaves_when
     let mut notified: Vec<String> = got.iter().map(|n| json(&n.1)["correlation_id"].as_str().unwrap().to_string()).collect();
     notified.sort();
     notified.dedup();
-    let mut logged: Vec<String> = c
-        .query("SELECT DISTINCT correlation_id::text FROM cep.change_log WHERE pk::bigint >= 1000", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut logged: Vec<String> =
+        c.query("SELECT DISTINCT correlation_id::text FROM cep.change_log WHERE pk::bigint >= 1000", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     logged.sort();
     assert_eq!(notified, logged, "each committed transaction notified once, and no other");
 
@@ -238,7 +229,11 @@ struct CommitsOnHold;
 impl CommitsOnHold {
     fn new() -> CommitsOnHold {
         let mut admin = pg_cep_e2e::connect_to("postgres");
-        for sql in ["ALTER SYSTEM SET synchronous_commit = 'local'", "ALTER SYSTEM SET synchronous_standby_names = 'pg_cep_test_nobody'", "SELECT pg_reload_conf()"] {
+        for sql in [
+            "ALTER SYSTEM SET synchronous_commit = 'local'",
+            "ALTER SYSTEM SET synchronous_standby_names = 'pg_cep_test_nobody'",
+            "SELECT pg_reload_conf()",
+        ] {
             admin.batch_execute(sql).unwrap();
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -277,7 +272,12 @@ fn a_slow_commit_and_a_stopped_sender_lose_no_notification() {
     // and one behind it that commits at once.
     let held = std::thread::spawn(move || slow.batch_execute("SET synchronous_commit = on; INSERT INTO nodes VALUES (77, 'slow')").unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while c.query_one("SELECT wait_event IS NOT DISTINCT FROM 'SyncRep' FROM pg_stat_activity WHERE pid = $1", &[&slow_pid]).unwrap().get::<_, bool>(0) == false {
+    while c
+        .query_one("SELECT wait_event IS NOT DISTINCT FROM 'SyncRep' FROM pg_stat_activity WHERE pid = $1", &[&slow_pid])
+        .unwrap()
+        .get::<_, bool>(0)
+        == false
+    {
         assert!(std::time::Instant::now() < deadline, "the commit was not held");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -302,12 +302,8 @@ fn a_slow_commit_and_a_stopped_sender_lose_no_notification() {
     held.join().unwrap();
     let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(1000));
     let first_ids: Vec<i64> = got.iter().map(|n| json(&n.1)["first_id"].as_i64().unwrap()).collect();
-    let expected: Vec<i64> = c
-        .query("SELECT change_id FROM cep.change_log WHERE pk IN ('77', '78') ORDER BY pk", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let expected: Vec<i64> =
+        c.query("SELECT change_id FROM cep.change_log WHERE pk IN ('77', '78') ORDER BY pk", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(first_ids, expected, "{got:?}");
     assert!(got.iter().all(|n| n.2 == second_sender), "{got:?}");
 }
@@ -337,7 +333,10 @@ fn captured_writers_lose_nothing_while_the_logs_month_is_created_under_them() {
                     i += 1;
                     let first = w * 10_000_000 + i * 10;
                     let n = if i % 3 == 0 { 5 } else { 1 };
-                    match s.execute("INSERT INTO nodes (id, label) SELECT g, 'Person' FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) g", &[&first, &n]) {
+                    match s.execute(
+                        "INSERT INTO nodes (id, label) SELECT g, 'Person' FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) g",
+                        &[&first, &n],
+                    ) {
                         Ok(_) => rows += n,
                         Err(e) => {
                             eprintln!("insert failed: {:?}", e.as_db_error());

@@ -72,7 +72,10 @@ fn listener_gets_alerts_after_commit_and_none_after_rollback() {
         let payload: serde_json::Value = serde_json::from_str(text).unwrap();
         let alert_id = payload["alert_id"].as_i64().unwrap();
         let row = writer
-            .query_one("SELECT key, row_pk, (SELECT id::text FROM transactions WHERE user_id = key::int) FROM cep.alerts WHERE alert_id = $1", &[&alert_id])
+            .query_one(
+                "SELECT key, row_pk, (SELECT id::text FROM transactions WHERE user_id = key::int) FROM cep.alerts WHERE alert_id = $1",
+                &[&alert_id],
+            )
             .unwrap();
         let (key, row_pk, id): (String, String, String) = (row.get(0), row.get(1), row.get(2));
         assert_eq!((payload["key"].as_str(), payload["row"].as_str()), (Some(key.as_str()), Some(row_pk.as_str())));
@@ -140,7 +143,10 @@ fn concurrent_writers_lose_no_alerts() {
 fn scoring_survives_a_server_restart() {
     let db = TestDb::new("restart");
     let mut c = setup(&db);
-    c.batch_execute("INSERT INTO transactions (user_id, amount, created_at) SELECT 1, 10, now() - make_interval(mins => g) FROM generate_series(1, 10) g").unwrap();
+    c.batch_execute(
+        "INSERT INTO transactions (user_id, amount, created_at) SELECT 1, 10, now() - make_interval(mins => g) FROM generate_series(1, 10) g",
+    )
+    .unwrap();
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), 0);
     drop(c);
     restart_server();
@@ -170,7 +176,10 @@ fn blocking_over_the_wire_in_both_modes() {
     listener.batch_execute("LISTEN transaction_alerts").unwrap();
     // 0.8 (the 11th row in the hour) + 0.6 (large amount) = 1.4.
     c.batch_execute("SELECT cep.watch('transactions', block_at => 1.0)").unwrap();
-    c.batch_execute("INSERT INTO transactions (user_id, amount, created_at) SELECT 1, 10, now() - make_interval(mins => g) FROM generate_series(1, 10) g").unwrap();
+    c.batch_execute(
+        "INSERT INTO transactions (user_id, amount, created_at) SELECT 1, 10, now() - make_interval(mins => g) FROM generate_series(1, 10) g",
+    )
+    .unwrap();
     let err = c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 50000)").unwrap_err();
     let db_err = err.as_db_error().expect("a server error");
     assert_eq!(db_err.code().code(), "09000");
@@ -196,7 +205,9 @@ fn blocking_over_the_wire_in_both_modes() {
 fn stats_are_shared_across_sessions() {
     let db = TestDb::new("stats");
     let mut writer = setup(&db);
-    writer.batch_execute("INSERT INTO transactions (user_id, amount) SELECT g % 3, CASE WHEN g = 1 THEN 20000 ELSE 5 END FROM generate_series(1, 50) g").unwrap();
+    writer
+        .batch_execute("INSERT INTO transactions (user_id, amount) SELECT g % 3, CASE WHEN g = 1 THEN 20000 ELSE 5 END FROM generate_series(1, 50) g")
+        .unwrap();
     let mut reader = db.connect();
     let row = reader
         .query_one("SELECT rows_seen, alerts, notifications, rule_errors, total_ms > 0, max_ms <= total_ms, shared FROM cep.stats() WHERE table_name = 'transactions'", &[])
@@ -232,7 +243,9 @@ fn cursors_deliver_an_alert_and_a_match_of_a_slow_transaction_that_a_naive_id_cu
     let naive = |c: &mut Client, table: &str, id: &str, after: i64| -> Vec<i64> {
         c.query(&format!("SELECT {id} FROM cep.{table} WHERE {id} > $1 ORDER BY {id}"), &[&after]).unwrap().iter().map(|r| r.get(0)).collect()
     };
-    for (function, table, id) in [("alert_id FROM cep.alerts_since", "alerts", "alert_id"), ("match_id FROM cep.matches_since", "pattern_matches", "match_id")] {
+    for (function, table, id) in
+        [("alert_id FROM cep.alerts_since", "alerts", "alert_id"), ("match_id FROM cep.matches_since", "pattern_matches", "match_id")]
+    {
         // A consumer reading now gets nothing yet: the slow transaction, older, is still running.
         let (first, last) = read_cursor(&mut consumer, function, 0);
         assert!(first.is_empty(), "{table}: {first:?} delivered ahead of a transaction still running");
@@ -241,7 +254,9 @@ fn cursors_deliver_an_alert_and_a_match_of_a_slow_transaction_that_a_naive_id_cu
         assert_eq!(last, 0);
     }
     slow.batch_execute("COMMIT").unwrap();
-    for (function, table, id) in [("alert_id FROM cep.alerts_since", "alerts", "alert_id"), ("match_id FROM cep.matches_since", "pattern_matches", "match_id")] {
+    for (function, table, id) in
+        [("alert_id FROM cep.alerts_since", "alerts", "alert_id"), ("match_id FROM cep.matches_since", "pattern_matches", "match_id")]
+    {
         let all = naive(&mut consumer, table, id, 0);
         assert_eq!(all.len(), 2, "{table}");
         // The naive cursor, having read the fast id, never sees the slow one.
@@ -353,6 +368,7 @@ fn a_blocked_attempt_is_recorded_with_its_row_even_though_its_statement_fails() 
     }
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '6' AND action = 'blocked'"), 1);
     // Dropped rows ('skip') keep theirs as well.
-    c.batch_execute("SELECT cep.alter_watch('transactions', on_block => 'skip'); INSERT INTO transactions (user_id, amount) VALUES (7, 70000)").unwrap();
+    c.batch_execute("SELECT cep.alter_watch('transactions', on_block => 'skip'); INSERT INTO transactions (user_id, amount) VALUES (7, 70000)")
+        .unwrap();
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '7' AND action = 'blocked' AND attempted_row->>'amount' = '70000'"), 1);
 }

@@ -48,7 +48,10 @@ fn maintenance_while_another_session_inserts_loses_and_duplicates_nothing() {
                 i += 1;
                 // Alternating old months (DEFAULT until drained) and this month.
                 let ago = if i % 2 == 0 { (i * 7919) % 170_000 } else { i % 600 };
-                match w.execute("INSERT INTO tx (user_id, amount, created_at) VALUES ($1, $2, now() - make_interval(mins => $3))", &[&((i % 100) as i32), &i, &(ago as i32)]) {
+                match w.execute(
+                    "INSERT INTO tx (user_id, amount, created_at) VALUES ($1, $2, now() - make_interval(mins => $3))",
+                    &[&((i % 100) as i32), &i, &(ago as i32)],
+                ) {
                     Ok(_) => {
                         rows += 1;
                         sum += i;
@@ -90,7 +93,10 @@ fn two_sessions_running_maintenance_at_once_agree() {
     let mut c = db.connect();
     c.batch_execute(TABLE).unwrap();
     c.batch_execute(BACKLOG).unwrap();
-    c.batch_execute("INSERT INTO cep.partition_config (parent, control_column, control_type, premake) VALUES ('tx'::regclass, 'created_at', 'timestamptz', 2)").unwrap();
+    c.batch_execute(
+        "INSERT INTO cep.partition_config (parent, control_column, control_type, premake) VALUES ('tx'::regclass, 'created_at', 'timestamptz', 2)",
+    )
+    .unwrap();
     let before = totals(&mut c);
     let barrier = Arc::new(Barrier::new(2));
     let runs: Vec<_> = (0..2)
@@ -99,7 +105,8 @@ fn two_sessions_running_maintenance_at_once_agree() {
             std::thread::spawn(move || {
                 let mut s = connect_to(&name);
                 barrier.wait();
-                s.query("SELECT action FROM cep.run_maintenance() WHERE parent = 'public.tx'", &[]).map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
+                s.query("SELECT action FROM cep.run_maintenance() WHERE parent = 'public.tx'", &[])
+                    .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
             })
         })
         .collect();
@@ -113,7 +120,10 @@ fn two_sessions_running_maintenance_at_once_agree() {
     // Whatever the second session skipped, a later run completes with nothing to do.
     c.batch_execute("SELECT cep.run_maintenance()").unwrap();
     assert_eq!(in_default(&mut c), 0);
-    assert_eq!(c.query_one("SELECT count(*) FROM cep.run_maintenance() WHERE action <> 'protected' AND parent = 'public.tx'", &[]).unwrap().get::<_, i64>(0), 0);
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM cep.run_maintenance() WHERE action <> 'protected' AND parent = 'public.tx'", &[]).unwrap().get::<_, i64>(0),
+        0
+    );
 }
 
 #[test]
@@ -171,10 +181,7 @@ fn the_background_worker_creates_months_on_its_interval() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(months(&mut c).len(), 5, "the worker added three months");
-    let by_worker: i64 = c
-        .query_one("SELECT count(*) FROM cep.partition_log WHERE action = 'create' AND parent = 'public.tx'", &[])
-        .unwrap()
-        .get(0);
+    let by_worker: i64 = c.query_one("SELECT count(*) FROM cep.partition_log WHERE action = 'create' AND parent = 'public.tx'", &[]).unwrap().get(0);
     assert_eq!(by_worker, 5);
     let worker: i64 = c.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cep worker'", &[]).unwrap().get(0);
     assert_eq!(worker, 1);

@@ -72,7 +72,8 @@ fn two_sessions_advancing_one_key_lose_no_event() {
     let mut c = db.connect();
     c.batch_execute(EVENTS).unwrap();
     // Every 10 events of a key make one match: lost state would make fewer.
-    c.batch_execute(r#"SELECT cep.define_pattern('tens', 'user_events', 'user_id', 'created_at', 'e{10}', '{"e": {"event_type": "tick"}}')"#).unwrap();
+    c.batch_execute(r#"SELECT cep.define_pattern('tens', 'user_events', 'user_id', 'created_at', 'e{10}', '{"e": {"event_type": "tick"}}')"#)
+        .unwrap();
     let barrier = Arc::new(Barrier::new(2));
     let writers: Vec<_> = (0..2)
         .map(|_| {
@@ -99,10 +100,7 @@ fn two_sessions_advancing_one_key_lose_no_event() {
     let matches: i64 = c.query_one("SELECT count(*) FROM cep.pattern_matches", &[]).unwrap().get(0);
     assert_eq!(matches, 22);
     // Every event was used exactly once.
-    let used: i64 = c
-        .query_one("SELECT count(DISTINCT id) FROM cep.pattern_matches, jsonb_array_elements_text(rows->'e') id", &[])
-        .unwrap()
-        .get(0);
+    let used: i64 = c.query_one("SELECT count(DISTINCT id) FROM cep.pattern_matches, jsonb_array_elements_text(rows->'e') id", &[]).unwrap().get(0);
     assert_eq!(used, 220);
 }
 
@@ -115,8 +113,11 @@ fn an_absence_completes_from_fire_timeouts_and_is_notified() {
     let mut listener = db.connect();
     listener.batch_execute("LISTEN resets").unwrap();
     c.batch_execute(EVENTS).unwrap();
-    c.batch_execute(r#"SELECT cep.define_pattern('reset_no_login', 'user_events', 'user_id', 'created_at', 'reset !login',
-        '{"reset": {"event_type": "password_reset"}, "login": {"event_type": "login"}}', within => '1 second', channel => 'resets')"#).unwrap();
+    c.batch_execute(
+        r#"SELECT cep.define_pattern('reset_no_login', 'user_events', 'user_id', 'created_at', 'reset !login',
+        '{"reset": {"event_type": "password_reset"}, "login": {"event_type": "login"}}', within => '1 second', channel => 'resets')"#,
+    )
+    .unwrap();
     insert(&mut c, 1, "password_reset");
     insert(&mut c, 2, "password_reset");
     insert(&mut c, 2, "login");
@@ -168,10 +169,8 @@ fn two_sessions_taking_turns_with_rollbacks_match_like_history() {
     let c = &mut sessions[0];
     let all = "coalesce(string_agg(key || rows::text, ';' ORDER BY key, match_end, rows::text), '')";
     let live: String = c.query_one(&format!("SELECT {all} FROM cep.pattern_matches WHERE pattern_name = 'turns'"), &[]).unwrap().get(0);
-    let history: String = c
-        .query_one(&format!("SELECT {all} FROM cep.match_recognize('user_events', 'user_id', 'created_at', {pattern})"), &[])
-        .unwrap()
-        .get(0);
+    let history: String =
+        c.query_one(&format!("SELECT {all} FROM cep.match_recognize('user_events', 'user_id', 'created_at', {pattern})"), &[]).unwrap().get(0);
     assert!(live.matches(';').count() >= 5, "the workload must complete matches: {live}");
     assert_eq!(live, history);
 }

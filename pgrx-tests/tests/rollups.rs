@@ -77,10 +77,12 @@ fn stats_from_memory_equal_the_rows_after_concurrent_writers_with_rollbacks() {
     assert_eq!(compare(&mut c, "5 minutes"), ("memory".into(), true, true, true, true, 0));
     c.batch_execute("BEGIN; INSERT INTO tx (user_id, amount) SELECT g % 3, 10 FROM generate_series(1, 50) g; ROLLBACK").unwrap();
     assert_eq!(compare(&mut c, "5 minutes").5, 0, "a rolled-back INSERT leaves nothing in memory");
-    let writers: Vec<_> = (0..2).map(|i| {
-        let name = db.name.clone();
-        std::thread::spawn(move || writer(name, 7 + i))
-    }).collect();
+    let writers: Vec<_> = (0..2)
+        .map(|i| {
+            let name = db.name.clone();
+            std::thread::spawn(move || writer(name, 7 + i))
+        })
+        .collect();
     for w in writers {
         w.join().unwrap();
     }
@@ -103,9 +105,7 @@ fn stats_from_memory_equal_the_rows_after_concurrent_writers_with_rollbacks() {
         (r.get(0), r.get(1))
     };
     let (want_hour, want_keys): (i64, i64) = {
-        let r = c
-            .query_one("SELECT count(*), count(DISTINCT user_id) FROM tx WHERE user_id IS NOT NULL", &[])
-            .unwrap();
+        let r = c.query_one("SELECT count(*), count(DISTINCT user_id) FROM tx WHERE user_id IS NOT NULL", &[]).unwrap();
         (r.get(0), r.get(1))
     };
     assert_eq!((hour, keys), (want_hour, want_keys));

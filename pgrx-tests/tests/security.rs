@@ -230,7 +230,9 @@ fn writers_record_without_grants_and_each_role_reads_only_the_tables_it_may_sele
         .unwrap();
     // A writer allowed only to INSERT: its rows are scored (history included), logged and matched.
     let mut writer = connect_as(&db, &writer_role);
-    writer.batch_execute("INSERT INTO payments (user_id, amount) VALUES (1, 50000); INSERT INTO payments (user_id, amount) VALUES (1, 60000)").unwrap();
+    writer
+        .batch_execute("INSERT INTO payments (user_id, amount) VALUES (1, 50000); INSERT INTO payments (user_id, amount) VALUES (1, 60000)")
+        .unwrap();
     let count = |c: &mut Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
     let ours = "SELECT count(*) FROM cep.alerts WHERE relid = 'payments'::regclass";
     assert_eq!(count(&mut admin, ours), 2);
@@ -238,7 +240,10 @@ fn writers_record_without_grants_and_each_role_reads_only_the_tables_it_may_sele
     assert_eq!(busy, 2, "the history rule ran for a writer that cannot SELECT the table");
     let totals = |c: &mut Client| -> (i64, i64, i64) {
         let r = c
-            .query_one("SELECT (SELECT count(*) FROM cep.alerts), (SELECT count(*) FROM cep.change_log), (SELECT count(*) FROM cep.pattern_matches)", &[])
+            .query_one(
+                "SELECT (SELECT count(*) FROM cep.alerts), (SELECT count(*) FROM cep.change_log), (SELECT count(*) FROM cep.pattern_matches)",
+                &[],
+            )
             .unwrap();
         (r.get(0), r.get(1), r.get(2))
     };

@@ -8,6 +8,7 @@ use pg_cep_e2e::{Client, TestDb};
 const CATALOG: &str = "
     SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') ' || pg_get_function_result(p.oid)
            || ' ' || p.provolatile::text || p.proisstrict::text || p.prosecdef::text || ' ' || coalesce(array_to_string(p.proconfig, ';'), '')
+           || ' ' || coalesce(obj_description(p.oid, 'pg_proc'), '')
     FROM pg_proc p WHERE p.pronamespace = 'cep'::regnamespace
     UNION ALL
     SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regproc::text FROM pg_event_trigger

@@ -80,7 +80,8 @@ fn check_against_sql(c: &mut Client) {
             .unwrap()
             .get(0);
         let d: serde_json::Value = serde_json::from_str(&details).unwrap();
-        let observed = |rule: i64| d.as_array().unwrap().iter().find(|r| r["rule_id"] == rule).map(|r| r["evidence"]["observed"].as_f64().unwrap_or(f64::NAN));
+        let observed =
+            |rule: i64| d.as_array().unwrap().iter().find(|r| r["rule_id"] == rule).map(|r| r["evidence"]["observed"].as_f64().unwrap_or(f64::NAN));
         let truth = c
             .query_one(
                 "SELECT count(*)::float8, coalesce(sum(amount), 0)::float8, \
@@ -115,10 +116,13 @@ fn window_cache_matches_sql_after_a_mixed_concurrent_workload() {
     assert_eq!(warmed, 12);
     let enabled: bool = c.query_one("SELECT enabled FROM cep.window_cache()", &[]).unwrap().get(0);
     assert!(enabled, "the e2e cluster preloads pg_cep, so the cache must be on");
-    let writers: Vec<_> = [11, 23].into_iter().map(|seed| {
-        let name = db.name.clone();
-        std::thread::spawn(move || workload(name, seed))
-    }).collect();
+    let writers: Vec<_> = [11, 23]
+        .into_iter()
+        .map(|seed| {
+            let name = db.name.clone();
+            std::thread::spawn(move || workload(name, seed))
+        })
+        .collect();
     for w in writers {
         w.join().unwrap();
     }

@@ -65,7 +65,11 @@ fn replay(rule: &serde_json::Value, relid: pg_sys::Oid, since: TimestampWithTime
     let score = rule.get("risk_score").and_then(|s| s.as_f64()).unwrap_or_default();
     let watch = cache::watch(relid)?;
     let sql = watch.backtest_sql.as_deref().ok_or_else(|| {
-        CepError::InvalidArgument(format!("{} cannot be scored: {}", watch.qualified_name, watch.unusable.as_deref().unwrap_or("its mapping is unusable")))
+        CepError::InvalidArgument(format!(
+            "{} cannot be scored: {}",
+            watch.qualified_name,
+            watch.unusable.as_deref().unwrap_or("its mapping is unusable")
+        ))
     })?;
     let mut rules: Vec<Rule> = watch.rules.iter().filter(|r| !r.shadow).cloned().collect();
     rules.push(Rule::new(CANDIDATE, 0, score, condition));

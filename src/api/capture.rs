@@ -57,7 +57,11 @@ fn capture(
         if relkind != b'r' && relkind != b'p' {
             return Err(CepError::WrongObjectType(format!("{name} is not a table")));
         }
-        let in_cep: bool = client.select("SELECT relnamespace = 'cep'::regnamespace FROM pg_class WHERE oid = $1", None, &[relid.into()])?.first().get_one()?.unwrap_or(false);
+        let in_cep: bool = client
+            .select("SELECT relnamespace = 'cep'::regnamespace FROM pg_class WHERE oid = $1", None, &[relid.into()])?
+            .first()
+            .get_one()?
+            .unwrap_or(false);
         if in_cep {
             return Err(CepError::InvalidArgument(format!("{name} belongs to pg_cep; capturing it would record its own records")));
         }
@@ -67,7 +71,10 @@ fn capture(
         }
         for (what, n) in [("high_frequency", high_frequency), ("mass_deletion", mass_deletion)] {
             if n.is_some_and(|n| n < 1) {
-                return Err(CepError::InvalidArgument(format!("{what}: {} is not a positive number of changes (NULL turns the check off)", n.unwrap_or(0))));
+                return Err(CepError::InvalidArgument(format!(
+                    "{what}: {} is not a positive number of changes (NULL turns the check off)",
+                    n.unwrap_or(0)
+                )));
             }
         }
         // Relationships default to seed 000's from_id / to_id.
@@ -83,8 +90,8 @@ fn capture(
         }
         let table: String = as_extension_owner(|| -> CepResult<String> {
             Ok(client
-            .update(
-                "INSERT INTO cep.captures AS c (relid, kind, channel, changed_columns_only, key_column, from_column, to_column,
+                .update(
+                    "INSERT INTO cep.captures AS c (relid, kind, channel, changed_columns_only, key_column, from_column, to_column,
                                                high_frequency, high_frequency_window, mass_deletion, mass_deletion_window, anomaly_channel)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                  ON CONFLICT (relid) DO UPDATE SET kind = excluded.kind, channel = excluded.channel,
@@ -94,25 +101,25 @@ fn capture(
                      mass_deletion = excluded.mass_deletion, mass_deletion_window = excluded.mass_deletion_window,
                      anomaly_channel = excluded.anomaly_channel
                  RETURNING relid::regclass::text",
-                None,
-                &[
-                    relid.into(),
-                    kind.map(|k| if k == Kind::Node { "node" } else { "relationship" }).into(),
-                    channel.into(),
-                    changed_columns_only.into(),
-                    key_column.into(),
-                    from_column.into(),
-                    to_column.into(),
-                    high_frequency.into(),
-                    high_frequency_window.into(),
-                    mass_deletion.into(),
-                    mass_deletion_window.into(),
-                    anomaly_channel.into(),
-                ],
-            )?
-            .first()
-            .get_one()?
-            .unwrap_or_default())
+                    None,
+                    &[
+                        relid.into(),
+                        kind.map(|k| if k == Kind::Node { "node" } else { "relationship" }).into(),
+                        channel.into(),
+                        changed_columns_only.into(),
+                        key_column.into(),
+                        from_column.into(),
+                        to_column.into(),
+                        high_frequency.into(),
+                        high_frequency_window.into(),
+                        mass_deletion.into(),
+                        mass_deletion_window.into(),
+                        anomaly_channel.into(),
+                    ],
+                )?
+                .first()
+                .get_one()?
+                .unwrap_or_default())
         })?;
         // Transition tables allow one event per trigger: four triggers, one function.
         let ddl: Option<String> = client

@@ -15,7 +15,6 @@ use crate::pg::cache;
 use crate::pg::scoring::{self, Event, Standing};
 use crate::pg::table_arg::TableArg;
 
-
 fn score(
     relid: Option<pg_sys::Oid>,
     key: &str,
@@ -61,15 +60,9 @@ fn rule_rows(outcomes: Vec<Outcome>) -> TableIterator<'static, (name!(rule_id, i
     TableIterator::new(outcomes.into_iter().map(|o| (o.rule_id, o.score, o.triggered)))
 }
 
-fn assessment_row(outcomes: Vec<Outcome>) -> TableIterator<
-    'static,
-    (
-        name!(total_risk_score, f64),
-        name!(risk_level, String),
-        name!(triggered_rules, Vec<i32>),
-        name!(details, JsonB),
-    ),
-> {
+fn assessment_row(
+    outcomes: Vec<Outcome>,
+) -> TableIterator<'static, (name!(total_risk_score, f64), name!(risk_level, String), name!(triggered_rules, Vec<i32>), name!(details, JsonB))> {
     let a = assess(&outcomes);
     let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
     TableIterator::once((a.total_score, level.to_string(), a.triggered, JsonB(a.evidence)))
@@ -121,15 +114,7 @@ fn assess_transaction(
     p_amount: Option<AnyNumeric>,
     p_location: Option<&str>,
     p_timestamp: default!(TimestampWithTimeZone, "now()"),
-) -> TableIterator<
-    'static,
-    (
-        name!(total_risk_score, f64),
-        name!(risk_level, String),
-        name!(triggered_rules, Vec<i32>),
-        name!(details, JsonB),
-    ),
-> {
+) -> TableIterator<'static, (name!(total_risk_score, f64), name!(risk_level, String), name!(triggered_rules, Vec<i32>), name!(details, JsonB))> {
     assessment_row(score(None, &p_user_id.to_string(), p_amount, p_location, p_timestamp).or_report())
 }
 
@@ -141,15 +126,7 @@ fn assess_transaction_on(
     p_amount: Option<AnyNumeric>,
     p_location: Option<&str>,
     p_timestamp: TimestampWithTimeZone,
-) -> TableIterator<
-    'static,
-    (
-        name!(total_risk_score, f64),
-        name!(risk_level, String),
-        name!(triggered_rules, Vec<i32>),
-        name!(details, JsonB),
-    ),
-> {
+) -> TableIterator<'static, (name!(total_risk_score, f64), name!(risk_level, String), name!(triggered_rules, Vec<i32>), name!(details, JsonB))> {
     let p_table = p_table.open("p_table").or_report();
     assessment_row(score(Some(p_table.oid()), p_key, p_amount, p_location, p_timestamp).or_report())
 }

@@ -170,17 +170,19 @@ impl AssessmentLog {
         if self.0.is_empty() {
             return Ok(());
         }
-        as_extension_owner(|| Spi::connect_mut(|client| -> CepResult<()> {
-            client.update(
-                "INSERT INTO cep.risk_assessments (relid, table_name, key, row_pk, score, level, triggered_rules) \
+        as_extension_owner(|| {
+            Spi::connect_mut(|client| -> CepResult<()> {
+                client.update(
+                    "INSERT INTO cep.risk_assessments (relid, table_name, key, row_pk, score, level, triggered_rules) \
                  SELECT $1, $2, x->>'key', x->>'row', (x->>'score')::float8, x->>'level', \
                         ARRAY(SELECT jsonb_array_elements_text(x->'rules')::int) \
                  FROM jsonb_array_elements($3) x",
-                None,
-                &[watch.root.into(), watch.qualified_name.as_str().into(), pgrx::JsonB(serde_json::Value::Array(self.0)).into()],
-            )?;
-            Ok(())
-        }))
+                    None,
+                    &[watch.root.into(), watch.qualified_name.as_str().into(), pgrx::JsonB(serde_json::Value::Array(self.0)).into()],
+                )?;
+                Ok(())
+            })
+        })
     }
 }
 
@@ -235,11 +237,8 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
                 pgrx::warning!("pg_cep: the blocked attempt on {} (key {}) is not recorded: pg_cep is not in shared_preload_libraries, or too many blocked attempts wait to be recorded", watch.qualified_name, crate::engine::excerpt(&row.key));
             }
         }
-        let fired: Vec<String> = a
-            .evidence
-            .as_array()
-            .map(|rules| rules.iter().map(|r| format!("rule {} v{}", r["rule_id"], r["version"])).collect())
-            .unwrap_or_default();
+        let fired: Vec<String> =
+            a.evidence.as_array().map(|rules| rules.iter().map(|r| format!("rule {} v{}", r["rule_id"], r["version"])).collect()).unwrap_or_default();
         return Ok(Verdict::Reject(
             format!(
                 "pg_cep blocked an insert into {}: key {} scored {:.2}, at or above block_at {block_at} ({})",
@@ -308,62 +307,65 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
     }
     let time = |a: &Alerted| pgrx::datum::TimestampWithTimeZone::try_from(a.row.at).ok();
     // Alerts are pg_cep's own rows, written as the extension: the writer needs no grant on them.
-    as_extension_owner(|| Spi::connect_mut(|client| -> CepResult<Option<i64>> {
-        let inserted = if let [a] = alerted {
-            // One row (a single-row INSERT): a plain VALUES, with no arrays to build and unnest.
-            let types = [OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID].map(PgOid::from);
-            let insert = spi::kept(INSERT_ALERT, &types)?;
-            client.update(
-                &*insert,
-                None,
-                &[
-                    watch.root.into(),
-                    watch.qualified_name.as_str().into(),
-                    action.into(),
-                    a.row.key.as_str().into(),
-                    a.row.pk.as_deref().into(),
-                    a.assessment.total_score.into(),
-                    a.level.into(),
-                    pgrx::JsonB(a.assessment.evidence.clone()).into(),
-                    time(a).into(),
-                ],
-            )?
-        } else {
-            let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID].map(PgOid::from);
-            let insert = spi::kept(INSERT_ALERTS, &types)?;
-            let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
-            let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
-            let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
-            let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
-            let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
-            let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(time).collect();
-            client.update(
-                &*insert,
-                None,
-                &[
-                    watch.root.into(),
-                    watch.qualified_name.as_str().into(),
-                    action.into(),
-                    keys.into(),
-                    pks.into(),
-                    scores.into(),
-                    levels.into(),
-                    rules.into(),
-                    times.into(),
-                ],
-            )?
-        };
-        let mut first = None;
-        for (a, r) in alerted.iter().zip(inserted) {
-            let alert_id: i64 = r.get(1)?.unwrap_or_default();
-            first = first.or(Some(alert_id));
-            let ts: String = r.get(2)?.unwrap_or_default();
-            notify_alert(watch, a, alert_id, action, &ts);
-        }
-        counts.alerts += alerted.len() as u64;
-        counts.notifications += alerted.len() as u64;
-        Ok(first)
-    }))
+    as_extension_owner(|| {
+        Spi::connect_mut(|client| -> CepResult<Option<i64>> {
+            let inserted = if let [a] = alerted {
+                // One row (a single-row INSERT): a plain VALUES, with no arrays to build and unnest.
+                let types = [OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID].map(PgOid::from);
+                let insert = spi::kept(INSERT_ALERT, &types)?;
+                client.update(
+                    &*insert,
+                    None,
+                    &[
+                        watch.root.into(),
+                        watch.qualified_name.as_str().into(),
+                        action.into(),
+                        a.row.key.as_str().into(),
+                        a.row.pk.as_deref().into(),
+                        a.assessment.total_score.into(),
+                        a.level.into(),
+                        pgrx::JsonB(a.assessment.evidence.clone()).into(),
+                        time(a).into(),
+                    ],
+                )?
+            } else {
+                let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID]
+                    .map(PgOid::from);
+                let insert = spi::kept(INSERT_ALERTS, &types)?;
+                let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
+                let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
+                let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
+                let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
+                let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
+                let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(time).collect();
+                client.update(
+                    &*insert,
+                    None,
+                    &[
+                        watch.root.into(),
+                        watch.qualified_name.as_str().into(),
+                        action.into(),
+                        keys.into(),
+                        pks.into(),
+                        scores.into(),
+                        levels.into(),
+                        rules.into(),
+                        times.into(),
+                    ],
+                )?
+            };
+            let mut first = None;
+            for (a, r) in alerted.iter().zip(inserted) {
+                let alert_id: i64 = r.get(1)?.unwrap_or_default();
+                first = first.or(Some(alert_id));
+                let ts: String = r.get(2)?.unwrap_or_default();
+                notify_alert(watch, a, alert_id, action, &ts);
+            }
+            counts.alerts += alerted.len() as u64;
+            counts.notifications += alerted.len() as u64;
+            Ok(first)
+        })
+    })
 }
 
 /// Queues an alert's notification, sent at commit by the database's sender when it can: no
@@ -454,14 +456,20 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     use crate::pg::cooldown;
     use pg_sys::{FLOAT8ARRAYOID, JSONBARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID};
     cooldown::flush_if_due()?;
-    let slot = |a: &Alerted, fingerprint: &str, window: i64| Slot { relid: watch.root.to_u32(), key: a.row.key.clone(), fingerprint: fingerprint.to_string(), window };
+    let slot = |a: &Alerted, fingerprint: &str, window: i64| Slot {
+        relid: watch.root.to_u32(),
+        key: a.row.key.clone(),
+        fingerprint: fingerprint.to_string(),
+        window,
+    };
     // Repeats of an alert this backend knows to be open are only counted (see `pg::cooldown`);
     // the others go to SQL with their fingerprint and window, worked out once. A row outside the
     // timestamp range has no window: it is inserted as a plain alert.
     let mut unknown: Vec<(&Alerted, String, Option<i64>)> = Vec::with_capacity(alerted.len());
     for a in alerted {
         let fp = fingerprint(&a.assessment);
-        let window = crate::engine::window::tumble(a.row.at, crate::engine::window::Width::Micros(cooldown), crate::engine::window::DEFAULT_ORIGIN_PG);
+        let window =
+            crate::engine::window::tumble(a.row.at, crate::engine::window::Width::Micros(cooldown), crate::engine::window::DEFAULT_ORIGIN_PG);
         match window.and_then(|w| cooldown::alert_for(&slot(a, &fp, w))) {
             Some(id) => cooldown::repeat(id, a.row.at, a.assessment.total_score),
             None => unknown.push((a, fp, window)),
@@ -470,8 +478,19 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     if unknown.is_empty() {
         return Ok(());
     }
-    let types = [OIDOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID]
-        .map(PgOid::from);
+    let types = [
+        OIDOID,
+        TEXTOID,
+        TEXTARRAYOID,
+        TEXTARRAYOID,
+        FLOAT8ARRAYOID,
+        TEXTARRAYOID,
+        JSONBARRAYOID,
+        TIMESTAMPTZARRAYOID,
+        TEXTARRAYOID,
+        TIMESTAMPTZARRAYOID,
+    ]
+    .map(PgOid::from);
     let upsert = spi::kept(UPSERT_ALERTS, &types)?;
     let ts = |micros: Option<i64>| micros.and_then(|m| pgrx::datum::TimestampWithTimeZone::try_from(m).ok());
     let fingerprints: Vec<&str> = unknown.iter().map(|(_, fp, _)| fp.as_str()).collect();

@@ -9,7 +9,12 @@ use crate::pg::partitions::{self, Step};
 use crate::pg::table_arg::TableArg;
 
 /// pgrx reads each function's return type from its signature, so it is spelled out there.
-fn steps(steps: Vec<Step>) -> TableIterator<    'static,    (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),> {
+fn steps(
+    steps: Vec<Step>,
+) -> TableIterator<
+    'static,
+    (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),
+> {
     TableIterator::new(steps.into_iter().map(|s| (s.parent, s.action.to_string(), s.partition, s.rows_moved, s.detail)))
 }
 
@@ -131,8 +136,8 @@ fn alter_partitions(
             })?;
             Ok(if rows.is_empty() { None } else { rows.first().get_one::<pgrx::JsonB>()?.map(|j| j.0) })
         };
-        let current = settings(client)?
-            .ok_or_else(|| CepError::NotWatched(format!("{name} is not managed: call cep.manage_partitions on it first")))?;
+        let current =
+            settings(client)?.ok_or_else(|| CepError::NotWatched(format!("{name} is not managed: call cep.manage_partitions on it first")))?;
         let rows = crate::pg::privileges::as_extension_owner(|| {
             client.select("SELECT retention FROM cep.partition_config WHERE parent = $1", None, &[relid.into()])
         })?;
@@ -173,7 +178,8 @@ fn unmanage_partitions(parent: TableArg) -> bool {
     let relid = parent.oid();
     crate::pg::privileges::require_owner(relid, "cep.unmanage_partitions").or_report();
     Spi::connect_mut(|client| -> CepResult<bool> {
-        let deleted = crate::pg::privileges::as_extension_owner(|| client.update("DELETE FROM cep.partition_config WHERE parent = $1", None, &[relid.into()]))?;
+        let deleted =
+            crate::pg::privileges::as_extension_owner(|| client.update("DELETE FROM cep.partition_config WHERE parent = $1", None, &[relid.into()]))?;
         Ok(!deleted.is_empty())
     })
     .or_report()
@@ -188,7 +194,9 @@ fn unmanage_partitions(parent: TableArg) -> bool {
 /// SELECT * FROM cep.run_maintenance();
 /// ```
 #[pg_extern(volatile)]
-fn run_maintenance(parent: default!(Option<TableArg>, "NULL")) -> TableIterator<
+fn run_maintenance(
+    parent: default!(Option<TableArg>, "NULL"),
+) -> TableIterator<
     'static,
     (name!(parent, String), name!(action, String), name!(partition, Option<String>), name!(rows_moved, i64), name!(detail, Option<String>)),
 > {
@@ -200,7 +208,10 @@ fn run_maintenance(parent: default!(Option<TableArg>, "NULL")) -> TableIterator<
         let tables = match only {
             Some(relid) => vec![relid],
             // Everyone's tables for a superuser; otherwise the caller's own.
-            None => partitions::registered(client)?.into_iter().filter(|relid| crate::pg::privileges::require_owner(*relid, "cep.run_maintenance").is_ok()).collect(),
+            None => partitions::registered(client)?
+                .into_iter()
+                .filter(|relid| crate::pg::privileges::require_owner(*relid, "cep.run_maintenance").is_ok())
+                .collect(),
         };
         let mut all = Vec::new();
         for relid in tables {

@@ -6,13 +6,13 @@ use pgrx::PgRelation;
 
 use crate::engine::pattern::{Event, KeyState, Match};
 use crate::error::{required, CepError, CepResult, OrReport};
-use crate::pg::columns::TableColumns;
-use crate::pg::patterns::{self, Definition};
-use crate::pg::tuple::{datum_value, for_each_transition_row};
 use crate::pg::cache;
-use crate::pg::privileges::as_extension_owner;
+use crate::pg::columns::TableColumns;
 use crate::pg::json_arg::JsonArg;
+use crate::pg::patterns::{self, Definition};
+use crate::pg::privileges::as_extension_owner;
 use crate::pg::table_arg::TableArg;
+use crate::pg::tuple::{datum_value, for_each_transition_row};
 
 fn micros(client: &pgrx::spi::SpiClient<'_>, within: Option<pgrx::datum::Interval>) -> CepResult<Option<i64>> {
     let Some(within) = within else { return Ok(None) };
@@ -137,22 +137,29 @@ fn define_pattern(
 #[pg_extern(volatile, strict)]
 fn drop_pattern(name: &str) -> bool {
     Spi::connect_mut(|client| -> CepResult<bool> {
-        let source: Option<pg_sys::Oid> = as_extension_owner(|| client.select("SELECT source FROM cep.patterns WHERE name = $1", None, &[name.into()]))?.first().get_one().unwrap_or(None);
+        let source: Option<pg_sys::Oid> =
+            as_extension_owner(|| client.select("SELECT source FROM cep.patterns WHERE name = $1", None, &[name.into()]))?
+                .first()
+                .get_one()
+                .unwrap_or(None);
         if let Some(source) = source {
             crate::pg::privileges::require_owner_if_exists(source, "cep.drop_pattern")?;
         }
-        let row = as_extension_owner(|| client.update("DELETE FROM cep.patterns WHERE name = $1 RETURNING source::oid, pattern_id", None, &[name.into()]))?;
+        let row =
+            as_extension_owner(|| client.update("DELETE FROM cep.patterns WHERE name = $1 RETURNING source::oid, pattern_id", None, &[name.into()]))?;
         let (source, id): (Option<pg_sys::Oid>, Option<i32>) = if row.is_empty() { (None, None) } else { row.first().get_two()? };
         let (Some(source), Some(id)) = (source, id) else { return Ok(false) };
         as_extension_owner(|| client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1", None, &[id.into()]))?;
-        let ddl: Option<String> = as_extension_owner(|| client
-            .select(
-                "SELECT format('DROP TRIGGER IF EXISTS cep_pattern ON %s', $1::regclass)
+        let ddl: Option<String> = as_extension_owner(|| {
+            client
+                .select(
+                    "SELECT format('DROP TRIGGER IF EXISTS cep_pattern ON %s', $1::regclass)
                  WHERE NOT EXISTS (SELECT 1 FROM cep.patterns WHERE source = $1) AND EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)",
-                None,
-                &[source.into()],
-            )
-            .map(|rows| rows.first().get_one().unwrap_or(None)))?;
+                    None,
+                    &[source.into()],
+                )
+                .map(|rows| rows.first().get_one().unwrap_or(None))
+        })?;
         if let Some(ddl) = ddl {
             client.update(ddl.as_str(), None, &[])?;
         }
@@ -271,7 +278,8 @@ fn match_recognize(
         let within = micros(client, within)?;
         let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials };
         let (compiled, columns) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
-        let names: Vec<String> = [partition_by, order_by, id_column].iter().map(|s| s.to_string()).chain(compiled.columns().iter().cloned()).collect();
+        let names: Vec<String> =
+            [partition_by, order_by, id_column].iter().map(|s| s.to_string()).chain(compiled.columns().iter().cloned()).collect();
         let quoted: Vec<String> = client
             .select("SELECT array_agg(quote_ident(c) ORDER BY o) FROM unnest($1::text[]) WITH ORDINALITY u(c, o)", None, &[names.into()])?
             .first()

@@ -13,17 +13,7 @@ use crate::engine::rollup_store::{Owner, Window};
 use crate::error::OrReport;
 use crate::pg::{cache, rollups};
 
-type WindowRow = (
-    TimestampWithTimeZone,
-    i64,
-    f64,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    i64,
-    JsonB,
-    String,
-);
+type WindowRow = (TimestampWithTimeZone, i64, f64, Option<f64>, Option<f64>, Option<f64>, i64, JsonB, String);
 
 /// `cep.realtime_stats` from memory: the window from `since` (a whole minute) on, or no row.
 #[pg_extern(stable, strict)]
@@ -82,9 +72,7 @@ fn rollup_totals(
     since: TimestampWithTimeZone,
 ) -> TableIterator<'static, (name!(row_count, i64), name!(avg_delay_s, Option<f64>))> {
     let totals = usable_owner(relation).and_then(|owner| rollups::totals(owner, since.into()));
-    TableIterator::new(totals.map(|t| {
-        (t.count, (t.count > 0).then(|| t.age_sum / t.count as f64 / 1e6))
-    }))
+    TableIterator::new(totals.map(|t| (t.count, (t.count > 0).then(|| t.age_sum / t.count as f64 / 1e6))))
 }
 
 /// `cep.rollup_rebuild`'s load: per-minute totals read from the table's rows from `totals_since`
@@ -132,10 +120,8 @@ fn rollup_load(
 /// SELECT * FROM cep.rollup_memory();
 /// ```
 #[pg_extern(volatile)]
-fn rollup_memory() -> TableIterator<
-    'static,
-    (name!(enabled, bool), name!(tables, i64), name!(records, i64), name!(capacity, i64), name!(dropped_minutes, i64)),
-> {
+fn rollup_memory(
+) -> TableIterator<'static, (name!(enabled, bool), name!(tables, i64), name!(records, i64), name!(capacity, i64), name!(dropped_minutes, i64))> {
     let row = match rollups::usage() {
         Some((tables, records, capacity, dropped)) => (true, tables as i64, records as i64, capacity as i64, dropped as i64),
         None => (false, 0, 0, 0, 0),

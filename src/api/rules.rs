@@ -22,9 +22,7 @@ fn validate_rule(rule: JsonArg) -> JsonB {
 /// Statement trigger on `cep.risk_rules` and `cep.watches`: tells every backend to drop its cached
 /// rules and plans. Sent at commit to others, at once to this backend; forgotten on rollback.
 #[pg_trigger]
-fn invalidate_cep_cache<'a>(
-    trigger: &'a pgrx::PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+fn invalidate_cep_cache<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
     // Names resolve as in every pg_cep function (see privileges::with_pinned_search_path).
     crate::pg::privileges::with_pinned_search_path(|| {
         let relid = trigger.relid()?;

@@ -66,14 +66,7 @@ fn stats_reset() {
 #[pg_extern(volatile)]
 fn window_cache() -> TableIterator<
     'static,
-    (
-        name!(enabled, bool),
-        name!(keys, i64),
-        name!(events, i64),
-        name!(hits, i64),
-        name!(misses, i64),
-        name!(refused_loads, i64),
-    ),
+    (name!(enabled, bool), name!(keys, i64), name!(events, i64), name!(hits, i64), name!(misses, i64), name!(refused_loads, i64)),
 > {
     let row = match crate::pg::window_cache::usage() {
         Some((k, e, h, m, r)) => (true, k as i64, e as i64, h as i64, m as i64, r as i64),

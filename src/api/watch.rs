@@ -8,7 +8,6 @@ use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, 
 use crate::pg::privileges::as_extension_owner;
 use crate::pg::table_arg::TableArg;
 
-
 /// Registers a table of transactions so that rules can read its history, and maps its columns.
 /// Watching a table again updates its mapping. With `create_index`, an index on
 /// `(key_column, time_column) INCLUDE (amount_column, location_column)` is created unless one
@@ -233,7 +232,8 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
             .map(|r| r.get::<String>(1))
             .transpose()?
             .flatten();
-        as_extension_owner(|| client.update(
+        as_extension_owner(|| {
+            client.update(
             "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, pk_column, channel, alert_level, block_at, on_block, log_assessments) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (relid) DO UPDATE SET key_column = EXCLUDED.key_column, \
@@ -244,7 +244,8 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
             None,
             &[relid.into(), key_column.into(), amount_column.into(), time_column.into(), location_column.into(),
               pk_column.as_deref().into(), channel.into(), alert_level.into(), block_at.into(), on_block.into(), log_assessments.into()],
-        ))?;
+        )
+        })?;
         // One trigger per table, whatever the number of calls: it is replaced, never added twice.
         // Blocking needs the row before it is stored; otherwise one call per statement is cheaper.
         let trigger = if block_at.is_some() {

@@ -33,11 +33,7 @@ fn tstz(micros: i64) -> CepResult<TimestampWithTimeZone> {
 /// SELECT cep.tumble(created_at, '5 minutes') AS bucket, count(*) FROM transactions GROUP BY 1;
 /// ```
 #[pg_extern(immutable, parallel_safe, strict, name = "tumble")]
-fn tumble(
-    ts: TimestampWithTimeZone,
-    width: Interval,
-    origin: default!(TimestampWithTimeZone, "'2000-01-03 00:00:00+00'"),
-) -> TimestampWithTimeZone {
+fn tumble(ts: TimestampWithTimeZone, width: Interval, origin: default!(TimestampWithTimeZone, "'2000-01-03 00:00:00+00'")) -> TimestampWithTimeZone {
     let w = width_of("width", &width).or_report();
     let b = window::tumble(ts.into(), w, origin.into());
     b.ok_or_else(|| CepError::InvalidArgument("the bucket is out of range".into())).and_then(tstz).or_report()
@@ -48,9 +44,7 @@ fn tumble(
 fn tumble_timestamp(ts: Timestamp, width: Interval, origin: default!(Timestamp, "'2000-01-03 00:00:00'")) -> Timestamp {
     let w = width_of("width", &width).or_report();
     let b = window::tumble(pg_sys::Timestamp::from(ts), w, pg_sys::Timestamp::from(origin));
-    b.and_then(|b| Timestamp::try_from(b).ok())
-        .ok_or_else(|| CepError::InvalidArgument("the bucket is out of range".into()))
-        .or_report()
+    b.and_then(|b| Timestamp::try_from(b).ok()).ok_or_else(|| CepError::InvalidArgument("the bucket is out of range".into())).or_report()
 }
 
 /// The hopping windows `[window_start, window_end)` of `width`, starting every `slide` (aligned
@@ -131,18 +125,8 @@ fn window_aggregate(
     TableIterator::new(rows)
 }
 
-type WindowRow = (
-    TimestampWithTimeZone,
-    TimestampWithTimeZone,
-    Option<String>,
-    i64,
-    f64,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<i64>,
-    Option<f64>,
-);
+type WindowRow =
+    (TimestampWithTimeZone, TimestampWithTimeZone, Option<String>, i64, f64, Option<f64>, Option<f64>, Option<f64>, Option<i64>, Option<f64>);
 
 #[allow(clippy::too_many_arguments)]
 fn aggregate(
@@ -200,11 +184,7 @@ fn aggregate(
     let width_interval = Interval::from_micros(width);
     let mut out: Vec<WindowRow> = Vec::new();
     Spi::connect(|client| -> CepResult<()> {
-        let rows = client.select(
-            sql.as_str(),
-            None,
-            &[bounds.into(), width_interval.into(), range_start.into(), range_end.into()],
-        )?;
+        let rows = client.select(sql.as_str(), None, &[bounds.into(), width_interval.into(), range_start.into(), range_end.into()])?;
         let mut previous: Option<(Option<String>, f64)> = None;
         for r in rows {
             let ws: TimestampWithTimeZone = r.get(1)?.ok_or_else(|| CepError::InvalidArgument("window without start".into()))?;

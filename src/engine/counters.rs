@@ -14,15 +14,8 @@ pub struct MonitorCounters {
 }
 
 impl MonitorCounters {
-    pub const ZERO: MonitorCounters = MonitorCounters {
-        rows_seen: 0,
-        alerts: 0,
-        notifications: 0,
-        rows_blocked: 0,
-        rule_errors: 0,
-        total_micros: 0,
-        max_micros: 0,
-    };
+    pub const ZERO: MonitorCounters =
+        MonitorCounters { rows_seen: 0, alerts: 0, notifications: 0, rows_blocked: 0, rule_errors: 0, total_micros: 0, max_micros: 0 };
 
     /// Adds one trigger call's counts; its time is both added and compared with the maximum.
     pub fn add(&mut self, call: &MonitorCounters) {

@@ -169,7 +169,10 @@ fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transa
                 Metric::Amount => unreachable!("handled above"),
             };
             let triggered = observed.is_some_and(|o| op.holds(o, *value));
-            explain(triggered, &|| json!({"metric": metric.name(), "observed": observed, "operator": op.symbol(), "value": value, "window": window_text()}))
+            explain(
+                triggered,
+                &|| json!({"metric": metric.name(), "observed": observed, "operator": op.symbol(), "value": value, "window": window_text()}),
+            )
         }
         Condition::NightTransaction { start_secs, end_secs, tz } => {
             let local = local_seconds_of_day(tx.unix_micros, *tz, tx.session_utc_offset_secs);
@@ -188,11 +191,7 @@ fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transa
                 return (false, Value::Null);
             };
             // The history is the key's other rows: take this one out when it is stored already.
-            let (n, sum, sum_sq) = if tx.in_history {
-                (s.count - 1, s.sum - amount, s.sum_sq - amount * amount)
-            } else {
-                (s.count, s.sum, s.sum_sq)
-            };
+            let (n, sum, sum_sq) = if tx.in_history { (s.count - 1, s.sum - amount, s.sum_sq - amount * amount) } else { (s.count, s.sum, s.sum_sq) };
             if n < *min_samples || n <= 0 {
                 return (false, Value::Null);
             }
@@ -206,7 +205,13 @@ fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transa
                     let variance = if n > 1 { ((sum_sq - sum * mean) / (n - 1) as f64).max(0.0) } else { 0.0 };
                     let stddev = variance.sqrt();
                     // A flat history has no spread: any amount above it is infinitely unusual.
-                    let z = if stddev > 1e-9 { (amount - mean) / stddev } else if amount > mean + 1e-9 { f64::INFINITY } else { 0.0 };
+                    let z = if stddev > 1e-9 {
+                        (amount - mean) / stddev
+                    } else if amount > mean + 1e-9 {
+                        f64::INFINITY
+                    } else {
+                        0.0
+                    };
                     explain(z > *threshold, &|| {
                         let z_json = if z.is_finite() { json!(z) } else { json!("Infinity") };
                         json!({"observed": amount, "mean": mean, "stddev": stddev, "zscore": z_json, "threshold": threshold, "samples": n, "window": window_text()})
@@ -276,10 +281,7 @@ pub fn assess(outcomes: &[Outcome]) -> Assessment {
         total_score: fired.iter().fold(0.0, |sum, o| sum + o.score),
         triggered: fired.iter().map(|o| o.rule_id).collect(),
         evidence: Value::Array(
-            fired
-                .iter()
-                .map(|o| json!({"rule_id": o.rule_id, "version": o.version, "score": o.score, "evidence": o.evidence}))
-                .collect(),
+            fired.iter().map(|o| json!({"rule_id": o.rule_id, "version": o.version, "score": o.score, "evidence": o.evidence})).collect(),
         ),
     }
 }
@@ -353,8 +355,10 @@ mod tests {
         ];
         let plan = WindowPlan::for_rules(&rules);
         // History: two rows of 100 in "A". The candidate: 900 in "B".
-        let history = WindowStats { count: 2, sum: 200.0, sum_sq: 20_000.0, max: Some(100.0), distinct_locations: 1, same_location: 0, other_locations: 2 };
-        let stored = WindowStats { count: 3, sum: 1100.0, sum_sq: 830_000.0, max: Some(900.0), distinct_locations: 2, same_location: 1, other_locations: 2 };
+        let history =
+            WindowStats { count: 2, sum: 200.0, sum_sq: 20_000.0, max: Some(100.0), distinct_locations: 1, same_location: 0, other_locations: 2 };
+        let stored =
+            WindowStats { count: 3, sum: 1100.0, sum_sq: 830_000.0, max: Some(900.0), distinct_locations: 2, same_location: 1, other_locations: 2 };
         let mut t = Transaction { amount: Some(900.0), location: Some("B"), unix_micros: NOON, session_utc_offset_secs: 0, in_history: true };
         let mut folded = vec![history; plan.windows.len()];
         include_candidate(&mut folded, &t);
@@ -385,7 +389,8 @@ mod tests {
 
     #[test]
     fn night_rule_uses_rule_zone_then_session_zone() {
-        let shanghai = rule(1, "pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "06:00"], "timezone": "Asia/Shanghai"}), 0.4);
+        let shanghai =
+            rule(1, "pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "06:00"], "timezone": "Asia/Shanghai"}), 0.4);
         let session = rule(2, "pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "06:00"]}), 0.4);
         let rules = vec![shanghai, session];
         let plan = WindowPlan::for_rules(&rules);
@@ -419,11 +424,16 @@ mod tests {
     fn every_threshold_metric() {
         let s = WindowStats { count: 4, sum: 100.0, max: Some(70.0), sum_sq: 0.0, distinct_locations: 3, other_locations: 2, same_location: 0 };
         for (metric, value, fires) in [
-            ("transaction_count", 3.0, true), ("transaction_count", 4.0, false),
-            ("total_amount", 99.0, true), ("total_amount", 100.0, false),
-            ("avg_amount", 24.9, true), ("avg_amount", 25.0, false),
-            ("max_amount", 69.0, true), ("max_amount", 70.0, false),
-            ("distinct_locations", 2.0, true), ("distinct_locations", 3.0, false),
+            ("transaction_count", 3.0, true),
+            ("transaction_count", 4.0, false),
+            ("total_amount", 99.0, true),
+            ("total_amount", 100.0, false),
+            ("avg_amount", 24.9, true),
+            ("avg_amount", 25.0, false),
+            ("max_amount", 69.0, true),
+            ("max_amount", 70.0, false),
+            ("distinct_locations", 2.0, true),
+            ("distinct_locations", 3.0, false),
         ] {
             let rules = vec![rule(1, "threshold", json!({"metric": metric, "operator": ">", "value": value}), 0.5)];
             let out = evaluate(&rules, &WindowPlan::for_rules(&rules), &[s], &tx(1.0, "x", NOON));

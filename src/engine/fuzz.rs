@@ -120,11 +120,7 @@ fn timed_ok<T>(what: &str, f: impl FnOnce() -> T) -> T {
 
 fn bounded(what: &str, message: &str) -> Result<(), TestCaseError> {
     if message.len() > MAX_MESSAGE {
-        return Err(TestCaseError::fail(format!(
-            "{what}: error message is {} bytes, over {MAX_MESSAGE}: {}",
-            message.len(),
-            clip(message, 300)
-        )));
+        return Err(TestCaseError::fail(format!("{what}: error message is {} bytes, over {MAX_MESSAGE}: {}", message.len(), clip(message, 300))));
     }
     Ok(())
 }
@@ -226,12 +222,7 @@ fn options() -> BoxedStrategy<PatternOptions> {
         ],
         prop_oneof![4 => 1usize..=16, 1 => Just(1_000usize), 1 => Just(0usize)],
     )
-        .prop_map(|(contiguity, after_match, within, max_partials)| PatternOptions {
-            contiguity,
-            after_match,
-            within,
-            max_partials,
-        })
+        .prop_map(|(contiguity, after_match, within, max_partials)| PatternOptions { contiguity, after_match, within, max_partials })
         .boxed()
 }
 
@@ -428,8 +419,7 @@ fn pattern_for_define() -> BoxedStrategy<String> {
 /// `define` without the entries whose symbol does not occur in `text` (those are an error).
 fn only_used(define: Json, text: &str) -> Json {
     let Json::Object(m) = define else { return define };
-    let idents: std::collections::HashSet<&str> =
-        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+    let idents: std::collections::HashSet<&str> = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
     Json::Object(m.into_iter().filter(|(k, _)| idents.contains(k.as_str())).collect())
 }
 
@@ -476,9 +466,7 @@ fn fuzz_pattern_text_never_panics() {
 #[test]
 fn fuzz_pattern_random_strings_never_panic() {
     let strategy = prop_oneof![3 => any::<String>(), 1 => inflate(any::<String>().boxed()), 1 => ".{0,200}"];
-    check("random pattern strings", strategy, |text| {
-        compile_and_match(&text, &Json::Null, PatternOptions::default(), &[])
-    });
+    check("random pattern strings", strategy, |text| compile_and_match(&text, &Json::Null, PatternOptions::default(), &[]));
 }
 
 #[test]
@@ -569,12 +557,7 @@ fn fuzz_define_predicates_compile_and_match() {
 /// Runs `f` on a thread with a 256 MB stack: a deeply nested `serde_json::Value` is dropped
 /// (and printed) recursively, which would overflow a test thread's 2 MB stack by itself.
 fn on_big_stack(f: impl FnOnce() + Send + 'static) {
-    std::thread::Builder::new()
-        .stack_size(256 << 20)
-        .spawn(f)
-        .expect("spawn")
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    std::thread::Builder::new().stack_size(256 << 20).spawn(f).expect("spawn").join().unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 /// `compile` on an 8 MB stack (a backend's usual limit), so that unbounded recursion in the
@@ -609,8 +592,7 @@ fn fuzz_define_deep_nesting_is_refused() {
                 }
                 let define = obj1("a", v);
                 let what = format!("{name} nested {depth} deep");
-                let e = timed_ok(&what, || compile_on_backend_stack("a b", &define))
-                    .expect_err("predicates nested this deep must be refused");
+                let e = timed_ok(&what, || compile_on_backend_stack("a b", &define)).expect_err("predicates nested this deep must be refused");
                 bounded_ok(&what, &e.message);
                 assert!(e.message.contains("nested"), "{what}: {}", e.message);
             }
@@ -647,11 +629,8 @@ fn fuzz_define_wide_is_bounded() {
         let many: Vec<Json> = (0..n as i64).map(|i| json!(i)).collect();
         let ors: Vec<Json> = (0..n as i64).map(|i| json!({ "x": i })).collect();
         let likes: Vec<(String, Json)> = (0..n.min(2_000)).map(|i| (format!("c{i}"), json!({"like": "%a%"}))).collect();
-        for (name, define) in [
-            ("in", json!({"a": {"x": {"in": many}}})),
-            ("or", json!({"a": {"or": ors}})),
-            ("columns", json!({"a": object(likes)})),
-        ] {
+        for (name, define) in [("in", json!({"a": {"x": {"in": many}}})), ("or", json!({"a": {"or": ors}})), ("columns", json!({"a": object(likes)}))]
+        {
             let what = format!("{n} {name}");
             match timed_ok(&format!("compile {what}"), || compile("a b+", &define, PatternOptions::default())) {
                 Err(e) => bounded_ok(&what, &e.message),
@@ -667,8 +646,7 @@ fn fuzz_define_wide_is_bounded() {
 fn fuzz_define_huge_strings_are_bounded() {
     // 1 MB operands: `like` and `~` become regexes, literals and `in` lists are copied.
     const MB: usize = 1 << 20;
-    let events: Vec<Event> =
-        (0..20).map(|i| Event { id: i, ts: i, values: vec![Value::Text("a".repeat(i as usize * 50))] }).collect();
+    let events: Vec<Event> = (0..20).map(|i| Event { id: i, ts: i, values: vec![Value::Text("a".repeat(i as usize * 50))] }).collect();
     for (name, cond) in [
         ("like ___", json!({"like": "_".repeat(MB)})),
         ("like %%%", json!({"like": "%".repeat(MB)})),
@@ -779,41 +757,24 @@ fn rule_condition() -> BoxedStrategy<Json> {
 
 /// `{name: value, ...}` leaving out each field with probability 1/10.
 fn some_fields(fields: Vec<(&'static str, BoxedStrategy<Json>)>) -> BoxedStrategy<Json> {
-    let parts: Vec<BoxedStrategy<Option<(String, Json)>>> = fields
-        .into_iter()
-        .map(|(name, value)| prop::option::weighted(0.9, value.prop_map(move |v| (name.to_string(), v))).boxed())
-        .collect();
+    let parts: Vec<BoxedStrategy<Option<(String, Json)>>> =
+        fields.into_iter().map(|(name, value)| prop::option::weighted(0.9, value.prop_map(move |v| (name.to_string(), v))).boxed()).collect();
     parts.prop_map(|entries| object(entries.into_iter().flatten().collect())).boxed()
 }
 
 /// A rule type with a condition shaped like that type's, so that many rules are valid.
 fn well_formed_rule() -> BoxedStrategy<(Json, Json)> {
     let text = |s: BoxedStrategy<String>| s.prop_map(Json::String).boxed();
-    let metric = text(pick(&[
-        "amount", "transaction_count", "total_amount", "avg_amount", "max_amount", "distinct_locations", "Amount",
-    ]));
+    let metric = text(pick(&["amount", "transaction_count", "total_amount", "avg_amount", "max_amount", "distinct_locations", "Amount"]));
     let operator = text(pick(&[">", ">=", "<", "<=", "=", "==", "!=", "<>", "=>", ""]));
     let interval = prop_oneof![4 => text(interval_text()), 1 => number_like()].boxed();
     let clocks = vec(clock_text().prop_map(Json::String), 2..=2).prop_map(Json::Array).boxed();
     let timezone = text(pick(&["UTC", "Asia/Shanghai", "Europe/Berlin", "America/Sao_Paulo", "Mars/Olympus", "utc", ""]));
     let typed = |t: &'static str, c: BoxedStrategy<Json>| c.prop_map(move |c| (json!(t), c)).boxed();
     prop_oneof![
-        typed(
-            "threshold",
-            some_fields(vec![("metric", metric), ("operator", operator), ("value", number_like()), ("window", interval.clone())]),
-        ),
-        typed(
-            "pattern",
-            some_fields(vec![
-                ("pattern", Just(json!("night_transaction")).boxed()),
-                ("time_range", clocks),
-                ("timezone", timezone),
-            ]),
-        ),
-        typed(
-            "pattern",
-            some_fields(vec![("pattern", Just(json!("location_change")).boxed()), ("time_window", interval.clone())]),
-        ),
+        typed("threshold", some_fields(vec![("metric", metric), ("operator", operator), ("value", number_like()), ("window", interval.clone())]),),
+        typed("pattern", some_fields(vec![("pattern", Just(json!("night_transaction")).boxed()), ("time_range", clocks), ("timezone", timezone),]),),
+        typed("pattern", some_fields(vec![("pattern", Just(json!("location_change")).boxed()), ("time_window", interval.clone())]),),
         typed(
             "anomaly",
             some_fields(vec![
@@ -951,10 +912,7 @@ fn check_hop(ts: i64, width: i64, slide: i64, origin: i64) -> Result<(), TestCas
         Ok(starts) => {
             prop_assert!(starts.len() as i64 <= MAX_HOP_WINDOWS, "{} windows", starts.len());
             for (i, &s) in starts.iter().enumerate() {
-                prop_assert!(
-                    s <= ts && (ts as i128) < s as i128 + width as i128,
-                    "window {s} of width {width} does not hold {ts}"
-                );
+                prop_assert!(s <= ts && (ts as i128) < s as i128 + width as i128, "window {s} of width {width} does not hold {ts}");
                 if i > 0 {
                     prop_assert_eq!(s as i128 - starts[i - 1] as i128, slide as i128);
                 }
@@ -1008,8 +966,7 @@ fn fuzz_windows_extremes() {
         for origin in extremes {
             for width in lengths {
                 for slide in lengths {
-                    let r = check_hop(ts, width, slide, origin)
-                        .and_then(|_| check_window_starts(ts, i64::MAX, width, slide, origin, 10_000));
+                    let r = check_hop(ts, width, slide, origin).and_then(|_| check_window_starts(ts, i64::MAX, width, slide, origin, 10_000));
                     if let Err(e) = r {
                         panic!("ts={ts} width={width} slide={slide} origin={origin}: {e}");
                     }

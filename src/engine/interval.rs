@@ -30,9 +30,7 @@ pub fn parse_interval(text: &str) -> Result<i64, String> {
         } else {
             (number, unit)
         };
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("has {} where a number was expected", super::excerpt(number)))?;
+        let value: f64 = number.parse().map_err(|_| format!("has {} where a number was expected", super::excerpt(number)))?;
         let unit_micros = unit_micros(unit)?;
         let add = value * unit_micros as f64;
         if !add.is_finite() || add.abs() > 1e17 {
@@ -53,9 +51,7 @@ fn positive(micros: i64) -> Result<i64, String> {
 }
 
 fn split_number_unit(token: &str) -> (&str, &str) {
-    let at = token
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(token.len());
+    let at = token.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(token.len());
     token.split_at(at)
 }
 
@@ -70,9 +66,7 @@ fn unit_micros(unit: &str) -> Result<i64, String> {
         "d" | "day" | "days" => SECONDS_PER_DAY * s,
         "w" | "week" | "weeks" => 7 * SECONDS_PER_DAY * s,
         "mon" | "mons" | "month" | "months" | "y" | "year" | "years" => {
-            return Err(format!(
-                "uses {unit:?}, whose length varies; give days or hours instead"
-            ))
+            return Err(format!("uses {unit:?}, whose length varies; give days or hours instead"))
         }
         other => return Err(format!("has the unknown unit {}", super::excerpt(other))),
     })

@@ -4,6 +4,8 @@ pub mod capture;
 pub mod clock;
 pub mod counters;
 pub mod evaluate;
+#[cfg(test)]
+mod fuzz;
 pub mod interval;
 pub mod notice_queue;
 pub mod partition;
@@ -15,8 +17,6 @@ pub mod rollup_store;
 pub mod rules;
 pub mod window;
 pub mod window_cache;
-#[cfg(test)]
-mod fuzz;
 
 static STACK_CHECK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 

@@ -196,7 +196,11 @@ mod tests {
         let actions = plan(&existing, now, &[], &NO_RETENTION);
         assert_eq!(
             actions,
-            [9, 10, 12].map(|m| Action::Create { month: Month::new(2026, m), drain: false }).into_iter().chain([Action::Create { month: Month::new(2027, 1), drain: false }]).collect::<Vec<_>>()
+            [9, 10, 12]
+                .map(|m| Action::Create { month: Month::new(2026, m), drain: false })
+                .into_iter()
+                .chain([Action::Create { month: Month::new(2027, 1), drain: false }])
+                .collect::<Vec<_>>()
         );
         // Once everything exists, there is nothing to do: maintenance is idempotent.
         let all: Vec<Existing> = (8..=12).map(|m| monthly("x", Month::new(2026, m))).chain([monthly("y", Month::new(2027, 1))]).collect();

@@ -98,7 +98,17 @@ mod tests {
     }
 
     fn notice<'a>(key: &'a str, rules: &'a [i32]) -> AlertNotice<'a> {
-        AlertNotice { alert_id: 42, table: "public.transactions", key, row: Some("7"), score: 1.5, level: "high", action: "alert", rules, ts: "2026-01-15 12:00:00+00" }
+        AlertNotice {
+            alert_id: 42,
+            table: "public.transactions",
+            key,
+            row: Some("7"),
+            score: 1.5,
+            level: "high",
+            action: "alert",
+            rules,
+            ts: "2026-01-15 12:00:00+00",
+        }
     }
 
     #[test]

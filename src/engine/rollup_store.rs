@@ -243,9 +243,7 @@ impl<'a> StoreView<'a> {
     /// later commit's.
     fn table_for(&mut self, owner: Owner, now: i64, anchor: Option<Anchor>) -> usize {
         let anchor = anchor.filter(|a| a.epoch == self.epoch());
-        let same_relation = self.ids.iter().position(|t| {
-            t.used != 0 && t.owner.database == owner.database && t.owner.relid == owner.relid
-        });
+        let same_relation = self.ids.iter().position(|t| t.used != 0 && t.owner.database == owner.database && t.owner.relid == owner.relid);
         let i = match same_relation.filter(|&i| self.ids[i].owner == owner) {
             Some(i) => i,
             None => {

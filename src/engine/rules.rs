@@ -60,8 +60,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const NAMES: &'static str =
-        "amount, transaction_count, total_amount, avg_amount, max_amount, distinct_locations";
+    pub const NAMES: &'static str = "amount, transaction_count, total_amount, avg_amount, max_amount, distinct_locations";
 
     fn parse(name: &str) -> Option<Metric> {
         Some(match name {
@@ -143,12 +142,28 @@ pub enum AnomalyMethod {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
-    Threshold { metric: Metric, op: CmpOp, value: f64, window: Option<i64> },
+    Threshold {
+        metric: Metric,
+        op: CmpOp,
+        value: f64,
+        window: Option<i64>,
+    },
     /// Local time of day in `[start, end)`; the range may cross midnight.
-    NightTransaction { start_secs: u32, end_secs: u32, tz: Option<chrono_tz::Tz> },
+    NightTransaction {
+        start_secs: u32,
+        end_secs: u32,
+        tz: Option<chrono_tz::Tz>,
+    },
     /// Another location was used by the same key inside the window.
-    LocationChange { window: i64 },
-    Anomaly { method: AnomalyMethod, threshold: f64, window: i64, min_samples: i64 },
+    LocationChange {
+        window: i64,
+    },
+    Anomaly {
+        method: AnomalyMethod,
+        threshold: f64,
+        window: i64,
+        min_samples: i64,
+    },
 }
 
 impl Condition {
@@ -165,20 +180,14 @@ impl Condition {
     /// Whether the rule reads the amount column (so it cannot run once that column is gone).
     pub fn needs_amount(&self) -> bool {
         match self {
-            Condition::Threshold { metric, .. } => {
-                !matches!(metric, Metric::TransactionCount | Metric::DistinctLocations)
-            }
+            Condition::Threshold { metric, .. } => !matches!(metric, Metric::TransactionCount | Metric::DistinctLocations),
             Condition::NightTransaction { .. } | Condition::LocationChange { .. } => false,
             Condition::Anomaly { .. } => true,
         }
     }
 
     pub fn needs_location(&self) -> bool {
-        matches!(
-            self,
-            Condition::LocationChange { .. }
-                | Condition::Threshold { metric: Metric::DistinctLocations, .. }
-        )
+        matches!(self, Condition::LocationChange { .. } | Condition::Threshold { metric: Metric::DistinctLocations, .. })
     }
 
     /// The canonical JSON of the condition: what `cep.validate_rule` shows a user.
@@ -255,9 +264,9 @@ pub const RULE_TYPES: &str = "threshold, pattern, anomaly";
 
 /// Checks a whole rule, as `{"rule_type": .., "rule_condition": {..}, "risk_score": ..}`.
 pub fn validate_rule(rule: &Value) -> Result<Condition, RuleError> {
-    let obj = rule.as_object().ok_or_else(|| {
-        RuleError::new(RuleErrorKind::WrongShape, "rule", "must be a JSON object with rule_type, rule_condition and risk_score")
-    })?;
+    let obj = rule
+        .as_object()
+        .ok_or_else(|| RuleError::new(RuleErrorKind::WrongShape, "rule", "must be a JSON object with rule_type, rule_condition and risk_score"))?;
     for key in obj.keys() {
         if !matches!(key.as_str(), "rule_type" | "rule_condition" | "risk_score" | "rule_name" | "rule_id" | "is_active") {
             return Err(RuleError::new(RuleErrorKind::UnknownName, key, "is not a field of a rule (expected rule_type, rule_condition, risk_score)"));
@@ -344,7 +353,11 @@ fn window(c: &Map<String, Value>, names: &[&str], default: i64) -> Result<i64, R
     for name in names {
         if let Some(v) = c.get(*name).filter(|v| !v.is_null()) {
             if found.is_some() {
-                return Err(RuleError::new(RuleErrorKind::WrongShape, &field_path(name), format!("repeats the window; give only one of {}", names.join(", "))));
+                return Err(RuleError::new(
+                    RuleErrorKind::WrongShape,
+                    &field_path(name),
+                    format!("repeats the window; give only one of {}", names.join(", ")),
+                ));
             }
             found = Some((*name, v));
         }
@@ -372,7 +385,11 @@ fn parse_threshold(c: &Map<String, Value>) -> Result<Condition, RuleError> {
         Some(v) => string(v, "rule_condition.operator", "one of > >= < <= = !=")?,
     };
     let op = CmpOp::parse(op_text).ok_or_else(|| {
-        RuleError::new(RuleErrorKind::UnknownName, "rule_condition.operator", format!("{op_text:?} is not an operator (expected one of > >= < <= = !=)"))
+        RuleError::new(
+            RuleErrorKind::UnknownName,
+            "rule_condition.operator",
+            format!("{op_text:?} is not an operator (expected one of > >= < <= = !=)"),
+        )
     })?;
     let value = number(required(c, "value", "a number")?, "rule_condition.value")?;
     let window = if metric == Metric::Amount {
@@ -407,18 +424,30 @@ fn parse_pattern(c: &Map<String, Value>) -> Result<Condition, RuleError> {
                 let field = format!("rule_condition.time_range[{i}]");
                 let text = string(item, &field, "HH:MM")?;
                 bounds[i] = parse_clock(text, true).ok_or_else(|| {
-                    RuleError::new(RuleErrorKind::BadTime, &field, format!("{text:?} is not a time of day (expected HH:MM or HH:MM:SS, 00:00 to 23:59:59)"))
+                    RuleError::new(
+                        RuleErrorKind::BadTime,
+                        &field,
+                        format!("{text:?} is not a time of day (expected HH:MM or HH:MM:SS, 00:00 to 23:59:59)"),
+                    )
                 })?;
             }
             if bounds[0] == bounds[1] {
-                return Err(RuleError::new(RuleErrorKind::OutOfRange, "rule_condition.time_range", "starts and ends at the same time, so it is empty"));
+                return Err(RuleError::new(
+                    RuleErrorKind::OutOfRange,
+                    "rule_condition.time_range",
+                    "starts and ends at the same time, so it is empty",
+                ));
             }
             let tz = match c.get("timezone") {
                 None | Some(Value::Null) => None,
                 Some(v) => {
                     let text = string(v, "rule_condition.timezone", "an IANA zone such as \"Asia/Shanghai\"")?;
                     Some(text.parse::<chrono_tz::Tz>().map_err(|_| {
-                        RuleError::new(RuleErrorKind::BadTimeZone, "rule_condition.timezone", format!("{text:?} is not an IANA time zone (such as \"Asia/Shanghai\" or \"UTC\")"))
+                        RuleError::new(
+                            RuleErrorKind::BadTimeZone,
+                            "rule_condition.timezone",
+                            format!("{text:?} is not an IANA time zone (such as \"Asia/Shanghai\" or \"UTC\")"),
+                        )
                     })?)
                 }
             };
@@ -428,7 +457,11 @@ fn parse_pattern(c: &Map<String, Value>) -> Result<Condition, RuleError> {
             only_fields(c, &["pattern", "time_window", "window"], "location_change")?;
             Ok(Condition::LocationChange { window: window(c, &["time_window", "window"], 5 * 60 * MICROS_PER_SECOND)? })
         }
-        other => Err(RuleError::new(RuleErrorKind::UnknownName, "rule_condition.pattern", format!("{other:?} is not a pattern (expected one of {PATTERNS})"))),
+        other => Err(RuleError::new(
+            RuleErrorKind::UnknownName,
+            "rule_condition.pattern",
+            format!("{other:?} is not a pattern (expected one of {PATTERNS})"),
+        )),
     }
 }
 
@@ -437,7 +470,11 @@ fn parse_anomaly(c: &Map<String, Value>) -> Result<Condition, RuleError> {
     only_fields(c, &["metric", "method", "threshold", "window", "min_samples"], "anomaly")?;
     if let Some(v) = c.get("metric").filter(|v| !v.is_null()) {
         if v.as_str() != Some("amount") {
-            return Err(RuleError::new(RuleErrorKind::UnknownName, "rule_condition.metric", format!("{v} is not supported by anomaly rules (expected \"amount\")")));
+            return Err(RuleError::new(
+                RuleErrorKind::UnknownName,
+                "rule_condition.metric",
+                format!("{v} is not supported by anomaly rules (expected \"amount\")"),
+            ));
         }
     }
     let method = match c.get("method") {
@@ -445,10 +482,17 @@ fn parse_anomaly(c: &Map<String, Value>) -> Result<Condition, RuleError> {
         Some(v) => match string(v, "rule_condition.method", METHODS)? {
             "zscore" => AnomalyMethod::ZScore,
             "mean_multiple" => AnomalyMethod::MeanMultiple,
-            other => return Err(RuleError::new(RuleErrorKind::UnknownName, "rule_condition.method", format!("{other:?} is not a method (expected one of {METHODS})"))),
+            other => {
+                return Err(RuleError::new(
+                    RuleErrorKind::UnknownName,
+                    "rule_condition.method",
+                    format!("{other:?} is not a method (expected one of {METHODS})"),
+                ))
+            }
         },
     };
-    let threshold = number(required(c, "threshold", "a number: standard deviations for zscore, a factor for mean_multiple")?, "rule_condition.threshold")?;
+    let threshold =
+        number(required(c, "threshold", "a number: standard deviations for zscore, a factor for mean_multiple")?, "rule_condition.threshold")?;
     if threshold <= 0.0 {
         return Err(RuleError::new(RuleErrorKind::OutOfRange, "rule_condition.threshold", format!("{threshold} must be above zero")));
     }
@@ -457,7 +501,11 @@ fn parse_anomaly(c: &Map<String, Value>) -> Result<Condition, RuleError> {
         Some(v) => {
             let n = number(v, "rule_condition.min_samples")?;
             if n < 1.0 || n.fract() != 0.0 || n > 1e9 {
-                return Err(RuleError::new(RuleErrorKind::OutOfRange, "rule_condition.min_samples", format!("{n} must be a whole number of at least 1")));
+                return Err(RuleError::new(
+                    RuleErrorKind::OutOfRange,
+                    "rule_condition.min_samples",
+                    format!("{n} must be a whole number of at least 1"),
+                ));
             }
             n as i64
         }
@@ -486,10 +534,7 @@ mod tests {
             ("pattern", r#"{"pattern": "night_transaction", "time_range": ["22:00", "06:00"]}"#),
             ("pattern", r#"{"pattern": "location_change", "time_window": "5_minutes"}"#),
         ];
-        let parsed: Vec<Condition> = seed
-            .iter()
-            .map(|(t, c)| parse_condition(t, &serde_json::from_str(c).unwrap()).unwrap())
-            .collect();
+        let parsed: Vec<Condition> = seed.iter().map(|(t, c)| parse_condition(t, &serde_json::from_str(c).unwrap()).unwrap()).collect();
         assert_eq!(parsed[0], Condition::Threshold { metric: Metric::TransactionCount, op: CmpOp::Gt, value: 10.0, window: Some(DEFAULT_WINDOW) });
         assert_eq!(parsed[1], Condition::Threshold { metric: Metric::Amount, op: CmpOp::Gt, value: 10000.0, window: None });
         assert_eq!(parsed[2], Condition::NightTransaction { start_secs: 22 * 3600, end_secs: 6 * 3600, tz: None });
@@ -509,8 +554,13 @@ mod tests {
     #[test]
     fn anomaly_and_timezone() {
         let c = validate_rule(&rule("anomaly", json!({"method": "mean_multiple", "threshold": 5, "window": "7 days", "min_samples": 3}))).unwrap();
-        assert_eq!(c, Condition::Anomaly { method: AnomalyMethod::MeanMultiple, threshold: 5.0, window: 7 * 86_400 * MICROS_PER_SECOND, min_samples: 3 });
-        let c = validate_rule(&rule("pattern", json!({"pattern": "night_transaction", "time_range": ["23:30", "05:00"], "timezone": "Asia/Shanghai"}))).unwrap();
+        assert_eq!(
+            c,
+            Condition::Anomaly { method: AnomalyMethod::MeanMultiple, threshold: 5.0, window: 7 * 86_400 * MICROS_PER_SECOND, min_samples: 3 }
+        );
+        let c =
+            validate_rule(&rule("pattern", json!({"pattern": "night_transaction", "time_range": ["23:30", "05:00"], "timezone": "Asia/Shanghai"})))
+                .unwrap();
         assert!(matches!(c, Condition::NightTransaction { tz: Some(chrono_tz::Tz::Asia__Shanghai), .. }));
     }
 
@@ -520,9 +570,21 @@ mod tests {
             (rule("thresh", json!({})), RuleErrorKind::UnknownName, "rule_type"),
             (json!({"rule_condition": {}, "risk_score": 0.5}), RuleErrorKind::Missing, "rule_type"),
             (json!([1]), RuleErrorKind::WrongShape, "rule"),
-            (json!({"rule_type": "threshold", "rule_condition": {"metric": "amount", "value": 1}, "risk_score": 1.5}), RuleErrorKind::OutOfRange, "risk_score"),
-            (json!({"rule_type": "threshold", "rule_condition": {"metric": "amount", "value": 1}, "risk_score": -0.1}), RuleErrorKind::OutOfRange, "risk_score"),
-            (json!({"rule_type": "threshold", "rule_condition": {"metric": "amount", "value": 1}, "risk_score": "high"}), RuleErrorKind::NotANumber, "risk_score"),
+            (
+                json!({"rule_type": "threshold", "rule_condition": {"metric": "amount", "value": 1}, "risk_score": 1.5}),
+                RuleErrorKind::OutOfRange,
+                "risk_score",
+            ),
+            (
+                json!({"rule_type": "threshold", "rule_condition": {"metric": "amount", "value": 1}, "risk_score": -0.1}),
+                RuleErrorKind::OutOfRange,
+                "risk_score",
+            ),
+            (
+                json!({"rule_type": "threshold", "rule_condition": {"metric": "amount", "value": 1}, "risk_score": "high"}),
+                RuleErrorKind::NotANumber,
+                "risk_score",
+            ),
             (json!({"rule_type": "threshold", "rule_condition": {"metric": "amount", "value": 1}}), RuleErrorKind::Missing, "risk_score"),
             (json!({"rule_type": "threshold", "risk_score": 0.5}), RuleErrorKind::Missing, "rule_condition"),
             (rule("threshold", json!([])), RuleErrorKind::WrongShape, "rule_condition"),
@@ -532,16 +594,44 @@ mod tests {
             (rule("threshold", json!({"metric": "amount", "value": true})), RuleErrorKind::NotANumber, "rule_condition.value"),
             (rule("threshold", json!({"metric": "amount"})), RuleErrorKind::Missing, "rule_condition.value"),
             (rule("threshold", json!({"metric": "amount", "value": 1, "window": "1_hour"})), RuleErrorKind::WrongShape, "rule_condition.window"),
-            (rule("threshold", json!({"metric": "total_amount", "value": 1, "window": "1_hourz"})), RuleErrorKind::BadInterval, "rule_condition.window"),
+            (
+                rule("threshold", json!({"metric": "total_amount", "value": 1, "window": "1_hourz"})),
+                RuleErrorKind::BadInterval,
+                "rule_condition.window",
+            ),
             (rule("threshold", json!({"metric": "total_amount", "value": 1, "window": 60})), RuleErrorKind::WrongShape, "rule_condition.window"),
             (rule("threshold", json!({"metric": "total_amount", "value": 1, "windw": "1_hour"})), RuleErrorKind::UnknownName, "rule_condition.windw"),
             (rule("pattern", json!({"pattern": "teleport"})), RuleErrorKind::UnknownName, "rule_condition.pattern"),
-            (rule("pattern", json!({"pattern": "night_transaction", "time_range": ["25:00", "06:00"]})), RuleErrorKind::BadTime, "rule_condition.time_range[0]"),
-            (rule("pattern", json!({"pattern": "night_transaction", "time_range": ["22:00"]})), RuleErrorKind::WrongShape, "rule_condition.time_range"),
-            (rule("pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "22:00"]})), RuleErrorKind::OutOfRange, "rule_condition.time_range"),
-            (rule("pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "06:00"], "timezone": "Mars/Olympus"})), RuleErrorKind::BadTimeZone, "rule_condition.timezone"),
-            (rule("pattern", json!({"pattern": "location_change", "time_window": "5 fortnights"})), RuleErrorKind::BadInterval, "rule_condition.time_window"),
-            (rule("pattern", json!({"pattern": "location_change", "time_window": "5 minutes", "window": "1 hour"})), RuleErrorKind::WrongShape, "rule_condition.window"),
+            (
+                rule("pattern", json!({"pattern": "night_transaction", "time_range": ["25:00", "06:00"]})),
+                RuleErrorKind::BadTime,
+                "rule_condition.time_range[0]",
+            ),
+            (
+                rule("pattern", json!({"pattern": "night_transaction", "time_range": ["22:00"]})),
+                RuleErrorKind::WrongShape,
+                "rule_condition.time_range",
+            ),
+            (
+                rule("pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "22:00"]})),
+                RuleErrorKind::OutOfRange,
+                "rule_condition.time_range",
+            ),
+            (
+                rule("pattern", json!({"pattern": "night_transaction", "time_range": ["22:00", "06:00"], "timezone": "Mars/Olympus"})),
+                RuleErrorKind::BadTimeZone,
+                "rule_condition.timezone",
+            ),
+            (
+                rule("pattern", json!({"pattern": "location_change", "time_window": "5 fortnights"})),
+                RuleErrorKind::BadInterval,
+                "rule_condition.time_window",
+            ),
+            (
+                rule("pattern", json!({"pattern": "location_change", "time_window": "5 minutes", "window": "1 hour"})),
+                RuleErrorKind::WrongShape,
+                "rule_condition.window",
+            ),
             (rule("anomaly", json!({"method": "zscore"})), RuleErrorKind::Missing, "rule_condition.threshold"),
             (rule("anomaly", json!({"method": "iforest", "threshold": 3})), RuleErrorKind::UnknownName, "rule_condition.method"),
             (rule("anomaly", json!({"threshold": -3})), RuleErrorKind::OutOfRange, "rule_condition.threshold"),
@@ -557,7 +647,10 @@ mod tests {
     #[test]
     fn error_messages_name_field_value_and_expectation() {
         let e = err("threshold", json!({"metric": "total_amount", "value": 1, "window": "1_hourz"}));
-        assert_eq!(e.to_string(), "rule_condition.window: \"1_hourz\" is not an interval: it has the unknown unit \"hourz\" (use \"1_hour\" or '90 minutes')");
+        assert_eq!(
+            e.to_string(),
+            "rule_condition.window: \"1_hourz\" is not an interval: it has the unknown unit \"hourz\" (use \"1_hour\" or '90 minutes')"
+        );
     }
 
     #[test]

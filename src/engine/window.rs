@@ -31,10 +31,7 @@ impl Width {
             }
             return Ok(Width::Months(months));
         }
-        let total = (days as i64)
-            .checked_mul(86_400_000_000)
-            .and_then(|d| d.checked_add(micros))
-            .ok_or("the width is too large")?;
+        let total = (days as i64).checked_mul(86_400_000_000).and_then(|d| d.checked_add(micros)).ok_or("the width is too large")?;
         if total <= 0 {
             return Err("a width must be positive".into());
         }
@@ -187,7 +184,10 @@ mod tests {
         // Tumbling is hopping with slide = width.
         assert_eq!(hop(t, 5 * MIN, 5 * MIN, o, MAX_HOP_WINDOWS).unwrap(), vec![tumble(t, Width::Micros(5 * MIN), o).unwrap()]);
         // A window's end is exclusive.
-        assert_eq!(hop(at(2026, 1, 15, 12, 10), 10 * MIN, 5 * MIN, o, MAX_HOP_WINDOWS).unwrap(), vec![at(2026, 1, 15, 12, 5), at(2026, 1, 15, 12, 10)]);
+        assert_eq!(
+            hop(at(2026, 1, 15, 12, 10), 10 * MIN, 5 * MIN, o, MAX_HOP_WINDOWS).unwrap(),
+            vec![at(2026, 1, 15, 12, 5), at(2026, 1, 15, 12, 10)]
+        );
     }
 
     #[test]

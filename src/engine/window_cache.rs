@@ -457,7 +457,10 @@ impl<'a> CacheView<'a> {
             Some(i) => i,
             None => {
                 // The emptier of the two sets; when both are full, an entry not used lately.
-                let is_free = |i: &usize| self.entries[*i].live == 0 || self.entries[*i].generation != self.generation(self.entries[*i].id.database, self.entries[*i].id.relid);
+                let is_free = |i: &usize| {
+                    self.entries[*i].live == 0
+                        || self.entries[*i].generation != self.generation(self.entries[*i].id.database, self.entries[*i].id.relid)
+                };
                 let [a, b] = self.sets_of(&id);
                 let (fa, fb) = (a.clone().filter(is_free).count(), b.clone().filter(is_free).count());
                 let set = if fb > fa { b } else { a };
@@ -467,7 +470,8 @@ impl<'a> CacheView<'a> {
         };
         self.free_entry(slot);
         let generation = self.generation(id.database, id.relid);
-        self.entries[slot] = Entry { id, live: 1, recently_used: 1, generation, from, head: NONE, tail: NONE, head_last: i64::MIN, cursors: NO_CURSORS };
+        self.entries[slot] =
+            Entry { id, live: 1, recently_used: 1, generation, from, head: NONE, tail: NONE, head_last: i64::MIN, cursors: NO_CURSORS };
         self.tags[slot] = Self::tag(&id);
         for ev in events {
             if !self.push(slot, *ev) {
@@ -500,7 +504,10 @@ impl<'a> CacheView<'a> {
             while c != NONE {
                 let chunk = &self.chunks[c as usize];
                 let held = &chunk.events[..chunk.len as usize];
-                if held.last().is_some_and(|l| l.t >= first.t) && held.first().is_some_and(|f| f.t <= last.t) && held.iter().any(|e| e.t >= first.t && e.t <= last.t && ours(e)) {
+                if held.last().is_some_and(|l| l.t >= first.t)
+                    && held.first().is_some_and(|f| f.t <= last.t)
+                    && held.iter().any(|e| e.t >= first.t && e.t <= last.t && ours(e))
+                {
                     return;
                 }
                 c = chunk.next;
@@ -522,7 +529,8 @@ impl<'a> CacheView<'a> {
         all.sort_by_key(|e| e.t);
         let (entry_id, recently_used, generation) = (self.entries[i].id, self.entries[i].recently_used, self.entries[i].generation);
         self.free_entry(i);
-        self.entries[i] = Entry { id: entry_id, live: 1, recently_used, generation, from, head: NONE, tail: NONE, head_last: i64::MIN, cursors: NO_CURSORS };
+        self.entries[i] =
+            Entry { id: entry_id, live: 1, recently_used, generation, from, head: NONE, tail: NONE, head_last: i64::MIN, cursors: NO_CURSORS };
         self.tags[i] = Self::tag(&entry_id);
         for ev in all {
             if !self.push(i, ev) {
@@ -599,7 +607,15 @@ impl<'a> CacheView<'a> {
 
     /// The window stats of a cached key, computed in place together with `extra` events (this
     /// transaction's own), if the entry reaches back to `need_from`.
-    pub fn window_stats(&mut self, id: &KeyId, need_from: i64, plan: &WindowPlan, t: i64, loc: u32, extra: &[CachedEvent]) -> Option<Vec<WindowStats>> {
+    pub fn window_stats(
+        &mut self,
+        id: &KeyId,
+        need_from: i64,
+        plan: &WindowPlan,
+        t: i64,
+        loc: u32,
+        extra: &[CachedEvent],
+    ) -> Option<Vec<WindowStats>> {
         let found = self.find(id).filter(|&i| self.entries[i].from <= need_from);
         let Some(i) = found else {
             self.header.misses += 1;
@@ -818,11 +834,7 @@ mod tests {
     }
 
     fn plan_of(rules: &[(&str, serde_json::Value)]) -> WindowPlan {
-        let rules: Vec<Rule> = rules
-            .iter()
-            .enumerate()
-            .map(|(i, (t, c))| Rule::new(i as i32, 1, 0.5, parse_condition(t, c).unwrap()))
-            .collect();
+        let rules: Vec<Rule> = rules.iter().enumerate().map(|(i, (t, c))| Rule::new(i as i32, 1, 0.5, parse_condition(t, c).unwrap())).collect();
         WindowPlan::for_rules(&rules)
     }
 
@@ -1054,7 +1066,11 @@ mod tests {
                 for ((g, w), needs) in got.iter().zip(&want).zip(&plan.needs) {
                     assert_eq!(g.count, w.count, "at {i}");
                     if needs.other_locations {
-                        assert_eq!((g.other_locations, g.same_location, g.distinct_locations), (w.other_locations, w.same_location, w.distinct_locations), "at {i}");
+                        assert_eq!(
+                            (g.other_locations, g.same_location, g.distinct_locations),
+                            (w.other_locations, w.same_location, w.distinct_locations),
+                            "at {i}"
+                        );
                     }
                     assert!((g.sum - w.sum).abs() < 1e-6 && (g.sum_sq - w.sum_sq).abs() < 1e-6, "at {i}");
                 }
@@ -1090,7 +1106,10 @@ mod tests {
         ];
         let st = stats_from_events(&events, &plan, 60 * s, b);
         // The minute [0, 60 s] holds the first three events: the one at exactly 0 is inside.
-        assert_eq!(st[0], WindowStats { count: 3, sum: 30.0, max: Some(20.0), sum_sq: 500.0, distinct_locations: 2, other_locations: 1, same_location: 1 });
+        assert_eq!(
+            st[0],
+            WindowStats { count: 3, sum: 30.0, max: Some(20.0), sum_sq: 500.0, distinct_locations: 2, other_locations: 1, same_location: 1 }
+        );
         // Ten seconds: two events, only the count is needed but everything is computed.
         assert_eq!(st[1].count, 2);
     }

@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pgrx::prelude::*;
 use crate::engine::rules::{parse_condition, Rule};
 use crate::error::{CepError, CepResult};
-use crate::pg::privileges::as_extension_owner;
 pub use crate::pg::capture::Capture;
 pub use crate::pg::patterns::LivePattern;
+use crate::pg::privileges::as_extension_owner;
 pub use crate::pg::watched::Watch;
+use pgrx::prelude::*;
 
 static STALE: AtomicBool = AtomicBool::new(true);
 
@@ -99,8 +99,10 @@ fn load_rules() -> CepResult<Vec<Rule>> {
     let scope = if schema_0_3() { "tables::int8[], except_tables::int8[], mode = 'shadow'" } else { "NULL::int8[], NULL::int8[], false" };
     Spi::connect(|client| {
         let rows = client.select(
-            &format!("SELECT rule_id, version, risk_score, rule_type::text, rule_condition, {scope} \
-             FROM cep.risk_rules WHERE is_active ORDER BY rule_id"),
+            &format!(
+                "SELECT rule_id, version, risk_score, rule_type::text, rule_condition, {scope} \
+             FROM cep.risk_rules WHERE is_active ORDER BY rule_id"
+            ),
             None,
             &[],
         )?;
@@ -150,7 +152,11 @@ fn remember_our_tables() -> CepResult<()> {
         let v2 = client.select("SELECT to_regclass('cep.patterns') IS NOT NULL", None, &[])?.first().get_one::<bool>()?.unwrap_or(false);
         SCHEMA_0_2.with(|s| s.set(v2));
         let v3 = client
-            .select("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'cep.watches'::regclass AND attname = 'cooldown' AND NOT attisdropped)", None, &[])?
+            .select(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'cep.watches'::regclass AND attname = 'cooldown' AND NOT attisdropped)",
+                None,
+                &[],
+            )?
             .first()
             .get_one::<bool>()?
             .unwrap_or(false);
@@ -245,9 +251,7 @@ fn find_only_watch() -> CepResult<pg_sys::Oid> {
         Ok(v)
     })?;
     match rows.as_slice() {
-        [] => Err(CepError::NotWatched(
-            "no table is watched: register one first, for example SELECT cep.watch('transactions')".into(),
-        )),
+        [] => Err(CepError::NotWatched("no table is watched: register one first, for example SELECT cep.watch('transactions')".into())),
         [(oid, _)] => Ok(*oid),
         many => Err(CepError::Ambiguous(format!(
             "more than one table is watched ({}{}): name the table, as in cep.evaluate_risk_rules('{}', ...)",

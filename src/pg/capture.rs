@@ -122,7 +122,6 @@ fn insert_sql(op: Op, key_columns: usize) -> String {
     format!("{body} RETURNING change_id, key")
 }
 
-
 /// The statement's changes as logged: first and last id, how many, and the keys touched, each
 /// with its number of changes.
 pub struct Logged {
@@ -195,7 +194,15 @@ impl ToJsonb {
             pg_sys::fmgr_info(oid, &mut call);
             let argument = pg_sys::makeNullConst(row_type, -1, pg_sys::InvalidOid);
             let arguments = pg_sys::lappend(std::ptr::null_mut(), argument.cast());
-            call.fn_expr = pg_sys::makeFuncExpr(oid, pg_sys::JSONBOID, arguments, pg_sys::InvalidOid, pg_sys::InvalidOid, pg_sys::CoercionForm::COERCE_EXPLICIT_CALL).cast();
+            call.fn_expr = pg_sys::makeFuncExpr(
+                oid,
+                pg_sys::JSONBOID,
+                arguments,
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+            )
+            .cast();
             ToJsonb { call }
         }
     }
@@ -282,7 +289,8 @@ unsafe fn in_context<T>(memory: pg_sys::MemoryContext, f: impl FnOnce() -> T) ->
 /// as the SQL's `jsonb_object_agg` over `jsonb_each` keeps for `changed_columns_only`.
 unsafe fn changed_columns(row: pg_sys::Datum, other: pg_sys::Datum, columns: &[pg_sys::Datum]) -> pg_sys::Datum {
     unsafe {
-        let value = |r: pg_sys::Datum, c: pg_sys::Datum| pgrx::fcinfo::direct_function_call_as_datum(|f| pg_sys::jsonb_object_field(f), &[Some(r), Some(c)]);
+        let value =
+            |r: pg_sys::Datum, c: pg_sys::Datum| pgrx::fcinfo::direct_function_call_as_datum(|f| pg_sys::jsonb_object_field(f), &[Some(r), Some(c)]);
         let mut same: Vec<pg_sys::Datum> = columns
             .iter()
             .copied()
@@ -292,7 +300,8 @@ unsafe fn changed_columns(row: pg_sys::Datum, other: pg_sys::Datum, columns: &[p
                 _ => false,
             })
             .collect();
-        let same = pg_sys::construct_array(same.as_mut_ptr(), same.len() as i32, pg_sys::TEXTOID, -1, false, pg_sys::TYPALIGN_INT as std::ffi::c_char);
+        let same =
+            pg_sys::construct_array(same.as_mut_ptr(), same.len() as i32, pg_sys::TEXTOID, -1, false, pg_sys::TYPALIGN_INT as std::ffi::c_char);
         pgrx::fcinfo::direct_function_call_as_datum(|f| pg_sys::jsonb_delete_array(f), &[Some(row), Some(pg_sys::Datum::from(same))]).unwrap_or(row)
     }
 }
@@ -319,7 +328,12 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
     let named = [&capture.key_column, &capture.from_column, &capture.to_column].map(|c| c.as_deref().map(text));
     // One change; key and endpoints are read from `whole`, the whole new row, or else the old one
     // (`new_row` and `old_row` may hold only the changed columns).
-    let mut write = |log: &mut ChangeLog, pk: Option<&[u8]>, whole: Option<pg_sys::Datum>, new_row: Option<pg_sys::Datum>, old_row: Option<pg_sys::Datum>| -> CepResult<()> {
+    let mut write = |log: &mut ChangeLog,
+                     pk: Option<&[u8]>,
+                     whole: Option<pg_sys::Datum>,
+                     new_row: Option<pg_sys::Datum>,
+                     old_row: Option<pg_sys::Datum>|
+     -> CepResult<()> {
         // SAFETY: jsonb datums of this statement's rows.
         let [key, from_id, to_id] = named.map(|c| c.zip(whole).and_then(|(c, r)| unsafe { field(r, c) }));
         let change = LogRow { pk, key: key.as_deref(), from_id: from_id.as_deref(), to_id: to_id.as_deref(), new_row, old_row, ..statement };
@@ -464,7 +478,8 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
     if logged.count == 0 {
         return Ok(());
     }
-    let checks = [("high_frequency_operations", capture.high_frequency, false), ("mass_deletion", capture.mass_deletion.filter(|_| op == Op::Delete), true)];
+    let checks =
+        [("high_frequency_operations", capture.high_frequency, false), ("mass_deletion", capture.mass_deletion.filter(|_| op == Op::Delete), true)];
     // SAFETY: reads the transaction's start time, what now() returns.
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let scopes: Vec<(Option<&str>, i64)> =
@@ -479,7 +494,11 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
             }
             let before_plan = spi::kept(COUNT_BEFORE, &[OIDOID, INTERVALOID, INT8OID, TEXTOID, BOOLOID, INT4OID].map(PgOid::from))?;
             let (before, hot_until): (Option<i64>, Option<pgrx::datum::TimestampWithTimeZone>) = client
-                .select(&*before_plan, None, &[capture.relid.into(), window.into(), logged.first.into(), key.into(), deletes_only.into(), limit.into()])?
+                .select(
+                    &*before_plan,
+                    None,
+                    &[capture.relid.into(), window.into(), logged.first.into(), key.into(), deletes_only.into(), limit.into()],
+                )?
                 .first()
                 .get_two()?;
             let before = before.unwrap_or(0);
@@ -547,7 +566,14 @@ pub fn remember(capture: &Capture, logged: &Logged) {
     // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     PENDING.with(|p| {
-        p.borrow_mut().push(Pending { subxact, channel: capture.channel.clone(), table: capture.name.clone(), first: logged.first, last: logged.last, count: logged.count })
+        p.borrow_mut().push(Pending {
+            subxact,
+            channel: capture.channel.clone(),
+            table: capture.name.clone(),
+            first: logged.first,
+            last: logged.last,
+            count: logged.count,
+        })
     });
 }
 

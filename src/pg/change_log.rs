@@ -189,7 +189,10 @@ impl ChangeLog {
             ];
             for index in [CHANGE_ID, CORRELATION_ID] {
                 if values[index].is_none() {
-                    return Err(CepError::NotNull(format!("null value in column \"{}\" of relation \"change_log\" violates not-null constraint", COLUMNS[index].0)));
+                    return Err(CepError::NotNull(format!(
+                        "null value in column \"{}\" of relation \"change_log\" violates not-null constraint",
+                        COLUMNS[index].0
+                    )));
                 }
             }
             let slot = self.slot;
@@ -353,7 +356,10 @@ unsafe fn calls_user_functions(node: *mut pg_sys::Node) -> bool {
     }
     #[pgrx::pg_guard]
     unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
-        unsafe { !node.is_null() && (pg_sys::check_functions_in_node(node, Some(user_function), context) || pg_sys::expression_tree_walker(node, Some(walk), context)) }
+        unsafe {
+            !node.is_null()
+                && (pg_sys::check_functions_in_node(node, Some(user_function), context) || pg_sys::expression_tree_walker(node, Some(walk), context))
+        }
     }
     unsafe { walk(node, ptr::null_mut()) }
 }

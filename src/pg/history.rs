@@ -102,12 +102,7 @@ pub fn cache_warm_sql(c: &Mapping) -> String {
 }
 
 /// Reads the key's history once and returns one `WindowStats` per window of the plan.
-pub fn read_window_stats(
-    watch: &Watch,
-    key: &str,
-    at: pg_sys::TimestampTz,
-    location: Option<&str>,
-) -> CepResult<Vec<WindowStats>> {
+pub fn read_window_stats(watch: &Watch, key: &str, at: pg_sys::TimestampTz, location: Option<&str>) -> CepResult<Vec<WindowStats>> {
     let Some(query) = watch.window_query.as_ref() else { return Ok(Vec::new()) };
     let ts = |micros: pg_sys::TimestampTz| {
         TimestampWithTimeZone::try_from(micros).map_err(|_| CepError::InvalidArgument(format!("timestamp {micros} is out of range")))
@@ -121,42 +116,44 @@ pub fn read_window_stats(
     if watch.binds_location {
         args.push(location.into());
     }
-    crate::pg::privileges::as_table_owner(watch.owner, || Spi::connect(|client| {
-        let row = client.select(query, Some(1), &args)?.first();
-        // Columns come in the order window_query_sql wrote them.
-        let mut col = 0;
-        let mut next = || {
-            col += 1;
-            col
-        };
-        let mut out = Vec::with_capacity(watch.plan.windows.len());
-        for needs in &watch.plan.needs {
-            let mut s = WindowStats::default();
-            if needs.count {
-                s.count = row.get::<i64>(next())?.unwrap_or(0);
-            }
-            if needs.sum {
-                s.sum = row.get::<f64>(next())?.unwrap_or(0.0);
-            }
-            if needs.max {
-                s.max = row.get::<f64>(next())?;
-            }
-            if needs.sum_sq {
-                s.sum_sq = row.get::<f64>(next())?.unwrap_or(0.0);
-            }
-            if watch.has_location {
-                if needs.distinct_locations {
-                    s.distinct_locations = row.get::<i64>(next())?.unwrap_or(0);
-                    s.same_location = row.get::<i64>(next())?.unwrap_or(0);
+    crate::pg::privileges::as_table_owner(watch.owner, || {
+        Spi::connect(|client| {
+            let row = client.select(query, Some(1), &args)?.first();
+            // Columns come in the order window_query_sql wrote them.
+            let mut col = 0;
+            let mut next = || {
+                col += 1;
+                col
+            };
+            let mut out = Vec::with_capacity(watch.plan.windows.len());
+            for needs in &watch.plan.needs {
+                let mut s = WindowStats::default();
+                if needs.count {
+                    s.count = row.get::<i64>(next())?.unwrap_or(0);
                 }
-                if needs.other_locations {
-                    s.other_locations = row.get::<i64>(next())?.unwrap_or(0);
+                if needs.sum {
+                    s.sum = row.get::<f64>(next())?.unwrap_or(0.0);
                 }
+                if needs.max {
+                    s.max = row.get::<f64>(next())?;
+                }
+                if needs.sum_sq {
+                    s.sum_sq = row.get::<f64>(next())?.unwrap_or(0.0);
+                }
+                if watch.has_location {
+                    if needs.distinct_locations {
+                        s.distinct_locations = row.get::<i64>(next())?.unwrap_or(0);
+                        s.same_location = row.get::<i64>(next())?.unwrap_or(0);
+                    }
+                    if needs.other_locations {
+                        s.other_locations = row.get::<i64>(next())?.unwrap_or(0);
+                    }
+                }
+                out.push(s);
             }
-            out.push(s);
-        }
-        Ok(out)
-    }))
+            Ok(out)
+        })
+    })
 }
 
 /// Every key's rows in `[$1, $2]`, ordered by key and time, with their primary key: what

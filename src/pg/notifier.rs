@@ -116,7 +116,8 @@ fn write_blocked(records: Vec<String>) {
                 let (alert_id, ts): (Option<i64>, Option<String>) =
                     Spi::get_two_with_args(RECORD_BLOCKED, &[pgrx::JsonB(j.clone()).into()]).map_err(|e| e.to_string())?;
                 let text = |k: &str| j.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                let rules: Vec<i32> = j["fired"].as_array().map(|a| a.iter().filter_map(|r| r.as_i64()).map(|r| r as i32).collect()).unwrap_or_default();
+                let rules: Vec<i32> =
+                    j["fired"].as_array().map(|a| a.iter().filter_map(|r| r.as_i64()).map(|r| r as i32).collect()).unwrap_or_default();
                 let payload = crate::engine::payload::alert_payload(&crate::engine::payload::AlertNotice {
                     alert_id: alert_id.unwrap_or_default(),
                     table: &text("table"),
@@ -403,7 +404,12 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
     // It writes blocked attempts as a superuser: resolve names as pg_cep's functions do.
     // SAFETY: sets a GUC of this backend to a constant, before any transaction starts.
     unsafe {
-        pg_sys::SetConfigOption(c"search_path".as_ptr(), c"pg_catalog, pg_temp".as_ptr(), pg_sys::GucContext::PGC_SUSET, pg_sys::GucSource::PGC_S_OVERRIDE);
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
     }
     let pid = unsafe { pg_sys::MyProcPid };
     let latch = unsafe { pg_sys::MyLatch } as usize;

@@ -146,14 +146,12 @@ pub fn existing(client: &SpiClient<'_>, parent: &Parent) -> CepResult<Vec<Existi
     let hi = parent.control.month_of("m[2]");
     let (lo_exact, hi_exact) = match parent.control {
         ControlType::Date => ("extract(day FROM m[1]::date) = 1", "extract(day FROM m[2]::date) = 1"),
-        ControlType::Timestamp => (
-            "m[1]::timestamp = date_trunc('month', m[1]::timestamp)",
-            "m[2]::timestamp = date_trunc('month', m[2]::timestamp)",
-        ),
-        ControlType::TimestampTz => (
-            "m[1]::timestamptz = date_trunc('month', m[1]::timestamptz, 'UTC')",
-            "m[2]::timestamptz = date_trunc('month', m[2]::timestamptz, 'UTC')",
-        ),
+        ControlType::Timestamp => {
+            ("m[1]::timestamp = date_trunc('month', m[1]::timestamp)", "m[2]::timestamp = date_trunc('month', m[2]::timestamp)")
+        }
+        ControlType::TimestampTz => {
+            ("m[1]::timestamptz = date_trunc('month', m[1]::timestamptz, 'UTC')", "m[2]::timestamptz = date_trunc('month', m[2]::timestamptz, 'UTC')")
+        }
     };
     let sql = format!(
         r#"WITH r AS (
@@ -184,7 +182,8 @@ pub fn existing(client: &SpiClient<'_>, parent: &Parent) -> CepResult<Vec<Existi
 fn default_months(client: &SpiClient<'_>, parent: &Parent) -> CepResult<Vec<Month>> {
     let Some(default) = parent.default else { return Ok(Vec::new()) };
     let default_name = regclass_text(client, default)?;
-    let sql = format!("SELECT DISTINCT {} FROM {default_name} WHERE {} IS NOT NULL", parent.control.month_of(&parent.quoted_column), parent.quoted_column);
+    let sql =
+        format!("SELECT DISTINCT {} FROM {default_name} WHERE {} IS NOT NULL", parent.control.month_of(&parent.quoted_column), parent.quoted_column);
     let mut months = Vec::new();
     for row in client.select(&sql, None, &[])? {
         if let Some(m) = row.get::<i32>(1)? {
@@ -198,14 +197,23 @@ fn default_months(client: &SpiClient<'_>, parent: &Parent) -> CepResult<Vec<Mont
 fn regclass_text(client: &SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<String> {
     // Always schema-qualified, whatever the session's search_path (the worker's differs).
     Ok(client
-        .select("SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1", None, &[relid.into()])?
+        .select(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            None,
+            &[relid.into()],
+        )?
         .first()
         .get_one::<String>()?
         .unwrap_or_default())
 }
 
 /// The month holding now, and the months holding `now - retention` and `now - widest window`.
-fn months_now(client: &SpiClient<'_>, control: ControlType, retention: Option<pgrx::datum::Interval>, widest_micros: Option<i64>) -> CepResult<(Month, Option<Month>, Option<Month>)> {
+fn months_now(
+    client: &SpiClient<'_>,
+    control: ControlType,
+    retention: Option<pgrx::datum::Interval>,
+    widest_micros: Option<i64>,
+) -> CepResult<(Month, Option<Month>, Option<Month>)> {
     let sql = format!(
         "SELECT {}, {}, {}",
         control.month_of("now()"),
@@ -293,29 +301,35 @@ pub struct Step {
 /// under NOTIFY's 8000 bytes).
 fn record(client: &mut SpiClient<'_>, step: &Step, started: Instant) -> CepResult<()> {
     // pg_cep's own log: written as the extension, whoever maintains the table.
-    as_extension_owner(|| client.update(
-        "WITH l AS (
+    as_extension_owner(|| {
+        client.update(
+            "WITH l AS (
              INSERT INTO cep.partition_log (parent, action, partition, rows_moved, detail, duration_ms)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING *)
          SELECT pg_notify('cep_maintenance', json_build_object('id', id, 'parent', parent, 'action', action,
                 'partition', partition, 'rows_moved', rows_moved, 'detail', left(detail, 1000))::text)
          FROM l",
-        None,
-        &[
-            step.parent.as_str().into(),
-            step.action.into(),
-            step.partition.as_deref().into(),
-            step.rows_moved.into(),
-            step.detail.as_deref().into(),
-            (started.elapsed().as_secs_f64() * 1000.0).into(),
-        ],
-    ))?;
+            None,
+            &[
+                step.parent.as_str().into(),
+                step.action.into(),
+                step.partition.as_deref().into(),
+                step.rows_moved.into(),
+                step.detail.as_deref().into(),
+                (started.elapsed().as_secs_f64() * 1000.0).into(),
+            ],
+        )
+    })?;
     Ok(())
 }
 
 /// The schema-qualified, quoted name of a new relation in the parent's schema.
 fn qualify(client: &SpiClient<'_>, schema: &str, name: &str) -> CepResult<String> {
-    Ok(client.select("SELECT format('%I.%I', $1::text, $2::text)", None, &[schema.into(), name.into()])?.first().get_one::<String>()?.unwrap_or_default())
+    Ok(client
+        .select("SELECT format('%I.%I', $1::text, $2::text)", None, &[schema.into(), name.into()])?
+        .first()
+        .get_one::<String>()?
+        .unwrap_or_default())
 }
 
 /// Moves the DEFAULT partition's rows of `[lo, hi)` into `target`, `batch` rows per statement,
@@ -488,7 +502,13 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
     };
     let mut parent = describe(client, relid)?;
     let qualified = parent.qualified.clone();
-    let step = |action, partition: Option<String>, rows_moved, detail: Option<String>| Step { parent: qualified.clone(), action, partition, rows_moved, detail };
+    let step = |action, partition: Option<String>, rows_moved, detail: Option<String>| Step {
+        parent: qualified.clone(),
+        action,
+        partition,
+        rows_moved,
+        detail,
+    };
     if !try_advisory(client, relid, false)? {
         let s = step("skipped", None, 0, Some("maintenance of this table is running in another session".into()));
         record(client, &s, started)?;
@@ -501,13 +521,15 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
             return Err(CepError::NameTooLong(partition::NameTooLong { bytes: name.len(), name }));
         }
         let target = qualify(client, &parent.schema, &name)?;
-        let created = as_owner(parent.owner_oid, || in_subtransaction(|| {
-            if !try_locks(&[(parent.relid, pg_sys::AccessExclusiveLock)]) {
-                return Ok(None);
-            }
-            client.update(&format!("CREATE TABLE {target} PARTITION OF {} DEFAULT", parent.qualified), None, &[])?;
-            Ok(Some(()))
-        }))?;
+        let created = as_owner(parent.owner_oid, || {
+            in_subtransaction(|| {
+                if !try_locks(&[(parent.relid, pg_sys::AccessExclusiveLock)]) {
+                    return Ok(None);
+                }
+                client.update(&format!("CREATE TABLE {target} PARTITION OF {} DEFAULT", parent.qualified), None, &[])?;
+                Ok(Some(()))
+            })
+        })?;
         let s = match created {
             Some(()) => step("create_default", Some(name), 0, None),
             None => step("skipped", Some(name), 0, Some("the table stayed locked for cep.maintenance_lock_timeout".into())),
@@ -519,21 +541,30 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
     let existing = existing(client, &parent)?;
     let widest = widest_rule_window(relid);
     let (current, retain_from, protect_from) = months_now(client, parent.control, config.retention, widest)?;
-    let policy = Policy { premake: config.premake.max(0) as u32, retain_from: config.retention.and(retain_from), protect_from: widest.and(protect_from) };
+    let policy =
+        Policy { premake: config.premake.max(0) as u32, retain_from: config.retention.and(retain_from), protect_from: widest.and(protect_from) };
     let in_default = default_months(client, &parent)?;
     // After a month could not be created, later ones wait too, so months are never left with gaps.
     let mut creating = true;
     for action in partition::plan(&existing, current, &in_default, &policy) {
         let started = Instant::now();
         let s = match action {
-            Action::Create { month, .. } if !creating => {
-                step("skipped", Some(partition::partition_name(&parent.name, month)?), 0, Some(format!("creating {month} waits for the earlier month")))
-            }
+            Action::Create { month, .. } if !creating => step(
+                "skipped",
+                Some(partition::partition_name(&parent.name, month)?),
+                0,
+                Some(format!("creating {month} waits for the earlier month")),
+            ),
             Action::Create { month, .. } => match as_owner(parent.owner_oid, || create_month(client, &parent, month, config.batch_size))? {
                 Some(moved) => step("create", Some(partition::partition_name(&parent.name, month)?), moved, None),
                 None => {
                     creating = false;
-                    step("skipped", Some(partition::partition_name(&parent.name, month)?), 0, Some(format!("creating {month}: a lock stayed busy for cep.maintenance_lock_timeout")))
+                    step(
+                        "skipped",
+                        Some(partition::partition_name(&parent.name, month)?),
+                        0,
+                        Some(format!("creating {month}: a lock stayed busy for cep.maintenance_lock_timeout")),
+                    )
                 }
             },
             Action::Retire { name, month } => {
@@ -545,7 +576,12 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
                 }
             }
             Action::Protected { name, month } => {
-                steps.push(step("protected", Some(name), 0, Some(format!("{month} is past the retention but inside the widest window of an active rule"))));
+                steps.push(step(
+                    "protected",
+                    Some(name),
+                    0,
+                    Some(format!("{month} is past the retention but inside the widest window of an active rule")),
+                ));
                 continue;
             }
             Action::Conflict { month, with } => {
@@ -570,7 +606,11 @@ pub fn create_monthly(client: &mut SpiClient<'_>, relid: pg_sys::Oid, month: Mon
     if let Some(e) = existing.iter().find(|e| e.overlaps(month)) {
         if e.exact_month == Some(month) {
             let qualified = qualify(client, &parent.schema, &e.name)?;
-            return Ok(client.select("SELECT $1::regclass::oid", None, &[qualified.as_str().into()])?.first().get_one()?.unwrap_or(pg_sys::InvalidOid));
+            return Ok(client
+                .select("SELECT $1::regclass::oid", None, &[qualified.as_str().into()])?
+                .first()
+                .get_one()?
+                .unwrap_or(pg_sys::InvalidOid));
         }
         return Err(CepError::Overlap(format!(
             "the {month} partition of {} would overlap partition {}, which has other bounds",
@@ -636,7 +676,8 @@ pub fn register(
         }
     }
     partition::partition_name(&parent.name, Month::new(2000, 1))?;
-    as_extension_owner(|| client.update(
+    as_extension_owner(|| {
+        client.update(
         "INSERT INTO cep.partition_config AS c (parent, control_column, control_type, premake, retention, retention_mode, default_partition, force_retention, batch_size)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (parent) DO UPDATE SET control_column = excluded.control_column, control_type = excluded.control_type,
@@ -654,7 +695,8 @@ pub fn register(
             force.into(),
             batch_size.into(),
         ],
-    ))?;
+    )
+    })?;
     Ok(())
 }
 

@@ -19,9 +19,9 @@ use serde_json::{Map, Value as Json};
 use crate::engine::pattern::{self, AfterMatch, Contiguity, Event, KeyState, Match, Pattern, PatternOptions};
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, TIME_TYPES};
-use crate::pg::{spi, state_cache};
 use crate::pg::time::timestamptz;
 use crate::pg::tuple::Col;
+use crate::pg::{spi, state_cache};
 use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
 use pgrx::PgOid;
 
@@ -66,16 +66,16 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
     table.check("id_column", def.id_column, ID_TYPES)?;
     let col = |role: &str, name: &str| -> CepResult<Col> {
         table.require(role, name)?;
-        let (attnum, typid) = table
-            .position(name)
-            .ok_or_else(|| CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", table.name())))?;
+        let (attnum, typid) =
+            table.position(name).ok_or_else(|| CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", table.name())))?;
         Col::new(attnum, typid).ok_or_else(|| CepError::UndefinedColumn(format!("{role} {name:?} is a system column")))
     };
     let mut values = Vec::new();
     for name in compiled.columns() {
         values.push(col("define: column", name)?);
     }
-    let columns = Columns { key: col("partition_by", def.partition_by)?, time: col("order_by", def.order_by)?, id: col("id_column", def.id_column)?, values };
+    let columns =
+        Columns { key: col("partition_by", def.partition_by)?, time: col("order_by", def.order_by)?, id: col("id_column", def.id_column)?, values };
     Ok((compiled, columns))
 }
 
@@ -97,33 +97,34 @@ pub struct LivePattern {
 pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
     let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default();
     let table = TableColumns::read(relid, &name)?;
-    let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32, i64)> = Spi::connect(|client| {
-        let mut v = Vec::new();
-        for row in client.select(
-            "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
+    let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32, i64)> =
+        Spi::connect(|client| {
+            let mut v = Vec::new();
+            for row in client.select(
+                "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
                     (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials, tableoid::int8
              FROM cep.patterns WHERE source = $1 ORDER BY pattern_id",
-            None,
-            &[relid.into()],
-        )? {
-            v.push((
-                row.get(1)?.unwrap_or_default(),
-                row.get(2)?.unwrap_or_default(),
-                row.get(3)?.unwrap_or_default(),
-                row.get(4)?.unwrap_or_default(),
-                row.get(5)?.unwrap_or_default(),
-                row.get(6)?.unwrap_or_default(),
-                row.get(7)?.unwrap_or_default(),
-                row.get(8)?.unwrap_or(pgrx::JsonB(Json::Null)),
-                row.get(9)?,
-                row.get(10)?.unwrap_or_default(),
-                row.get(11)?.unwrap_or_default(),
-                row.get(12)?.unwrap_or(1000),
-                row.get(13)?.unwrap_or(0),
-            ));
-        }
-        Ok::<_, CepError>(v)
-    })?;
+                None,
+                &[relid.into()],
+            )? {
+                v.push((
+                    row.get(1)?.unwrap_or_default(),
+                    row.get(2)?.unwrap_or_default(),
+                    row.get(3)?.unwrap_or_default(),
+                    row.get(4)?.unwrap_or_default(),
+                    row.get(5)?.unwrap_or_default(),
+                    row.get(6)?.unwrap_or_default(),
+                    row.get(7)?.unwrap_or_default(),
+                    row.get(8)?.unwrap_or(pgrx::JsonB(Json::Null)),
+                    row.get(9)?,
+                    row.get(10)?.unwrap_or_default(),
+                    row.get(11)?.unwrap_or_default(),
+                    row.get(12)?.unwrap_or(1000),
+                    row.get(13)?.unwrap_or(0),
+                ));
+            }
+            Ok::<_, CepError>(v)
+        })?;
     let mut out = Vec::new();
     for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials, patterns_table) in rows {
         let def = Definition {
@@ -311,7 +312,10 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
         starts.push(timestamptz(m.start));
         ends.push(timestamptz(m.end));
     }
-    let plan = spi::kept(RECORD_MATCHES, &oids([INT4OID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID]))?;
+    let plan = spi::kept(
+        RECORD_MATCHES,
+        &oids([INT4OID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID]),
+    )?;
     let notices = client.update(
         &*plan,
         None,

@@ -25,9 +25,7 @@ pub fn require_owner(relid: pg_sys::Oid, action: &str) -> CepResult<()> {
             "permission denied: {action} changes how {name} is processed, and only its owner may do that (must be owner of table {name})"
         ))),
         Ok((_, None)) => Err(CepError::WrongObjectType(format!("relation with OID {} does not exist", u32::from(relid)))),
-        Err(pgrx::spi::SpiError::InvalidPosition) => {
-            Err(CepError::WrongObjectType(format!("relation with OID {} does not exist", u32::from(relid))))
-        }
+        Err(pgrx::spi::SpiError::InvalidPosition) => Err(CepError::WrongObjectType(format!("relation with OID {} does not exist", u32::from(relid)))),
         Err(e) => Err(e.into()),
     }
 }
@@ -36,8 +34,8 @@ pub fn require_owner(relid: pg_sys::Oid, action: &str) -> CepResult<()> {
 /// with its owner's rights (see [`as_table_owner`]), so the caller must be one who could read it.
 pub fn require_select(relid: pg_sys::Oid, name: &str, action: &str) -> CepResult<()> {
     // SAFETY: a catalog lookup of a relation the caller resolved.
-    let allowed = unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) }
-        == pg_sys::AclResult::ACLCHECK_OK;
+    let allowed =
+        unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) } == pg_sys::AclResult::ACLCHECK_OK;
     if allowed {
         Ok(())
     } else {
@@ -126,9 +124,7 @@ pub fn extension_owner() -> pg_sys::Oid {
     if let Some(owner) = EXTENSION_OWNER.with(|o| o.get()) {
         return owner;
     }
-    let owner = Spi::get_one::<pg_sys::Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_cep'")
-        .ok()
-        .flatten();
+    let owner = Spi::get_one::<pg_sys::Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_cep'").ok().flatten();
     // Only a found owner is kept: inside CREATE EXTENSION it may not be visible yet.
     if let Some(owner) = owner {
         EXTENSION_OWNER.with(|o| o.set(Some(owner)));

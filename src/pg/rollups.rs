@@ -19,10 +19,14 @@ use crate::pg::watched::Watch;
 
 static RECORDS: GucSetting<i32> = GucSetting::<i32>::new(262_144);
 
-static REGION: Region = Region::new(c"pg_cep_rollups", || region_size(records()), |base| {
-    // SAFETY: the region was just created, with room for this many records.
-    drop(unsafe { StoreView::new(base, records(), true) });
-});
+static REGION: Region = Region::new(
+    c"pg_cep_rollups",
+    || region_size(records()),
+    |base| {
+        // SAFETY: the region was just created, with room for this many records.
+        drop(unsafe { StoreView::new(base, records(), true) });
+    },
+);
 
 /// This transaction's rows of one table in one subtransaction.
 struct Pending {

@@ -52,11 +52,7 @@ pub fn score_with(watch: &Watch, event: &Event, standing: Standing, cached: Opti
 pub fn warn_skipped(watch: &Watch) -> usize {
     if let Some((_, why)) = watch.skipped.first() {
         let ids: Vec<String> = watch.skipped.iter().map(|(id, _)| id.to_string()).collect();
-        pgrx::warning!(
-            "pg_cep: rules {} are skipped on {}: {why}; fix the table or call cep.watch again",
-            ids.join(", "),
-            watch.qualified_name
-        );
+        pgrx::warning!("pg_cep: rules {} are skipped on {}: {why}; fix the table or call cep.watch again", ids.join(", "), watch.qualified_name);
     }
     watch.skipped.len()
 }

@@ -16,10 +16,14 @@ use crate::pg::patterns::LivePattern;
 use crate::pg::shmem::Region;
 
 static COPIES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
-static REGION: Region = Region::new(c"pg_cep_pattern_states", || region_size(slots()), |base| {
-    // SAFETY: the region was just created, with room for this many copies.
-    drop(unsafe { Slots::new(base, slots(), true) });
-});
+static REGION: Region = Region::new(
+    c"pg_cep_pattern_states",
+    || region_size(slots()),
+    |base| {
+        // SAFETY: the region was just created, with room for this many copies.
+        drop(unsafe { Slots::new(base, slots(), true) });
+    },
+);
 
 thread_local! {
     static TOUCHED: RefCell<Touched> = RefCell::new(Touched::default());

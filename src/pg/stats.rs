@@ -6,9 +6,9 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::lwlock::PgLwLock;
+use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
-use pgrx::pg_shmem_init;
 
 use crate::engine::counters::MonitorCounters;
 
@@ -86,11 +86,7 @@ pub fn record(relid: pg_sys::Oid, call: &MonitorCounters) {
 pub fn snapshot() -> Vec<(pg_sys::Oid, MonitorCounters)> {
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let pick = |slots: &[Slot]| -> Vec<(pg_sys::Oid, MonitorCounters)> {
-        slots
-            .iter()
-            .filter(|s| s.relid != 0 && s.database == database)
-            .map(|s| (pg_sys::Oid::from(s.relid), s.counters))
-            .collect()
+        slots.iter().filter(|s| s.relid != 0 && s.database == database).map(|s| (pg_sys::Oid::from(s.relid), s.counters)).collect()
     };
     if is_shared() {
         pick(&SHARED.share().slots)

@@ -36,7 +36,11 @@ impl TableArg {
 impl FromDatum for TableArg {
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _typoid: pg_sys::Oid) -> Option<TableArg> {
         // SAFETY: a regclass datum is an oid.
-        if is_null { None } else { unsafe { pg_sys::Oid::from_datum(datum, false) }.map(TableArg) }
+        if is_null {
+            None
+        } else {
+            unsafe { pg_sys::Oid::from_datum(datum, false) }.map(TableArg)
+        }
     }
 }
 

@@ -13,8 +13,8 @@ use crate::engine::evaluate::WindowPlan;
 use crate::engine::rules::Rule;
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
-use crate::pg::{history, window_cache};
 use crate::pg::tuple::{Col, RowColumns};
+use crate::pg::{history, window_cache};
 
 pub struct Watch {
     pub relid: pg_sys::Oid,
@@ -107,7 +107,8 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
     let cooldown = if crate::pg::cache::schema_0_3() { "(extract(epoch FROM w.cooldown) * 1000000)::int8" } else { "NULL::int8" };
     let row = Spi::connect(|client| -> CepResult<Option<Row>> {
         let rows = client.select(
-            &format!("SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname), w.key_column::text, w.amount_column::text, \
                     w.time_column::text, w.location_column::text, w.pk_column::text, w.channel, \
                     w.alert_level, w.block_at, w.on_block, w.relid, w.log_assessments, {rollups}, w.tableoid::int8, c.relowner, {cooldown} \
              FROM (SELECT $1::oid AS relid, 0::int8 AS depth \
@@ -115,7 +116,8 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
              JOIN cep.watches w ON w.relid = a.relid \
              JOIN pg_class c ON c.oid = w.relid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
-             ORDER BY a.depth LIMIT 1"),
+             ORDER BY a.depth LIMIT 1"
+            ),
             None,
             &[relid.into()],
         )?;
@@ -139,9 +141,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
             cooldown: r.get(16)?,
         }))
     })?;
-    let row = row.ok_or_else(|| {
-        CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first"))
-    })?;
+    let row = row.ok_or_else(|| CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first")))?;
     // Names and types are checked on the watched table; positions come from this relation.
     let columns = TableColumns::read(row.root, &row.qualified_name)?;
     let here = if relid == row.root { None } else { Some(TableColumns::read(relid, &row.qualified_name)?) };
@@ -155,11 +155,7 @@ pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         .err()
         .map(|e| e.to_string());
     let amount_problem = columns.check("amount_column", &row.amount, AMOUNT_TYPES).err().map(|e| e.to_string());
-    let location_problem = row
-        .location
-        .as_deref()
-        .and_then(|l| columns.check("location_column", l, LOCATION_TYPES).err())
-        .map(|e| e.to_string());
+    let location_problem = row.location.as_deref().and_then(|l| columns.check("location_column", l, LOCATION_TYPES).err()).map(|e| e.to_string());
     let pk_ok = row.pk.as_deref().is_some_and(|p| columns.type_of(p).is_some());
 
     let mut rules = Vec::new();

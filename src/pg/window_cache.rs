@@ -16,21 +16,25 @@ use pgrx::prelude::*;
 use crate::engine::evaluate::WindowStats;
 use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_from_events, CacheView, CachedEvent, KeyId, KeyMap};
 use crate::error::CepResult;
-use crate::pg::shmem::Region;
 use crate::pg::scoring::Event;
+use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
 
 static KEYS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static EVENTS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
-static REGION: Region = Region::new(c"pg_cep_window_cache", || {
-    let (keys, events) = sizes();
-    region_size(keys, events)
-}, |base| {
-    let (keys, events) = sizes();
-    // SAFETY: the region was just created, with room for these sizes.
-    drop(unsafe { CacheView::new(base, keys, events, true) });
-});
+static REGION: Region = Region::new(
+    c"pg_cep_window_cache",
+    || {
+        let (keys, events) = sizes();
+        region_size(keys, events)
+    },
+    |base| {
+        let (keys, events) = sizes();
+        // SAFETY: the region was just created, with room for these sizes.
+        drop(unsafe { CacheView::new(base, keys, events, true) });
+    },
+);
 
 struct Pending {
     event: CachedEvent,
@@ -181,7 +185,13 @@ pub fn window_stats(watch: &Watch, events: &[Event]) -> CepResult<Vec<Option<Vec
             if c.held(database(), watch.root.to_u32(), running) {
                 return None;
             }
-            Some(asked.iter().zip(part).map(|((id, own), e)| c.window_stats(id, e.at - longest, &watch.plan, e.at, location_hash(e.location), own)).collect())
+            Some(
+                asked
+                    .iter()
+                    .zip(part)
+                    .map(|((id, own), e)| c.window_stats(id, e.at - longest, &watch.plan, e.at, location_hash(e.location), own))
+                    .collect(),
+            )
         })
         .flatten()
         .unwrap_or_else(|| vec![None; part.len()]);
@@ -212,25 +222,27 @@ fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option
     let Some(query) = watch.cache_load.as_ref() else { return Ok(None) };
     let Some(version) = with_cache(|c| c.version(&id)) else { return Ok(None) };
     let from = TimestampWithTimeZone::try_from(need_from).ok();
-    let mut events = crate::pg::privileges::as_table_owner(watch.owner, || Spi::connect(|client| -> CepResult<Vec<CachedEvent>> {
-        let mut out = Vec::new();
-        for r in client.select(query, None, &[key.into(), from.into()])? {
-            let xid: i64 = r.get(4)?.unwrap_or(0);
-            // This transaction's own rows are not committed: they come from the pending list.
-            if unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid as u32)) } {
-                continue;
+    let mut events = crate::pg::privileges::as_table_owner(watch.owner, || {
+        Spi::connect(|client| -> CepResult<Vec<CachedEvent>> {
+            let mut out = Vec::new();
+            for r in client.select(query, None, &[key.into(), from.into()])? {
+                let xid: i64 = r.get(4)?.unwrap_or(0);
+                // This transaction's own rows are not committed: they come from the pending list.
+                if unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid as u32)) } {
+                    continue;
+                }
+                let Some(t) = r.get::<TimestampWithTimeZone>(1)? else { continue };
+                let location: Option<String> = r.get(3)?;
+                out.push(CachedEvent {
+                    t: t.into(),
+                    amount: r.get::<f64>(2)?.unwrap_or(f64::NAN),
+                    loc: location_hash(location.as_deref()),
+                    xid: xid as u32,
+                });
             }
-            let Some(t) = r.get::<TimestampWithTimeZone>(1)? else { continue };
-            let location: Option<String> = r.get(3)?;
-            out.push(CachedEvent {
-                t: t.into(),
-                amount: r.get::<f64>(2)?.unwrap_or(f64::NAN),
-                loc: location_hash(location.as_deref()),
-                xid: xid as u32,
-            });
-        }
-        Ok(out)
-    }))?;
+            Ok(out)
+        })
+    })?;
     events.sort_by_key(|e| e.t);
     with_cache(|c| c.insert_loaded(id, need_from, &events, version));
     Ok(Some(events))
@@ -251,7 +263,8 @@ pub fn warm(watch: &Watch) -> CepResult<i64> {
             }
             let (Some(key), Some(t)) = (r.get::<String>(1)?, r.get::<TimestampWithTimeZone>(2)?) else { continue };
             let location: Option<String> = r.get(4)?;
-            let event = CachedEvent { t: t.into(), amount: r.get::<f64>(3)?.unwrap_or(f64::NAN), loc: location_hash(location.as_deref()), xid: xid as u32 };
+            let event =
+                CachedEvent { t: t.into(), amount: r.get::<f64>(3)?.unwrap_or(f64::NAN), loc: location_hash(location.as_deref()), xid: xid as u32 };
             match keys.last_mut() {
                 Some((k, events)) if *k == key => events.push(event),
                 _ => keys.push((key, vec![event])),
@@ -260,9 +273,7 @@ pub fn warm(watch: &Watch) -> CepResult<i64> {
         Ok(())
     })?;
     let ids: Vec<(KeyId, Vec<CachedEvent>)> = keys.into_iter().map(|(k, e)| (key_id(watch.root, &k), e)).collect();
-    let cached = with_cache(|c| {
-        ids.iter().filter(|(id, events)| c.insert_loaded(*id, from, events, CacheView::version_in(&versions, id))).count()
-    });
+    let cached = with_cache(|c| ids.iter().filter(|(id, events)| c.insert_loaded(*id, from, events, CacheView::version_in(&versions, id))).count());
     Ok(cached.unwrap_or(0) as i64)
 }
 
@@ -308,7 +319,9 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
             let database = database();
             let held = with_cache(|c| relids.iter().all(|relid| c.hold_for_prepared(database, *relid, xid, running)));
             if held == Some(false) {
-                pgrx::error!("pg_cep cannot prepare this transaction: too many prepared transactions hold watched tables' window cache (at most 64 at a time)");
+                pgrx::error!(
+                    "pg_cep cannot prepare this transaction: too many prepared transactions hold watched tables' window cache (at most 64 at a time)"
+                );
             }
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {

@@ -56,7 +56,12 @@ pub extern "C-unwind" fn pg_cep_worker_main(_arg: pg_sys::Datum) {
     // function another role put in public can never be picked instead of a built-in.
     // SAFETY: sets a GUC of this backend to a constant, before any transaction starts.
     unsafe {
-        pg_sys::SetConfigOption(c"search_path".as_ptr(), c"pg_catalog, pg_temp".as_ptr(), pg_sys::GucContext::PGC_SUSET, pg_sys::GucSource::PGC_S_OVERRIDE);
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
     }
     let (mut maintenance, mut timeouts) = (Every { last: None }, Every { last: None });
     loop {
@@ -65,7 +70,9 @@ pub extern "C-unwind" fn pg_cep_worker_main(_arg: pg_sys::Datum) {
         }
         crate::pg::notifier::supervise();
         if timeouts.due(gucs::timeout_interval()) {
-            in_own_transaction("pattern timeouts", || Spi::connect_mut(|c| if installed(c)? { crate::pg::patterns::fire_timeouts(c, 10_000).map(|_| ()) } else { Ok(()) }));
+            in_own_transaction("pattern timeouts", || {
+                Spi::connect_mut(|c| if installed(c)? { crate::pg::patterns::fire_timeouts(c, 10_000).map(|_| ()) } else { Ok(()) })
+            });
         }
         // Wake when the next job is due, or every 10 s while both are off, to notice a reload.
         let wait = [maintenance.wait(gucs::maintenance_interval()), timeouts.wait(gucs::timeout_interval()), Some(Duration::from_secs(10))]
@@ -95,16 +102,18 @@ fn installed(client: &pgrx::spi::SpiClient<'_>) -> CepResult<bool> {
 /// (a table's DDL refused, a lock timeout), is logged and its transaction rolled back, so that one
 /// table's failure neither stops the others nor restarts the worker.
 fn in_own_transaction(what: &str, body: impl FnOnce() -> CepResult<()>) {
-    let result = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| BackgroundWorker::transaction(std::panic::AssertUnwindSafe(body)).map_err(|e| e.to_string())))
-        .catch_others(|error| {
-            // SAFETY: the ERROR left the worker's transaction failed; end it as autovacuum does.
-            unsafe { pg_sys::AbortCurrentTransaction() };
-            Err(match error {
-                pgrx::pg_sys::panic::CaughtError::PostgresError(r) | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-                pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-            })
+    let result = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        BackgroundWorker::transaction(std::panic::AssertUnwindSafe(body)).map_err(|e| e.to_string())
+    }))
+    .catch_others(|error| {
+        // SAFETY: the ERROR left the worker's transaction failed; end it as autovacuum does.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        Err(match error {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r) | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
         })
-        .execute();
+    })
+    .execute();
     if let Err(message) = result {
         pgrx::warning!("pg_cep worker: {what}: {message}");
     }
@@ -113,15 +122,22 @@ fn in_own_transaction(what: &str, body: impl FnOnce() -> CepResult<()>) {
 /// One pass over the registered tables, each in its own transaction so one table's work is
 /// committed (and its locks released) before the next starts.
 fn run_maintenance() {
-    let tables = BackgroundWorker::transaction(|| Spi::connect(|c| if installed(c)? { crate::pg::partitions::registered(c) } else { Ok(Vec::new()) }));
+    let tables =
+        BackgroundWorker::transaction(|| Spi::connect(|c| if installed(c)? { crate::pg::partitions::registered(c) } else { Ok(Vec::new()) }));
     let Ok(tables) = tables.inspect_err(|e| pgrx::warning!("pg_cep worker: {e}")) else { return };
     for relid in tables {
-        in_own_transaction(&format!("maintenance of table {}", u32::from(relid)), || Spi::connect_mut(|c| crate::pg::partitions::maintain(c, relid).map(|_| ())));
+        in_own_transaction(&format!("maintenance of table {}", u32::from(relid)), || {
+            Spi::connect_mut(|c| crate::pg::partitions::maintain(c, relid).map(|_| ()))
+        });
     }
     // Retention of alerts, assessments and matches (0.3.0 on), by the cep.*_retention settings.
     in_own_transaction("retention", || {
         Spi::connect_mut(|c| {
-            if c.select("SELECT to_regprocedure('cep.apply_retention(interval,interval,interval,integer)') IS NOT NULL", None, &[])?.first().get_one::<bool>()? == Some(true) {
+            if c.select("SELECT to_regprocedure('cep.apply_retention(interval,interval,interval,integer)') IS NOT NULL", None, &[])?
+                .first()
+                .get_one::<bool>()?
+                == Some(true)
+            {
                 c.update("SELECT * FROM cep.apply_retention()", None, &[])?;
             }
             Ok(())

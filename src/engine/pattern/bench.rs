@@ -35,7 +35,12 @@ fn pattern_engine_throughput() {
         "b": {"event_type": "browse", "amount": {">": 10}},
         "c": {"event_type": "purchase", "amount": {">=": 100}},
     });
-    let options = PatternOptions { contiguity: Contiguity::SkipTillNext, after_match: AfterMatch::SkipPastLastRow, within: Some(30 * 60 * 1_000_000), max_partials: 1000 };
+    let options = PatternOptions {
+        contiguity: Contiguity::SkipTillNext,
+        after_match: AfterMatch::SkipPastLastRow,
+        within: Some(30 * 60 * 1_000_000),
+        max_partials: 1000,
+    };
     let pattern = compile("a b+ c", &define, options).unwrap();
     assert_eq!(pattern.columns(), ["amount", "event_type"]);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -69,5 +74,9 @@ fn pattern_engine_throughput() {
     }
     let secs = started.elapsed().as_secs_f64();
     assert!(matches > 0);
-    println!("{n_events} events, {n_keys} keys: {:.2} M events/s ({matches} matches, {} keys with partial matches)", n_events as f64 / secs / 1e6, states.len());
+    println!(
+        "{n_events} events, {n_keys} keys: {:.2} M events/s ({matches} matches, {} keys with partial matches)",
+        n_events as f64 / secs / 1e6,
+        states.len()
+    );
 }

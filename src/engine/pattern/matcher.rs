@@ -169,7 +169,11 @@ impl Pattern {
     #[inline]
     fn sym_ok(&self, s: u16, mask: u64, ev: &Event, ctx: &[Value]) -> bool {
         let p = &self.preds[s as usize];
-        if p.refs { p.eval(&ev.values, Some(ctx)) } else { mask >> s & 1 == 1 }
+        if p.refs {
+            p.eval(&ev.values, Some(ctx))
+        } else {
+            mask >> s & 1 == 1
+        }
     }
 
     /// Absence bits (restricted to those relevant at `run.pos`) that `ev`
@@ -264,15 +268,10 @@ impl Pattern {
             next.push(run);
             return;
         }
-        let continues = self.options.after_match == AfterMatch::NoSkip
-            && self.nfa.off[run.pos as usize] != self.nfa.off[run.pos as usize + 1];
+        let continues = self.options.after_match == AfterMatch::NoSkip && self.nfa.off[run.pos as usize] != self.nfa.off[run.pos as usize + 1];
         // Under the skip strategies an accepted run never survives the skip,
         // so its rows can be moved instead of cloned.
-        let m = Match {
-            start: run.start_ts,
-            end: ts,
-            rows: if continues { run.rows.clone() } else { Vec::new() },
-        };
+        let m = Match { start: run.start_ts, end: ts, rows: if continues { run.rows.clone() } else { Vec::new() } };
         let (start_seq, last_seq) = (run.start_seq, run.last_seq);
         let m = if continues {
             next.push(run);

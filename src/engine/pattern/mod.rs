@@ -34,13 +34,13 @@
 //! - Symbol ids follow first appearance in the pattern; `columns()` is
 //!   sorted by name so it does not depend on JSON key order.
 
+#[cfg(test)]
+mod bench;
 mod matcher;
 mod nfa;
 mod parser;
 mod predicate;
 pub mod state_cache;
-#[cfg(test)]
-mod bench;
 #[cfg(test)]
 mod tests;
 
@@ -97,10 +97,7 @@ impl FromStr for Contiguity {
             "strict" => Ok(Contiguity::Strict),
             "skip_till_next" => Ok(Contiguity::SkipTillNext),
             "skip_till_any" => Ok(Contiguity::SkipTillAny),
-            _ => Err(PatternError::option(format!(
-                "contiguity: {} is not one of strict, skip_till_next, skip_till_any",
-                super::excerpt(s)
-            ))),
+            _ => Err(PatternError::option(format!("contiguity: {} is not one of strict, skip_till_next, skip_till_any", super::excerpt(s)))),
         }
     }
 }
@@ -123,10 +120,7 @@ impl FromStr for AfterMatch {
             "past_last_row" => Ok(AfterMatch::SkipPastLastRow),
             "to_next_row" => Ok(AfterMatch::SkipToNextRow),
             "no_skip" => Ok(AfterMatch::NoSkip),
-            _ => Err(PatternError::option(format!(
-                "after_match: {} is not one of past_last_row, to_next_row, no_skip",
-                super::excerpt(s)
-            ))),
+            _ => Err(PatternError::option(format!("after_match: {} is not one of past_last_row, to_next_row, no_skip", super::excerpt(s)))),
         }
     }
 }
@@ -143,12 +137,7 @@ pub struct PatternOptions {
 
 impl Default for PatternOptions {
     fn default() -> Self {
-        PatternOptions {
-            contiguity: Contiguity::SkipTillNext,
-            after_match: AfterMatch::SkipPastLastRow,
-            within: None,
-            max_partials: 1000,
-        }
+        PatternOptions { contiguity: Contiguity::SkipTillNext, after_match: AfterMatch::SkipPastLastRow, within: None, max_partials: 1000 }
     }
 }
 
@@ -239,19 +228,11 @@ impl fmt::Display for Pattern {
 
 /// Compiles a pattern; all validation happens here so that `advance` never
 /// has to fail.
-pub fn compile(
-    pattern: &str,
-    define: &serde_json::Value,
-    options: PatternOptions,
-) -> Result<Pattern, PatternError> {
+pub fn compile(pattern: &str, define: &serde_json::Value, options: PatternOptions) -> Result<Pattern, PatternError> {
     compile_unbounded(pattern, define, options).map_err(PatternError::bounded)
 }
 
-fn compile_unbounded(
-    pattern: &str,
-    define: &serde_json::Value,
-    options: PatternOptions,
-) -> Result<Pattern, PatternError> {
+fn compile_unbounded(pattern: &str, define: &serde_json::Value, options: PatternOptions) -> Result<Pattern, PatternError> {
     if let Some(w) = options.within {
         if w <= 0 {
             return Err(PatternError::option(format!("within: must be positive, got {w}")));
@@ -273,10 +254,7 @@ fn compile_unbounded(
     let defs = predicate::compile_define(define, &symbols)?;
     let nfa = nfa::build(&ast, &symbols, pattern)?;
     if nfa.has_deferred() && options.within.is_none() {
-        return Err(PatternError::option(
-            "within: a pattern ending in an absence (!sym) needs `within`, otherwise it never completes"
-                .into(),
-        ));
+        return Err(PatternError::option("within: a pattern ending in an absence (!sym) needs `within`, otherwise it never completes".into()));
     }
     let mut first_mask = 0u64;
     for &q in &nfa.first {
@@ -285,15 +263,7 @@ fn compile_unbounded(
             first_mask |= 1 << s;
         }
     }
-    Ok(Pattern {
-        columns: defs.columns,
-        symbols,
-        preds: defs.preds,
-        nfa,
-        options,
-        first_mask,
-        ctx_slots: defs.ctx_slots,
-    })
+    Ok(Pattern { columns: defs.columns, symbols, preds: defs.preds, nfa, options, first_mask, ctx_slots: defs.ctx_slots })
 }
 
 /// Runs one key's history through the live code path, so history and live

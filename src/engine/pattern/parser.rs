@@ -97,11 +97,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize, String)>, PatternError> {
                 }
                 let n: u32 = s.parse().map_err(|_| bad())?;
                 if n > MAX_REPEAT {
-                    return Err(syntax(
-                        text,
-                        start,
-                        format!("quantifier '{src}' exceeds the limit of {MAX_REPEAT}"),
-                    ));
+                    return Err(syntax(text, start, format!("quantifier '{src}' exceeds the limit of {MAX_REPEAT}")));
                 }
                 Ok(n)
             };

@@ -148,9 +148,7 @@ impl Pred {
                     *i = ctx[*i as usize];
                 }
             }
-            Pred::In { col, .. } | Pred::Regex { col, .. } | Pred::IsNull { col, .. } => {
-                *col = cols[*col as usize]
-            }
+            Pred::In { col, .. } | Pred::Regex { col, .. } | Pred::IsNull { col, .. } => *col = cols[*col as usize],
             Pred::And(v) | Pred::Or(v) => v.iter_mut().for_each(|p| p.remap(cols, ctx)),
             Pred::Not(p) => p.remap(cols, ctx),
         }
@@ -207,8 +205,7 @@ impl Ctx {
 
 pub(super) fn is_ident(s: &str) -> bool {
     let mut it = s.chars();
-    matches!(it.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && it.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(it.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && it.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn bad(path: &str, msg: String) -> PatternError {
@@ -237,10 +234,7 @@ pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, 
             if !symbols.contains(name) {
                 return Err(PatternError::new(
                     PatternErrorKind::UnusedDefine,
-                    format!(
-                        "define.{name}: symbol {name:?} is defined but not used in the pattern (symbols: {})",
-                        symbols.join(", ")
-                    ),
+                    format!("define.{name}: symbol {name:?} is defined but not used in the pattern (symbols: {})", symbols.join(", ")),
                 ));
             }
         }
@@ -259,19 +253,14 @@ pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, 
     // Columns in alphabetical order: stable regardless of JSON key order.
     let sorted: BTreeSet<&String> = cx.cols.iter().collect();
     let columns: Vec<String> = sorted.into_iter().cloned().collect();
-    let col_map: Vec<u16> =
-        cx.cols.iter().map(|c| columns.iter().position(|x| x == c).unwrap() as u16).collect();
+    let col_map: Vec<u16> = cx.cols.iter().map(|c| columns.iter().position(|x| x == c).unwrap() as u16).collect();
     let ctx_map: Vec<u16> = (0..cx.slots.len() as u16).collect();
     for p in preds.iter_mut() {
         if let Some(p) = &mut p.pred {
             p.remap(&col_map, &ctx_map);
         }
     }
-    let ctx_slots = cx
-        .slots
-        .iter()
-        .map(|(prev, c)| (*prev, columns.iter().position(|x| x == c).unwrap() as u16))
-        .collect();
+    let ctx_slots = cx.slots.iter().map(|(prev, c)| (*prev, columns.iter().position(|x| x == c).unwrap() as u16)).collect();
     Ok(Defs { columns, preds, ctx_slots })
 }
 
@@ -426,7 +415,11 @@ fn rhs_value(cx: &mut Ctx, v: &Json, path: &str) -> Result<Rhs, PatternError> {
                 if !is_ident(col) {
                     return Err(bad(
                         path,
-                        format!("{} looks like a reference but {} is not a valid column name", crate::engine::excerpt(s), crate::engine::excerpt(col)),
+                        format!(
+                            "{} looks like a reference but {} is not a valid column name",
+                            crate::engine::excerpt(s),
+                            crate::engine::excerpt(col)
+                        ),
                     ));
                 }
                 Rhs::Ctx(cx.slot(prev, col))

@@ -37,11 +37,7 @@ fn stream(p: &Pattern, input: &str) -> (Vec<String>, Vec<Event>) {
 
 /// Builds an event with values placed in `p.columns()` order.
 fn ev(p: &Pattern, id: i64, ts: i64, cols: &[(&str, Value)]) -> Event {
-    let values = p
-        .columns()
-        .iter()
-        .map(|c| cols.iter().find(|(n, _)| n == c).map(|(_, v)| v.clone()).unwrap_or(Value::Null))
-        .collect();
+    let values = p.columns().iter().map(|c| cols.iter().find(|(n, _)| n == c).map(|(_, v)| v.clone()).unwrap_or(Value::Null)).collect();
     Event { id, ts, values }
 }
 
@@ -99,9 +95,7 @@ const FLINK_INPUT: &str = "a b1 d1 b2 d2 b3 c";
 #[test]
 fn flink_doc_non_deterministic_relaxed() {
     let got = run("a b+ c", by_type(&["a", "b", "c"]), opts(SkipTillAny, NoSkip, None), FLINK_INPUT);
-    let want = strs(&[
-        "a b1 c", "a b1 b2 c", "a b1 b3 c", "a b1 b2 b3 c", "a b2 c", "a b2 b3 c", "a b3 c",
-    ]);
+    let want = strs(&["a b1 c", "a b1 b2 c", "a b1 b3 c", "a b1 b2 b3 c", "a b2 c", "a b2 b3 c", "a b3 c"]);
     assert_eq!(sorted(got.clone()), sorted(want));
     // Forks that take an event are ordered before the copy that skips it,
     // so the greedy (longest) combination comes first.
@@ -157,8 +151,7 @@ fn acme(pattern: &str, after: AfterMatch) -> Vec<Vec<i64>> {
         "up": {"price": {">": "PREV.price"}},
     });
     let p = compile(pattern, &define, opts(Strict, after, None)).unwrap();
-    let events: Vec<Event> =
-        ACME.iter().enumerate().map(|(i, &pr)| ev(&p, i as i64 + 1, i as i64 + 1, &[("price", Value::Int(pr))])).collect();
+    let events: Vec<Event> = ACME.iter().enumerate().map(|(i, &pr)| ev(&p, i as i64 + 1, i as i64 + 1, &[("price", Value::Int(pr))])).collect();
     ids(&match_all(&p, &events))
 }
 
@@ -266,12 +259,8 @@ fn text_operators() {
 
 #[test]
 fn columns_are_sorted_and_deduplicated() {
-    let p = compile(
-        "a b",
-        &json!({"b": {"zeta": 1, "amount": {">": "PREV.amount"}}, "a": {"kind": "x", "amount": 3}}),
-        PatternOptions::default(),
-    )
-    .unwrap();
+    let p = compile("a b", &json!({"b": {"zeta": 1, "amount": {">": "PREV.amount"}}, "a": {"kind": "x", "amount": 3}}), PatternOptions::default())
+        .unwrap();
     assert_eq!(p.columns(), ["amount", "kind", "zeta"]);
     assert_eq!(p.symbols(), ["a", "b"]);
 }
@@ -373,10 +362,7 @@ fn overlapping_matches_and_skip_strategies() {
     // Past last row: no new run starts at a matched row, later ones do.
     let d2 = by_type(&["a"]);
     assert_eq!(run("a a", d2.clone(), opts(Strict, SkipPastLastRow, None), "a1 a2 a3 a4 a5"), ["a1 a2", "a3 a4"]);
-    assert_eq!(
-        run("a a", d2, opts(Strict, SkipToNextRow, None), "a1 a2 a3 a4"),
-        ["a1 a2", "a2 a3", "a3 a4"]
-    );
+    assert_eq!(run("a a", d2, opts(Strict, SkipToNextRow, None), "a1 a2 a3 a4"), ["a1 a2", "a2 a3", "a3 a4"]);
 }
 
 #[test]
@@ -521,10 +507,7 @@ fn define_errors() {
     let o = PatternOptions::default;
     let e = err("big", json!({"big": {"amount": {"=>": 5}}}), o());
     assert_eq!(e.kind, PatternErrorKind::BadPredicate);
-    assert_eq!(
-        e.message,
-        r#"define.big.amount: operator "=>" is not one of =, <>, <, <=, >, >=, in, like, ~, is_null"#
-    );
+    assert_eq!(e.message, r#"define.big.amount: operator "=>" is not one of =, <>, <, <=, >, >=, in, like, ~, is_null"#);
     let e = err("a", json!({"a": {}, "zzz": {"t": 1}}), o());
     assert_eq!(e.kind, PatternErrorKind::UnusedDefine);
     assert!(e.message.starts_with("define.zzz: symbol \"zzz\" is defined but not used"), "{e}");
@@ -604,12 +587,9 @@ fn serde_round_trip_mid_match() {
 
 #[test]
 fn max_partials_drops_oldest() {
-    let p = compile(
-        "a b+ c",
-        &by_type(&["a", "b", "c"]),
-        PatternOptions { contiguity: SkipTillAny, after_match: NoSkip, within: None, max_partials: 5 },
-    )
-    .unwrap();
+    let p =
+        compile("a b+ c", &by_type(&["a", "b", "c"]), PatternOptions { contiguity: SkipTillAny, after_match: NoSkip, within: None, max_partials: 5 })
+            .unwrap();
     let (labels, events) = stream(&p, "a1 a2 a3 a4 a5 a6 a7 b c");
     let mut st = p.new_state();
     let mut out = vec![];
@@ -690,15 +670,7 @@ fn streaming_with_serde_round_trips_equals_match_all() {
         "c": {"or": [{"t": "c"}, {"v": {">": 8}}]},
         "x": {"t": "x"},
     });
-    let patterns = [
-        "a b+ c",
-        "a b* c",
-        "a !x c",
-        "a b? c !x",
-        "(a | b){2,3} c",
-        "a (b c)+",
-        "a !x b{1,2} c",
-    ];
+    let patterns = ["a b+ c", "a b* c", "a !x c", "a b? c !x", "(a | b){2,3} c", "a (b c)+", "a !x b{1,2} c"];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for pat in patterns {
         for c in [Strict, SkipTillNext, SkipTillAny] {
@@ -844,4 +816,3 @@ fn oversized_patterns_are_refused_before_they_cost_stack_memory_or_time() {
     let e = too_complex("a", json!({ "a": { "v": { "in": values } } }), "condition size");
     assert!(e.message.contains("more than 10000 conditions"), "{e}");
 }
-
