@@ -30,7 +30,7 @@ ifeq ($(PG_CONFIG),)
 $(error PG=$(PG) is not a supported PostgreSQL version: use 15 or 18)
 endif
 
-.PHONY: deps install run stop stop-one psql test test-one pgrx-test e2e fuzz bench bench-one clean
+.PHONY: deps install run stop stop-one psql lint test test-one pgrx-test e2e fuzz bench bench-one clean
 
 ## Install what is missing: Debian packages, PostgreSQL 18, cargo-pgrx, pgrx's config for both.
 deps: $(PG_CONFIG_18)
@@ -74,6 +74,10 @@ stop-one:
 
 psql:
 	@$(PGBIN)/psql -h 127.0.0.1 -p $(RUN_PORT) -U postgres pg_cep_demo
+
+## Formatting: rustfmt's layout (rustfmt.toml). CI runs it before the tests.
+lint:
+	cargo fmt --all --check
 
 ## Every test suite (#[pg_test]s with the plain unit tests, and the end-to-end suite over the
 ## wire) on each of PG_VERSIONS in turn.
