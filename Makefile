@@ -77,6 +77,7 @@ psql:
 
 ## Formatting: rustfmt's layout (rustfmt.toml). CI runs it before the tests.
 lint:
+	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	cargo fmt --all --check
 
 ## Every test suite (#[pg_test]s with the plain unit tests, and the end-to-end suite over the
