@@ -53,9 +53,8 @@ impl TableColumns {
 
     /// The column `name` exists and has one of the `allowed` types.
     pub fn check(&self, role: &str, name: &str, allowed: &[&str]) -> CepResult<()> {
-        self.require(role, name)?;
-        let ty = self.type_of(name).unwrap_or_default();
-        if !allowed.contains(&ty) {
+        let (_, ty, ..) = self.usable(role, name)?;
+        if !allowed.contains(&ty.as_str()) {
             return Err(CepError::WrongColumnType(format!("{role} {name:?} has type {ty}; expected one of: {}", allowed.join(", "))));
         }
         Ok(())
@@ -67,13 +66,17 @@ impl TableColumns {
     /// stored: every trigger, PL/pgSQL's included, sees it as NULL. pg_cep refuses it rather than
     /// score, match or capture a NULL.
     pub fn require(&self, role: &str, name: &str) -> CepResult<()> {
+        self.usable(role, name).map(|_| ())
+    }
+
+    fn usable(&self, role: &str, name: &str) -> CepResult<&(String, String, i16, pg_sys::Oid, bool)> {
         match self.columns.iter().find(|(n, ..)| n == name) {
             None => Err(CepError::UndefinedColumn(format!("{role} {name:?} is not a column of \"{}\"", self.table))),
             Some((.., true)) if self.in_triggers => Err(CepError::Unsupported(format!(
                 "{role} {name:?} of \"{}\" is a virtual generated column, which triggers see as NULL: make it STORED or use another column",
                 self.table
             ))),
-            Some(_) => Ok(()),
+            Some(column) => Ok(column),
         }
     }
 
