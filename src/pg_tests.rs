@@ -1076,6 +1076,106 @@ mod tests {
     }
 
     #[pg_test]
+    fn rows_at_infinity_or_the_earliest_time_are_scored_not_refused() {
+        seed_setup();
+        // Twelve rows of one key at -infinity: the hour of each holds all of them (infinity minus
+        // an hour is infinity, as in SQL), so every one is high frequency, and so is a thirteenth;
+        // an infinite time has no hour, so the night rule never fires on one. The earliest
+        // timestamps' windows reach back before the earliest time: they start at -infinity.
+        run("INSERT INTO transactions (user_id, amount, location, created_at) SELECT 1, 100, 'A', '-infinity' FROM generate_series(1, 12)");
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (1, 100, 'A', '-infinity')");
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (2, 50000, 'A', 'infinity'), (3, 50000, 'A', '4714-11-24 00:30:00+00 BC')");
+        run("INSERT INTO transactions (user_id, amount, location, created_at) VALUES (3, 50000, 'B', '4714-11-24 00:33:00+00 BC')");
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(key || ':' || event_time || ':' || (SELECT string_agg(r->>'rule_id', '+' ORDER BY r->>'rule_id') FROM jsonb_array_elements(rules) r), ',' ORDER BY alert_id) FROM cep.alerts"
+            ),
+            Some(format!("{}2:infinity:2,3:4714-11-24 00:30:00+00 BC:2+3,3:4714-11-24 00:33:00+00 BC:2+3+4", "1:-infinity:1,".repeat(13)))
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM transactions"), Some(16), "every row stored");
+    }
+
+    #[pg_test]
+    fn alerts_stored_without_the_executor_equal_the_spi_insert_and_step_aside_for_a_changed_table() {
+        let written = crate::pg::alert_rows::rows_written;
+        seed_setup();
+        run("CREATE TABLE tx_a (LIKE transactions INCLUDING ALL)");
+        run("CREATE TABLE tx_b (LIKE transactions INCLUDING ALL)");
+        run("SELECT cep.watch('tx_a'), cep.watch('tx_b')");
+        // A single-row INSERT (one alert) and a multi-row one (two alerts, one quiet row).
+        let insert = |table: &str| {
+            run(&format!("INSERT INTO {table} (id, user_id, amount, location, created_at) VALUES (1, 2, 20000, 'A', '2026-01-15 12:00+00')"));
+            run(&format!(
+                "INSERT INTO {table} (id, user_id, amount, location, created_at) VALUES \
+                 (2, 3, 20000, 'A', '2026-01-15 12:01+00'), (3, 4, 5, 'A', '2026-01-15 12:02+00'), (4, 5, 30000, NULL, '-infinity')"
+            ));
+        };
+        let alerts = |table: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(concat_ws('|', relid::regclass, table_name, key, row_pk, score, level, action, rules, event_time, state, \
+                                             repeats, created_at = now(), xid = pg_current_xact_id(), state_changed_at, note, attempted_row), \
+                                   E'\\n' ORDER BY alert_id) FROM cep.alerts WHERE relid = '{table}'::regclass"
+            ))
+            .map(|s| s.replace(table, "T"))
+        };
+        let before = written();
+        insert("tx_a");
+        assert_eq!(written(), before + 3, "three alerts stored directly");
+        let direct = alerts("tx_a");
+        assert_eq!(direct.as_deref().map(|d| d.lines().count()), Some(3), "{direct:?}");
+        assert!(direct.as_deref().unwrap().starts_with("T|public.T|2|1|0.6|medium|alert|[{"), "{direct:?}");
+        assert!(direct.as_deref().unwrap().lines().all(|l| l.ends_with("|open|0|t|t")), "{direct:?}");
+        // A trigger on cep.alerts is something only the executor runs: the same alerts through SPI.
+        run("CREATE FUNCTION pg_temp.pass() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$");
+        run("CREATE TRIGGER pass BEFORE INSERT ON cep.alerts FOR EACH ROW EXECUTE FUNCTION pg_temp.pass()");
+        let before = written();
+        insert("tx_b");
+        assert_eq!(written(), before, "nothing stored directly while cep.alerts has a trigger");
+        assert_eq!(alerts("tx_b"), direct);
+        run("DROP TRIGGER pass ON cep.alerts");
+        // A CHECK constraint is enforced here as the executor enforces it: the error, and neither
+        // the alert nor the user's row is stored.
+        run("ALTER TABLE cep.alerts ADD CONSTRAINT no_forbidden CHECK (key <> '666')");
+        let count = || one::<i64>("SELECT (SELECT count(*) FROM cep.alerts) * 100 + (SELECT count(*) FROM tx_a)");
+        let stored = count();
+        assert_eq!(
+            outcome("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (10, 666, 20000, 'A', '2026-01-15 12:00+00')"),
+            "23514: new row for relation \"alerts\" violates check constraint \"no_forbidden\""
+        );
+        assert_eq!(count(), stored, "nothing stored");
+        let before = written();
+        run("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (11, 667, 20000, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(written(), before + 1, "a table with CHECK constraints is still written directly");
+        run("ALTER TABLE cep.alerts DROP CONSTRAINT no_forbidden");
+        // A writer with no right on pg_cep's tables: its alerts are stored as the extension's.
+        run("REVOKE ALL ON cep.alerts FROM PUBLIC");
+        run("CREATE ROLE cep_test_alerted");
+        run("GRANT INSERT ON tx_a TO cep_test_alerted");
+        run("SET ROLE cep_test_alerted");
+        let inserted = Spi::get_one_with_args::<String>(
+            "SELECT pg_temp.outcome($1)",
+            &["INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (14, 670, 20000, 'A', '2026-01-15 12:00+00')".into()],
+        );
+        run("RESET ROLE");
+        assert_eq!(inserted.unwrap().as_deref(), Some("ok"));
+        assert_eq!(written(), before + 2, "stored directly for a writer without rights");
+        // A default that calls a user's function, or a column added to the table: the executor's.
+        run("CREATE FUNCTION pg_temp.opened() RETURNS text LANGUAGE sql AS $$ SELECT 'open' $$");
+        run("ALTER TABLE cep.alerts ALTER COLUMN state SET DEFAULT pg_temp.opened()");
+        run("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (13, 669, 20000, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(written(), before + 2, "nothing stored directly while a default is a user's");
+        run("ALTER TABLE cep.alerts ALTER COLUMN state SET DEFAULT 'open'");
+        run("ALTER TABLE cep.alerts ADD COLUMN team text DEFAULT 'by the executor'");
+        run("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (12, 668, 20000, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(one::<String>("SELECT team FROM cep.alerts WHERE key = '668'"), Some("by the executor".into()));
+        assert_eq!(written(), before + 2, "nothing stored directly while the table has a column pg_cep does not know");
+        assert_eq!(
+            one::<String>("SELECT string_agg(key || ':' || state, ',' ORDER BY alert_id) FROM cep.alerts WHERE key::int >= 667"),
+            Some("667:open,670:open,669:open,668:open".into())
+        );
+    }
+
+    #[pg_test]
     fn a_writer_with_no_right_on_pg_cep_has_its_changes_logged_by_the_direct_path() {
         let written = crate::pg::change_log::rows_written;
         run("CREATE TABLE owned (id int PRIMARY KEY)");

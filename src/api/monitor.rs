@@ -20,6 +20,7 @@ use crate::engine::evaluate::{assess, level_rank, risk_level, Assessment};
 use crate::engine::payload::{alert_payload, AlertNotice};
 use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
+use crate::pg::alert_rows::{AlertRow, AlertRows};
 use crate::pg::privileges::as_extension_owner;
 use crate::pg::scoring::{self, Event, Standing};
 use crate::pg::tuple::Row;
@@ -298,73 +299,99 @@ struct Alerted<'r> {
 /// Writes the alerts (action `alert` or `blocked`) and sends one notification for each.
 /// Returns the first alert's id (for a blocked row, the one alert).
 fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut MonitorCounters) -> CepResult<Option<i64>> {
-    use pg_sys::{FLOAT8ARRAYOID, FLOAT8OID, JSONBARRAYOID, JSONBOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
     if alerted.is_empty() {
         return Ok(None);
     }
     if let Some(cooldown) = watch.cooldown.filter(|_| action == "alert" && cache::schema_0_3()) {
         return write_repeating_alerts(watch, alerted, cooldown, counts).map(|_| None);
     }
-    let time = |a: &Alerted| pgrx::datum::TimestampWithTimeZone::try_from(a.row.at).ok();
     // Alerts are pg_cep's own rows, written as the extension: the writer needs no grant on them.
-    as_extension_owner(|| {
-        Spi::connect_mut(|client| -> CepResult<Option<i64>> {
-            let inserted = if let [a] = alerted {
-                // One row (a single-row INSERT): a plain VALUES, with no arrays to build and unnest.
-                let types = [OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID].map(PgOid::from);
-                let insert = spi::kept(INSERT_ALERT, &types)?;
-                client.update(
-                    &*insert,
-                    None,
-                    &[
-                        watch.root.into(),
-                        watch.qualified_name.as_str().into(),
-                        action.into(),
-                        a.row.key.as_str().into(),
-                        a.row.pk.as_deref().into(),
-                        a.assessment.total_score.into(),
-                        a.level.into(),
-                        pgrx::JsonB(a.assessment.evidence.clone()).into(),
-                        time(a).into(),
-                    ],
-                )?
-            } else {
-                let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID]
-                    .map(PgOid::from);
-                let insert = spi::kept(INSERT_ALERTS, &types)?;
-                let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
-                let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
-                let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
-                let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
-                let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
-                let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(time).collect();
-                client.update(
-                    &*insert,
-                    None,
-                    &[
-                        watch.root.into(),
-                        watch.qualified_name.as_str().into(),
-                        action.into(),
-                        keys.into(),
-                        pks.into(),
-                        scores.into(),
-                        levels.into(),
-                        rules.into(),
-                        times.into(),
-                    ],
-                )?
-            };
-            let mut first = None;
-            for (a, r) in alerted.iter().zip(inserted) {
-                let alert_id: i64 = r.get(1)?.unwrap_or_default();
-                first = first.or(Some(alert_id));
-                let ts: String = r.get(2)?.unwrap_or_default();
-                notify_alert(watch, a, alert_id, action, &ts);
-            }
-            counts.alerts += alerted.len() as u64;
-            counts.notifications += alerted.len() as u64;
-            Ok(first)
+    let written = as_extension_owner(|| match AlertRows::open() {
+        Some(rows) => Ok(store_alerts(rows, watch, alerted, action)),
+        None => insert_alerts(watch, alerted, action),
+    })?;
+    for (a, (alert_id, ts)) in alerted.iter().zip(&written) {
+        notify_alert(watch, a, *alert_id, action, ts);
+    }
+    counts.alerts += alerted.len() as u64;
+    counts.notifications += alerted.len() as u64;
+    Ok(written.first().map(|(id, _)| *id))
+}
+
+/// The alerts stored without the executor (`pg::alert_rows`): their ids and event times as text.
+fn store_alerts(mut rows: AlertRows, watch: &Watch, alerted: &[Alerted], action: &str) -> Vec<(i64, String)> {
+    let written = alerted
+        .iter()
+        .map(|a| {
+            rows.write(&AlertRow {
+                relid: watch.root,
+                table: &watch.qualified_name,
+                key: &a.row.key,
+                row_pk: a.row.pk.as_deref(),
+                score: a.assessment.total_score,
+                level: a.level,
+                action,
+                rules: &a.assessment.evidence,
+                event_time: a.row.at,
+            })
         })
+        .collect();
+    rows.close();
+    written
+}
+
+/// The alerts inserted through SPI, when `cep.alerts` is not as pg_cep made it: their ids and
+/// event times as text.
+fn insert_alerts(watch: &Watch, alerted: &[Alerted], action: &str) -> CepResult<Vec<(i64, String)>> {
+    use pg_sys::{FLOAT8ARRAYOID, FLOAT8OID, JSONBARRAYOID, JSONBOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+    let time = |a: &Alerted| pgrx::datum::TimestampWithTimeZone::try_from(a.row.at).ok();
+    Spi::connect_mut(|client| -> CepResult<Vec<(i64, String)>> {
+        let inserted = if let [a] = alerted {
+            // One row (a single-row INSERT): a plain VALUES, with no arrays to build and unnest.
+            let types = [OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID].map(PgOid::from);
+            let insert = spi::kept(INSERT_ALERT, &types)?;
+            client.update(
+                &*insert,
+                None,
+                &[
+                    watch.root.into(),
+                    watch.qualified_name.as_str().into(),
+                    action.into(),
+                    a.row.key.as_str().into(),
+                    a.row.pk.as_deref().into(),
+                    a.assessment.total_score.into(),
+                    a.level.into(),
+                    pgrx::JsonB(a.assessment.evidence.clone()).into(),
+                    time(a).into(),
+                ],
+            )?
+        } else {
+            let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID]
+                .map(PgOid::from);
+            let insert = spi::kept(INSERT_ALERTS, &types)?;
+            let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
+            let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
+            let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
+            let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
+            let rules: Vec<pgrx::JsonB> = alerted.iter().map(|a| pgrx::JsonB(a.assessment.evidence.clone())).collect();
+            let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = alerted.iter().map(time).collect();
+            client.update(
+                &*insert,
+                None,
+                &[
+                    watch.root.into(),
+                    watch.qualified_name.as_str().into(),
+                    action.into(),
+                    keys.into(),
+                    pks.into(),
+                    scores.into(),
+                    levels.into(),
+                    rules.into(),
+                    times.into(),
+                ],
+            )?
+        };
+        inserted.map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default()))).collect()
     })
 }
 

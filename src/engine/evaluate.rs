@@ -174,6 +174,10 @@ fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transa
                 &|| json!({"metric": metric.name(), "observed": observed, "operator": op.symbol(), "value": value, "window": window_text()}),
             )
         }
+        // An infinite time has no hour (SQL's extract gives NULL): never night.
+        Condition::NightTransaction { tz, .. } if tx.unix_micros == i64::MIN || tx.unix_micros == i64::MAX => {
+            explain(false, &|| json!({"local_time": null, "timezone": tz.map(|t| t.name().to_string())}))
+        }
         Condition::NightTransaction { start_secs, end_secs, tz } => {
             let local = local_seconds_of_day(tx.unix_micros, *tz, tx.session_utc_offset_secs);
             let triggered = in_time_range(local, *start_secs, *end_secs);
@@ -407,6 +411,13 @@ mod tests {
         let ny = chrono_tz::Tz::America__New_York;
         assert_eq!(local_seconds_of_day(NOON, Some(ny), 0), 7 * 3600);
         assert_eq!(local_seconds_of_day(NOON + 181 * 24 * HOUR, Some(ny), 0), 8 * 3600);
+        // An infinite time has no hour: never night, in any zone.
+        for infinite in [i64::MIN, i64::MAX] {
+            t.unix_micros = infinite;
+            let out = evaluate(&rules, &plan, &[], &t);
+            assert_eq!((out[0].triggered, out[1].triggered), (false, false));
+            assert_eq!(out[0].evidence["local_time"], json!(null));
+        }
     }
 
     #[test]

@@ -55,6 +55,25 @@ pub fn tumble(ts: i64, width: Width, origin: i64) -> Option<i64> {
     }
 }
 
+/// The earliest finite `timestamptz`, 4714-11-24 00:00 UTC BC, in microseconds since 2000-01-01.
+pub const MIN_TIMESTAMP: i64 = -211_813_488_000_000_000;
+
+/// Where the window `[at - width, at]` starts (microseconds since 2000-01-01), as timestamp
+/// arithmetic has it: infinity minus a width is still infinity. A window reaching back before the
+/// earliest timestamp starts at -infinity, where SQL would raise "timestamp out of range": a row
+/// is scored, never refused, for its time.
+pub fn window_from(at: i64, width: i64) -> i64 {
+    if at == i64::MIN || at == i64::MAX {
+        return at;
+    }
+    let from = at.saturating_sub(width);
+    if from < MIN_TIMESTAMP {
+        i64::MIN
+    } else {
+        from
+    }
+}
+
 /// Most windows one `hop` call returns. Each is a row, and a width a million times its slide
 /// (a year sliding by 30 seconds) is a mistake rather than a query.
 pub const MAX_HOP_WINDOWS: i64 = 10_000;
@@ -133,6 +152,15 @@ mod tests {
     const MIN: i64 = 60_000_000;
     const HOUR: i64 = 60 * MIN;
     const DAY: i64 = 24 * HOUR;
+
+    #[test]
+    fn a_window_ending_at_infinity_starts_there_and_nothing_overflows() {
+        assert_eq!(window_from(10 * HOUR, HOUR), 9 * HOUR);
+        assert_eq!(window_from(i64::MIN, HOUR), i64::MIN);
+        assert_eq!(window_from(i64::MAX, HOUR), i64::MAX);
+        assert_eq!(window_from(MIN_TIMESTAMP + HOUR, HOUR), MIN_TIMESTAMP);
+        assert_eq!(window_from(MIN_TIMESTAMP, HOUR), i64::MIN, "before the earliest timestamp: from -infinity");
+    }
 
     fn at(y: i32, m: u32, d: u32, h: i64, min: i64) -> i64 {
         micros_of_month(y, m).unwrap() + (d as i64 - 1) * DAY + h * HOUR + min * MIN

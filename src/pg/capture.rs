@@ -189,7 +189,7 @@ struct ToJsonb {
 impl ToJsonb {
     unsafe fn new(row_type: pg_sys::Oid) -> ToJsonb {
         unsafe {
-            let oid = crate::pg::change_log::builtin(c"to_jsonb");
+            let oid = crate::pg::direct_insert::builtin(c"to_jsonb");
             let mut call: pg_sys::FmgrInfo = std::mem::zeroed();
             pg_sys::fmgr_info(oid, &mut call);
             let argument = pg_sys::makeNullConst(row_type, -1, pg_sys::InvalidOid);

@@ -110,7 +110,7 @@ pub fn read_window_stats(watch: &Watch, key: &str, at: pg_sys::TimestampTz, loca
     let mut args: Vec<pgrx::datum::DatumWithOid> = Vec::with_capacity(watch.plan.windows.len() + 3);
     args.push(key.into());
     for w in &watch.plan.windows {
-        args.push(ts(at - w)?.into());
+        args.push(ts(crate::engine::window::window_from(at, *w))?.into());
     }
     args.push(ts(at)?.into());
     if watch.binds_location {

@@ -1,10 +1,12 @@
 //! Shared pgrx plumbing: the per-backend caches, the kept SPI plans, time conversion.
 
+pub mod alert_rows;
 pub mod cache;
 pub mod capture;
 pub mod change_log;
 pub mod columns;
 pub mod cooldown;
+pub mod direct_insert;
 pub mod history;
 pub mod json_arg;
 pub mod notifier;

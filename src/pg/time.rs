@@ -6,8 +6,12 @@ use pgrx::FromDatum;
 /// Microseconds from 1970-01-01 to 2000-01-01, Postgres' epoch.
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
+/// An infinite timestamp stays infinite (`i64::MIN` or `i64::MAX`).
 pub fn pg_to_unix_micros(ts: pg_sys::TimestampTz) -> i64 {
-    ts + PG_EPOCH_UNIX_MICROS
+    if ts == i64::MIN || ts == i64::MAX {
+        return ts;
+    }
+    ts.saturating_add(PG_EPOCH_UNIX_MICROS)
 }
 
 /// The session time zone's offset from UTC at `ts`, in seconds east of Greenwich.

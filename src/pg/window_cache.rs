@@ -14,6 +14,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::engine::evaluate::WindowStats;
+use crate::engine::window::window_from;
 use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_from_events, CacheView, CachedEvent, KeyId, KeyMap};
 use crate::error::CepResult;
 use crate::pg::scoring::Event;
@@ -189,7 +190,7 @@ pub fn window_stats(watch: &Watch, events: &[Event]) -> CepResult<Vec<Option<Vec
                 asked
                     .iter()
                     .zip(part)
-                    .map(|((id, own), e)| c.window_stats(id, e.at - longest, &watch.plan, e.at, location_hash(e.location), own))
+                    .map(|((id, own), e)| c.window_stats(id, window_from(e.at, longest), &watch.plan, e.at, location_hash(e.location), own))
                     .collect(),
             )
         })
@@ -200,7 +201,7 @@ pub fn window_stats(watch: &Watch, events: &[Event]) -> CepResult<Vec<Option<Vec
                 out.push(stats);
                 continue;
             }
-            let need_from = e.at - longest;
+            let need_from = window_from(e.at, longest);
             if !loaded.get(&id).is_some_and(|(from, _)| *from <= need_from) {
                 match load(watch, e.key, id, need_from)? {
                     Some(committed) => loaded.insert(id, (need_from, committed)),
@@ -253,7 +254,7 @@ pub fn warm(watch: &Watch) -> CepResult<i64> {
     let (Some(sql), Some(&longest)) = (watch.cache_warm_sql.as_deref(), watch.plan.windows.first()) else { return Ok(0) };
     let Some(versions) = with_cache(|c| c.versions()) else { return Ok(0) };
     let now: pg_sys::TimestampTz = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-    let from = now - longest;
+    let from = window_from(now, longest);
     let mut keys: Vec<(String, Vec<CachedEvent>)> = Vec::new();
     Spi::connect(|client| -> CepResult<()> {
         for r in client.select(sql, None, &[TimestampWithTimeZone::try_from(from).ok().into()])? {

@@ -1,0 +1,143 @@
+//! `cep.alerts` rows stored without the executor (see `direct_insert` for why and when). When
+//! every row of a busy table alerts, the INSERT through SPI cost as much as the user's own row;
+//! stored here, an alert costs its heap row and index entries.
+//!
+//! `AlertRows::open` returns `None` whenever the table differs from what pg_cep makes in a way the
+//! executor would act on (columns, triggers, rules, row security, stored generated columns,
+//! defaults that call functions other than Postgres's own), or the extension may not insert into
+//! it. The caller then writes through SPI. CHECK and NOT NULL constraints are checked here, as the
+//! executor checks them.
+
+use std::cell::Cell;
+
+use pgrx::pg_sys;
+use pgrx::IntoDatum;
+
+use super::direct_insert::{self, compiled_defaults, has_columns, Column, CompiledDefault, Statement, Target};
+
+/// The table's columns in order, as the 0.3.0 scripts make them.
+const COLUMNS: [Column; 22] = [
+    ("alert_id", pg_sys::INT8OID, false),
+    ("relid", pg_sys::OIDOID, false),
+    ("table_name", pg_sys::TEXTOID, false),
+    ("key", pg_sys::TEXTOID, false),
+    ("row_pk", pg_sys::TEXTOID, true),
+    ("score", pg_sys::FLOAT8OID, false),
+    ("level", pg_sys::TEXTOID, false),
+    ("action", pg_sys::TEXTOID, false),
+    ("rules", pg_sys::JSONBOID, false),
+    ("event_time", pg_sys::TIMESTAMPTZOID, true),
+    ("created_at", pg_sys::TIMESTAMPTZOID, false),
+    ("xid", pg_sys::XID8OID, true),
+    ("state", pg_sys::TEXTOID, false),
+    ("state_changed_at", pg_sys::TIMESTAMPTZOID, true),
+    ("state_changed_by", pg_sys::NAMEOID, true),
+    ("note", pg_sys::TEXTOID, true),
+    ("repeats", pg_sys::INT4OID, false),
+    ("last_seen", pg_sys::TIMESTAMPTZOID, true),
+    ("max_score", pg_sys::FLOAT8OID, true),
+    ("fingerprint", pg_sys::TEXTOID, true),
+    ("cooldown_from", pg_sys::TIMESTAMPTZOID, true),
+    ("attempted_row", pg_sys::JSONBOID, true),
+];
+const ALERT_ID: usize = 0;
+const EVENT_TIME: usize = 9;
+/// The columns an alert's writer gives (relid through event_time); the rest take their defaults.
+const GIVEN: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+
+thread_local! {
+    /// Alerts this backend stored here, for tests that must tell this path from SPI's.
+    static ROWS_WRITTEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many alerts this backend has stored without the executor.
+pub fn rows_written() -> u64 {
+    ROWS_WRITTEN.with(Cell::get)
+}
+
+/// One alert, as the monitor has it. Texts are UTF-8 (the monitor's keys are Rust strings).
+pub struct AlertRow<'a> {
+    pub relid: pg_sys::Oid,
+    pub table: &'a str,
+    pub key: &'a str,
+    pub row_pk: Option<&'a str>,
+    pub score: f64,
+    pub level: &'a str,
+    pub action: &'a str,
+    pub rules: &'a serde_json::Value,
+    /// Microseconds since 2000-01-01 UTC.
+    pub event_time: pg_sys::TimestampTz,
+}
+
+/// `cep.alerts`, open for one statement's alerts.
+pub struct AlertRows {
+    statement: Statement,
+    table: Target,
+    defaults: Vec<CompiledDefault>,
+}
+
+impl AlertRows {
+    /// Opens `cep.alerts`, or `None` when the executor must write it.
+    pub fn open() -> Option<AlertRows> {
+        let oid = direct_insert::relation_in_cep(c"alerts").filter(|&oid| direct_insert::insertable(oid))?;
+        let statement = Statement::new();
+        // SAFETY: a relation open inside a transaction, closed by `close`, or by the transaction's
+        // end if an error comes first.
+        let opened = unsafe {
+            Target::open(&statement, oid, true).and_then(|table| {
+                let defaults = has_columns((*table.relation).rd_att, &COLUMNS).then(|| compiled_defaults(table.relation, &GIVEN)).flatten();
+                match defaults {
+                    Some(defaults) => Some((table, defaults)),
+                    None => {
+                        table.close();
+                        None
+                    }
+                }
+            })
+        };
+        match opened {
+            Some((table, defaults)) => Some(AlertRows { statement, table, defaults }),
+            None => {
+                statement.free();
+                None
+            }
+        }
+    }
+
+    /// Stores one alert; returns its id and `event_time` as text (empty when it has none), as an
+    /// INSERT ... RETURNING alert_id, event_time::text does.
+    pub fn write(&mut self, alert: &AlertRow) -> (i64, String) {
+        let (statement, table, defaults) = (&self.statement, &self.table, &self.defaults);
+        let written = statement.in_row_memory(|| {
+            let text = |s: &str| pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) });
+            let event_time = pgrx::datum::TimestampWithTimeZone::try_from(alert.event_time).ok();
+            let mut values: [Option<pg_sys::Datum>; 22] = [None; 22];
+            values[1] = Some(pg_sys::Datum::from(alert.relid));
+            values[2] = Some(text(alert.table));
+            values[3] = Some(text(alert.key));
+            values[4] = alert.row_pk.map(text);
+            values[5] = alert.score.into_datum();
+            values[6] = Some(text(alert.level));
+            values[7] = Some(text(alert.action));
+            values[8] = pgrx::JsonB(alert.rules.clone()).into_datum();
+            values[EVENT_TIME] = event_time.and_then(|t| t.into_datum());
+            for default in defaults {
+                // SAFETY: compiled for no parameters and no input row.
+                values[default.column] = unsafe { statement.evaluate(default.state) };
+            }
+            // SAFETY: one datum of each column's type, alive in this row's memory.
+            unsafe { table.store(statement, &values, false) };
+            let id = values[ALERT_ID].map_or(0, |id| id.value() as i64);
+            (id, event_time.map(|t| t.to_string()).unwrap_or_default())
+        });
+        ROWS_WRITTEN.with(|n| n.set(n.get() + 1));
+        written
+    }
+
+    /// Closes what `open` opened, and makes the alerts visible to the statement's next queries.
+    pub fn close(self) {
+        self.table.close();
+        self.statement.free();
+        direct_insert::rows_stored();
+    }
+}

@@ -1,0 +1,334 @@
+//! Rows stored into pg_cep's own tables (the change log, the alerts) as the executor stores them,
+//! without the executor.
+//!
+//! Through SPI, every statement that wrote one of these rows paid for a whole executor around it:
+//! the plan's state built, the table's indexes opened, projections and constraint expressions
+//! compiled, then all of it torn down. On a single-row INSERT into a watched or captured table that
+//! cost more than the row itself. Here a row is stored as the executor stores it: column defaults
+//! evaluated, constraints checked, a heap insert, then every index entry (unique checks and partial
+//! indexes' predicates included).
+//!
+//! It only knows tables as pg_cep makes them. A writer asks `insertable` and `Target::open`, which
+//! say no whenever the executor would do more than that (triggers, rules, row security, stored
+//! generated columns, defaults that call functions other than Postgres's own, a permission hook);
+//! the caller then writes through SPI, which does all of that, or raises the error it raises.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+use std::ptr;
+
+use pgrx::pg_sys;
+
+thread_local! {
+    static DEFAULTS: RefCell<Vec<Defaults>> = const { RefCell::new(Vec::new()) };
+    static BUILTINS: RefCell<Vec<(&'static CStr, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A column as pg_cep makes it: name, type, and whether a row may leave it NULL (so a NOT NULL
+/// added by hand sends the rows to the executor, which raises the error).
+pub type Column = (&'static str, pg_sys::Oid, bool);
+
+/// Whether pg_cep's rows may be stored in `oid` without the executor, as the extension: its rows
+/// are pg_cep's own (the writer's rows were read as the writer), so what the extension's owner may
+/// do is what counts, as in `privileges::as_extension_owner`. A hook (sepgsql) may refuse more:
+/// that is left to the executor.
+pub fn insertable(oid: pg_sys::Oid) -> bool {
+    let owner = crate::pg::privileges::extension_owner();
+    // SAFETY: catalog lookups inside a transaction.
+    unsafe {
+        pg_sys::pg_class_aclcheck(oid, owner, pg_sys::ACL_INSERT as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK
+            && pg_sys::check_enable_rls(oid, owner, true) != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+            && ptr::read(&raw const pg_sys::ExecutorCheckPerms_hook).is_none()
+    }
+}
+
+/// `cep.<name>`'s oid, if it exists.
+pub fn relation_in_cep(name: &CStr) -> Option<pg_sys::Oid> {
+    // SAFETY: catalog lookups inside a transaction.
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"cep".as_ptr(), true);
+        let oid = pg_sys::get_relname_relid(name.as_ptr(), namespace);
+        (oid != pg_sys::InvalidOid).then_some(oid)
+    }
+}
+
+/// The executor state of one statement's rows: their memory and expression context.
+pub struct Statement {
+    pub estate: *mut pg_sys::EState,
+    pub econtext: *mut pg_sys::ExprContext,
+}
+
+impl Statement {
+    pub fn new() -> Statement {
+        // SAFETY: a fresh executor state in the current memory context, freed by `free`, or with
+        // that context if an error comes first.
+        unsafe {
+            let estate = pg_sys::CreateExecutorState();
+            let econtext = pg_sys::MakePerTupleExprContext(estate);
+            Statement { estate, econtext }
+        }
+    }
+
+    /// Runs `body` in the per-row memory, emptied first: what one row's values need lives there
+    /// until the next row.
+    pub fn in_row_memory<T>(&self, body: impl FnOnce() -> T) -> T {
+        // SAFETY: this statement's own per-tuple memory; the previous context is restored on every
+        // path (an error unwinds through the guard).
+        unsafe {
+            let memory = (*self.econtext).ecxt_per_tuple_memory;
+            pg_sys::MemoryContextReset(memory);
+            let _back = Switched(pg_sys::MemoryContextSwitchTo(memory));
+            body()
+        }
+    }
+
+    /// A compiled expression's value, or `None` for NULL. Guarded: `nextval` may raise an ERROR (no
+    /// privilege on the sequence, or the sequence used up), which must come back as one through
+    /// the Rust frames.
+    ///
+    /// # Safety
+    /// `state` must be compiled for no parameters and no input row.
+    pub unsafe fn evaluate(&self, state: *mut pg_sys::ExprState) -> Option<pg_sys::Datum> {
+        unsafe {
+            let function = (*state).evalfunc.expect("a compiled expression has its function");
+            let mut isnull = false;
+            let value = pg_sys::ffi::pg_guard_ffi_boundary(|| function(state, self.econtext, &mut isnull));
+            (!isnull).then_some(value)
+        }
+    }
+
+    pub fn free(self) {
+        // SAFETY: the state `new` made; nothing of it is used afterwards.
+        unsafe { pg_sys::FreeExecutorState(self.estate) }
+    }
+}
+
+struct Switched(pg_sys::MemoryContext);
+
+impl Drop for Switched {
+    fn drop(&mut self) {
+        // SAFETY: the context that was current before the switch, still alive.
+        unsafe { pg_sys::MemoryContextSwitchTo(self.0) };
+    }
+}
+
+/// A plain table open for rows, with its indexes, in a statement's executor memory.
+pub struct Target {
+    pub relation: pg_sys::Relation,
+    result: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    checked: bool,
+}
+
+impl Target {
+    /// Opens `oid` for rows; `None` (and nothing left open) when the executor would do more than
+    /// check, store and index them: not a plain table, triggers, rules, stored generated columns,
+    /// or CHECK constraints where `checks` says the caller has none.
+    ///
+    /// # Safety
+    /// Inside a transaction; `statement` outlives the target.
+    pub unsafe fn open(statement: &Statement, oid: pg_sys::Oid, checks: bool) -> Option<Target> {
+        unsafe {
+            let relation = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            let constraints = (*(*relation).rd_att).constr;
+            let has_checks = !constraints.is_null() && (*constraints).num_check > 0;
+            let plain = (*(*relation).rd_rel).relkind as u8 == pg_sys::RELKIND_RELATION
+                && (*relation).trigdesc.is_null()
+                && (*relation).rd_rules.is_null()
+                && (constraints.is_null() || !(*constraints).has_generated_stored)
+                && (checks || !has_checks);
+            if !plain {
+                pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
+                return None;
+            }
+            let estate = statement.estate;
+            let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+            let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
+            // Range table index 0: the relation is in no query's range table. Error reports
+            // (a CHECK constraint, a partition's bounds) then name no inserted columns, as for a
+            // trigger's result relation, instead of reading a range table that is not there.
+            pg_sys::InitResultRelInfo(result, relation, 0, ptr::null_mut(), 0);
+            pg_sys::ExecOpenIndices(result, false);
+            let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &raw const pg_sys::TTSOpsVirtual);
+            pg_sys::MemoryContextSwitchTo(old);
+            Some(Target { relation, result, slot, checked: checks && !constraints.is_null() })
+        }
+    }
+
+    /// Stores one row (a value per column, NULL for `None`) and its index entries. Fails as the
+    /// executor would: a NULL in a NOT NULL column or a CHECK constraint not met (when the table
+    /// has constraints), a row outside the partition's bounds (with `partition_check`), a
+    /// duplicate key.
+    ///
+    /// # Safety
+    /// `values` holds one datum of each column's type, alive until the call returns.
+    pub unsafe fn store(&self, statement: &Statement, values: &[Option<pg_sys::Datum>], partition_check: bool) {
+        unsafe {
+            let slot = self.slot;
+            pg_sys::ExecClearTuple(slot);
+            for (i, value) in values.iter().enumerate() {
+                *(*slot).tts_values.add(i) = value.unwrap_or(pg_sys::Datum::from(0));
+                *(*slot).tts_isnull.add(i) = value.is_none();
+            }
+            pg_sys::ExecStoreVirtualTuple(slot);
+            if self.checked {
+                pg_sys::ExecConstraints(self.result, slot, statement.estate);
+            }
+            if partition_check {
+                pg_sys::ExecPartitionCheck(self.result, slot, statement.estate, true);
+            }
+            pg_sys::simple_table_tuple_insert(self.relation, slot);
+            if (*self.result).ri_NumIndices > 0 {
+                super::version::insert_index_tuples(self.result, slot, statement.estate);
+            }
+        }
+    }
+
+    /// Closes what `open` opened; the lock stays until the transaction ends.
+    pub fn close(self) {
+        // SAFETY: releases exactly what this target opened.
+        unsafe {
+            pg_sys::ExecCloseIndices(self.result);
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::table_close(self.relation, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+    }
+}
+
+/// Makes the rows stored so far visible to the statement's next queries, as an INSERT through
+/// SPI does.
+pub fn rows_stored() {
+    // SAFETY: inside a transaction.
+    unsafe { pg_sys::CommandCounterIncrement() }
+}
+
+/// A table's column defaults, compiled once and kept while their definitions stay the same
+/// (parsing and compiling them took a tenth of a captured single-row INSERT). Only defaults that
+/// call Postgres's own functions are kept: one of those cannot be redefined, nor write to a
+/// watched table while it runs.
+struct Defaults {
+    relid: pg_sys::Oid,
+    definitions: Vec<(usize, CString)>,
+    states: Option<Vec<CompiledDefault>>,
+    memory: pg_sys::MemoryContext,
+}
+
+/// A column's default, compiled, and whether it may differ between rows of one statement.
+#[derive(Clone, Copy)]
+pub struct CompiledDefault {
+    pub column: usize,
+    pub state: *mut pg_sys::ExprState,
+    pub volatile: bool,
+}
+
+/// The defaults of every column of `relation` that is not in `given` (0-based), compiled; `None`
+/// when one calls a function of a user's. A column without a default is not listed (it is NULL).
+///
+/// # Safety
+/// `relation` must be open.
+pub unsafe fn compiled_defaults(relation: pg_sys::Relation, given: &[usize]) -> Option<Vec<CompiledDefault>> {
+    unsafe {
+        let relid = (*relation).rd_id;
+        let constraints = (*(*relation).rd_att).constr;
+        let mut definitions = Vec::new();
+        if !constraints.is_null() {
+            for i in 0..(*constraints).num_defval as usize {
+                let default = &*(*constraints).defval.add(i);
+                let index = default.adnum as usize - 1;
+                if !given.contains(&index) && !default.adbin.is_null() {
+                    definitions.push((index, CStr::from_ptr(default.adbin).to_owned()));
+                }
+            }
+        }
+        definitions.sort();
+        DEFAULTS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(cached) = cache.iter().find(|d| d.relid == relid && d.definitions == definitions) {
+                return cached.states.clone();
+            }
+            // Built under the current memory, and kept only once complete: an error on the way
+            // leaves nothing behind.
+            let memory = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"pg_cep column defaults".as_ptr(),
+                pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+            );
+            let old = pg_sys::MemoryContextSwitchTo(memory);
+            // Looked at before planning, which inlines SQL functions into what they call.
+            let expressions: Vec<(usize, *mut pg_sys::Node)> =
+                definitions.iter().map(|&(column, _)| (column, pg_sys::build_column_default(relation, column as i32 + 1))).collect();
+            let usable = expressions.iter().all(|&(_, e)| !e.is_null() && !calls_user_functions(e));
+            let states = usable.then(|| {
+                expressions
+                    .iter()
+                    .map(|&(column, e)| CompiledDefault {
+                        column,
+                        volatile: pg_sys::contain_volatile_functions(e),
+                        state: pg_sys::ExecInitExpr(pg_sys::expression_planner(e.cast()), ptr::null_mut()),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            pg_sys::MemoryContextSwitchTo(old);
+            pg_sys::MemoryContextSetParent(memory, pg_sys::TopMemoryContext);
+            let entry = Defaults { relid, definitions, states: states.clone(), memory };
+            match cache.iter_mut().find(|d| d.relid == relid) {
+                Some(replaced) => pg_sys::MemoryContextDelete(std::mem::replace(replaced, entry).memory),
+                None => cache.push(entry),
+            }
+            states
+        })
+    }
+}
+
+/// Whether an expression calls a function that is not built in (so could be redefined).
+unsafe fn calls_user_functions(node: *mut pg_sys::Node) -> bool {
+    unsafe extern "C-unwind" fn user_function(function: pg_sys::Oid, _: *mut std::ffi::c_void) -> bool {
+        function.to_u32() >= pg_sys::FirstNormalObjectId
+    }
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        unsafe {
+            !node.is_null()
+                && (pg_sys::check_functions_in_node(node, Some(user_function), context) || pg_sys::expression_tree_walker(node, Some(walk), context))
+        }
+    }
+    unsafe { walk(node, ptr::null_mut()) }
+}
+
+/// A built-in function's oid by its C name, looked up once per backend (the lookup is a scan).
+pub fn builtin(name: &'static CStr) -> pg_sys::Oid {
+    if let Some(oid) = BUILTINS.with(|b| b.borrow().iter().find(|(n, _)| *n == name).map(|(_, oid)| *oid)) {
+        return oid;
+    }
+    // SAFETY: a read of the built-in function table.
+    let oid = unsafe { pg_sys::fmgr_internal_function(name.as_ptr()) };
+    BUILTINS.with(|b| b.borrow_mut().push((name, oid)));
+    oid
+}
+
+/// # Safety
+/// `index` must be below the descriptor's column count.
+pub unsafe fn tuple_attr(desc: pg_sys::TupleDesc, index: usize) -> *const pg_sys::FormData_pg_attribute {
+    unsafe { super::version::tuple_desc_attr(desc, index) }
+}
+
+pub fn name_of(attribute: &pg_sys::FormData_pg_attribute) -> &str {
+    // SAFETY: a NameData is a NUL-terminated string within its 64 bytes.
+    unsafe { std::ffi::CStr::from_ptr(attribute.attname.data.as_ptr()) }.to_str().unwrap_or("")
+}
+
+/// The table has exactly `columns`, in order, NOT NULL only where pg_cep always has a value.
+///
+/// # Safety
+/// `desc` must be an open relation's descriptor.
+pub unsafe fn has_columns(desc: pg_sys::TupleDesc, columns: &[Column]) -> bool {
+    unsafe {
+        (*desc).natts as usize == columns.len()
+            && columns.iter().enumerate().all(|(i, &(name, type_oid, nullable))| {
+                let a = &*tuple_attr(desc, i);
+                !a.attisdropped && a.atttypid == type_oid && name_of(a) == name && !(nullable && a.attnotnull)
+            })
+    }
+}
