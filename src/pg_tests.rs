@@ -853,7 +853,7 @@ mod tests {
             .starts_with("42710: pattern \"good\" already exists"));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(1));
         // Inserts go on when a column the pattern reads is dropped later: the pattern is skipped.
-        run(&format!("SELECT cep.define_pattern('by_place', 'user_events', 'user_id', 'created_at', 'p', '{{\"p\": {{\"location\": \"x\"}}}}')"));
+        run("SELECT cep.define_pattern('by_place', 'user_events', 'user_id', 'created_at', 'p', '{\"p\": {\"location\": \"x\"}}')");
         run("ALTER TABLE user_events DROP COLUMN location");
         assert_eq!(outcome(&event(1, "login", 0, 0)), "ok");
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_matches WHERE pattern_name = 'good'"), Some(1));
@@ -1328,7 +1328,8 @@ mod tests {
         run("GRANT CREATE, USAGE ON SCHEMA public TO cep_test_attacker");
         run("SET ROLE cep_test_attacker");
         // Better matches than pg_catalog's polymorphic unnest(anyarray), for the SQL pg_cep runs.
-        for signature in ["text[], text[], double precision[], text[], jsonb[], timestamptz[]"] {
+        {
+            let signature = "text[], text[], double precision[], text[], jsonb[], timestamptz[]";
             let args: Vec<String> = signature.split(", ").enumerate().map(|(i, t)| format!("a{i} {t}")).collect();
             run(&format!(
                 "CREATE FUNCTION public.unnest({}) RETURNS SETOF record LANGUAGE plpgsql AS $$
@@ -1694,7 +1695,7 @@ mod tests {
         );
         // Nothing was written by the replays.
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(0));
-        assert!(outcome(&format!("SELECT * FROM cep.backtest_rule('{{\"rule_type\": \"threshold\"}}', 'transactions')"))
+        assert!(outcome("SELECT * FROM cep.backtest_rule('{\"rule_type\": \"threshold\"}', 'transactions')")
             .starts_with("22004: invalid rule: risk_score"));
         run("CREATE TABLE quiet (id int)");
         assert!(outcome(&format!("SELECT * FROM cep.backtest_rule({big}, 'quiet')")).starts_with("55000"));

@@ -199,7 +199,8 @@ fn capture_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
         Spi::connect_mut(|client| -> CepResult<()> {
             // SAFETY: this trigger call's own data; makes cep_new / cep_old visible to our queries.
             unsafe { pg_sys::SPI_register_trigger_data(data) };
-            let logged = capture::log_statement(client, &settings, op, data)?;
+            // SAFETY: this trigger call's own data.
+            let logged = unsafe { capture::log_statement(client, &settings, op, data)? };
             as_extension_owner(|| capture::check_anomalies(client, &settings, op, &logged))?;
             capture::remember(&settings, &logged);
             Ok(())

@@ -225,13 +225,8 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
         // The primary key identifies the row in alerts: a single column, or the one column beside
         // the time column (a partitioned table's key must hold its partition key, as in
         // (id, created_at); the alert's event_time holds the other half).
-        let pk_column: Option<String> = client
-            .select(PK_COLUMN, None, &[relid.into(), time_column.into()])?
-            .into_iter()
-            .next()
-            .map(|r| r.get::<String>(1))
-            .transpose()?
-            .flatten();
+        let pk_column: Option<String> =
+            client.select(PK_COLUMN, None, &[relid.into(), time_column.into()])?.next().map(|r| r.get::<String>(1)).transpose()?.flatten();
         as_extension_owner(|| {
             client.update(
             "INSERT INTO cep.watches (relid, key_column, amount_column, time_column, location_column, pk_column, channel, alert_level, block_at, on_block, log_assessments) \

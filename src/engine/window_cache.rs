@@ -955,7 +955,7 @@ mod tests {
             }
         }
         let cached = (0..50).filter(|k| c.read(&id(&format!("k{k}")), 0).is_some()).count();
-        assert!(cached >= 1 && cached <= 4, "{cached}");
+        assert!((1..=4).contains(&cached), "{cached}");
         // A key too big for the whole pool is not cached at all.
         let v = c.version(&id("huge"));
         let events: Vec<_> = (0..100).map(|i| ev(i, 1.0, 1)).collect();
@@ -993,7 +993,7 @@ mod tests {
         let mut events = Vec::new();
         for i in 0..1000 {
             rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let amount = if rng % 10 == 0 { f64::NAN } else { (rng >> 40) as f64 / 1000.0 };
+            let amount = if rng.is_multiple_of(10) { f64::NAN } else { (rng >> 40) as f64 / 1000.0 };
             let loc = location_hash(Some(["A", "B", "C"][(rng >> 20) as usize % 3]));
             events.push(CachedEvent { t: i * 7 * s, amount, loc, xid: 1 });
         }

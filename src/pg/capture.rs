@@ -155,7 +155,10 @@ impl Logged {
 
 /// Logs one statement's changes: by `change_log` whenever it can (see there why), or else
 /// through SPI with one set-based INSERT, which does what the log's changed shape asks for.
-pub fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op, trigger: *const pg_sys::TriggerData) -> CepResult<Logged> {
+///
+/// # Safety
+/// `trigger` must be the running statement trigger's own data.
+pub unsafe fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op, trigger: *const pg_sys::TriggerData) -> CepResult<Logged> {
     // SAFETY: this trigger call's own data. A trigger made by hand without the transition
     // table is left to SPI, whose statement names it and fails clearly.
     let rows_at_hand = match op {

@@ -31,14 +31,10 @@ thread_local! {
 
 /// How many times an alert's state changed, server-wide: a backend whose ledger is older forgets
 /// the alerts it knew open (the next repeat finds them again, or opens a new one if resolved).
-static STATE_CHANGES: Region = Region::new(
-    c"pg_cep_alert_states",
-    || std::mem::size_of::<AtomicU64>(),
-    |base| {
-        // SAFETY: the region was just created with room for one counter.
-        unsafe { (base as *mut AtomicU64).write(AtomicU64::new(0)) }
-    },
-);
+static STATE_CHANGES: Region = Region::new(c"pg_cep_alert_states", std::mem::size_of::<AtomicU64>, |base| {
+    // SAFETY: the region was just created with room for one counter.
+    unsafe { (base as *mut AtomicU64).write(AtomicU64::new(0)) }
+});
 
 /// Called from `_PG_init`: the counter exists only while the postmaster preloads us.
 pub fn init() {

@@ -59,6 +59,7 @@ pub struct Statement {
 }
 
 impl Statement {
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Statement {
         // SAFETY: a fresh executor state in the current memory context, freed by `free`, or with
         // that context if an error comes first.

@@ -24,7 +24,7 @@ static REGION: Region = Region::new(
     || region_size(records()),
     |base| {
         // SAFETY: the region was just created, with room for this many records.
-        drop(unsafe { StoreView::new(base, records(), true) });
+        let _ = unsafe { StoreView::new(base, records(), true) };
     },
 );
 

@@ -21,7 +21,7 @@ static REGION: Region = Region::new(
     || region_size(slots()),
     |base| {
         // SAFETY: the region was just created, with room for this many copies.
-        drop(unsafe { Slots::new(base, slots(), true) });
+        let _ = unsafe { Slots::new(base, slots(), true) };
     },
 );
 

@@ -33,7 +33,7 @@ static REGION: Region = Region::new(
     |base| {
         let (keys, events) = sizes();
         // SAFETY: the region was just created, with room for these sizes.
-        drop(unsafe { CacheView::new(base, keys, events, true) });
+        let _ = unsafe { CacheView::new(base, keys, events, true) };
     },
 );
 
@@ -202,7 +202,7 @@ pub fn window_stats(watch: &Watch, events: &[Event]) -> CepResult<Vec<Option<Vec
                 continue;
             }
             let need_from = window_from(e.at, longest);
-            if !loaded.get(&id).is_some_and(|(from, _)| *from <= need_from) {
+            if loaded.get(&id).is_none_or(|(from, _)| *from > need_from) {
                 match load(watch, e.key, id, need_from)? {
                     Some(committed) => loaded.insert(id, (need_from, committed)),
                     None => loaded.remove(&id),

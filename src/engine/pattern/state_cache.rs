@@ -344,7 +344,8 @@ mod tests {
     impl Region {
         fn new(copies: usize) -> Region {
             let mut r = Region(vec![0u64; region_size(copies) / 8 + 1], copies);
-            drop(unsafe { Slots::new(r.0.as_mut_ptr() as *mut u8, copies, true) });
+            // SAFETY: the vector holds the region's bytes, aligned for u64.
+            let _ = unsafe { Slots::new(r.0.as_mut_ptr() as *mut u8, copies, true) };
             r
         }
         fn view(&mut self) -> Slots<'_> {
