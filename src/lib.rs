@@ -29,6 +29,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::notifier::init();
     pg::cooldown::init();
     pg::xact::init();
+    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         gucs::init_preloaded();
         pg::worker::register();

@@ -50,6 +50,7 @@ fn capture(
     let relid = table.oid();
     crate::pg::privileges::require_owner(relid, "cep.capture").or_report();
     let name = table.name().to_string();
+    // SAFETY: the relation `open` opened above, still open here; rd_rel is its pg_class row.
     let relkind = unsafe { (*table.rd_rel).relkind } as u8;
     // Closed first: CREATE TRIGGER refuses a table this session has open.
     drop(table);

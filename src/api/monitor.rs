@@ -108,11 +108,13 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     // SAFETY: `data` is this trigger call's TriggerData: its transition table and relation.
     let (store, desc) = unsafe { ((*data).tg_newtable, (*(*data).tg_relation).rd_att) };
     let Some(columns) = watch.row_columns else {
+        // SAFETY: the NEW TABLE read above (cep.watch makes this trigger with REFERENCING NEW TABLE).
         counts.rows_seen = unsafe { pg_sys::tuplestore_tuple_count(store) } as u64;
         window_cache::mark_dirty(watch.root);
         cannot_score(&watch, counts.rows_seen, counts);
         return Ok(());
     };
+    // SAFETY: this trigger call's NEW TABLE and its relation's descriptor, read above.
     let rows = unsafe { columns.read_transition(store, desc) };
     counts.rows_seen = rows.len() as u64;
     // Every row of the statement is in the window of the later ones: remember them all first.
@@ -425,6 +427,8 @@ unsafe extern "C-unwind" {
 /// # Safety
 /// `data` must be a row trigger call's data, with its NEW tuple and open relation.
 unsafe fn attempted_row(data: &pg_sys::TriggerData) -> Option<serde_json::Value> {
+    // SAFETY: the caller's promise: a row trigger's data, its NEW tuple and open relation; row_to_json on a
+    // record of that relation's type, and its text printed in the current memory context.
     unsafe {
         let datum = pg_sys::heap_copy_tuple_as_datum(data.tg_trigtuple, (*data.tg_relation).rd_att);
         let json = pg_sys::DirectFunctionCall1Coll(Some(row_to_json_c), pg_sys::InvalidOid, datum);

@@ -48,12 +48,15 @@ fn create_monthly_partition(parent: TableArg, month: pgrx::datum::Date) -> RegCl
 /// A relation returned to SQL as `regclass`, so that it prints as its name.
 pub struct RegClass(pub pg_sys::Oid);
 
+// SAFETY: the oid is returned by value, as a `regclass` result is (the SQL type declared below).
 unsafe impl pgrx::callconv::BoxRet for RegClass {
     unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: this call's own fcinfo, given by pgrx; an oid datum points at no memory.
         unsafe { fcinfo.return_raw_datum(pg_sys::Datum::from(self.0)) }
     }
 }
 
+// SAFETY: `regclass` is an oid passed by value, which is what `box_into` above returns.
 unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RegClass {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(RegClass);
     const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin = pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;

@@ -20,6 +20,7 @@ fn micros(client: &pgrx::spi::SpiClient<'_>, within: Option<pgrx::datum::Interva
 }
 
 fn check_source(source: &PgRelation) -> CepResult<()> {
+    // SAFETY: `source` is a relation PgRelation holds open; rd_rel is its pg_class row.
     let relkind = unsafe { (*source.rd_rel).relkind } as u8;
     if relkind != b'r' && relkind != b'p' {
         return Err(CepError::WrongObjectType(format!("{} is not a table", source.name())));

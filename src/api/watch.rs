@@ -25,6 +25,8 @@ use crate::pg::table_arg::TableArg;
 ///                  time_column => 'created_at', location_column => 'location');
 /// ```
 #[pg_extern(volatile)]
+// One Rust argument per named argument of the SQL function, which callers name in their calls.
+#[allow(clippy::too_many_arguments)]
 fn watch(
     table: Option<TableArg>,
     key_column: default!(Option<&str>, "'user_id'"),
@@ -49,6 +51,7 @@ fn watch(
     let log_assessments = required("log_assessments", log_assessments);
     crate::pg::privileges::require_owner(table.oid(), "cep.watch").or_report();
     // The relation must be closed before CREATE INDEX, which refuses a table this session has open.
+    // SAFETY: the relation `open` opened above, still open here; rd_rel is its pg_class row.
     let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
     drop(table);
     let mapping = Mapping { key_column, amount_column, time_column, location_column };
@@ -85,6 +88,7 @@ fn alter_watch(
 ) -> pgrx::JsonB {
     let table = required("table", table).open("table").or_report();
     crate::pg::privileges::require_owner(table.oid(), "cep.alter_watch").or_report();
+    // SAFETY: the relation `open` opened above, still open here; rd_rel is its pg_class row.
     let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
     drop(table);
     let current = settings(target.relid)

@@ -121,7 +121,7 @@ pub fn plan(existing: &[Existing], current: Month, default_months: &[Month], pol
     while month <= last {
         let drain = default_months.contains(&month);
         // A month that retention would remove at once is not created, unless rows wait for it.
-        if !(retired(month) && !protected(month)) || drain {
+        if !retired(month) || protected(month) || drain {
             match existing.iter().find(|e| e.overlaps(month)) {
                 Some(e) if e.exact_month == Some(month) => {}
                 Some(e) => actions.push(Action::Conflict { month, with: e.name.clone() }),

@@ -641,6 +641,7 @@ mod tests {
     }
 
     fn view(mem: &mut [u64], records: usize, init: bool) -> StoreView<'_> {
+        // SAFETY: the tests pass a vector from `region(records)`: enough u64s (so 8-aligned), borrowed mutably while the view lives.
         unsafe { StoreView::new(mem.as_mut_ptr() as *mut u8, records, init) }
     }
 

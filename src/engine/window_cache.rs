@@ -829,6 +829,7 @@ mod tests {
             Region(vec![0u64; region_size(keys, events) / 8 + 1], keys, events)
         }
         fn view(&mut self, init: bool) -> CacheView<'_> {
+            // SAFETY: the vector holds the region's bytes, aligned for u64; `&mut self` keeps it to this view.
             unsafe { CacheView::new(self.0.as_mut_ptr() as *mut u8, self.1, self.2, init) }
         }
     }

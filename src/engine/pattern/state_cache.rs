@@ -349,6 +349,7 @@ mod tests {
             r
         }
         fn view(&mut self) -> Slots<'_> {
+            // SAFETY: the vector holds the region's bytes, aligned for u64, set up by `new`; `&mut self` keeps it to this view.
             unsafe { Slots::new(self.0.as_mut_ptr() as *mut u8, self.1, false) }
         }
     }
