@@ -150,7 +150,13 @@ fn sql_examples_in_the_docs_run_as_written() {
             for stmt in statements(&block.text) {
                 if let Err(e) = client.batch_execute(&stmt) {
                     let why = match e.as_db_error() {
-                        Some(d) => format!("{} ({}): {}{}", d.severity(), d.code().code(), d.message(), d.detail().map(|x| format!("\nDETAIL: {x}")).unwrap_or_default()),
+                        Some(d) => format!(
+                            "{} ({}): {}{}",
+                            d.severity(),
+                            d.code().code(),
+                            d.message(),
+                            d.detail().map(|x| format!("\nDETAIL: {x}")).unwrap_or_default()
+                        ),
                         None => e.to_string(),
                     };
                     failures.push(format!("{shown}, SQL block {} (line {}):\n{}\n{why}", block.number, block.line, stmt.trim()));
