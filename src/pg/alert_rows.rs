@@ -109,6 +109,7 @@ impl AlertRows {
     pub fn write(&mut self, alert: &AlertRow) -> (i64, String) {
         let (statement, table, defaults) = (&self.statement, &self.table, &self.defaults);
         let written = statement.in_row_memory(|| {
+            // SAFETY: copies the bytes into a new text in the per-row memory.
             let text = |s: &str| pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) });
             let event_time = pgrx::datum::TimestampWithTimeZone::try_from(alert.event_time).ok();
             let mut values: [Option<pg_sys::Datum>; 22] = [None; 22];

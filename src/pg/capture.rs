@@ -159,12 +159,15 @@ impl Logged {
 /// # Safety
 /// `trigger` must be the running statement trigger's own data.
 pub unsafe fn log_statement(client: &mut SpiClient<'_>, capture: &Capture, op: Op, trigger: *const pg_sys::TriggerData) -> CepResult<Logged> {
-    // SAFETY: this trigger call's own data. A trigger made by hand without the transition
-    // table is left to SPI, whose statement names it and fails clearly.
+    // A trigger made by hand without the transition table is left to SPI, whose statement names
+    // it and fails clearly.
     let rows_at_hand = match op {
+        // SAFETY: this trigger call's own data (the caller's promise).
         Op::Insert => unsafe { !(*trigger).tg_newtable.is_null() },
+        // SAFETY: this trigger call's own data (the caller's promise).
         Op::Delete => unsafe { !(*trigger).tg_oldtable.is_null() },
         // A big UPDATE is paired by SQL, whose hash join spills to disk; here old rows stay in memory.
+        // SAFETY: this trigger call's own data; the old rows' tuplestore is counted only when it is there.
         Op::Update => unsafe {
             let (new, old) = ((*trigger).tg_newtable, (*trigger).tg_oldtable);
             !new.is_null() && !old.is_null() && pg_sys::tuplestore_tuple_count(old) <= DIRECT_UPDATE_ROWS
@@ -191,6 +194,8 @@ struct ToJsonb {
 
 impl ToJsonb {
     unsafe fn new(row_type: pg_sys::Oid) -> ToJsonb {
+        // SAFETY: inside a transaction: to_jsonb is a built-in function, and the caller passes a row type that exists;
+        // the call's expression is built in the current memory context.
         unsafe {
             let oid = crate::pg::direct_insert::builtin(c"to_jsonb");
             let mut call: pg_sys::FmgrInfo = std::mem::zeroed();
@@ -211,6 +216,7 @@ impl ToJsonb {
     }
 
     unsafe fn of(&mut self, row: pg_sys::Datum) -> pg_sys::Datum {
+        // SAFETY: `call` is to_jsonb set up by `new` for this row type; the caller passes a row of that type.
         unsafe { pg_sys::FunctionCall1Coll(&mut self.call, pg_sys::InvalidOid, row) }
     }
 }
@@ -218,6 +224,8 @@ impl ToJsonb {
 /// `row ->> column` (a `text` datum), as the SPI statement reads the key columns: bytes in the
 /// database's encoding.
 unsafe fn field(row: pg_sys::Datum, column: pg_sys::Datum) -> Option<Vec<u8>> {
+    // SAFETY: the caller passes a jsonb row and a text column name: the argument types of jsonb_object_field_text,
+    // whose NULL result comes back as `None`.
     unsafe {
         let value = pgrx::fcinfo::direct_function_call_as_datum(|fcinfo| pg_sys::jsonb_object_field_text(fcinfo), &[Some(row), Some(column)])?;
         Some(pgrx::varlena::varlena_to_byte_slice(value.cast_mut_ptr()).to_vec())
@@ -241,6 +249,8 @@ unsafe fn each_row(
     memory: pg_sys::MemoryContext,
     mut each: impl FnMut(ChangedRow) -> CepResult<()>,
 ) -> CepResult<()> {
+    // SAFETY: the caller passes one of this trigger's transition tables, its open relation, and a memory context of its own
+    // that may be reset for each row.
     unsafe {
         let mut to_jsonb = ToJsonb::new((*(*relation).rd_rel).reltype);
         let pk_columns: Vec<pg_sys::Datum> = capture.pk_columns.iter().map(|c| text(c)).collect();
@@ -269,6 +279,7 @@ fn text(name: &str) -> pg_sys::Datum {
 
 /// A copy of a (plain, untoasted) varlena datum in `memory`.
 unsafe fn copy_into(memory: pg_sys::MemoryContext, datum: pg_sys::Datum) -> pg_sys::Datum {
+    // SAFETY: the caller passes a plain (untoasted) varlena: `size` bytes are read from it into a new allocation of that size.
     unsafe {
         let source = datum.cast_mut_ptr::<pg_sys::varlena>();
         let size = pgrx::varlena::varsize_any(source);
@@ -280,6 +291,7 @@ unsafe fn copy_into(memory: pg_sys::MemoryContext, datum: pg_sys::Datum) -> pg_s
 
 /// Runs `f` with `memory` as the current memory context.
 unsafe fn in_context<T>(memory: pg_sys::MemoryContext, f: impl FnOnce() -> T) -> T {
+    // SAFETY: the caller passes a live memory context; the previous one is current again before returning.
     unsafe {
         let old = pg_sys::MemoryContextSwitchTo(memory);
         let result = f();
@@ -291,6 +303,7 @@ unsafe fn in_context<T>(memory: pg_sys::MemoryContext, f: impl FnOnce() -> T) ->
 /// `row` without the columns whose values `other` has too (`IS DISTINCT FROM` on their jsonb),
 /// as the SQL's `jsonb_object_agg` over `jsonb_each` keeps for `changed_columns_only`.
 unsafe fn changed_columns(row: pg_sys::Datum, other: pg_sys::Datum, columns: &[pg_sys::Datum]) -> pg_sys::Datum {
+    // SAFETY: the caller passes jsonb rows and text column names; each function is called with its own argument types.
     unsafe {
         let value =
             |r: pg_sys::Datum, c: pg_sys::Datum| pgrx::fcinfo::direct_function_call_as_datum(|f| pg_sys::jsonb_object_field(f), &[Some(r), Some(c)]);

@@ -135,6 +135,7 @@ impl ChangeLog {
     }
 
     unsafe fn store(&self, row: &LogRow) -> CepResult<i64> {
+        // SAFETY: this log's open partition and executor state; `write` runs it in the per-row memory, where the texts are made.
         unsafe {
             let text = |s: Option<&[u8]>| s.map(|s| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32)));
             let values: [Option<pg_sys::Datum>; 13] = [
@@ -187,6 +188,8 @@ fn the_three(defaults: &[CompiledDefault]) -> Option<[*mut pg_sys::ExprState; 3]
 /// The leaf partition whose bounds hold `changed_at`, or else the default partition (then
 /// `true`), as the executor's routing finds them.
 unsafe fn route(desc: pg_sys::PartitionDesc, changed_at: pg_sys::Datum) -> Option<(pg_sys::Oid, bool)> {
+    // SAFETY: the caller passes the executor's partition descriptor of the open parent: bounds, indexes and oids as
+    // Postgres built them, indexed only where the descriptor says.
     unsafe {
         if desc.is_null() || (*desc).nparts == 0 || (*desc).boundinfo.is_null() {
             return None;
@@ -212,6 +215,7 @@ unsafe fn route(desc: pg_sys::PartitionDesc, changed_at: pg_sys::Datum) -> Optio
 /// The partition, open for rows with its indexes; `None` (and nothing left open) if it is not one
 /// this path can fill as the executor would.
 unsafe fn open_partition(statement: &Statement, parent: pg_sys::Relation, oid: pg_sys::Oid) -> Option<Target> {
+    // SAFETY: inside a transaction, with the caller's open parent and live statement; the partition is closed again when refused.
     unsafe {
         let partition = Target::open(statement, oid, false)?;
         if same_columns((*parent).rd_att, (*partition.relation).rd_att) {
@@ -225,6 +229,7 @@ unsafe fn open_partition(statement: &Statement, parent: pg_sys::Relation, oid: p
 
 /// A partition's columns are its parent's, in the same places.
 unsafe fn same_columns(parent: pg_sys::TupleDesc, partition: pg_sys::TupleDesc) -> bool {
+    // SAFETY: the caller passes two open relations' descriptors; columns are read below their own counts.
     unsafe {
         (*parent).natts == (*partition).natts
             && (0..(*parent).natts as usize).all(|i| {

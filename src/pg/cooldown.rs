@@ -38,6 +38,7 @@ static STATE_CHANGES: Region = Region::new(c"pg_cep_alert_states", std::mem::siz
 
 /// Called from `_PG_init`: the counter exists only while the postmaster preloads us.
 pub fn init() {
+    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         STATE_CHANGES.request();
     }
@@ -109,6 +110,7 @@ unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
         let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush());
         // Names resolve as in every pg_cep function: the session's own path may hold anything.
         let written = if present { crate::pg::privileges::with_pinned_search_path(|| write(&tallies)) } else { Ok(()) };
+        // SAFETY: ends the transaction started above, after its last statement.
         unsafe {
             pg_sys::PopActiveSnapshot();
             pg_sys::CommitTransactionCommand();

@@ -90,6 +90,8 @@ impl Statement {
     /// # Safety
     /// `state` must be compiled for no parameters and no input row.
     pub unsafe fn evaluate(&self, state: *mut pg_sys::ExprState) -> Option<pg_sys::Datum> {
+        // SAFETY: the caller's promise: `state` is compiled for no parameters and no input row; evaluated in this statement's
+        // expression context, its ERROR comes back through the guard.
         unsafe {
             let function = (*state).evalfunc.expect("a compiled expression has its function");
             let mut isnull = false;
@@ -129,6 +131,8 @@ impl Target {
     /// # Safety
     /// Inside a transaction; `statement` outlives the target.
     pub unsafe fn open(statement: &Statement, oid: pg_sys::Oid, checks: bool) -> Option<Target> {
+        // SAFETY: inside a transaction (the caller's promise); everything made lives in the statement's query memory, which
+        // outlives the target, and the relation is closed again when refused.
         unsafe {
             let relation = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             let constraints = (*(*relation).rd_att).constr;
@@ -164,6 +168,8 @@ impl Target {
     /// # Safety
     /// `values` holds one datum of each column's type, alive until the call returns.
     pub unsafe fn store(&self, statement: &Statement, values: &[Option<pg_sys::Datum>], partition_check: bool) {
+        // SAFETY: the slot and result relation `open` made for this relation; `values` holds one datum per column, of its type
+        // (the caller's promise).
         unsafe {
             let slot = self.slot;
             pg_sys::ExecClearTuple(slot);
@@ -228,6 +234,8 @@ pub struct CompiledDefault {
 /// # Safety
 /// `relation` must be open.
 pub unsafe fn compiled_defaults(relation: pg_sys::Relation, given: &[usize]) -> Option<Vec<CompiledDefault>> {
+    // SAFETY: `relation` is open (the caller's promise); the compiled defaults live in a context of their own, kept under
+    // TopMemoryContext.
     unsafe {
         let relid = (*relation).rd_id;
         let constraints = (*(*relation).rd_att).constr;
@@ -290,11 +298,13 @@ unsafe fn calls_user_functions(node: *mut pg_sys::Node) -> bool {
     }
     #[pgrx::pg_guard]
     unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        // SAFETY: a node of the expression tree Postgres walks, or NULL (checked first).
         unsafe {
             !node.is_null()
                 && (pg_sys::check_functions_in_node(node, Some(user_function), context) || pg_sys::expression_tree_walker(node, Some(walk), context))
         }
     }
+    // SAFETY: the caller's expression tree, built in the current memory context.
     unsafe { walk(node, ptr::null_mut()) }
 }
 
@@ -312,6 +322,7 @@ pub fn builtin(name: &'static CStr) -> pg_sys::Oid {
 /// # Safety
 /// `index` must be below the descriptor's column count.
 pub unsafe fn tuple_attr(desc: pg_sys::TupleDesc, index: usize) -> *const pg_sys::FormData_pg_attribute {
+    // SAFETY: the caller's promise: `index` is below the descriptor's column count.
     unsafe { super::version::tuple_desc_attr(desc, index) }
 }
 
@@ -325,6 +336,7 @@ pub fn name_of(attribute: &pg_sys::FormData_pg_attribute) -> &str {
 /// # Safety
 /// `desc` must be an open relation's descriptor.
 pub unsafe fn has_columns(desc: pg_sys::TupleDesc, columns: &[Column]) -> bool {
+    // SAFETY: `desc` is an open relation's descriptor (the caller's promise); columns are read below its count.
     unsafe {
         (*desc).natts as usize == columns.len()
             && columns.iter().enumerate().all(|(i, &(name, type_oid, nullable))| {

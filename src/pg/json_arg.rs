@@ -49,10 +49,12 @@ impl FromDatum for JsonArg {
 unsafe impl<'fcx> ArgAbi<'fcx> for JsonArg {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
+        // SAFETY: this call's own argument, given by pgrx; its SQL type is jsonb, which `from_datum` reads.
         unsafe { arg.unbox_arg_using_from_datum().unwrap_or_else(|| panic!("argument {index} must not be null")) }
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        // SAFETY: this call's own argument, given by pgrx; its SQL type is jsonb, which `from_datum` reads.
         unsafe { arg.unbox_arg_using_from_datum().into() }
     }
 }

@@ -234,6 +234,7 @@ unsafe extern "C-unwind" {
 
 /// Called from `_PG_init`: the queues exist only while the postmaster preloads us.
 pub fn init() {
+    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         REGION.request();
         BLOCKED.request();
@@ -246,10 +247,12 @@ fn queues(base: *mut u8) -> &'static mut NoticeQueues {
 }
 
 fn database() -> u32 {
+    // SAFETY: plain read of a backend global.
     unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
 fn now() -> i64 {
+    // SAFETY: reads the clock; no state of Postgres is touched.
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
@@ -390,6 +393,7 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
 #[pg_guard]
 unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
     let db = arg.value() as u32;
+    // SAFETY: plain read of a backend global.
     let (pid, at) = (unsafe { pg_sys::MyProcPid }, now());
     REGION.locked(|base| queues(base).detach(db, pid, true, at));
 }
@@ -411,7 +415,9 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             pg_sys::GucSource::PGC_S_OVERRIDE,
         );
     }
+    // SAFETY: plain read of a backend global.
     let pid = unsafe { pg_sys::MyProcPid };
+    // SAFETY: plain read of a backend global: this process's latch, which lives as long as the process.
     let latch = unsafe { pg_sys::MyLatch } as usize;
     if REGION.locked(|base| queues(base).attach(db, pid, latch, now())) != Some(true) {
         return;
@@ -438,6 +444,7 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             // transaction then sends many, and committing backends find this process awake and
             // need not signal it. A lone notice goes at once, and so does the next.
             if notices.len() > 1 {
+                // SAFETY: a plain sleep.
                 unsafe { pg_sys::pg_usleep(LINGER_US) };
             }
             // Busy, it never waits on its latch, where SIGTERM is noticed: look here too. What is
@@ -455,6 +462,7 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
         // sixth of an alerting single-row INSERT when every commit paid it); one that is merely
         // pausing costs it a store.
         if last_work.elapsed() < POLL_WHILE_BUSY {
+            // SAFETY: a plain sleep.
             unsafe { pg_sys::pg_usleep(POLL_US) };
             if BackgroundWorker::sigterm_received() {
                 return;

@@ -233,6 +233,7 @@ fn try_locks(locks: &[(pg_sys::Oid, u32)]) -> bool {
     loop {
         let mut taken = 0;
         for (relid, mode) in locks {
+            // SAFETY: inside a transaction: a lock that is never waited for, held until released below or the transaction ends.
             if !unsafe { pg_sys::ConditionalLockRelationOid(*relid, *mode as pg_sys::LOCKMODE) } {
                 break;
             }
@@ -242,11 +243,13 @@ fn try_locks(locks: &[(pg_sys::Oid, u32)]) -> bool {
             return true;
         }
         for (relid, mode) in locks[..taken].iter().rev() {
+            // SAFETY: releases a lock taken just above, in the same mode.
             unsafe { pg_sys::UnlockRelationOid(*relid, *mode as pg_sys::LOCKMODE) };
         }
         if Instant::now() >= deadline {
             return false;
         }
+        // SAFETY: a plain sleep.
         unsafe { pg_sys::pg_usleep(10_000) };
         check_for_interrupts!();
     }
@@ -260,6 +263,7 @@ fn in_subtransaction<T>(body: impl FnOnce() -> CepResult<Option<T>>) -> CepResul
     // SAFETY: reads of the backend's current memory context and resource owner, restored below
     // exactly as PL/pgSQL restores them around BeginInternalSubTransaction.
     let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext as usize, pg_sys::CurrentResourceOwner as usize) };
+    // SAFETY: restores the context and owner read above, which outlive the subtransaction (as PL/pgSQL does).
     let restore = move || unsafe {
         pg_sys::MemoryContextSwitchTo(context as pg_sys::MemoryContext);
         pg_sys::CurrentResourceOwner = owner as pg_sys::ResourceOwner;

@@ -129,6 +129,7 @@ pub fn extension_owner() -> pg_sys::Oid {
     if let Some(owner) = owner {
         EXTENSION_OWNER.with(|o| o.set(Some(owner)));
     }
+    // SAFETY: plain read of the backend's current user.
     owner.unwrap_or_else(|| unsafe { pg_sys::GetUserId() })
 }
 

@@ -69,6 +69,7 @@ fn records() -> usize {
 
 /// Called from `_PG_init`: the setting and the region exist only while the postmaster preloads us.
 pub fn init() {
+    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
@@ -89,6 +90,7 @@ pub fn init() {
 
 pub fn owner(watch: &Watch) -> Owner {
     Owner {
+        // SAFETY: plain read of a backend global.
         database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
         relid: watch.root.to_u32(),
         generation: watch.generation,
@@ -107,6 +109,7 @@ pub fn add<'r>(watch: &Watch, rows: impl Iterator<Item = (i64, &'r str, Option<f
         return;
     }
     let owner = owner(watch);
+    // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     // Memory starts with the first commit after a start; rows committed before may be stamped
     // later than that (in the future): the table is asked, until memory has it.
@@ -162,6 +165,7 @@ fn known(owner: Owner) -> (bool, u64) {
 /// which is harmless: later only). Only under READ COMMITTED, where the query's snapshot is
 /// taken now: an older one could miss rows committed before memory had the table.
 fn latest_time(watch: &Watch) -> Option<i64> {
+    // SAFETY: plain read of the transaction's isolation level.
     if unsafe { pg_sys::XactIsoLevel } != pg_sys::XACT_READ_COMMITTED as i32 {
         return None;
     }
@@ -184,6 +188,7 @@ fn latest_time(watch: &Watch) -> Option<i64> {
 /// what was read.
 pub fn load(watch: &Watch, totals_from: i64, keys_from: i64, rollup: Rollup) {
     let owner = owner(watch);
+    // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     LOCAL.with(|l| {
         let mut l = l.borrow_mut();
@@ -194,17 +199,20 @@ pub fn load(watch: &Watch, totals_from: i64, keys_from: i64, rollup: Rollup) {
 
 /// Drops a table's shared rollups now (its mapping changed, or they were turned off or on).
 pub fn forget(relid: pg_sys::Oid) {
+    // SAFETY: plain read of a backend global.
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     REGION.locked(|base| view(base).forget(database, relid.to_u32()));
 }
 
 /// The table's totals, active keys and top keys from `since` on, when memory is exact for them.
 pub fn window(owner: Owner, since: i64, top: usize) -> Option<Window> {
+    // SAFETY: inside a transaction: reads its start time.
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     FOLDER.with(|f| REGION.locked_shared(|base| view(base).window(owner, since, now, top, &mut f.borrow_mut())).flatten())
 }
 
 pub fn totals(owner: Owner, since: i64) -> Option<Totals> {
+    // SAFETY: inside a transaction: reads its start time.
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     REGION.locked_shared(|base| view(base).totals(owner, since, now)).flatten()
 }
@@ -225,6 +233,7 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
             // Commit order is what readers see: the time is taken under the lock.
             REGION.locked(|base| {
                 let mut store = view(base);
+                // SAFETY: reads the clock; no state of Postgres is touched.
                 let now = unsafe { pg_sys::GetCurrentTimestamp() };
                 for o in &local.forget {
                     store.forget(o.database, o.relid);
@@ -242,6 +251,7 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
             let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
             REGION.locked(|base| {
                 let mut store = view(base);
+                // SAFETY: reads the clock; no state of Postgres is touched.
                 let now = unsafe { pg_sys::GetCurrentTimestamp() };
                 for l in &local.loads {
                     store.forget(l.owner.database, l.owner.relid);

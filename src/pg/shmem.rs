@@ -31,6 +31,8 @@ impl Region {
         let slot = REGIONS.iter().find(|r| r.load(Ordering::Acquire).is_null()).expect("pg_cep requests at most MAX_REGIONS regions");
         slot.store(self as *const Region as *mut Region, Ordering::Release);
         if first {
+            // SAFETY: from `_PG_init`, while the postmaster preloads us and runs no other thread: the hooks are chained as
+            // Postgres expects, the previous ones kept to be called first.
             unsafe {
                 PREV_REQUEST = pg_sys::shmem_request_hook;
                 pg_sys::shmem_request_hook = Some(request_shmem);
@@ -70,10 +72,12 @@ impl Region {
         struct Release(*mut pg_sys::LWLock);
         impl Drop for Release {
             fn drop(&mut self) {
+                // SAFETY: the lock `locked_in` acquired just before making this guard.
                 unsafe { pg_sys::LWLockRelease(self.0) };
             }
         }
         let lock = self.lock.load(Ordering::Acquire);
+        // SAFETY: the region's own LWLock in shared memory (set with `base` at startup); released by the guard however `f` ends.
         unsafe {
             pg_sys::LWLockAcquire(lock, mode);
             let _release = Release(lock);
@@ -83,6 +87,7 @@ impl Region {
 }
 
 fn regions() -> impl Iterator<Item = &'static Region> {
+    // SAFETY: the slots hold only `&'static Region`s stored by `request`.
     REGIONS.iter().map(|r| r.load(Ordering::Acquire)).take_while(|r| !r.is_null()).map(|r| unsafe { &*r })
 }
 

@@ -31,6 +31,7 @@ thread_local! {
 
 /// Called from `_PG_init`: the setting and shared memory, only while the postmaster preloads us.
 pub fn init() {
+    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
@@ -64,12 +65,14 @@ fn with_slots<R>(f: impl FnOnce(&mut Slots) -> R) -> Option<R> {
 }
 
 fn owner(live: &LivePattern) -> Owner {
+    // SAFETY: plain read of a backend global.
     Owner { database: unsafe { pg_sys::MyDatabaseId }.to_u32(), pattern: live.id, generation: live.generation }
 }
 
 /// Under READ COMMITTED each statement sees every committed row; with a transaction snapshot,
 /// a read may be older than the row (and the copy).
 fn read_committed() -> bool {
+    // SAFETY: plain read of the transaction's isolation level.
     unsafe { pg_sys::XactIsoLevel == pg_sys::XACT_READ_COMMITTED as i32 }
 }
 
@@ -92,6 +95,7 @@ pub fn touch(live: &LivePattern, key: &str, text: Option<&str>, wrote: bool) {
     if !enabled() {
         return;
     }
+    // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let trusted = read_committed();
     TOUCHED.with(|t| t.borrow_mut().touch(owner(live), key, text.map(str::to_string), wrote, trusted, subxact));
@@ -99,6 +103,7 @@ pub fn touch(live: &LivePattern, key: &str, text: Option<&str>, wrote: bool) {
 
 /// A pattern's states were deleted without taking their keys' locks.
 pub fn forget_pattern(pattern: i32) {
+    // SAFETY: plain read of a backend global.
     with_slots(|s| s.drop_pattern(unsafe { pg_sys::MyDatabaseId }.to_u32(), pattern));
 }
 

@@ -27,10 +27,12 @@ pub struct Slots {
     slots: [Slot; SLOTS],
 }
 
+// SAFETY: plain integers (`Copy`, no pointers): the same bytes mean the same in every process.
 unsafe impl PGRXSharedMemory for Slots {}
 
 const EMPTY: Slot = Slot { database: 0, relid: 0, counters: MonitorCounters::ZERO };
 
+// SAFETY: the name is pg_cep's own (prefixed `pg_cep_`) and used for no other lock.
 static SHARED: PgLwLock<Slots> = unsafe { PgLwLock::new(c"pg_cep_monitor_stats") };
 static SHARED_READY: AtomicBool = AtomicBool::new(false);
 
@@ -40,6 +42,7 @@ thread_local! {
 
 /// Called from `_PG_init`: reserves shared memory only while the postmaster preloads us.
 pub fn init() {
+    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         pg_shmem_init!(SHARED = Slots { slots: [EMPTY; SLOTS] });
         SHARED_READY.store(true, Ordering::Relaxed);
@@ -65,6 +68,7 @@ fn add_to(slots: &mut [Slot], database: u32, relid: u32, call: &MonitorCounters)
 
 /// Adds one trigger call's counters to its table.
 pub fn record(relid: pg_sys::Oid, call: &MonitorCounters) {
+    // SAFETY: plain read of a backend global.
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     if is_shared() {
         let mut guard = SHARED.exclusive();
@@ -84,6 +88,7 @@ pub fn record(relid: pg_sys::Oid, call: &MonitorCounters) {
 
 /// Counters of this database's tables.
 pub fn snapshot() -> Vec<(pg_sys::Oid, MonitorCounters)> {
+    // SAFETY: plain read of a backend global.
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let pick = |slots: &[Slot]| -> Vec<(pg_sys::Oid, MonitorCounters)> {
         slots.iter().filter(|s| s.relid != 0 && s.database == database).map(|s| (pg_sys::Oid::from(s.relid), s.counters)).collect()
@@ -97,6 +102,7 @@ pub fn snapshot() -> Vec<(pg_sys::Oid, MonitorCounters)> {
 
 /// Forgets this database's counters.
 pub fn reset() {
+    // SAFETY: plain read of a backend global.
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let clear = |slots: &mut [Slot]| {
         for s in slots.iter_mut().filter(|s| s.database == database) {

@@ -35,10 +35,10 @@ impl TableArg {
 
 impl FromDatum for TableArg {
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _typoid: pg_sys::Oid) -> Option<TableArg> {
-        // SAFETY: a regclass datum is an oid.
         if is_null {
             None
         } else {
+            // SAFETY: a regclass datum is an oid, passed by value.
             unsafe { pg_sys::Oid::from_datum(datum, false) }.map(TableArg)
         }
     }
@@ -48,10 +48,12 @@ impl FromDatum for TableArg {
 unsafe impl<'fcx> ArgAbi<'fcx> for TableArg {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
+        // SAFETY: this call's own argument, given by pgrx; its SQL type is regclass, which `from_datum` reads.
         unsafe { arg.unbox_arg_using_from_datum().unwrap_or_else(|| panic!("argument {index} must not be null")) }
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        // SAFETY: this call's own argument, given by pgrx; its SQL type is regclass, which `from_datum` reads.
         unsafe { arg.unbox_arg_using_from_datum().into() }
     }
 }

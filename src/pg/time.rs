@@ -20,6 +20,7 @@ pub fn session_utc_offset_secs(ts: pg_sys::TimestampTz) -> i32 {
     // SAFETY: pg_tm is a plain C struct; timestamp2tm fills it, and reads only the session zone.
     let mut tm: pg_sys::pg_tm = unsafe { std::mem::zeroed() };
     let mut fsec: pg_sys::fsec_t = 0;
+    // SAFETY: plain out-parameters on the stack; no time zone name or abbreviation is asked for (null pointers).
     let rc = unsafe { pg_sys::timestamp2tm(ts, &mut tz, &mut tm, &mut fsec, std::ptr::null_mut(), std::ptr::null_mut()) };
     if rc == 0 {
         -tz

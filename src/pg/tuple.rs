@@ -95,6 +95,7 @@ impl Tuple {
             Some(datum.value() as i64)
         } else {
             // timestamp without time zone: read as the session's local time, as SQL would.
+            // SAFETY: a non-null timestamp datum, converted by Postgres's own cast function.
             unsafe { pgrx::direct_function_call::<i64>(pg_sys::timestamp_timestamptz, &[Some(datum)]) }
         }
     }
@@ -103,7 +104,9 @@ impl Tuple {
 fn datum_text(datum: pg_sys::Datum, col: Col) -> String {
     // SAFETY: the output function of the column's own type, on a non-null datum.
     let cstr = unsafe { pg_sys::OidOutputFunctionCall(col.typoutput, datum) };
+    // SAFETY: the NUL-terminated string the output function just returned.
     let text = unsafe { CStr::from_ptr(cstr) }.to_string_lossy().into_owned();
+    // SAFETY: that string, palloc'd by the output function and no longer used.
     unsafe { pg_sys::pfree(cstr.cast()) };
     text
 }
@@ -117,6 +120,7 @@ pub fn datum_value(datum: pg_sys::Datum, col: Col) -> Value {
         pg_sys::BOOLOID => Value::Bool(datum.value() != 0),
         // SAFETY: float datums of their own types.
         pg_sys::FLOAT4OID => Value::Float(unsafe { f32::from_datum(datum, false) }.unwrap_or(f32::NAN) as f64),
+        // SAFETY: float datums of their own types.
         pg_sys::FLOAT8OID => Value::Float(unsafe { f64::from_datum(datum, false) }.unwrap_or(f64::NAN)),
         pg_sys::NUMERICOID => datum_text(datum, col).parse().map(Value::Float).unwrap_or(Value::Null),
         _ => Value::Text(datum_text(datum, col)),

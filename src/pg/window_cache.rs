@@ -65,6 +65,7 @@ fn sizes() -> (usize, usize) {
 /// Called from `_PG_init`: settings always, shared memory only while the postmaster preloads us.
 pub fn init() {
     // Server-start settings can only be defined while the postmaster preloads us.
+    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
@@ -110,6 +111,7 @@ fn with_cache<R>(f: impl FnOnce(&mut CacheView) -> R) -> Option<R> {
 }
 
 fn database() -> u32 {
+    // SAFETY: plain read of a backend global.
     unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
@@ -126,7 +128,9 @@ pub fn remember(watch: &Watch, event: &Event) {
     if !enabled() {
         return;
     }
+    // SAFETY: inside the writing transaction: its xid, assigned now if it has none (it stores rows anyway).
     let xid = unsafe { pg_sys::GetCurrentTransactionId() };
+    // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let p = Pending { event: cached_event(event, u32::from(xid)), subxact };
     LOCAL.with(|l| l.borrow_mut().pending.entry(key_id(watch.root, event.key)).or_default().push(p));
@@ -229,6 +233,7 @@ fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option
             for r in client.select(query, None, &[key.into(), from.into()])? {
                 let xid: i64 = r.get(4)?.unwrap_or(0);
                 // This transaction's own rows are not committed: they come from the pending list.
+                // SAFETY: inside a transaction: compares an xid with this transaction's own.
                 if unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid as u32)) } {
                     continue;
                 }
@@ -253,12 +258,14 @@ fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option
 pub fn warm(watch: &Watch) -> CepResult<i64> {
     let (Some(sql), Some(&longest)) = (watch.cache_warm_sql.as_deref(), watch.plan.windows.first()) else { return Ok(0) };
     let Some(versions) = with_cache(|c| c.versions()) else { return Ok(0) };
+    // SAFETY: inside a transaction: reads its start time.
     let now: pg_sys::TimestampTz = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let from = window_from(now, longest);
     let mut keys: Vec<(String, Vec<CachedEvent>)> = Vec::new();
     Spi::connect(|client| -> CepResult<()> {
         for r in client.select(sql, None, &[TimestampWithTimeZone::try_from(from).ok().into()])? {
             let xid: i64 = r.get(5)?.unwrap_or(0);
+            // SAFETY: inside a transaction: compares an xid with this transaction's own.
             if unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid as u32)) } {
                 continue;
             }

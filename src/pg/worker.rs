@@ -84,12 +84,14 @@ pub extern "C-unwind" fn pg_cep_worker_main(_arg: pg_sys::Datum) {
             break;
         }
         if BackgroundWorker::sighup_received() {
+            // SAFETY: in the worker's main loop, outside any transaction, as Postgres's own workers reload their settings.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
     }
     // Stopped (pg_terminate_backend, or DROP DATABASE ... WITH (FORCE) of its database): exit
     // code 1 has the postmaster start it again after its restart time, where 0 would unregister
     // it until the server restarts. At shutdown it is not restarted either way.
+    // SAFETY: the worker's last act: it holds no lock and is in no transaction.
     unsafe { pg_sys::proc_exit(1) };
 }
 
