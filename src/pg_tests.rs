@@ -738,13 +738,14 @@ mod tests {
         );
     }
 
+    /// Live patterns emit eagerly; with `strict` contiguity `cep.match_recognize` gives the
+    /// standard's preferred matches instead (see `match_recognize_with_strict_contiguity_...`).
     #[pg_test]
     fn live_matches_equal_match_recognize_over_the_same_rows() {
         events_setup();
         let patterns = [
             ("p_next", "a b+ c", "skip_till_next", "past_last_row"),
             ("p_any", "a b+ c", "skip_till_any", "to_next_row"),
-            ("p_strict", "a (b | c){2,3}", "strict", "past_last_row"),
             ("p_absent", "a !c b", "skip_till_next", "to_next_row"),
         ];
         let define = r#"{"a": {"event_type": "login"}, "b": {"event_type": "browse", "amount": {">": "PREV.amount"}}, "c": {"event_type": {"in": ["purchase", "logout"]}}}"#;
@@ -792,6 +793,37 @@ mod tests {
             one::<i64>("SELECT sum(jsonb_array_length(v))::bigint FROM cep.pattern_matches, jsonb_each(rows) e(k, v) WHERE pattern_name = 'p_next'")
                 .unwrap();
         assert_eq!(classified, ids);
+    }
+
+    #[pg_test]
+    fn match_recognize_with_strict_contiguity_gives_the_standards_preferred_matches() {
+        run("CREATE TABLE ticker (id int PRIMARY KEY, symbol text, price int, ts timestamptz)");
+        // Oracle's ACME ticker, 1 to 20 April 2011, and a second symbol rising throughout.
+        run("INSERT INTO ticker SELECT d, 'ACME', (ARRAY[12, 17, 19, 21, 25, 12, 15, 20, 24, 25, 19, 15, 25, 25, 14, 12, 14, 24, 23, 22])[d], \
+             timestamptz '2011-04-01 00:00+00' + make_interval(days => d - 1) FROM generate_series(1, 20) d");
+        run("INSERT INTO ticker SELECT 100 + d, 'UP', d, timestamptz '2011-04-01 00:00+00' + make_interval(days => d - 1) FROM generate_series(1, 6) d");
+        let v_shapes = |contiguity: &str, after: &str| {
+            one::<String>(&format!(
+                r#"SELECT string_agg(key || ':' || (rows->'strt'->>0) || '-' || (SELECT max(x::int) FROM jsonb_array_elements_text(rows->'up') x), ',' ORDER BY match_number)
+                   FROM cep.match_recognize('ticker', 'symbol', 'ts', 'strt down+ up+',
+                        '{{"down": {{"price": {{"<": "PREV.price"}}}}, "up": {{"price": {{">": "PREV.price"}}}}}}',
+                        contiguity => '{contiguity}', after_match => '{after}', id_column => 'id')"#
+            ))
+        };
+        // Greedy UP+ runs to each top: three V-shapes, where eager emission stops at the first UP.
+        assert_eq!(v_shapes("strict", "past_last_row"), Some("ACME:5-10,ACME:11-13,ACME:14-18".into()));
+        assert_eq!(v_shapes("strict", "to_next_row"), Some("ACME:5-10,ACME:10-13,ACME:11-13,ACME:14-18,ACME:15-18".into()));
+        // The other contiguities keep the live engine's eager matches (unchanged from 0.2.0).
+        assert_eq!(v_shapes("skip_till_next", "past_last_row"), Some("ACME:2-7,ACME:8-13,ACME:14-17".into()));
+        // PREV on a match's first row reads the row before the match; greedy B* takes every row.
+        assert_eq!(
+            one::<String>(
+                r#"SELECT string_agg(key || ':' || rows::text, ',' ORDER BY match_number)
+                   FROM cep.match_recognize('ticker', 'symbol', 'ts', 'up up*', '{"up": {"price": {">": "PREV.price"}}}',
+                        contiguity => 'strict', id_column => 'id') WHERE key = 'UP'"#
+            ),
+            Some(r#"UP:{"up": [102, 103, 104, 105, 106]}"#.into())
+        );
     }
 
     #[pg_test]

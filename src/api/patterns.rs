@@ -296,11 +296,18 @@ fn match_recognize(
         // SAFETY: reads the transaction's start time, what now() returns.
         let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
         let mut out = Vec::new();
-        let mut current: Option<(String, KeyState)> = None;
-        let finish = |current: Option<(String, KeyState)>, out: &mut Vec<(String, Match)>| {
-            if let Some((key, mut state)) = current {
+        // With strict contiguity a key's rows are kept until the next key, for the standard's
+        // preferred matches (which need every row of the partition); otherwise they go through the
+        // live engine one by one.
+        let standard = compiled.is_standard();
+        let mut current: Option<(String, KeyState, Vec<Event>)> = None;
+        let finish = |current: Option<(String, KeyState, Vec<Event>)>, out: &mut Vec<(String, Match)>| {
+            if let Some((key, mut state, rows)) = current {
                 let mut done = Vec::new();
-                compiled.expire(&mut state, now, &mut done);
+                match compiled.preferred_matches(&rows).filter(|_| standard) {
+                    Some(found) => done = found,
+                    None => compiled.expire(&mut state, now, &mut done),
+                }
                 out.extend(done.into_iter().map(|m| (key.clone(), m)));
             }
         };
@@ -323,13 +330,18 @@ fn match_recognize(
                         None => crate::engine::pattern::Value::Null,
                     });
                 }
-                if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                if current.as_ref().is_none_or(|(k, _, _)| *k != key) {
                     finish(current.take(), &mut out);
-                    current = Some((key.clone(), compiled.new_state()));
+                    current = Some((key.clone(), compiled.new_state(), Vec::new()));
                 }
-                let (_, state) = current.as_mut().expect("set above");
+                let (_, state, rows) = current.as_mut().expect("set above");
+                let event = Event { id, ts, values: row_values };
+                if standard {
+                    rows.push(event);
+                    continue;
+                }
                 let mut done = Vec::new();
-                compiled.advance(state, &Event { id, ts, values: row_values }, &mut done);
+                compiled.advance(state, &event, &mut done);
                 out.extend(done.into_iter().map(|m| (key.clone(), m)));
             }
         }

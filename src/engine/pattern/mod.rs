@@ -2,7 +2,9 @@
 //! event stream. Pure Rust, no database code: the caller partitions events by
 //! key, keeps one [`KeyState`] per key and feeds that key's events in order.
 //!
-//! Semantics decisions that differ from SQL:2016 MATCH_RECOGNIZE, and why:
+//! Over history with `strict` contiguity (the standard's consecutive rows), `cep.match_recognize`
+//! returns the standard's preferred matches (`preferred`). The live engine below, and history in
+//! its other modes, make these decisions that differ from SQL:2016 MATCH_RECOGNIZE, and why:
 //! - Emission is eager: a match is emitted when a run first reaches an
 //!   accepting state, because a live trigger cannot wait for the future. So
 //!   `a b+` emits `a b` at the first `b`, not the greedy longest match.
@@ -36,10 +38,13 @@
 
 #[cfg(test)]
 mod bench;
+#[cfg(test)]
+mod conformance;
 mod matcher;
 mod nfa;
 mod parser;
 mod predicate;
+mod preferred;
 pub mod state_cache;
 #[cfg(test)]
 mod tests;
@@ -206,6 +211,9 @@ pub struct Pattern {
     /// For PREV/FIRST references: which column each context slot copies,
     /// and whether it is refreshed on every row (PREV) or set once (FIRST).
     ctx_slots: Vec<(bool /* is_prev */, u16 /* column */)>,
+    /// The pattern for the standard's preferred matches over history (`preferred`); `None` when
+    /// it has an absence.
+    program: Option<Vec<preferred::Inst>>,
 }
 
 impl Pattern {
@@ -263,7 +271,8 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, options: Pattern
             first_mask |= 1 << s;
         }
     }
-    Ok(Pattern { columns: defs.columns, symbols, preds: defs.preds, nfa, options, first_mask, ctx_slots: defs.ctx_slots })
+    let program = preferred::program(&ast, &symbols);
+    Ok(Pattern { columns: defs.columns, symbols, preds: defs.preds, nfa, options, first_mask, ctx_slots: defs.ctx_slots, program })
 }
 
 /// Runs one key's history through the live code path, so history and live

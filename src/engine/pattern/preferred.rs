@@ -1,0 +1,212 @@
+//! The SQL standard's preferred matches, for history (`cep.match_recognize`), where every row of a
+//! partition is at hand.
+//!
+//! MATCH_RECOGNIZE returns, at each start row, the first match in the pattern's preference order:
+//! a greedy quantifier takes as many rows as it can, an alternation prefers its left branch, an
+//! optional part is taken when it can be. That is a regular expression's leftmost-first match
+//! (Perl's, not POSIX's longest), found here by a Pike VM: threads of a compiled program advance
+//! together one row at a time in priority order, so when one reaches `Match`, every thread after it
+//! can only give a less preferred match and is dropped, while those before it may still find a
+//! preferred one. Two threads at one instruction after the same rows behave alike from then on, so
+//! only the first is kept: the work per row is bounded by the program's size, whatever the nesting
+//! of quantifiers.
+//!
+//! This is the standard's row pattern semantics, which assumes consecutive rows (`strict`
+//! contiguity) and has no absences; the live engine's eager semantics serve everything else.
+//! Navigation follows the standard too: `PREV` is the row before in the partition (the first row of
+//! a match may look at the row before the match), `FIRST` the match's first row.
+
+use std::rc::Rc;
+
+use super::parser::Node;
+use super::{AfterMatch, Event, Match, Pattern, Value};
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Inst {
+    /// Binds the current row to a symbol, if its predicate holds.
+    Sym(u16),
+    /// Tries the first target, then the second.
+    Split(usize, usize),
+    Jmp(usize),
+    Match,
+}
+
+/// A pattern compiled for the VM, or `None` for one with an absence (`!x`), which the standard
+/// does not have.
+pub(super) fn program(ast: &Node, symbols: &[String]) -> Option<Vec<Inst>> {
+    let mut code = Vec::new();
+    emit(ast, symbols, &mut code)?;
+    code.push(Inst::Match);
+    Some(code)
+}
+
+fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
+    match node {
+        Node::Sym(s) => code.push(Inst::Sym(symbols.iter().position(|x| x == s)? as u16)),
+        Node::Absent(_) => return None,
+        Node::Concat(items) => {
+            for item in items {
+                emit(item, symbols, code)?;
+            }
+        }
+        Node::Alt(branches) => {
+            // Split(this branch, next split) ... each branch jumps to the end.
+            let mut to_end = Vec::new();
+            for (i, branch) in branches.iter().enumerate() {
+                if i + 1 < branches.len() {
+                    let split = code.len();
+                    code.push(Inst::Split(split + 1, 0));
+                    emit(branch, symbols, code)?;
+                    to_end.push(code.len());
+                    code.push(Inst::Jmp(0));
+                    code[split] = Inst::Split(split + 1, code.len());
+                } else {
+                    emit(branch, symbols, code)?;
+                }
+            }
+            let end = code.len();
+            for j in to_end {
+                code[j] = Inst::Jmp(end);
+            }
+        }
+        Node::Repeat { node, min, max } => {
+            for _ in 0..*min {
+                emit(node, symbols, code)?;
+            }
+            match max {
+                None => {
+                    // Greedy: another round first, then what follows.
+                    let top = code.len();
+                    code.push(Inst::Split(top + 1, 0));
+                    emit(node, symbols, code)?;
+                    code.push(Inst::Jmp(top));
+                    code[top] = Inst::Split(top + 1, code.len());
+                }
+                Some(max) => {
+                    // Each optional round, if not taken, skips the rounds after it too.
+                    let mut splits = Vec::new();
+                    for _ in *min..*max {
+                        splits.push(code.len());
+                        code.push(Inst::Split(0, 0));
+                        emit(node, symbols, code)?;
+                    }
+                    let end = code.len();
+                    for s in splits {
+                        code[s] = Inst::Split(s + 1, end);
+                    }
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+/// The symbols bound so far, newest first, shared between threads.
+struct Path {
+    symbol: u16,
+    before: Option<Rc<Path>>,
+}
+
+fn symbols_of(path: &Option<Rc<Path>>) -> Vec<u16> {
+    let mut out = Vec::new();
+    let mut at = path.as_ref();
+    while let Some(p) = at {
+        out.push(p.symbol);
+        at = p.before.as_ref();
+    }
+    out.reverse();
+    out
+}
+
+/// Adds the thread at `pc` and, through splits and jumps in priority order, every thread it
+/// stands for; each instruction at most once per row (`seen`).
+fn add(code: &[Inst], list: &mut Vec<(usize, Option<Rc<Path>>)>, seen: &mut [bool], pc: usize, path: Option<Rc<Path>>) {
+    if seen[pc] {
+        return;
+    }
+    seen[pc] = true;
+    match code[pc] {
+        Inst::Jmp(to) => add(code, list, seen, to, path),
+        Inst::Split(first, second) => {
+            add(code, list, seen, first, path.clone());
+            add(code, list, seen, second, path);
+        }
+        Inst::Sym(_) | Inst::Match => list.push((pc, path)),
+    }
+}
+
+impl Pattern {
+    /// Whether `match_history` follows the standard for this pattern and these options.
+    pub fn is_standard(&self) -> bool {
+        self.program.is_some() && self.options.contiguity == super::Contiguity::Strict && self.options.after_match != AfterMatch::NoSkip
+    }
+
+    /// The standard's matches over one partition's rows, in order. `None` when the pattern or its
+    /// options are not the standard's (see `is_standard`).
+    pub fn preferred_matches(&self, events: &[Event]) -> Option<Vec<Match>> {
+        if !self.is_standard() {
+            return None;
+        }
+        let code = self.program.as_deref()?;
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < events.len() {
+            match self.preferred_at(code, events, start) {
+                Some((end, symbols)) => {
+                    let rows: Vec<(u16, i64)> = symbols.iter().zip(&events[start..end]).map(|(s, e)| (*s, e.id)).collect();
+                    out.push(Match { start: events[start].ts, end: events[end - 1].ts, rows });
+                    start = if self.options.after_match == AfterMatch::SkipPastLastRow { end } else { start + 1 };
+                }
+                None => start += 1,
+            }
+        }
+        Some(out)
+    }
+
+    /// The preferred match starting at `start`: the end (exclusive) and each row's symbol.
+    fn preferred_at(&self, code: &[Inst], events: &[Event], start: usize) -> Option<(usize, Vec<u16>)> {
+        let mut seen = vec![false; code.len()];
+        let mut threads = Vec::new();
+        add(code, &mut threads, &mut seen, 0, None);
+        let mut best = None;
+        let deadline = self.options.within.map(|w| events[start].ts.saturating_add(w));
+        for at in start..=events.len() {
+            let row = events.get(at).filter(|e| deadline.is_none_or(|d| e.ts <= d));
+            let ctx = row.map(|_| self.navigation(events, start, at));
+            let mut next = Vec::new();
+            seen.iter_mut().for_each(|s| *s = false);
+            for (pc, path) in threads {
+                match code[pc] {
+                    Inst::Match => {
+                        // Every thread after this one is less preferred.
+                        best = Some((at, symbols_of(&path)));
+                        break;
+                    }
+                    Inst::Sym(s) => {
+                        let (Some(row), Some(ctx)) = (row, ctx.as_ref()) else { continue };
+                        let pred = &self.preds[s as usize];
+                        if pred.eval(&row.values, Some(ctx)) {
+                            add(code, &mut next, &mut seen, pc + 1, Some(Rc::new(Path { symbol: s, before: path })));
+                        }
+                    }
+                    Inst::Split(..) | Inst::Jmp(_) => unreachable!("threads stop at symbols and Match"),
+                }
+            }
+            if next.is_empty() || row.is_none() {
+                break;
+            }
+            threads = next;
+        }
+        best
+    }
+
+    /// The values `PREV` and `FIRST` read at row `at` of a match that starts at `start`: the row
+    /// before in the partition (NULL before its first row), and the match's first row.
+    fn navigation(&self, events: &[Event], start: usize, at: usize) -> Vec<Value> {
+        let value = |row: Option<&Event>, column: u16| row.and_then(|e| e.values.get(column as usize)).cloned().unwrap_or(Value::Null);
+        self.ctx_slots
+            .iter()
+            .map(|&(prev, column)| if prev { value(at.checked_sub(1).and_then(|i| events.get(i)), column) } else { value(events.get(start), column) })
+            .collect()
+    }
+}
