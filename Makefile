@@ -75,10 +75,16 @@ stop-one:
 psql:
 	@$(PGBIN)/psql -h 127.0.0.1 -p $(RUN_PORT) -U postgres pg_cep_demo
 
-## Formatting: rustfmt's layout (rustfmt.toml). CI runs it before the tests.
-lint:
+## Formatting (rustfmt.toml) and clippy with warnings as errors, every unsafe block documented
+## (Cargo.toml [lints]). CI runs it before the tests.
+lint: deps
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 	cargo fmt --all --check
+	@# Every version's build: each compiles its own branch of src/pg/version.rs.
+	@for v in $(PG_VERSIONS); do echo "cargo clippy (pg$$v)"; \
+	  cargo clippy -p pg_cep --no-default-features --features "pg$$v pg_test" --all-targets -- -D warnings || exit 1; done
+	cargo clippy -p pg_cep_e2e --all-targets -- -D warnings
 
 ## Every test suite (#[pg_test]s with the plain unit tests, and the end-to-end suite over the
 ## wire) on each of PG_VERSIONS in turn.

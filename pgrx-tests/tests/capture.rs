@@ -272,11 +272,10 @@ fn a_slow_commit_and_a_stopped_sender_lose_no_notification() {
     // and one behind it that commits at once.
     let held = std::thread::spawn(move || slow.batch_execute("SET synchronous_commit = on; INSERT INTO nodes VALUES (77, 'slow')").unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while c
+    while !c
         .query_one("SELECT wait_event IS NOT DISTINCT FROM 'SyncRep' FROM pg_stat_activity WHERE pid = $1", &[&slow_pid])
         .unwrap()
         .get::<_, bool>(0)
-        == false
     {
         assert!(std::time::Instant::now() < deadline, "the commit was not held");
         std::thread::sleep(Duration::from_millis(20));

@@ -116,11 +116,8 @@ fn concurrent_writers_lose_no_alerts() {
                 let mut c = pg_cep_e2e::connect_to(&db_name);
                 for i in 0..300 {
                     let amount = if i % 10 == 0 { 50_000 } else { 10 };
-                    c.execute(
-                        "INSERT INTO transactions (user_id, amount, created_at) VALUES ($1, $2::int::numeric, now())",
-                        &[&((i % 5) as i32), &(amount as i32)],
-                    )
-                    .unwrap();
+                    c.execute("INSERT INTO transactions (user_id, amount, created_at) VALUES ($1, $2::int::numeric, now())", &[&(i % 5), &amount])
+                        .unwrap();
                 }
                 let _ = w;
             })

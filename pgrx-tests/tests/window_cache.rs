@@ -88,7 +88,7 @@ fn check_against_sql(c: &mut Client) {
                         (SELECT max(amount)::float8 FROM tx WHERE user_id = $1 AND created_at >= $2::text::timestamptz - interval '30 minutes' AND created_at <= $2::text::timestamptz), \
                         count(DISTINCT location)::float8 \
                  FROM tx WHERE user_id = $1 AND created_at >= $2::text::timestamptz - interval '1 hour' AND created_at <= $2::text::timestamptz",
-                &[&(key as i32), &at],
+                &[&key, &at],
             )
             .unwrap();
         let (n, sum, max, places): (f64, f64, Option<f64>, f64) = (truth.get(0), truth.get(1), truth.get(2), truth.get(3));

@@ -288,7 +288,7 @@ fn the_vm_finds_the_same_preferred_matches_as_a_plain_backtracking_search() {
     let mut checked = 0;
     for _ in 0..3000 {
         // An atom is a symbol or a parenthesised alternation of short sequences.
-        let mut atom = |next: &mut dyn FnMut(u64) -> u64| -> String {
+        let atom = |next: &mut dyn FnMut(u64) -> u64| -> String {
             let sym = |next: &mut dyn FnMut(u64) -> u64| ["a", "b", "c", "d"][next(4) as usize].to_string();
             if next(4) == 0 {
                 let branch = |next: &mut dyn FnMut(u64) -> u64| (0..1 + next(2)).map(|_| sym(next)).collect::<Vec<_>>().join(" ");
