@@ -248,6 +248,11 @@ CREATE VIEW streaming_performance AS
     CROSS JOIN LATERAL @extschema@.rollup_activity(w.relid, date_bin('1 minute', now() - interval '1 hour', '2000-01-01 00:00:00+00')) last_hour
     LEFT JOIN @extschema@.stats() s ON to_regclass(s.table_name) = w.relid;
 
+-- 0.3.0: a live pattern can emit each match once it is final (emit => 'final'): the SQL
+-- standard's preferred match, the one cep.match_recognize returns over the same rows. Patterns
+-- defined before keep emitting eagerly.
+ALTER TABLE patterns ADD COLUMN emit text NOT NULL DEFAULT 'eager' CHECK (emit IN ('eager', 'final'));
+
 -- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
 -- their partial matches, partition management), so nothing is left pointing at a dead oid.
 -- SECURITY DEFINER: the owner dropping their own table needs no rights on pg_cep's tables, and the

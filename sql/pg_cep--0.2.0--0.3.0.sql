@@ -11,6 +11,31 @@ DELETE FROM @extschema@.partition_config p WHERE NOT EXISTS (SELECT FROM pg_cata
 DELETE FROM @extschema@.pattern_state s WHERE s.pattern_id IN (
     SELECT pattern_id FROM @extschema@.patterns p WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = p.source));
 DELETE FROM @extschema@.patterns p WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = p.source);
+-- 0.3.0: a live pattern can emit each match once it is final (emit => 'final'): the SQL
+-- standard's preferred match, the one cep.match_recognize returns over the same rows. Patterns
+-- defined before keep emitting eagerly.
+ALTER TABLE patterns ADD COLUMN emit text NOT NULL DEFAULT 'eager' CHECK (emit IN ('eager', 'final'));
+
+DROP FUNCTION define_pattern(text, regclass, text, text, text, jsonb, interval, text, text, text, text, integer);
+CREATE FUNCTION define_pattern(
+	"name" TEXT,
+	"source" regclass,
+	"partition_by" TEXT,
+	"order_by" TEXT,
+	"pattern" TEXT,
+	"define" jsonb,
+	"within" interval DEFAULT NULL,
+	"contiguity" TEXT DEFAULT 'skip_till_next',
+	"after_match" TEXT DEFAULT 'past_last_row',
+	"channel" TEXT DEFAULT 'pattern_matches',
+	"id_column" TEXT DEFAULT 'id',
+	"max_partials" INT DEFAULT 1000,
+	"emit" TEXT DEFAULT NULL
+) RETURNS INT
+VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'define_pattern_wrapper';
+
 -- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
 -- their partial matches, partition management), so nothing is left pointing at a dead oid.
 -- SECURITY DEFINER: the owner dropping their own table needs no rights on pg_cep's tables, and the

@@ -827,6 +827,65 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_live_pattern_emitting_final_matches_equals_match_recognize() {
+        run("CREATE TABLE ticker (id int PRIMARY KEY, symbol text, price int, ts timestamptz)");
+        let define = r#"{"down": {"price": {"<": "PREV.price"}}, "up": {"price": {">": "PREV.price"}}}"#;
+        // Strict contiguity: final by default; eager when asked.
+        run(&format!("SELECT cep.define_pattern('v_final', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'strict')"));
+        run(&format!(
+            "SELECT cep.define_pattern('v_eager', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'strict', emit => 'eager')"
+        ));
+        assert_eq!(
+            one::<String>("SELECT string_agg(name || ':' || emit, ',' ORDER BY name) FROM cep.patterns"),
+            Some("v_eager:eager,v_final:final".into())
+        );
+        // One row per statement, as a live feed: Oracle's ACME ticker.
+        for (day, price) in [12, 17, 19, 21, 25, 12, 15, 20, 24, 25, 19, 15, 25, 25, 14, 12, 14, 24, 23, 22].iter().enumerate() {
+            run(&format!(
+                "INSERT INTO ticker VALUES ({}, 'ACME', {price}, timestamptz '2011-04-01 00:00+00' + make_interval(days => {day}))",
+                day + 1
+            ));
+        }
+        let live = |name: &str| {
+            one::<String>(&format!("SELECT string_agg(rows::text, ';' ORDER BY match_end) FROM cep.pattern_matches WHERE pattern_name = '{name}'"))
+        };
+        let history = one::<String>(&format!(
+            "SELECT string_agg(rows::text, ';' ORDER BY match_end) FROM cep.match_recognize('ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', \
+             contiguity => 'strict', id_column => 'id')"
+        ));
+        assert_eq!(live("v_final"), history, "each V-shape once it has reached its top, as history has it");
+        assert_eq!(
+            history.as_deref(),
+            Some(
+                r#"{"up": [7, 8, 9, 10], "down": [6], "strt": [5]};{"up": [13], "down": [12], "strt": [11]};{"up": [17, 18], "down": [15, 16], "strt": [14]}"#
+            )
+        );
+        assert_eq!(
+            live("v_eager").as_deref(),
+            Some(
+                r#"{"up": [7], "down": [6], "strt": [5]};{"up": [13], "down": [11, 12], "strt": [10]};{"up": [17], "down": [15, 16], "strt": [14]}"#
+            ),
+            "eager: each match at its first UP"
+        );
+        // The last rows (23, 22: a descent) wait for a row that may still turn up.
+        assert_eq!(
+            one::<bool>("SELECT state LIKE '%\"q\"%' FROM cep.pattern_state s JOIN cep.patterns p USING (pattern_id) WHERE p.name = 'v_final'"),
+            Some(true)
+        );
+        // 'final' needs the standard's kind of pattern: refused, and nothing is registered.
+        let refused = outcome(&format!(
+            "SELECT cep.define_pattern('v_next', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'skip_till_next', emit => 'final')"
+        ));
+        assert!(
+            refused.starts_with("22023: invalid pattern: emit: 'final' gives the SQL standard's matches, which need contiguity => 'strict'"),
+            "{refused}"
+        );
+        assert!(outcome(&format!("SELECT cep.define_pattern('v_bad', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', emit => 'later')"))
+            .starts_with("22023: invalid pattern: emit: \"later\" is not one of eager, final"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(2));
+    }
+
+    #[pg_test]
     fn an_absence_at_the_end_fires_when_its_time_has_passed() {
         events_setup();
         run(r#"SELECT cep.define_pattern('reset_no_login', 'user_events', 'user_id', 'created_at', 'reset !login',

@@ -60,6 +60,7 @@ fn define_pattern(
     channel: default!(Option<&str>, "'pattern_matches'"),
     id_column: default!(Option<&str>, "'id'"),
     max_partials: default!(Option<i32>, 1000),
+    emit: default!(Option<&str>, "NULL"),
 ) -> i32 {
     let name = required("name", name);
     let source = required("source", source).open("source").or_report();
@@ -83,12 +84,13 @@ fn define_pattern(
             return Err(CepError::InvalidArgument("name and channel must not be empty".into()));
         }
         let within = micros(client, within)?;
-        let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials };
-        patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
+        let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials, emit };
+        let (compiled, _) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
+        let emit = if compiled.options().emit == crate::engine::pattern::Emit::Final { "final" } else { "eager" };
         let id: Option<i32> = as_extension_owner(|| client
             .update(
-                "INSERT INTO cep.patterns (name, source, partition_by, order_by, id_column, pattern, define, within, contiguity, after_match, channel, max_partials)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, make_interval(secs => $8::float8 / 1e6), $9, $10, $11, $12)
+                "INSERT INTO cep.patterns (name, source, partition_by, order_by, id_column, pattern, define, within, contiguity, after_match, channel, max_partials, emit)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, make_interval(secs => $8::float8 / 1e6), $9, $10, $11, $12, $13)
                  ON CONFLICT (name) DO NOTHING RETURNING pattern_id",
                 None,
                 &[
@@ -104,6 +106,7 @@ fn define_pattern(
                     after_match.into(),
                     channel.into(),
                     max_partials.into(),
+                    emit.into(),
                 ],
             )
             .map(|rows| rows.first().get_one().unwrap_or(None)))?;
@@ -277,7 +280,18 @@ fn match_recognize(
     let table_name = relation.name().to_string();
     let (symbols, matches) = Spi::connect(|client| -> CepResult<(Vec<String>, Vec<(String, Match)>)> {
         let within = micros(client, within)?;
-        let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials };
+        let def = Definition {
+            partition_by,
+            order_by,
+            id_column,
+            pattern,
+            define: &define.0,
+            within,
+            contiguity,
+            after_match,
+            max_partials,
+            emit: Some("eager"),
+        };
         let (compiled, columns) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
         let names: Vec<String> =
             [partition_by, order_by, id_column].iter().map(|s| s.to_string()).chain(compiled.columns().iter().cloned()).collect();

@@ -29,7 +29,7 @@ use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestCaseError, TestEr
 use serde_json::{json, Map, Value as Json};
 
 use super::interval::parse_interval;
-use super::pattern::{compile, match_all, AfterMatch, Contiguity, Event, Pattern, PatternOptions, Value};
+use super::pattern::{compile, match_all, AfterMatch, Contiguity, Emit, Event, Pattern, PatternOptions, Value};
 use super::rules::{parse_condition, validate_rule};
 use super::window::{hop, window_starts, MAX_HOP_WINDOWS};
 
@@ -222,7 +222,13 @@ fn options() -> BoxedStrategy<PatternOptions> {
         ],
         prop_oneof![4 => 1usize..=16, 1 => Just(1_000usize), 1 => Just(0usize)],
     )
-        .prop_map(|(contiguity, after_match, within, max_partials)| PatternOptions { contiguity, after_match, within, max_partials })
+        .prop_map(|(contiguity, after_match, within, max_partials)| PatternOptions {
+            contiguity,
+            after_match,
+            within,
+            max_partials,
+            emit: Emit::Eager,
+        })
         .boxed()
 }
 
@@ -513,7 +519,7 @@ fn fuzz_pattern_wide_alternations_are_bounded() {
             let text = format!("({}){quant} end", alts.join("|"));
             for contiguity in [Contiguity::Strict, Contiguity::SkipTillNext, Contiguity::SkipTillAny] {
                 for after_match in [AfterMatch::SkipPastLastRow, AfterMatch::NoSkip] {
-                    let opts = PatternOptions { contiguity, after_match, within: None, max_partials: 1_000 };
+                    let opts = PatternOptions { contiguity, after_match, within: None, max_partials: 1_000, emit: Emit::Eager };
                     let what = format!("{n} alternatives, {quant}, {contiguity:?}, {after_match:?}");
                     match timed_ok(&format!("compile {what}"), || compile(&text, &Json::Null, opts)) {
                         Err(e) => bounded_ok(&what, &e.message),

@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::{Map, Value as Json};
 
-use crate::engine::pattern::{self, AfterMatch, Contiguity, Event, KeyState, Match, Pattern, PatternOptions};
+use crate::engine::pattern::{self, AfterMatch, Contiguity, Emit, Event, KeyState, Match, Pattern, PatternOptions};
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, TIME_TYPES};
 use crate::pg::time::timestamptz;
@@ -38,6 +38,8 @@ pub struct Definition<'a> {
     pub contiguity: &'a str,
     pub after_match: &'a str,
     pub max_partials: i32,
+    /// `eager` or `final`; `None` picks `final` for a pattern the standard defines, else `eager`.
+    pub emit: Option<&'a str>,
 }
 
 /// The columns a compiled pattern reads from its source rows.
@@ -59,8 +61,13 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
     if def.within.is_some_and(|w| w <= 0) {
         return Err(CepError::InvalidArgument("within: must be a positive interval".into()));
     }
-    let options = PatternOptions { contiguity, after_match, within: def.within, max_partials: def.max_partials as usize };
-    let compiled = pattern::compile(def.pattern, def.define, options)?;
+    let emit = def.emit.map(Emit::from_str).transpose()?;
+    let options =
+        PatternOptions { contiguity, after_match, within: def.within, max_partials: def.max_partials as usize, emit: emit.unwrap_or_default() };
+    let mut compiled = pattern::compile(def.pattern, def.define, options.clone())?;
+    if emit.is_none() && compiled.is_standard() {
+        compiled = pattern::compile(def.pattern, def.define, PatternOptions { emit: Emit::Final, ..options })?;
+    }
     table.require("partition_by", def.partition_by)?;
     table.check("order_by", def.order_by, TIME_TYPES)?;
     table.check("id_column", def.id_column, ID_TYPES)?;
@@ -97,13 +104,17 @@ pub struct LivePattern {
 pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
     let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default();
     let table = TableColumns::read(relid, &name)?;
-    let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32, i64)> =
+    // Before ALTER EXTENSION pg_cep UPDATE to 0.3.0 there is no `emit` column: 0.2.0 emitted eagerly.
+    let emit = if crate::pg::cache::schema_0_3() { "emit" } else { "'eager'" };
+    let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32, i64, String)> =
         Spi::connect(|client| {
             let mut v = Vec::new();
             for row in client.select(
-                "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
-                    (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials, tableoid::int8
-             FROM cep.patterns WHERE source = $1 ORDER BY pattern_id",
+                &format!(
+                    "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
+                        (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials, tableoid::int8, {emit}
+                     FROM cep.patterns WHERE source = $1 ORDER BY pattern_id"
+                ),
                 None,
                 &[relid.into()],
             )? {
@@ -121,12 +132,15 @@ pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
                     row.get(11)?.unwrap_or_default(),
                     row.get(12)?.unwrap_or(1000),
                     row.get(13)?.unwrap_or(0),
+                    row.get(14)?.unwrap_or_else(|| "eager".to_string()),
                 ));
             }
             Ok::<_, CepError>(v)
         })?;
     let mut out = Vec::new();
-    for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials, patterns_table) in rows {
+    for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials, patterns_table, emit) in
+        rows
+    {
         let def = Definition {
             partition_by: &partition_by,
             order_by: &order_by,
@@ -137,6 +151,7 @@ pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
             contiguity: &contiguity,
             after_match: &after_match,
             max_partials,
+            emit: Some(&emit),
         };
         match compile(&def, &table) {
             Ok((pattern, columns)) => out.push(LivePattern { id, generation: patterns_table as u32, name, channel, pattern, columns }),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use super::{compile, AfterMatch, Contiguity, Event, KeyState, PatternOptions, Value};
+use super::{compile, AfterMatch, Contiguity, Emit, Event, KeyState, PatternOptions, Value};
 
 /// Multiplicative hasher for u64 keys: the default SipHash would dominate the measurement.
 #[derive(Default)]
@@ -40,6 +40,7 @@ fn pattern_engine_throughput() {
         after_match: AfterMatch::SkipPastLastRow,
         within: Some(30 * 60 * 1_000_000),
         max_partials: 1000,
+        emit: Emit::Eager,
     };
     let pattern = compile("a b+ c", &define, options).unwrap();
     assert_eq!(pattern.columns(), ["amount", "event_type"]);

@@ -22,17 +22,23 @@ pub struct KeyState {
     /// Reused buffer so that stepping does not allocate per event.
     #[serde(skip)]
     spare: Vec<Run>,
+    /// `emit => 'final'`: the key's rows from the first whose match is not decided yet, after the
+    /// row before them when `behind` (what `PREV` reads on that first row).
+    #[serde(rename = "q", default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) rows: Vec<Event>,
+    #[serde(rename = "b", default, skip_serializing_if = "is_false")]
+    pub(super) behind: bool,
 }
 
 impl PartialEq for KeyState {
     fn eq(&self, o: &Self) -> bool {
-        self.runs == o.runs && self.seq == o.seq && self.dropped == o.dropped
+        self.runs == o.runs && self.seq == o.seq && self.dropped == o.dropped && self.rows == o.rows && self.behind == o.behind
     }
 }
 
 impl KeyState {
     pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
+        self.runs.is_empty() && self.rows.is_empty()
     }
     /// Number of partial runs.
     pub fn len(&self) -> usize {
@@ -135,6 +141,9 @@ impl Pattern {
     /// (`within` is inclusive, so this is start + within + 1).
     pub fn next_deadline(&self, state: &KeyState) -> Option<i64> {
         let w = self.options.within?;
+        if self.options.emit == super::Emit::Final {
+            return self.final_deadline(state, w);
+        }
         state.runs.iter().map(|r| r.start_ts.saturating_add(w).saturating_add(1)).min()
     }
 
@@ -143,13 +152,17 @@ impl Pattern {
     /// neither wants consecutive rows (`strict`), nor watches for absences, nor compares with
     /// PREV/FIRST: the live trigger then leaves the key's stored state alone.
     pub fn can_affect(&self, values: &[Value]) -> bool {
-        self.options.contiguity == super::Contiguity::Strict
+        self.options.emit == super::Emit::Final
+            || self.options.contiguity == super::Contiguity::Strict
             || !self.nfa.absences.is_empty()
             || self.preds.iter().any(|p| p.refs)
             || self.sym_mask(values) != 0
     }
 
     pub fn expire(&self, state: &mut KeyState, now: i64, out: &mut Vec<Match>) {
+        if self.options.emit == super::Emit::Final {
+            return self.final_expire(state, now, out);
+        }
         if let Some(w) = self.options.within {
             self.expire_runs(state, now, w, out);
         }
@@ -211,6 +224,9 @@ impl Pattern {
 
     /// Feeds one event of this key; matches are appended to `out`.
     pub fn advance(&self, state: &mut KeyState, ev: &Event, out: &mut Vec<Match>) {
+        if self.options.emit == super::Emit::Final {
+            return self.final_advance(state, ev, out);
+        }
         if let Some(w) = self.options.within {
             if !state.runs.is_empty() {
                 self.expire_runs(state, ev.ts, w, out);

@@ -40,6 +40,7 @@
 mod bench;
 #[cfg(test)]
 mod conformance;
+mod final_emit;
 mod matcher;
 mod nfa;
 mod parser;
@@ -130,19 +131,50 @@ impl FromStr for AfterMatch {
     }
 }
 
+/// When a live pattern emits a match.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Emit {
+    /// As soon as a run reaches an accepting state (`a b+` emits `a b` at the first `b`).
+    #[default]
+    Eager,
+    /// Once the match can no longer change: the standard's preferred match, the one
+    /// `cep.match_recognize` returns over the same rows (`final_emit`).
+    Final,
+}
+
+impl FromStr for Emit {
+    type Err = PatternError;
+    fn from_str(s: &str) -> Result<Self, PatternError> {
+        match s {
+            "eager" => Ok(Emit::Eager),
+            "final" => Ok(Emit::Final),
+            _ => Err(PatternError::option(format!("emit: {} is not one of eager, final", super::excerpt(s)))),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PatternOptions {
     pub contiguity: Contiguity,
     pub after_match: AfterMatch,
     /// Microseconds, inclusive.
     pub within: Option<i64>,
-    /// Per key; when exceeded the oldest runs are dropped (and counted).
+    /// Per key; when exceeded the oldest runs are dropped (and counted). With `Emit::Final`, the
+    /// most rows a key keeps for a match not yet decided.
     pub max_partials: usize,
+    #[serde(default)]
+    pub emit: Emit,
 }
 
 impl Default for PatternOptions {
     fn default() -> Self {
-        PatternOptions { contiguity: Contiguity::SkipTillNext, after_match: AfterMatch::SkipPastLastRow, within: None, max_partials: 1000 }
+        PatternOptions {
+            contiguity: Contiguity::SkipTillNext,
+            after_match: AfterMatch::SkipPastLastRow,
+            within: None,
+            max_partials: 1000,
+            emit: Emit::Eager,
+        }
     }
 }
 
@@ -272,6 +304,13 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, options: Pattern
         }
     }
     let program = preferred::program(&ast, &symbols);
+    if options.emit == Emit::Final && (program.is_none() || options.contiguity != Contiguity::Strict || options.after_match == AfterMatch::NoSkip) {
+        return Err(PatternError::option(
+            "emit: 'final' gives the SQL standard's matches, which need contiguity => 'strict', no absence (!sym) and after_match \
+             past_last_row or to_next_row; use emit => 'eager' for this pattern"
+                .into(),
+        ));
+    }
     Ok(Pattern { columns: defs.columns, symbols, preds: defs.preds, nfa, options, first_mask, ctx_slots: defs.ctx_slots, program })
 }
 

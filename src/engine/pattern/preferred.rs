@@ -101,6 +101,15 @@ fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
     Some(())
 }
 
+/// What a search from one start row found.
+pub(super) enum Found {
+    /// The preferred match, and the row the next search starts at (after-match skipping).
+    Match(Match, usize),
+    NoMatch,
+    /// A later row could still change the answer.
+    Undecided,
+}
+
 /// The symbols bound so far, newest first, shared between threads.
 struct Path {
     symbol: u16,
@@ -151,27 +160,30 @@ impl Pattern {
         let mut out = Vec::new();
         let mut start = 0;
         while start < events.len() {
-            match self.preferred_at(code, events, start) {
-                Some((end, symbols)) => {
-                    let rows: Vec<(u16, i64)> = symbols.iter().zip(&events[start..end]).map(|(s, e)| (*s, e.id)).collect();
-                    out.push(Match { start: events[start].ts, end: events[end - 1].ts, rows });
-                    start = if self.options.after_match == AfterMatch::SkipPastLastRow { end } else { start + 1 };
+            start = match self.preferred_at(code, events, start, true) {
+                Found::Match(m, next) => {
+                    out.push(m);
+                    next
                 }
-                None => start += 1,
-            }
+                Found::NoMatch | Found::Undecided => start + 1,
+            };
         }
         Some(out)
     }
 
-    /// The preferred match starting at `start`: the end (exclusive) and each row's symbol.
-    fn preferred_at(&self, code: &[Inst], events: &[Event], start: usize) -> Option<(usize, Vec<u16>)> {
+    /// The preferred match starting at row `start`, and the row the next search starts at.
+    /// `complete` says no row will follow `events`; otherwise a search that a later row could
+    /// still change is `Undecided`.
+    pub(super) fn preferred_at(&self, code: &[Inst], events: &[Event], start: usize, complete: bool) -> Found {
         let mut seen = vec![false; code.len()];
         let mut threads = Vec::new();
         add(code, &mut threads, &mut seen, 0, None);
         let mut best = None;
         let deadline = self.options.within.map(|w| events[start].ts.saturating_add(w));
         for at in start..=events.len() {
-            let row = events.get(at).filter(|e| deadline.is_none_or(|d| e.ts <= d));
+            // A row past the deadline, and every row after it, is out of reach: as final as the end.
+            let past_deadline = events.get(at).is_some_and(|e| deadline.is_some_and(|d| e.ts > d));
+            let row = events.get(at).filter(|_| !past_deadline);
             let ctx = row.map(|_| self.navigation(events, start, at));
             let mut next = Vec::new();
             seen.iter_mut().for_each(|s| *s = false);
@@ -183,9 +195,15 @@ impl Pattern {
                         break;
                     }
                     Inst::Sym(s) => {
-                        let (Some(row), Some(ctx)) = (row, ctx.as_ref()) else { continue };
+                        let Some(row) = row else {
+                            // A preferred thread waits for a row that may still come.
+                            if !complete && !past_deadline {
+                                return Found::Undecided;
+                            }
+                            continue;
+                        };
                         let pred = &self.preds[s as usize];
-                        if pred.eval(&row.values, Some(ctx)) {
+                        if pred.eval(&row.values, ctx.as_deref()) {
                             add(code, &mut next, &mut seen, pc + 1, Some(Rc::new(Path { symbol: s, before: path })));
                         }
                     }
@@ -197,7 +215,14 @@ impl Pattern {
             }
             threads = next;
         }
-        best
+        match best {
+            Some((end, symbols)) => {
+                let rows: Vec<(u16, i64)> = symbols.iter().zip(&events[start..end]).map(|(s, e)| (*s, e.id)).collect();
+                let next = if self.options.after_match == AfterMatch::SkipPastLastRow { end } else { start + 1 };
+                Found::Match(Match { start: events[start].ts, end: events[end - 1].ts, rows }, next)
+            }
+            None => Found::NoMatch,
+        }
     }
 
     /// The values `PREV` and `FIRST` read at row `at` of a match that starts at `start`: the row

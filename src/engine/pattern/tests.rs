@@ -7,7 +7,7 @@ use super::*;
 // ---------------------------------------------------------------- helpers
 
 fn opts(c: Contiguity, a: AfterMatch, within: Option<i64>) -> PatternOptions {
-    PatternOptions { contiguity: c, after_match: a, within, max_partials: 1000 }
+    PatternOptions { contiguity: c, after_match: a, within, max_partials: 1000, emit: Emit::Eager }
 }
 
 fn text(s: &str) -> Value {
@@ -587,9 +587,12 @@ fn serde_round_trip_mid_match() {
 
 #[test]
 fn max_partials_drops_oldest() {
-    let p =
-        compile("a b+ c", &by_type(&["a", "b", "c"]), PatternOptions { contiguity: SkipTillAny, after_match: NoSkip, within: None, max_partials: 5 })
-            .unwrap();
+    let p = compile(
+        "a b+ c",
+        &by_type(&["a", "b", "c"]),
+        PatternOptions { contiguity: SkipTillAny, after_match: NoSkip, within: None, max_partials: 5, emit: Emit::Eager },
+    )
+    .unwrap();
     let (labels, events) = stream(&p, "a1 a2 a3 a4 a5 a6 a7 b c");
     let mut st = p.new_state();
     let mut out = vec![];
@@ -675,7 +678,7 @@ fn streaming_with_serde_round_trips_equals_match_all() {
     for pat in patterns {
         for c in [Strict, SkipTillNext, SkipTillAny] {
             for am in [SkipPastLastRow, SkipToNextRow, NoSkip] {
-                let o = PatternOptions { contiguity: c, after_match: am, within: Some(40), max_partials: 50 };
+                let o = PatternOptions { contiguity: c, after_match: am, within: Some(40), max_partials: 50, emit: Emit::Eager };
                 let mut d = define.clone();
                 d.as_object_mut().unwrap().retain(|k, _| pat.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == k));
                 let p = compile(pat, &d, o).unwrap();
