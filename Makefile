@@ -30,7 +30,7 @@ ifeq ($(PG_CONFIG),)
 $(error PG=$(PG) is not a supported PostgreSQL version: use 15 or 18)
 endif
 
-.PHONY: deps install run stop stop-one psql lint test test-one pgrx-test e2e fuzz bench bench-one clean
+.PHONY: deps install run stop stop-one psql lint test test-one core-test pgrx-test e2e fuzz bench bench-one clean
 
 ## Install what is missing: Debian packages, PostgreSQL 18, cargo-pgrx, pgrx's config for both.
 deps: $(PG_CONFIG_18)
@@ -84,15 +84,21 @@ lint: deps
 	@# Every version's build: each compiles its own branch of src/pg/version.rs.
 	@for v in $(PG_VERSIONS); do echo "cargo clippy (pg$$v)"; \
 	  cargo clippy -p pg_cep --no-default-features --features "pg$$v pg_test" --all-targets -- -D warnings || exit 1; done
+	cargo clippy -p cep-core --all-targets -- -D warnings
 	cargo clippy -p pg_cep_e2e --all-targets -- -D warnings
 
-## Every test suite (#[pg_test]s with the plain unit tests, and the end-to-end suite over the
-## wire) on each of PG_VERSIONS in turn.
-test:
+## Every test suite: the engine crate's (no database), then the #[pg_test]s and the end-to-end suite
+## over the wire on each of PG_VERSIONS in turn.
+test: core-test
 	@for v in $(PG_VERSIONS); do \
 	  echo "== PostgreSQL $$v =="; $(MAKE) --no-print-directory test-one PG=$$v || exit 1; done
 
 test-one: deps pgrx-test e2e
+
+## The engine crate alone: unit tests, the MATCH_RECOGNIZE conformance suite, the seeded property
+## tests. Plain cargo test, seconds, no Postgres.
+core-test:
+	cargo test -p cep-core
 
 pgrx-test: deps
 	@mkdir -p $(PGRX_PGDATA) && chown postgres $(PGRX_PGDATA)
@@ -111,15 +117,12 @@ e2e: deps
 	  cargo test -p pg_cep_e2e -- --test-threads=1; rc=$$?; \
 	  $(CLUSTER) stop e2e$(SUFFIX); exit $$rc
 
-## The seeded property tests of the parsers and window arithmetic (src/engine/fuzz.rs) with many
+## The seeded property tests of the parsers and window arithmetic (crates/cep-core/src/fuzz.rs) with many
 ## more cases than `make test` runs; FUZZ_CASES and FUZZ_SEED change them.
 FUZZ_CASES   ?= 5000
 FUZZ_SEED    ?= 20261205
-fuzz: deps
-	@mkdir -p $(PGRX_PGDATA) && chown postgres $(PGRX_PGDATA)
-	@$(UNLINK_SO)
-	PG_CEP_FUZZ_CASES=$(FUZZ_CASES) PG_CEP_FUZZ_SEED=$(FUZZ_SEED) \
-	  cargo pgrx test pg$(PG_MAJOR) fuzz_ --runas postgres --pgdata $(PGRX_PGDATA)/data
+fuzz:
+	PG_CEP_FUZZ_CASES=$(FUZZ_CASES) PG_CEP_FUZZ_SEED=$(FUZZ_SEED) cargo test -p cep-core fuzz_
 
 ## Benchmarks: pg_cep next to the bare and PL/pgSQL baselines, on a cluster of their own. On 15
 ## unless PG says; PG="15 18" runs both and prints their ratios side by side.

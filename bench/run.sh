@@ -175,7 +175,7 @@ fi
 if want engine; then
 echo
 echo "== Pattern engine alone: 'a b+ c', skip_till_next, within 30 minutes, 1M events over 100k keys =="
-( cd .. && cargo test -q --release --lib pattern_engine_throughput -- --ignored --nocapture 2>/dev/null | grep 'events/s' )
+( cd .. && cargo test -q --release -p cep-core pattern_engine_throughput -- --ignored --nocapture 2>/dev/null | grep 'events/s' )
 fi
 if want patterns; then
 echo

@@ -1,12 +1,13 @@
 //! pg_cep: complex event processing and risk control inside PostgreSQL.
 //!
-//! `engine` is pure Rust and knows nothing of Postgres; `api` is what users call from SQL, one file
-//! per area; `pg` is the shared plumbing (caches, kept SPI plans, time conversion).
+//! `engine` (the `cep-core` crate, `crates/cep-core`) is pure Rust and knows nothing of Postgres;
+//! `api` is what users call from SQL, one file per area; `pg` is the shared plumbing (caches, kept
+//! SPI plans, time conversion).
 
 use pgrx::prelude::*;
 
 pub mod api;
-pub mod engine;
+pub use cep_core as engine;
 pub mod error;
 pub mod gucs;
 pub mod pg;

@@ -1,7 +1,7 @@
 //! Seeded, bounded property tests ("fuzz") of the pure engine: the pattern parser and
 //! compiler, `define` predicates and the matcher, the rule language, interval parsing and
 //! window arithmetic. Plain `#[test]`s whose names start with `fuzz_`, so
-//! `cargo pgrx test pg15 fuzz_` runs exactly these.
+//! `cargo test -p cep-core fuzz_` runs exactly these.
 //!
 //! - Seeded: every property draws its inputs from ChaCha seeded with `PG_CEP_FUZZ_SEED`
 //!   (default [`DEFAULT_SEED`]) and writes no failure-persistence files, so a run is

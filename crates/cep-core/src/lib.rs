@@ -1,4 +1,5 @@
-//! Pure Rust: no pgrx types here, so everything below is tested with plain `#[test]`.
+//! pg_cep's engine, pure Rust: no pgrx here, so everything below is tested with plain `#[test]`
+//! (`cargo test -p cep-core`), and the compiler keeps it that way.
 
 pub mod capture;
 pub mod clock;

@@ -42,7 +42,7 @@ struct Parser<'a> {
 fn syntax(text: &str, pos: usize, what: String) -> PatternError {
     PatternError {
         kind: PatternErrorKind::Syntax,
-        message: format!("pattern: {what} at position {pos}: {}", crate::engine::excerpt(text)),
+        message: format!("pattern: {what} at position {pos}: {}", crate::excerpt(text)),
         position: Some(pos),
     }
 }
@@ -165,7 +165,7 @@ impl<'a> Parser<'a> {
     }
 
     fn item(&mut self, depth: usize, first: bool) -> Result<Node, PatternError> {
-        crate::engine::check_stack();
+        crate::check_stack();
         let pos = self.pos();
         if *self.peek() == Tok::Bang {
             if depth > 0 {

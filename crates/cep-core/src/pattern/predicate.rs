@@ -209,7 +209,7 @@ pub(super) fn is_ident(s: &str) -> bool {
 }
 
 fn bad(path: &str, msg: String) -> PatternError {
-    let path = if path.len() > 200 { crate::engine::excerpt(path) } else { path.to_string() };
+    let path = if path.len() > 200 { crate::excerpt(path) } else { path.to_string() };
     PatternError::new(PatternErrorKind::BadPredicate, format!("{path}: {msg}"))
 }
 
@@ -266,7 +266,7 @@ pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, 
 
 /// `{col: cond, ..., "or": [..], "and": [..], "not": {..}}`, all ANDed.
 fn object(cx: &mut Ctx, body: &Json, path: &str, depth: usize) -> Result<Pred, PatternError> {
-    crate::engine::check_stack();
+    crate::check_stack();
     if depth >= MAX_PREDICATE_DEPTH {
         let mut e = bad(path, format!("conditions nested deeper than {MAX_PREDICATE_DEPTH} levels"));
         e.kind = PatternErrorKind::TooComplex;
@@ -352,14 +352,14 @@ fn operator(cx: &mut Ctx, name: &str, op: &str, rhs: &Json, path: &str) -> Resul
     match op {
         "in" => {
             let Json::Array(items) = rhs else {
-                return Err(bad(&p, format!("expected an array of literals, got {}", crate::engine::excerpt(&rhs.to_string()))));
+                return Err(bad(&p, format!("expected an array of literals, got {}", crate::excerpt(&rhs.to_string()))));
             };
             cx.count(items.len(), &p)?;
             let mut vals = Vec::new();
             for it in items {
                 if let Json::String(s) = it {
                     if ref_prefix(s).is_some() {
-                        return Err(bad(&p, format!("reference {} is not supported inside 'in'", crate::engine::excerpt(s))));
+                        return Err(bad(&p, format!("reference {} is not supported inside 'in'", crate::excerpt(s))));
                     }
                 }
                 match rhs_value(cx, it, &p)? {
@@ -371,7 +371,7 @@ fn operator(cx: &mut Ctx, name: &str, op: &str, rhs: &Json, path: &str) -> Resul
         }
         "like" | "~" => {
             let Json::String(s) = rhs else {
-                return Err(bad(&p, format!("expected a string pattern, got {}", crate::engine::excerpt(&rhs.to_string()))));
+                return Err(bad(&p, format!("expected a string pattern, got {}", crate::excerpt(&rhs.to_string()))));
             };
             if s.len() > MAX_REGEX_TEXT {
                 let mut e = bad(&p, format!("a {} byte pattern is longer than the limit of {MAX_REGEX_TEXT}", s.len()));
@@ -382,16 +382,16 @@ fn operator(cx: &mut Ctx, name: &str, op: &str, rhs: &Json, path: &str) -> Resul
             let re = regex::RegexBuilder::new(&src)
                 .size_limit(MAX_REGEX_BYTES)
                 .build()
-                .map_err(|e| bad(&p, format!("invalid regular expression {}: {e}", crate::engine::excerpt(s))))?;
+                .map_err(|e| bad(&p, format!("invalid regular expression {}: {e}", crate::excerpt(s))))?;
             Ok(Pred::Regex { col: cx.col(name), re })
         }
         "is_null" => {
             let Json::Bool(want) = rhs else {
-                return Err(bad(&p, format!("expected true or false, got {}", crate::engine::excerpt(&rhs.to_string()))));
+                return Err(bad(&p, format!("expected true or false, got {}", crate::excerpt(&rhs.to_string()))));
             };
             Ok(Pred::IsNull { col: cx.col(name), want: *want })
         }
-        _ => Err(bad(path, format!("operator {} is not one of {OPERATORS}", crate::engine::excerpt(op)))),
+        _ => Err(bad(path, format!("operator {} is not one of {OPERATORS}", crate::excerpt(op)))),
     }
 }
 
@@ -417,8 +417,8 @@ fn rhs_value(cx: &mut Ctx, v: &Json, path: &str) -> Result<Rhs, PatternError> {
                         path,
                         format!(
                             "{} looks like a reference but {} is not a valid column name",
-                            crate::engine::excerpt(s),
-                            crate::engine::excerpt(col)
+                            crate::excerpt(s),
+                            crate::excerpt(col)
                         ),
                     ));
                 }
@@ -428,7 +428,7 @@ fn rhs_value(cx: &mut Ctx, v: &Json, path: &str) -> Result<Rhs, PatternError> {
         },
         Json::Null => Rhs::Lit(Value::Null),
         Json::Array(_) | Json::Object(_) => {
-            return Err(bad(path, format!("expected a literal or \"PREV.col\"/\"FIRST.col\", got {}", crate::engine::excerpt(&v.to_string()))));
+            return Err(bad(path, format!("expected a literal or \"PREV.col\"/\"FIRST.col\", got {}", crate::excerpt(&v.to_string()))));
         }
     })
 }

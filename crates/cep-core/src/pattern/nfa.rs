@@ -90,7 +90,7 @@ impl Builder<'_> {
                 kind: PatternErrorKind::TooComplex,
                 message: format!(
                     "pattern: too large after expanding quantifiers (more than {MAX_POSITIONS} positions): {}",
-                    crate::engine::excerpt(self.text)
+                    crate::excerpt(self.text)
                 ),
                 position: None,
             });
@@ -110,7 +110,7 @@ impl Builder<'_> {
                             kind: PatternErrorKind::TooComplex,
                             message: format!(
                                 "pattern: too many transitions (more than {MAX_EDGES}); use fewer alternatives under a quantifier: {}",
-                                crate::engine::excerpt(self.text)
+                                crate::excerpt(self.text)
                             ),
                             position: None,
                         });
@@ -218,7 +218,7 @@ pub(super) fn build(ast: &Node, symbols: &[String], text: &str) -> Result<Nfa, P
             if absences.len() >= 32 {
                 return Err(PatternError {
                     kind: PatternErrorKind::Syntax,
-                    message: format!("pattern: too many absences (at most 32): {}", crate::engine::excerpt(text)),
+                    message: format!("pattern: too many absences (at most 32): {}", crate::excerpt(text)),
                     position: None,
                 });
             }
@@ -246,7 +246,7 @@ pub(super) fn build(ast: &Node, symbols: &[String], text: &str) -> Result<Nfa, P
     if start_open {
         return Err(PatternError {
             kind: PatternErrorKind::Syntax,
-            message: format!("pattern: can match an empty sequence of rows: {}", crate::engine::excerpt(text)),
+            message: format!("pattern: can match an empty sequence of rows: {}", crate::excerpt(text)),
             position: Some(0),
         });
     }

@@ -790,7 +790,7 @@ fn oversized_patterns_are_refused_before_they_cost_stack_memory_or_time() {
         let started = std::time::Instant::now();
         let e = err(pattern, define, PatternOptions::default());
         assert_eq!(e.kind, PatternErrorKind::TooComplex, "{what}: {e}");
-        assert!(e.message.len() <= crate::engine::MAX_MESSAGE_BYTES, "{what}: {} bytes", e.message.len());
+        assert!(e.message.len() <= crate::MAX_MESSAGE_BYTES, "{what}: {} bytes", e.message.len());
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "{what}: {:?}", started.elapsed());
         e
     };

@@ -293,7 +293,7 @@ pub fn assess(outcomes: &[Outcome]) -> Assessment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rules::parse_condition;
+    use crate::rules::parse_condition;
 
     const HOUR: i64 = 3_600 * MICROS_PER_SECOND;
 

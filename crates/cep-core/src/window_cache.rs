@@ -628,7 +628,7 @@ impl<'a> CacheView<'a> {
         let tail = self.entries[i].tail;
         let tail_in_time = tail != NONE && self.chunks[tail as usize].last_t().is_some_and(|l| l <= t);
         for (w, (window, needs)) in plan.windows.iter().zip(&plan.needs).enumerate() {
-            let (lo, s) = (crate::engine::window::window_from(t, *window), &mut stats[w]);
+            let (lo, s) = (crate::window::window_from(t, *window), &mut stats[w]);
             let mut places = Vec::new();
             let start = self.window_start(i, *window, lo);
             // Location figures depend on this row's location: those windows look at each chunk.
@@ -728,7 +728,7 @@ pub fn stats_from_events(events: &[CachedEvent], plan: &WindowPlan, t: i64, loc:
         .map(|window| {
             let mut s = WindowStats::default();
             let mut places = Vec::new();
-            events.iter().for_each(|e| add_event(&mut s, &mut places, e, crate::engine::window::window_from(t, *window), t, loc));
+            events.iter().for_each(|e| add_event(&mut s, &mut places, e, crate::window::window_from(t, *window), t, loc));
             s.distinct_locations = places.len() as i64;
             s
         })
@@ -819,7 +819,7 @@ fn fnv64(bytes: &[u8], seed: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rules::{parse_condition, Rule};
+    use crate::rules::{parse_condition, Rule};
     use serde_json::json;
 
     struct Region(Vec<u64>, usize, usize);

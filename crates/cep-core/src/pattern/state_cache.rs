@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use crate::engine::clock::{clock_step, ClockEntry};
+use crate::clock::{clock_step, ClockEntry};
 
 pub const WAYS: usize = 4;
 /// States are stored in a pool of blocks, four per copy on average (about 1 kB); a busy key's
