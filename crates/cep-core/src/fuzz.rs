@@ -585,7 +585,8 @@ fn fuzz_define_deep_nesting_is_refused() {
         for depth in [33, 64, 129, 2_000, 10_000] {
             // Built iteratively (serde_json::from_str stops at 128 levels by itself) and by
             // moving `v`: `json!({"not": v})` would copy `v` through `to_value` every level.
-            let chains: [(&str, fn(Json) -> Json); 4] = [
+            type Wrap = fn(Json) -> Json;
+            let chains: [(&str, Wrap); 4] = [
                 ("not", |v| obj1("not", v)),
                 ("and", |v| obj1("and", Json::Array(vec![v, json!({"y": 1})]))),
                 ("or", |v| obj1("or", Json::Array(vec![json!({"y": 1}), v]))),

@@ -653,8 +653,11 @@ mod tests {
         r
     }
 
+    /// A window as a reader gets it: totals, active keys, ranked top keys (key, count, sum).
+    type Read = (Totals, usize, Vec<(String, u64, f64)>);
+
     /// Window totals and ranked top keys, as a reader gets them.
-    fn read(s: &StoreView, owner: Owner, since: i64, top: usize) -> Option<(Totals, usize, Vec<(String, u64, f64)>)> {
+    fn read(s: &StoreView, owner: Owner, since: i64, top: usize) -> Option<Read> {
         let w = s.window(owner, since, NOW, top, &mut Folder::default())?;
         Some((w.totals, w.active, w.top.into_iter().map(|(n, k)| (n, k.count, k.sum)).collect()))
     }

@@ -415,11 +415,7 @@ fn rhs_value(cx: &mut Ctx, v: &Json, path: &str) -> Result<Rhs, PatternError> {
                 if !is_ident(col) {
                     return Err(bad(
                         path,
-                        format!(
-                            "{} looks like a reference but {} is not a valid column name",
-                            crate::excerpt(s),
-                            crate::excerpt(col)
-                        ),
+                        format!("{} looks like a reference but {} is not a valid column name", crate::excerpt(s), crate::excerpt(col)),
                     ));
                 }
                 Rhs::Ctx(cx.slot(prev, col))
