@@ -275,6 +275,14 @@ fn repeat(
     done >= min && k(pos, path)
 }
 
+/// A seeded random number below `n` on each call: the same cases on every run.
+fn seeded(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    }
+}
+
 /// A random pattern over a, b, c and d (which `define` leaves out, so it matches every row), and
 /// up to 11 rows of kinds a, b, c.
 fn random_case(next: &mut dyn FnMut(u64) -> u64) -> (String, Vec<&'static str>) {
@@ -324,11 +332,7 @@ fn compiled(pattern: &str, rows: &[&str], options: PatternOptions) -> Option<(Pa
 /// of what history finds over the same rows, and once time has passed every `within`, all of it.
 #[test]
 fn live_final_emission_equals_history_over_the_same_rows() {
-    let mut seed = 20261207u64;
-    let mut next = |n: u64| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (seed >> 33) % n
-    };
+    let mut next = seeded(20261207);
     let (mut checked, mut compared) = (0, 0);
     for _ in 0..3000 {
         let (pattern, rows) = random_case(&mut next);
@@ -367,11 +371,7 @@ fn live_final_emission_equals_history_over_the_same_rows() {
 /// skip modes.
 #[test]
 fn the_vm_finds_the_same_preferred_matches_as_a_plain_backtracking_search() {
-    let mut seed = 20261206u64;
-    let mut next = |n: u64| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (seed >> 33) % n
-    };
+    let mut next = seeded(20261206);
     let mut checked = 0;
     for _ in 0..3000 {
         let (pattern, rows) = random_case(&mut next);
