@@ -290,6 +290,9 @@ ALTER TABLE alerts ALTER COLUMN xid SET DEFAULT pg_catalog.pg_current_xact_id();
 CREATE INDEX alerts_cursor_idx ON alerts ((coalesce(xid, '0'::xid8)), alert_id);
 ALTER TABLE pattern_matches ADD COLUMN xid xid8;
 ALTER TABLE pattern_matches ALTER COLUMN xid SET DEFAULT pg_catalog.pg_current_xact_id();
+-- 0.3.0: a match emitted while its key had dropped partial matches (max_partials) says so: a
+-- match the bound did not change is the same, but one may be missing or differ.
+ALTER TABLE pattern_matches ADD COLUMN dropped_partials boolean NOT NULL DEFAULT false;
 CREATE INDEX pattern_matches_cursor_idx ON pattern_matches ((coalesce(xid, '0'::xid8)), match_id);
 
 CREATE OR REPLACE FUNCTION alerts_since(last_id bigint, max_rows integer DEFAULT 1000)

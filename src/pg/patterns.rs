@@ -22,7 +22,7 @@ use crate::pg::columns::{TableColumns, TIME_TYPES};
 use crate::pg::time::timestamptz;
 use crate::pg::tuple::Col;
 use crate::pg::{spi, state_cache};
-use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+use pgrx::pg_sys::BuiltinOid::{BOOLARRAYOID, INT4OID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
 use pgrx::PgOid;
 
 pub const ID_TYPES: &[&str] = &["smallint", "integer", "bigint"];
@@ -232,13 +232,35 @@ const DELETE_STATES: &str = "DELETE FROM cep.pattern_state WHERE pattern_id = $1
 /// Every match of a trigger call in one statement, each notified with a payload that fits
 /// NOTIFY's 8000 bytes: the matched row ids when they fit, else `"truncated": true` (the consumer
 /// reads them from `cep.pattern_matches` by `match_id`).
-const RECORD_MATCHES: &str = "WITH m AS (
+/// Before `ALTER EXTENSION pg_cep UPDATE` to 0.3.0, `cep.pattern_matches` has no `dropped_partials`.
+const RECORD_MATCHES_0_2: &str = "WITH m AS (
          INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
-         SELECT $1, $2, u.k, u.r, u.s, u.e, $7 FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[]) AS u(k, r, s, e)
-         RETURNING *),
+         SELECT $1, $2, u.k, u.r, u.s, u.e, $7 FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[]) AS u(k, r, s, e, d)
+         RETURNING *, false AS dropped_partials),
      p AS (
          SELECT json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
                                   'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows)::text AS full_payload,
+                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 500),
+                                  'key', left(key, 500), 'start', match_start, 'end', match_end,
+                                  'completed_by', completed_by, 'truncated', true)::text AS short_payload,
+                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 100),
+                                  'key', left(key, 100), 'truncated', true)::text AS tiny_payload
+         FROM m)
+     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END, tiny_payload FROM p";
+/// A match emitted while its key had dropped partial matches (`max_partials`) says so, in its row
+/// and in its notification.
+const RECORD_MATCHES: &str = "WITH m AS (
+         INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by, dropped_partials)
+         SELECT $1, $2, u.k, u.r, u.s, u.e, $7, u.d FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[]) AS u(k, r, s, e, d)
+         RETURNING *),
+     p AS (
+         SELECT CASE WHEN dropped_partials
+                     THEN json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
+                                            'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows,
+                                            'dropped_partials', true)
+                     ELSE json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
+                                            'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows)
+                END::text AS full_payload,
                 json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 500),
                                   'key', left(key, 500), 'start', match_start, 'end', match_end,
                                   'completed_by', completed_by, 'truncated', true)::text AS short_payload,
@@ -320,16 +342,17 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
     if matches.is_empty() {
         return Ok(());
     }
-    let (mut keys, mut rows, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut keys, mut rows, mut starts, mut ends, mut dropped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (key, m) in matches {
+        dropped.push(m.dropped_partials);
         keys.push(key.clone());
         rows.push(pgrx::JsonB(rows_json(live.pattern.symbols(), m)));
         starts.push(timestamptz(m.start));
         ends.push(timestamptz(m.end));
     }
     let plan = spi::kept(
-        RECORD_MATCHES,
-        &oids([INT4OID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID]),
+        if crate::pg::cache::schema_0_3() { RECORD_MATCHES } else { RECORD_MATCHES_0_2 },
+        &oids([INT4OID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID, BOOLARRAYOID]),
     )?;
     let notices = client.update(
         &*plan,
@@ -343,6 +366,7 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
             ends.into(),
             (if by_timeout { "timeout" } else { "event" }).into(),
             live.channel.as_str().into(),
+            dropped.into(),
         ],
     )?;
     // Sent at commit (see `notifier::notify_at_commit`): the transaction may be prepared.
@@ -388,14 +412,30 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
     }
     let mut matches = Vec::new();
     let mut touched = Vec::with_capacity(keys.len());
+    let mut dropped: Vec<(&str, u64)> = Vec::new();
     for (key, events) in &events {
         let state = states.entry(key.clone()).or_insert_with(|| live.pattern.new_state());
+        let before = state.dropped();
         let mut out = Vec::new();
         for event in events {
             live.pattern.advance(state, event, &mut out);
         }
+        if state.dropped() > before {
+            dropped.push((key.as_str(), state.dropped() - before));
+        }
         matches.extend(out.into_iter().map(|m| (key.clone(), m)));
         touched.push(key.as_str());
+    }
+    if let Some((first, _)) = dropped.first() {
+        let total: u64 = dropped.iter().map(|(_, n)| n).sum();
+        pgrx::warning!(
+            "pattern {:?}: {total} partial match(es) of {} key(s) dropped (first key {:?}): a key held more than max_partials = {}; \
+             its matches are flagged dropped_partials, and some may be missing or differ from cep.match_recognize's",
+            live.name,
+            dropped.len(),
+            crate::engine::excerpt(first),
+            live.pattern.options().max_partials
+        );
     }
     let to_save: Vec<(&str, &KeyState, Option<&str>)> = touched.iter().map(|k| (*k, &states[*k], stored.get(*k).map(String::as_str))).collect();
     save_states(client, live, &to_save)?;

@@ -41,6 +41,7 @@ impl Pattern {
             let forced = state.rows.len() - start > self.options.max_partials;
             if forced {
                 state.dropped += 1;
+                state.tainted = true;
             }
             let next = match self.preferred_at(code, &state.rows, start, expired || forced) {
                 Found::Match(m, next) => {

@@ -28,6 +28,10 @@ pub struct KeyState {
     pub(super) rows: Vec<Event>,
     #[serde(rename = "b", default, skip_serializing_if = "is_false")]
     pub(super) behind: bool,
+    /// Partial matches were dropped (`max_partials`) since the key last had none pending: the
+    /// matches it emits meanwhile are flagged.
+    #[serde(rename = "x", default, skip_serializing_if = "is_false")]
+    pub(super) tainted: bool,
 }
 
 impl PartialEq for KeyState {
@@ -160,6 +164,23 @@ impl Pattern {
     }
 
     pub fn expire(&self, state: &mut KeyState, now: i64, out: &mut Vec<Match>) {
+        let from = out.len();
+        self.expire_unmarked(state, now, out);
+        Self::mark(state, &mut out[from..]);
+    }
+
+    /// Flags the matches a key emitted while it had dropped partial matches, and forgets the drop
+    /// once nothing is pending.
+    fn mark(state: &mut KeyState, emitted: &mut [Match]) {
+        if state.tainted {
+            emitted.iter_mut().for_each(|m| m.dropped_partials = true);
+            if state.runs.is_empty() && state.rows.len() <= state.behind as usize {
+                state.tainted = false;
+            }
+        }
+    }
+
+    fn expire_unmarked(&self, state: &mut KeyState, now: i64, out: &mut Vec<Match>) {
         if self.options.emit == super::Emit::Final {
             return self.final_expire(state, now, out);
         }
@@ -224,6 +245,12 @@ impl Pattern {
 
     /// Feeds one event of this key; matches are appended to `out`.
     pub fn advance(&self, state: &mut KeyState, ev: &Event, out: &mut Vec<Match>) {
+        let from = out.len();
+        self.advance_unmarked(state, ev, out);
+        Self::mark(state, &mut out[from..]);
+    }
+
+    fn advance_unmarked(&self, state: &mut KeyState, ev: &Event, out: &mut Vec<Match>) {
         if self.options.emit == super::Emit::Final {
             return self.final_advance(state, ev, out);
         }
@@ -274,6 +301,7 @@ impl Pattern {
             let n = state.runs.len() - max;
             state.runs.drain(..n);
             state.dropped += n as u64;
+            state.tainted = true;
         }
     }
 
@@ -287,7 +315,7 @@ impl Pattern {
         let continues = self.options.after_match == AfterMatch::NoSkip && self.nfa.off[run.pos as usize] != self.nfa.off[run.pos as usize + 1];
         // Under the skip strategies an accepted run never survives the skip,
         // so its rows can be moved instead of cloned.
-        let m = Match { start: run.start_ts, end: ts, rows: if continues { run.rows.clone() } else { Vec::new() } };
+        let m = Match { start: run.start_ts, end: ts, rows: if continues { run.rows.clone() } else { Vec::new() }, dropped_partials: false };
         let (start_seq, last_seq) = (run.start_seq, run.last_seq);
         let m = if continues {
             next.push(run);
@@ -384,7 +412,7 @@ impl Pattern {
                     cands.push(Cand {
                         start_seq: r.start_seq,
                         last_seq: r.last_seq,
-                        m: Match { start: r.start_ts, end: r.start_ts.saturating_add(w), rows: r.rows },
+                        m: Match { start: r.start_ts, end: r.start_ts.saturating_add(w), rows: r.rows, dropped_partials: false },
                     });
                 }
             }

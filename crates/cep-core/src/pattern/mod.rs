@@ -228,6 +228,10 @@ pub struct Match {
     /// trailing absence.
     pub end: i64,
     pub rows: Vec<(u16, i64)>,
+    /// Emitted while its key had dropped partial matches (`max_partials`): a match the bound
+    /// did not change would be the same, but one may be missing or differ.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped_partials: bool,
 }
 
 /// A compiled pattern; immutable and shareable across keys and threads.

@@ -219,7 +219,7 @@ impl Pattern {
             Some((end, symbols)) => {
                 let rows: Vec<(u16, i64)> = symbols.iter().zip(&events[start..end]).map(|(s, e)| (*s, e.id)).collect();
                 let next = if self.options.after_match == AfterMatch::SkipPastLastRow { end } else { start + 1 };
-                Found::Match(Match { start: events[start].ts, end: events[end - 1].ts, rows }, next)
+                Found::Match(Match { start: events[start].ts, end: events[end - 1].ts, rows, dropped_partials: false }, next)
             }
             None => Found::NoMatch,
         }

@@ -430,7 +430,7 @@ fn absence_at_end_completes_on_expire() {
     p.expire(&mut st, 110, &mut out);
     assert!(out.is_empty(), "an x could still arrive at ts 110");
     p.expire(&mut st, 111, &mut out);
-    assert_eq!(out, vec![Match { start: 100, end: 110, rows: vec![(0, 1)] }]);
+    assert_eq!(out, vec![Match { start: 100, end: 110, rows: vec![(0, 1)], dropped_partials: false }]);
     assert!(st.is_empty());
 }
 
@@ -451,7 +451,7 @@ fn absence_at_end_completed_by_late_event() {
     p.advance(&mut st, &ev(&p, 2, 104, &[("t", text("d"))]), &mut out);
     // Late event: the pending match comes out before the event's own match.
     p.advance(&mut st, &ev(&p, 3, 200, &[("t", text("a"))]), &mut out);
-    assert_eq!(out, vec![Match { start: 100, end: 110, rows: vec![(0, 1)] }]);
+    assert_eq!(out, vec![Match { start: 100, end: 110, rows: vec![(0, 1)], dropped_partials: false }]);
     assert_eq!(st.len(), 1);
     p.expire(&mut st, i64::MAX, &mut out);
     assert_eq!(ids(&out), vec![vec![1], vec![3]]);
@@ -605,6 +605,35 @@ fn max_partials_drops_oldest() {
     let got = show(&p, &labels, &out, &[]);
     assert!(got.contains(&"a7 b c".to_string()), "{got:?}");
     assert!(!got.iter().any(|m| m.starts_with("a1 ")), "{got:?}");
+    // Every match emitted after the drop says so; once the key has nothing pending, its next
+    // matches are clean again.
+    assert!(out.iter().all(|m| m.dropped_partials), "{out:?}");
+    let next = compile(
+        "a b",
+        &by_type(&["a", "b"]),
+        PatternOptions { contiguity: SkipTillNext, after_match: SkipPastLastRow, within: None, max_partials: 1, emit: Emit::Eager },
+    )
+    .unwrap();
+    let (_, events) = stream(&next, "a a b x a b");
+    let (mut st, mut out) = (next.new_state(), vec![]);
+    for e in &events {
+        next.advance(&mut st, e, &mut out);
+    }
+    assert_eq!(out.iter().map(|m| m.dropped_partials).collect::<Vec<_>>(), [true, false], "{out:?}");
+    // The same with emit => 'final': a forced decision flags its match.
+    let final_ = compile(
+        "a b*",
+        &by_type(&["a", "b"]),
+        PatternOptions { contiguity: Strict, after_match: SkipPastLastRow, within: None, max_partials: 3, emit: Emit::Final },
+    )
+    .unwrap();
+    let (_, events) = stream(&final_, "a b b b x a b x");
+    let (mut st, mut out) = (final_.new_state(), vec![]);
+    for e in &events {
+        final_.advance(&mut st, e, &mut out);
+    }
+    assert!(st.dropped() > 0);
+    assert_eq!(out.iter().map(|m| (m.rows.len(), m.dropped_partials)).collect::<Vec<_>>(), [(4, true), (2, false)], "{out:?}");
 }
 
 // ------------------------------------------------ login -> browse -> purchase
@@ -643,7 +672,7 @@ fn login_browse_purchase_two_users() {
     }
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, "ann");
-    assert_eq!(got[0].1, Match { start: 0, end: 9 * MIN, rows: vec![(0, 0), (1, 2), (1, 4), (2, 6)] });
+    assert_eq!(got[0].1, Match { start: 0, end: 9 * MIN, rows: vec![(0, 0), (1, 2), (1, 4), (2, 6)], dropped_partials: false });
     // Bob's partial run was dropped on his late purchase; the state is gone.
     assert!(!states.contains_key("bob"));
     assert!(states.is_empty());
@@ -732,7 +761,7 @@ fn absence_matches_respect_skip_strategies() {
         assert_eq!(ids(&out), vec![vec![1]], "{am:?}");
         assert_eq!(p.next_deadline(&st), Some(16));
         p.expire(&mut st, 16, &mut out);
-        assert_eq!(out[1], Match { start: 5, end: 15, rows: vec![(0, 2)] }, "{am:?}");
+        assert_eq!(out[1], Match { start: 5, end: 15, rows: vec![(0, 2)], dropped_partials: false }, "{am:?}");
     }
 }
 
