@@ -163,19 +163,10 @@ fn uncapture(table: TableArg) -> bool {
     drop(table);
     Spi::connect_mut(|client| -> CepResult<bool> {
         let rows = as_extension_owner(|| client.update("DELETE FROM cep.captures WHERE relid = $1", None, &[relid.into()]))?;
-        client.update(
-            &client
-                .select(
-                    "SELECT string_agg(format('DROP TRIGGER IF EXISTS %I ON %s', t, $1::regclass), '; ')
-                     FROM unnest(ARRAY['cep_capture_insert', 'cep_capture_update', 'cep_capture_delete', 'cep_capture_truncate']) t",
-                    None,
-                    &[relid.into()],
-                )?
-                .first()
-                .get_one::<String>()?
-                .unwrap_or_default(),
-            None,
-            &[],
+        crate::pg::triggers::drop_triggers(
+            client,
+            relid,
+            &["cep_capture_insert", "cep_capture_update", "cep_capture_delete", "cep_capture_truncate"],
         )?;
         Ok(!rows.is_empty())
     })

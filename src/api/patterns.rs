@@ -154,18 +154,13 @@ fn drop_pattern(name: &str) -> bool {
         let (source, id): (Option<pg_sys::Oid>, Option<i32>) = if row.is_empty() { (None, None) } else { row.first().get_two()? };
         let (Some(source), Some(id)) = (source, id) else { return Ok(false) };
         as_extension_owner(|| client.update("DELETE FROM cep.pattern_state WHERE pattern_id = $1", None, &[id.into()]))?;
-        let ddl: Option<String> = as_extension_owner(|| {
+        let last: bool = as_extension_owner(|| {
             client
-                .select(
-                    "SELECT format('DROP TRIGGER IF EXISTS cep_pattern ON %s', $1::regclass)
-                 WHERE NOT EXISTS (SELECT 1 FROM cep.patterns WHERE source = $1) AND EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)",
-                    None,
-                    &[source.into()],
-                )
-                .map(|rows| rows.first().get_one().unwrap_or(None))
+                .select("SELECT NOT EXISTS (SELECT 1 FROM cep.patterns WHERE source = $1)", None, &[source.into()])
+                .map(|rows| rows.first().get_one().unwrap_or(None).unwrap_or(false))
         })?;
-        if let Some(ddl) = ddl {
-            client.update(ddl.as_str(), None, &[])?;
+        if last {
+            crate::pg::triggers::drop_triggers(client, source, &["cep_pattern"])?;
         }
         Ok(true)
     })

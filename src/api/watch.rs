@@ -252,11 +252,11 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
         } else {
             "AFTER INSERT ON %1$s REFERENCING NEW TABLE AS cep_new_rows FOR EACH STATEMENT EXECUTE FUNCTION cep.monitor()"
         };
+        crate::pg::triggers::drop_triggers(client, relid, &["cep_monitor", "cep_monitor_changes"])?;
         run_ddl(
             client,
             &format!(
-                "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; CREATE TRIGGER cep_monitor {trigger}; \
-                 DROP TRIGGER IF EXISTS cep_monitor_changes ON %1$s; \
+                "SELECT format('CREATE TRIGGER cep_monitor {trigger}; \
                  CREATE TRIGGER cep_monitor_changes AFTER UPDATE OR DELETE OR TRUNCATE ON %1$s \
                  FOR EACH STATEMENT EXECUTE FUNCTION cep.monitor_changes()', $1::regclass)"
             ),
@@ -348,11 +348,7 @@ fn unwatch(table: TableArg) -> bool {
     crate::pg::rollups::forget(relid);
     Spi::connect_mut(|client| -> CepResult<bool> {
         let rows = as_extension_owner(|| client.update("DELETE FROM cep.watches WHERE relid = $1", None, &[relid.into()]))?;
-        run_ddl(
-            client,
-            "SELECT format('DROP TRIGGER IF EXISTS cep_monitor ON %1$s; DROP TRIGGER IF EXISTS cep_monitor_changes ON %1$s', $1::regclass)",
-            &[relid.into()],
-        )?;
+        crate::pg::triggers::drop_triggers(client, relid, &["cep_monitor", "cep_monitor_changes"])?;
         Ok(!rows.is_empty())
     })
     .or_report()

@@ -21,6 +21,7 @@ pub mod state_cache;
 pub mod stats;
 pub mod table_arg;
 pub mod time;
+pub mod triggers;
 pub mod tuple;
 pub mod version;
 pub mod watched;

@@ -429,7 +429,7 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
     if let Some((first, _)) = dropped.first() {
         let total: u64 = dropped.iter().map(|(_, n)| n).sum();
         pgrx::warning!(
-            "pattern {:?}: {total} partial match(es) of {} key(s) dropped (first key {:?}): a key held more than max_partials = {}; \
+            "pattern {:?}: {total} partial match(es) of {} key(s) dropped (first key {}): a key held more than max_partials = {}; \
              its matches are flagged dropped_partials, and some may be missing or differ from cep.match_recognize's",
             live.name,
             dropped.len(),
