@@ -1,0 +1,283 @@
+//! Patterns: `define_pattern` (live matching, final emission, absences) and `match_recognize`.
+
+#[pgrx::pg_schema]
+mod tests {
+    use super::super::helpers::*;
+    use pgrx::prelude::*;
+
+    const CHECKOUT_DEFINE: &str =
+        r#"{"login": {"event_type": "login"}, "browse": {"event_type": "browse"}, "purchase": {"event_type": "purchase", "amount": {">": 0}}}"#;
+
+    fn events_setup() {
+        run("SET TimeZone = 'UTC'");
+        run("CREATE TABLE user_events (id bigserial PRIMARY KEY, user_id integer NOT NULL, event_type text NOT NULL, \
+             amount numeric, location text, created_at timestamptz NOT NULL DEFAULT now())");
+    }
+
+    fn event(user: i32, kind: &str, amount: i32, minutes_ago: i32) -> String {
+        format!("INSERT INTO user_events (user_id, event_type, amount, created_at) VALUES ({user}, '{kind}', {amount}, now() - make_interval(mins => {minutes_ago}))")
+    }
+
+    #[pg_test]
+    fn login_browse_purchase_is_matched_live_per_user() {
+        events_setup();
+        run(&format!("SELECT cep.define_pattern('checkout', 'user_events', 'user_id', 'created_at', 'login browse+ purchase', '{CHECKOUT_DEFINE}', within => '30 minutes')"));
+        // User 1 completes in 20 minutes; user 2's events interleave but never purchase; user 3 is too slow.
+        for sql in [
+            event(1, "login", 0, 50),
+            event(2, "login", 0, 49),
+            event(1, "browse", 0, 45),
+            event(2, "browse", 0, 44),
+            event(1, "browse", 0, 40),
+            event(3, "login", 0, 45),
+            event(3, "browse", 0, 30),
+            event(1, "purchase", 99, 30),
+            event(3, "purchase", 10, 1),
+        ] {
+            run(&sql);
+        }
+        assert_eq!(
+            one::<String>("SELECT string_agg(key || ' ' || rows::text || ' ' || (match_end - match_start)::text, '; ') FROM cep.pattern_matches")
+                .unwrap(),
+            r#"1 {"login": [1], "browse": [3, 5], "purchase": [8]} 00:20:00"#
+        );
+        // Users 2 and 3 still have partial runs; user 1's ended with the match.
+        assert_eq!(one::<String>("SELECT string_agg(key, ',' ORDER BY key) FROM cep.pattern_state"), Some("2".into()));
+        // A multi-row INSERT is one statement: its rows are taken in time order per key.
+        run("INSERT INTO user_events (user_id, event_type, amount, created_at) VALUES \
+             (4, 'purchase', 5, now()), (4, 'browse', 0, now() - interval '1 minute'), (4, 'login', 0, now() - interval '2 minutes')");
+        assert_eq!(
+            one::<String>("SELECT rows::text FROM cep.pattern_matches WHERE key = '4'"),
+            Some(r#"{"login": [12], "browse": [11], "purchase": [10]}"#.into())
+        );
+    }
+
+    /// Live patterns emit eagerly; with `strict` contiguity `cep.match_recognize` gives the
+    /// standard's preferred matches instead (see `match_recognize_with_strict_contiguity_...`).
+    #[pg_test]
+    fn live_matches_equal_match_recognize_over_the_same_rows() {
+        events_setup();
+        let patterns = [
+            ("p_next", "a b+ c", "skip_till_next", "past_last_row"),
+            ("p_any", "a b+ c", "skip_till_any", "to_next_row"),
+            ("p_absent", "a !c b", "skip_till_next", "to_next_row"),
+        ];
+        let define = r#"{"a": {"event_type": "login"}, "b": {"event_type": "browse", "amount": {">": "PREV.amount"}}, "c": {"event_type": {"in": ["purchase", "logout"]}}}"#;
+        for (name, pattern, contiguity, after) in patterns {
+            run(&format!("SELECT cep.define_pattern('{name}', 'user_events', 'user_id', 'created_at', '{pattern}', '{define}', within => '1 hour', contiguity => '{contiguity}', after_match => '{after}')"));
+        }
+        // Random events, single rows and batches, some with equal times.
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let kinds = ["login", "browse", "browse", "purchase", "logout"];
+        let mut minute = 600i64;
+        for _ in 0..60 {
+            let n = 1 + next(4);
+            let values: Vec<String> = (0..n)
+                .map(|_| {
+                    minute -= next(3) as i64;
+                    format!("({}, '{}', {}, now() - make_interval(mins => {minute}))", next(3), kinds[next(5) as usize], next(100))
+                })
+                .collect();
+            run(&format!("INSERT INTO user_events (user_id, event_type, amount, created_at) VALUES {}", values.join(", ")));
+        }
+        for (name, pattern, contiguity, after) in patterns {
+            let live = one::<String>(&format!(
+                "SELECT coalesce(string_agg(key || rows::text, ';' ORDER BY key, match_end, rows::text), '') FROM cep.pattern_matches WHERE pattern_name = '{name}'"
+            ))
+            .unwrap();
+            let history = one::<String>(&format!(
+                "SELECT coalesce(string_agg(key || rows::text, ';' ORDER BY key, match_end, rows::text), '') FROM cep.match_recognize('user_events', 'user_id', 'created_at', \
+                 '{pattern}', '{define}', within => '1 hour', contiguity => '{contiguity}', after_match => '{after}')"
+            ))
+            .unwrap();
+            assert_eq!(live, history, "{name}");
+            assert!(!live.is_empty(), "{name} found matches");
+        }
+        // rows_per_match => 'all' lists each matched row with its symbol (CLASSIFIER).
+        let classified = one::<i64>(&format!(
+            "SELECT count(*) FROM cep.match_recognize('user_events', 'user_id', 'created_at', 'a b+ c', '{define}', within => '1 hour', rows_per_match => 'all') \
+             WHERE symbol IN ('a', 'b', 'c') AND row_id IS NOT NULL"
+        ))
+        .unwrap();
+        let ids =
+            one::<i64>("SELECT sum(jsonb_array_length(v))::bigint FROM cep.pattern_matches, jsonb_each(rows) e(k, v) WHERE pattern_name = 'p_next'")
+                .unwrap();
+        assert_eq!(classified, ids);
+    }
+
+    #[pg_test]
+    fn match_recognize_with_strict_contiguity_gives_the_standards_preferred_matches() {
+        run("CREATE TABLE ticker (id int PRIMARY KEY, symbol text, price int, ts timestamptz)");
+        // Oracle's ACME ticker, 1 to 20 April 2011, and a second symbol rising throughout.
+        run("INSERT INTO ticker SELECT d, 'ACME', (ARRAY[12, 17, 19, 21, 25, 12, 15, 20, 24, 25, 19, 15, 25, 25, 14, 12, 14, 24, 23, 22])[d], \
+             timestamptz '2011-04-01 00:00+00' + make_interval(days => d - 1) FROM generate_series(1, 20) d");
+        run("INSERT INTO ticker SELECT 100 + d, 'UP', d, timestamptz '2011-04-01 00:00+00' + make_interval(days => d - 1) FROM generate_series(1, 6) d");
+        let v_shapes = |contiguity: &str, after: &str| {
+            one::<String>(&format!(
+                r#"SELECT string_agg(key || ':' || (rows->'strt'->>0) || '-' || (SELECT max(x::int) FROM jsonb_array_elements_text(rows->'up') x), ',' ORDER BY match_number)
+                   FROM cep.match_recognize('ticker', 'symbol', 'ts', 'strt down+ up+',
+                        '{{"down": {{"price": {{"<": "PREV.price"}}}}, "up": {{"price": {{">": "PREV.price"}}}}}}',
+                        contiguity => '{contiguity}', after_match => '{after}', id_column => 'id')"#
+            ))
+        };
+        // Greedy UP+ runs to each top: three V-shapes, where eager emission stops at the first UP.
+        assert_eq!(v_shapes("strict", "past_last_row"), Some("ACME:5-10,ACME:11-13,ACME:14-18".into()));
+        assert_eq!(v_shapes("strict", "to_next_row"), Some("ACME:5-10,ACME:10-13,ACME:11-13,ACME:14-18,ACME:15-18".into()));
+        // The other contiguities keep the live engine's eager matches (unchanged from 0.2.0).
+        assert_eq!(v_shapes("skip_till_next", "past_last_row"), Some("ACME:2-7,ACME:8-13,ACME:14-17".into()));
+        // PREV on a match's first row reads the row before the match; greedy B* takes every row.
+        assert_eq!(
+            one::<String>(
+                r#"SELECT string_agg(key || ':' || rows::text, ',' ORDER BY match_number)
+                   FROM cep.match_recognize('ticker', 'symbol', 'ts', 'up up*', '{"up": {"price": {">": "PREV.price"}}}',
+                        contiguity => 'strict', id_column => 'id') WHERE key = 'UP'"#
+            ),
+            Some(r#"UP:{"up": [102, 103, 104, 105, 106]}"#.into())
+        );
+    }
+
+    #[pg_test]
+    fn a_live_pattern_emitting_final_matches_equals_match_recognize() {
+        run("CREATE TABLE ticker (id int PRIMARY KEY, symbol text, price int, ts timestamptz)");
+        let define = r#"{"down": {"price": {"<": "PREV.price"}}, "up": {"price": {">": "PREV.price"}}}"#;
+        // Strict contiguity: final by default; eager when asked.
+        run(&format!("SELECT cep.define_pattern('v_final', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'strict')"));
+        run(&format!(
+            "SELECT cep.define_pattern('v_eager', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'strict', emit => 'eager')"
+        ));
+        assert_eq!(
+            one::<String>("SELECT string_agg(name || ':' || emit, ',' ORDER BY name) FROM cep.patterns"),
+            Some("v_eager:eager,v_final:final".into())
+        );
+        // One row per statement, as a live feed: Oracle's ACME ticker.
+        for (day, price) in [12, 17, 19, 21, 25, 12, 15, 20, 24, 25, 19, 15, 25, 25, 14, 12, 14, 24, 23, 22].iter().enumerate() {
+            run(&format!(
+                "INSERT INTO ticker VALUES ({}, 'ACME', {price}, timestamptz '2011-04-01 00:00+00' + make_interval(days => {day}))",
+                day + 1
+            ));
+        }
+        let live = |name: &str| {
+            one::<String>(&format!("SELECT string_agg(rows::text, ';' ORDER BY match_end) FROM cep.pattern_matches WHERE pattern_name = '{name}'"))
+        };
+        let history = one::<String>(&format!(
+            "SELECT string_agg(rows::text, ';' ORDER BY match_end) FROM cep.match_recognize('ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', \
+             contiguity => 'strict', id_column => 'id')"
+        ));
+        assert_eq!(live("v_final"), history, "each V-shape once it has reached its top, as history has it");
+        assert_eq!(
+            history.as_deref(),
+            Some(
+                r#"{"up": [7, 8, 9, 10], "down": [6], "strt": [5]};{"up": [13], "down": [12], "strt": [11]};{"up": [17, 18], "down": [15, 16], "strt": [14]}"#
+            )
+        );
+        assert_eq!(
+            live("v_eager").as_deref(),
+            Some(
+                r#"{"up": [7], "down": [6], "strt": [5]};{"up": [13], "down": [11, 12], "strt": [10]};{"up": [17], "down": [15, 16], "strt": [14]}"#
+            ),
+            "eager: each match at its first UP"
+        );
+        // The last rows (23, 22: a descent) wait for a row that may still turn up.
+        assert_eq!(
+            one::<bool>("SELECT state LIKE '%\"q\"%' FROM cep.pattern_state s JOIN cep.patterns p USING (pattern_id) WHERE p.name = 'v_final'"),
+            Some(true)
+        );
+        // 'final' needs the standard's kind of pattern: refused, and nothing is registered.
+        let refused = outcome(&format!(
+            "SELECT cep.define_pattern('v_next', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'skip_till_next', emit => 'final')"
+        ));
+        assert!(
+            refused.starts_with("22023: invalid pattern: emit: 'final' gives the SQL standard's matches, which need contiguity => 'strict'"),
+            "{refused}"
+        );
+        assert!(outcome(&format!("SELECT cep.define_pattern('v_bad', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', emit => 'later')"))
+            .starts_with("22023: invalid pattern: emit: \"later\" is not one of eager, final"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(2));
+    }
+
+    #[pg_test]
+    fn an_absence_at_the_end_fires_when_its_time_has_passed() {
+        events_setup();
+        run(r#"SELECT cep.define_pattern('reset_no_login', 'user_events', 'user_id', 'created_at', 'reset !login',
+               '{"reset": {"event_type": "password_reset"}, "login": {"event_type": "login"}}', within => '10 minutes')"#);
+        run(&event(1, "password_reset", 0, 30)); // no login since: due
+        run(&event(2, "password_reset", 0, 30));
+        run(&event(2, "login", 0, 25)); // logged in within 10 minutes: no match
+        run(&event(3, "password_reset", 0, 2)); // not yet due
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_matches"), Some(0));
+        assert_eq!(one::<i64>("SELECT cep.fire_timeouts()"), Some(1));
+        assert_eq!(
+            one::<String>("SELECT key || ':' || completed_by || ':' || (match_end - match_start)::text FROM cep.pattern_matches"),
+            Some("1:timeout:00:10:00".into())
+        );
+        assert_eq!(one::<i64>("SELECT cep.fire_timeouts()"), Some(0));
+        assert_eq!(one::<String>("SELECT string_agg(key, ',') FROM cep.pattern_state"), Some("3".into()));
+        // History agrees: the same single match.
+        assert_eq!(
+            one::<String>(
+                r#"SELECT string_agg(key, ',') FROM cep.match_recognize('user_events', 'user_id', 'created_at', 'reset !login',
+               '{"reset": {"event_type": "password_reset"}, "login": {"event_type": "login"}}', within => '10 minutes')"#
+            ),
+            Some("1".into())
+        );
+    }
+
+    #[pg_test]
+    fn bad_patterns_are_refused_when_defined_and_nothing_is_registered() {
+        events_setup();
+        let define = |pattern: &str, define: &str, extra: &str| {
+            outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', '{pattern}', '{define}'{extra})"))
+        };
+        let d = r#"{"a": {"event_type": "login"}}"#;
+        let syntax = define("a (b", d, "");
+        assert!(syntax.starts_with("42601: invalid pattern: pattern:") && syntax.contains("position"), "{syntax}");
+        let unused = define("a", r#"{"a": {"event_type": "login"}, "zz": {"event_type": "x"}}"#, "");
+        assert!(unused.starts_with("42704: invalid pattern:") && unused.contains("zz"), "{unused}");
+        let op = define("a", r#"{"a": {"amount": {"=>": 5}}}"#, "");
+        assert!(op.starts_with("42804: invalid pattern: define.a.amount") && op.contains("=>"), "{op}");
+        assert!(define("a", r#"{"a": {"colour": "red"}}"#, "").starts_with("42703: define: column \"colour\" is not a column"));
+        assert!(define("a !b", d, "").starts_with("22023: invalid pattern:"), "an absence at the end needs within");
+        assert!(define("a", d, ", contiguity => 'loose'").starts_with("22023: invalid pattern: contiguity"));
+        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'event_type', 'a', '{d}')"))
+            .starts_with("42804: order_by \"event_type\" has type text"));
+        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', 'a', '{d}', id_column => 'location')"))
+            .starts_with("42804: id_column"));
+        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'nobody', 'created_at', 'a', '{d}')"))
+            .starts_with("42703: partition_by \"nobody\""));
+        assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', 'a', '{d}', within => '-1 minute')"))
+            .starts_with("22023: within"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'user_events'::regclass"), Some(0));
+        // Names are unique; a second definition under the same name is refused.
+        run(&format!("SELECT cep.define_pattern('good', 'user_events', 'user_id', 'created_at', 'a', '{d}')"));
+        assert!(outcome(&format!("SELECT cep.define_pattern('good', 'user_events', 'user_id', 'created_at', 'a', '{d}')"))
+            .starts_with("42710: pattern \"good\" already exists"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(1));
+        // Inserts go on when a column the pattern reads is dropped later: the pattern is skipped.
+        run("SELECT cep.define_pattern('by_place', 'user_events', 'user_id', 'created_at', 'p', '{\"p\": {\"location\": \"x\"}}')");
+        run("ALTER TABLE user_events DROP COLUMN location");
+        assert_eq!(outcome(&event(1, "login", 0, 0)), "ok");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_matches WHERE pattern_name = 'good'"), Some(1));
+        // Dropping the last patterns removes the trigger and the partial matches.
+        assert_eq!(one::<bool>("SELECT cep.drop_pattern('good') AND cep.drop_pattern('by_place') AND NOT cep.drop_pattern('good')"), Some(true));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'user_events'::regclass"), Some(0));
+    }
+
+    #[pg_test]
+    fn a_rolled_back_insert_leaves_no_partial_match() {
+        events_setup();
+        run(&format!("SELECT cep.define_pattern('checkout', 'user_events', 'user_id', 'created_at', 'login browse+ purchase', '{CHECKOUT_DEFINE}')"));
+        run(&event(1, "login", 0, 10));
+        // A failing statement after the browse rolls its subtransaction back, browse included.
+        assert!(outcome(&format!("{}; SELECT 1/0", event(1, "browse", 0, 9))).starts_with("22012"));
+        run(&event(1, "purchase", 5, 8));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_matches"), Some(0));
+        run(&event(1, "browse", 0, 7));
+        run(&event(1, "purchase", 5, 6));
+        assert_eq!(one::<String>("SELECT rows::text FROM cep.pattern_matches"), Some(r#"{"login": [1], "browse": [4], "purchase": [5]}"#.into()));
+    }
+}
