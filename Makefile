@@ -115,15 +115,16 @@ e2e: deps
 	  "cep.maintenance_interval = 1" "cep.maintenance_database = 'e2e_worker'" "max_prepared_transactions = 10"
 	@set -o pipefail; PG_CEP_TEST_PORT=$(TEST_PORT) PG_CEP_TEST_PG_MAJOR=$(PG_MAJOR) PG_CEP_CLUSTER=e2e$(SUFFIX) \
 	  cargo test -p pg_cep_e2e -- --test-threads=1; rc=$$?; \
-	  if [ $$rc -eq 0 ]; then $(REGRESS_RUN) || { rc=1; cat target/regress-pg$(PG_MAJOR)/regression.diffs; }; fi; \
+	  if [ $$rc -eq 0 ]; then mkdir -p $(REGRESS_OUT) && $(REGRESS_RUN) || { rc=1; cat $(REGRESS_OUT)/regression.diffs; }; fi; \
 	  $(CLUSTER) stop e2e$(SUFFIX); exit $$rc
 
 ## pg_regress golden files (test/sql, test/expected): what users read, pg_cep's errors, WARNINGs and
 ## the layout of its tables, compared line by line; run by `e2e` on its cluster. A changed message
 ## is a changed expected file, reviewed like code.
 REGRESS      := messages
+REGRESS_OUT   = .pgcep/regress-pg$(PG_MAJOR)
 REGRESS_RUN   = "$$(dirname "$$($(PG_CONFIG) --pgxs)")/../test/regress/pg_regress" --inputdir=test \
-  --outputdir=target/regress-pg$(PG_MAJOR) --bindir="$$($(PG_CONFIG) --bindir)" --host=127.0.0.1 --port=$(TEST_PORT) \
+  --outputdir=$(REGRESS_OUT) --bindir="$$($(PG_CONFIG) --bindir)" --host=127.0.0.1 --port=$(TEST_PORT) \
   --user=postgres --dbname=pg_cep_regress $(REGRESS)
 
 ## The seeded property tests of the parsers and window arithmetic (crates/cep-core/src/fuzz.rs) with many
