@@ -15,7 +15,7 @@ use crate::error::{required, CepError, CepResult, OrReport};
 use crate::gucs;
 use crate::pg::json_arg::JsonArg;
 use crate::pg::table_arg::TableArg;
-use crate::pg::{cache, time};
+use crate::pg::time;
 
 /// The candidate's id in the evidence: no stored rule has it.
 const CANDIDATE: i32 = 0;
@@ -63,7 +63,7 @@ fn backtest_rule(
 fn replay(rule: &serde_json::Value, relid: pg_sys::Oid, since: TimestampWithTimeZone, until: TimestampWithTimeZone) -> CepResult<Vec<Verdict>> {
     let condition = validate_rule(rule)?;
     let score = rule.get("risk_score").and_then(|s| s.as_f64()).unwrap_or_default();
-    let watch = cache::watch(relid)?;
+    let watch = crate::pg::watched::cached(relid)?;
     let sql = watch.backtest_sql.as_deref().ok_or_else(|| {
         CepError::InvalidArgument(format!(
             "{} cannot be scored: {}",

@@ -187,7 +187,7 @@ fn capture_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
             _ => Op::Truncate,
         };
         let data = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
-        let Some(settings) = crate::pg::cache::capture(relid).or_report() else { return Ok(None) };
+        let Some(settings) = crate::pg::capture::cached(relid).or_report() else { return Ok(None) };
         Spi::connect_mut(|client| -> CepResult<()> {
             // SAFETY: this trigger call's own data; makes cep_new / cep_old visible to our queries.
             unsafe { pg_sys::SPI_register_trigger_data(data) };

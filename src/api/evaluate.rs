@@ -26,7 +26,7 @@ fn score(
         Some(r) => r,
         None => cache::only_watch()?,
     };
-    let watch = cache::watch(relid)?;
+    let watch = crate::pg::watched::cached(relid)?;
     crate::pg::privileges::require_select(watch.root, &watch.qualified_name, "scoring")?;
     let amount = match amount {
         Some(a) => Some(f64::try_from(a).map_err(|e| CepError::InvalidArgument(format!("p_amount: {e}")))?),

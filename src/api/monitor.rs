@@ -24,7 +24,11 @@ use crate::pg::alert_rows::{AlertRow, AlertRows};
 use crate::pg::privileges::as_extension_owner;
 use crate::pg::scoring::{self, Event, Standing};
 use crate::pg::tuple::Row;
-use crate::pg::{cache, rollups, spi, stats, watched::Watch, window_cache};
+use crate::pg::{
+    cache, rollups, spi, stats,
+    watched::{self, Watch},
+    window_cache,
+};
 use pgrx::PgOid;
 
 /// Statement-level trigger function behind `cep.watch`; not called directly.
@@ -51,7 +55,7 @@ fn monitor_changes<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
     // Names resolve as in every pg_cep function (see privileges::with_pinned_search_path).
     crate::pg::privileges::with_pinned_search_path(|| {
         let relid = trigger.relid()?;
-        let root = cache::watch(relid).map(|w| w.root).unwrap_or(relid);
+        let root = watched::cached(relid).map(|w| w.root).unwrap_or(relid);
         window_cache::mark_dirty(root);
         Ok(None)
     })
@@ -79,7 +83,7 @@ fn monitor_row<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
 fn finish(relid: pg_sys::Oid, counts: &mut MonitorCounters, started: Instant) {
     counts.total_micros = started.elapsed().as_micros() as u64;
     // Counted under the watched table, also when the trigger fired on one of its partitions.
-    let table = cache::watch(relid).map(|w| w.root).unwrap_or(relid);
+    let table = watched::cached(relid).map(|w| w.root).unwrap_or(relid);
     stats::record(table, counts);
 }
 
@@ -101,7 +105,7 @@ fn cannot_score(watch: &Watch, rows: u64, counts: &mut MonitorCounters) -> bool 
 fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &mut MonitorCounters) -> CepResult<()> {
     // Rows go into the rollups and the window cache even when there is nothing to score.
     let no_rules = cache::active_rules()?.is_empty();
-    let watch = cache::watch(relid)?;
+    let watch = watched::cached(relid)?;
     if no_rules && !window_cache::enabled() && !watch.rollups {
         return Ok(());
     }
@@ -199,7 +203,7 @@ enum Verdict {
 fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &mut MonitorCounters) -> CepResult<Verdict> {
     counts.rows_seen = 1;
     let no_rules = cache::active_rules()?.is_empty();
-    let watch = cache::watch(relid)?;
+    let watch = watched::cached(relid)?;
     if no_rules && !window_cache::enabled() && !watch.rollups {
         return Ok(Verdict::Keep);
     }

@@ -6,7 +6,6 @@ use pgrx::PgRelation;
 
 use crate::engine::pattern::{Event, KeyState, Match};
 use crate::error::{required, CepError, CepResult, OrReport};
-use crate::pg::cache;
 use crate::pg::columns::TableColumns;
 use crate::pg::json_arg::JsonArg;
 use crate::pg::patterns::{self, Definition};
@@ -187,7 +186,7 @@ fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
     crate::pg::privileges::with_pinned_search_path(|| {
         let relid = trigger.relid()?;
         let data = trigger.trigger_data();
-        let live = cache::patterns(relid).or_report();
+        let live = crate::pg::patterns::cached(relid).or_report();
         if live.is_empty() {
             return Ok(None);
         }

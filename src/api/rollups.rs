@@ -11,7 +11,7 @@ use pgrx::JsonB;
 use crate::engine::rollup::{Agg, Rollup};
 use crate::engine::rollup_store::{Owner, Window};
 use crate::error::OrReport;
-use crate::pg::{cache, rollups};
+use crate::pg::rollups;
 
 type WindowRow = (TimestampWithTimeZone, i64, f64, Option<f64>, Option<f64>, Option<f64>, i64, JsonB, String);
 
@@ -41,7 +41,7 @@ fn rollup_window(
 /// Whose rollups memory holds for a watched table; `None` while the watch is unusable, since it
 /// adds no rows then and what memory holds is out of date.
 fn usable_owner(relation: pg_sys::Oid) -> Option<Owner> {
-    let watch = cache::watch(relation).or_report();
+    let watch = crate::pg::watched::cached(relation).or_report();
     watch.row_columns.as_ref().map(|_| rollups::owner(&watch))
 }
 
@@ -99,7 +99,7 @@ fn rollup_load(
     if lengths.iter().any(|&n| n != lengths[0]) || key_lengths.iter().any(|&n| n != key_lengths[0]) {
         pgrx::error!("cep.rollup_load: the per-minute arrays, and the per-key arrays, must have the same lengths");
     }
-    let watch = cache::watch(relation).or_report();
+    let watch = crate::pg::watched::cached(relation).or_report();
     let mut rollup = Rollup { minutes: BTreeMap::new(), keys: BTreeMap::new() };
     for (i, m) in minutes.iter().enumerate() {
         let agg = Agg { count: counts[i], sum: sums[i], min: mins[i], max: maxs[i] };

@@ -88,6 +88,6 @@ fn window_cache_warm(table: TableArg) -> i64 {
     use crate::error::OrReport;
     let relid = table.oid();
     drop(table);
-    let watch = crate::pg::cache::watch(relid).or_report();
+    let watch = crate::pg::watched::cached(relid).or_report();
     crate::pg::window_cache::warm(&watch).or_report()
 }

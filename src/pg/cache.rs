@@ -1,22 +1,20 @@
-//! Per-backend caches of compiled rules and watched tables, dropped when either table changes, or
-//! when a watched table's definition does (a dropped column, say).
+//! Per-backend caches of what pg_cep compiles from its configuration (rules here; each feature's
+//! per-table settings in its own module, through [`PerTable`]), dropped when a configuration table
+//! changes, or when a watched table's definition does (a dropped column, say).
 //!
 //! A statement trigger on `cep.risk_rules` and `cep.watches` sends a relcache invalidation for its
 //! table; DDL on a watched table sends one by itself. Postgres delivers it to this backend at once and to the others at commit, so a backend
 //! never scores with rules that a committed (or its own) change has replaced, and a rolled-back
 //! change is forgotten. The callback only sets a flag: it can run in the middle of our own code.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::engine::rules::{parse_condition, Rule};
 use crate::error::{CepError, CepResult};
-pub use crate::pg::capture::Capture;
-pub use crate::pg::patterns::LivePattern;
 use crate::pg::privileges::as_extension_owner;
-pub use crate::pg::watched::Watch;
 use pgrx::prelude::*;
 
 static STALE: AtomicBool = AtomicBool::new(true);
@@ -24,14 +22,47 @@ static STALE: AtomicBool = AtomicBool::new(true);
 #[derive(Default)]
 struct State {
     rules: Option<Rc<Vec<Rule>>>,
-    watches: HashMap<u32, Rc<Watch>>,
-    patterns: HashMap<u32, Rc<Vec<LivePattern>>>,
-    captures: HashMap<u32, Option<Rc<Capture>>>,
     only_watch: Option<pg_sys::Oid>,
 }
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
+    /// Bumped each time the caches are dropped: a [`PerTable`] built before is emptied on its next use.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+/// What one feature compiled for each table (a watch, a capture, the patterns), kept per backend
+/// in that feature's module, and emptied with the rest of the cache. Loaded as the extension's
+/// owner, as the configuration tables are pg_cep's own.
+pub struct PerTable<T> {
+    entries: RefCell<HashMap<u32, T>>,
+    generation: Cell<u64>,
+}
+
+impl<T> Default for PerTable<T> {
+    fn default() -> Self {
+        PerTable { entries: RefCell::new(HashMap::new()), generation: Cell::new(0) }
+    }
+}
+
+impl<T: Clone> PerTable<T> {
+    /// The entry of `relid`, loaded by `load` when missing or when the cache was dropped since.
+    pub fn get_or_load(&self, relid: pg_sys::Oid, load: impl FnOnce() -> CepResult<T>) -> CepResult<T> {
+        refresh_if_stale();
+        let generation = GENERATION.with(Cell::get);
+        if self.generation.replace(generation) != generation {
+            self.entries.borrow_mut().clear();
+        }
+        if let Some(entry) = self.entries.borrow().get(&relid.to_u32()) {
+            return Ok(entry.clone());
+        }
+        let entry = as_extension_owner(|| {
+            remember_our_tables()?;
+            load()
+        })?;
+        self.entries.borrow_mut().insert(relid.to_u32(), entry.clone());
+        Ok(entry)
+    }
 }
 
 #[pg_guard]
@@ -75,11 +106,9 @@ fn refresh_if_stale() {
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             s.rules = None;
-            s.watches.clear();
-            s.patterns.clear();
-            s.captures.clear();
             s.only_watch = None;
         });
+        GENERATION.with(|g| g.set(g.get() + 1));
     }
 }
 
@@ -184,49 +213,6 @@ fn remember_our_tables() -> CepResult<()> {
     WATCHED.with(|t| *t.borrow_mut() = oids.iter().filter(|(_, w)| *w).map(|(o, _)| *o).collect());
     OUR_TABLES.with(|t| *t.borrow_mut() = oids.into_iter().map(|(o, _)| o).collect());
     Ok(())
-}
-
-/// The capture settings of `relid`, if it is captured, with its prepared statements.
-pub fn capture(relid: pg_sys::Oid) -> CepResult<Option<Rc<Capture>>> {
-    refresh_if_stale();
-    if let Some(c) = STATE.with(|s| s.borrow().captures.get(&relid.to_u32()).cloned()) {
-        return Ok(c);
-    }
-    let c = as_extension_owner(|| {
-        remember_our_tables()?;
-        crate::pg::capture::load(relid)
-    })?
-    .map(Rc::new);
-    STATE.with(|s| s.borrow_mut().captures.insert(relid.to_u32(), c.clone()));
-    Ok(c)
-}
-
-/// The sequence patterns defined on `relid`, compiled.
-pub fn patterns(relid: pg_sys::Oid) -> CepResult<Rc<Vec<LivePattern>>> {
-    refresh_if_stale();
-    if let Some(p) = STATE.with(|s| s.borrow().patterns.get(&relid.to_u32()).cloned()) {
-        return Ok(p);
-    }
-    let p = Rc::new(as_extension_owner(|| {
-        remember_our_tables()?;
-        crate::pg::patterns::load(relid)
-    })?);
-    STATE.with(|s| s.borrow_mut().patterns.insert(relid.to_u32(), p.clone()));
-    Ok(p)
-}
-
-/// The watch on `relid`, with its window query prepared and kept.
-pub fn watch(relid: pg_sys::Oid) -> CepResult<Rc<Watch>> {
-    let rules = active_rules()?;
-    if let Some(w) = STATE.with(|s| s.borrow().watches.get(&relid.to_u32()).cloned()) {
-        return Ok(w);
-    }
-    let w = Rc::new(as_extension_owner(|| {
-        remember_our_tables()?;
-        crate::pg::watched::load(relid, &rules)
-    })?);
-    STATE.with(|s| s.borrow_mut().watches.insert(relid.to_u32(), w.clone()));
-    Ok(w)
 }
 
 /// The one watched table, for calls that name none.

@@ -38,7 +38,15 @@ pub struct Capture {
 }
 
 /// Reads a table's capture settings and its primary key columns; `None` if not captured.
-pub fn load(relid: pg_sys::Oid) -> CepResult<Option<Capture>> {
+/// The capture settings of `relid`, if it is captured, with its prepared statements.
+pub fn cached(relid: pg_sys::Oid) -> CepResult<Option<Rc<Capture>>> {
+    thread_local! {
+        static CAPTURES: crate::pg::cache::PerTable<Option<Rc<Capture>>> = Default::default();
+    }
+    CAPTURES.with(|c| c.get_or_load(relid, || Ok(load(relid)?.map(Rc::new))))
+}
+
+fn load(relid: pg_sys::Oid) -> CepResult<Option<Capture>> {
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1),

@@ -480,7 +480,7 @@ fn config(client: &SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Option<Config
 
 /// Microseconds of the widest window an active rule reads on this table, if it is watched.
 pub fn widest_rule_window(relid: pg_sys::Oid) -> Option<i64> {
-    crate::pg::cache::watch(relid).ok().and_then(|w| w.plan.windows.first().copied())
+    crate::pg::watched::cached(relid).ok().and_then(|w| w.plan.windows.first().copied())
 }
 
 /// Takes the table's maintenance lock for this transaction; false when another session has it.

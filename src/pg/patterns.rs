@@ -99,9 +99,17 @@ pub struct LivePattern {
     pub columns: Columns,
 }
 
+/// The sequence patterns defined on `relid`, compiled.
+pub fn cached(relid: pg_sys::Oid) -> CepResult<std::rc::Rc<Vec<LivePattern>>> {
+    thread_local! {
+        static PATTERNS: crate::pg::cache::PerTable<std::rc::Rc<Vec<LivePattern>>> = Default::default();
+    }
+    PATTERNS.with(|p| p.get_or_load(relid, || Ok(std::rc::Rc::new(load(relid)?))))
+}
+
 /// The patterns defined on `relid`. One that no longer compiles (a column it reads was dropped)
 /// is skipped with a WARNING: an INSERT never fails because of it.
-pub fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
+fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
     let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default();
     let table = TableColumns::read(relid, &name)?;
     // Before ALTER EXTENSION pg_cep UPDATE to 0.3.0 there is no `emit` column: 0.2.0 emitted eagerly.
@@ -459,7 +467,7 @@ pub fn fire_timeouts(client: &mut SpiClient<'_>, limit: i64) -> CepResult<i64> {
     }
     let mut fired = 0i64;
     for (pattern_id, source, key) in due {
-        let patterns = crate::pg::cache::patterns(source)?;
+        let patterns = crate::pg::patterns::cached(source)?;
         let Some(live) = patterns.iter().find(|p| p.id == pattern_id) else {
             // The pattern no longer loads (its source or a column it reads is gone): its partial
             // matches can never advance, and would block the keys due after them.

@@ -100,9 +100,18 @@ struct Row {
     cooldown: Option<i64>,
 }
 
+/// The watch on `relid`, with its window query prepared and kept.
+pub fn cached(relid: pg_sys::Oid) -> CepResult<std::rc::Rc<Watch>> {
+    thread_local! {
+        static WATCHES: crate::pg::cache::PerTable<std::rc::Rc<Watch>> = Default::default();
+    }
+    let rules = crate::pg::cache::active_rules()?;
+    WATCHES.with(|w| w.get_or_load(relid, || Ok(std::rc::Rc::new(load(relid, &rules)?))))
+}
+
 /// Loads the watch for `relid`: a watched table, or a partition of one (a row trigger on a
 /// partitioned table fires on the partition, whose columns may sit at other positions).
-pub fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
+fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
     let rollups = if crate::pg::cache::schema_0_2() { "w.rollups" } else { "false" };
     let cooldown = if crate::pg::cache::schema_0_3() { "(extract(epoch FROM w.cooldown) * 1000000)::int8" } else { "NULL::int8" };
     let row = Spi::connect(|client| -> CepResult<Option<Row>> {
