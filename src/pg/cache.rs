@@ -72,11 +72,23 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
     if relid == pg_sys::InvalidOid || is_ours(relid) {
         STALE.store(true, Ordering::Relaxed);
     }
-    // A watched table's definition changed (a partition dropped or detached, say): its cached
-    // windows may hold rows it no longer has.
+    // A watched table's definition changed (a partition dropped or detached, say): what was kept
+    // of its rows may hold rows it no longer has.
     if relid != pg_sys::InvalidOid && is_watched(relid) {
-        crate::pg::window_cache::invalidate(relid);
+        if let Some(changed) = WATCHED_TABLE_CHANGED.get() {
+            changed(relid);
+        }
     }
+}
+
+/// Who hears that a watched table's definition changed (the window cache), registered at load:
+/// the cache calls it without knowing it.
+static WATCHED_TABLE_CHANGED: std::sync::OnceLock<fn(pg_sys::Oid)> = std::sync::OnceLock::new();
+
+/// Registers the function the invalidation callback calls for a watched table whose definition
+/// changed. Called once, from `_PG_init`.
+pub fn on_watched_table_change(changed: fn(pg_sys::Oid)) {
+    let _ = WATCHED_TABLE_CHANGED.set(changed);
 }
 
 thread_local! {

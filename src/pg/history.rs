@@ -1,16 +1,26 @@
-//! One pass over a key's recent rows yields every window aggregate the active rules need.
+//! The SQL that reads a watched table's history, built from its mapping: one pass over a key's
+//! recent rows yields every window aggregate the active rules need (`scoring` runs it).
 //!
 //! The query is built once per watched table and rule set, from identifiers quoted by Postgres,
 //! and kept as a prepared plan; every value (key, window starts, time, location) is a bound
 //! parameter. Windows are `[t - window, t]`: an event exactly one window old is inside.
 
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::PgOid;
 
-use crate::engine::evaluate::{WindowPlan, WindowStats};
-use crate::error::{CepError, CepResult};
-use crate::pg::watched::{Mapping, Watch};
+use crate::engine::evaluate::WindowPlan;
+
+/// Quoted identifiers and types of a watched table's mapping.
+pub struct Mapping {
+    pub qualified_name: String,
+    pub key: String,
+    pub key_type: String,
+    /// `None` when the mapped amount column is unusable.
+    pub amount: Option<String>,
+    pub time: String,
+    pub location: Option<String>,
+    pub pk: Option<String>,
+}
 
 /// `$1` key (as text, cast to the key's type), `$2..$n+1` window starts, `$n+2` the transaction's
 /// time, `$n+3` its location when a rule needs it. Only the aggregates the rules read are
@@ -99,61 +109,6 @@ pub fn cache_warm_sql(c: &Mapping) -> String {
         k = c.key,
         t = c.time,
     )
-}
-
-/// Reads the key's history once and returns one `WindowStats` per window of the plan.
-pub fn read_window_stats(watch: &Watch, key: &str, at: pg_sys::TimestampTz, location: Option<&str>) -> CepResult<Vec<WindowStats>> {
-    let Some(query) = watch.window_query.as_ref() else { return Ok(Vec::new()) };
-    let ts = |micros: pg_sys::TimestampTz| {
-        TimestampWithTimeZone::try_from(micros).map_err(|_| CepError::InvalidArgument(format!("timestamp {micros} is out of range")))
-    };
-    let mut args: Vec<pgrx::datum::DatumWithOid> = Vec::with_capacity(watch.plan.windows.len() + 3);
-    args.push(key.into());
-    for w in &watch.plan.windows {
-        args.push(ts(crate::engine::window::window_from(at, *w))?.into());
-    }
-    args.push(ts(at)?.into());
-    if watch.binds_location {
-        args.push(location.into());
-    }
-    crate::pg::privileges::as_table_owner(watch.owner, || {
-        Spi::connect(|client| {
-            let row = client.select(query, Some(1), &args)?.first();
-            // Columns come in the order window_query_sql wrote them.
-            let mut col = 0;
-            let mut next = || {
-                col += 1;
-                col
-            };
-            let mut out = Vec::with_capacity(watch.plan.windows.len());
-            for needs in &watch.plan.needs {
-                let mut s = WindowStats::default();
-                if needs.count {
-                    s.count = row.get::<i64>(next())?.unwrap_or(0);
-                }
-                if needs.sum {
-                    s.sum = row.get::<f64>(next())?.unwrap_or(0.0);
-                }
-                if needs.max {
-                    s.max = row.get::<f64>(next())?;
-                }
-                if needs.sum_sq {
-                    s.sum_sq = row.get::<f64>(next())?.unwrap_or(0.0);
-                }
-                if watch.has_location {
-                    if needs.distinct_locations {
-                        s.distinct_locations = row.get::<i64>(next())?.unwrap_or(0);
-                        s.same_location = row.get::<i64>(next())?.unwrap_or(0);
-                    }
-                    if needs.other_locations {
-                        s.other_locations = row.get::<i64>(next())?.unwrap_or(0);
-                    }
-                }
-                out.push(s);
-            }
-            Ok(out)
-        })
-    })
 }
 
 /// Every key's rows in `[$1, $2]`, ordered by key and time, with their primary key: what

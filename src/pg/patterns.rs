@@ -99,6 +99,13 @@ pub struct LivePattern {
     pub columns: Columns,
 }
 
+impl LivePattern {
+    /// What names this pattern's shared state copies.
+    fn copies(&self) -> state_cache::PatternId {
+        state_cache::PatternId { id: self.id, generation: self.generation }
+    }
+}
+
 /// The sequence patterns defined on `relid`, compiled.
 pub fn cached(relid: pg_sys::Oid) -> CepResult<std::rc::Rc<Vec<LivePattern>>> {
     thread_local! {
@@ -314,7 +321,7 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
     let mut writes: Vec<(&str, String, Option<pgrx::datum::TimestampWithTimeZone>, bool)> = Vec::new();
     for (key, state, stored) in states {
         if state.is_empty() {
-            state_cache::touch(live, key, None, stored.is_some());
+            state_cache::touch(live.copies(), key, None, stored.is_some());
             if stored.is_some() {
                 gone.push(key.to_string());
             }
@@ -322,7 +329,7 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
         }
         let text = serde_json::to_string(state).unwrap_or_default();
         let unchanged = stored.is_some_and(|old| old == text);
-        state_cache::touch(live, key, Some(&text), !unchanged);
+        state_cache::touch(live.copies(), key, Some(&text), !unchanged);
         if unchanged {
             continue;
         }
@@ -401,7 +408,7 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
     // The keys' shared copies first; only the keys without one are read from the table.
     let mut to_read = Vec::new();
     for key in &keys {
-        match state_cache::get(live, key) {
+        match state_cache::get(live.copies(), key) {
             Some(None) => {}
             Some(Some(text)) => match serde_json::from_str::<KeyState>(&text) {
                 Ok(state) => {

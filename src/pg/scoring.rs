@@ -3,7 +3,11 @@
 
 use crate::engine::evaluate::{evaluate, include_candidate, Outcome, Transaction, WindowStats};
 use crate::error::CepResult;
-use crate::pg::{history, time, watched::Watch, window_cache};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+
+use crate::error::CepError;
+use crate::pg::{time, watched::Watch, window_cache};
 
 /// Where the transaction stands relative to the rows the window query reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -16,12 +20,7 @@ pub enum Standing {
     Incoming,
 }
 
-pub struct Event<'a> {
-    pub key: &'a str,
-    pub amount: Option<f64>,
-    pub location: Option<&'a str>,
-    pub at: pgrx::pg_sys::TimestampTz,
-}
+pub use crate::pg::window_cache::Event;
 
 /// Outcomes of the watch's runnable rules, in `rule_id` order.
 pub fn score(watch: &Watch, event: &Event, standing: Standing) -> CepResult<Vec<Outcome>> {
@@ -33,7 +32,7 @@ pub fn score(watch: &Watch, event: &Event, standing: Standing) -> CepResult<Vec<
 pub fn score_with(watch: &Watch, event: &Event, standing: Standing, cached: Option<Vec<WindowStats>>) -> CepResult<Vec<Outcome>> {
     let mut stats = match cached {
         Some(stats) => stats,
-        None => history::read_window_stats(watch, event.key, event.at, event.location)?,
+        None => read_window_stats(watch, event.key, event.at, event.location)?,
     };
     let tx = Transaction {
         amount: event.amount,
@@ -55,4 +54,59 @@ pub fn warn_skipped(watch: &Watch) -> usize {
         pgrx::warning!("pg_cep: rules {} are skipped on {}: {why}; fix the table or call cep.watch again", ids.join(", "), watch.qualified_name);
     }
     watch.skipped.len()
+}
+
+/// Reads the key's history once and returns one `WindowStats` per window of the plan.
+pub fn read_window_stats(watch: &Watch, key: &str, at: pg_sys::TimestampTz, location: Option<&str>) -> CepResult<Vec<WindowStats>> {
+    let Some(query) = watch.window_query.as_ref() else { return Ok(Vec::new()) };
+    let ts = |micros: pg_sys::TimestampTz| {
+        TimestampWithTimeZone::try_from(micros).map_err(|_| CepError::InvalidArgument(format!("timestamp {micros} is out of range")))
+    };
+    let mut args: Vec<pgrx::datum::DatumWithOid> = Vec::with_capacity(watch.plan.windows.len() + 3);
+    args.push(key.into());
+    for w in &watch.plan.windows {
+        args.push(ts(crate::engine::window::window_from(at, *w))?.into());
+    }
+    args.push(ts(at)?.into());
+    if watch.binds_location {
+        args.push(location.into());
+    }
+    crate::pg::privileges::as_table_owner(watch.owner, || {
+        Spi::connect(|client| {
+            let row = client.select(query, Some(1), &args)?.first();
+            // Columns come in the order window_query_sql wrote them.
+            let mut col = 0;
+            let mut next = || {
+                col += 1;
+                col
+            };
+            let mut out = Vec::with_capacity(watch.plan.windows.len());
+            for needs in &watch.plan.needs {
+                let mut s = WindowStats::default();
+                if needs.count {
+                    s.count = row.get::<i64>(next())?.unwrap_or(0);
+                }
+                if needs.sum {
+                    s.sum = row.get::<f64>(next())?.unwrap_or(0.0);
+                }
+                if needs.max {
+                    s.max = row.get::<f64>(next())?;
+                }
+                if needs.sum_sq {
+                    s.sum_sq = row.get::<f64>(next())?.unwrap_or(0.0);
+                }
+                if watch.has_location {
+                    if needs.distinct_locations {
+                        s.distinct_locations = row.get::<i64>(next())?.unwrap_or(0);
+                        s.same_location = row.get::<i64>(next())?.unwrap_or(0);
+                    }
+                    if needs.other_locations {
+                        s.other_locations = row.get::<i64>(next())?.unwrap_or(0);
+                    }
+                }
+                out.push(s);
+            }
+            Ok(out)
+        })
+    })
 }

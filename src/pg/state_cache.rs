@@ -12,7 +12,6 @@ use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 use crate::engine::pattern::state_cache::{region_size, Outcome, Owner, Slots, Touched};
-use crate::pg::patterns::LivePattern;
 use crate::pg::shmem::Region;
 
 static COPIES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
@@ -64,9 +63,16 @@ fn with_slots<R>(f: impl FnOnce(&mut Slots) -> R) -> Option<R> {
     REGION.locked(|base| f(&mut unsafe { Slots::new(base, slots(), false) }))
 }
 
-fn owner(live: &LivePattern) -> Owner {
+/// A pattern's copies, named by database, pattern id and generation (see `LivePattern`).
+#[derive(Clone, Copy)]
+pub struct PatternId {
+    pub id: i32,
+    pub generation: u32,
+}
+
+fn owner(pattern: PatternId) -> Owner {
     // SAFETY: plain read of a backend global.
-    Owner { database: unsafe { pg_sys::MyDatabaseId }.to_u32(), pattern: live.id, generation: live.generation }
+    Owner { database: unsafe { pg_sys::MyDatabaseId }.to_u32(), pattern: pattern.id, generation: pattern.generation }
 }
 
 /// Under READ COMMITTED each statement sees every committed row; with a transaction snapshot,
@@ -78,11 +84,11 @@ fn read_committed() -> bool {
 
 /// The copy of the key's row text (`Some(None)`: no row), when there is one and this
 /// transaction has not touched the key yet. The caller holds the key's lock.
-pub fn get(live: &LivePattern, key: &str) -> Option<Option<String>> {
+pub fn get(pattern: PatternId, key: &str) -> Option<Option<String>> {
     if !enabled() || !read_committed() {
         return None;
     }
-    let owner = owner(live);
+    let owner = owner(pattern);
     if TOUCHED.with(|t| t.borrow().contains(owner, key)) {
         return None;
     }
@@ -91,14 +97,14 @@ pub fn get(live: &LivePattern, key: &str) -> Option<Option<String>> {
 
 /// What the key's row holds now in this transaction (`text`), and whether this call wrote it.
 /// Every write of a state row must come here, under the key's lock.
-pub fn touch(live: &LivePattern, key: &str, text: Option<&str>, wrote: bool) {
+pub fn touch(pattern: PatternId, key: &str, text: Option<&str>, wrote: bool) {
     if !enabled() {
         return;
     }
     // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let trusted = read_committed();
-    TOUCHED.with(|t| t.borrow_mut().touch(owner(live), key, text.map(str::to_string), wrote, trusted, subxact));
+    TOUCHED.with(|t| t.borrow_mut().touch(owner(pattern), key, text.map(str::to_string), wrote, trusted, subxact));
 }
 
 /// A pattern's states were deleted without taking their keys' locks.

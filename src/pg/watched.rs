@@ -13,8 +13,8 @@ use crate::engine::evaluate::WindowPlan;
 use crate::engine::rules::Rule;
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, AMOUNT_TYPES, KEY_TYPES, LOCATION_TYPES, TIME_TYPES};
+use crate::pg::history::{self, Mapping};
 use crate::pg::tuple::{Col, RowColumns};
-use crate::pg::{history, window_cache};
 
 pub struct Watch {
     pub relid: pg_sys::Oid,
@@ -67,18 +67,6 @@ pub struct Watch {
     pub row_columns: Option<RowColumns>,
     /// The watched table itself: the relation, or the partitioned table it belongs to.
     pub root: pg_sys::Oid,
-}
-
-/// Quoted identifiers and types of a watched table's mapping.
-pub struct Mapping {
-    pub qualified_name: String,
-    pub key: String,
-    pub key_type: String,
-    /// `None` when the mapped amount column is unusable.
-    pub amount: Option<String>,
-    pub time: String,
-    pub location: Option<String>,
-    pub pk: Option<String>,
 }
 
 struct Row {
@@ -201,7 +189,9 @@ fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
         let (sql, types) = history::window_query_sql(&mapping, &plan, binds_location);
         Some(prepare(&sql, &types)?)
     };
-    let cache_load = if window_query.is_some() && window_cache::enabled() {
+    // Prepared whether or not the window cache exists (one plan, once per backend): the cache's
+    // own code decides when to use it.
+    let cache_load = if window_query.is_some() {
         Some(prepare(&history::cache_load_sql(&mapping), &[PgOid::from(pg_sys::TEXTOID), PgOid::from(pg_sys::TIMESTAMPTZOID)])?)
     } else {
         None

@@ -17,12 +17,19 @@ use crate::engine::evaluate::WindowStats;
 use crate::engine::window::window_from;
 use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_from_events, CacheView, CachedEvent, KeyId, KeyMap};
 use crate::error::CepResult;
-use crate::pg::scoring::Event;
 use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
 
 static KEYS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static EVENTS: GucSetting<i32> = GucSetting::<i32>::new(-1);
+
+/// One transaction to score: its key, amount, location and time.
+pub struct Event<'a> {
+    pub key: &'a str,
+    pub amount: Option<f64>,
+    pub location: Option<&'a str>,
+    pub at: pgrx::pg_sys::TimestampTz,
+}
 
 static REGION: Region = Region::new(
     c"pg_cep_window_cache",
@@ -64,6 +71,8 @@ fn sizes() -> (usize, usize) {
 
 /// Called from `_PG_init`: settings always, shared memory only while the postmaster preloads us.
 pub fn init() {
+    // A watched table whose definition changes (a partition dropped or detached) leaves the cache.
+    crate::pg::cache::on_watched_table_change(invalidate);
     // Server-start settings can only be defined while the postmaster preloads us.
     // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
