@@ -244,30 +244,13 @@ const UPSERT_STATES: &str = "INSERT INTO cep.pattern_state AS p (pattern_id, key
      SELECT $1, k, s, d FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(k, s, d)
      ON CONFLICT (pattern_id, key) DO UPDATE SET state = excluded.state, deadline = excluded.deadline";
 const DELETE_STATES: &str = "DELETE FROM cep.pattern_state WHERE pattern_id = $1 AND key = ANY ($2)";
-/// Every match of a trigger call in one statement, each notified with a payload that fits
-/// NOTIFY's 8000 bytes: the matched row ids when they fit, else `"truncated": true` (the consumer
-/// reads them from `cep.pattern_matches` by `match_id`).
-/// Before `ALTER EXTENSION pg_cep UPDATE` to 0.3.0, `cep.pattern_matches` has no `dropped_partials`.
-const RECORD_MATCHES_0_2: &str = "WITH m AS (
-         INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
-         SELECT $1, $2, u.k, u.r, u.s, u.e, $7 FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[]) AS u(k, r, s, e, d)
-         RETURNING *, false AS dropped_partials),
-     p AS (
-         SELECT json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
-                                  'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows)::text AS full_payload,
-                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 500),
-                                  'key', left(key, 500), 'start', match_start, 'end', match_end,
-                                  'completed_by', completed_by, 'truncated', true)::text AS short_payload,
-                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 100),
-                                  'key', left(key, 100), 'truncated', true)::text AS tiny_payload
-         FROM m)
-     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END, tiny_payload FROM p";
-/// A match emitted while its key had dropped partial matches (`max_partials`) says so, in its row
-/// and in its notification.
-const RECORD_MATCHES: &str = "WITH m AS (
-         INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by, dropped_partials)
-         SELECT $1, $2, u.k, u.r, u.s, u.e, $7, u.d FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[]) AS u(k, r, s, e, d)
-         RETURNING *),
+/// The notifications of the matches just inserted (`m`), each with a payload that fits NOTIFY's
+/// 8000 bytes: the matched row ids when they fit, else `"truncated": true` (the consumer reads them
+/// from `cep.pattern_matches` by `match_id`). A match emitted while its key had dropped partial
+/// matches (`max_partials`) says so.
+macro_rules! match_notifications {
+    () => {
+        "
      p AS (
          SELECT CASE WHEN dropped_partials
                      THEN json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
@@ -282,7 +265,25 @@ const RECORD_MATCHES: &str = "WITH m AS (
                 json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 100),
                                   'key', left(key, 100), 'truncated', true)::text AS tiny_payload
          FROM m)
-     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END, tiny_payload FROM p";
+     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END, tiny_payload FROM p"
+    };
+}
+/// Every match of a trigger call, in one statement.
+const RECORD_MATCHES: &str = concat!(
+    "WITH m AS (
+         INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by, dropped_partials)
+         SELECT $1, $2, u.k, u.r, u.s, u.e, $7, u.d FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[]) AS u(k, r, s, e, d)
+         RETURNING *),",
+    match_notifications!()
+);
+/// Before `ALTER EXTENSION pg_cep UPDATE` to 0.3.0, `cep.pattern_matches` has no `dropped_partials`.
+const RECORD_MATCHES_0_2: &str = concat!(
+    "WITH m AS (
+         INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
+         SELECT $1, $2, u.k, u.r, u.s, u.e, $7 FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[]) AS u(k, r, s, e, d)
+         RETURNING *, false AS dropped_partials),",
+    match_notifications!()
+);
 
 fn oids<const N: usize>(types: [pg_sys::BuiltinOid; N]) -> [PgOid; N] {
     types.map(PgOid::from)
