@@ -198,6 +198,11 @@ done
 run_case "single-row INSERT" single
 run_case "1,000-row INSERT" batch
 echo "   matches: pg_cep $($PSQL -d $db -tAc "SELECT count(*) FROM cep.pattern_matches WHERE pattern_name = 'bench_checkout'"), PL/pgSQL $($PSQL -d $db -tAc "SELECT count(*) FROM ev_plpgsql_matches")"
+# The standard's semantics live: strict contiguity, emit => 'final' (the same baselines).
+cp "$work/single_bare.pgbench" "$work/final_bare.pgbench"; cp "$work/single_plpgsql.pgbench" "$work/final_plpgsql.pgbench"
+sed 's/ev_cep/ev_final/' "$work/single_cep.pgbench" > "$work/final_cep.pgbench"
+run_case "single-row, strict, emit final" final
+echo "   matches: pg_cep final $($PSQL -d $db -tAc "SELECT count(*) FROM cep.pattern_matches WHERE pattern_name = 'bench_checkout_final'")"
 rm -rf "$work"
 fi
 

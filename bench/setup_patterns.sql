@@ -4,7 +4,8 @@
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_cep;
 SELECT cep.drop_pattern('bench_checkout');
-DROP TABLE IF EXISTS ev_bare, ev_cep, ev_plpgsql, ev_plpgsql_state, ev_plpgsql_matches;
+SELECT cep.drop_pattern('bench_checkout_final');
+DROP TABLE IF EXISTS ev_bare, ev_cep, ev_final, ev_plpgsql, ev_plpgsql_state, ev_plpgsql_matches;
 DROP FUNCTION IF EXISTS ev_plpgsql_checkout();
 CREATE TABLE ev_bare (id bigserial PRIMARY KEY, user_id integer NOT NULL, event_type text NOT NULL,
                       amount numeric(12,2), created_at timestamptz NOT NULL DEFAULT now());
@@ -14,6 +15,12 @@ CREATE TABLE ev_plpgsql (LIKE ev_bare INCLUDING ALL);
 SELECT cep.define_pattern('bench_checkout', 'ev_cep', 'user_id', 'created_at', 'login browse+ purchase',
     '{"login": {"event_type": "login"}, "browse": {"event_type": "browse"}, "purchase": {"event_type": "purchase"}}',
     within => '30 minutes', channel => 'bench_checkout');
+-- The same pattern as the SQL standard reads it: consecutive rows of a user (strict), each match
+-- emitted once final (emit => 'final', the default for a strict pattern).
+CREATE TABLE ev_final (LIKE ev_bare INCLUDING ALL);
+SELECT cep.define_pattern('bench_checkout_final', 'ev_final', 'user_id', 'created_at', 'login browse+ purchase',
+    '{"login": {"event_type": "login"}, "browse": {"event_type": "browse"}, "purchase": {"event_type": "purchase"}}',
+    within => '30 minutes', contiguity => 'strict', channel => 'bench_checkout');
 
 CREATE TABLE ev_plpgsql_state (user_id integer PRIMARY KEY, stage text NOT NULL, started timestamptz NOT NULL, ids bigint[] NOT NULL);
 CREATE TABLE ev_plpgsql_matches (match_id bigserial PRIMARY KEY, user_id integer, ids bigint[], created_at timestamptz DEFAULT now());
