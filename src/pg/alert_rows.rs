@@ -120,7 +120,7 @@ impl AlertRows {
             values[5] = alert.score.into_datum();
             values[6] = Some(text(alert.level));
             values[7] = Some(text(alert.action));
-            values[8] = pgrx::JsonB(alert.rules.clone()).into_datum();
+            values[8] = jsonb(alert.rules);
             values[EVENT_TIME] = event_time.and_then(|t| t.into_datum());
             for default in defaults {
                 // SAFETY: compiled for no parameters and no input row.
@@ -141,4 +141,13 @@ impl AlertRows {
         self.statement.free();
         direct_insert::rows_stored();
     }
+}
+
+/// `value` as a `jsonb` datum, from its text as `jsonb_in` reads it, without the copy of the
+/// whole value that `pgrx::JsonB` takes (the evidence of every fired rule, on every alert).
+fn jsonb(value: &serde_json::Value) -> Option<pg_sys::Datum> {
+    // serde_json escapes NUL inside strings, so the text has none.
+    let text = std::ffi::CString::new(value.to_string()).ok()?;
+    // SAFETY: jsonb_in reads a NUL-terminated string that lives until the call returns.
+    unsafe { pgrx::fcinfo::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }
 }
