@@ -14,6 +14,11 @@ static MAINTENANCE_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<C
 static ALERT_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ASSESSMENT_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static MATCH_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static WINDOW_CACHE_KEYS: GucSetting<i32> = GucSetting::<i32>::new(-1);
+static WINDOW_CACHE_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(-1);
+static PATTERN_STATE_COPIES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
+static ROLLUP_RECORDS: GucSetting<i32> = GucSetting::<i32>::new(262_144);
+static CLOCK_OFFSET: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 pub fn init() {
     GucRegistry::define_float_guc(
@@ -56,6 +61,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"cep.clock_offset",
+        c"Moves pg_cep's clock forward, for tests: pattern deadlines and capture's correlation windows are judged at now() plus this.",
+        c"Lets a test see a pattern's `within` pass without waiting for it. Superuser only; leave it at 0.",
+        &CLOCK_OFFSET,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_bool_guc(
         c"cep.notify_after_commit",
         c"Whether change-capture notifications are sent just after commit by a sender per database.",
@@ -90,9 +105,11 @@ pub fn timeout_interval() -> i32 {
     TIMEOUT_INTERVAL.get()
 }
 
-/// Server-start settings, defined only while the postmaster preloads pg_cep.
+/// Server-start settings, defined only while the postmaster preloads pg_cep, and before the
+/// modules that size shared memory from them ask for it.
 pub fn init_preloaded() {
     init_worker_settings();
+    init_shared_memory_settings();
     for (name, what, setting) in [
         (c"cep.alert_retention", c"How long alerts are kept (empty: forever); cep.apply_retention() deletes older ones.", &ALERT_RETENTION),
         (c"cep.assessment_retention", c"How long rows of cep.risk_assessments are kept (empty: forever).", &ASSESSMENT_RETENTION),
@@ -115,6 +132,73 @@ pub fn init_preloaded() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+}
+
+/// The sizes of pg_cep's shared memory regions.
+fn init_shared_memory_settings() {
+    GucRegistry::define_int_guc(
+        c"cep.window_cache_keys",
+        c"Keys the monitor's shared window cache can hold (0 turns the cache off, -1 sizes it from shared_buffers).",
+        c"Needs pg_cep in shared_preload_libraries; takes effect at server start.",
+        &WINDOW_CACHE_KEYS,
+        -1,
+        10_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"cep.window_cache_events",
+        c"Events the monitor's shared window cache can hold, over all keys (about 30 bytes each; -1 sizes it from shared_buffers).",
+        c"A key whose window holds more than fit is read from the table instead.",
+        &WINDOW_CACHE_EVENTS,
+        -1,
+        100_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"cep.pattern_state_copies",
+        c"Partial-match states of sequence patterns copied in shared memory (about 1 kB each; 0 turns it off).",
+        c"A key whose state is copied is advanced without reading cep.pattern_state. Takes effect at server start.",
+        &PATTERN_STATE_COPIES,
+        0,
+        10_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"cep.rollup_records",
+        c"Per-key, per-minute records the shared rollups hold (about 45 bytes each; 0 turns them off).",
+        c"Needs pg_cep in shared_preload_libraries; takes effect at server start. Without them, cep.realtime_stats reads the rows.",
+        &ROLLUP_RECORDS,
+        0,
+        100_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+}
+
+/// -1 sizes the cache from shared_buffers.
+pub fn window_cache_keys() -> i32 {
+    WINDOW_CACHE_KEYS.get()
+}
+
+/// -1 sizes the cache from shared_buffers.
+pub fn window_cache_events() -> i32 {
+    WINDOW_CACHE_EVENTS.get()
+}
+
+pub fn pattern_state_copies() -> i32 {
+    PATTERN_STATE_COPIES.get()
+}
+
+pub fn rollup_records() -> i32 {
+    ROLLUP_RECORDS.get()
+}
+
+/// Milliseconds added to pg_cep's clock (see `pg::time::now`); 0 outside tests.
+pub fn clock_offset_ms() -> i32 {
+    CLOCK_OFFSET.get()
 }
 
 /// Milliseconds.

@@ -23,6 +23,11 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: Postgres's own check, raising an ERROR that pgrx carries back through Rust frames.
     engine::set_stack_check(|| unsafe { pgrx::pg_sys::check_stack_depth() });
     pg::cache::register_invalidation_callback();
+    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
+    let preloading = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
+    if preloading {
+        gucs::init_preloaded();
+    }
     pg::stats::init();
     pg::window_cache::init();
     pg::state_cache::init();
@@ -30,9 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::notifier::init();
     pg::cooldown::init();
     pg::xact::init();
-    // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
-    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
-        gucs::init_preloaded();
+    if preloading {
         pg::worker::register();
     }
 }

@@ -236,7 +236,7 @@ impl CommitsOnHold {
         ] {
             admin.batch_execute(sql).unwrap();
         }
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for_setting("synchronous_standby_names", "pg_cep_test_nobody");
         CommitsOnHold
     }
 }
@@ -247,7 +247,22 @@ impl Drop for CommitsOnHold {
         for sql in ["ALTER SYSTEM RESET synchronous_standby_names", "ALTER SYSTEM RESET synchronous_commit", "SELECT pg_reload_conf()"] {
             let _ = admin.batch_execute(sql);
         }
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for_setting("synchronous_standby_names", "");
+    }
+}
+
+/// Polls until a new session sees the reloaded setting: every backend rereads the configuration
+/// when it next starts a command after the reload signal, so a fresh one reads it at once.
+fn wait_for_setting(name: &str, value: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = pg_cep_e2e::connect_to("postgres");
+        let now: String = c.query_one("SELECT current_setting($1)", &[&name]).unwrap().get(0);
+        if now == value {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} stayed {now:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -50,22 +50,11 @@ fn capture(
     let relid = table.oid();
     crate::pg::privileges::require_owner(relid, "cep.capture").or_report();
     let name = table.name().to_string();
-    // SAFETY: the relation `open` opened above, still open here; rd_rel is its pg_class row.
-    let relkind = unsafe { (*table.rd_rel).relkind } as u8;
+    crate::pg::table_arg::require_table(&table).or_report();
     // Closed first: CREATE TRIGGER refuses a table this session has open.
     drop(table);
     Spi::connect_mut(|client| -> CepResult<String> {
-        if relkind != b'r' && relkind != b'p' {
-            return Err(CepError::WrongObjectType(format!("{name} is not a table")));
-        }
-        let in_cep: bool = client
-            .select("SELECT relnamespace = 'cep'::regnamespace FROM pg_class WHERE oid = $1", None, &[relid.into()])?
-            .first()
-            .get_one()?
-            .unwrap_or(false);
-        if in_cep {
-            return Err(CepError::InvalidArgument(format!("{name} belongs to pg_cep; capturing it would record its own records")));
-        }
+        refuse_own_table(client, relid, &name)?;
         let kind = Kind::parse(kind).map_err(CepError::InvalidArgument)?;
         if channel.trim().is_empty() || anomaly_channel.trim().is_empty() {
             return Err(CepError::InvalidArgument("channel and anomaly_channel must not be empty".into()));
@@ -122,24 +111,7 @@ fn capture(
                 .get_one()?
                 .unwrap_or_default())
         })?;
-        // Transition tables allow one event per trigger: four triggers, one function.
-        let ddl: Option<String> = client
-            .select(
-                "SELECT string_agg(format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION cep.capture_trigger()',
-                                          t.name, t.event, $1::regclass, t.transition), '; ')
-                 FROM (VALUES ('cep_capture_insert', 'INSERT', 'REFERENCING NEW TABLE AS cep_new'),
-                              ('cep_capture_update', 'UPDATE', 'REFERENCING OLD TABLE AS cep_old NEW TABLE AS cep_new'),
-                              ('cep_capture_delete', 'DELETE', 'REFERENCING OLD TABLE AS cep_old'),
-                              ('cep_capture_truncate', 'TRUNCATE', '')) AS t(name, event, transition)
-                 WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = t.name)",
-                None,
-                &[relid.into()],
-            )?
-            .first()
-            .get_one()?;
-        if let Some(ddl) = ddl {
-            client.update(ddl.as_str(), None, &[])?;
-        }
+        create_triggers(client, relid)?;
         // The log gets its months now, so the first changes do not wait in its DEFAULT partition.
         let log: pg_sys::Oid = client.select("SELECT 'cep.change_log'::regclass::oid", None, &[])?.first().get_one()?.unwrap_or(pg_sys::InvalidOid);
         // pg_cep's own table, kept by its owner whoever captures.
@@ -147,6 +119,42 @@ fn capture(
         Ok(table)
     })
     .or_report()
+}
+
+/// pg_cep's own tables are never captured: the log would record its own records.
+fn refuse_own_table(client: &pgrx::spi::SpiClient<'_>, relid: pg_sys::Oid, name: &str) -> CepResult<()> {
+    let in_cep: bool = client
+        .select("SELECT relnamespace = 'cep'::regnamespace FROM pg_class WHERE oid = $1", None, &[relid.into()])?
+        .first()
+        .get_one()?
+        .unwrap_or(false);
+    if in_cep {
+        return Err(CepError::InvalidArgument(format!("{name} belongs to pg_cep; capturing it would record its own records")));
+    }
+    Ok(())
+}
+
+/// Transition tables allow one event per trigger: four triggers, one function. Those already
+/// there stay, so calling `cep.capture` again only updates the settings.
+fn create_triggers(client: &mut pgrx::spi::SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<()> {
+    let ddl: Option<String> = client
+        .select(
+            "SELECT string_agg(format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION cep.capture_trigger()',
+                                      t.name, t.event, $1::regclass, t.transition), '; ')
+             FROM (VALUES ('cep_capture_insert', 'INSERT', 'REFERENCING NEW TABLE AS cep_new'),
+                          ('cep_capture_update', 'UPDATE', 'REFERENCING OLD TABLE AS cep_old NEW TABLE AS cep_new'),
+                          ('cep_capture_delete', 'DELETE', 'REFERENCING OLD TABLE AS cep_old'),
+                          ('cep_capture_truncate', 'TRUNCATE', '')) AS t(name, event, transition)
+             WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = t.name)",
+            None,
+            &[relid.into()],
+        )?
+        .first()
+        .get_one()?;
+    if let Some(ddl) = ddl {
+        client.update(ddl.as_str(), None, &[])?;
+    }
+    Ok(())
 }
 
 /// Stops capturing a table: removes its triggers and settings. Its changes stay in

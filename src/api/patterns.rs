@@ -2,29 +2,21 @@
 //! sequence patterns matched live by a trigger, or over the rows a table already holds.
 
 use pgrx::prelude::*;
-use pgrx::PgRelation;
+use pgrx::spi::SpiClient;
 
+use crate::engine::pattern::Pattern;
 use crate::engine::pattern::{Event, KeyState, Match};
 use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::columns::TableColumns;
 use crate::pg::json_arg::JsonArg;
-use crate::pg::patterns::{self, Definition};
+use crate::pg::patterns::{self, Columns, Definition};
 use crate::pg::privileges::as_extension_owner;
 use crate::pg::table_arg::TableArg;
 use crate::pg::tuple::{datum_value, for_each_transition_row};
 
-fn micros(client: &pgrx::spi::SpiClient<'_>, within: Option<pgrx::datum::Interval>) -> CepResult<Option<i64>> {
+fn micros(client: &SpiClient<'_>, within: Option<pgrx::datum::Interval>) -> CepResult<Option<i64>> {
     let Some(within) = within else { return Ok(None) };
     Ok(client.select("SELECT (extract(epoch FROM $1::interval) * 1e6)::int8", None, &[within.into()])?.first().get_one()?)
-}
-
-fn check_source(source: &PgRelation) -> CepResult<()> {
-    // SAFETY: `source` is a relation PgRelation holds open; rd_rel is its pg_class row.
-    let relkind = unsafe { (*source.rd_rel).relkind } as u8;
-    if relkind != b'r' && relkind != b'p' {
-        return Err(CepError::WrongObjectType(format!("{} is not a table", source.name())));
-    }
-    Ok(())
 }
 
 /// Registers a sequence pattern over a table of events and starts matching it live: every
@@ -72,7 +64,7 @@ fn define_pattern(
     let channel = required("channel", channel);
     let id_column = required("id_column", id_column);
     let max_partials = required("max_partials", max_partials);
-    check_source(&source).or_report();
+    crate::pg::table_arg::require_table(&source).or_report();
     let relid = source.oid();
     crate::pg::privileges::require_owner(relid, "cep.define_pattern").or_report();
     let table_name = source.name().to_string();
@@ -287,76 +279,95 @@ fn match_recognize(
             emit: Some("eager"),
         };
         let (compiled, columns) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
-        let names: Vec<String> =
-            [partition_by, order_by, id_column].iter().map(|s| s.to_string()).chain(compiled.columns().iter().cloned()).collect();
-        let quoted: Vec<String> = client
-            .select("SELECT array_agg(quote_ident(c) ORDER BY o) FROM unnest($1::text[]) WITH ORDINALITY u(c, o)", None, &[names.into()])?
-            .first()
-            .get_one::<Vec<String>>()?
-            .unwrap_or_default();
-        let table: String = client.select("SELECT $1::regclass::text", None, &[relid.into()])?.first().get_one()?.unwrap_or_default();
-        let values: String = quoted[3..].iter().map(|c| format!(", {c}")).collect();
-        let (key, time, id) = (&quoted[0], &quoted[1], &quoted[2]);
-        let sql = format!(
-            "SELECT {key}::text, {time}::timestamptz, {id}::int8{values} FROM {table}
-             WHERE {key} IS NOT NULL AND {time} IS NOT NULL AND {id} IS NOT NULL ORDER BY 1, 2, 3"
-        );
-        // SAFETY: reads the transaction's start time, what now() returns.
-        let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-        let mut out = Vec::new();
-        // With strict contiguity a key's rows are kept until the next key, for the standard's
-        // preferred matches (which need every row of the partition); otherwise they go through the
-        // live engine one by one.
-        let standard = compiled.is_standard();
-        let mut current: Option<(String, KeyState, Vec<Event>)> = None;
-        let finish = |current: Option<(String, KeyState, Vec<Event>)>, out: &mut Vec<(String, Match)>| {
-            if let Some((key, mut state, rows)) = current {
-                let mut done = Vec::new();
-                match compiled.preferred_matches(&rows).filter(|_| standard) {
-                    Some(found) => done = found,
-                    None => compiled.expire(&mut state, now, &mut done),
-                }
-                out.extend(done.into_iter().map(|m| (key.clone(), m)));
-            }
-        };
-        let mut cursor = client.open_cursor(sql.as_str(), &[]);
-        loop {
-            let mut batch = cursor.fetch(10_000)?;
-            if batch.is_empty() {
-                break;
-            }
-            while batch.next().is_some() {
-                // Matching runs in Rust between fetches: let statement_timeout and cancel in.
-                check_for_interrupts!();
-                let key: String = batch.get(1)?.unwrap_or_default();
-                let ts = batch.get_datum_by_ordinal(2)?.map(|d| d.value() as i64).unwrap_or_default();
-                let id: i64 = batch.get(3)?.unwrap_or_default();
-                let mut row_values = Vec::with_capacity(columns.values.len());
-                for (i, col) in columns.values.iter().enumerate() {
-                    row_values.push(match batch.get_datum_by_ordinal(4 + i)? {
-                        Some(d) => datum_value(d, *col),
-                        None => crate::engine::pattern::Value::Null,
-                    });
-                }
-                if current.as_ref().is_none_or(|(k, _, _)| *k != key) {
-                    finish(current.take(), &mut out);
-                    current = Some((key.clone(), compiled.new_state(), Vec::new()));
-                }
-                let (_, state, rows) = current.as_mut().expect("set above");
-                let event = Event { id, ts, values: row_values };
-                if standard {
-                    rows.push(event);
-                    continue;
-                }
-                let mut done = Vec::new();
-                compiled.advance(state, &event, &mut done);
-                out.extend(done.into_iter().map(|m| (key.clone(), m)));
-            }
-        }
-        finish(current.take(), &mut out);
-        Ok((compiled.symbols().to_vec(), out))
+        let sql = history_sql(client, relid, [partition_by, order_by, id_column], compiled.columns())?;
+        let found = run_over_history(client, &compiled, &columns, &sql)?;
+        Ok((compiled.symbols().to_vec(), found))
     })
     .or_report();
+    TableIterator::new(match_rows(&symbols, matches, all_rows))
+}
+
+/// The table's rows in partition order, keys, times and ids first, then the columns DEFINE reads:
+/// every identifier quoted, the table named by its regclass.
+fn history_sql(client: &SpiClient<'_>, relid: pg_sys::Oid, [key, time, id]: [&str; 3], read: &[String]) -> CepResult<String> {
+    let names: Vec<String> = [key, time, id].iter().map(|s| s.to_string()).chain(read.iter().cloned()).collect();
+    let quoted: Vec<String> = client
+        .select("SELECT array_agg(quote_ident(c) ORDER BY o) FROM unnest($1::text[]) WITH ORDINALITY u(c, o)", None, &[names.into()])?
+        .first()
+        .get_one::<Vec<String>>()?
+        .unwrap_or_default();
+    let table = crate::pg::table_arg::relation_name(relid)?;
+    let values: String = quoted[3..].iter().map(|c| format!(", {c}")).collect();
+    let (key, time, id) = (&quoted[0], &quoted[1], &quoted[2]);
+    Ok(format!(
+        "SELECT {key}::text, {time}::timestamptz, {id}::int8{values} FROM {table}
+         WHERE {key} IS NOT NULL AND {time} IS NOT NULL AND {id} IS NOT NULL ORDER BY 1, 2, 3"
+    ))
+}
+
+/// Every match the pattern finds in the rows `sql` returns, key by key.
+fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Columns, sql: &str) -> CepResult<Vec<(String, Match)>> {
+    let now = crate::pg::time::now();
+    let mut out = Vec::new();
+    // With strict contiguity a key's rows are kept until the next key, for the standard's
+    // preferred matches (which need every row of the partition); otherwise they go through the
+    // live engine one by one.
+    let standard = compiled.is_standard();
+    let mut current: Option<(String, KeyState, Vec<Event>)> = None;
+    let finish = |current: Option<(String, KeyState, Vec<Event>)>, out: &mut Vec<(String, Match)>| {
+        if let Some((key, mut state, rows)) = current {
+            let mut done = Vec::new();
+            match compiled.preferred_matches(&rows).filter(|_| standard) {
+                Some(found) => done = found,
+                None => compiled.expire(&mut state, now, &mut done),
+            }
+            out.extend(done.into_iter().map(|m| (key.clone(), m)));
+        }
+    };
+    let mut cursor = client.open_cursor(sql, &[]);
+    loop {
+        let mut batch = cursor.fetch(10_000)?;
+        if batch.is_empty() {
+            break;
+        }
+        while batch.next().is_some() {
+            // Matching runs in Rust between fetches: let statement_timeout and cancel in.
+            check_for_interrupts!();
+            let key: String = batch.get(1)?.unwrap_or_default();
+            let ts = batch.get_datum_by_ordinal(2)?.map(|d| d.value() as i64).unwrap_or_default();
+            let id: i64 = batch.get(3)?.unwrap_or_default();
+            let mut row_values = Vec::with_capacity(columns.values.len());
+            for (i, col) in columns.values.iter().enumerate() {
+                row_values.push(match batch.get_datum_by_ordinal(4 + i)? {
+                    Some(d) => datum_value(d, *col),
+                    None => crate::engine::pattern::Value::Null,
+                });
+            }
+            if current.as_ref().is_none_or(|(k, _, _)| *k != key) {
+                finish(current.take(), &mut out);
+                current = Some((key.clone(), compiled.new_state(), Vec::new()));
+            }
+            let (_, state, rows) = current.as_mut().expect("set above");
+            let event = Event { id, ts, values: row_values };
+            if standard {
+                rows.push(event);
+                continue;
+            }
+            let mut done = Vec::new();
+            compiled.advance(state, &event, &mut done);
+            out.extend(done.into_iter().map(|m| (key.clone(), m)));
+        }
+    }
+    finish(current.take(), &mut out);
+    Ok(out)
+}
+
+/// One row per match, or with `all_rows` one per matched row, numbered in the order found.
+fn match_rows(
+    symbols: &[String],
+    matches: Vec<(String, Match)>,
+    all_rows: bool,
+) -> Vec<(i64, String, pgrx::datum::TimestampWithTimeZone, pgrx::datum::TimestampWithTimeZone, Option<String>, Option<i64>, Option<pgrx::JsonB>)> {
     let ts = crate::pg::time::timestamptz;
     let mut rows = Vec::new();
     for (n, (key, m)) in matches.into_iter().enumerate() {
@@ -366,9 +377,9 @@ fn match_recognize(
                 rows.push((number, key.clone(), ts(m.start), ts(m.end), symbols.get(*symbol as usize).cloned(), Some(*id), None));
             }
         } else {
-            let grouped = patterns::rows_json(&symbols, &m);
+            let grouped = patterns::rows_json(symbols, &m);
             rows.push((number, key, ts(m.start), ts(m.end), None, None, Some(pgrx::JsonB(grouped))));
         }
     }
-    TableIterator::new(rows)
+    rows
 }

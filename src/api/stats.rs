@@ -31,10 +31,7 @@ fn stats() -> TableIterator<
     let shared = stats::is_shared();
     let mut rows = Vec::new();
     for (relid, c) in stats::snapshot() {
-        let name = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| relid.to_u32().to_string());
+        let name = crate::pg::table_arg::relation_name(relid).unwrap_or_else(|_| relid.to_u32().to_string());
         rows.push((
             name,
             c.rows_seen as i64,

@@ -51,8 +51,8 @@ fn watch(
     let log_assessments = required("log_assessments", log_assessments);
     crate::pg::privileges::require_owner(table.oid(), "cep.watch").or_report();
     // The relation must be closed before CREATE INDEX, which refuses a table this session has open.
-    // SAFETY: the relation `open` opened above, still open here; rd_rel is its pg_class row.
-    let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
+    crate::pg::table_arg::require_table(&table).or_report();
+    let target = Target { relid: table.oid(), name: table.name().to_string() };
     drop(table);
     let mapping = Mapping { key_column, amount_column, time_column, location_column };
     let monitor = Monitor { channel, alert_level, block_at, on_block, log_assessments };
@@ -88,8 +88,8 @@ fn alter_watch(
 ) -> pgrx::JsonB {
     let table = required("table", table).open("table").or_report();
     crate::pg::privileges::require_owner(table.oid(), "cep.alter_watch").or_report();
-    // SAFETY: the relation `open` opened above, still open here; rd_rel is its pg_class row.
-    let target = Target { relid: table.oid(), name: table.name().to_string(), relkind: unsafe { (*table.rd_rel).relkind } as u8 };
+    crate::pg::table_arg::require_table(&table).or_report();
+    let target = Target { relid: table.oid(), name: table.name().to_string() };
     drop(table);
     let current = settings(target.relid)
         .and_then(|s| s.ok_or_else(|| CepError::NotWatched(format!("{} is not watched: call cep.watch on it first", target.name))))
@@ -185,7 +185,6 @@ struct Monitor<'a> {
 struct Target {
     relid: pg_sys::Oid,
     name: String,
-    relkind: u8,
 }
 
 fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: bool) -> CepResult<String> {
@@ -204,10 +203,6 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
         return Err(CepError::InvalidArgument(format!("alert_level {alert_level:?} must be one of low, medium, high")));
     }
     let relid = table.relid;
-    let relkind = table.relkind;
-    if relkind != pg_sys::RELKIND_RELATION && relkind != pg_sys::RELKIND_PARTITIONED_TABLE {
-        return Err(CepError::InvalidArgument(format!("\"{}\" is not a table: only plain and partitioned tables can be watched", table.name)));
-    }
     if channel.is_empty() || channel.len() >= pg_sys::NAMEDATALEN as usize {
         return Err(CepError::InvalidArgument(format!("channel {channel:?} must be 1 to 63 bytes long")));
     }
@@ -262,36 +257,50 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
             ),
             &[relid.into()],
         )?;
-        let mut index_note = String::new();
-        if create_index {
-            let has_index = client
-                .select(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index i \
-                       JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = i.indkey[0] \
-                       JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[1] \
-                     WHERE i.indrelid = $1 AND k.attname = $2 AND t.attname = $3)",
-                    None,
-                    &[relid.into(), key_column.into(), time_column.into()],
-                )?
-                .first()
-                .get_one::<bool>()?
-                .unwrap_or(false);
-            if !has_index {
-                run_ddl(
-                    client,
-                    "SELECT format('CREATE INDEX ON %s (%I, %I) INCLUDE (%s)', $1::regclass, $2, $3, \
-                            (SELECT string_agg(quote_ident(c), ', ') FROM unnest(ARRAY[$4, $5]) c WHERE c IS NOT NULL))",
-                    &[relid.into(), key_column.into(), time_column.into(), amount_column.into(), location_column.into()],
-                )?;
-                index_note = format!(", covering index on ({key_column}, {time_column}) created");
-            }
-        }
+        let index_note = if create_index && create_covering_index(client, relid, mapping, location_column)? {
+            format!(", covering index on ({key_column}, {time_column}) created")
+        } else {
+            String::new()
+        };
         Ok(format!(
             "watching {} (key {key_column}, amount {amount_column}, time {time_column}, location {}){index_note}",
             table.name,
             location_column.unwrap_or("none")
         ))
     })
+}
+
+/// The index the monitor's window reads want, (key, time) covering amount and location, unless the
+/// table already has an index leading with key and time. True when it was created.
+fn create_covering_index(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    relid: pg_sys::Oid,
+    mapping: &Mapping,
+    location_column: Option<&str>,
+) -> CepResult<bool> {
+    let Mapping { key_column, amount_column, time_column, .. } = *mapping;
+    let has_index = client
+        .select(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i \
+               JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = i.indkey[0] \
+               JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[1] \
+             WHERE i.indrelid = $1 AND k.attname = $2 AND t.attname = $3)",
+            None,
+            &[relid.into(), key_column.into(), time_column.into()],
+        )?
+        .first()
+        .get_one::<bool>()?
+        .unwrap_or(false);
+    if has_index {
+        return Ok(false);
+    }
+    run_ddl(
+        client,
+        "SELECT format('CREATE INDEX ON %s (%I, %I) INCLUDE (%s)', $1::regclass, $2, $3, \
+                (SELECT string_agg(quote_ident(c), ', ') FROM unnest(ARRAY[$4, $5]) c WHERE c IS NOT NULL))",
+        &[relid.into(), key_column.into(), time_column.into(), amount_column.into(), location_column.into()],
+    )?;
+    Ok(true)
 }
 
 /// Runs DDL that `format_sql` builds from bound arguments: Postgres quotes every identifier

@@ -143,7 +143,7 @@ fn aggregate(
     if per_key && key_column.is_none() {
         return Err(CepError::InvalidArgument("per_key needs a key_column".into()));
     }
-    let table: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default();
+    let table = crate::pg::table_arg::relation_name(relid)?;
     let columns = crate::pg::columns::TableColumns::read_for_queries(relid, &table)?;
     columns.check("time_column", time_column, crate::pg::columns::TIME_TYPES)?;
     columns.check("value_column", value_column, crate::pg::columns::AMOUNT_TYPES)?;

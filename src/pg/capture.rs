@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use pgrx::pg_sys::BuiltinOid::{BOOLOID, INT4OID, INT8OID, INTERVALOID, OIDOID, TEXTARRAYOID, TEXTOID};
+use pgrx::pg_sys::BuiltinOid::{BOOLOID, INT4OID, INT8OID, INTERVALOID, OIDOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgOid;
@@ -16,6 +16,7 @@ use crate::engine::payload;
 use crate::error::CepResult;
 use crate::pg::change_log::{ChangeLog, LogRow};
 use crate::pg::tuple::for_each_transition_row;
+use crate::pg::xact::{BySubxact, XactBuffer};
 use crate::pg::{notifier, spi};
 
 /// A captured table's settings, as `cep.capture` stored them.
@@ -400,21 +401,9 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
                 })?;
                 // Every old row with the new row's key, as the FULL JOIN on the key text pairs them
                 // (a key text can repeat: inherited tables, commas inside key columns).
-                let mut by_pk: std::collections::HashMap<&[u8], Vec<usize>> = std::collections::HashMap::new();
-                for (i, r) in old_rows.iter().enumerate() {
-                    if let Some(pk) = r.pk.as_deref() {
-                        by_pk.entry(pk).or_default().push(i);
-                    }
-                }
+                let by_pk = index_by_pk(&old_rows);
                 let mut paired = vec![false; old_rows.len()];
-                let columns: Vec<pg_sys::Datum> = in_context(kept, || {
-                    let desc = (*relation).rd_att;
-                    (0..(*desc).natts as usize)
-                        .map(|i| &*super::version::tuple_desc_attr(desc, i))
-                        .filter(|a| !a.attisdropped)
-                        .map(|a| pg_sys::Datum::from(pg_sys::cstring_to_text(a.attname.data.as_ptr())))
-                        .collect()
-                });
+                let columns = in_context(kept, || column_names(relation));
                 each_row((*trigger).tg_newtable, relation, capture, per_row, |n| {
                     let partners = n.pk.as_deref().and_then(|pk| by_pk.get(pk)).map_or(&[][..], |v| v.as_slice());
                     if partners.is_empty() {
@@ -445,6 +434,33 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
     }
     log.close();
     Ok(Logged::collect(changes))
+}
+
+/// Old rows by their key text; a key text can repeat (inherited tables, commas inside key columns).
+fn index_by_pk(old_rows: &[ChangedRow]) -> std::collections::HashMap<&[u8], Vec<usize>> {
+    let mut by_pk: std::collections::HashMap<&[u8], Vec<usize>> = std::collections::HashMap::new();
+    for (i, r) in old_rows.iter().enumerate() {
+        if let Some(pk) = r.pk.as_deref() {
+            by_pk.entry(pk).or_default().push(i);
+        }
+    }
+    by_pk
+}
+
+/// The relation's live column names as text datums, in the current memory context.
+///
+/// # Safety
+/// `relation` is an open relation.
+unsafe fn column_names(relation: pg_sys::Relation) -> Vec<pg_sys::Datum> {
+    // SAFETY: the caller's open relation; its tuple descriptor lives as long as it is open.
+    unsafe {
+        let desc = (*relation).rd_att;
+        (0..(*desc).natts as usize)
+            .map(|i| &*super::version::tuple_desc_attr(desc, i))
+            .filter(|a| !a.attisdropped)
+            .map(|a| pg_sys::Datum::from(pg_sys::cstring_to_text(a.attname.data.as_ptr())))
+            .collect()
+    }
 }
 
 /// Logs one statement's changes in one INSERT. The transition tables must be registered with
@@ -489,7 +505,7 @@ fn log_through_spi(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> Cep
 /// latest change leaves the window then.
 const COUNT_BEFORE: &str = "SELECT count(*), (min(changed_at) + $2)::timestamptz FROM (
      SELECT changed_at FROM cep.change_log
-     WHERE relid = $1 AND changed_at > now() - $2 AND change_id < $3
+     WHERE relid = $1 AND changed_at > $7 - $2 AND change_id < $3
        AND ($4::text IS NULL OR key = $4) AND (NOT $5 OR op = 'D')
      ORDER BY changed_at DESC
      LIMIT $6 + 1) s";
@@ -504,8 +520,7 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
     }
     let checks =
         [("high_frequency_operations", capture.high_frequency, false), ("mass_deletion", capture.mass_deletion.filter(|_| op == Op::Delete), true)];
-    // SAFETY: reads the transaction's start time, what now() returns.
-    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let now = crate::pg::time::now();
     let scopes: Vec<(Option<&str>, i64)> =
         if capture.key_column.is_some() { logged.keys.iter().map(|(k, n)| (Some(k.as_str()), *n)).collect() } else { vec![(None, logged.count)] };
     for (anomaly, setting, deletes_only) in checks {
@@ -516,12 +531,20 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
                 // Still past the limit from an earlier count: this statement cannot cross it.
                 continue;
             }
-            let before_plan = spi::kept(COUNT_BEFORE, &[OIDOID, INTERVALOID, INT8OID, TEXTOID, BOOLOID, INT4OID].map(PgOid::from))?;
+            let before_plan = spi::kept(COUNT_BEFORE, &[OIDOID, INTERVALOID, INT8OID, TEXTOID, BOOLOID, INT4OID, TIMESTAMPTZOID].map(PgOid::from))?;
             let (before, hot_until): (Option<i64>, Option<pgrx::datum::TimestampWithTimeZone>) = client
                 .select(
                     &*before_plan,
                     None,
-                    &[capture.relid.into(), window.into(), logged.first.into(), key.into(), deletes_only.into(), limit.into()],
+                    &[
+                        capture.relid.into(),
+                        window.into(),
+                        logged.first.into(),
+                        key.into(),
+                        deletes_only.into(),
+                        limit.into(),
+                        crate::pg::time::timestamptz(now).into(),
+                    ],
                 )?
                 .first()
                 .get_two()?;
@@ -561,10 +584,9 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
     Ok(())
 }
 
-/// Changes waiting for their transaction to commit, tagged with the subtransaction that made
-/// them so that a rolled-back savepoint takes its changes out of the notification.
+/// Changes waiting for their transaction to commit (tagged with the subtransaction that made
+/// them, so that a rolled-back savepoint takes its changes out of the notification).
 struct Pending {
-    subxact: pg_sys::SubTransactionId,
     channel: String,
     table: String,
     first: i64,
@@ -580,18 +602,15 @@ thread_local! {
 }
 
 thread_local! {
-    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    static PENDING: RefCell<BySubxact<Pending>> = const { RefCell::new(BySubxact::new()) };
 }
 
 pub fn remember(capture: &Capture, logged: &Logged) {
     if logged.count == 0 {
         return;
     }
-    // SAFETY: plain read of the current subtransaction's id.
-    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     PENDING.with(|p| {
         p.borrow_mut().push(Pending {
-            subxact,
             channel: capture.channel.clone(),
             table: capture.name.clone(),
             first: logged.first,
@@ -601,17 +620,37 @@ pub fn remember(capture: &Capture, logged: &Logged) {
     });
 }
 
-/// This module's part of `pg::xact`'s transaction callback.
-pub fn on_xact(event: pg_sys::XactEvent::Type) {
-    use pg_sys::XactEvent::*;
-    if event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE {
-        // Committed or prepared (already handed on), or aborted: forget.
-        if event != XACT_EVENT_PARALLEL_PRE_COMMIT {
-            PENDING.with(|p| p.borrow_mut().clear());
-        }
-        return;
+/// This transaction's captured changes, notified once it commits (or kept for COMMIT PREPARED).
+pub struct PendingNotifications;
+
+impl XactBuffer for PendingNotifications {
+    fn pre_commit(&self) {
+        hand_to_notifier();
     }
-    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    fn commit(&self) {
+        PENDING.with(|p| p.borrow_mut().clear());
+    }
+    fn abort(&self) {
+        PENDING.with(|p| p.borrow_mut().clear());
+    }
+    fn pre_prepare(&self) {
+        hand_to_notifier();
+    }
+    fn prepare(&self) {
+        PENDING.with(|p| p.borrow_mut().clear());
+    }
+    fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+        PENDING.with(|p| p.borrow_mut().released(mine, parent));
+    }
+    fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
+        PENDING.with(|p| p.borrow_mut().rolled_back(mine));
+    }
+}
+
+/// One notification per channel: the notifier, whose part of the callback comes next, sends them
+/// at commit or keeps them for COMMIT PREPARED.
+fn hand_to_notifier() {
+    let pending = PENDING.with(|p| p.borrow_mut().take());
     if pending.is_empty() {
         return;
     }
@@ -628,16 +667,6 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
         let mut tables: Vec<String> = mine.iter().map(|p| p.table.clone()).collect();
         tables.sort();
         tables.dedup();
-        // To the notifier, whose part of the callback comes next: it sends them at commit, or
-        // keeps them for COMMIT PREPARED.
         notifier::notify_at_commit(channel, &payload::changes(xid, first, last, count, &tables));
-    }
-}
-
-/// This module's part of `pg::xact`'s subtransaction callback.
-pub fn on_subxact(event: pg_sys::SubXactEvent::Type, my_subid: pg_sys::SubTransactionId, _parent: pg_sys::SubTransactionId) {
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        // Ids grow within a transaction: the aborted one and its children have ids >= its own.
-        PENDING.with(|p| p.borrow_mut().retain(|c| c.subxact < my_subid));
     }
 }

@@ -16,6 +16,7 @@ use crate::error::CepResult;
 use crate::pg::privileges::as_extension_owner;
 use crate::pg::shmem::Region;
 use crate::pg::spi;
+use crate::pg::xact::XactBuffer;
 
 /// How often a busy backend adds its counted repeats to the alert rows.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -184,28 +185,33 @@ fn write(tallies: &[(i64, Tally)]) -> CepResult<()> {
     Ok(())
 }
 
-/// This module's part of `pg::xact`'s transaction callback.
-pub fn on_xact(event: pg_sys::XactEvent::Type) {
-    use pg_sys::XactEvent::*;
-    match event {
-        // A prepared transaction writes its own repeats: whether they count is decided elsewhere.
-        XACT_EVENT_PRE_PREPARE => {
-            let mine = LEDGER.with(|l| l.borrow_mut().take_pending());
-            if let Err(e) = write(&mine) {
-                pgrx::error!("pg_cep could not count alert repeats before PREPARE: {e}");
-            }
-        }
-        XACT_EVENT_COMMIT => LEDGER.with(|l| l.borrow_mut().commit()),
-        XACT_EVENT_ABORT | XACT_EVENT_PREPARE => LEDGER.with(|l| l.borrow_mut().abort()),
-        _ => {}
-    }
-}
+/// This transaction's repeats of open alerts, counted on them once it commits.
+pub struct Repeats;
 
-/// This module's part of `pg::xact`'s subtransaction callback.
-pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-    match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => LEDGER.with(|l| l.borrow_mut().subxact_abort(mine)),
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => LEDGER.with(|l| l.borrow_mut().subxact_commit(mine, parent)),
-        _ => {}
+impl XactBuffer for Repeats {
+    fn pre_commit(&self) {
+        // Nothing to write yet: committed repeats are written by the once-a-second flush.
+    }
+    fn commit(&self) {
+        LEDGER.with(|l| l.borrow_mut().commit());
+    }
+    fn abort(&self) {
+        LEDGER.with(|l| l.borrow_mut().abort());
+    }
+    fn pre_prepare(&self) {
+        // A prepared transaction writes its own repeats: whether they count is decided with it.
+        let mine = LEDGER.with(|l| l.borrow_mut().take_pending());
+        if let Err(e) = write(&mine) {
+            pgrx::error!("pg_cep could not count alert repeats before PREPARE: {e}");
+        }
+    }
+    fn prepare(&self) {
+        LEDGER.with(|l| l.borrow_mut().abort());
+    }
+    fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+        LEDGER.with(|l| l.borrow_mut().subxact_commit(mine, parent));
+    }
+    fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
+        LEDGER.with(|l| l.borrow_mut().subxact_abort(mine));
     }
 }

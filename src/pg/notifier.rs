@@ -20,6 +20,7 @@ use pgrx::prelude::*;
 use crate::engine::notice_queue::{Notice, NoticeQueues, Outcome, Refused, Ticket};
 use crate::gucs;
 use crate::pg::shmem::Region;
+use crate::pg::xact::{BySubxact, XactBuffer};
 
 static REGION: Region = Region::new(c"pg_cep_notices", std::mem::size_of::<NoticeQueues>, |base| {
     // SAFETY: the region was just created with this size; all-zero bytes are a valid queue set.
@@ -162,12 +163,11 @@ thread_local! {
     /// Notices asked for during the transaction, with the subtransaction that asked: handed to
     /// the sender (or sent) just before commit, kept for COMMIT PREPARED, dropped with their
     /// subtransaction or transaction.
-    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    static PENDING: RefCell<BySubxact<Pending>> = const { RefCell::new(BySubxact::new()) };
 }
 
 /// A notice asked for during the transaction.
 struct Pending {
-    subxact: pg_sys::SubTransactionId,
     channel: String,
     payload: String,
     /// A shorter payload, for a prepared transaction whose payload is too long for the queue.
@@ -185,9 +185,7 @@ pub fn notify_at_commit(channel: &str, payload: &str) {
 /// As [`notify_at_commit`], with a shorter payload to queue instead if the transaction is prepared
 /// and `payload` is longer than the queue's slots.
 pub fn notify_at_commit_or_short(channel: &str, payload: &str, short: Option<String>) {
-    // SAFETY: plain read of the current subtransaction's id.
-    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    PENDING.with(|p| p.borrow_mut().push(Pending { subxact, channel: channel.to_string(), payload: payload.to_string(), short }));
+    PENDING.with(|p| p.borrow_mut().push(Pending { channel: channel.to_string(), payload: payload.to_string(), short }));
 }
 
 /// Before PREPARE: NOTIFY cannot be prepared, so each notice waits in the sender's queue, resolved
@@ -198,7 +196,7 @@ fn queue_for_prepared(pending: Vec<Pending>) {
     let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
     let (db, at) = (database(), now());
     let mut start = false;
-    for Pending { channel, payload, short, .. } in pending {
+    for Pending { channel, payload, short } in pending {
         let reserved = REGION.locked(|base| {
             let q = queues(base);
             match (q.reserve_prepared(db, xid, &channel, &payload, at), short) {
@@ -339,34 +337,43 @@ fn start_sender(db: u32) {
     }
 }
 
-/// This module's part of `pg::xact`'s transaction callback: reserved notices go once their
-/// transaction has committed, and never if it aborted.
-pub fn on_xact(event: pg_sys::XactEvent::Type) {
-    use pg_sys::XactEvent::*;
-    match event {
-        XACT_EVENT_PRE_COMMIT => {
-            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-            for p in pending {
-                notify_after_commit(&p.channel, &p.payload);
-            }
-            return;
+/// This transaction's notices: reserved ones go once their transaction has committed, and never
+/// if it aborted.
+pub struct Notices;
+
+impl XactBuffer for Notices {
+    fn pre_commit(&self) {
+        for p in PENDING.with(|p| p.borrow_mut().take()) {
+            notify_after_commit(&p.channel, &p.payload);
         }
-        XACT_EVENT_PRE_PREPARE => {
-            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-            if !pending.is_empty() {
-                queue_for_prepared(pending);
-            }
-            return;
-        }
-        XACT_EVENT_PREPARE => {
-            // Tickets stay reserved: the sender sends them once COMMIT PREPARED has committed.
-            TICKETS.with(|t| t.borrow_mut().clear());
-            return;
-        }
-        XACT_EVENT_ABORT => PENDING.with(|p| p.borrow_mut().clear()),
-        XACT_EVENT_COMMIT => {}
-        _ => return,
     }
+    fn commit(&self) {
+        finish_tickets(true);
+    }
+    fn abort(&self) {
+        PENDING.with(|p| p.borrow_mut().clear());
+        finish_tickets(false);
+    }
+    fn pre_prepare(&self) {
+        let pending = PENDING.with(|p| p.borrow_mut().take());
+        if !pending.is_empty() {
+            queue_for_prepared(pending);
+        }
+    }
+    fn prepare(&self) {
+        // Tickets stay reserved: the sender sends them once COMMIT PREPARED has committed.
+        TICKETS.with(|t| t.borrow_mut().clear());
+    }
+    fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+        PENDING.with(|p| p.borrow_mut().released(mine, parent));
+    }
+    fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
+        PENDING.with(|p| p.borrow_mut().rolled_back(mine));
+    }
+}
+
+/// Publishes (commit) or cancels (abort) the notices this transaction reserved in the queue.
+fn finish_tickets(committed: bool) {
     let tickets = TICKETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
     if tickets.is_empty() {
         return;
@@ -375,7 +382,7 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
         let q = queues(base);
         let mut latches: Vec<usize> = Vec::new();
         for ticket in tickets {
-            if event == XACT_EVENT_COMMIT {
+            if committed {
                 latches.extend(q.publish(ticket));
             } else {
                 q.cancel(ticket);
@@ -481,19 +488,5 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
         if !awake {
             return;
         }
-    }
-}
-
-/// This module's part of `pg::xact`'s subtransaction callback.
-pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-    match event {
-        // Ids grow within a transaction: the aborted one and its children have ids >= its own.
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => PENDING.with(|p| p.borrow_mut().retain(|n| n.subxact < mine)),
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => PENDING.with(|p| {
-            for n in p.borrow_mut().iter_mut().filter(|n| n.subxact == mine) {
-                n.subxact = parent;
-            }
-        }),
-        _ => {}
     }
 }

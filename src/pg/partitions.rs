@@ -520,23 +520,11 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
     }
     if config.default_partition && parent.default.is_none() {
         let started = Instant::now();
-        let name = format!("{}_default", parent.name);
-        if name.len() > partition::MAX_IDENTIFIER_BYTES {
-            return Err(CepError::NameTooLong(partition::NameTooLong { bytes: name.len(), name }));
-        }
-        let target = qualify(client, &parent.schema, &name)?;
-        let created = as_owner(parent.owner_oid, || {
-            in_subtransaction(|| {
-                if !try_locks(&[(parent.relid, pg_sys::AccessExclusiveLock)]) {
-                    return Ok(None);
-                }
-                client.update(&format!("CREATE TABLE {target} PARTITION OF {} DEFAULT", parent.qualified), None, &[])?;
-                Ok(Some(()))
-            })
-        })?;
-        let s = match created {
-            Some(()) => step("create_default", Some(name), 0, None),
-            None => step("skipped", Some(name), 0, Some("the table stayed locked for cep.maintenance_lock_timeout".into())),
+        let (name, created) = create_default(client, &parent)?;
+        let s = if created {
+            step("create_default", Some(name), 0, None)
+        } else {
+            step("skipped", Some(name), 0, Some("the table stayed locked for cep.maintenance_lock_timeout".into()))
         };
         record(client, &s, started)?;
         steps.push(s);
@@ -598,6 +586,26 @@ pub fn maintain(client: &mut SpiClient<'_>, relid: pg_sys::Oid) -> CepResult<Vec
     }
     as_extension_owner(|| client.update("UPDATE cep.partition_config SET last_run = now() WHERE parent = $1", None, &[relid.into()]))?;
     Ok(steps)
+}
+
+/// The DEFAULT partition, which keeps rows of months not created yet. Its name, and false when
+/// the table stayed locked for `cep.maintenance_lock_timeout`.
+fn create_default(client: &mut SpiClient<'_>, parent: &Parent) -> CepResult<(String, bool)> {
+    let name = format!("{}_default", parent.name);
+    if name.len() > partition::MAX_IDENTIFIER_BYTES {
+        return Err(CepError::NameTooLong(partition::NameTooLong { bytes: name.len(), name }));
+    }
+    let target = qualify(client, &parent.schema, &name)?;
+    let created = as_owner(parent.owner_oid, || {
+        in_subtransaction(|| {
+            if !try_locks(&[(parent.relid, pg_sys::AccessExclusiveLock)]) {
+                return Ok(None);
+            }
+            client.update(&format!("CREATE TABLE {target} PARTITION OF {} DEFAULT", parent.qualified), None, &[])?;
+            Ok(Some(()))
+        })
+    })?;
+    Ok((name, created.is_some()))
 }
 
 /// `cep.create_monthly_partition`: the seed's function, idempotent, returning the partition.

@@ -117,7 +117,7 @@ pub fn cached(relid: pg_sys::Oid) -> CepResult<std::rc::Rc<Vec<LivePattern>>> {
 /// The patterns defined on `relid`. One that no longer compiles (a column it reads was dropped)
 /// is skipped with a WARNING: an INSERT never fails because of it.
 fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
-    let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default();
+    let name = crate::pg::table_arg::relation_name(relid)?;
     let table = TableColumns::read(relid, &name)?;
     // Before ALTER EXTENSION pg_cep UPDATE to 0.3.0 there is no `emit` column: 0.2.0 emitted eagerly.
     let emit = if crate::pg::cache::schema_0_3() { "emit" } else { "'eager'" };
@@ -462,14 +462,13 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
 /// Completes absences and drops expired runs for every key whose deadline has passed.
 /// Keys another session is advancing right now are left for the next call.
 pub fn fire_timeouts(client: &mut SpiClient<'_>, limit: i64) -> CepResult<i64> {
-    // SAFETY: reads the transaction's start time, what now() returns.
-    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let now = crate::pg::time::now();
     let mut due: Vec<(i32, pg_sys::Oid, String)> = Vec::new();
     for row in client.select(
         "SELECT s.pattern_id, p.source::oid, s.key FROM cep.pattern_state s JOIN cep.patterns p USING (pattern_id)
-         WHERE s.deadline <= now() ORDER BY s.deadline LIMIT $1",
+         WHERE s.deadline <= $2 ORDER BY s.deadline LIMIT $1",
         None,
-        &[limit.into()],
+        &[limit.into(), crate::pg::time::timestamptz(now).into()],
     )? {
         due.push((row.get(1)?.unwrap_or_default(), row.get(2)?.unwrap_or(pg_sys::InvalidOid), row.get(3)?.unwrap_or_default()));
     }

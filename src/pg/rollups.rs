@@ -9,15 +9,13 @@
 
 use std::cell::RefCell;
 
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::engine::rollup::Rollup;
 use crate::engine::rollup_store::{epoch_unlocked, region_size, Anchor, Folder, Owner, StoreView, Totals, Window};
 use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
-
-static RECORDS: GucSetting<i32> = GucSetting::<i32>::new(262_144);
+use crate::pg::xact::XactBuffer;
 
 static REGION: Region = Region::new(
     c"pg_cep_rollups",
@@ -64,26 +62,16 @@ thread_local! {
 }
 
 fn records() -> usize {
-    RECORDS.get().max(0) as usize
+    crate::gucs::rollup_records().max(0) as usize
 }
 
-/// Called from `_PG_init`: the setting and the region exist only while the postmaster preloads us.
+/// Called from `_PG_init`: the region exists only while the postmaster preloads us.
 pub fn init() {
     // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
-    GucRegistry::define_int_guc(
-        c"cep.rollup_records",
-        c"Per-key, per-minute records the shared rollups hold (about 45 bytes each; 0 turns them off).",
-        c"Needs pg_cep in shared_preload_libraries; takes effect at server start. Without them, cep.realtime_stats reads the rows.",
-        &RECORDS,
-        0,
-        100_000_000,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    if RECORDS.get() > 0 {
+    if crate::gucs::rollup_records() > 0 {
         REGION.request();
     }
 }
@@ -206,14 +194,12 @@ pub fn forget(relid: pg_sys::Oid) {
 
 /// The table's totals, active keys and top keys from `since` on, when memory is exact for them.
 pub fn window(owner: Owner, since: i64, top: usize) -> Option<Window> {
-    // SAFETY: inside a transaction: reads its start time.
-    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let now = crate::pg::time::now();
     FOLDER.with(|f| REGION.locked_shared(|base| view(base).window(owner, since, now, top, &mut f.borrow_mut())).flatten())
 }
 
 pub fn totals(owner: Owner, since: i64) -> Option<Totals> {
-    // SAFETY: inside a transaction: reads its start time.
-    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let now = crate::pg::time::now();
     REGION.locked_shared(|base| view(base).totals(owner, since, now)).flatten()
 }
 
@@ -222,77 +208,75 @@ pub fn usage() -> Option<(u64, u64, u64, u64)> {
     REGION.locked_shared(|base| view(base).usage())
 }
 
-/// This module's part of `pg::xact`'s transaction callback.
-pub fn on_xact(event: pg_sys::XactEvent::Type) {
-    match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
-            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
-            if local.pending.is_empty() && local.loads.is_empty() && local.forget.is_empty() {
-                return;
-            }
-            // Commit order is what readers see: the time is taken under the lock.
-            REGION.locked(|base| {
-                let mut store = view(base);
-                // SAFETY: reads the clock; no state of Postgres is touched.
-                let now = unsafe { pg_sys::GetCurrentTimestamp() };
-                for o in &local.forget {
-                    store.forget(o.database, o.relid);
-                }
-                for l in &local.loads {
-                    store.load(l.owner, now, l.totals_from, l.keys_from, &l.rollup);
-                }
-                for p in &local.pending {
-                    store.add(p.owner, now, &p.rollup, p.anchor);
-                }
-            });
-        }
-        pg_sys::XactEvent::XACT_EVENT_PREPARE => {
-            // Whether it commits is decided later, elsewhere: its minutes are no longer exact.
-            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
-            REGION.locked(|base| {
-                let mut store = view(base);
-                // SAFETY: reads the clock; no state of Postgres is touched.
-                let now = unsafe { pg_sys::GetCurrentTimestamp() };
-                for l in &local.loads {
-                    store.forget(l.owner.database, l.owner.relid);
-                }
-                for p in &local.pending {
-                    if let Some(&last) = p.rollup.minutes.keys().next_back() {
-                        store.unsure(p.owner, now, last);
-                    }
-                }
-            });
-        }
-        pg_sys::XactEvent::XACT_EVENT_ABORT => {
-            LOCAL.with(|l| *l.borrow_mut() = Local::default());
-        }
-        _ => {}
-    }
-}
+/// This transaction's rows of tables with rollups: into shared memory once it commits.
+pub struct PendingRollups;
 
-/// This module's part of `pg::xact`'s subtransaction callback.
-pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-    match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
-            LOCAL.with(|l| {
-                let mut l = l.borrow_mut();
-                l.pending.retain(|p| p.subxact != mine);
-                let aborted: Vec<Owner> = l.loads.iter().filter(|x| x.subxact == mine).map(|x| x.owner).collect();
-                l.loads.retain(|x| x.subxact != mine);
-                l.forget.extend(aborted);
-            });
+impl XactBuffer for PendingRollups {
+    fn pre_commit(&self) {
+        // Nothing to write: memory takes the rows after commit, in commit order.
+    }
+    fn commit(&self) {
+        let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+        if local.pending.is_empty() && local.loads.is_empty() && local.forget.is_empty() {
+            return;
         }
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
-            LOCAL.with(|l| {
-                let mut l = l.borrow_mut();
-                for p in l.pending.iter_mut().filter(|p| p.subxact == mine) {
-                    p.subxact = parent;
+        // Commit order is what readers see: the time is taken under the lock.
+        REGION.locked(|base| {
+            let mut store = view(base);
+            // SAFETY: reads the clock; no state of Postgres is touched.
+            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            for o in &local.forget {
+                store.forget(o.database, o.relid);
+            }
+            for l in &local.loads {
+                store.load(l.owner, now, l.totals_from, l.keys_from, &l.rollup);
+            }
+            for p in &local.pending {
+                store.add(p.owner, now, &p.rollup, p.anchor);
+            }
+        });
+    }
+    fn abort(&self) {
+        LOCAL.with(|l| *l.borrow_mut() = Local::default());
+    }
+    fn pre_prepare(&self) {
+        // Nothing to write: what PREPARE leaves undecided is marked unsure when it is done.
+    }
+    fn prepare(&self) {
+        // Whether it commits is decided later, elsewhere: its minutes are no longer exact.
+        let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+        REGION.locked(|base| {
+            let mut store = view(base);
+            // SAFETY: reads the clock; no state of Postgres is touched.
+            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            for l in &local.loads {
+                store.forget(l.owner.database, l.owner.relid);
+            }
+            for p in &local.pending {
+                if let Some(&last) = p.rollup.minutes.keys().next_back() {
+                    store.unsure(p.owner, now, last);
                 }
-                for x in l.loads.iter_mut().filter(|x| x.subxact == mine) {
-                    x.subxact = parent;
-                }
-            });
-        }
-        _ => {}
+            }
+        });
+    }
+    fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            for p in l.pending.iter_mut().filter(|p| p.subxact == mine) {
+                p.subxact = parent;
+            }
+            for x in l.loads.iter_mut().filter(|x| x.subxact == mine) {
+                x.subxact = parent;
+            }
+        });
+    }
+    fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            l.pending.retain(|p| p.subxact != mine);
+            let aborted: Vec<Owner> = l.loads.iter().filter(|x| x.subxact == mine).map(|x| x.owner).collect();
+            l.loads.retain(|x| x.subxact != mine);
+            l.forget.extend(aborted);
+        });
     }
 }

@@ -9,12 +9,11 @@
 use std::cell::RefCell;
 
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 use crate::engine::pattern::state_cache::{region_size, Outcome, Owner, Slots, Touched};
 use crate::pg::shmem::Region;
+use crate::pg::xact::XactBuffer;
 
-static COPIES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 static REGION: Region = Region::new(
     c"pg_cep_pattern_states",
     || region_size(slots()),
@@ -28,29 +27,19 @@ thread_local! {
     static TOUCHED: RefCell<Touched> = RefCell::new(Touched::default());
 }
 
-/// Called from `_PG_init`: the setting and shared memory, only while the postmaster preloads us.
+/// Called from `_PG_init`: shared memory, only while the postmaster preloads us.
 pub fn init() {
     // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
-    GucRegistry::define_int_guc(
-        c"cep.pattern_state_copies",
-        c"Partial-match states of sequence patterns copied in shared memory (about 1 kB each; 0 turns it off).",
-        c"A key whose state is copied is advanced without reading cep.pattern_state. Takes effect at server start.",
-        &COPIES,
-        0,
-        10_000_000,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    if COPIES.get() > 0 {
+    if crate::gucs::pattern_state_copies() > 0 {
         REGION.request();
     }
 }
 
 fn slots() -> usize {
-    COPIES.get().max(0) as usize
+    crate::gucs::pattern_state_copies().max(0) as usize
 }
 
 fn enabled() -> bool {
@@ -127,22 +116,30 @@ fn apply(outcomes: Vec<(Owner, String, Outcome)>) {
     });
 }
 
-/// This module's part of `pg::xact`'s transaction callback.
-pub fn on_xact(event: pg_sys::XactEvent::Type) {
-    match event {
-        // Still holding the keys' locks: no other session reads or writes them before this.
-        pg_sys::XactEvent::XACT_EVENT_COMMIT => apply(TOUCHED.with(|t| t.borrow_mut().commit())),
-        pg_sys::XactEvent::XACT_EVENT_PREPARE => apply(TOUCHED.with(|t| t.borrow_mut().prepare())),
-        pg_sys::XactEvent::XACT_EVENT_ABORT => TOUCHED.with(|t| t.borrow_mut().abort()),
-        _ => {}
-    }
-}
+/// The pattern states this transaction wrote: their copies become valid (or are dropped) when it ends.
+pub struct TouchedStates;
 
-/// This module's part of `pg::xact`'s subtransaction callback.
-pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-    match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => TOUCHED.with(|t| t.borrow_mut().subxact_abort(mine)),
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => TOUCHED.with(|t| t.borrow_mut().subxact_commit(mine, parent)),
-        _ => {}
+impl XactBuffer for TouchedStates {
+    fn pre_commit(&self) {
+        // Nothing to write: the states themselves are rows of cep.pattern_state.
+    }
+    fn commit(&self) {
+        // Still holding the keys' locks: no other session reads or writes them before this.
+        apply(TOUCHED.with(|t| t.borrow_mut().commit()));
+    }
+    fn abort(&self) {
+        TOUCHED.with(|t| t.borrow_mut().abort());
+    }
+    fn pre_prepare(&self) {
+        // Nothing to write: the states themselves are rows of cep.pattern_state.
+    }
+    fn prepare(&self) {
+        apply(TOUCHED.with(|t| t.borrow_mut().prepare()));
+    }
+    fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+        TOUCHED.with(|t| t.borrow_mut().subxact_commit(mine, parent));
+    }
+    fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
+        TOUCHED.with(|t| t.borrow_mut().subxact_abort(mine));
     }
 }

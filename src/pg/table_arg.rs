@@ -33,6 +33,23 @@ impl TableArg {
     }
 }
 
+/// Only plain and partitioned tables carry pg_cep's triggers (a view, a foreign table or a sequence
+/// would take the registration and never fire): the one check every registering function makes.
+pub fn require_table(relation: &PgRelation) -> CepResult<()> {
+    // SAFETY: a relation PgRelation holds open; rd_rel is its pg_class row.
+    let relkind = unsafe { (*relation.rd_rel).relkind } as u8;
+    if relkind == pg_sys::RELKIND_RELATION || relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
+        return Ok(());
+    }
+    Err(CepError::WrongObjectType(format!("\"{}\" is not a table: only plain and partitioned tables can be used", relation.name())))
+}
+
+/// How SQL names the relation (`regclass::text`: schema-qualified unless on the search path,
+/// quoted where needed), for messages and for SQL that pg_cep builds.
+pub fn relation_name(relid: pg_sys::Oid) -> CepResult<String> {
+    Ok(Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])?.unwrap_or_default())
+}
+
 impl FromDatum for TableArg {
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _typoid: pg_sys::Oid) -> Option<TableArg> {
         if is_null {

@@ -34,3 +34,12 @@ pub fn timestamptz(micros: pg_sys::TimestampTz) -> pgrx::datum::TimestampWithTim
     // SAFETY: a timestamptz datum is its microseconds since 2000-01-01.
     unsafe { pgrx::datum::TimestampWithTimeZone::from_datum(pg_sys::Datum::from(micros), false) }.expect("non-null")
 }
+
+/// pg_cep's clock: the transaction's start time (what SQL's `now()` returns), moved forward by
+/// `cep.clock_offset`. Every judgement of "has this time passed" (pattern deadlines, windows
+/// ending now, capture's anomaly windows) reads it, so a test can let time pass without sleeping.
+pub fn now() -> pg_sys::TimestampTz {
+    // SAFETY: plain read of the transaction's start time, set whenever a transaction is running.
+    let start = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    start.saturating_add(i64::from(crate::gucs::clock_offset_ms()) * 1000)
+}

@@ -99,7 +99,8 @@ pub fn cached(relid: pg_sys::Oid) -> CepResult<std::rc::Rc<Watch>> {
 
 /// Loads the watch for `relid`: a watched table, or a partition of one (a row trigger on a
 /// partitioned table fires on the partition, whose columns may sit at other positions).
-fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
+/// The registration that covers `relid`: its own, or its nearest partitioned ancestor's.
+fn read_registration(relid: pg_sys::Oid) -> CepResult<Row> {
     let rollups = if crate::pg::cache::schema_0_2() { "w.rollups" } else { "false" };
     let cooldown = if crate::pg::cache::schema_0_3() { "(extract(epoch FROM w.cooldown) * 1000000)::int8" } else { "NULL::int8" };
     let row = Spi::connect(|client| -> CepResult<Option<Row>> {
@@ -138,7 +139,38 @@ fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
             cooldown: r.get(16)?,
         }))
     })?;
-    let row = row.ok_or_else(|| CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first")))?;
+    row.ok_or_else(|| CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first")))
+}
+
+/// The rules this table can run, and why each other one is skipped: key and time carry every
+/// rule; amount and location only the rules that read them.
+fn usable_rules(
+    all_rules: &[Rule],
+    root: pg_sys::Oid,
+    [unusable, amount_problem, location_problem]: [&Option<String>; 3],
+) -> (Vec<Rule>, Vec<(i32, String)>) {
+    let mut rules = Vec::new();
+    let mut skipped = Vec::new();
+    for rule in all_rules.iter().filter(|r| r.applies_to(root.to_u32())) {
+        let why = if let Some(why) = &unusable {
+            Some(why.clone())
+        } else if rule.condition.needs_amount() && amount_problem.is_some() {
+            amount_problem.clone()
+        } else if rule.condition.needs_location() && location_problem.is_some() {
+            location_problem.clone()
+        } else {
+            None
+        };
+        match why {
+            Some(why) => skipped.push((rule.id, why)),
+            None => rules.push(rule.clone()),
+        }
+    }
+    (rules, skipped)
+}
+
+fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
+    let row = read_registration(relid)?;
     // Names and types are checked on the watched table; positions come from this relation.
     let columns = TableColumns::read(row.root, &row.qualified_name)?;
     let here = if relid == row.root { None } else { Some(TableColumns::read(relid, &row.qualified_name)?) };
@@ -155,23 +187,7 @@ fn load(relid: pg_sys::Oid, all_rules: &[Rule]) -> CepResult<Watch> {
     let location_problem = row.location.as_deref().and_then(|l| columns.check("location_column", l, LOCATION_TYPES).err()).map(|e| e.to_string());
     let pk_ok = row.pk.as_deref().is_some_and(|p| columns.type_of(p).is_some());
 
-    let mut rules = Vec::new();
-    let mut skipped = Vec::new();
-    for rule in all_rules.iter().filter(|r| r.applies_to(row.root.to_u32())) {
-        let why = if let Some(why) = &unusable {
-            Some(why.clone())
-        } else if rule.condition.needs_amount() && amount_problem.is_some() {
-            amount_problem.clone()
-        } else if rule.condition.needs_location() && location_problem.is_some() {
-            location_problem.clone()
-        } else {
-            None
-        };
-        match why {
-            Some(why) => skipped.push((rule.id, why)),
-            None => rules.push(rule.clone()),
-        }
-    }
+    let (rules, skipped) = usable_rules(all_rules, row.root, [&unusable, &amount_problem, &location_problem]);
     let plan = WindowPlan::for_rules(&rules);
     let mapping = Mapping {
         qualified_name: row.qualified_name.clone(),

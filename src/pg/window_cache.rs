@@ -10,7 +10,6 @@
 use std::cell::RefCell;
 
 use pgrx::datum::TimestampWithTimeZone;
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::engine::evaluate::WindowStats;
@@ -19,9 +18,7 @@ use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_fr
 use crate::error::CepResult;
 use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
-
-static KEYS: GucSetting<i32> = GucSetting::<i32>::new(-1);
-static EVENTS: GucSetting<i32> = GucSetting::<i32>::new(-1);
+use crate::pg::xact::XactBuffer;
 
 /// One transaction to score: its key, amount, location and time.
 pub struct Event<'a> {
@@ -66,38 +63,18 @@ fn sizes() -> (usize, usize) {
     let shared_buffers = unsafe { pg_sys::NBuffers } as u64 * pg_sys::BLCKSZ as u64;
     let (keys, events) = crate::engine::window_cache::auto_size(shared_buffers);
     let pick = |set: i32, auto: usize| if set < 0 { auto } else { set as usize };
-    (pick(KEYS.get(), keys), pick(EVENTS.get(), events))
+    (pick(crate::gucs::window_cache_keys(), keys), pick(crate::gucs::window_cache_events(), events))
 }
 
 /// Called from `_PG_init`: settings always, shared memory only while the postmaster preloads us.
 pub fn init() {
     // A watched table whose definition changes (a partition dropped or detached) leaves the cache.
     crate::pg::cache::on_watched_table_change(invalidate);
-    // Server-start settings can only be defined while the postmaster preloads us.
+    // Shared memory can only be asked for while the postmaster preloads us.
     // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
-    GucRegistry::define_int_guc(
-        c"cep.window_cache_keys",
-        c"Keys the monitor's shared window cache can hold (0 turns the cache off, -1 sizes it from shared_buffers).",
-        c"Needs pg_cep in shared_preload_libraries; takes effect at server start.",
-        &KEYS,
-        -1,
-        10_000_000,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"cep.window_cache_events",
-        c"Events the monitor's shared window cache can hold, over all keys (about 30 bytes each; -1 sizes it from shared_buffers).",
-        c"A key whose window holds more than fit is read from the table instead.",
-        &EVENTS,
-        -1,
-        100_000_000,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
     let (keys, events) = sizes();
     if keys > 0 {
         REGION.request();
@@ -267,8 +244,7 @@ fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option
 pub fn warm(watch: &Watch) -> CepResult<i64> {
     let (Some(sql), Some(&longest)) = (watch.cache_warm_sql.as_deref(), watch.plan.windows.first()) else { return Ok(0) };
     let Some(versions) = with_cache(|c| c.versions()) else { return Ok(0) };
-    // SAFETY: inside a transaction: reads its start time.
-    let now: pg_sys::TimestampTz = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let now = crate::pg::time::now();
     let from = window_from(now, longest);
     let mut keys: Vec<(String, Vec<CachedEvent>)> = Vec::new();
     Spi::connect(|client| -> CepResult<()> {
@@ -294,57 +270,76 @@ pub fn warm(watch: &Watch) -> CepResult<i64> {
     Ok(cached.unwrap_or(0) as i64)
 }
 
-/// This module's part of `pg::xact`'s transaction callback.
-pub fn on_xact(event: pg_sys::XactEvent::Type) {
-    match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
-            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
-            if local.pending.is_empty() && local.dirty.is_empty() {
-                return;
+/// This transaction's rows of watched tables: into the shared cache once it commits.
+pub struct PendingEvents;
+
+impl XactBuffer for PendingEvents {
+    fn pre_commit(&self) {
+        // Nothing to write: the rows are in their table; the cache takes them after commit.
+    }
+    fn commit(&self) {
+        let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+        if local.pending.is_empty() && local.dirty.is_empty() {
+            return;
+        }
+        let database = database();
+        let pending = local.pending;
+        with_cache(|c| {
+            for relid in &local.dirty {
+                c.invalidate_relation(database, *relid);
             }
-            let database = database();
-            let pending = local.pending;
-            with_cache(|c| {
-                for relid in &local.dirty {
-                    c.invalidate_relation(database, *relid);
+            for (id, rows) in &pending {
+                if local.dirty.contains(&id.relid) {
+                    continue;
                 }
-                for (id, rows) in &pending {
-                    if local.dirty.contains(&id.relid) {
-                        continue;
-                    }
-                    let mut events: Vec<CachedEvent> = rows.iter().map(|p| p.event).collect();
-                    events.sort_by_key(|e| e.t);
-                    c.append_committed(*id, &events);
-                }
-            });
-        }
-        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
-            // The rows' fate is decided by COMMIT PREPARED or ROLLBACK PREPARED, which call no hook
-            // of ours: hold their relations until then (reads go to the table), or refuse to prepare.
-            let relids: Vec<u32> = LOCAL.with(|l| {
-                let l = l.borrow();
-                let mut r: Vec<u32> = l.pending.keys().map(|id| id.relid).chain(l.dirty.iter().copied()).collect();
-                r.sort_unstable();
-                r.dedup();
-                r
-            });
-            if relids.is_empty() {
-                return;
+                let mut events: Vec<CachedEvent> = rows.iter().map(|p| p.event).collect();
+                events.sort_by_key(|e| e.t);
+                c.append_committed(*id, &events);
             }
-            // SAFETY: the transaction has an id: it wrote the rows.
-            let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
-            let database = database();
-            let held = with_cache(|c| relids.iter().all(|relid| c.hold_for_prepared(database, *relid, xid, running)));
-            if held == Some(false) {
-                pgrx::error!(
-                    "pg_cep cannot prepare this transaction: too many prepared transactions hold watched tables' window cache (at most 64 at a time)"
-                );
+        });
+    }
+    fn abort(&self) {
+        LOCAL.with(|l| *l.borrow_mut() = Local::default());
+    }
+    fn pre_prepare(&self) {
+        // The rows' fate is decided by COMMIT PREPARED or ROLLBACK PREPARED, which call no hook
+        // of ours: hold their relations until then (reads go to the table), or refuse to prepare.
+        let relids: Vec<u32> = LOCAL.with(|l| {
+            let l = l.borrow();
+            let mut r: Vec<u32> = l.pending.keys().map(|id| id.relid).chain(l.dirty.iter().copied()).collect();
+            r.sort_unstable();
+            r.dedup();
+            r
+        });
+        if relids.is_empty() {
+            return;
+        }
+        // SAFETY: the transaction has an id: it wrote the rows.
+        let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
+        let database = database();
+        let held = with_cache(|c| relids.iter().all(|relid| c.hold_for_prepared(database, *relid, xid, running)));
+        if held == Some(false) {
+            pgrx::error!(
+                "pg_cep cannot prepare this transaction: too many prepared transactions hold watched tables' window cache (at most 64 at a time)"
+            );
+        }
+    }
+    fn prepare(&self) {
+        LOCAL.with(|l| *l.borrow_mut() = Local::default());
+    }
+    fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+        LOCAL.with(|l| {
+            for p in l.borrow_mut().pending.values_mut().flatten().filter(|p| p.subxact == mine) {
+                p.subxact = parent;
             }
-        }
-        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
-            LOCAL.with(|l| *l.borrow_mut() = Local::default());
-        }
-        _ => {}
+        });
+    }
+    fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
+        LOCAL.with(|l| {
+            for rows in l.borrow_mut().pending.values_mut() {
+                rows.retain(|p| p.subxact != mine);
+            }
+        });
     }
 }
 
@@ -352,25 +347,4 @@ pub fn on_xact(event: pg_sys::XactEvent::Type) {
 fn running(xid: u32) -> bool {
     // SAFETY: a proc-array lookup; a prepared transaction counts as in progress.
     unsafe { pg_sys::TransactionIdIsInProgress(pg_sys::TransactionId::from(xid)) }
-}
-
-/// This module's part of `pg::xact`'s subtransaction callback.
-pub fn on_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-    match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
-            LOCAL.with(|l| {
-                for rows in l.borrow_mut().pending.values_mut() {
-                    rows.retain(|p| p.subxact != mine);
-                }
-            });
-        }
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
-            LOCAL.with(|l| {
-                for p in l.borrow_mut().pending.values_mut().flatten().filter(|p| p.subxact == mine) {
-                    p.subxact = parent;
-                }
-            });
-        }
-        _ => {}
-    }
 }

@@ -90,7 +90,7 @@ mod tests {
         seed_setup();
         run("SELECT cep.unwatch('transactions')");
         run("CREATE VIEW tx_view AS SELECT * FROM transactions");
-        assert!(outcome("SELECT cep.watch('tx_view')").starts_with("22023: \"tx_view\" is not a table"));
+        assert!(outcome("SELECT cep.watch('tx_view')").starts_with("42809: \"tx_view\" is not a table"));
         assert!(outcome("SELECT cep.watch('transactions', channel => '')").starts_with("22023: channel"));
         assert!(outcome(&format!("SELECT cep.watch('transactions', channel => '{}')", "c".repeat(64))).starts_with("22023: channel"));
         assert!(outcome("SELECT cep.watch('no_such_table')").starts_with("42P01"));
