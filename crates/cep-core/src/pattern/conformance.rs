@@ -56,6 +56,13 @@ fn rows(ids: std::ops::RangeInclusive<i64>, symbols: &[&'static str]) -> Vec<(i6
 }
 
 fn cases() -> Vec<Case> {
+    let mut all = ticker_cases();
+    all.extend(preference_cases());
+    all
+}
+
+/// Oracle's and Flink's price tickers.
+fn ticker_cases() -> Vec<Case> {
     let v = |s: i64, downs: i64, ups: i64| {
         let mut r = vec![(s, "strt")];
         r.extend((s + 1..=s + downs).map(|i| (i, "down")));
@@ -117,6 +124,12 @@ fn cases() -> Vec<Case> {
             labels: "",
             expected: vec![rows(2..=3, &["up", "up"]), rows(4..=5, &["up", "up"])],
         },
+    ]
+}
+
+/// Trino's documented preference rules (and two of the standard's consequences).
+fn preference_cases() -> Vec<Case> {
+    vec![
         Case {
             name: "Trino: A B* is greedy",
             pattern: "a b*",
