@@ -20,7 +20,7 @@ use std::ptr;
 use pgrx::pg_sys;
 
 thread_local! {
-    static DEFAULTS: RefCell<Vec<Defaults>> = const { RefCell::new(Vec::new()) };
+    static COMPILED: RefCell<Vec<Compiled>> = const { RefCell::new(Vec::new()) };
     static BUILTINS: RefCell<Vec<(&'static CStr, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -153,6 +153,17 @@ impl Target {
             // (a CHECK constraint, a partition's bounds) then name no inserted columns, as for a
             // trigger's result relation, instead of reading a range table that is not there.
             pg_sys::InitResultRelInfo(result, relation, 0, ptr::null_mut(), 0);
+            if checks && has_checks {
+                // Compiled once per backend, not by ExecConstraints for every statement.
+                if let Some(compiled) = compiled_checks(relation) {
+                    let count = (*constraints).num_check as usize;
+                    let states = pg_sys::palloc0(count * std::mem::size_of::<*mut pg_sys::ExprState>()) as *mut *mut pg_sys::ExprState;
+                    for c in compiled {
+                        *states.add(c.column) = c.state;
+                    }
+                    super::version::set_check_exprs(result, states);
+                }
+            }
             pg_sys::ExecOpenIndices(result, false);
             let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &raw const pg_sys::TTSOpsVirtual);
             pg_sys::MemoryContextSwitchTo(old);
@@ -209,18 +220,27 @@ pub fn rows_stored() {
     unsafe { pg_sys::CommandCounterIncrement() }
 }
 
-/// A table's column defaults, compiled once and kept while their definitions stay the same
-/// (parsing and compiling them took a tenth of a captured single-row INSERT). Only defaults that
-/// call Postgres's own functions are kept: one of those cannot be redefined, nor write to a
-/// watched table while it runs.
-struct Defaults {
+/// Expressions of one table (its column defaults, or its CHECK constraints), compiled once and
+/// kept while their definitions stay the same: parsing and compiling the defaults took a tenth of
+/// a captured single-row INSERT, and the executor compiles a table's CHECK constraints again for
+/// every statement. Only expressions that call Postgres's own functions are kept: one of those
+/// cannot be redefined, nor write to a watched table while it runs.
+struct Compiled {
     relid: pg_sys::Oid,
+    what: What,
     definitions: Vec<(usize, CString)>,
     states: Option<Vec<CompiledDefault>>,
     memory: pg_sys::MemoryContext,
 }
 
-/// A column's default, compiled, and whether it may differ between rows of one statement.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum What {
+    Defaults,
+    Checks,
+}
+
+/// A compiled expression: a column's default (or the `column`th CHECK constraint), and whether it
+/// may differ between rows of one statement.
 #[derive(Clone, Copy)]
 pub struct CompiledDefault {
     pub column: usize,
@@ -234,10 +254,8 @@ pub struct CompiledDefault {
 /// # Safety
 /// `relation` must be open.
 pub unsafe fn compiled_defaults(relation: pg_sys::Relation, given: &[usize]) -> Option<Vec<CompiledDefault>> {
-    // SAFETY: `relation` is open (the caller's promise); the compiled defaults live in a context of their own, kept under
-    // TopMemoryContext.
+    // SAFETY: `relation` is open (the caller's promise): its tuple descriptor and constraints are valid.
     unsafe {
-        let relid = (*relation).rd_id;
         let constraints = (*(*relation).rd_att).constr;
         let mut definitions = Vec::new();
         if !constraints.is_null() {
@@ -249,25 +267,66 @@ pub unsafe fn compiled_defaults(relation: pg_sys::Relation, given: &[usize]) -> 
                 }
             }
         }
+        // Looked at before planning, which inlines SQL functions into what they call.
+        compile_cached(relation, What::Defaults, definitions, |column, _| pg_sys::build_column_default(relation, column as i32 + 1))
+    }
+}
+
+/// The table's enforced CHECK constraints, compiled, in the order of the relation's constraints
+/// (`column` is the constraint's place); `None` when one calls a function of a user's, or the table
+/// has generated columns (whose expressions the executor folds into the checks).
+///
+/// # Safety
+/// `relation` must be open.
+pub unsafe fn compiled_checks(relation: pg_sys::Relation) -> Option<Vec<CompiledDefault>> {
+    // SAFETY: `relation` is open (the caller's promise): its tuple descriptor and constraints are valid.
+    unsafe {
+        let constraints = (*(*relation).rd_att).constr;
+        if constraints.is_null() || super::version::has_generated_columns(constraints) {
+            return None;
+        }
+        let mut definitions = Vec::new();
+        for i in 0..(*constraints).num_check as usize {
+            let check = &*(*constraints).check.add(i);
+            if super::version::check_enforced(check) && !check.ccbin.is_null() {
+                definitions.push((i, CStr::from_ptr(check.ccbin).to_owned()));
+            }
+        }
+        compile_cached(relation, What::Checks, definitions, |_, definition| pg_sys::stringToNode(definition.as_ptr()).cast())
+    }
+}
+
+/// The cached compiled expressions of `definitions`, or compiles them (with `node`) and keeps them
+/// in a memory context of their own under TopMemoryContext.
+///
+/// # Safety
+/// `relation` must be open; `node` returns an expression tree of the definition.
+unsafe fn compile_cached(
+    relation: pg_sys::Relation,
+    what: What,
+    mut definitions: Vec<(usize, CString)>,
+    node: impl Fn(usize, &CStr) -> *mut pg_sys::Node,
+) -> Option<Vec<CompiledDefault>> {
+    // SAFETY: `relation` is open (the caller's promise); everything compiled lives in the entry's context.
+    unsafe {
+        let relid = (*relation).rd_id;
         definitions.sort();
-        DEFAULTS.with(|cache| {
+        COMPILED.with(|cache| {
             let mut cache = cache.borrow_mut();
-            if let Some(cached) = cache.iter().find(|d| d.relid == relid && d.definitions == definitions) {
+            if let Some(cached) = cache.iter().find(|d| d.relid == relid && d.what == what && d.definitions == definitions) {
                 return cached.states.clone();
             }
             // Built under the current memory, and kept only once complete: an error on the way
             // leaves nothing behind.
             let memory = pg_sys::AllocSetContextCreateInternal(
                 pg_sys::CurrentMemoryContext,
-                c"pg_cep column defaults".as_ptr(),
+                c"pg_cep compiled expressions".as_ptr(),
                 pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
                 pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
                 pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
             );
             let old = pg_sys::MemoryContextSwitchTo(memory);
-            // Looked at before planning, which inlines SQL functions into what they call.
-            let expressions: Vec<(usize, *mut pg_sys::Node)> =
-                definitions.iter().map(|&(column, _)| (column, pg_sys::build_column_default(relation, column as i32 + 1))).collect();
+            let expressions: Vec<(usize, *mut pg_sys::Node)> = definitions.iter().map(|(column, d)| (*column, node(*column, d))).collect();
             let usable = expressions.iter().all(|&(_, e)| !e.is_null() && !calls_user_functions(e));
             let states = usable.then(|| {
                 expressions
@@ -281,8 +340,8 @@ pub unsafe fn compiled_defaults(relation: pg_sys::Relation, given: &[usize]) -> 
             });
             pg_sys::MemoryContextSwitchTo(old);
             pg_sys::MemoryContextSetParent(memory, pg_sys::TopMemoryContext);
-            let entry = Defaults { relid, definitions, states: states.clone(), memory };
-            match cache.iter_mut().find(|d| d.relid == relid) {
+            let entry = Compiled { relid, what, definitions, states: states.clone(), memory };
+            match cache.iter_mut().find(|d| d.relid == relid && d.what == what) {
                 Some(replaced) => pg_sys::MemoryContextDelete(std::mem::replace(replaced, entry).memory),
                 None => cache.push(entry),
             }

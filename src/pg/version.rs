@@ -48,3 +48,55 @@ pub unsafe fn insert_index_tuples(result: *mut pg_sys::ResultRelInfo, slot: *mut
         pg_sys::ExecInsertIndexTuples(result, slot, estate, false, false, ptr::null_mut(), ptr::null_mut(), false);
     }
 }
+
+/// Whether a CHECK constraint is enforced (PostgreSQL 18 added NOT ENFORCED ones, which the
+/// executor skips; before, every one is).
+pub fn check_enforced(check: &pg_sys::ConstrCheck) -> bool {
+    #[cfg(feature = "pg15")]
+    {
+        let _ = check;
+        true
+    }
+    #[cfg(not(feature = "pg15"))]
+    {
+        check.ccenforced
+    }
+}
+
+/// Whether the table has generated columns (PostgreSQL 18 added virtual ones, whose expressions
+/// the executor folds into CHECK constraints).
+///
+/// # Safety
+/// `constraints` is a valid tuple descriptor's constraints.
+pub unsafe fn has_generated_columns(constraints: *const pg_sys::TupleConstr) -> bool {
+    #[cfg(feature = "pg15")]
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*constraints).has_generated_stored
+    }
+    #[cfg(not(feature = "pg15"))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*constraints).has_generated_stored || (*constraints).has_generated_virtual
+    }
+}
+
+/// Gives a result relation its CHECK constraints already compiled, one per constraint in the
+/// relation's order (NULL for one not enforced), so `ExecConstraints` does not compile them.
+/// PostgreSQL 18 renamed the field.
+///
+/// # Safety
+/// `result` is an initialised result relation; `states` holds `num_check` entries and lives as
+/// long as it.
+pub unsafe fn set_check_exprs(result: *mut pg_sys::ResultRelInfo, states: *mut *mut pg_sys::ExprState) {
+    #[cfg(feature = "pg15")]
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*result).ri_ConstraintExprs = states;
+    }
+    #[cfg(not(feature = "pg15"))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*result).ri_CheckConstraintExprs = states;
+    }
+}

@@ -304,6 +304,15 @@ mod tests {
         let before = written();
         run("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (11, 667, 20000, 'A', '2026-01-15 12:00+00')");
         assert_eq!(written(), before + 1, "a table with CHECK constraints is still written directly");
+        // The constraint changed in the same session: the compiled one is not reused (and a NOT
+        // VALID one holds for new rows).
+        run("ALTER TABLE cep.alerts DROP CONSTRAINT no_forbidden, ADD CONSTRAINT no_forbidden CHECK (key <> '601') NOT VALID");
+        assert_eq!(
+            outcome("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (30, 601, 20000, 'A', '2026-01-15 12:00+00')"),
+            "23514: new row for relation \"alerts\" violates check constraint \"no_forbidden\""
+        );
+        run("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (31, 666, 20000, 'A', '2026-01-15 12:00+00')");
+        assert_eq!(written(), before + 2, "stored directly under the changed constraint");
         run("ALTER TABLE cep.alerts DROP CONSTRAINT no_forbidden");
         // A writer with no right on pg_cep's tables: its alerts are stored as the extension's.
         run("REVOKE ALL ON cep.alerts FROM PUBLIC");
@@ -316,17 +325,17 @@ mod tests {
         );
         run("RESET ROLE");
         assert_eq!(inserted.unwrap().as_deref(), Some("ok"));
-        assert_eq!(written(), before + 2, "stored directly for a writer without rights");
+        assert_eq!(written(), before + 3, "stored directly for a writer without rights");
         // A default that calls a user's function, or a column added to the table: the executor's.
         run("CREATE FUNCTION pg_temp.opened() RETURNS text LANGUAGE sql AS $$ SELECT 'open' $$");
         run("ALTER TABLE cep.alerts ALTER COLUMN state SET DEFAULT pg_temp.opened()");
         run("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (13, 669, 20000, 'A', '2026-01-15 12:00+00')");
-        assert_eq!(written(), before + 2, "nothing stored directly while a default is a user's");
+        assert_eq!(written(), before + 3, "nothing stored directly while a default is a user's");
         run("ALTER TABLE cep.alerts ALTER COLUMN state SET DEFAULT 'open'");
         run("ALTER TABLE cep.alerts ADD COLUMN team text DEFAULT 'by the executor'");
         run("INSERT INTO tx_a (id, user_id, amount, location, created_at) VALUES (12, 668, 20000, 'A', '2026-01-15 12:00+00')");
         assert_eq!(one::<String>("SELECT team FROM cep.alerts WHERE key = '668'"), Some("by the executor".into()));
-        assert_eq!(written(), before + 2, "nothing stored directly while the table has a column pg_cep does not know");
+        assert_eq!(written(), before + 3, "nothing stored directly while the table has a column pg_cep does not know");
         assert_eq!(
             one::<String>("SELECT string_agg(key || ':' || state, ',' ORDER BY alert_id) FROM cep.alerts WHERE key::int >= 667"),
             Some("667:open,670:open,669:open,668:open".into())
