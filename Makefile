@@ -30,11 +30,11 @@ ifeq ($(PG_CONFIG),)
 $(error PG=$(PG) is not a supported PostgreSQL version: use 15 or 18)
 endif
 
-.PHONY: deps install run stop stop-one psql lint test test-one core-test pgrx-test e2e fuzz bench bench-one clean
+.PHONY: deps install run stop stop-one stop-bridge psql lint test test-one core-test pgrx-test e2e fuzz bench bench-one clean
 
 ## Install what is missing: Debian packages, PostgreSQL 18, cargo-pgrx, pgrx's config for both.
 deps: $(PG_CONFIG_18)
-	@pkgs="postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo"; \
+	@pkgs="postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo curl chromium chromium-driver"; \
 	missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; apt-get update -qq && \
@@ -59,15 +59,31 @@ install: deps
 	@$(UNLINK_SO)
 	cargo pgrx install --release --pg-config $(PG_CONFIG)
 
-## Start the demo cluster, create the demo database and show the monitor at work.
+## Start the demo cluster, create the demo database and show the monitor at work; then the bridge
+## (crates/pg_cep-bridge) beside it, serving the live dashboard.
+BRIDGE_PORT  := $(if $(filter 15,$(PG_MAJOR)),8787,8788)
+BRIDGE_PID    = .pgcep/bridge-pg$(PG_MAJOR).pid
 run: install
 	@$(CLUSTER) start run$(SUFFIX) $(RUN_PORT)
 	@bash scripts/demo.sh $(RUN_PORT)
+	@cargo build -q --release -p pg_cep-bridge
+	@$(MAKE) --no-print-directory stop-bridge
+	@nohup target/release/pg_cep-bridge --listen 127.0.0.1:$(BRIDGE_PORT) \
+	  --database-url "host=127.0.0.1 port=$(RUN_PORT) user=postgres dbname=pg_cep_demo" \
+	  >.pgcep/bridge-pg$(PG_MAJOR).log 2>&1 & echo $$! > $(BRIDGE_PID)
+	@for i in $$(seq 50); do curl -sf http://127.0.0.1:$(BRIDGE_PORT)/healthz >/dev/null && break; sleep 0.2; done
+	@curl -sf http://127.0.0.1:$(BRIDGE_PORT)/healthz >/dev/null || { cat .pgcep/bridge-pg$(PG_MAJOR).log; exit 1; }
+	@echo
+	@echo "Dashboard: http://127.0.0.1:$(BRIDGE_PORT)/  (live alerts: curl -N http://127.0.0.1:$(BRIDGE_PORT)/events/alerts?after=0)"
+	@echo "Feed it: bash scripts/demo_stream.sh $(RUN_PORT)   Stop everything: make stop"
+
+stop-bridge:
+	@if [ -s $(BRIDGE_PID) ]; then kill $$(cat $(BRIDGE_PID)) 2>/dev/null || true; rm -f $(BRIDGE_PID); fi
 
 stop:
 	@for v in 15 18; do $(MAKE) --no-print-directory stop-one PG=$$v; done
 
-stop-one:
+stop-one: stop-bridge
 	@$(CLUSTER) stop run$(SUFFIX)
 	@$(CLUSTER) stop e2e$(SUFFIX)
 	@$(CLUSTER) stop bench$(SUFFIX)
@@ -86,6 +102,7 @@ lint: deps
 	  cargo clippy -p pg_cep --no-default-features --features "pg$$v pg_test" --all-targets -- -D warnings || exit 1; done
 	cargo clippy -p cep-core --all-targets -- -D warnings
 	cargo clippy -p pg_cep_e2e --all-targets -- -D warnings
+	cargo clippy -p pg_cep-bridge --all-targets -- -D warnings
 
 ## Every test suite: the engine crate's (no database), then the #[pg_test]s and the end-to-end suite
 ## over the wire on each of PG_VERSIONS in turn.
@@ -116,7 +133,8 @@ e2e: deps
 	@$(CLUSTER) start e2e$(SUFFIX) $(TEST_PORT) "cep.window_cache_keys = 8" "cep.window_cache_events = 1500" \
 	  "cep.maintenance_interval = 1" "cep.maintenance_database = 'e2e_worker'" "max_prepared_transactions = 10"
 	@set -o pipefail; PG_CEP_TEST_PORT=$(TEST_PORT) PG_CEP_TEST_PG_MAJOR=$(PG_MAJOR) PG_CEP_CLUSTER=e2e$(SUFFIX) \
-	  cargo test -p pg_cep_e2e -- --test-threads=1; rc=$$?; \
+	  cargo test -p pg_cep_e2e -- --test-threads=1 && \
+	  PG_CEP_TEST_PORT=$(TEST_PORT) cargo test -p pg_cep-bridge; rc=$$?; \
 	  if [ $$rc -eq 0 ]; then mkdir -p $(REGRESS_OUT) && $(REGRESS_RUN) || { rc=1; cat $(REGRESS_OUT)/regression.diffs; }; fi; \
 	  $(CLUSTER) stop e2e$(SUFFIX); exit $$rc
 

@@ -41,7 +41,7 @@ run_case() { # label kind: two rounds in opposite orders, so no case always runs
         "$1" "$b" "$p" "$c" "$(ratio "$c" "$b")" "$(ratio "$c" "$p")"
     eval "last_$2=$c"
 }
-only=${BENCH_ONLY:-all}   # all, or a comma-separated list of: evaluate, inserts, storm, engine, patterns, capture, stats
+only=${BENCH_ONLY:-all}   # all, or a comma-separated list of: evaluate, inserts, storm, engine, patterns, capture, stats, bridge
 want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
 if want evaluate; then
 echo "== evaluate_risk_rules: 1M rows over 2 hours, 10k keys, seed 003's four rules =="
@@ -246,4 +246,12 @@ s1=$(tps stats_seed.pgbench); c1=$(tps stats_cep.pgbench); c2=$(tps stats_cep.pg
 s=$(mean2 "$s1" "$s2"); c=$(mean2 "$c1" "$c2")
 printf '%-44s %12.1f calls/s\n' "seed 003's real_time_stats view" "$s" "cep.realtime_stats" "$c"
 echo "ratio pg_cep / seed view: $(ratio "$c" "$s")x"
+fi
+
+# The bridge (crates/pg_cep-bridge): COMMIT to an SSE client receiving the alert, at 1,000 alerts
+# a second, with one client and with 100 (fan-out), next to a plain LISTEN client on the same alerts.
+if want bridge; then
+echo
+echo "== Bridge: COMMIT to receipt over SSE, next to plain LISTEN (1,000 alerts/s for 5 s; in its own database) =="
+( cd .. && cargo run -q --release -p pg_cep-bridge --example bridge_latency -- "$port" 1000 5 100 )
 fi

@@ -278,7 +278,7 @@ REVOKE ALL ON FUNCTION forget_dropped_tables() FROM PUBLIC;
 
 CREATE EVENT TRIGGER cep_forget_dropped_tables ON sql_drop EXECUTE FUNCTION forget_dropped_tables();
 
--- 0.3.0: every cursor pg_cep offers reads in commit order. An id is taken when a row is written,
+-- 0.3.0: every cursor pg_cep offers reads in a stable order that never skips a row. An id is taken when a row is written,
 -- not when its transaction commits, so a consumer that read alert 2 could later miss alert 1 of a
 -- slower transaction. Rows are read by (writing transaction, id), and only once every older
 -- transaction has ended (below the snapshot's xmin): a transaction still running when a consumer
@@ -508,7 +508,7 @@ BEGIN
             ('acknowledge_alert', 'Marks an open alert acknowledged (who, when, note) and notifies its channel; returns the alert.'),
             ('alert_channel', 'Internal: the channel a watched table''s alerts are notified on.'),
             ('alert_state_changed', 'Internal: tells the monitor''s sessions that an alert''s state changed.'),
-            ('alerts_since', 'Alerts committed after the cursor last_id, in commit order, never skipping one still in flight.'),
+            ('alerts_since', 'Alerts committed after the cursor last_id, by writing transaction then id, never skipping one still in flight.'),
             ('alter_partitions', 'Changes some partition settings of a managed table, keeping the others; returns the settings in effect.'),
             ('alter_watch', 'Changes some settings of a watch, keeping the others; returns the settings in effect.'),
             ('apply_retention', 'Deletes alerts, assessments and pattern matches older than the retention settings, in batches.'),
@@ -516,7 +516,7 @@ BEGIN
             ('backtest_rule', 'Replays a table''s history through a rule, unsaved: what it would have alerted and blocked.'),
             ('capture', 'Logs a table''s changes to cep.change_log, with correlation and anomaly alerts; returns the table.'),
             ('capture_trigger', 'Internal: the trigger that cep.capture attaches.'),
-            ('changes_since', 'Change log rows committed after the cursor last_id, in commit order, never skipping one still in flight.'),
+            ('changes_since', 'Change log rows committed after the cursor last_id, by writing transaction then id, never skipping one still in flight.'),
             ('correlated_events', 'Changes that share a change''s transaction or fall near it in time, and how they relate.'),
             ('correlation_patterns', 'Pairs of event types that occur in the same transaction, with counts, over a time range.'),
             ('create_monthly_partition', 'Creates (if missing) the partition of a managed table for one month; returns it.'),
@@ -530,7 +530,7 @@ BEGIN
             ('invalidate_cep_cache', 'Internal: tells sessions that pg_cep''s configuration changed.'),
             ('manage_partitions', 'Manages a range-partitioned table by month: premade partitions, retention, default partition.'),
             ('match_recognize', 'Runs a row pattern over a table''s history, like MATCH_RECOGNIZE, and returns the matches.'),
-            ('matches_since', 'Pattern matches committed after the cursor last_id, in commit order, never skipping one still in flight.'),
+            ('matches_since', 'Pattern matches committed after the cursor last_id, by writing transaction then id, never skipping one still in flight.'),
             ('monitor', 'Internal: the monitor''s statement trigger, which scores a statement''s new rows.'),
             ('monitor_changes', 'Internal: the monitor''s trigger for updates and deletes (window cache and rollups).'),
             ('monitor_row', 'Internal: the monitor''s row trigger, which scores each new row.'),
