@@ -265,7 +265,18 @@ async fn dashboard_and_summary() {
     let c = db.client().await;
     c.batch_execute("INSERT INTO tx (user_id, amount) SELECT 1 + g % 3, 100 * g FROM generate_series(1, 20) g").await.expect("insert");
     let page = reqwest::get(format!("http://{}/", bridge.addr)).await.expect("page").text().await.expect("text");
-    for id in ["card-total", "card-tps", "card-latency", "card-users", "alert-feed", "match-feed", "chart-minutes", "chart-cost", "chart-users"] {
+    for id in [
+        "card-total",
+        "card-tps",
+        "card-latency",
+        "card-users",
+        "alert-feed",
+        "match-feed",
+        "chart-minutes",
+        "chart-cost",
+        "chart-users",
+        "chart-latency",
+    ] {
         assert!(page.contains(&format!("id=\"{id}\"")), "dashboard has #{id}");
     }
     assert!(!page.contains("http://") && !page.contains("https://"), "no external resources");

@@ -120,6 +120,16 @@ async fn the_dashboard_shows_new_rows_and_alerts_live_in_a_real_browser() {
     assert_eq!(driver.wait_for(&session, "#card-total", |t| t == "32").await, "32");
     assert_eq!(driver.wait_for(&session, "#card-users", |t| t == "6").await, "6");
     assert!(driver.text_of(&session, "#status").await.contains("live"), "the page says it is live");
+    // The latency distribution counts the two alerts received live, and only those.
+    let counted = driver
+        .call(
+            reqwest::Method::POST,
+            &format!("/session/{session}/execute/sync"),
+            Some(json!({"script": "return latencyCounts.reduce((a, b) => a + b, 0)", "args": []})),
+        )
+        .await;
+    assert_eq!(counted, json!(2), "alerts in the latency chart");
+    assert!(driver.text_of(&session, "#chart-latency").await.contains("ms"), "the chart is drawn");
 
     let shot = driver.call(reqwest::Method::GET, &format!("/session/{session}/screenshot"), None).await;
     let png = base64::engine::general_purpose::STANDARD.decode(shot.as_str().expect("a screenshot")).expect("base64 PNG");
