@@ -94,6 +94,7 @@ impl CepError {
                 PatternErrorKind::BadPredicate => ERRCODE_DATATYPE_MISMATCH,
                 PatternErrorKind::BadOption => ERRCODE_INVALID_PARAMETER_VALUE,
                 PatternErrorKind::TooComplex => ERRCODE_STATEMENT_TOO_COMPLEX,
+                PatternErrorKind::Unsupported => ERRCODE_FEATURE_NOT_SUPPORTED,
             },
             CepError::DuplicateObject(_) => ERRCODE_DUPLICATE_OBJECT,
             CepError::NotWatched(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -266,18 +266,8 @@ fn match_recognize(
     let table_name = relation.name().to_string();
     let (symbols, matches) = Spi::connect(|client| -> CepResult<(Vec<String>, Vec<(String, Match)>)> {
         let within = micros(client, within)?;
-        let def = Definition {
-            partition_by,
-            order_by,
-            id_column,
-            pattern,
-            define: &define.0,
-            within,
-            contiguity,
-            after_match,
-            max_partials,
-            emit: Some("eager"),
-        };
+        let def =
+            Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials, emit: None };
         let (compiled, columns) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
         let sql = history_sql(client, relid, [partition_by, order_by, id_column], compiled.columns())?;
         let found = run_over_history(client, &compiled, &columns, &sql)?;

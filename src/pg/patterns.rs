@@ -64,10 +64,12 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
     let emit = def.emit.map(Emit::from_str).transpose()?;
     let options =
         PatternOptions { contiguity, after_match, within: def.within, max_partials: def.max_partials as usize, emit: emit.unwrap_or_default() };
-    let mut compiled = pattern::compile(def.pattern, def.define, options.clone())?;
-    if emit.is_none() && compiled.is_standard() {
-        compiled = pattern::compile(def.pattern, def.define, PatternOptions { emit: Emit::Final, ..options })?;
-    }
+    // Without `emit`, the standard's matching where the pattern allows it, else eager.
+    let compiled = match emit {
+        Some(_) => pattern::compile(def.pattern, def.define, options)?,
+        None => pattern::compile(def.pattern, def.define, PatternOptions { emit: Emit::Final, ..options.clone() })
+            .or_else(|_| pattern::compile(def.pattern, def.define, options))?,
+    };
     table.require("partition_by", def.partition_by)?;
     table.check("order_by", def.order_by, TIME_TYPES)?;
     table.check("id_column", def.id_column, ID_TYPES)?;

@@ -116,17 +116,34 @@ mod tests {
         run("INSERT INTO ticker SELECT d, 'ACME', (ARRAY[12, 17, 19, 21, 25, 12, 15, 20, 24, 25, 19, 15, 25, 25, 14, 12, 14, 24, 23, 22])[d], \
              timestamptz '2011-04-01 00:00+00' + make_interval(days => d - 1) FROM generate_series(1, 20) d");
         run("INSERT INTO ticker SELECT 100 + d, 'UP', d, timestamptz '2011-04-01 00:00+00' + make_interval(days => d - 1) FROM generate_series(1, 6) d");
-        let v_shapes = |contiguity: &str, after: &str| {
-            one::<String>(&format!(
+        let v_shapes_sql = |contiguity: &str, after: &str| {
+            format!(
                 r#"SELECT string_agg(key || ':' || (rows->'strt'->>0) || '-' || (SELECT max(x::int) FROM jsonb_array_elements_text(rows->'up') x), ',' ORDER BY match_number)
                    FROM cep.match_recognize('ticker', 'symbol', 'ts', 'strt down+ up+',
                         '{{"down": {{"price": {{"<": "PREV.price"}}}}, "up": {{"price": {{">": "PREV.price"}}}}}}',
                         contiguity => '{contiguity}', after_match => '{after}', id_column => 'id')"#
-            ))
+            )
         };
+        let v_shapes = |contiguity: &str, after: &str| one::<String>(&v_shapes_sql(contiguity, after));
         // Greedy UP+ runs to each top: three V-shapes, where eager emission stops at the first UP.
         assert_eq!(v_shapes("strict", "past_last_row"), Some("ACME:5-10,ACME:11-13,ACME:14-18".into()));
         assert_eq!(v_shapes("strict", "to_next_row"), Some("ACME:5-10,ACME:10-13,ACME:11-13,ACME:14-18,ACME:15-18".into()));
+        // Oracle's query as published, AFTER MATCH SKIP TO LAST UP: the rows its guide prints.
+        assert_eq!(v_shapes("strict", "to_last up"), Some("ACME:5-10,ACME:10-13,ACME:14-18".into()));
+        assert_eq!(v_shapes("strict", "to up"), v_shapes("strict", "to_last up"), "SKIP TO var is SKIP TO LAST var");
+        // What only the standard's matching gives a meaning to is refused elsewhere, and nothing runs.
+        assert_eq!(
+            outcome(&v_shapes_sql("skip_till_next", "to_last up")),
+            "0A000: invalid pattern: after_match 'to_first <symbol>' and 'to_last <symbol>' need the SQL standard's matching: contiguity => 'strict' and \
+             emit => 'final' (the default for a strict pattern), or cep.match_recognize with contiguity => 'strict'"
+        );
+        let unknown = outcome(&v_shapes_sql("strict", "to_last nope"));
+        assert!(
+            unknown.starts_with("22023: invalid pattern: after_match: ")
+                && unknown.contains("nope")
+                && unknown.ends_with("is not a symbol of the pattern"),
+            "{unknown}"
+        );
         // The other contiguities keep the live engine's eager matches (unchanged from 0.2.0).
         assert_eq!(v_shapes("skip_till_next", "past_last_row"), Some("ACME:2-7,ACME:8-13,ACME:14-17".into()));
         // PREV on a match's first row reads the row before the match; greedy B* takes every row.
@@ -138,6 +155,20 @@ mod tests {
             ),
             Some(r#"UP:{"up": [102, 103, 104, 105, 106]}"#.into())
         );
+        // A reluctant quantifier takes the fewest rows the rest allows: UP*? leaves them to LAST.
+        let split = |pattern: &str| {
+            one::<String>(&format!(
+                r#"SELECT string_agg(rows::text, ';' ORDER BY match_number) FROM cep.match_recognize('ticker', 'symbol', 'ts', '{pattern}',
+                        '{{"up": {{"price": {{">": "PREV.price"}}}}, "last": {{"price": {{">": "PREV.price"}}}}}}',
+                        contiguity => 'strict', id_column => 'id') WHERE key = 'UP'"#
+            ))
+        };
+        assert_eq!(split("up up* last"), Some(r#"{"up": [102, 103, 104, 105], "last": [106]}"#.into()));
+        assert_eq!(split("up up*? last"), Some(r#"{"up": [102], "last": [103]};{"up": [104], "last": [105]}"#.into()));
+        assert!(outcome(
+            "SELECT * FROM cep.match_recognize('ticker', 'symbol', 'ts', 'up up*? last', '{\"up\": {\"price\": {\">\": 0}}, \"last\": {\"price\": {\">\": 0}}}', id_column => 'id')"
+        )
+        .starts_with("0A000: invalid pattern: reluctant quantifiers (*? +? ?? {n,m}?) need the SQL standard's matching"));
     }
 
     #[pg_test]
@@ -149,9 +180,19 @@ mod tests {
         run(&format!(
             "SELECT cep.define_pattern('v_eager', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'strict', emit => 'eager')"
         ));
+        // Oracle's query as published (SKIP TO LAST UP) runs live too, final by default; eagerly it
+        // would mean something else, so it is refused and nothing is registered.
+        run(&format!(
+            "SELECT cep.define_pattern('v_skip', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'strict', after_match => 'to_last up')"
+        ));
+        assert!(outcome(&format!(
+            "SELECT cep.define_pattern('v_skip_eager', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', contiguity => 'strict', \
+             after_match => 'to_last up', emit => 'eager')"
+        ))
+        .starts_with("0A000: invalid pattern: after_match 'to_first <symbol>' and 'to_last <symbol>' need the SQL standard's matching"));
         assert_eq!(
             one::<String>("SELECT string_agg(name || ':' || emit, ',' ORDER BY name) FROM cep.patterns"),
-            Some("v_eager:eager,v_final:final".into())
+            Some("v_eager:eager,v_final:final,v_skip:final".into())
         );
         // One row per statement, as a live feed: Oracle's ACME ticker.
         for (day, price) in [12, 17, 19, 21, 25, 12, 15, 20, 24, 25, 19, 15, 25, 25, 14, 12, 14, 24, 23, 22].iter().enumerate() {
@@ -168,6 +209,12 @@ mod tests {
              contiguity => 'strict', id_column => 'id')"
         ));
         assert_eq!(live("v_final"), history, "each V-shape once it has reached its top, as history has it");
+        let skipping = one::<String>(&format!(
+            "SELECT string_agg(rows::text, ';' ORDER BY match_end) FROM cep.match_recognize('ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', \
+             contiguity => 'strict', after_match => 'to_last up', id_column => 'id')"
+        ));
+        assert_eq!(live("v_skip"), skipping, "SKIP TO LAST UP live as in history");
+        assert!(skipping.as_deref().is_some_and(|s| s.contains(r#"{"up": [13], "down": [11, 12], "strt": [10]}"#)), "{skipping:?}");
         assert_eq!(
             history.as_deref(),
             Some(
@@ -196,7 +243,7 @@ mod tests {
         );
         assert!(outcome(&format!("SELECT cep.define_pattern('v_bad', 'ticker', 'symbol', 'ts', 'strt down+ up+', '{define}', emit => 'later')"))
             .starts_with("22023: invalid pattern: emit: \"later\" is not one of eager, final"));
-        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(2));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(3));
     }
 
     #[pg_test]

@@ -519,7 +519,7 @@ fn fuzz_pattern_wide_alternations_are_bounded() {
             let text = format!("({}){quant} end", alts.join("|"));
             for contiguity in [Contiguity::Strict, Contiguity::SkipTillNext, Contiguity::SkipTillAny] {
                 for after_match in [AfterMatch::SkipPastLastRow, AfterMatch::NoSkip] {
-                    let opts = PatternOptions { contiguity, after_match, within: None, max_partials: 1_000, emit: Emit::Eager };
+                    let opts = PatternOptions { contiguity, after_match: after_match.clone(), within: None, max_partials: 1_000, emit: Emit::Eager };
                     let what = format!("{n} alternatives, {quant}, {contiguity:?}, {after_match:?}");
                     match timed_ok(&format!("compile {what}"), || compile(&text, &Json::Null, opts)) {
                         Err(e) => bounded_ok(&what, &e.message),

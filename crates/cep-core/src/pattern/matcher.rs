@@ -428,7 +428,7 @@ impl Pattern {
     /// earliest start first.
     fn emit(&self, state: &mut KeyState, mut cands: Vec<Cand>, out: &mut Vec<Match>) {
         cands.sort_by_key(|c| c.start_seq); // stable: keeps run order for ties
-        match self.options.after_match {
+        match &self.options.after_match {
             AfterMatch::NoSkip => {
                 let base = out.len();
                 for c in cands {
@@ -450,7 +450,8 @@ impl Pattern {
                     state.runs.retain(|r| r.start_seq > b);
                 }
             }
-            AfterMatch::SkipToNextRow => {
+            // Skipping to a variable's row is the standard's, and never runs eagerly (`compile`).
+            AfterMatch::SkipToNextRow | AfterMatch::SkipToFirst(_) | AfterMatch::SkipToLast(_) => {
                 let mut killed: Vec<u64> = Vec::new();
                 for c in cands {
                     if killed.last() == Some(&c.start_seq) {

@@ -109,7 +109,7 @@ impl FromStr for Contiguity {
 }
 
 /// What happens to other partial runs once a match is emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AfterMatch {
     /// Drop every run that started at or before the match's last row.
     SkipPastLastRow,
@@ -117,6 +117,11 @@ pub enum AfterMatch {
     SkipToNextRow,
     /// Keep everything (Flink NO_SKIP): every match of every run is emitted.
     NoSkip,
+    /// The standard's `AFTER MATCH SKIP TO FIRST var`: the next match starts at the first row
+    /// bound to the variable. Only with the standard's matching (`Emit::Final`, or history).
+    SkipToFirst(String),
+    /// `AFTER MATCH SKIP TO LAST var` (and `SKIP TO var`): at the last row bound to it.
+    SkipToLast(String),
 }
 
 impl FromStr for AfterMatch {
@@ -126,7 +131,17 @@ impl FromStr for AfterMatch {
             "past_last_row" => Ok(AfterMatch::SkipPastLastRow),
             "to_next_row" => Ok(AfterMatch::SkipToNextRow),
             "no_skip" => Ok(AfterMatch::NoSkip),
-            _ => Err(PatternError::option(format!("after_match: {} is not one of past_last_row, to_next_row, no_skip", super::excerpt(s)))),
+            _ => {
+                let words: Vec<&str> = s.split_whitespace().collect();
+                match words.as_slice() {
+                    ["to_first", var] => Ok(AfterMatch::SkipToFirst(var.to_string())),
+                    ["to_last", var] | ["to", var] => Ok(AfterMatch::SkipToLast(var.to_string())),
+                    _ => Err(PatternError::option(format!(
+                        "after_match: {} is not one of past_last_row, to_next_row, no_skip, 'to_first <symbol>', 'to_last <symbol>', 'to <symbol>'",
+                        super::excerpt(s)
+                    ))),
+                }
+            }
         }
     }
 }
@@ -193,6 +208,8 @@ pub enum PatternErrorKind {
     /// Over a size limit (text, nesting, automaton, conditions): refused before it costs memory
     /// or time.
     TooComplex,
+    /// A construct of the standard that this way of running the pattern cannot give its meaning.
+    Unsupported,
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -250,6 +267,8 @@ pub struct Pattern {
     /// The pattern for the standard's preferred matches over history (`preferred`); `None` when
     /// it has an absence.
     program: Option<Vec<preferred::Inst>>,
+    /// `AFTER MATCH SKIP TO FIRST|LAST var`: whether the last row, and the variable's symbol id.
+    skip_to: Option<(bool, u16)>,
 }
 
 impl Pattern {
@@ -308,14 +327,35 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, options: Pattern
         }
     }
     let program = preferred::program(&ast, &symbols);
+    let skip_to = match &options.after_match {
+        AfterMatch::SkipToFirst(var) | AfterMatch::SkipToLast(var) => {
+            let Some(id) = symbols.iter().position(|s| s == var) else {
+                return Err(PatternError::option(format!("after_match: {} is not a symbol of the pattern", super::excerpt(var))));
+            };
+            Some((matches!(options.after_match, AfterMatch::SkipToLast(_)), id as u16))
+        }
+        _ => None,
+    };
+    // What only the standard's matching gives a meaning to is refused where the pattern would run
+    // eagerly, never run with another meaning.
+    let standard_only = parser::standard_only(&ast).or(skip_to.map(|_| "after_match 'to_first <symbol>' and 'to_last <symbol>'"));
+    if let (Some(what), Emit::Eager) = (standard_only, options.emit) {
+        return Err(PatternError::new(
+            PatternErrorKind::Unsupported,
+            format!(
+                "{what} need the SQL standard's matching: contiguity => 'strict' and emit => 'final' (the default for a strict \
+                 pattern), or cep.match_recognize with contiguity => 'strict'"
+            ),
+        ));
+    }
     if options.emit == Emit::Final && (program.is_none() || options.contiguity != Contiguity::Strict || options.after_match == AfterMatch::NoSkip) {
         return Err(PatternError::option(
-            "emit: 'final' gives the SQL standard's matches, which need contiguity => 'strict', no absence (!sym) and after_match \
-             past_last_row or to_next_row; use emit => 'eager' for this pattern"
+            "emit: 'final' gives the SQL standard's matches, which need contiguity => 'strict', no absence (!sym) and an after_match \
+             other than no_skip; use emit => 'eager' for this pattern"
                 .into(),
         ));
     }
-    Ok(Pattern { columns: defs.columns, symbols, preds: defs.preds, nfa, options, first_mask, ctx_slots: defs.ctx_slots, program })
+    Ok(Pattern { columns: defs.columns, symbols, preds: defs.preds, nfa, options, first_mask, ctx_slots: defs.ctx_slots, program, skip_to })
 }
 
 /// Runs one key's history through the live code path, so history and live

@@ -173,7 +173,9 @@ impl Builder<'_> {
                 }
                 acc
             }
-            Node::Repeat { node, min, max } => {
+            // Reluctance only matters to the standard's preferred matches (`preferred`); a pattern
+            // that has it never runs eagerly (see `compile`).
+            Node::Repeat { node, min, max, .. } => {
                 let mut acc = Frag::empty();
                 for i in 0..*min {
                     let f = self.frag(node)?;

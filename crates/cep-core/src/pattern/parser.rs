@@ -18,7 +18,13 @@ pub(super) enum Node {
     Sym(String),
     Concat(Vec<Node>),
     Alt(Vec<Node>),
-    Repeat { node: Box<Node>, min: u32, max: Option<u32> },
+    /// `reluctant` (`a*?`, `a+?`, `a??`, `a{n,m}?`): as few rounds as the rest allows.
+    Repeat {
+        node: Box<Node>,
+        min: u32,
+        max: Option<u32>,
+        reluctant: bool,
+    },
     Absent(String),
 }
 
@@ -207,14 +213,15 @@ impl<'a> Parser<'a> {
         };
         if let Tok::Quant(min, max) = *self.peek() {
             self.i += 1;
-            if let Tok::Quant(..) = self.peek() {
-                return Err(syntax(
-                    self.text,
-                    self.pos(),
-                    "a quantifier cannot follow a quantifier (reluctant quantifiers are not supported)".into(),
-                ));
+            // A `?` right after a quantifier makes it reluctant, as in the standard and in regexes.
+            let reluctant = self.toks[self.i].2 == "?";
+            if reluctant {
+                self.i += 1;
             }
-            return Ok(Node::Repeat { node: Box::new(node), min, max });
+            if let Tok::Quant(..) = self.peek() {
+                return Err(syntax(self.text, self.pos(), "a quantifier cannot follow a quantifier".into()));
+            }
+            return Ok(Node::Repeat { node: Box::new(node), min, max, reluctant });
         }
         Ok(node)
     }
@@ -250,6 +257,17 @@ fn contains_absent(n: &Node) -> bool {
         Node::Sym(_) => false,
         Node::Concat(v) | Node::Alt(v) => v.iter().any(contains_absent),
         Node::Repeat { node, .. } => contains_absent(node),
+    }
+}
+
+/// Where the pattern uses a construct only the SQL standard's matching gives a meaning to (a
+/// reluctant quantifier): its name, for the error when the pattern would run eagerly.
+pub(super) fn standard_only(n: &Node) -> Option<&'static str> {
+    match n {
+        Node::Repeat { reluctant: true, .. } => Some("reluctant quantifiers (*? +? ?? {n,m}?)"),
+        Node::Repeat { node, .. } => standard_only(node),
+        Node::Concat(v) | Node::Alt(v) => v.iter().find_map(standard_only),
+        Node::Sym(_) | Node::Absent(_) => None,
     }
 }
 

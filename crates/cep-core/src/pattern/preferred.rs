@@ -69,18 +69,19 @@ fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
                 code[j] = Inst::Jmp(end);
             }
         }
-        Node::Repeat { node, min, max } => {
+        Node::Repeat { node, min, max, reluctant } => {
             for _ in 0..*min {
                 emit(node, symbols, code)?;
             }
+            // Greedy tries another round first, then what follows; reluctant the other way round.
+            let split = |take: usize, leave: usize| if *reluctant { Inst::Split(leave, take) } else { Inst::Split(take, leave) };
             match max {
                 None => {
-                    // Greedy: another round first, then what follows.
                     let top = code.len();
                     code.push(Inst::Split(top + 1, 0));
                     emit(node, symbols, code)?;
                     code.push(Inst::Jmp(top));
-                    code[top] = Inst::Split(top + 1, code.len());
+                    code[top] = split(top + 1, code.len());
                 }
                 Some(max) => {
                     // Each optional round, if not taken, skips the rounds after it too.
@@ -92,7 +93,7 @@ fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
                     }
                     let end = code.len();
                     for s in splits {
-                        code[s] = Inst::Split(s + 1, end);
+                        code[s] = split(s + 1, end);
                     }
                 }
             }
@@ -218,7 +219,18 @@ impl Pattern {
         match best {
             Some((end, symbols)) => {
                 let rows: Vec<(u16, i64)> = symbols.iter().zip(&events[start..end]).map(|(s, e)| (*s, e.id)).collect();
-                let next = if self.options.after_match == AfterMatch::SkipPastLastRow { end } else { start + 1 };
+                let next = match (&self.options.after_match, self.skip_to) {
+                    (AfterMatch::SkipPastLastRow, _) => end,
+                    // The first or last row bound to the variable. Where the standard raises an
+                    // error (the variable bound no row, or only the match's first row, so the
+                    // search would start there again), the next search starts one row on.
+                    (_, Some((last, var))) => {
+                        let mut bound = symbols.iter().enumerate().filter(|(_, s)| **s == var).map(|(i, _)| start + i);
+                        let at = if last { bound.next_back() } else { bound.next() };
+                        at.filter(|&at| at > start).unwrap_or(start + 1)
+                    }
+                    _ => start + 1,
+                };
                 Found::Match(Match { start: events[start].ts, end: events[end - 1].ts, rows, dropped_partials: false }, next)
             }
             None => Found::NoMatch,

@@ -707,7 +707,7 @@ fn streaming_with_serde_round_trips_equals_match_all() {
     for pat in patterns {
         for c in [Strict, SkipTillNext, SkipTillAny] {
             for am in [SkipPastLastRow, SkipToNextRow, NoSkip] {
-                let o = PatternOptions { contiguity: c, after_match: am, within: Some(40), max_partials: 50, emit: Emit::Eager };
+                let o = PatternOptions { contiguity: c, after_match: am.clone(), within: Some(40), max_partials: 50, emit: Emit::Eager };
                 let mut d = define.clone();
                 d.as_object_mut().unwrap().retain(|k, _| pat.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == k));
                 let p = compile(pat, &d, o).unwrap();
@@ -751,7 +751,7 @@ fn absence_matches_respect_skip_strategies() {
     // Run from a1 completes at its deadline; a2 started after a1's last row,
     // so it survives past-last-row and completes at its own deadline.
     for am in [SkipPastLastRow, SkipToNextRow, NoSkip] {
-        let p = compile("a !x", &by_type(&["a", "x"]), opts(SkipTillNext, am, Some(10))).unwrap();
+        let p = compile("a !x", &by_type(&["a", "x"]), opts(SkipTillNext, am.clone(), Some(10))).unwrap();
         let mut st = p.new_state();
         let mut out = vec![];
         p.advance(&mut st, &ev(&p, 1, 0, &[("t", text("a"))]), &mut out);
