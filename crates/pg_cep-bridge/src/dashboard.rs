@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::auth::{self, Viewer};
 use crate::db::{quote_ident, DbError};
 use crate::AppState;
 
@@ -24,13 +25,19 @@ pub async fn page() -> Response {
 
 /// The watched table and the columns its watch names. `to_regclass` parses the name as an
 /// identifier; the column names come from pg_cep's catalog and are quoted before use.
-const WATCH_SQL: &str = "SELECT w.relid::regclass::text, w.key_column::text, w.amount_column::text, w.time_column::text
+const WATCH_SQL: &str = "SELECT w.relid::regclass::text, w.key_column::text, w.amount_column::text, w.time_column::text, w.relid
     FROM cep.watches w WHERE w.relid = to_regclass($1)";
 
-/// `GET /api/summary?table=T` (default `transactions`): cards, charts and recent rows.
-pub async fn summary(State(state): State<Arc<AppState>>, Query(query): Query<HashMap<String, String>>) -> Response {
+/// `GET /api/summary?table=T` (default `transactions`): cards, charts and recent rows. In role
+/// mode, 403 unless the role may SELECT `T`, and the recent alerts, matches and per-table stats
+/// are those of tables the role may SELECT.
+pub async fn summary(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Response {
     let table = query.get("table").map(String::as_str).unwrap_or("transactions");
-    match build_summary(&state, table).await {
+    match build_summary(&state, table, &viewer).await {
         Ok(v) => ([(header::CACHE_CONTROL, "no-store")], Json(v)).into_response(),
         Err((status, message)) => (status, Json(json!({ "error": message }))).into_response(),
     }
@@ -50,13 +57,22 @@ async fn json_query(client: &tokio_postgres::Client, sql: &str, params: &[&(dyn 
     Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null))
 }
 
-async fn build_summary(state: &AppState, table: &str) -> Result<Value, Failure> {
+async fn build_summary(state: &AppState, table: &str, viewer: &Viewer) -> Result<Value, Failure> {
     let client = state.pool.get().await.map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}")))?;
     let watch = client.query_opt(WATCH_SQL, &[&table]).await.map_err(db_failure)?;
     let Some(watch) = watch else {
         return Err((StatusCode::NOT_FOUND, format!("{table:?} is not a table watched by pg_cep")));
     };
     let (qualified, key, amount, time): (String, String, String, String) = (watch.get(0), watch.get(1), watch.get(2), watch.get(3));
+    if let Some(role) = &viewer.0 {
+        match auth::can_select(state, role, watch.get(4)).await {
+            Ok(true) => {}
+            Ok(false) => return Err((StatusCode::FORBIDDEN, format!("role {role:?} may not SELECT {qualified}"))),
+            Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}"))),
+        }
+    }
+    // NULL outside role mode: no filter.
+    let role = viewer.role();
     let (key, amount, time) = (quote_ident(&key), quote_ident(&amount), quote_ident(&time));
 
     // Per minute over the last 30 minutes; the last minute's count gives the TPS card. Reads the
@@ -72,18 +88,26 @@ async fn build_summary(state: &AppState, table: &str) -> Result<Value, Failure> 
     let per_minute = json_query(&client, &per_minute_sql, &[]).await?;
     let realtime =
         json_query(&client, "SELECT to_jsonb(r)::text FROM cep.realtime_stats(to_regclass($1), interval '5 minutes', 10) r", &[&qualified]).await?;
-    let stats = json_query(&client, "SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.total_ms DESC), '[]')::text FROM cep.stats() s", &[]).await?;
+    let stats = json_query(
+        &client,
+        "SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.total_ms DESC), '[]')::text FROM cep.stats() s
+          WHERE $1::name IS NULL OR has_table_privilege($1::name, to_regclass(s.table_name)::oid, 'SELECT')",
+        &[&role],
+    )
+    .await?;
     let rules = json_query(&client, "SELECT coalesce(jsonb_object_agg(rule_id, rule_name), '{}')::text FROM cep.risk_rules", &[]).await?;
     let recent_alerts = json_query(
         &client,
-        "SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.alert_id DESC), '[]')::text FROM (SELECT * FROM cep.alerts ORDER BY alert_id DESC LIMIT 50) a",
-        &[],
+        "SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.alert_id DESC), '[]')::text FROM (SELECT * FROM cep.alerts
+          WHERE $1::name IS NULL OR has_table_privilege($1::name, relid, 'SELECT') ORDER BY alert_id DESC LIMIT 50) a",
+        &[&role],
     )
     .await?;
     let recent_matches = json_query(
         &client,
-        "SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.match_id DESC), '[]')::text FROM (SELECT * FROM cep.pattern_matches ORDER BY match_id DESC LIMIT 20) m",
-        &[],
+        "SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.match_id DESC), '[]')::text FROM (SELECT * FROM cep.pattern_matches
+          WHERE $1::name IS NULL OR has_table_privilege($1::name, cep.pattern_source(pattern_id), 'SELECT') ORDER BY match_id DESC LIMIT 20) m",
+        &[&role],
     )
     .await?;
 

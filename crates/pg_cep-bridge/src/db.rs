@@ -112,6 +112,12 @@ impl std::ops::Deref for Pooled {
     }
 }
 
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("pooled client present until drop")
+    }
+}
+
 impl Drop for Pooled {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
@@ -154,7 +160,8 @@ impl Backoff {
 }
 
 /// Quotes an identifier as PostgreSQL's `quote_ident` would (always quoting, which is also
-/// correct). Used for column names taken from the catalog, never for raw user input.
+/// correct). Used for column names taken from the catalog and role names that have just logged in,
+/// never for raw user input.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

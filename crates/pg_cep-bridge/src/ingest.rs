@@ -9,12 +9,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::auth::Viewer;
 use crate::db::{quote_ident, DbError};
 use crate::AppState;
 
@@ -46,7 +47,12 @@ impl IngestError {
 
 impl From<DbError> for IngestError {
     fn from(e: DbError) -> Self {
-        let status = if e.from_server { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = match (e.from_server, e.sqlstate.as_deref()) {
+            // insufficient_privilege: the role (in role mode, the consumer's) may not write there.
+            (true, Some("42501")) => StatusCode::FORBIDDEN,
+            (true, _) => StatusCode::UNPROCESSABLE_ENTITY,
+            (false, _) => StatusCode::SERVICE_UNAVAILABLE,
+        };
         IngestError { status, body: json!({ "error": e.message, "sqlstate": e.sqlstate, "detail": e.detail, "rows_written": 0 }) }
     }
 }
@@ -101,8 +107,10 @@ const RESOLVE_SQL: &str = "SELECT c.oid::regclass::text, n.nspname::text, c.relk
 /// Schemas ingest never writes to: pg_cep's own records and the system catalogs.
 const PROTECTED_SCHEMAS: [&str; 4] = ["cep", "pg_catalog", "information_schema", "pg_toast"];
 
-/// Parses, then inserts a batch into `table`; returns the rows written.
-pub async fn ingest(state: &AppState, table: &str, body: &str) -> Result<u64, IngestError> {
+/// Parses, then inserts a batch into `table`; returns the rows written. With a viewer's role the
+/// batch's transaction runs `SET LOCAL ROLE` to it first, so the table's own privileges (and its
+/// row-level security) decide.
+pub async fn ingest(state: &AppState, viewer: &Viewer, table: &str, body: &str) -> Result<u64, IngestError> {
     let batch = parse_lines(body)?;
     if batch.rows == 0 {
         return Ok(0);
@@ -111,7 +119,7 @@ pub async fn ingest(state: &AppState, table: &str, body: &str) -> Result<u64, In
         .await
         .map_err(|_| IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "too many ingests in progress; retry later"))?
         .map_err(|_| IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-    let client = state.pool.get().await.map_err(|e| IngestError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}")))?;
+    let mut client = state.pool.get().await.map_err(|e| IngestError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}")))?;
     let row = client.query_opt(RESOLVE_SQL, &[&table]).await.map_err(|e| {
         // A server error here is a name that does not parse as one (`a.b.c.d`, `x;y`): the request's fault.
         let e = DbError::from(e);
@@ -137,15 +145,30 @@ pub async fn ingest(state: &AppState, table: &str, body: &str) -> Result<u64, In
     }
     let cols = batch.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
     let sql = format!("INSERT INTO {qualified} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{qualified}, $1::text::jsonb)");
-    let written = client.execute(&sql, &[&batch.json_array.as_str()]).await.map_err(DbError::from)?;
+    let written = match viewer.role() {
+        None => client.execute(&sql, &[&batch.json_array.as_str()]).await.map_err(DbError::from)?,
+        Some(role) => {
+            // Dropping the transaction unfinished rolls it back, also when a step fails.
+            let transaction = client.transaction().await.map_err(DbError::from)?;
+            transaction.batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(role))).await.map_err(DbError::from)?;
+            let n = transaction.execute(&sql, &[&batch.json_array.as_str()]).await.map_err(DbError::from)?;
+            transaction.commit().await.map_err(DbError::from)?;
+            n
+        }
+    };
     state.metrics.rows_ingested.fetch_add(written, Relaxed);
     state.metrics.ingest_batches.fetch_add(1, Relaxed);
     Ok(written)
 }
 
 /// `POST /ingest/{table}`: 200 `{"rows": n}`, or an error with nothing written.
-pub async fn http_handler(State(state): State<Arc<AppState>>, Path(table): Path<String>, body: String) -> Response {
-    match ingest(&state, &table, &body).await {
+pub async fn http_handler(
+    State(state): State<Arc<AppState>>,
+    Path(table): Path<String>,
+    Extension(viewer): Extension<Viewer>,
+    body: String,
+) -> Response {
+    match ingest(&state, &viewer, &table, &body).await {
         Ok(n) => Json(json!({ "rows": n })).into_response(),
         Err(e) => {
             state.metrics.ingest_errors.fetch_add(1, Relaxed);
@@ -156,12 +179,17 @@ pub async fn http_handler(State(state): State<Arc<AppState>>, Path(table): Path<
 
 /// `GET /ws/ingest/{table}`: each text message is a batch of JSON lines, acknowledged with
 /// `{"rows": n}` or the error body of the HTTP endpoint (`{"error": ..., "line": n}`).
-pub async fn ws_handler(State(state): State<Arc<AppState>>, Path(table): Path<String>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn ws_handler(
+    State(state): State<Arc<AppState>>,
+    Path(table): Path<String>,
+    Extension(viewer): Extension<Viewer>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let max = state.config.max_ingest_bytes;
-    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| ws_session(state, table, socket))
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| ws_session(state, viewer, table, socket))
 }
 
-async fn ws_session(state: Arc<AppState>, table: String, mut socket: WebSocket) {
+async fn ws_session(state: Arc<AppState>, viewer: Viewer, table: String, mut socket: WebSocket) {
     while let Some(Ok(message)) = socket.recv().await {
         let text = match message {
             Message::Text(t) => t,
@@ -175,7 +203,7 @@ async fn ws_session(state: Arc<AppState>, table: String, mut socket: WebSocket) 
             }
             _ => continue,
         };
-        let ack = match ingest(&state, &table, text.as_str()).await {
+        let ack = match ingest(&state, &viewer, &table, text.as_str()).await {
             Ok(n) => json!({ "rows": n }),
             Err(e) => {
                 state.metrics.ingest_errors.fetch_add(1, Relaxed);

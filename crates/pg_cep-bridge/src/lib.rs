@@ -4,6 +4,7 @@
 //! [`start`] binds and runs the bridge in the current tokio runtime (what the tests use);
 //! [`serve`] runs it until Ctrl-C (what the binary uses).
 
+pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod db;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Back-pressure for ingest: one permit per batch being written.
     pub ingest_slots: Semaphore,
+    /// Role mode's caches: recent logins and table privileges.
+    pub auth: auth::AuthCache,
 }
 
 impl AppState {
@@ -44,12 +46,13 @@ impl AppState {
             hubs: streams::Hubs::new(config.ring_size),
             metrics: metrics::Metrics::default(),
             ingest_slots: Semaphore::new(config.max_concurrent_ingests),
+            auth: auth::AuthCache::default(),
             config,
         })
     }
 }
 
-/// The HTTP routes, with token auth around all but `/healthz`.
+/// The HTTP routes, with authentication ([`auth::require_auth`]) around all but `/healthz`.
 pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/", get(dashboard::page))
@@ -59,14 +62,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws/{stream}", get(streams::ws_handler))
         .route("/ingest/{table}", post(ingest::http_handler).layer(DefaultBodyLimit::max(state.config.max_ingest_bytes)))
         .route("/metrics", get(metrics_handler))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth));
     Router::new().route("/healthz", get(healthz)).merge(protected).with_state(state)
 }
 
-/// Refuses a request without the configured token (`Authorization: Bearer T` or `?token=T`).
-async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let Some(expected) = state.config.token.as_deref() else {
-        return next.run(request).await;
+/// Whether the request carries the configured token (`Authorization: Bearer T` or `?token=T`).
+pub(crate) fn token_matches(config: &Config, request: &Request) -> bool {
+    let Some(expected) = config.token.as_deref() else {
+        return false;
     };
     let from_header = request
         .headers()
@@ -78,13 +81,7 @@ async fn require_token(State(state): State<Arc<AppState>>, request: Request, nex
         .uri()
         .query()
         .and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "token").map(|(_, v)| percent_decode(v)));
-    let ok = [from_header, from_query].into_iter().flatten().any(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
-    if ok {
-        next.run(request).await
-    } else {
-        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(serde_json::json!({ "error": "missing or wrong token" })))
-            .into_response()
-    }
+    [from_header, from_query].into_iter().flatten().any(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()))
 }
 
 /// Compares without stopping at the first difference, so timing says little about the token.

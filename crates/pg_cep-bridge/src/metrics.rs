@@ -22,6 +22,8 @@ pub struct Metrics {
     pub ingest_batches: AtomicU64,
     /// Ingest batches refused (bad input, database error, saturation).
     pub ingest_errors: AtomicU64,
+    /// Requests refused for missing or wrong credentials (token or role).
+    pub auth_failures: AtomicU64,
     /// Times the reader connection was re-established after a loss.
     pub db_reconnects: AtomicU64,
     /// Whether the reader connection is up.
@@ -64,6 +66,13 @@ impl Metrics {
         scalar(&mut out, "pg_cep_bridge_rows_ingested_total", "counter", "Rows written by ingest.", self.rows_ingested.load(Relaxed));
         scalar(&mut out, "pg_cep_bridge_ingest_batches_total", "counter", "Ingest batches committed.", self.ingest_batches.load(Relaxed));
         scalar(&mut out, "pg_cep_bridge_ingest_errors_total", "counter", "Ingest batches refused.", self.ingest_errors.load(Relaxed));
+        scalar(
+            &mut out,
+            "pg_cep_bridge_auth_failures_total",
+            "counter",
+            "Requests refused for missing or wrong credentials.",
+            self.auth_failures.load(Relaxed),
+        );
         scalar(
             &mut out,
             "pg_cep_bridge_db_reconnects_total",

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -24,13 +24,12 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 
+use crate::auth::{self, Viewer};
 use crate::db::{self, Backoff};
 use crate::AppState;
 
 /// Rows asked of a cursor per query.
 const BATCH: i32 = 1000;
-/// Rows buffered between a consumer's feeder task and its socket.
-const CONSUMER_QUEUE: usize = 256;
 
 /// One of the cursors pg_cep offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,12 +58,13 @@ impl StreamKind {
         StreamKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// The cursor query: rows after `$1` (an id), at most `$2`, as (id, row as JSON text).
+    /// The cursor query: rows after `$1` (an id), at most `$2`, as (id, row as JSON text, oid of
+    /// the table the row is about: `relid`, or for a match its pattern's source table).
     fn since_sql(self) -> &'static str {
         match self {
-            StreamKind::Alerts => "SELECT alert_id, to_jsonb(r)::text FROM cep.alerts_since($1, $2) r",
-            StreamKind::Matches => "SELECT match_id, to_jsonb(r)::text FROM cep.matches_since($1, $2) r",
-            StreamKind::Changes => "SELECT change_id, to_jsonb(r)::text FROM cep.changes_since($1, $2) r",
+            StreamKind::Alerts => "SELECT alert_id, to_jsonb(r)::text, relid FROM cep.alerts_since($1, $2) r",
+            StreamKind::Matches => "SELECT match_id, to_jsonb(r)::text, cep.pattern_source(pattern_id) FROM cep.matches_since($1, $2) r",
+            StreamKind::Changes => "SELECT change_id, to_jsonb(r)::text, relid FROM cep.changes_since($1, $2) r",
         }
     }
 
@@ -74,17 +74,18 @@ impl StreamKind {
     fn tail_sql(self) -> &'static str {
         match self {
             StreamKind::Alerts => {
-                "SELECT id, j FROM (SELECT alert_id AS id, coalesce(xid, '0'::xid8) AS x, to_jsonb(r)::text AS j FROM cep.alerts r
+                "SELECT id, j, rel FROM (SELECT alert_id AS id, coalesce(xid, '0'::xid8) AS x, to_jsonb(r)::text AS j, relid AS rel FROM cep.alerts r
                    WHERE coalesce(xid, '0'::xid8) < pg_snapshot_xmin(pg_current_snapshot())
                    ORDER BY coalesce(xid, '0'::xid8) DESC, alert_id DESC LIMIT $1) t ORDER BY x, id"
             }
             StreamKind::Matches => {
-                "SELECT id, j FROM (SELECT match_id AS id, coalesce(xid, '0'::xid8) AS x, to_jsonb(r)::text AS j FROM cep.pattern_matches r
+                "SELECT id, j, rel FROM (SELECT match_id AS id, coalesce(xid, '0'::xid8) AS x, to_jsonb(r)::text AS j,
+                          cep.pattern_source(pattern_id) AS rel FROM cep.pattern_matches r
                    WHERE coalesce(xid, '0'::xid8) < pg_snapshot_xmin(pg_current_snapshot())
                    ORDER BY coalesce(xid, '0'::xid8) DESC, match_id DESC LIMIT $1) t ORDER BY x, id"
             }
             StreamKind::Changes => {
-                "SELECT id, j FROM (SELECT change_id AS id, correlation_id AS x, to_jsonb(r)::text AS j FROM cep.change_log r
+                "SELECT id, j, rel FROM (SELECT change_id AS id, correlation_id AS x, to_jsonb(r)::text AS j, relid AS rel FROM cep.change_log r
                    WHERE correlation_id < pg_snapshot_xmin(pg_current_snapshot())
                    ORDER BY correlation_id DESC, change_id DESC LIMIT $1) t ORDER BY x, id"
             }
@@ -92,11 +93,13 @@ impl StreamKind {
     }
 }
 
-/// One row of a stream: its id and the whole row as JSON text (shared, never re-serialised).
+/// One row of a stream: its id, the whole row as JSON text (shared, never re-serialised), and the
+/// table it is about (what decides who may see it in role mode; None: a dropped pattern's match).
 #[derive(Clone, Debug)]
 pub struct Event {
     pub id: i64,
     pub json: Arc<str>,
+    pub relid: Option<u32>,
 }
 
 /// The last rows of a stream in cursor order, each with a sequence number that only grows.
@@ -342,7 +345,7 @@ async fn poll(state: &AppState, client: &Client, kind: StreamKind, statement: &t
 
 fn row_event(row: &tokio_postgres::Row) -> Event {
     let json: String = row.get(1);
-    Event { id: row.get(0), json: json.into() }
+    Event { id: row.get(0), json: json.into(), relid: row.get(2) }
 }
 
 /// LISTENs on channels new in the catalog and UNLISTENs those gone.
@@ -391,21 +394,40 @@ impl Drop for ConsumerGuard<'_> {
 }
 
 /// Starts a consumer's feeder task; its rows arrive on the returned queue, which ends when the
-/// consumer must disconnect.
-pub fn subscribe(state: Arc<AppState>, kind: StreamKind, start: Start) -> mpsc::Receiver<Item> {
-    let (tx, rx) = mpsc::channel(CONSUMER_QUEUE);
+/// consumer must disconnect. A viewer with a role gets only the rows of tables that role may
+/// SELECT; the others are passed over (its position moves past them all the same).
+pub fn subscribe(state: Arc<AppState>, kind: StreamKind, start: Start, viewer: Viewer) -> mpsc::Receiver<Item> {
+    let (tx, rx) = mpsc::channel(state.config.consumer_queue.max(1));
     tokio::spawn(async move {
         state.metrics.consumers[kind.index()].fetch_add(1, Relaxed);
         let _guard = ConsumerGuard(&state, kind);
-        feed(&state, kind, start, tx).await;
+        feed(&state, kind, start, &viewer, tx).await;
     });
     rx
 }
 
-async fn feed(state: &AppState, kind: StreamKind, start: Start, tx: mpsc::Sender<Item>) {
+/// Whether the viewer may see the row; None when the consumer went away while the database,
+/// needed to answer, was unreachable (it is asked again with backoff: skipping would be a gap).
+async fn visible(state: &AppState, viewer: &Viewer, row: &Event, tx: &mpsc::Sender<Item>) -> Option<bool> {
+    let Some(role) = &viewer.0 else { return Some(true) };
+    let Some(relid) = row.relid else { return Some(false) };
+    let mut backoff = Backoff::default();
+    loop {
+        match auth::can_select(state, role, relid).await {
+            Ok(answer) => return Some(answer),
+            Err(_) => tokio::select! {
+                _ = tokio::time::sleep(backoff.step()) => {}
+                _ = tx.closed() => return None,
+            },
+        }
+    }
+}
+
+async fn feed(state: &AppState, kind: StreamKind, start: Start, viewer: &Viewer, tx: mpsc::Sender<Item>) {
     let hub = state.hubs.get(kind);
     let mut changed = hub.changed.subscribe();
-    let mut last_id = None;
+    // The id to resume after if the consumer falls behind: the last row it was sent.
+    let mut last_id: Option<i64>;
     let mut seq = match start {
         Start::Live => {
             while !hub.ready.load(Relaxed) {
@@ -414,11 +436,16 @@ async fn feed(state: &AppState, kind: StreamKind, start: Start, tx: mpsc::Sender
                     _ = tx.closed() => return,
                 }
             }
-            hub.ring().next_seq()
+            // The cursor position just before the first row this consumer gets: the ring's last row
+            // (0 when the reader has read none yet, i.e. the cursor is at its start). Resuming
+            // there is right even if the consumer falls behind before it received anything.
+            let ring = hub.ring();
+            last_id = Some(ring.buf.back().map_or(0, |e| e.id));
+            ring.next_seq()
         }
         Start::After(id) => {
             last_id = Some(id);
-            match catch_up(state, kind, id, &tx, &mut last_id).await {
+            match catch_up(state, kind, id, viewer, &tx, &mut last_id).await {
                 Some(seq) => seq,
                 None => return,
             }
@@ -428,7 +455,7 @@ async fn feed(state: &AppState, kind: StreamKind, start: Start, tx: mpsc::Sender
     hub.positions.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&position));
     loop {
         changed.borrow_and_update();
-        let batch = hub.ring().read(seq, CONSUMER_QUEUE);
+        let batch = hub.ring().read(seq, state.config.consumer_queue.max(1));
         match batch {
             Err(Evicted) => {
                 state.metrics.consumers_lagged[kind.index()].fetch_add(1, Relaxed);
@@ -444,10 +471,13 @@ async fn feed(state: &AppState, kind: StreamKind, start: Start, tx: mpsc::Sender
             Ok(rows) => {
                 for row in rows {
                     let id = row.id;
-                    if tx.send(Item::Row(row)).await.is_err() {
-                        return;
+                    let Some(show) = visible(state, viewer, &row, &tx).await else { return };
+                    if show {
+                        if tx.send(Item::Row(row)).await.is_err() {
+                            return;
+                        }
+                        last_id = Some(id);
                     }
-                    last_id = Some(id);
                     seq += 1;
                     position.store(seq, Relaxed);
                 }
@@ -458,7 +488,14 @@ async fn feed(state: &AppState, kind: StreamKind, start: Start, tx: mpsc::Sender
 
 /// Serves a consumer from its own cursor queries until it reaches a row the ring holds; returns
 /// the ring position to go on from, or None when the consumer went away.
-async fn catch_up(state: &AppState, kind: StreamKind, mut after: i64, tx: &mpsc::Sender<Item>, last_id: &mut Option<i64>) -> Option<u64> {
+async fn catch_up(
+    state: &AppState,
+    kind: StreamKind,
+    mut after: i64,
+    viewer: &Viewer,
+    tx: &mpsc::Sender<Item>,
+    last_id: &mut Option<i64>,
+) -> Option<u64> {
     let hub = state.hubs.get(kind);
     let mut changed = hub.changed.subscribe();
     let mut backoff = Backoff::default();
@@ -492,9 +529,11 @@ async fn catch_up(state: &AppState, kind: StreamKind, mut after: i64, tx: &mpsc:
                 return Some(seq);
             }
             let id = row.id;
-            tx.send(Item::Row(row)).await.ok()?;
+            if visible(state, viewer, &row, tx).await? {
+                tx.send(Item::Row(row)).await.ok()?;
+                *last_id = Some(id);
+            }
             after = id;
-            *last_id = Some(id);
         }
     }
 }
@@ -540,13 +579,14 @@ pub async fn sse_handler(
     State(state): State<Arc<AppState>>,
     Path(stream): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    Extension(viewer): Extension<Viewer>,
     headers: HeaderMap,
 ) -> Response {
     let (kind, start) = match parse_request(&stream, &headers, &query) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let rx = subscribe(state.clone(), kind, start);
+    let rx = subscribe(state.clone(), kind, start, viewer);
     Sse::new(sse_events(state, kind, rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
@@ -557,9 +597,16 @@ fn sse_events(state: Arc<AppState>, kind: StreamKind, rx: mpsc::Receiver<Item>) 
                 state.metrics.events_out[kind.index()].fetch_add(1, Relaxed);
                 SseEvent::default().id(e.id.to_string()).data(&*e.json)
             }
-            Item::Lagged { last_id } => SseEvent::default()
-                .event("lagged")
-                .data(serde_json::json!({ "error": "consumer fell behind; reconnect to resume", "resume_after": last_id }).to_string()),
+            Item::Lagged { last_id } => {
+                // The id makes EventSource resume there on its own (Last-Event-ID).
+                let event = match last_id {
+                    Some(id) => SseEvent::default().id(id.to_string()),
+                    None => SseEvent::default(),
+                };
+                event
+                    .event("lagged")
+                    .data(serde_json::json!({ "error": "consumer fell behind; reconnect to resume", "resume_after": last_id }).to_string())
+            }
         })
     })
 }
@@ -570,6 +617,7 @@ pub async fn ws_handler(
     State(state): State<Arc<AppState>>,
     Path(stream): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    Extension(viewer): Extension<Viewer>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -577,11 +625,11 @@ pub async fn ws_handler(
         Ok(v) => v,
         Err(r) => return r,
     };
-    upgrade.on_upgrade(move |socket| ws_session(state, kind, start, socket))
+    upgrade.on_upgrade(move |socket| ws_session(state, kind, start, viewer, socket))
 }
 
-async fn ws_session(state: Arc<AppState>, kind: StreamKind, start: Start, mut socket: WebSocket) {
-    let mut rx = subscribe(state.clone(), kind, start);
+async fn ws_session(state: Arc<AppState>, kind: StreamKind, start: Start, viewer: Viewer, mut socket: WebSocket) {
+    let mut rx = subscribe(state.clone(), kind, start, viewer);
     loop {
         tokio::select! {
             item = rx.recv() => match item {
@@ -611,7 +659,7 @@ mod tests {
     use super::*;
 
     fn ev(id: i64) -> Event {
-        Event { id, json: Arc::from(format!("{{\"id\":{id}}}")) }
+        Event { id, json: Arc::from(format!("{{\"id\":{id}}}")), relid: None }
     }
 
     #[test]

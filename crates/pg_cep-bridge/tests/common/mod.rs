@@ -150,6 +150,34 @@ impl SseReader {
         SseReader { body: response.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed(), buf: String::new() }
     }
 
+    /// Opens `GET path` as HTTP/1.0 (so the body is the bare event stream, ended by the close) on
+    /// a connection whose receive buffer is as small as the system allows: a consumer that can be
+    /// made to fall behind with a few thousand rows. Panics unless the answer is 200.
+    pub async fn open_small(addr: std::net::SocketAddr, path: &str) -> SseReader {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = small_socket(addr).await;
+        socket.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").as_bytes()).await.expect("send request");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(socket.read(&mut byte).await.expect("read headers"), 1, "connection closed in the headers");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+        let body = futures_util::stream::unfold(socket, |mut socket| async move {
+            let mut chunk = vec![0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Some((Ok(chunk), socket))
+                }
+            }
+        });
+        SseReader { body: body.boxed(), buf: String::new() }
+    }
+
     /// The next event (comments skipped), or None if none comes within `wait`.
     pub async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
         let deadline = tokio::time::Instant::now() + wait;
@@ -199,4 +227,11 @@ impl SseReader {
         }
         out
     }
+}
+
+/// A TCP connection to `addr` with the smallest receive buffer the system allows.
+pub async fn small_socket(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(1024).expect("SO_RCVBUF");
+    socket.connect(addr).await.expect("connect")
 }
