@@ -39,6 +39,8 @@ SELECT cep.define_pattern('p', 'user_events', 'user_id', 'created_at', 'login (b
 SELECT cep.define_pattern('p', 'user_events', 'user_id', 'created_at', 'login browse+', '{"buy": {"event_type": "purchase"}}');
 SELECT cep.define_pattern('p', 'user_events', 'user_id', 'created_at', 'login browse+', '{}', contiguity => 'sometimes');
 SELECT cep.define_pattern('p', 'user_events', 'user_id', 'created_at', 'login browse+', '{}', emit => 'final');
+SELECT cep.define_pattern('p', 'user_events', 'user_id', 'created_at', 'login browse+?', '{}');
+SELECT cep.define_pattern('p', 'user_events', 'user_id', 'created_at', 'login browse+', '{}', after_match => 'to_last browse');
 SELECT cep.define_pattern('p', 'user_events', 'user_id', 'created_at', 'reset !login', '{}');
 SELECT cep.match_recognize('user_events', 'user_id', 'no_such_column', 'a', '{}');
 SELECT count(*) AS patterns FROM cep.patterns;
