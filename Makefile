@@ -63,12 +63,13 @@ install: deps
 ## (crates/pg_cep-bridge) beside it, serving the live dashboard.
 BRIDGE_PORT  := $(if $(filter 15,$(PG_MAJOR)),8787,8788)
 BRIDGE_PID    = .pgcep/bridge-pg$(PG_MAJOR).pid
+BRIDGE_BIN    = $(or $(CARGO_TARGET_DIR),target)/release/pg_cep-bridge
 run: install
 	@$(CLUSTER) start run$(SUFFIX) $(RUN_PORT)
 	@bash scripts/demo.sh $(RUN_PORT)
 	@cargo build -q --release -p pg_cep-bridge
 	@$(MAKE) --no-print-directory stop-bridge
-	@nohup target/release/pg_cep-bridge --listen 127.0.0.1:$(BRIDGE_PORT) \
+	@nohup $(BRIDGE_BIN) --listen 127.0.0.1:$(BRIDGE_PORT) \
 	  --database-url "host=127.0.0.1 port=$(RUN_PORT) user=postgres dbname=pg_cep_demo" \
 	  >.pgcep/bridge-pg$(PG_MAJOR).log 2>&1 & echo $$! > $(BRIDGE_PID)
 	@for i in $$(seq 50); do curl -sf http://127.0.0.1:$(BRIDGE_PORT)/healthz >/dev/null && break; sleep 0.2; done
