@@ -13,7 +13,7 @@ use std::cell::Cell;
 use pgrx::pg_sys;
 use pgrx::IntoDatum;
 
-use super::direct_insert::{self, compiled_defaults, has_columns, Column, CompiledDefault, Statement, Target};
+use super::direct_insert::{self, compiled_defaults, has_columns, Column, CompiledExpr, Statement, Target};
 
 /// The table's columns in order, as the 0.3.0 scripts make them.
 const COLUMNS: [Column; 22] = [
@@ -73,7 +73,7 @@ pub struct AlertRow<'a> {
 pub struct AlertRows {
     statement: Statement,
     table: Target,
-    defaults: Vec<CompiledDefault>,
+    defaults: Vec<CompiledExpr>,
 }
 
 impl AlertRows {

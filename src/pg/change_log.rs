@@ -12,7 +12,7 @@ use std::cell::Cell;
 
 use pgrx::pg_sys;
 
-use super::direct_insert::{self, builtin, compiled_defaults, has_columns, name_of, tuple_attr, Column, CompiledDefault, Statement, Target};
+use super::direct_insert::{self, builtin, compiled_defaults, has_columns, name_of, tuple_attr, Column, CompiledExpr, Statement, Target};
 use crate::engine::capture::Op;
 use crate::error::{CepError, CepResult};
 
@@ -179,7 +179,7 @@ impl ChangeLog {
 
 /// `change_id`'s, `changed_at`'s and `correlation_id`'s defaults; `None` when one is missing, or
 /// `changed_at`'s may differ within a statement (its rows go to one partition).
-fn the_three(defaults: &[CompiledDefault]) -> Option<[*mut pg_sys::ExprState; 3]> {
+fn the_three(defaults: &[CompiledExpr]) -> Option<[*mut pg_sys::ExprState; 3]> {
     let find = |column: usize| defaults.iter().find(|d| d.column == column);
     let (change_id, changed_at, correlation_id) = (find(CHANGE_ID)?, find(CHANGED_AT)?, find(CORRELATION_ID)?);
     (defaults.len() == 3 && !changed_at.volatile).then_some([change_id.state, changed_at.state, correlation_id.state])

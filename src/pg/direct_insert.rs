@@ -229,7 +229,7 @@ struct Compiled {
     relid: pg_sys::Oid,
     what: What,
     definitions: Vec<(usize, CString)>,
-    states: Option<Vec<CompiledDefault>>,
+    states: Option<Vec<CompiledExpr>>,
     memory: pg_sys::MemoryContext,
 }
 
@@ -242,7 +242,7 @@ enum What {
 /// A compiled expression: a column's default (or the `column`th CHECK constraint), and whether it
 /// may differ between rows of one statement.
 #[derive(Clone, Copy)]
-pub struct CompiledDefault {
+pub struct CompiledExpr {
     pub column: usize,
     pub state: *mut pg_sys::ExprState,
     pub volatile: bool,
@@ -253,7 +253,7 @@ pub struct CompiledDefault {
 ///
 /// # Safety
 /// `relation` must be open.
-pub unsafe fn compiled_defaults(relation: pg_sys::Relation, given: &[usize]) -> Option<Vec<CompiledDefault>> {
+pub unsafe fn compiled_defaults(relation: pg_sys::Relation, given: &[usize]) -> Option<Vec<CompiledExpr>> {
     // SAFETY: `relation` is open (the caller's promise): its tuple descriptor and constraints are valid.
     unsafe {
         let constraints = (*(*relation).rd_att).constr;
@@ -278,7 +278,7 @@ pub unsafe fn compiled_defaults(relation: pg_sys::Relation, given: &[usize]) -> 
 ///
 /// # Safety
 /// `relation` must be open.
-pub unsafe fn compiled_checks(relation: pg_sys::Relation) -> Option<Vec<CompiledDefault>> {
+pub unsafe fn compiled_checks(relation: pg_sys::Relation) -> Option<Vec<CompiledExpr>> {
     // SAFETY: `relation` is open (the caller's promise): its tuple descriptor and constraints are valid.
     unsafe {
         let constraints = (*(*relation).rd_att).constr;
@@ -306,7 +306,7 @@ unsafe fn compile_cached(
     what: What,
     mut definitions: Vec<(usize, CString)>,
     node: impl Fn(usize, &CStr) -> *mut pg_sys::Node,
-) -> Option<Vec<CompiledDefault>> {
+) -> Option<Vec<CompiledExpr>> {
     // SAFETY: `relation` is open (the caller's promise); everything compiled lives in the entry's context.
     unsafe {
         let relid = (*relation).rd_id;
@@ -331,7 +331,7 @@ unsafe fn compile_cached(
             let states = usable.then(|| {
                 expressions
                     .iter()
-                    .map(|&(column, e)| CompiledDefault {
+                    .map(|&(column, e)| CompiledExpr {
                         column,
                         volatile: pg_sys::contain_volatile_functions(e),
                         state: pg_sys::ExecInitExpr(pg_sys::expression_planner(e.cast()), ptr::null_mut()),

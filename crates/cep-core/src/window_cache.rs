@@ -595,14 +595,20 @@ impl<'a> CacheView<'a> {
     /// The cached events of a key if they reach back to `need_from`, else `None`.
     #[cfg(test)]
     pub fn read(&mut self, id: &KeyId, need_from: i64) -> Option<Vec<CachedEvent>> {
-        let found = self.find(id).filter(|&i| self.entries[i].from <= need_from);
-        let Some(i) = found else {
+        let i = self.lookup(id, need_from)?;
+        Some(self.events(i))
+    }
+
+    /// The entry of a key that reaches back to `need_from`, counted as a hit (and marked used) or
+    /// a miss.
+    fn lookup(&mut self, id: &KeyId, need_from: i64) -> Option<usize> {
+        let Some(i) = self.find(id).filter(|&i| self.entries[i].from <= need_from) else {
             self.header.misses += 1;
             return None;
         };
         self.header.hits += 1;
         self.entries[i].recently_used = 1;
-        Some(self.events(i))
+        Some(i)
     }
 
     /// The window stats of a cached key, computed in place together with `extra` events (this
@@ -616,13 +622,7 @@ impl<'a> CacheView<'a> {
         loc: u32,
         extra: &[CachedEvent],
     ) -> Option<Vec<WindowStats>> {
-        let found = self.find(id).filter(|&i| self.entries[i].from <= need_from);
-        let Some(i) = found else {
-            self.header.misses += 1;
-            return None;
-        };
-        self.header.hits += 1;
-        self.entries[i].recently_used = 1;
+        let i = self.lookup(id, need_from)?;
         self.drop_expired(i, need_from);
         let mut stats = vec![WindowStats::default(); plan.windows.len()];
         let tail = self.entries[i].tail;
