@@ -1,7 +1,7 @@
 //! Live patterns with `emit => 'final'`: each match is emitted once it can no longer change, and
 //! it is the standard's preferred match, the one `cep.match_recognize` returns over the same rows.
 //!
-//! A key keeps its rows from the first row whose match is undecided (and the row before it, which
+//! A key keeps its rows from the first row whose match is undecided (and the rows before it that
 //! `PREV` reads). Each new row runs the same search as history (`preferred::preferred_at`) from
 //! that first row: a match no later row can change is emitted and its rows let go (after-match
 //! skipping as in history); a start row that cannot begin a match is let go; a search a later row
@@ -51,18 +51,15 @@ impl Pattern {
                 Found::NoMatch => start + 1,
                 Found::Undecided => break,
             };
-            // The row before the next start stays for PREV.
-            state.rows.drain(..next - 1);
-            state.behind = true;
-        }
-        if state.behind && !self.reads_prev() {
-            state.rows.remove(0);
-            state.behind = false;
+            // The rows before the next start that PREV may read stay.
+            let keep = self.rows_behind().min(next);
+            state.rows.drain(..next - keep);
+            state.behind = keep as u32;
         }
     }
 
-    /// Whether a predicate reads `PREV`, which needs the row before a match.
-    fn reads_prev(&self) -> bool {
-        self.ctx_slots.iter().any(|&(prev, _)| prev)
+    /// Rows before a match's first row that DEFINE reads: `PREV.col` one, `PREV(col, n)` n.
+    pub(super) fn rows_behind(&self) -> usize {
+        self.look_back.max(self.ctx_slots.iter().any(|&(prev, _)| prev) as usize)
     }
 }

@@ -23,11 +23,11 @@ pub struct KeyState {
     #[serde(skip)]
     spare: Vec<Run>,
     /// `emit => 'final'`: the key's rows from the first whose match is not decided yet, after the
-    /// row before them when `behind` (what `PREV` reads on that first row).
+    /// `behind` rows before them (what `PREV` reads from a match's first rows).
     #[serde(rename = "q", default, skip_serializing_if = "Vec::is_empty")]
     pub(super) rows: Vec<Event>,
-    #[serde(rename = "b", default, skip_serializing_if = "is_false")]
-    pub(super) behind: bool,
+    #[serde(rename = "b", default, skip_serializing_if = "is_zero", deserialize_with = "count_or_flag")]
+    pub(super) behind: u32,
     /// Partial matches were dropped (`max_partials`) since the key last had none pending: the
     /// matches it emits meanwhile are flagged.
     #[serde(rename = "x", default, skip_serializing_if = "is_false")]
@@ -51,6 +51,20 @@ impl KeyState {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+}
+
+/// `behind` was a flag (one row) before PREV could reach further back.
+fn count_or_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Behind {
+        Flag(bool),
+        Count(u32),
+    }
+    Ok(match Behind::deserialize(d)? {
+        Behind::Flag(b) => b as u32,
+        Behind::Count(n) => n,
+    })
 }
 
 fn is_zero(x: &u32) -> bool {

@@ -40,8 +40,13 @@
 mod bench;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_sql;
+mod expr;
+mod expr_parser;
 mod final_emit;
 mod matcher;
+mod measures;
 mod nfa;
 mod parser;
 mod predicate;
@@ -55,6 +60,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::expr::to_json as value_to_json;
 pub use self::matcher::KeyState;
 use self::nfa::Nfa;
 use self::predicate::SymbolPred;
@@ -267,8 +273,15 @@ pub struct Pattern {
     /// The pattern for the standard's preferred matches over history (`preferred`); `None` when
     /// it has an absence.
     program: Option<Vec<preferred::Inst>>,
-    /// `AFTER MATCH SKIP TO FIRST|LAST var`: whether the last row, and the variable's symbol id.
-    skip_to: Option<(bool, u16)>,
+    /// `AFTER MATCH SKIP TO FIRST|LAST var`: whether the last row, and the variable's symbols (a
+    /// SUBSET name stands for several).
+    skip_to: Option<(bool, u64)>,
+    /// MEASURES: names and expressions.
+    measures: Vec<(String, expr::Expr)>,
+    /// Symbols whose rows DEFINE expressions tell apart (`expr::Reads::labels`).
+    labels: u64,
+    /// Rows before a match's first row that DEFINE may read (`PREV`).
+    look_back: usize,
 }
 
 impl Pattern {
@@ -281,6 +294,19 @@ impl Pattern {
     pub fn options(&self) -> &PatternOptions {
         &self.options
     }
+    /// MEASURES' names, in the order `measure` returns their values.
+    pub fn measure_names(&self) -> impl Iterator<Item = &str> {
+        self.measures.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// The standard's clauses a pattern may carry beyond PATTERN and DEFINE, as JSON (`null` for none).
+#[derive(Clone, Debug, Default)]
+pub struct Clauses {
+    /// `{"name": "expression", ...}`: what each match reports.
+    pub measures: serde_json::Value,
+    /// `{"name": ["var", ...], ...}`: names for unions of variables.
+    pub subset: serde_json::Value,
 }
 
 impl fmt::Display for Pattern {
@@ -292,10 +318,15 @@ impl fmt::Display for Pattern {
 /// Compiles a pattern; all validation happens here so that `advance` never
 /// has to fail.
 pub fn compile(pattern: &str, define: &serde_json::Value, options: PatternOptions) -> Result<Pattern, PatternError> {
-    compile_unbounded(pattern, define, options).map_err(PatternError::bounded)
+    compile_clauses(pattern, define, &Clauses::default(), options)
 }
 
-fn compile_unbounded(pattern: &str, define: &serde_json::Value, options: PatternOptions) -> Result<Pattern, PatternError> {
+/// [`compile`] with MEASURES and SUBSET.
+pub fn compile_clauses(pattern: &str, define: &serde_json::Value, clauses: &Clauses, options: PatternOptions) -> Result<Pattern, PatternError> {
+    compile_unbounded(pattern, define, clauses, options).map_err(PatternError::bounded)
+}
+
+fn compile_unbounded(pattern: &str, define: &serde_json::Value, clauses: &Clauses, options: PatternOptions) -> Result<Pattern, PatternError> {
     if let Some(w) = options.within {
         if w <= 0 {
             return Err(PatternError::option(format!("within: must be positive, got {w}")));
@@ -314,7 +345,12 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, options: Pattern
             position: None,
         });
     }
-    let defs = predicate::compile_define(define, &symbols)?;
+    let subsets = predicate::compile_subsets(&clauses.subset, &symbols)?;
+    let defs = predicate::compile_define(define, &symbols, &subsets, &clauses.measures)?;
+    let navigating = defs.preds.iter().filter(|p| p.navigation().is_some());
+    let labels = navigating.clone().fold(0, |bits, p| bits | p.reads.labels);
+    let look_back = navigating.clone().map(|p| p.reads.back).max().unwrap_or(0);
+    let navigates = navigating.count() > 0;
     let nfa = nfa::build(&ast, &symbols, pattern)?;
     if nfa.has_deferred() && options.within.is_none() {
         return Err(PatternError::option("within: a pattern ending in an absence (!sym) needs `within`, otherwise it never completes".into()));
@@ -329,16 +365,19 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, options: Pattern
     let program = preferred::program(&ast, &symbols);
     let skip_to = match &options.after_match {
         AfterMatch::SkipToFirst(var) | AfterMatch::SkipToLast(var) => {
-            let Some(id) = symbols.iter().position(|s| s == var) else {
-                return Err(PatternError::option(format!("after_match: {} is not a symbol of the pattern", super::excerpt(var))));
+            let bits = symbols.iter().position(|s| s == var).map(|id| 1u64 << id).or(subsets.iter().find(|(n, _)| n == var).map(|(_, bits)| *bits));
+            let Some(bits) = bits else {
+                return Err(PatternError::option(format!("after_match: {} is not a symbol of the pattern or a subset", super::excerpt(var))));
             };
-            Some((matches!(options.after_match, AfterMatch::SkipToLast(_)), id as u16))
+            Some((matches!(options.after_match, AfterMatch::SkipToLast(_)), bits))
         }
         _ => None,
     };
     // What only the standard's matching gives a meaning to is refused where the pattern would run
     // eagerly, never run with another meaning.
-    let standard_only = parser::standard_only(&ast).or(skip_to.map(|_| "after_match 'to_first <symbol>' and 'to_last <symbol>'"));
+    let standard_only = parser::standard_only(&ast)
+        .or(skip_to.map(|_| "after_match 'to_first <symbol>' and 'to_last <symbol>'"))
+        .or(navigates.then_some("DEFINE expressions that read other rows (PREV, NEXT, FIRST, LAST, aggregates, CLASSIFIER)"));
     if let (Some(what), Emit::Eager) = (standard_only, options.emit) {
         return Err(PatternError::new(
             PatternErrorKind::Unsupported,
@@ -355,7 +394,20 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, options: Pattern
                 .into(),
         ));
     }
-    Ok(Pattern { columns: defs.columns, symbols, preds: defs.preds, nfa, options, first_mask, ctx_slots: defs.ctx_slots, program, skip_to })
+    Ok(Pattern {
+        columns: defs.columns,
+        symbols,
+        preds: defs.preds,
+        nfa,
+        options,
+        first_mask,
+        ctx_slots: defs.ctx_slots,
+        program,
+        skip_to,
+        measures: defs.measures,
+        labels,
+        look_back,
+    })
 }
 
 /// Runs one key's history through the live code path, so history and live

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use regex::Regex;
 use serde_json::Value as Json;
 
+use super::expr::{Expr, Frame, Reads};
+use super::expr_parser::{self, Scope};
 use super::{PatternError, PatternErrorKind, Value};
 
 const OPERATORS: &str = "=, <>, <, <=, >, >=, in, like, ~, is_null";
@@ -56,19 +58,30 @@ pub(super) enum Pred {
 
 /// A symbol's condition. `refs` marks predicates that read PREV/FIRST and
 /// therefore must be evaluated per run instead of once per event.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct SymbolPred {
     pub pred: Option<Pred>,
     pub refs: bool,
+    /// A condition written as an SQL expression (`"price < PREV(price)"`), and what it reads.
+    pub expr: Option<Expr>,
+    pub reads: Reads,
 }
 
 impl SymbolPred {
     pub fn uses_refs(&self) -> bool {
         self.refs
     }
+    /// An expression that reads more than its own row: only the standard's matching
+    /// (`preferred`) evaluates it, with the match's rows (`expr::Frame`).
+    pub fn navigation(&self) -> Option<&Expr> {
+        self.expr.as_ref().filter(|_| self.reads.navigates)
+    }
     /// `ctx` is None when there is no previous row (start of a match).
     #[inline]
     pub fn eval(&self, vals: &[Value], ctx: Option<&[Value]>) -> bool {
+        if let Some(e) = &self.expr {
+            return e.holds(&Frame::single(vals));
+        }
         match &self.pred {
             None => true,
             Some(p) => {
@@ -160,6 +173,8 @@ pub(super) struct Defs {
     /// Indexed by symbol id; undefined symbols are always true.
     pub preds: Vec<SymbolPred>,
     pub ctx_slots: Vec<(bool, u16)>,
+    /// MEASURES: each name and its expression.
+    pub measures: Vec<(String, Expr)>,
 }
 
 struct Ctx {
@@ -213,14 +228,83 @@ fn bad(path: &str, msg: String) -> PatternError {
     PatternError::new(PatternErrorKind::BadPredicate, format!("{path}: {msg}"))
 }
 
-pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, PatternError> {
+/// SUBSET: `{"u": ["c", "d"]}`, a name for the union of some variables, usable wherever a
+/// variable is in an expression.
+pub(super) fn compile_subsets(subset: &Json, symbols: &[String]) -> Result<Vec<(String, u64)>, PatternError> {
+    let obj = match subset {
+        Json::Null => return Ok(Vec::new()),
+        Json::Object(m) => m,
+        _ => return Err(PatternError::option("subset: expected a JSON object mapping a name to an array of pattern variables".into())),
+    };
+    let mut out = Vec::new();
+    for (name, members) in obj {
+        if !is_ident(name) || symbols.contains(name) {
+            return Err(PatternError::option(format!("subset: {} is not a valid name, or is a pattern variable already", crate::excerpt(name))));
+        }
+        let Json::Array(members) = members else {
+            return Err(PatternError::option(format!("subset.{name}: expected an array of pattern variables")));
+        };
+        let mut bits = 0u64;
+        for m in members {
+            match m.as_str().and_then(|m| symbols.iter().position(|s| s == m)) {
+                Some(id) => bits |= 1 << id,
+                None => {
+                    return Err(PatternError::option(format!(
+                        "subset.{name}: {} is not a pattern variable (symbols: {})",
+                        crate::excerpt(&m.to_string()),
+                        symbols.join(", ")
+                    )))
+                }
+            }
+        }
+        if bits == 0 {
+            return Err(PatternError::option(format!("subset.{name}: empty")));
+        }
+        out.push((name.clone(), bits));
+    }
+    Ok(out)
+}
+
+/// A condition or measure written as an SQL expression.
+fn expression(
+    cx: &mut Ctx,
+    text: &str,
+    symbols: &[String],
+    subsets: &[(String, u64)],
+    defining: Option<u16>,
+    path: &str,
+) -> Result<Expr, PatternError> {
+    let mut column = |name: &str| cx.col(name);
+    expr_parser::parse(text, &mut Scope { symbols, subsets, defining, column: &mut column, path })
+}
+
+/// MEASURES: `{"name": "expression", ...}`, in the object's order.
+fn compile_measures(cx: &mut Ctx, measures: &Json, symbols: &[String], subsets: &[(String, u64)]) -> Result<Vec<(String, Expr)>, PatternError> {
+    let obj = match measures {
+        Json::Null => return Ok(Vec::new()),
+        Json::Object(m) => m,
+        _ => return Err(bad("measures", "expected a JSON object mapping a name to an expression".into())),
+    };
+    let mut out = Vec::new();
+    for (name, text) in obj {
+        let path = format!("measures.{name}");
+        let Json::String(text) = text else {
+            return Err(bad(&path, format!("expected an expression as a string, got {}", crate::excerpt(&text.to_string()))));
+        };
+        cx.count(1, &path)?;
+        out.push((name.clone(), expression(cx, text, symbols, subsets, None, &path)?));
+    }
+    Ok(out)
+}
+
+pub(super) fn compile_define(define: &Json, symbols: &[String], subsets: &[(String, u64)], measures: &Json) -> Result<Defs, PatternError> {
     let obj = match define {
         Json::Null => None,
         Json::Object(m) => Some(m),
         _ => return Err(bad("define", "expected a JSON object mapping symbol -> predicate".into())),
     };
     let mut cx = Ctx { cols: vec![], slots: vec![], refs: false, nodes: 0 };
-    let mut preds: Vec<SymbolPred> = symbols.iter().map(|_| SymbolPred { pred: None, refs: false }).collect();
+    let mut preds: Vec<SymbolPred> = symbols.iter().map(|_| SymbolPred::default()).collect();
     if let Some(obj) = obj {
         // Names first, so a typo in a symbol name is reported as such even
         // when some other predicate is also malformed.
@@ -242,26 +326,36 @@ pub(super) fn compile_define(define: &Json, symbols: &[String]) -> Result<Defs, 
             let id = symbols.iter().position(|s| s == name).expect("checked above");
             let path = format!("define.{name}");
             cx.refs = false;
-            let pred = match body {
-                Json::Bool(true) => None,
-                Json::Object(_) => Some(object(&mut cx, body, &path, 0)?),
-                _ => return Err(bad(&path, "expected an object of column conditions (or true)".into())),
+            preds[id] = match body {
+                Json::Bool(true) => SymbolPred::default(),
+                Json::Object(_) => SymbolPred { pred: Some(object(&mut cx, body, &path, 0)?), refs: cx.refs, ..SymbolPred::default() },
+                Json::String(text) => {
+                    cx.count(1, &path)?;
+                    let e = expression(&mut cx, text, symbols, subsets, Some(id as u16), &path)?;
+                    let reads = e.reads();
+                    SymbolPred { refs: reads.navigates, expr: Some(e), reads, pred: None }
+                }
+                _ => return Err(bad(&path, "expected an object of column conditions, an SQL expression as a string, or true".into())),
             };
-            preds[id] = SymbolPred { pred, refs: cx.refs };
         }
     }
+    let mut measures = compile_measures(&mut cx, measures, symbols, subsets)?;
     // Columns in alphabetical order: stable regardless of JSON key order.
     let sorted: BTreeSet<&String> = cx.cols.iter().collect();
     let columns: Vec<String> = sorted.into_iter().cloned().collect();
     let col_map: Vec<u16> = cx.cols.iter().map(|c| columns.iter().position(|x| x == c).unwrap() as u16).collect();
     let ctx_map: Vec<u16> = (0..cx.slots.len() as u16).collect();
     for p in preds.iter_mut() {
-        if let Some(p) = &mut p.pred {
-            p.remap(&col_map, &ctx_map);
+        if let Some(pred) = &mut p.pred {
+            pred.remap(&col_map, &ctx_map);
+        }
+        if let Some(e) = &mut p.expr {
+            e.remap(&col_map);
         }
     }
+    measures.iter_mut().for_each(|(_, e)| e.remap(&col_map));
     let ctx_slots = cx.slots.iter().map(|(prev, c)| (*prev, columns.iter().position(|x| x == c).unwrap() as u16)).collect();
-    Ok(Defs { columns, preds, ctx_slots })
+    Ok(Defs { columns, preds, ctx_slots, measures })
 }
 
 /// `{col: cond, ..., "or": [..], "and": [..], "not": {..}}`, all ANDed.
@@ -430,7 +524,7 @@ fn rhs_value(cx: &mut Ctx, v: &Json, path: &str) -> Result<Rhs, PatternError> {
 }
 
 /// SQL LIKE: `%` any run, `_` one char, backslash escapes (PostgreSQL default).
-fn like_to_regex(s: &str) -> String {
+pub(super) fn like_to_regex(s: &str) -> String {
     let mut out = String::from("(?s)^");
     let mut it = s.chars();
     while let Some(c) = it.next() {

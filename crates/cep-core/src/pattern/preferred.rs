@@ -16,10 +16,17 @@
 //! Navigation follows the standard too: `PREV` is the row before in the partition (the first row of
 //! a match may look at the row before the match), `FIRST` the match's first row.
 
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
+use super::expr::Frame;
 use super::parser::Node;
 use super::{AfterMatch, Event, Match, Pattern, Value};
+
+/// Most threads one row may hold when DEFINE tells symbols' rows apart (`Seen`): beyond it the
+/// least preferred are dropped and the match is flagged, as `max_partials` does.
+const MAX_THREADS: usize = 10_000;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Inst {
@@ -128,13 +135,38 @@ fn symbols_of(path: &Option<Rc<Path>>) -> Vec<u16> {
     out
 }
 
+/// The threads added at one row. Two threads at one instruction behave alike from then on, so
+/// only the first (most preferred) is kept, unless DEFINE expressions read which rows some
+/// symbols bound (`labels`): then they must also agree on those.
+struct Seen {
+    pcs: Vec<bool>,
+    labels: u64,
+    paths: HashSet<(usize, Vec<u16>)>,
+}
+
+impl Seen {
+    fn new(code: &[Inst], labels: u64) -> Self {
+        Seen { pcs: vec![false; code.len()], labels, paths: HashSet::new() }
+    }
+    fn first(&mut self, pc: usize, path: &Option<Rc<Path>>) -> bool {
+        if self.labels == 0 {
+            return !std::mem::replace(&mut self.pcs[pc], true);
+        }
+        let told_apart = symbols_of(path).into_iter().map(|s| if self.labels >> s & 1 == 1 { s } else { u16::MAX }).collect();
+        self.paths.insert((pc, told_apart))
+    }
+    fn clear(&mut self) {
+        self.pcs.iter_mut().for_each(|s| *s = false);
+        self.paths.clear();
+    }
+}
+
 /// Adds the thread at `pc` and, through splits and jumps in priority order, every thread it
-/// stands for; each instruction at most once per row (`seen`).
-fn add(code: &[Inst], list: &mut Vec<(usize, Option<Rc<Path>>)>, seen: &mut [bool], pc: usize, path: Option<Rc<Path>>) {
-    if seen[pc] {
+/// stands for; each at most once per row (`seen`).
+fn add(code: &[Inst], list: &mut Vec<(usize, Option<Rc<Path>>)>, seen: &mut Seen, pc: usize, path: Option<Rc<Path>>) {
+    if !seen.first(pc, &path) {
         return;
     }
-    seen[pc] = true;
     match code[pc] {
         Inst::Jmp(to) => add(code, list, seen, to, path),
         Inst::Split(first, second) => {
@@ -176,10 +208,11 @@ impl Pattern {
     /// `complete` says no row will follow `events`; otherwise a search that a later row could
     /// still change is `Undecided`.
     pub(super) fn preferred_at(&self, code: &[Inst], events: &[Event], start: usize, complete: bool) -> Found {
-        let mut seen = vec![false; code.len()];
+        let mut seen = Seen::new(code, self.labels);
         let mut threads = Vec::new();
         add(code, &mut threads, &mut seen, 0, None);
         let mut best = None;
+        let mut truncated = false;
         let deadline = self.options.within.map(|w| events[start].ts.saturating_add(w));
         for at in start..=events.len() {
             // A row past the deadline, and every row after it, is out of reach: as final as the end.
@@ -187,7 +220,7 @@ impl Pattern {
             let row = events.get(at).filter(|_| !past_deadline);
             let ctx = row.map(|_| self.navigation(events, start, at));
             let mut next = Vec::new();
-            seen.iter_mut().for_each(|s| *s = false);
+            seen.clear();
             for (pc, path) in threads {
                 match code[pc] {
                     Inst::Match => {
@@ -204,7 +237,31 @@ impl Pattern {
                             continue;
                         };
                         let pred = &self.preds[s as usize];
-                        if pred.eval(&row.values, ctx.as_deref()) {
+                        let holds = match pred.navigation() {
+                            None => pred.eval(&row.values, ctx.as_deref()),
+                            Some(e) => {
+                                let labels = if self.labels == 0 { Vec::new() } else { [symbols_of(&path), vec![s]].concat() };
+                                let frame = Frame {
+                                    rows: events,
+                                    one: None,
+                                    start,
+                                    at,
+                                    end: at,
+                                    labels: &labels,
+                                    symbols: &self.symbols,
+                                    match_number: 0,
+                                    complete,
+                                    undecided: Cell::new(false),
+                                };
+                                let holds = e.holds(&frame);
+                                // NEXT read a row that has not come yet.
+                                if frame.undecided.get() {
+                                    return Found::Undecided;
+                                }
+                                holds
+                            }
+                        };
+                        if holds {
                             add(code, &mut next, &mut seen, pc + 1, Some(Rc::new(Path { symbol: s, before: path })));
                         }
                     }
@@ -213,6 +270,10 @@ impl Pattern {
             }
             if next.is_empty() || row.is_none() {
                 break;
+            }
+            if next.len() > MAX_THREADS {
+                next.truncate(MAX_THREADS);
+                truncated = true;
             }
             threads = next;
         }
@@ -225,13 +286,13 @@ impl Pattern {
                     // error (the variable bound no row, or only the match's first row, so the
                     // search would start there again), the next search starts one row on.
                     (_, Some((last, var))) => {
-                        let mut bound = symbols.iter().enumerate().filter(|(_, s)| **s == var).map(|(i, _)| start + i);
+                        let mut bound = symbols.iter().enumerate().filter(|(_, s)| var >> **s & 1 == 1).map(|(i, _)| start + i);
                         let at = if last { bound.next_back() } else { bound.next() };
                         at.filter(|&at| at > start).unwrap_or(start + 1)
                     }
                     _ => start + 1,
                 };
-                Found::Match(Match { start: events[start].ts, end: events[end - 1].ts, rows, dropped_partials: false }, next)
+                Found::Match(Match { start: events[start].ts, end: events[end - 1].ts, rows, dropped_partials: truncated }, next)
             }
             None => Found::NoMatch,
         }

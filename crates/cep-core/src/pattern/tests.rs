@@ -848,3 +848,132 @@ fn oversized_patterns_are_refused_before_they_cost_stack_memory_or_time() {
     let e = too_complex("a", json!({ "a": { "v": { "in": values } } }), "condition size");
     assert!(e.message.contains("more than 10000 conditions"), "{e}");
 }
+
+// ---------------------------------------------------------------- SQL expressions in DEFINE and MEASURES
+
+fn standard(after: AfterMatch) -> PatternOptions {
+    PatternOptions { contiguity: Contiguity::Strict, after_match: after, within: None, max_partials: 1000, emit: Emit::Final }
+}
+
+fn expression_error(pattern: &str, define: serde_json::Value, clauses: Clauses, options: PatternOptions) -> PatternError {
+    compile_clauses(pattern, &define, &clauses, options).expect_err("refused")
+}
+
+#[test]
+fn expression_errors_name_the_expression_and_the_position() {
+    let e = expression_error("a b", json!({"b": "price < PREV(price"}), Clauses::default(), standard(AfterMatch::SkipPastLastRow));
+    assert_eq!(e.kind, PatternErrorKind::BadPredicate);
+    assert_eq!(e.position, Some(18), "{}", e.message);
+    assert!(e.message.starts_with("define.b: unexpected end of expression at position 18"), "{}", e.message);
+
+    let e = expression_error("a b", json!({"b": "LAST(x.price) > 1"}), Clauses::default(), standard(AfterMatch::SkipPastLastRow));
+    assert!(e.message.contains("\"x\" is not a pattern variable (variables: a, b)") && e.position == Some(5), "{}", e.message);
+
+    let e = expression_error("a b", json!({"b": "frobnicate(price)"}), Clauses::default(), standard(AfterMatch::SkipPastLastRow));
+    assert!(e.message.contains("function \"FROBNICATE\" is not one of PREV, NEXT"), "{}", e.message);
+
+    let e = expression_error("a b", json!({"b": "price = 'open"}), Clauses::default(), standard(AfterMatch::SkipPastLastRow));
+    assert!(e.message.contains("unterminated string at position 8"), "{}", e.message);
+
+    let measures = Clauses { measures: json!({"n": 3}), subset: serde_json::Value::Null };
+    let e = expression_error("a b", json!({}), measures, standard(AfterMatch::SkipPastLastRow));
+    assert!(e.message.starts_with("measures.n: expected an expression as a string"), "{}", e.message);
+}
+
+#[test]
+fn what_the_standard_has_and_pg_cep_does_not_is_refused_as_unsupported_with_its_position() {
+    for (define, what, at) in [
+        ("PREV(price * 2) > 1", "PREV of an expression", 5),
+        ("MATCH_NUMBER() = 1", "MATCH_NUMBER() in DEFINE", 0),
+        ("SUM(DISTINCT price) > 1", "SUM(DISTINCT ...)", 0),
+        ("price IN (SELECT 1)", "a subquery", 10),
+        ("FINAL LAST(price) > 1", "FINAL in DEFINE", 0),
+        ("PREV(price, n) > 1", "a navigation offset other than a non-negative integer literal", 12),
+        ("CAST(price AS money) > 1", "type MONEY", 14),
+    ] {
+        let e = expression_error("a b", json!({ "b": define }), Clauses::default(), standard(AfterMatch::SkipPastLastRow));
+        assert_eq!(e.kind, PatternErrorKind::Unsupported, "{define}: {}", e.message);
+        assert!(e.message.contains(what) && e.position == Some(at), "{define}: {} at {:?}", e.message, e.position);
+    }
+}
+
+#[test]
+fn navigating_expressions_need_the_standards_matching_and_row_expressions_run_anywhere() {
+    let eager = opts(Contiguity::SkipTillNext, AfterMatch::SkipPastLastRow, None);
+    let e = expression_error("a b", json!({"b": "price > PREV(price)"}), Clauses::default(), eager.clone());
+    assert_eq!(e.kind, PatternErrorKind::Unsupported);
+    assert!(e.message.contains("DEFINE expressions that read other rows"), "{}", e.message);
+
+    // An expression over the row alone is a condition like any other, in every mode.
+    let p = compile("a b", &json!({"a": "t = 'a' AND amount * 2 > 10", "b": "upper(t) = 'B'"}), eager).unwrap();
+    let events = [
+        ev(&p, 1, 10, &[("t", text("a")), ("amount", Value::Int(3))]),
+        ev(&p, 2, 20, &[("t", text("a")), ("amount", Value::Int(6))]),
+        ev(&p, 3, 30, &[("t", text("b"))]),
+    ];
+    let found = match_all(&p, &events);
+    assert_eq!(found.iter().map(|m| m.rows.clone()).collect::<Vec<_>>(), vec![vec![(0, 2), (1, 3)]]);
+}
+
+#[test]
+fn expressions_never_fail_at_run_time_they_give_null() {
+    let p = compile(
+        "a",
+        &json!({"a": "amount / divisor > 0 OR amount * 9223372036854775807 > 0 OR t + 1 > 0 OR CAST(t AS int) > 0 OR sqrt(amount - 100) > 0"}),
+        standard(AfterMatch::SkipPastLastRow),
+    )
+    .unwrap();
+    let events = [ev(&p, 1, 1, &[("amount", Value::Int(5)), ("divisor", Value::Int(0)), ("t", text("x"))])];
+    assert_eq!(p.preferred_matches(&events).unwrap(), vec![]);
+}
+
+#[test]
+fn measures_report_each_match_and_each_row() {
+    let clauses = Clauses {
+        measures: json!({"n": "MATCH_NUMBER()", "low": "LAST(down.price)", "avg": "AVG(both.price)", "rows": "COUNT(*)", "last": "CLASSIFIER()", "top": "FINAL MAX(price)"}),
+        subset: json!({"both": ["strt", "down"]}),
+    };
+    let p = compile_clauses(
+        "strt down+ up",
+        &json!({"down": "price < PREV(price)", "up": "price > PREV(price)"}),
+        &clauses,
+        standard(AfterMatch::SkipPastLastRow),
+    )
+    .unwrap();
+    let events: Vec<Event> =
+        [10, 8, 6, 9, 7, 5, 12].iter().enumerate().map(|(i, p_)| ev(&p, i as i64, i as i64, &[("price", Value::Int(*p_))])).collect();
+    let found = p.preferred_matches(&events).unwrap();
+    assert_eq!(found.len(), 2);
+    let names: Vec<&str> = p.measure_names().collect();
+    assert_eq!(names, ["avg", "last", "low", "n", "rows", "top"]);
+    let one = p.measure(&events, &found, false);
+    assert_eq!(one[0][0], vec![Value::Float(8.0), text("up"), Value::Int(6), Value::Int(1), Value::Int(4), Value::Int(10)]);
+    assert_eq!(one[1][0], vec![Value::Float(6.0), text("up"), Value::Int(5), Value::Int(2), Value::Int(3), Value::Int(12)]);
+    // ALL ROWS PER MATCH: running, except FINAL.
+    let all = p.measure(&events, &found, true);
+    assert_eq!(all[1].iter().map(|r| r[1].clone()).collect::<Vec<_>>(), vec![text("strt"), text("down"), text("up")]);
+    assert_eq!(all[1].iter().map(|r| r[4].clone()).collect::<Vec<_>>(), vec![Value::Int(1), Value::Int(2), Value::Int(3)]);
+    assert!(all[1].iter().all(|r| r[5] == Value::Int(12)));
+}
+
+#[test]
+fn subsets_are_checked_when_written() {
+    for (subset, says) in [
+        (json!({"u": ["a", "zz"]}), "subset.u: \"\\\"zz\\\"\" is not a pattern variable"),
+        (json!({"a": ["b"]}), "is a pattern variable already"),
+        (json!({"u": []}), "subset.u: empty"),
+        (json!(["a"]), "subset: expected a JSON object"),
+    ] {
+        let e = expression_error("a b", json!({}), Clauses { measures: serde_json::Value::Null, subset }, standard(AfterMatch::SkipPastLastRow));
+        assert_eq!(e.kind, PatternErrorKind::BadOption);
+        assert!(e.message.contains(says), "{}", e.message);
+    }
+}
+
+#[test]
+fn a_key_state_stored_before_prev_could_reach_further_back_still_loads() {
+    let state: KeyState = serde_json::from_str(r#"{"q":[{"id":1,"ts":1,"values":[]}],"b":true}"#).unwrap();
+    assert_eq!(state.behind, 1);
+    let state: KeyState = serde_json::from_str(r#"{"q":[],"b":3}"#).unwrap();
+    assert_eq!(state.behind, 3);
+}
