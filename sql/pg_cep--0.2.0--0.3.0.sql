@@ -36,6 +36,36 @@ VOLATILE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'define_pattern_wrapper';
 
+-- 0.3.0: MEASURES (what each match reports, as the jsonb column measures) and SUBSET.
+DROP FUNCTION match_recognize(regclass, text, text, text, jsonb, interval, text, text, text, text, integer);
+CREATE FUNCTION match_recognize(
+	"relation" regclass,
+	"partition_by" TEXT,
+	"order_by" TEXT,
+	"pattern" TEXT,
+	"define" jsonb,
+	"within" interval DEFAULT NULL,
+	"contiguity" TEXT DEFAULT 'skip_till_next',
+	"after_match" TEXT DEFAULT 'past_last_row',
+	"rows_per_match" TEXT DEFAULT 'one',
+	"id_column" TEXT DEFAULT 'id',
+	"max_partials" INT DEFAULT 1000,
+	"measures" jsonb DEFAULT NULL,
+	"subset" jsonb DEFAULT NULL
+) RETURNS TABLE (
+	"match_number" bigint,
+	"key" TEXT,
+	"match_start" timestamp with time zone,
+	"match_end" timestamp with time zone,
+	"symbol" TEXT,
+	"row_id" bigint,
+	"rows" jsonb,
+	"measures" jsonb
+)
+VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'match_recognize_wrapper';
+
 -- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
 -- their partial matches, partition management), so nothing is left pointing at a dead oid.
 -- SECURITY DEFINER: the owner dropping their own table needs no rights on pg_cep's tables, and the

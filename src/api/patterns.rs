@@ -4,8 +4,7 @@
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use crate::engine::pattern::Pattern;
-use crate::engine::pattern::{Event, KeyState, Match};
+use crate::engine::pattern::{value_to_json, Clauses, Event, KeyState, Match, Pattern, Value};
 use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::columns::TableColumns;
 use crate::pg::json_arg::JsonArg;
@@ -75,7 +74,8 @@ fn define_pattern(
             return Err(CepError::InvalidArgument("name and channel must not be empty".into()));
         }
         let within = micros(client, within)?;
-        let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials, emit };
+        let clauses = Clauses::default();
+        let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials, emit, clauses: &clauses };
         let (compiled, _) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
         let emit = if compiled.options().emit == crate::engine::pattern::Emit::Final { "final" } else { "eager" };
         let id: Option<i32> = as_extension_owner(|| client
@@ -212,7 +212,8 @@ fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
 ///
 /// `rows_per_match => 'one'` returns one row per match with `rows` as `{"symbol": [ids]}`;
 /// `'all'` returns one row per matched row, with the symbol it matched (MATCH_RECOGNIZE's
-/// CLASSIFIER) and its id.
+/// CLASSIFIER) and its id. `measures` (`{"name": "expression"}`) adds what each match (or each
+/// row, running) reports, as the jsonb `measures`; `subset` names unions of variables.
 ///
 /// ```sql
 /// SELECT * FROM cep.match_recognize('user_events', 'user_id', 'created_at',
@@ -235,6 +236,8 @@ fn match_recognize(
     rows_per_match: default!(Option<&str>, "'one'"),
     id_column: default!(Option<&str>, "'id'"),
     max_partials: default!(Option<i32>, 1000),
+    measures: default!(Option<JsonArg>, "NULL"),
+    subset: default!(Option<JsonArg>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -245,6 +248,7 @@ fn match_recognize(
         name!(symbol, Option<String>),
         name!(row_id, Option<i64>),
         name!(rows, Option<pgrx::JsonB>),
+        name!(measures, Option<pgrx::JsonB>),
     ),
 > {
     let relation = required("relation", relation).open("relation").or_report();
@@ -257,6 +261,10 @@ fn match_recognize(
     let rows_per_match = required("rows_per_match", rows_per_match);
     let id_column = required("id_column", id_column);
     let max_partials = required("max_partials", max_partials);
+    let clauses = Clauses {
+        measures: measures.map(|m| m.parse("measures").or_report()).unwrap_or_default(),
+        subset: subset.map(|m| m.parse("subset").or_report()).unwrap_or_default(),
+    };
     let all_rows = match rows_per_match {
         "one" => false,
         "all" => true,
@@ -264,18 +272,32 @@ fn match_recognize(
     };
     let relid = relation.oid();
     let table_name = relation.name().to_string();
-    let (symbols, matches) = Spi::connect(|client| -> CepResult<(Vec<String>, Vec<(String, Match)>)> {
+    let (compiled, matches) = Spi::connect(|client| -> CepResult<(Pattern, Vec<Found>)> {
         let within = micros(client, within)?;
-        let def =
-            Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials, emit: None };
+        let def = Definition {
+            partition_by,
+            order_by,
+            id_column,
+            pattern,
+            define: &define.0,
+            within,
+            contiguity,
+            after_match,
+            max_partials,
+            emit: None,
+            clauses: &clauses,
+        };
         let (compiled, columns) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
         let sql = history_sql(client, relid, [partition_by, order_by, id_column], compiled.columns())?;
-        let found = run_over_history(client, &compiled, &columns, &sql)?;
-        Ok((compiled.symbols().to_vec(), found))
+        let found = run_over_history(client, &compiled, &columns, &sql, all_rows)?;
+        Ok((compiled, found))
     })
     .or_report();
-    TableIterator::new(match_rows(&symbols, matches, all_rows))
+    TableIterator::new(match_rows(&compiled, matches, all_rows))
 }
+
+/// A match over history: its key, and its measures (one list, or one per row with `all_rows`).
+type Found = (String, Match, Vec<Vec<Value>>);
 
 /// The table's rows in partition order, keys, times and ids first, then the columns DEFINE reads:
 /// every identifier quoted, the table named by its regclass.
@@ -295,23 +317,24 @@ fn history_sql(client: &SpiClient<'_>, relid: pg_sys::Oid, [key, time, id]: [&st
     ))
 }
 
-/// Every match the pattern finds in the rows `sql` returns, key by key.
-fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Columns, sql: &str) -> CepResult<Vec<(String, Match)>> {
+/// Every match the pattern finds in the rows `sql` returns, key by key, with its measures.
+fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Columns, sql: &str, all_rows: bool) -> CepResult<Vec<Found>> {
     let now = crate::pg::time::now();
     let mut out = Vec::new();
     // With strict contiguity a key's rows are kept until the next key, for the standard's
     // preferred matches (which need every row of the partition); otherwise they go through the
-    // live engine one by one.
+    // live engine one by one, and are kept only for MEASURES.
     let standard = compiled.is_standard();
-    let mut current: Option<(String, KeyState, Vec<Event>)> = None;
-    let finish = |current: Option<(String, KeyState, Vec<Event>)>, out: &mut Vec<(String, Match)>| {
-        if let Some((key, mut state, rows)) = current {
-            let mut done = Vec::new();
+    let measuring = compiled.measure_names().next().is_some();
+    let mut current: Option<(String, KeyState, Vec<Event>, Vec<Match>)> = None;
+    let finish = |current: Option<(String, KeyState, Vec<Event>, Vec<Match>)>, out: &mut Vec<Found>| {
+        if let Some((key, mut state, rows, mut found)) = current {
             match compiled.preferred_matches(&rows).filter(|_| standard) {
-                Some(found) => done = found,
-                None => compiled.expire(&mut state, now, &mut done),
+                Some(preferred) => found = preferred,
+                None => compiled.expire(&mut state, now, &mut found),
             }
-            out.extend(done.into_iter().map(|m| (key.clone(), m)));
+            let measured = if measuring { compiled.measure(&rows, &found, all_rows) } else { vec![Vec::new(); found.len()] };
+            out.extend(found.into_iter().zip(measured).map(|(m, values)| (key.clone(), m, values)));
         }
     };
     let mut cursor = client.open_cursor(sql, &[]);
@@ -330,22 +353,21 @@ fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Column
             for (i, col) in columns.values.iter().enumerate() {
                 row_values.push(match batch.get_datum_by_ordinal(4 + i)? {
                     Some(d) => datum_value(d, *col),
-                    None => crate::engine::pattern::Value::Null,
+                    None => Value::Null,
                 });
             }
-            if current.as_ref().is_none_or(|(k, _, _)| *k != key) {
+            if current.as_ref().is_none_or(|(k, ..)| *k != key) {
                 finish(current.take(), &mut out);
-                current = Some((key.clone(), compiled.new_state(), Vec::new()));
+                current = Some((key.clone(), compiled.new_state(), Vec::new(), Vec::new()));
             }
-            let (_, state, rows) = current.as_mut().expect("set above");
+            let (_, state, rows, found) = current.as_mut().expect("set above");
             let event = Event { id, ts, values: row_values };
-            if standard {
-                rows.push(event);
-                continue;
+            if !standard {
+                compiled.advance(state, &event, found);
             }
-            let mut done = Vec::new();
-            compiled.advance(state, &event, &mut done);
-            out.extend(done.into_iter().map(|m| (key.clone(), m)));
+            if standard || measuring {
+                rows.push(event);
+            }
         }
     }
     finish(current.take(), &mut out);
@@ -353,22 +375,40 @@ fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Column
 }
 
 /// One row per match, or with `all_rows` one per matched row, numbered in the order found.
+#[allow(clippy::type_complexity)]
 fn match_rows(
-    symbols: &[String],
-    matches: Vec<(String, Match)>,
+    compiled: &Pattern,
+    matches: Vec<Found>,
     all_rows: bool,
-) -> Vec<(i64, String, pgrx::datum::TimestampWithTimeZone, pgrx::datum::TimestampWithTimeZone, Option<String>, Option<i64>, Option<pgrx::JsonB>)> {
+) -> Vec<(
+    i64,
+    String,
+    pgrx::datum::TimestampWithTimeZone,
+    pgrx::datum::TimestampWithTimeZone,
+    Option<String>,
+    Option<i64>,
+    Option<pgrx::JsonB>,
+    Option<pgrx::JsonB>,
+)> {
     let ts = crate::pg::time::timestamptz;
+    let symbols = compiled.symbols();
+    let names: Vec<&str> = compiled.measure_names().collect();
+    let measured = |values: Option<&Vec<Value>>| {
+        values
+            .filter(|_| !names.is_empty())
+            .map(|values| pgrx::JsonB(names.iter().map(|n| n.to_string()).zip(values.iter().map(value_to_json)).collect()))
+    };
     let mut rows = Vec::new();
-    for (n, (key, m)) in matches.into_iter().enumerate() {
+    for (n, (key, m, values)) in matches.into_iter().enumerate() {
         let number = n as i64 + 1;
         if all_rows {
-            for (symbol, id) in &m.rows {
-                rows.push((number, key.clone(), ts(m.start), ts(m.end), symbols.get(*symbol as usize).cloned(), Some(*id), None));
+            for (i, (symbol, id)) in m.rows.iter().enumerate() {
+                let symbol = symbols.get(*symbol as usize).cloned();
+                rows.push((number, key.clone(), ts(m.start), ts(m.end), symbol, Some(*id), None, measured(values.get(i))));
             }
         } else {
             let grouped = patterns::rows_json(symbols, &m);
-            rows.push((number, key, ts(m.start), ts(m.end), None, None, Some(pgrx::JsonB(grouped))));
+            rows.push((number, key, ts(m.start), ts(m.end), None, None, Some(pgrx::JsonB(grouped)), measured(values.first())));
         }
     }
     rows

@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::{Map, Value as Json};
 
-use crate::engine::pattern::{self, AfterMatch, Contiguity, Emit, Event, KeyState, Match, Pattern, PatternOptions};
+use crate::engine::pattern::{self, AfterMatch, Clauses, Contiguity, Emit, Event, KeyState, Match, Pattern, PatternOptions};
 use crate::error::{CepError, CepResult};
 use crate::pg::columns::{TableColumns, TIME_TYPES};
 use crate::pg::time::timestamptz;
@@ -40,6 +40,8 @@ pub struct Definition<'a> {
     pub max_partials: i32,
     /// `eager` or `final`; `None` picks `final` for a pattern the standard defines, else `eager`.
     pub emit: Option<&'a str>,
+    /// MEASURES and SUBSET (`cep.match_recognize`).
+    pub clauses: &'a Clauses,
 }
 
 /// The columns a compiled pattern reads from its source rows.
@@ -65,10 +67,10 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
     let options =
         PatternOptions { contiguity, after_match, within: def.within, max_partials: def.max_partials as usize, emit: emit.unwrap_or_default() };
     // Without `emit`, the standard's matching where the pattern allows it, else eager.
+    let compile = |options| pattern::compile_clauses(def.pattern, def.define, def.clauses, options);
     let compiled = match emit {
-        Some(_) => pattern::compile(def.pattern, def.define, options)?,
-        None => pattern::compile(def.pattern, def.define, PatternOptions { emit: Emit::Final, ..options.clone() })
-            .or_else(|_| pattern::compile(def.pattern, def.define, options))?,
+        Some(_) => compile(options)?,
+        None => compile(PatternOptions { emit: Emit::Final, ..options.clone() }).or_else(|_| compile(options))?,
     };
     table.require("partition_by", def.partition_by)?;
     table.check("order_by", def.order_by, TIME_TYPES)?;
@@ -81,7 +83,7 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
     };
     let mut values = Vec::new();
     for name in compiled.columns() {
-        values.push(col("define: column", name)?);
+        values.push(col("define or measures: column", name)?);
     }
     let columns =
         Columns { key: col("partition_by", def.partition_by)?, time: col("order_by", def.order_by)?, id: col("id_column", def.id_column)?, values };
@@ -169,6 +171,7 @@ fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
             after_match: &after_match,
             max_partials,
             emit: Some(&emit),
+            clauses: &Clauses::default(),
         };
         match compile(&def, &table) {
             Ok((pattern, columns)) => out.push(LivePattern { id, generation: patterns_table as u32, name, channel, pattern, columns }),

@@ -134,7 +134,7 @@ mod tests {
         let pattern = outcome(
             r#"SELECT cep.define_pattern('big', 'vtx', 'user_id', 'created_at', 'a b', '{"a": {"amount": {">": 1}}, "b": {"event_type": "x"}}')"#,
         );
-        assert!(pattern.starts_with("0A000: define: column \"amount\" of \"vtx\" is a virtual generated column"), "{pattern}");
+        assert!(pattern.starts_with("0A000: define or measures: column \"amount\" of \"vtx\" is a virtual generated column"), "{pattern}");
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'vtx'::regclass"), Some(0));
         // The same table watched on its stored columns works, and a query computes the virtual one.

@@ -141,7 +141,7 @@ mod tests {
         assert!(
             unknown.starts_with("22023: invalid pattern: after_match: ")
                 && unknown.contains("nope")
-                && unknown.ends_with("is not a symbol of the pattern"),
+                && unknown.ends_with("is not a symbol of the pattern or a subset"),
             "{unknown}"
         );
         // The other contiguities keep the live engine's eager matches (unchanged from 0.2.0).
@@ -169,6 +169,84 @@ mod tests {
             "SELECT * FROM cep.match_recognize('ticker', 'symbol', 'ts', 'up up*? last', '{\"up\": {\"price\": {\">\": 0}}, \"last\": {\"price\": {\">\": 0}}}', id_column => 'id')"
         )
         .starts_with("0A000: invalid pattern: reluctant quantifiers (*? +? ?? {n,m}?) need the SQL standard's matching"));
+    }
+
+    /// Oracle's example 20-5 as published (SQL DEFINE, MEASURES, SUBSET), one row per match and
+    /// one per row; bad expressions are refused with their position, and nothing runs.
+    #[pg_test]
+    fn match_recognize_reports_measures_and_reads_define_written_as_sql() {
+        run("CREATE TABLE ticker (id int PRIMARY KEY, symbol text, price int, ts timestamptz)");
+        run("INSERT INTO ticker SELECT d, 'ACME', (ARRAY[12, 17, 19, 21, 25, 12, 15, 20, 24, 25, 19, 15, 25, 25, 14, 12, 14, 24, 23, 22])[d], \
+             timestamptz '2011-04-01 00:00+00' + make_interval(days => d - 1) FROM generate_series(1, 20) d");
+        let query = |rows: &str, measures: &str| {
+            format!(
+                r#"SELECT string_agg(coalesce(row_id::text, '') || measures::text, ';' ORDER BY match_number, row_id)
+                   FROM cep.match_recognize('ticker', 'symbol', 'ts', 'STRT DOWN+ UP+',
+                        '{{"UP": "UP.price > PREV(UP.price)", "DOWN": "DOWN.price < PREV(DOWN.price)"}}',
+                        contiguity => 'strict', after_match => 'to_last UP', id_column => 'id', rows_per_match => '{rows}',
+                        measures => '{measures}', subset => '{{"STDN": ["STRT", "DOWN"]}}')"#
+            )
+        };
+        let oracle = r#"{"strt_time": "FIRST(STRT.id)", "bottom": "LAST(DOWN.id)", "stdn_avgprice": "ROUND(AVG(STDN.price), 7)"}"#;
+        assert_eq!(
+            one::<String>(&query("one", oracle)).as_deref(),
+            Some(
+                r#"{"bottom": 6, "strt_time": 5, "stdn_avgprice": 18.5};{"bottom": 12, "strt_time": 10, "stdn_avgprice": 19.6666667};{"bottom": 16, "strt_time": 14, "stdn_avgprice": 17.0}"#
+            )
+        );
+        // ALL ROWS PER MATCH: running, unless FINAL; MATCH_NUMBER() and CLASSIFIER() per row.
+        let running = r#"{"n": "MATCH_NUMBER()", "var": "CLASSIFIER()", "days": "COUNT(*)", "of": "FINAL COUNT(*)", "drop": "price - STRT.price"}"#;
+        let all = one::<String>(&format!("{} WHERE match_number = 1", query("all", running).replace(") WHERE", ") x WHERE"))).unwrap_or_default();
+        assert!(
+            all.starts_with(r#"5{"n": 1, "of": 6, "var": "STRT", "days": 1, "drop": 0};6{"n": 1, "of": 6, "var": "DOWN", "days": 2, "drop": -13};"#),
+            "{all}"
+        );
+        assert!(all.ends_with(r#"10{"n": 1, "of": 6, "var": "UP", "days": 6, "drop": 0}"#), "{all}");
+        // Without measures the column is NULL, as in 0.2.0's rows.
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM cep.match_recognize('ticker', 'symbol', 'ts', 'strt down+ up+', '{\"down\": \"price < PREV(price)\", \"up\": \"price > PREV(price)\"}', \
+                 contiguity => 'strict', id_column => 'id') WHERE measures IS NULL"
+            ),
+            Some(3)
+        );
+        // Refused when written, with the expression and the position.
+        let bad = outcome(&query("one", r#"{"x": "LAST(DOWN.price"}"#));
+        assert_eq!(bad, "42804: invalid pattern: measures.x: unexpected end of expression at position 15: \"LAST(DOWN.price\"", "{bad}");
+        let bad = outcome(&query("one", r#"{"x": "SUM(price * 2)"}"#));
+        assert!(bad.starts_with("0A000: invalid pattern: measures.x: SUM of an expression"), "{bad}");
+        let bad = outcome(&query("one", r#"{"x": "LAST(DOWN.volume)"}"#));
+        assert!(bad.starts_with("42703: define or measures: column \"volume\" is not a column"), "{bad}");
+        // Expressions that read other rows need the standard's matching, live and over history.
+        let bad =
+            outcome("SELECT * FROM cep.match_recognize('ticker', 'symbol', 'ts', 'a b', '{\"b\": \"price > PREV(price)\"}', id_column => 'id')");
+        assert!(bad.starts_with("0A000: invalid pattern: DEFINE expressions that read other rows"), "{bad}");
+    }
+
+    /// A live pattern whose DEFINE is SQL reading other rows (Flink's ticker as published) emits
+    /// what `cep.match_recognize` finds over the same rows.
+    #[pg_test]
+    fn a_live_pattern_with_navigating_define_equals_match_recognize() {
+        run("CREATE TABLE ticker (id int PRIMARY KEY, symbol text, price int, ts timestamptz)");
+        let define = r#"{"PRICE_DOWN": "(LAST(PRICE_DOWN.price, 1) IS NULL AND PRICE_DOWN.price < START_ROW.price) OR PRICE_DOWN.price < LAST(PRICE_DOWN.price, 1)",
+                         "PRICE_UP": "PRICE_UP.price > LAST(PRICE_DOWN.price, 1)"}"#;
+        run(&format!(
+            "SELECT cep.define_pattern('flink', 'ticker', 'symbol', 'ts', 'START_ROW PRICE_DOWN+ PRICE_UP', '{define}', contiguity => 'strict', \
+             after_match => 'to_last PRICE_UP')"
+        ));
+        for (second, price) in [12, 17, 19, 21, 25, 18, 15, 14, 24, 25, 19].iter().enumerate() {
+            run(&format!(
+                "INSERT INTO ticker VALUES ({}, 'ACME', {price}, timestamptz '2011-04-01 10:00+00' + make_interval(secs => {second}))",
+                second + 1
+            ));
+        }
+        let live = one::<String>("SELECT string_agg(rows::text, ';' ORDER BY match_end) FROM cep.pattern_matches WHERE pattern_name = 'flink'");
+        let history = one::<String>(&format!(
+            "SELECT string_agg(rows::text, ';' ORDER BY match_end) FROM cep.match_recognize('ticker', 'symbol', 'ts', 'START_ROW PRICE_DOWN+ PRICE_UP', \
+             '{define}', contiguity => 'strict', after_match => 'to_last PRICE_UP', id_column => 'id')"
+        ));
+        assert_eq!(live, history);
+        assert_eq!(history.as_deref(), Some(r#"{"PRICE_UP": [9], "START_ROW": [5], "PRICE_DOWN": [6, 7, 8]}"#));
     }
 
     #[pg_test]
@@ -286,7 +364,7 @@ mod tests {
         assert!(unused.starts_with("42704: invalid pattern:") && unused.contains("zz"), "{unused}");
         let op = define("a", r#"{"a": {"amount": {"=>": 5}}}"#, "");
         assert!(op.starts_with("42804: invalid pattern: define.a.amount") && op.contains("=>"), "{op}");
-        assert!(define("a", r#"{"a": {"colour": "red"}}"#, "").starts_with("42703: define: column \"colour\" is not a column"));
+        assert!(define("a", r#"{"a": {"colour": "red"}}"#, "").starts_with("42703: define or measures: column \"colour\" is not a column"));
         assert!(define("a !b", d, "").starts_with("22023: invalid pattern:"), "an absence at the end needs within");
         assert!(define("a", d, ", contiguity => 'loose'").starts_with("22023: invalid pattern: contiguity"));
         assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'event_type', 'a', '{d}')"))

@@ -568,6 +568,9 @@ impl Parser<'_, '_> {
                 .unsupported(pos, format!("{function} of an expression (it takes a column, var.column{})", if star { ", * or var.*" } else { "" })));
         }
         let r = self.column_ref(first, quoted, pos, star)?;
+        if *self.peek() == Tok::End {
+            return Err(self.unexpected());
+        }
         if !matches!(self.peek(), Tok::Op(")") | Tok::Op(",")) {
             return Err(self.unsupported(pos, format!("{function} of an expression")));
         }
