@@ -317,19 +317,7 @@ fn holds(p: &Pattern, events: &[Event], start: usize, at: usize, path: &[u16], s
         None => pred.eval(&events[at].values, Some(&[])),
         Some(e) => {
             let labels = [path, &[s]].concat();
-            let frame = Frame {
-                rows: events,
-                one: None,
-                start,
-                at,
-                end: at,
-                labels: &labels,
-                symbols: p.symbols(),
-                match_number: 0,
-                complete: true,
-                undecided: std::cell::Cell::new(false),
-            };
-            e.holds(&frame)
+            e.holds(&Frame::define(events, start, at, &labels, p.symbols(), true))
         }
     }
 }

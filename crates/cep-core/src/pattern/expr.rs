@@ -160,6 +160,12 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// A DEFINE condition testing row `at` as bound to the last of `labels`, after the rows
+    /// bound from `start` on: the match so far, nothing after it.
+    pub fn define(rows: &'a [Event], start: usize, at: usize, labels: &'a [u16], symbols: &'a [String], complete: bool) -> Self {
+        Frame { rows, one: None, start, at, end: at, labels, symbols, match_number: 0, complete, undecided: Cell::new(false) }
+    }
+
     fn values(&self, i: usize) -> Option<&[Value]> {
         match self.one {
             Some(v) => (i == self.at).then_some(v),
@@ -395,21 +401,8 @@ fn aggregate(f: &Frame, func: Agg, vars: u64, col: Option<u16>, whole: bool) -> 
     let values = rows.map(|i| f.column(i, col)).filter(|v| *v != Value::Null);
     match func {
         Agg::Count => Value::Int(values.count() as i64),
-        Agg::Min | Agg::Max => {
-            let want = if func == Agg::Min { Ordering::Less } else { Ordering::Greater };
-            let mut best: Option<Value> = None;
-            for v in values {
-                match &best {
-                    None => best = Some(v),
-                    Some(b) => match compare(&v, b) {
-                        Some(o) if o == want => best = Some(v),
-                        Some(_) => {}
-                        None => return Value::Null,
-                    },
-                }
-            }
-            best.unwrap_or(Value::Null)
-        }
+        Agg::Min => extreme(values, Ordering::Less),
+        Agg::Max => extreme(values, Ordering::Greater),
         Agg::Sum | Agg::Avg => {
             let (mut int, mut float, mut n, mut all_int) = (0i64, 0f64, 0i64, true);
             for v in values {
@@ -441,6 +434,23 @@ fn aggregate(f: &Frame, func: Agg, vars: u64, col: Option<u16>, whole: bool) -> 
             }
         }
     }
+}
+
+/// The least (`Less`) or greatest (`Greater`) of non-NULL values: MIN and MAX, LEAST and GREATEST.
+/// Values that do not compare (text with a number) give NULL.
+fn extreme(values: impl Iterator<Item = Value>, want: Ordering) -> Value {
+    let mut best: Option<Value> = None;
+    for v in values {
+        match &best {
+            None => best = Some(v),
+            Some(b) => match compare(&v, b) {
+                Some(o) if o == want => best = Some(v),
+                Some(_) => {}
+                None => return Value::Null,
+            },
+        }
+    }
+    best.unwrap_or(Value::Null)
 }
 
 fn arith(op: Arith, a: Value, b: Value) -> Value {
@@ -509,21 +519,8 @@ fn call(func: Func, args: Vec<Value>) -> Value {
             _ => Value::Null,
         },
         Func::Coalesce => args.into_iter().find(|v| *v != Value::Null).unwrap_or(Value::Null),
-        Func::Greatest | Func::Least => {
-            let want = if func == Func::Greatest { Ordering::Greater } else { Ordering::Less };
-            let mut best: Option<Value> = None;
-            for v in args.into_iter().filter(|v| *v != Value::Null) {
-                match &best {
-                    None => best = Some(v),
-                    Some(b) => match compare(&v, b) {
-                        Some(o) if o == want => best = Some(v),
-                        Some(_) => {}
-                        None => return Value::Null,
-                    },
-                }
-            }
-            best.unwrap_or(Value::Null)
-        }
+        Func::Greatest => extreme(args.into_iter().filter(|v| *v != Value::Null), Ordering::Greater),
+        Func::Least => extreme(args.into_iter().filter(|v| *v != Value::Null), Ordering::Less),
         Func::Nullif => match (args.first(), args.get(1)) {
             (Some(a), Some(b)) if compare(a, b) == Some(Ordering::Equal) => Value::Null,
             (Some(a), _) => a.clone(),

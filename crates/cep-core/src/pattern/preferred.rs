@@ -16,7 +16,6 @@
 //! Navigation follows the standard too: `PREV` is the row before in the partition (the first row of
 //! a match may look at the row before the match), `FIRST` the match's first row.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -241,18 +240,7 @@ impl Pattern {
                             None => pred.eval(&row.values, ctx.as_deref()),
                             Some(e) => {
                                 let labels = if self.labels == 0 { Vec::new() } else { [symbols_of(&path), vec![s]].concat() };
-                                let frame = Frame {
-                                    rows: events,
-                                    one: None,
-                                    start,
-                                    at,
-                                    end: at,
-                                    labels: &labels,
-                                    symbols: &self.symbols,
-                                    match_number: 0,
-                                    complete,
-                                    undecided: Cell::new(false),
-                                };
+                                let frame = Frame::define(events, start, at, &labels, &self.symbols, complete);
                                 let holds = e.holds(&frame);
                                 // NEXT read a row that has not come yet.
                                 if frame.undecided.get() {
