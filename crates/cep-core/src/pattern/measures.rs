@@ -5,6 +5,7 @@
 //! the live engine's DEFINE.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 
 use super::expr::Frame;
 use super::{Event, Match, Pattern, Value};
@@ -14,20 +15,21 @@ impl Pattern {
     /// over `rows`): per match, one list of values in [`Pattern::measure_names`] order, or with
     /// `per_row` one list per matched row (ALL ROWS PER MATCH: running, up to that row).
     pub fn measure(&self, rows: &[Event], found: &[Match], per_row: bool) -> Vec<Vec<Vec<Value>>> {
+        // Each row by its id, once: a match names its rows by id.
+        let mut index: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+        for (i, e) in rows.iter().enumerate() {
+            index.entry(e.id).or_insert(i);
+        }
         let mut out = Vec::with_capacity(found.len());
-        let mut from = 0;
         for (number, m) in found.iter().enumerate() {
             let labels: Vec<u16> = m.rows.iter().map(|(s, _)| *s).collect();
-            let first = m.rows.first().and_then(|(_, id)| rows[from..].iter().position(|e| e.id == *id)).map(|i| from + i);
-            let consecutive = first.filter(|&f| m.rows.iter().enumerate().all(|(k, (_, id))| rows.get(f + k).is_some_and(|e| e.id == *id)));
+            let at: Vec<usize> = m.rows.iter().filter_map(|(_, id)| index.get(id).copied()).collect();
+            let consecutive = at.len() == m.rows.len() && at.windows(2).all(|w| w[1] == w[0] + 1);
             let own: Vec<Event>;
-            let (partition, start) = match consecutive {
-                Some(f) => {
-                    from = f;
-                    (rows, f)
-                }
-                None => {
-                    own = m.rows.iter().filter_map(|(_, id)| rows.iter().find(|e| e.id == *id).cloned()).collect();
+            let (partition, start) = match at.first() {
+                Some(&first) if consecutive => (rows, first),
+                _ => {
+                    own = at.iter().map(|&i| rows[i].clone()).collect();
                     (own.as_slice(), 0)
                 }
             };

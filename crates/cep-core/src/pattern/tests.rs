@@ -977,3 +977,21 @@ fn a_key_state_stored_before_prev_could_reach_further_back_still_loads() {
     let state: KeyState = serde_json::from_str(r#"{"q":[],"b":3}"#).unwrap();
     assert_eq!(state.behind, 3);
 }
+
+#[test]
+fn measures_of_an_eager_match_read_its_own_rows() {
+    let clauses = Clauses { measures: json!({"n": "COUNT(*)", "first": "FIRST(v)", "prev": "PREV(v)"}), subset: serde_json::Value::Null };
+    let p = compile_clauses(
+        "a b",
+        &json!({"a": {"t": "a"}, "b": {"t": "b"}}),
+        &clauses,
+        opts(Contiguity::SkipTillNext, AfterMatch::SkipPastLastRow, None),
+    )
+    .unwrap();
+    let events: Vec<Event> =
+        ["a", "x", "b"].iter().enumerate().map(|(i, t)| ev(&p, i as i64, i as i64, &[("t", text(t)), ("v", Value::Int(i as i64 + 1))])).collect();
+    let found = match_all(&p, &events);
+    assert_eq!(found.iter().map(|m| m.rows.clone()).collect::<Vec<_>>(), vec![vec![(0, 0), (1, 2)]]);
+    // Names sort as first, n, prev; PREV is the match's previous row (1), not the skipped row (2).
+    assert_eq!(p.measure(&events, &found, false), vec![vec![vec![Value::Int(1), Value::Int(2), Value::Int(1)]]]);
+}
