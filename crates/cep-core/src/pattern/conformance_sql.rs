@@ -24,7 +24,8 @@ pub(super) struct SqlCase {
     subset: Json,
     measures: &'static [(&'static str, &'static str)],
     after: &'static str,
-    all_rows: bool,
+    /// ROWS PER MATCH, as `cep.match_recognize` takes it.
+    rows_per_match: &'static str,
     /// In units of the first column.
     within: Option<i64>,
     /// Each output row: the partition (if any), the row id (ALL ROWS PER MATCH), then the measures.
@@ -46,7 +47,7 @@ impl Default for SqlCase {
             subset: Json::Null,
             measures: &[],
             after: "past_last_row",
-            all_rows: true,
+            rows_per_match: "all",
             within: None,
             expected: json!([]),
             differs: None,
@@ -122,7 +123,7 @@ fn flink_cases() -> Vec<SqlCase> {
         pattern,
         define: &[("A", "A.price > 10"), ("B", "B.price < 15"), ("C", "C.price > 12")],
         measures: &[("lastPrice", "C.price")],
-        all_rows: false,
+        rows_per_match: "one",
         expected,
         ..SqlCase::default()
     };
@@ -142,7 +143,7 @@ fn flink_cases() -> Vec<SqlCase> {
         define: &[("A", "SUM(A.price) < 30")],
         measures: &[("sumPrice", "SUM(A.price)"), ("startTime", "FIRST(rowtime)"), ("endTime", "LAST(rowtime)")],
         after,
-        all_rows: false,
+        rows_per_match: "one",
         expected,
         differs,
         ..SqlCase::default()
@@ -166,7 +167,7 @@ fn flink_cases() -> Vec<SqlCase> {
                 ("end_tstamp", "LAST(PRICE_UP.rowtime)"),
             ],
             after: "to_last PRICE_UP",
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[4, 7, 8]]),
             ..SqlCase::default()
         },
@@ -177,7 +178,7 @@ fn flink_cases() -> Vec<SqlCase> {
             pattern: "A+ B",
             define: &[("A", "AVG(A.price) < 15")],
             measures: &[("start_tstamp", "FIRST(A.rowtime)"), ("end_tstamp", "LAST(A.rowtime)"), ("avgPrice", "AVG(A.price)")],
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[0, 3, 14.5], [5, 10, 13.5]]),
             ..SqlCase::default()
         },
@@ -190,7 +191,7 @@ fn flink_cases() -> Vec<SqlCase> {
             pattern: "A B* C",
             define: &[("B", "B.price > A.price - 10"), ("C", "C.price < A.price - 10")],
             measures: &[("dropTime", "C.minute"), ("dropDiff", "A.price - C.price")],
-            all_rows: false,
+            rows_per_match: "one",
             within: Some(60),
             expected: json!([[180, 14]]),
             ..SqlCase::default()
@@ -202,7 +203,7 @@ fn flink_cases() -> Vec<SqlCase> {
             pattern: "A+ B",
             define: &[("A", "LAST(A.price, 1) IS NULL OR A.price > LAST(A.price, 1)"), ("B", "B.price < LAST(A.price)")],
             measures: &[("startPrice", "FIRST(A.price)"), ("topPrice", "LAST(A.price)"), ("lastPrice", "B.price")],
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[10, 13, 11]]),
             ..SqlCase::default()
         },
@@ -301,7 +302,7 @@ fn trino_pattern_cases() -> Vec<SqlCase> {
             pattern: "B+",
             define: &[("B", "B.value < PREV (B.value)")],
             measures: TRINO_MEASURES,
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[1, 70, "B"]]),
             ..SqlCase::default()
         },
@@ -404,7 +405,7 @@ fn trino_navigation_cases() -> Vec<SqlCase> {
                 ("m4", "NEXT(B.value, 1)"),
                 ("m5", "NEXT(B.value, 2)"),
             ],
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[null, 10, 20, 40, null]]),
             ..SqlCase::default()
         },
@@ -523,7 +524,7 @@ fn trino_navigation_cases() -> Vec<SqlCase> {
             define: &[("A", "true")],
             measures: &[("val", "FIRST(A.value) IN (300, LAST(A.value))")],
             after: "to_next_row",
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[false], [false], [true], [true]]),
             ..SqlCase::default()
         },
@@ -534,7 +535,7 @@ fn trino_navigation_cases() -> Vec<SqlCase> {
             define: &[("A", "true")],
             measures: &[("val", "MATCH_NUMBER() IN (0, MATCH_NUMBER())")],
             after: "to_next_row",
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[true], [true], [true], [true]]),
             ..SqlCase::default()
         },
@@ -609,7 +610,7 @@ fn trino_aggregate_and_oracle_cases() -> Vec<SqlCase> {
             define: &[("DOWN", "DOWN.price < PREV(DOWN.price)"), ("UP", "UP.price > PREV(UP.price)")],
             measures: &[("start_tstamp", "STRT.tstamp"), ("bottom_tstamp", "LAST(DOWN.tstamp)"), ("end_tstamp", "LAST(UP.tstamp)")],
             after: "to_last UP",
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[5, 6, 10], [10, 12, 13], [14, 16, 18]]),
             ..SqlCase::default()
         },
@@ -622,7 +623,7 @@ fn trino_aggregate_and_oracle_cases() -> Vec<SqlCase> {
             define: &[("UP", "UP.Price > PREV(UP.Price)"), ("DOWN", "DOWN.Price < PREV (DOWN.Price)")],
             measures: &[("strt_time", "FIRST(STRT.tstamp)"), ("bottom", "LAST(DOWN.tstamp)"), ("stdn_avgprice", "AVG(STDN.Price)")],
             after: "to_last UP",
-            all_rows: false,
+            rows_per_match: "one",
             expected: json!([[5, 6, 18.5], [10, 12, 19.6666667], [14, 16, 17]]),
             ..SqlCase::default()
         },
@@ -678,15 +679,12 @@ fn run_sql(case: &SqlCase) -> Result<Vec<Json>, String> {
         // Measures come back in name order; the case lists them as the query does.
         let names: Vec<&str> = p.measure_names().collect();
         let order: Vec<usize> = case.measures.iter().map(|(n, _)| names.iter().position(|m| m == n).unwrap()).collect();
-        for (m, measured) in found.iter().zip(p.measure(&events, &found, case.all_rows)) {
-            for (i, values) in measured.into_iter().enumerate() {
-                let mut row: Vec<Json> = part.map(|p| group[0][p].clone()).into_iter().collect();
-                if case.all_rows {
-                    row.push(json!(m.rows[i].1));
-                }
-                row.extend(order.iter().map(|&k| value_to_json(&values[k])));
-                out.push(Json::Array(row));
-            }
+        let mode: RowsPerMatch = case.rows_per_match.parse().map_err(|e: PatternError| e.message)?;
+        for shown in p.output(&events, &found, mode) {
+            let mut row: Vec<Json> = part.map(|p| group[0][p].clone()).into_iter().collect();
+            row.extend(shown.row.map(|(id, _)| json!(id)));
+            row.extend(order.iter().map(|&k| value_to_json(&shown.measures[k])));
+            out.push(Json::Array(row));
         }
     }
     Ok(out)

@@ -141,6 +141,8 @@ pub(super) struct Frame<'a> {
     /// No row will follow `rows`; otherwise a reference past them marks the frame `undecided`.
     pub complete: bool,
     pub undecided: Cell<bool>,
+    /// An empty match: it has no rows, so every row reference is NULL and every count 0.
+    pub empty: bool,
 }
 
 impl<'a> Frame<'a> {
@@ -157,13 +159,14 @@ impl<'a> Frame<'a> {
             match_number: 0,
             complete: true,
             undecided: Cell::new(false),
+            empty: false,
         }
     }
 
     /// A DEFINE condition testing row `at` as bound to the last of `labels`, after the rows
     /// bound from `start` on: the match so far, nothing after it.
     pub fn define(rows: &'a [Event], start: usize, at: usize, labels: &'a [u16], symbols: &'a [String], complete: bool) -> Self {
-        Frame { rows, one: None, start, at, end: at, labels, symbols, match_number: 0, complete, undecided: Cell::new(false) }
+        Frame { rows, one: None, start, at, end: at, labels, symbols, match_number: 0, complete, undecided: Cell::new(false), empty: false }
     }
 
     fn values(&self, i: usize) -> Option<&[Value]> {
@@ -188,10 +191,14 @@ impl<'a> Frame<'a> {
     /// The rows of the match up to the current row (or its last, `whole`) bound to `vars`.
     fn bound(&self, vars: u64, whole: bool) -> impl DoubleEndedIterator<Item = usize> + '_ {
         let last = if whole { self.end } else { self.at };
-        (self.start..=last).filter(move |&i| vars == ALL || self.label(i).is_some_and(|s| vars >> s & 1 == 1))
+        let past = if self.empty { self.start } else { last + 1 };
+        (self.start..past).filter(move |&i| vars == ALL || self.label(i).is_some_and(|s| vars >> s & 1 == 1))
     }
 
     fn row(&self, r: &RowRef) -> Option<usize> {
+        if self.empty {
+            return None;
+        }
         // FIRST counts from the match's first row wherever it is measured (as Trino does): only
         // LAST depends on how far the match has got.
         let last = if r.whole || r.anchor == Anchor::First { self.end } else { self.at };
@@ -360,6 +367,7 @@ impl Expr {
                 if row.step < 0 {
                     r.back = r.back.max(row.step.unsigned_abs() as usize);
                 }
+                r.ahead |= row.step > 0;
             }
             Expr::Agg { vars, .. } => {
                 r.navigates = true;
@@ -373,8 +381,12 @@ impl Expr {
                 if row.step < 0 {
                     r.back = r.back.max(row.step.unsigned_abs() as usize);
                 }
+                r.ahead |= row.step > 0;
             }
-            Expr::MatchNumber => r.navigates = true,
+            Expr::MatchNumber => {
+                r.navigates = true;
+                r.numbers = true;
+            }
             _ => {}
         });
         r
@@ -391,6 +403,10 @@ pub(super) struct Reads {
     pub labels: u64,
     /// Most rows `PREV` reaches back.
     pub back: usize,
+    /// `NEXT` reads a row after the one evaluated.
+    pub ahead: bool,
+    /// `MATCH_NUMBER()`.
+    pub numbers: bool,
 }
 
 fn aggregate(f: &Frame, func: Agg, vars: u64, col: Option<u16>, whole: bool) -> Value {

@@ -44,7 +44,13 @@ impl Pattern {
                 state.tainted = true;
             }
             let next = match self.preferred_at(code, &state.rows, start, expired || forced) {
-                Found::Match(m, next) => {
+                Found::Match(mut m, next) => {
+                    if !self.measures.is_empty() {
+                        if self.numbers {
+                            state.matched += 1;
+                        }
+                        m.measures = self.measure_live(&state.rows, start, &m, state.matched as i64);
+                    }
                     out.push(m);
                     next
                 }

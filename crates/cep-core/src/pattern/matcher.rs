@@ -32,17 +32,30 @@ pub struct KeyState {
     /// matches it emits meanwhile are flagged.
     #[serde(rename = "x", default, skip_serializing_if = "is_false")]
     pub(super) tainted: bool,
+    /// Matches emitted so far (`emit => 'final'` with `MATCH_NUMBER()` in MEASURES): the number
+    /// of the next one, kept as long as the key's state is.
+    #[serde(rename = "n", default, skip_serializing_if = "is_zero_u64")]
+    pub(super) matched: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 impl PartialEq for KeyState {
     fn eq(&self, o: &Self) -> bool {
-        self.runs == o.runs && self.seq == o.seq && self.dropped == o.dropped && self.rows == o.rows && self.behind == o.behind
+        self.runs == o.runs
+            && self.seq == o.seq
+            && self.dropped == o.dropped
+            && self.rows == o.rows
+            && self.behind == o.behind
+            && self.matched == o.matched
     }
 }
 
 impl KeyState {
     pub fn is_empty(&self) -> bool {
-        self.runs.is_empty() && self.rows.is_empty()
+        self.runs.is_empty() && self.rows.is_empty() && self.matched == 0
     }
     /// Number of partial runs.
     pub fn len(&self) -> usize {
@@ -329,7 +342,13 @@ impl Pattern {
         let continues = self.options.after_match == AfterMatch::NoSkip && self.nfa.off[run.pos as usize] != self.nfa.off[run.pos as usize + 1];
         // Under the skip strategies an accepted run never survives the skip,
         // so its rows can be moved instead of cloned.
-        let m = Match { start: run.start_ts, end: ts, rows: if continues { run.rows.clone() } else { Vec::new() }, dropped_partials: false };
+        let m = Match {
+            start: run.start_ts,
+            end: ts,
+            rows: if continues { run.rows.clone() } else { Vec::new() },
+            dropped_partials: false,
+            ..Match::default()
+        };
         let (start_seq, last_seq) = (run.start_seq, run.last_seq);
         let m = if continues {
             next.push(run);
@@ -426,7 +445,7 @@ impl Pattern {
                     cands.push(Cand {
                         start_seq: r.start_seq,
                         last_seq: r.last_seq,
-                        m: Match { start: r.start_ts, end: r.start_ts.saturating_add(w), rows: r.rows, dropped_partials: false },
+                        m: Match { start: r.start_ts, end: r.start_ts.saturating_add(w), rows: r.rows, dropped_partials: false, ..Match::default() },
                     });
                 }
             }

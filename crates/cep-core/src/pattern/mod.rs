@@ -62,6 +62,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::expr::to_json as value_to_json;
 pub use self::matcher::KeyState;
+pub use self::measures::{OutputRow, RowsPerMatch};
 use self::nfa::Nfa;
 use self::predicate::SymbolPred;
 
@@ -244,7 +245,7 @@ impl PatternError {
 
 /// One completed match. `rows` are (symbol id, event id) in event order;
 /// absences bind no rows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Match {
     pub start: i64,
     /// Last row's ts, or `start + within` for a match completed by a
@@ -255,6 +256,16 @@ pub struct Match {
     /// did not change would be the same, but one may be missing or differ.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dropped_partials: bool,
+    /// Ids of the rows bound inside an exclusion `{- -}`: ALL ROWS PER MATCH leaves them out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<i64>,
+    /// An empty match (no rows) found at the row with this id: the standard's matching has them
+    /// for patterns like `a*`, and ALL ROWS PER MATCH shows that row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_at: Option<i64>,
+    /// MEASURES of a live match (`emit => 'final'`), in [`Pattern::measure_names`] order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measures: Vec<Value>,
 }
 
 /// A compiled pattern; immutable and shareable across keys and threads.
@@ -280,8 +291,12 @@ pub struct Pattern {
     measures: Vec<(String, expr::Expr)>,
     /// Symbols whose rows DEFINE expressions tell apart (`expr::Reads::labels`).
     labels: u64,
-    /// Rows before a match's first row that DEFINE may read (`PREV`).
+    /// Rows before a match's first row that DEFINE or MEASURES may read (`PREV`).
     look_back: usize,
+    /// What only `cep.match_recognize` runs (see [`Pattern::history_only`]).
+    history_only: Option<&'static str>,
+    /// MEASURES read `MATCH_NUMBER()`: a live key counts its matches.
+    numbers: bool,
 }
 
 impl Pattern {
@@ -293,6 +308,11 @@ impl Pattern {
     }
     pub fn options(&self) -> &PatternOptions {
         &self.options
+    }
+    /// What in this pattern needs a partition's whole rows, which a live pattern never has: a
+    /// live pattern with it is refused (0A000), `cep.match_recognize` runs it.
+    pub fn history_only(&self) -> Option<&'static str> {
+        self.history_only
     }
     /// MEASURES' names, in the order `measure` returns their values.
     pub fn measure_names(&self) -> impl Iterator<Item = &str> {
@@ -376,6 +396,7 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, clauses: &Clause
     // What only the standard's matching gives a meaning to is refused where the pattern would run
     // eagerly, never run with another meaning.
     let standard_only = parser::standard_only(&ast)
+        .or(nfa.nullable.then_some("patterns that can match an empty sequence of rows (empty matches)"))
         .or(skip_to.map(|_| "after_match 'to_first <symbol>' and 'to_last <symbol>'"))
         .or(navigates.then_some("DEFINE expressions that read other rows (PREV, NEXT, FIRST, LAST, aggregates, CLASSIFIER)"));
     if let (Some(what), Emit::Eager) = (standard_only, options.emit) {
@@ -394,7 +415,24 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, clauses: &Clause
                 .into(),
         ));
     }
+    // What a live stream cannot give the standard's meaning: `$` needs the partition's end, a
+    // match of no rows would be one per row, and NEXT in MEASURES reads rows after the match.
+    let measured: Vec<expr::Reads> = defs.measures.iter().map(|(_, e)| e.reads()).collect();
+    let history_only = if parser::history_only(&ast) {
+        Some("anchors (^ $)")
+    } else if nfa.nullable {
+        Some("patterns that can match an empty sequence of rows")
+    } else if measured.iter().any(|r| r.ahead) {
+        Some("MEASURES that read rows after the match (NEXT)")
+    } else {
+        None
+    };
+    // Live matches are measured over the rows a key keeps: as many before a match as PREV reads.
+    let look_back = look_back.max(measured.iter().map(|r| r.back).max().unwrap_or(0));
+    let numbers = measured.iter().any(|r| r.numbers);
     Ok(Pattern {
+        numbers,
+        history_only,
         columns: defs.columns,
         symbols,
         preds: defs.preds,

@@ -41,6 +41,9 @@ pub(super) struct Nfa {
     pub absences: Vec<u16>,
     /// Per position: union of guard bits on its edges and deferred accept.
     pub guards: Vec<u32>,
+    /// The pattern can match no row at all (`a*`): only the standard's matching, which has empty
+    /// matches, runs it.
+    pub nullable: bool,
 }
 
 impl Nfa {
@@ -155,6 +158,10 @@ impl Builder<'_> {
                 Frag { first: vec![p], last: vec![p], nullable: false }
             }
             Node::Absent(_) => unreachable!("absences are handled at the top level"),
+            // Anchors and exclusions only mean something to the standard's matching (`preferred`);
+            // a pattern with them never runs eagerly (see `compile`).
+            Node::Anchor(_) => Frag::empty(),
+            Node::Exclude(node) => self.frag(node)?,
             Node::Concat(items) => {
                 let mut acc = Frag::empty();
                 for it in items {
@@ -245,13 +252,6 @@ pub(super) fn build(ast: &Node, symbols: &[String], text: &str) -> Result<Nfa, P
             start_open = false;
         }
     }
-    if start_open {
-        return Err(PatternError {
-            kind: PatternErrorKind::Syntax,
-            message: format!("pattern: can match an empty sequence of rows: {}", crate::excerpt(text)),
-            position: Some(0),
-        });
-    }
     let n = b.sym.len();
     let mut accept = vec![Accept::No; n];
     for &(p, g) in &pending {
@@ -271,5 +271,5 @@ pub(super) fn build(ast: &Node, symbols: &[String], text: &str) -> Result<Nfa, P
         }
     }
     off.push(edges.len() as u32);
-    Ok(Nfa { sym: b.sym, off, edges, accept, first, absences, guards })
+    Ok(Nfa { sym: b.sym, off, edges, accept, first, absences, guards, nullable: start_open })
 }

@@ -26,7 +26,14 @@ pub(super) enum Node {
         reluctant: bool,
     },
     Absent(String),
+    /// `^` (the partition's start, `false`) or `$` (its end, `true`): matches no row.
+    Anchor(bool),
+    /// `{- ... -}`: matched as usual, but its rows are left out of ALL ROWS PER MATCH.
+    Exclude(Box<Node>),
 }
+
+/// Most items of one `PERMUTE`: it stands for every ordering of them (5! = 120 alternatives).
+const MAX_PERMUTE: usize = 5;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -35,6 +42,11 @@ enum Tok {
     RParen,
     Bar,
     Bang,
+    Comma,
+    Caret,
+    Dollar,
+    ExcludeOpen,
+    ExcludeClose,
     Quant(u32, Option<u32>),
     End,
 }
@@ -72,7 +84,16 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize, String)>, PatternError> {
             out.push((Tok::Ident(s.clone()), start, s));
             continue;
         }
+        let pair: String = chars[i..chars.len().min(i + 2)].iter().collect();
+        if pair == "{-" || pair == "-}" {
+            out.push((if pair == "{-" { Tok::ExcludeOpen } else { Tok::ExcludeClose }, start, pair));
+            i += 2;
+            continue;
+        }
         let simple = match c {
+            ',' => Some(Tok::Comma),
+            '^' => Some(Tok::Caret),
+            '$' => Some(Tok::Dollar),
             '(' => Some(Tok::LParen),
             ')' => Some(Tok::RParen),
             '|' => Some(Tok::Bar),
@@ -150,6 +171,16 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The parser recurses once per level of `( )`: bounded, so the backend's stack is.
+    fn nested(&self, depth: usize, pos: usize) -> Result<(), PatternError> {
+        if depth + 1 > MAX_NESTING {
+            let mut e = syntax(self.text, pos, format!("parentheses nested deeper than {MAX_NESTING} levels"));
+            e.kind = PatternErrorKind::TooComplex;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn alt(&mut self, depth: usize) -> Result<Node, PatternError> {
         let mut alts = vec![self.seq(depth)?];
         while *self.peek() == Tok::Bar {
@@ -161,7 +192,7 @@ impl<'a> Parser<'a> {
 
     fn seq(&mut self, depth: usize) -> Result<Node, PatternError> {
         let mut items = Vec::new();
-        while let Tok::Ident(_) | Tok::LParen | Tok::Bang = self.peek() {
+        while let Tok::Ident(_) | Tok::LParen | Tok::Bang | Tok::Caret | Tok::Dollar | Tok::ExcludeOpen = self.peek() {
             items.push(self.item(depth, items.is_empty())?);
         }
         if items.is_empty() {
@@ -191,22 +222,54 @@ impl<'a> Parser<'a> {
             return Ok(Node::Absent(name));
         }
         let node = match self.peek().clone() {
-            Tok::Ident(name) => {
+            Tok::Caret | Tok::Dollar => {
+                let end = *self.peek() == Tok::Dollar;
                 self.i += 1;
-                Node::Sym(name)
-            }
-            Tok::LParen => {
-                if depth + 1 > MAX_NESTING {
-                    let mut e = syntax(self.text, pos, format!("parentheses nested deeper than {MAX_NESTING} levels"));
-                    e.kind = PatternErrorKind::TooComplex;
-                    return Err(e);
+                if let Tok::Quant(..) = self.peek() {
+                    return Err(syntax(self.text, self.pos(), "an anchor (^ or $) cannot be quantified".into()));
                 }
-                self.i += 1;
-                let inner = self.alt(depth + 1)?;
+                return Ok(Node::Anchor(end));
+            }
+            Tok::Ident(name) if name.eq_ignore_ascii_case("permute") && self.toks[self.i + 1].0 == Tok::LParen => {
+                self.nested(depth, pos)?;
+                self.i += 2;
+                let mut items = vec![self.alt(depth + 1)?];
+                while *self.peek() == Tok::Comma {
+                    self.i += 1;
+                    items.push(self.alt(depth + 1)?);
+                }
                 if *self.peek() != Tok::RParen {
                     return Err(self.unexpected());
                 }
                 self.i += 1;
+                if items.len() > MAX_PERMUTE {
+                    let mut e = syntax(self.text, pos, format!("PERMUTE of {} items (at most {MAX_PERMUTE})", items.len()));
+                    e.kind = PatternErrorKind::TooComplex;
+                    return Err(e);
+                }
+                permutations(items)
+            }
+            Tok::Ident(name) => {
+                self.i += 1;
+                Node::Sym(name)
+            }
+            Tok::LParen | Tok::ExcludeOpen => {
+                self.nested(depth, pos)?;
+                let exclude = *self.peek() == Tok::ExcludeOpen;
+                let close = if exclude { Tok::ExcludeClose } else { Tok::RParen };
+                self.i += 1;
+                // `()` is the empty pattern, which matches no row.
+                let inner = if *self.peek() == close { Node::Concat(Vec::new()) } else { self.alt(depth + 1)? };
+                if *self.peek() != close {
+                    return Err(self.unexpected());
+                }
+                self.i += 1;
+                if exclude {
+                    if let Tok::Quant(..) = self.peek() {
+                        return Err(syntax(self.text, self.pos(), "an exclusion {- -} cannot be quantified; quantify what is inside it".into()));
+                    }
+                    return Ok(Node::Exclude(Box::new(inner)));
+                }
                 inner
             }
             _ => return Err(self.unexpected()),
@@ -251,12 +314,36 @@ pub(super) fn parse(text: &str) -> Result<Node, PatternError> {
     Ok(node)
 }
 
+/// `PERMUTE(a, b, c)`: every ordering of the items as alternatives, in lexicographic order of
+/// their positions, so the first ordering that matches is the preferred one (as the standard says).
+fn permutations(items: Vec<Node>) -> Node {
+    fn orderings(rest: &[usize], out: &mut Vec<Vec<usize>>, prefix: &mut Vec<usize>) {
+        if rest.is_empty() {
+            out.push(prefix.clone());
+        }
+        for (k, &i) in rest.iter().enumerate() {
+            prefix.push(i);
+            let others: Vec<usize> = rest.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, &i)| i).collect();
+            orderings(&others, out, prefix);
+            prefix.pop();
+        }
+    }
+    let mut all = Vec::new();
+    orderings(&(0..items.len()).collect::<Vec<_>>(), &mut all, &mut Vec::new());
+    let mut alts: Vec<Node> = all.into_iter().map(|order| Node::Concat(order.into_iter().map(|i| items[i].clone()).collect())).collect();
+    if alts.len() == 1 {
+        alts.pop().unwrap()
+    } else {
+        Node::Alt(alts)
+    }
+}
+
 fn contains_absent(n: &Node) -> bool {
     match n {
         Node::Absent(_) => true,
-        Node::Sym(_) => false,
+        Node::Sym(_) | Node::Anchor(_) => false,
         Node::Concat(v) | Node::Alt(v) => v.iter().any(contains_absent),
-        Node::Repeat { node, .. } => contains_absent(node),
+        Node::Repeat { node, .. } | Node::Exclude(node) => contains_absent(node),
     }
 }
 
@@ -265,9 +352,22 @@ fn contains_absent(n: &Node) -> bool {
 pub(super) fn standard_only(n: &Node) -> Option<&'static str> {
     match n {
         Node::Repeat { reluctant: true, .. } => Some("reluctant quantifiers (*? +? ?? {n,m}?)"),
+        Node::Anchor(_) => Some("anchors (^ $)"),
+        Node::Exclude(_) => Some("exclusions ({- -})"),
         Node::Repeat { node, .. } => standard_only(node),
         Node::Concat(v) | Node::Alt(v) => v.iter().find_map(standard_only),
         Node::Sym(_) | Node::Absent(_) => None,
+    }
+}
+
+/// Where the pattern has what only a partition's whole rows give a meaning to (an anchor, whose
+/// `$` a live stream never reaches), for the error when it would run live.
+pub(super) fn history_only(n: &Node) -> bool {
+    match n {
+        Node::Anchor(_) => true,
+        Node::Repeat { node, .. } | Node::Exclude(node) => history_only(node),
+        Node::Concat(v) | Node::Alt(v) => v.iter().any(history_only),
+        Node::Sym(_) | Node::Absent(_) => false,
     }
 }
 
@@ -280,6 +380,7 @@ pub(super) fn collect_symbols(n: &Node, out: &mut Vec<String>) {
             }
         }
         Node::Concat(v) | Node::Alt(v) => v.iter().for_each(|c| collect_symbols(c, out)),
-        Node::Repeat { node, .. } => collect_symbols(node, out),
+        Node::Repeat { node, .. } | Node::Exclude(node) => collect_symbols(node, out),
+        Node::Anchor(_) => {}
     }
 }

@@ -29,8 +29,11 @@ const MAX_THREADS: usize = 10_000;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Inst {
-    /// Binds the current row to a symbol, if its predicate holds.
-    Sym(u16),
+    /// Binds the current row to a symbol, if its predicate holds; `true` inside an exclusion
+    /// `{- -}`, whose rows ALL ROWS PER MATCH leaves out.
+    Sym(u16, bool),
+    /// `^` (false) holds before the partition's first row, `$` (true) after its last.
+    Anchor(bool),
     /// Tries the first target, then the second.
     Split(usize, usize),
     Jmp(usize),
@@ -41,18 +44,21 @@ pub(super) enum Inst {
 /// does not have.
 pub(super) fn program(ast: &Node, symbols: &[String]) -> Option<Vec<Inst>> {
     let mut code = Vec::new();
-    emit(ast, symbols, &mut code)?;
+    emit(ast, symbols, false, &mut code)?;
     code.push(Inst::Match);
     Some(code)
 }
 
-fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
+fn emit(node: &Node, symbols: &[String], excluded: bool, code: &mut Vec<Inst>) -> Option<()> {
+    let again = |node: &Node, code: &mut Vec<Inst>| emit(node, symbols, excluded, code);
     match node {
-        Node::Sym(s) => code.push(Inst::Sym(symbols.iter().position(|x| x == s)? as u16)),
+        Node::Sym(s) => code.push(Inst::Sym(symbols.iter().position(|x| x == s)? as u16, excluded)),
         Node::Absent(_) => return None,
+        Node::Anchor(end) => code.push(Inst::Anchor(*end)),
+        Node::Exclude(inner) => emit(inner, symbols, true, code)?,
         Node::Concat(items) => {
             for item in items {
-                emit(item, symbols, code)?;
+                again(item, code)?;
             }
         }
         Node::Alt(branches) => {
@@ -62,12 +68,12 @@ fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
                 if i + 1 < branches.len() {
                     let split = code.len();
                     code.push(Inst::Split(split + 1, 0));
-                    emit(branch, symbols, code)?;
+                    again(branch, code)?;
                     to_end.push(code.len());
                     code.push(Inst::Jmp(0));
                     code[split] = Inst::Split(split + 1, code.len());
                 } else {
-                    emit(branch, symbols, code)?;
+                    again(branch, code)?;
                 }
             }
             let end = code.len();
@@ -77,7 +83,7 @@ fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
         }
         Node::Repeat { node, min, max, reluctant } => {
             for _ in 0..*min {
-                emit(node, symbols, code)?;
+                again(node, code)?;
             }
             // Greedy tries another round first, then what follows; reluctant the other way round.
             let split = |take: usize, leave: usize| if *reluctant { Inst::Split(leave, take) } else { Inst::Split(take, leave) };
@@ -85,7 +91,7 @@ fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
                 None => {
                     let top = code.len();
                     code.push(Inst::Split(top + 1, 0));
-                    emit(node, symbols, code)?;
+                    again(node, code)?;
                     code.push(Inst::Jmp(top));
                     code[top] = split(top + 1, code.len());
                 }
@@ -95,7 +101,7 @@ fn emit(node: &Node, symbols: &[String], code: &mut Vec<Inst>) -> Option<()> {
                     for _ in *min..*max {
                         splits.push(code.len());
                         code.push(Inst::Split(0, 0));
-                        emit(node, symbols, code)?;
+                        again(node, code)?;
                     }
                     let end = code.len();
                     for s in splits {
@@ -120,18 +126,44 @@ pub(super) enum Found {
 /// The symbols bound so far, newest first, shared between threads.
 struct Path {
     symbol: u16,
+    /// Bound inside an exclusion `{- -}`.
+    excluded: bool,
     before: Option<Rc<Path>>,
 }
 
 fn symbols_of(path: &Option<Rc<Path>>) -> Vec<u16> {
+    steps_of(path).into_iter().map(|(s, _)| s).collect()
+}
+
+/// Each bound row's symbol, and whether it was bound inside an exclusion, oldest first.
+fn steps_of(path: &Option<Rc<Path>>) -> Vec<(u16, bool)> {
     let mut out = Vec::new();
     let mut at = path.as_ref();
     while let Some(p) = at {
-        out.push(p.symbol);
+        out.push((p.symbol, p.excluded));
         at = p.before.as_ref();
     }
     out.reverse();
     out
+}
+
+/// Where a thread is added: before row `at` of a partition of `len` rows (`complete`: no row will
+/// follow them), for the anchors.
+#[derive(Clone, Copy)]
+struct Position {
+    at: usize,
+    len: usize,
+    complete: bool,
+}
+
+impl Position {
+    fn holds(&self, end: bool) -> bool {
+        if end {
+            self.complete && self.at == self.len
+        } else {
+            self.at == 0
+        }
+    }
 }
 
 /// The threads added at one row. Two threads at one instruction behave alike from then on, so
@@ -162,17 +194,22 @@ impl Seen {
 
 /// Adds the thread at `pc` and, through splits and jumps in priority order, every thread it
 /// stands for; each at most once per row (`seen`).
-fn add(code: &[Inst], list: &mut Vec<(usize, Option<Rc<Path>>)>, seen: &mut Seen, pc: usize, path: Option<Rc<Path>>) {
+fn add(code: &[Inst], list: &mut Vec<(usize, Option<Rc<Path>>)>, seen: &mut Seen, at: Position, pc: usize, path: Option<Rc<Path>>) {
     if !seen.first(pc, &path) {
         return;
     }
     match code[pc] {
-        Inst::Jmp(to) => add(code, list, seen, to, path),
+        Inst::Jmp(to) => add(code, list, seen, at, to, path),
         Inst::Split(first, second) => {
-            add(code, list, seen, first, path.clone());
-            add(code, list, seen, second, path);
+            add(code, list, seen, at, first, path.clone());
+            add(code, list, seen, at, second, path);
         }
-        Inst::Sym(_) | Inst::Match => list.push((pc, path)),
+        Inst::Anchor(end) => {
+            if at.holds(end) {
+                add(code, list, seen, at, pc + 1, path);
+            }
+        }
+        Inst::Sym(..) | Inst::Match => list.push((pc, path)),
     }
 }
 
@@ -209,7 +246,8 @@ impl Pattern {
     pub(super) fn preferred_at(&self, code: &[Inst], events: &[Event], start: usize, complete: bool) -> Found {
         let mut seen = Seen::new(code, self.labels);
         let mut threads = Vec::new();
-        add(code, &mut threads, &mut seen, 0, None);
+        let position = |at| Position { at, len: events.len(), complete };
+        add(code, &mut threads, &mut seen, position(start), 0, None);
         let mut best = None;
         let mut truncated = false;
         let deadline = self.options.within.map(|w| events[start].ts.saturating_add(w));
@@ -224,10 +262,10 @@ impl Pattern {
                 match code[pc] {
                     Inst::Match => {
                         // Every thread after this one is less preferred.
-                        best = Some((at, symbols_of(&path)));
+                        best = Some((at, steps_of(&path)));
                         break;
                     }
-                    Inst::Sym(s) => {
+                    Inst::Sym(s, excluded) => {
                         let Some(row) = row else {
                             // A preferred thread waits for a row that may still come.
                             if !complete && !past_deadline {
@@ -250,10 +288,10 @@ impl Pattern {
                             }
                         };
                         if holds {
-                            add(code, &mut next, &mut seen, pc + 1, Some(Rc::new(Path { symbol: s, before: path })));
+                            add(code, &mut next, &mut seen, position(at + 1), pc + 1, Some(Rc::new(Path { symbol: s, excluded, before: path })));
                         }
                     }
-                    Inst::Split(..) | Inst::Jmp(_) => unreachable!("threads stop at symbols and Match"),
+                    Inst::Split(..) | Inst::Jmp(_) | Inst::Anchor(_) => unreachable!("threads stop at symbols and Match"),
                 }
             }
             if next.is_empty() || row.is_none() {
@@ -266,9 +304,13 @@ impl Pattern {
             threads = next;
         }
         match best {
-            Some((end, symbols)) => {
-                let rows: Vec<(u16, i64)> = symbols.iter().zip(&events[start..end]).map(|(s, e)| (*s, e.id)).collect();
+            Some((end, steps)) => {
+                let rows: Vec<(u16, i64)> = steps.iter().zip(&events[start..end]).map(|((s, _), e)| (*s, e.id)).collect();
+                let excluded = steps.iter().zip(&events[start..end]).filter(|((_, x), _)| *x).map(|(_, e)| e.id).collect();
+                let symbols: Vec<u16> = steps.iter().map(|(s, _)| *s).collect();
                 let next = match (&self.options.after_match, self.skip_to) {
+                    // After an empty match, the next search starts at the next row, whatever the skip.
+                    _ if end == start => start + 1,
                     (AfterMatch::SkipPastLastRow, _) => end,
                     // The first or last row bound to the variable. Where the standard raises an
                     // error (the variable bound no row, or only the match's first row, so the
@@ -280,7 +322,12 @@ impl Pattern {
                     }
                     _ => start + 1,
                 };
-                Found::Match(Match { start: events[start].ts, end: events[end - 1].ts, rows, dropped_partials: truncated }, next)
+                let empty_at = (end == start).then_some(events[start].id);
+                let end_ts = events[end.max(start + 1) - 1].ts;
+                Found::Match(
+                    Match { start: events[start].ts, end: end_ts, rows, dropped_partials: truncated, excluded, empty_at, ..Match::default() },
+                    next,
+                )
             }
             None => Found::NoMatch,
         }

@@ -430,7 +430,7 @@ fn absence_at_end_completes_on_expire() {
     p.expire(&mut st, 110, &mut out);
     assert!(out.is_empty(), "an x could still arrive at ts 110");
     p.expire(&mut st, 111, &mut out);
-    assert_eq!(out, vec![Match { start: 100, end: 110, rows: vec![(0, 1)], dropped_partials: false }]);
+    assert_eq!(out, vec![Match { start: 100, end: 110, rows: vec![(0, 1)], dropped_partials: false, ..Match::default() }]);
     assert!(st.is_empty());
 }
 
@@ -451,7 +451,7 @@ fn absence_at_end_completed_by_late_event() {
     p.advance(&mut st, &ev(&p, 2, 104, &[("t", text("d"))]), &mut out);
     // Late event: the pending match comes out before the event's own match.
     p.advance(&mut st, &ev(&p, 3, 200, &[("t", text("a"))]), &mut out);
-    assert_eq!(out, vec![Match { start: 100, end: 110, rows: vec![(0, 1)], dropped_partials: false }]);
+    assert_eq!(out, vec![Match { start: 100, end: 110, rows: vec![(0, 1)], dropped_partials: false, ..Match::default() }]);
     assert_eq!(st.len(), 1);
     p.expire(&mut st, i64::MAX, &mut out);
     assert_eq!(ids(&out), vec![vec![1], vec![3]]);
@@ -488,11 +488,14 @@ fn syntax_errors_point_at_the_token() {
         ("a (!b c)", 3, "only allowed at the top level"),
         ("a !b+ c", 4, "an absence cannot be quantified"),
         ("a !b | c", 2, "inside an alternation"),
-        ("a $ b", 2, "unexpected '$'"),
+        ("a # b", 2, "unexpected '#'"),
         ("", 0, "unexpected end of pattern"),
-        ("a ()", 3, "unexpected ')'"),
+        ("a ( | b)", 4, "unexpected '|'"),
         ("a{200}", 1, "exceeds the limit of 100"),
-        ("a* b?", 0, "can match an empty sequence"),
+        ("a ^+", 3, "an anchor (^ or $) cannot be quantified"),
+        ("{- a -}* b", 7, "an exclusion {- -} cannot be quantified"),
+        ("a, b", 1, "unexpected ','"),
+        ("PERMUTE(a b", 11, "unexpected end of pattern"),
     ];
     for (pat, pos, msg) in cases {
         let e = err(pat, json!({}), opts(SkipTillNext, SkipPastLastRow, Some(1)));
@@ -672,7 +675,7 @@ fn login_browse_purchase_two_users() {
     }
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, "ann");
-    assert_eq!(got[0].1, Match { start: 0, end: 9 * MIN, rows: vec![(0, 0), (1, 2), (1, 4), (2, 6)], dropped_partials: false });
+    assert_eq!(got[0].1, Match { start: 0, end: 9 * MIN, rows: vec![(0, 0), (1, 2), (1, 4), (2, 6)], dropped_partials: false, ..Match::default() });
     // Bob's partial run was dropped on his late purchase; the state is gone.
     assert!(!states.contains_key("bob"));
     assert!(states.is_empty());
@@ -761,7 +764,7 @@ fn absence_matches_respect_skip_strategies() {
         assert_eq!(ids(&out), vec![vec![1]], "{am:?}");
         assert_eq!(p.next_deadline(&st), Some(16));
         p.expire(&mut st, 16, &mut out);
-        assert_eq!(out[1], Match { start: 5, end: 15, rows: vec![(0, 2)], dropped_partials: false }, "{am:?}");
+        assert_eq!(out[1], Match { start: 5, end: 15, rows: vec![(0, 2)], dropped_partials: false, ..Match::default() }, "{am:?}");
     }
 }
 
@@ -994,4 +997,45 @@ fn measures_of_an_eager_match_read_its_own_rows() {
     assert_eq!(found.iter().map(|m| m.rows.clone()).collect::<Vec<_>>(), vec![vec![(0, 0), (1, 2)]]);
     // Names sort as first, n, prev; PREV is the match's previous row (1), not the skipped row (2).
     assert_eq!(p.measure(&events, &found, false), vec![vec![vec![Value::Int(1), Value::Int(2), Value::Int(1)]]]);
+}
+
+/// PERMUTE, anchors, exclusions and empty matches: the standard's, so refused where the pattern
+/// would run eagerly, and (anchors, empty matches) named by `history_only` for live patterns.
+#[test]
+fn permute_anchors_exclusions_and_empty_matches() {
+    let standard = PatternOptions { contiguity: Contiguity::Strict, emit: Emit::Final, ..PatternOptions::default() };
+    let eager = opts(Contiguity::Strict, AfterMatch::SkipPastLastRow, None);
+    let used = |pattern: &str| by_type(&["a", "b", "c"].into_iter().filter(|s| pattern.contains(s)).collect::<Vec<_>>());
+    for (pattern, what) in [("a* b?", "empty sequence of rows"), ("^ a", "anchors (^ $)"), ("a {- b -}", "exclusions ({- -})")] {
+        let e = err(pattern, used(pattern), eager.clone());
+        assert_eq!(e.kind, PatternErrorKind::Unsupported, "{pattern}");
+        assert!(e.message.contains(what) && e.message.contains("emit => 'final'"), "{pattern}: {e}");
+    }
+    let e = err("PERMUTE(a, b, c, d, e, f)", json!({}), standard.clone());
+    assert_eq!((e.kind, e.position), (PatternErrorKind::TooComplex, Some(0)), "{e}");
+
+    let matches = |pattern: &str, input: &str| {
+        let p = compile(pattern, &used(pattern), standard.clone()).unwrap();
+        let (_, events) = stream(&p, input);
+        let found = p.preferred_matches(&events).unwrap();
+        (p, found.into_iter().map(|m| (m.rows.iter().map(|r| r.1).collect::<Vec<_>>(), m.empty_at, m.excluded)).collect::<Vec<_>>())
+    };
+    // PERMUTE(a, b) is (a b | b a): the first ordering that matches.
+    let (p, found) = matches("PERMUTE(a, b) c", "b a c a b c");
+    assert_eq!(found, vec![(vec![0, 1, 2], None, vec![]), (vec![3, 4, 5], None, vec![])]);
+    assert_eq!(p.history_only(), None);
+    // `^` only at the partition's first row, `$` only after its last.
+    let (p, found) = matches("^ a", "a a a");
+    assert_eq!(found, vec![(vec![0], None, vec![])]);
+    assert_eq!(p.history_only(), Some("anchors (^ $)"));
+    assert_eq!(matches("a $", "a a a").1, vec![(vec![2], None, vec![])]);
+    assert_eq!(matches("a ^", "a a a").1, vec![]);
+    // An empty match at each row `a*` cannot take; the search then moves one row on.
+    let (p, found) = matches("a*", "b a a b");
+    assert_eq!(found, vec![(vec![], Some(0), vec![]), (vec![1, 2], None, vec![]), (vec![], Some(3), vec![])]);
+    assert_eq!(p.history_only(), Some("patterns that can match an empty sequence of rows"));
+    // Excluded rows are matched and named, and the match keeps them.
+    let (p, found) = matches("a {- b+ -} c", "a b b c");
+    assert_eq!(found, vec![(vec![0, 1, 2, 3], None, vec![1, 2])]);
+    assert_eq!(p.history_only(), None);
 }
