@@ -95,6 +95,7 @@ impl CepError {
                 PatternErrorKind::BadOption => ERRCODE_INVALID_PARAMETER_VALUE,
                 PatternErrorKind::TooComplex => ERRCODE_STATEMENT_TOO_COMPLEX,
                 PatternErrorKind::Unsupported => ERRCODE_FEATURE_NOT_SUPPORTED,
+                PatternErrorKind::SkipFailed => ERRCODE_DATA_EXCEPTION,
             },
             CepError::DuplicateObject(_) => ERRCODE_DUPLICATE_OBJECT,
             CepError::NotWatched(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -30,8 +30,13 @@ pub(super) struct SqlCase {
     within: Option<i64>,
     /// Each output row: the partition (if any), the row id (ALL ROWS PER MATCH), then the measures.
     expected: Json,
+    /// The query selects these, by name (measures, or the shown row's columns), instead.
+    select: &'static [&'static str],
+    /// The query fails with an error containing this (`expected` is then not read).
+    error: Option<&'static str>,
     /// Where the printed rows are not the standard's answer over a complete table: why, and the
-    /// rows the standard gives. Such a case counts as expressible but not passing.
+    /// rows the standard gives (or, as a string, its error). Such a case counts as expressible but
+    /// not passing.
     differs: Option<(&'static str, Json)>,
 }
 
@@ -50,6 +55,8 @@ impl Default for SqlCase {
             rows_per_match: "all",
             within: None,
             expected: json!([]),
+            select: &[],
+            error: None,
             differs: None,
         }
     }
@@ -57,43 +64,18 @@ impl Default for SqlCase {
 
 /// Documented cases pg_cep does not express (yet), with what each needs: counted, not run. An
 /// entry naming several cases counts each.
-const UNSUPPORTED: [(&str, &str); 37] = [
-    ("Trino testRowPattern: PATTERN (() | A)", "empty matches"),
-    ("Trino testRowPattern: PATTERN (^A)", "anchors ^ $"),
-    ("Trino testRowPattern: PATTERN (A^)", "anchors ^ $"),
-    ("Trino testRowPattern: PATTERN (^A^)", "anchors ^ $"),
-    ("Trino testRowPattern: PATTERN (A$)", "anchors ^ $"),
-    ("Trino testRowPattern: PATTERN ($A)", "anchors ^ $"),
-    ("Trino testRowPattern: PATTERN ($A$)", "anchors ^ $"),
-    ("Trino testRowPattern: PATTERN (PERMUTE(B, C))", "PERMUTE"),
-    ("Trino testPatternQuantifiers: B*", "empty matches"),
-    ("Trino testPatternQuantifiers: B*?", "empty matches"),
-    ("Trino testPatternQuantifiers: B?", "empty matches"),
-    ("Trino testPatternQuantifiers: B??", "empty matches"),
-    ("Trino testPatternQuantifiers: B{,2}", "empty matches"),
-    ("Trino testExclusionSyntax: nine patterns with {- -}", "exclusion {- -}"),
-    ("Trino testOutputModes: ONE ROW PER MATCH, B*", "empty matches"),
-    ("Trino testOutputModes: default rows per match, B*", "empty matches"),
-    ("Trino testOutputModes: ALL ROWS PER MATCH, B*", "empty matches"),
-    ("Trino testOutputModes: SHOW EMPTY MATCHES, B*", "empty matches"),
-    ("Trino testOutputModes: OMIT EMPTY MATCHES, B*", "OMIT EMPTY MATCHES"),
-    ("Trino testOutputModes: OMIT EMPTY MATCHES, B+", "OMIT EMPTY MATCHES"),
-    ("Trino testOutputModes: WITH UNMATCHED ROWS", "WITH UNMATCHED ROWS"),
-    ("Trino testAfterMatchSkip: SKIP TO A", "the standard's error for a skip to the match's first row (pg_cep moves one row on)"),
-    ("Trino testAfterMatchSkip: SKIP TO D", "the standard's error for a skip to a variable the match lacks (pg_cep moves one row on)"),
-    ("Trino testEmptyMatches: WITH UNMATCHED ROWS, SKIP TO NEXT ROW", "WITH UNMATCHED ROWS"),
-    ("Trino testBackReference: ((A | B)* X $)", "anchors ^ $"),
-    ("Trino testEmptyCycle: seven patterns with ()* ^ $", "empty matches, anchors"),
+const UNSUPPORTED: [(&str, &str); 9] = [
     ("Trino testCaseSensitiveLabels: a \"b\"+ C+", "quoted pattern variables"),
-    ("Trino aggregations testSimpleQuery: RUNNING sum over A*", "empty matches"),
-    ("Trino aggregations testSimpleQuery: array_agg(lower(CLASSIFIER(U)))", "array_agg, empty matches"),
-    ("Trino aggregations testTentativeLabelMatch: three (A | B)* cases", "empty matches"),
+    ("Trino aggregations testSimpleQuery: RUNNING array_agg(CLASSIFIER(A))", "array_agg"),
+    ("Trino aggregations testSimpleQuery: array_agg(lower(CLASSIFIER(U)))", "array_agg, quoted pattern variables"),
+    ("Trino aggregations testTentativeLabelMatch: B (A | B) B, A AS arbitrary(value) > 1000", "arbitrary()"),
     ("Trino aggregations testOneRowPerMatch: array_agg", "array_agg"),
-    ("Trino aggregations testExclusions", "exclusion {- -}, array_agg"),
-    ("Trino aggregations testBalancingSums: (A | B)*", "empty matches"),
-    ("Trino aggregations testPeriodLength: (A B* C | D)*", "empty matches"),
-    ("Trino aggregations testSetPartitioning", "anchors ^ $, array_agg"),
-    ("Flink: AFTER MATCH SKIP TO FIRST A, documented as a runtime error", "the standard's error for a skip to the match's first row"),
+    ("Trino aggregations testExclusions", "array_agg of an expression"),
+    ("Trino aggregations testSetPartitioning: two cases", "array_agg"),
+    (
+        "Flink: AFTER MATCH SKIP TO FIRST A, refused when the query is written",
+        "a refusal when written (pg_cep, as the standard, fails on the match that skips to its first row)",
+    ),
     ("Calcite match.iq: SUM(CHAR_LENGTH(b.ename || ';')) in DEFINE", "an aggregate of an expression"),
 ];
 
@@ -213,7 +195,17 @@ fn flink_cases() -> Vec<SqlCase> {
             json!([[26, 1, 4], [24, 2, 5], [25, 3, 6], [22, 4, 7], [17, 5, 7]]),
             Some((pending, json!([[26, 1, 4], [24, 2, 5], [25, 3, 6], [22, 4, 7], [17, 5, 7], [7, 6, 7]]))),
         ),
-        sums("to_last A", json!([[26, 1, 4], [25, 3, 6], [17, 5, 7]]), Some((pending, json!([[26, 1, 4], [25, 3, 6], [17, 5, 7], [7, 6, 7]])))),
+        // That last match binds A to its first row only, so over a complete table the standard's
+        // SKIP TO LAST A fails there.
+        sums(
+            "to_last A",
+            json!([[26, 1, 4], [25, 3, 6], [17, 5, 7]]),
+            Some((
+                "Flink's streaming output leaves out the last match, still pending at the end of its input; over a complete table the \
+                 standard has it, and its SKIP TO LAST A then fails (A bound only the match's first row)",
+                json!("AFTER MATCH SKIP failed: cannot skip to the first row of the match (match 4 of its partition)"),
+            )),
+        ),
     ]
 }
 
@@ -635,6 +627,7 @@ pub(super) fn sql_cases() -> Vec<SqlCase> {
     all.extend(trino_pattern_cases());
     all.extend(trino_navigation_cases());
     all.extend(trino_aggregate_and_oracle_cases());
+    all.extend(trino_empty_match_anchor_and_exclusion_cases());
     all
 }
 
@@ -675,12 +668,21 @@ fn run_sql(case: &SqlCase) -> Result<Vec<Json>, String> {
                 values: p.columns().iter().map(|c| at(c).map_or(Value::Null, |i| value(&r[i]))).collect(),
             })
             .collect();
-        let found = p.preferred_matches(&events).unwrap();
+        let found = p.standard_matches(&events).unwrap().map_err(|e| e.message)?;
         // Measures come back in name order; the case lists them as the query does.
         let names: Vec<&str> = p.measure_names().collect();
         let order: Vec<usize> = case.measures.iter().map(|(n, _)| names.iter().position(|m| m == n).unwrap()).collect();
         let mode: RowsPerMatch = case.rows_per_match.parse().map_err(|e: PatternError| e.message)?;
         for shown in p.output(&events, &found, mode) {
+            if !case.select.is_empty() {
+                let source = shown.row.and_then(|(id, _)| group.iter().find(|r| r[0].as_i64() == Some(id)));
+                let pick = |name: &&str| match case.measures.iter().position(|(n, _)| n == name) {
+                    Some(k) => value_to_json(&shown.measures[order[k]]),
+                    None => source.and_then(|r| at(name).map(|i| r[i].clone())).unwrap_or(Json::Null),
+                };
+                out.push(Json::Array(case.select.iter().map(pick).collect()));
+                continue;
+            }
             let mut row: Vec<Json> = part.map(|p| group[0][p].clone()).into_iter().collect();
             row.extend(shown.row.map(|(id, _)| json!(id)));
             row.extend(order.iter().map(|&k| value_to_json(&shown.measures[k])));
@@ -712,12 +714,22 @@ pub(super) fn outcome() -> Outcome {
     let cases = sql_cases();
     let mut out = Outcome { run: cases.len(), pass: 0, differ: Vec::new(), failed: Vec::new() };
     for case in &cases {
+        if let Some(error) = case.error {
+            match run_sql(case) {
+                Err(e) if e.contains(error) => out.pass += 1,
+                got => out.failed.push(format!("{}:\n  expected the error {error:?}\n  got      {got:?}", case.name)),
+            }
+            continue;
+        }
         match run_sql(case) {
             Ok(got) if same(&Json::Array(got.clone()), &case.expected) => out.pass += 1,
             Ok(got) if case.differs.as_ref().is_some_and(|(_, standard)| same(&Json::Array(got.clone()), standard)) => {
                 out.differ.push(format!("{}: {}", case.name, case.differs.as_ref().unwrap().0))
             }
             Ok(got) => out.failed.push(format!("{}:\n  expected {}\n  got      {}", case.name, case.expected, Json::Array(got))),
+            Err(e) if case.differs.as_ref().is_some_and(|(_, standard)| standard.as_str().is_some_and(|s| e.contains(s))) => {
+                out.differ.push(format!("{}: {}", case.name, case.differs.as_ref().unwrap().0))
+            }
             Err(e) => out.failed.push(format!("{}: {e}", case.name)),
         }
     }
@@ -732,4 +744,343 @@ pub(super) fn unsupported() -> usize {
 fn cases_named(name: &str) -> usize {
     let words = ["two", "three", "four", "five", "six", "seven", "eight", "nine"];
     name.split_whitespace().find_map(|w| words.iter().position(|n| *n == w)).map_or(1, |i| i + 2)
+}
+
+/// Trino's cases for empty matches, anchors, PERMUTE, exclusions, the ROWS PER MATCH options and
+/// the standard's skip errors (`TestRowPatternMatching`, `TestAggregationsInRowPatternMatching`).
+fn trino_empty_match_anchor_and_exclusion_cases() -> Vec<SqlCase> {
+    // Four rows, B (or A) and TRINO_MEASURES, as testRowPattern, testPatternQuantifiers and
+    // testEmptyCycle write them.
+    let four = |name: &'static str, pattern: &'static str, define: &'static [(&'static str, &'static str)], expected: Json| SqlCase {
+        name,
+        rows: trino(&[90, 80, 70, 70]),
+        pattern,
+        define,
+        measures: TRINO_MEASURES,
+        expected,
+        ..SqlCase::default()
+    };
+    const B_AT_MOST: &[(&str, &str)] = &[("B", "B.value <= PREV (B.value)")];
+    const B_BELOW: &[(&str, &str)] = &[("B", "B.value < PREV (B.value)")];
+    const A_TRUE: &[(&str, &str)] = &[("A", "true")];
+    let all_empty = || json!([[1, 1, null, null], [2, 2, null, null], [3, 3, null, null], [4, 4, null, null]]);
+    let greedy = || json!([[1, 1, null, null], [2, 2, 80, "B"], [3, 2, 70, "B"], [4, 2, 70, "B"]]);
+    let one_each = || json!([[1, 1, null, null], [2, 2, 80, "B"], [3, 3, 70, "B"], [4, 4, 70, "B"]]);
+    // testExclusionSyntax: eight rows, A B+ C+ with parts excluded.
+    let excluded = |name: &'static str, pattern: &'static str, expected: Json| SqlCase {
+        name,
+        rows: trino(&[90, 80, 70, 80, 90, 50, 40, 60]),
+        pattern,
+        define: &[("B", "B.value < PREV (B.value)"), ("C", "C.value > PREV (C.value)")],
+        measures: TRINO_MEASURES,
+        expected,
+        ..SqlCase::default()
+    };
+    let everything = || {
+        json!([
+            [1, 1, 90, "A"],
+            [2, 1, 80, "B"],
+            [3, 1, 70, "B"],
+            [4, 1, 80, "C"],
+            [5, 1, 90, "C"],
+            [6, 2, 50, "A"],
+            [7, 2, 40, "B"],
+            [8, 2, 60, "C"]
+        ])
+    };
+    let only_a = || json!([[1, 1, 90, "A"], [6, 2, 50, "A"]]);
+    // testOutputModes: B* or B+ under each ROWS PER MATCH, selecting only the measures.
+    let mode = |name: &'static str, pattern: &'static str, rows_per_match: &'static str, expected: Json| SqlCase {
+        name,
+        rows: trino(&[90, 80, 70, 70]),
+        pattern,
+        define: B_BELOW,
+        measures: TRINO_MEASURES,
+        rows_per_match,
+        select: &["match", "val", "label"],
+        expected,
+        ..SqlCase::default()
+    };
+    let skip_error = |name: &'static str, after: &'static str, error: &'static str| SqlCase {
+        name,
+        rows: trino(&[90, 80, 70, 80, 70, 80]),
+        pattern: "A B+ C+ D?",
+        subset: json!({"U": ["C", "D"]}),
+        define: &[("B", "B.value < PREV (B.value)"), ("C", "C.value > PREV (C.value)"), ("D", "false")],
+        measures: TRINO_MEASURES,
+        after,
+        error: Some(error),
+        ..SqlCase::default()
+    };
+    let tentative =
+        |name: &'static str, rows: Json, define: &'static [(&'static str, &'static str)], measure: &'static str, expected: Json| SqlCase {
+            name,
+            columns: &["id", "part", "value"],
+            rows,
+            partition: Some("part"),
+            pattern: "(A | B)*",
+            define,
+            measures: if measure == "sum" {
+                &[("classy", "CLASSIFIER()"), ("running", "RUNNING sum(value)")]
+            } else {
+                &[("classy", "CLASSIFIER()"), ("running", "RUNNING max(value)")]
+            },
+            expected,
+            ..SqlCase::default()
+        };
+    let parts = |values: [[i64; 5]; 2]| {
+        Json::Array(values.iter().zip(["p1", "p2"]).flat_map(|(v, p)| v.iter().enumerate().map(move |(i, x)| json!([i + 1, p, x]))).collect())
+    };
+    vec![
+        four("Trino testRowPattern: PATTERN (() | A)", "() | A", A_TRUE, all_empty()),
+        four("Trino testRowPattern: PATTERN (^A)", "^A", A_TRUE, json!([[1, 1, 90, "A"]])),
+        four("Trino testRowPattern: PATTERN (A^)", "A^", A_TRUE, json!([])),
+        four("Trino testRowPattern: PATTERN (^A^)", "^A^", A_TRUE, json!([])),
+        four("Trino testRowPattern: PATTERN (A$)", "A$", A_TRUE, json!([[4, 1, 70, "A"]])),
+        four("Trino testRowPattern: PATTERN ($A)", "$A", A_TRUE, json!([])),
+        four("Trino testRowPattern: PATTERN ($A$)", "$A$", A_TRUE, json!([])),
+        four(
+            "Trino testRowPattern: PATTERN (PERMUTE(B, C)), the first ordering in lexicographic order",
+            "PERMUTE(B, C)",
+            &[("B", "B.value < PREV (B.value)"), ("C", "C.value < PREV (C.value)")],
+            json!([[2, 1, 80, "B"], [3, 1, 70, "C"]]),
+        ),
+        four("Trino testPatternQuantifiers: B*", "B*", B_AT_MOST, greedy()),
+        four("Trino testPatternQuantifiers: B*?", "B*?", B_AT_MOST, all_empty()),
+        four("Trino testPatternQuantifiers: B?", "B?", B_AT_MOST, one_each()),
+        four("Trino testPatternQuantifiers: B??", "B??", B_AT_MOST, all_empty()),
+        four("Trino testPatternQuantifiers: B{,}", "B{,}", B_AT_MOST, greedy()),
+        four("Trino testPatternQuantifiers: B{,}?", "B{,}?", B_AT_MOST, all_empty()),
+        four("Trino testPatternQuantifiers: B{,1}", "B{,1}", B_AT_MOST, one_each()),
+        four("Trino testPatternQuantifiers: B{,1}?", "B{,1}?", B_AT_MOST, all_empty()),
+        four(
+            "Trino testPatternQuantifiers: B{,2}",
+            "B{,2}",
+            B_AT_MOST,
+            json!([[1, 1, null, null], [2, 2, 80, "B"], [3, 2, 70, "B"], [4, 3, 70, "B"]]),
+        ),
+        four("Trino testPatternQuantifiers: B{,2}?", "B{,2}?", B_AT_MOST, all_empty()),
+        four("Trino testPatternQuantifiers: B{,5}", "B{,5}", B_AT_MOST, greedy()),
+        four("Trino testPatternQuantifiers: B{,5}?", "B{,5}?", B_AT_MOST, all_empty()),
+        four("Trino testEmptyCycle: ()* | B", "()* | B", B_BELOW, all_empty()),
+        four("Trino testEmptyCycle: ()+ | B", "()+ | B", B_BELOW, all_empty()),
+        four("Trino testEmptyCycle: (){5,} | B", "(){5,} | B", B_BELOW, all_empty()),
+        four("Trino testEmptyCycle: B | ()*", "B | ()*", B_BELOW, json!([[1, 1, null, null], [2, 2, 80, "B"], [3, 3, 70, "B"], [4, 4, null, null]])),
+        four(
+            "Trino testEmptyCycle: (B ()*)*",
+            "(B ()*)*",
+            B_BELOW,
+            json!([[1, 1, null, null], [2, 2, 80, "B"], [3, 2, 70, "B"], [4, 3, null, null]]),
+        ),
+        four("Trino testEmptyCycle: (B ()*)*?", "(B ()*)*?", B_BELOW, all_empty()),
+        four("Trino testEmptyCycle: ^* | B", "^* | B", B_BELOW, all_empty()),
+        four("Trino testEmptyCycle: ^+ | B", "^+ | B", B_BELOW, json!([[1, 1, null, null], [2, 2, 80, "B"], [3, 3, 70, "B"]])),
+        four("Trino testEmptyCycle: ^* A B", "^* A B", B_BELOW, json!([[1, 1, 90, "A"], [2, 1, 80, "B"]])),
+        four("Trino testEmptyCycle: $* | B", "$* | B", B_BELOW, all_empty()),
+        four("Trino testEmptyCycle: $+ | B", "$+ | B", B_BELOW, json!([[2, 1, 80, "B"], [3, 2, 70, "B"]])),
+        four("Trino testEmptyCycle: B A $+", "B A $+", B_BELOW, json!([[3, 1, 70, "B"], [4, 1, 70, "A"]])),
+        excluded("Trino testExclusionSyntax: A B+ C+", "A B+ C+", everything()),
+        excluded(
+            "Trino testExclusionSyntax: A {- B+ -} C+",
+            "A {- B+ -} C+",
+            json!([[1, 1, 90, "A"], [4, 1, 80, "C"], [5, 1, 90, "C"], [6, 2, 50, "A"], [8, 2, 60, "C"]]),
+        ),
+        excluded("Trino testExclusionSyntax: {- A -} {- B+ -} C+", "{- A -} {- B+ -} C+", json!([[4, 1, 80, "C"], [5, 1, 90, "C"], [8, 2, 60, "C"]])),
+        excluded("Trino testExclusionSyntax: A {- {- B+ -} C+ -}", "A {- {- B+ -} C+ -}", only_a()),
+        excluded("Trino testExclusionSyntax: {- A B+ C+ -}", "{- A B+ C+ -}", json!([])),
+        excluded("Trino testExclusionSyntax: A B+ {- ()* -} C+", "A B+ {- ()* -} C+", everything()),
+        excluded("Trino testExclusionSyntax: A {- B -}+ {- C -}+", "A {- B -}+ {- C -}+", only_a()),
+        excluded("Trino testExclusionSyntax: A {- B -}* {- C -}*", "A {- B -}* {- C -}*", only_a()),
+        excluded("Trino testExclusionSyntax: A {- B -}{1,2} {- C -}{1,2}", "A {- B -}{1,2} {- C -}{1,2}", only_a()),
+        excluded("Trino testExclusionSyntax: A {- C -}{2,3} {- B -}{2,3}", "A {- C -}{2,3} {- B -}{2,3}", json!([[3, 1, 70, "A"]])),
+        mode("Trino testOutputModes: ONE ROW PER MATCH, B*", "B*", "one", json!([[1, null, null], [2, 70, "B"], [3, null, null]])),
+        mode("Trino testOutputModes: default rows per match, B*", "B*", "one", json!([[1, null, null], [2, 70, "B"], [3, null, null]])),
+        mode("Trino testOutputModes: ALL ROWS PER MATCH, B*", "B*", "all", json!([[1, null, null], [2, 80, "B"], [2, 70, "B"], [3, null, null]])),
+        mode(
+            "Trino testOutputModes: ALL ROWS PER MATCH SHOW EMPTY MATCHES, B*",
+            "B*",
+            "ALL ROWS PER MATCH SHOW EMPTY MATCHES",
+            json!([[1, null, null], [2, 80, "B"], [2, 70, "B"], [3, null, null]]),
+        ),
+        mode("Trino testOutputModes: OMIT EMPTY MATCHES, B*", "B*", "all_omit_empty", json!([[2, 80, "B"], [2, 70, "B"]])),
+        mode("Trino testOutputModes: OMIT EMPTY MATCHES, B+", "B+", "all_omit_empty", json!([[1, 80, "B"], [1, 70, "B"]])),
+        mode(
+            "Trino testOutputModes: WITH UNMATCHED ROWS, B+",
+            "B+",
+            "all_with_unmatched",
+            json!([[null, null, null], [1, 80, "B"], [1, 70, "B"], [null, null, null]]),
+        ),
+        SqlCase {
+            name: "Trino testEmptyMatches: WITH UNMATCHED ROWS, SKIP TO NEXT ROW (rows matched before are not shown again)",
+            rows: trino(&[100, 100, 90, 80, 70, 100]),
+            pattern: "A B{2}",
+            define: B_BELOW,
+            measures: &[("match", "match_number()"), ("label", "classifier()")],
+            after: "to_next_row",
+            rows_per_match: "all_with_unmatched",
+            select: &["id", "match", "value", "label"],
+            expected: json!([
+                [1, null, 100, null],
+                [2, 1, 100, "A"],
+                [3, 1, 90, "B"],
+                [4, 1, 80, "B"],
+                [3, 2, 90, "A"],
+                [4, 2, 80, "B"],
+                [5, 2, 70, "B"],
+                [6, null, 100, null]
+            ]),
+            ..SqlCase::default()
+        },
+        SqlCase {
+            name: "Trino testBackReference: ((A | B)* X $) with SUBSET U = (A, B)",
+            columns: &["value"],
+            rows: json!([[1], [2], [3], [4], [5]]),
+            pattern: "(A | B)* X $",
+            subset: json!({"U": ["A", "B"]}),
+            define: &[("X", "PREV(CLASSIFIER(U), 1) = 'A' AND LAST(CLASSIFIER(), 3) = 'B' AND FIRST(CLASSIFIER(U)) = 'B'")],
+            measures: &[
+                ("classy", "CLASSIFIER()"),
+                ("defining_condition", "PREV(CLASSIFIER(U), 1) = 'A' AND LAST(CLASSIFIER(), 3) = 'B' AND FIRST(CLASSIFIER(U)) = 'B'"),
+            ],
+            expected: json!([[1, "B", null], [2, "B", false], [3, "A", false], [4, "A", true], [5, "X", true]]),
+            ..SqlCase::default()
+        },
+        skip_error("Trino testAfterMatchSkip: SKIP TO A fails", "to A", "AFTER MATCH SKIP failed: cannot skip to the first row of the match"),
+        skip_error("Trino testAfterMatchSkip: SKIP TO D fails", "to D", "AFTER MATCH SKIP failed: the pattern variable is not present in the match"),
+        SqlCase {
+            name: "Trino aggregations testSimpleQuery: RUNNING sum(id) over A*",
+            columns: &["id"],
+            rows: json!([[1], [2], [3], [4], [5], [6], [7], [8]]),
+            pattern: "A*",
+            define: A_TRUE,
+            measures: &[("running_sum", "RUNNING sum(id)")],
+            expected: json!([[1, 1], [2, 3], [3, 6], [4, 10], [5, 15], [6, 21], [7, 28], [8, 36]]),
+            ..SqlCase::default()
+        },
+        SqlCase {
+            name: "Trino aggregations testTentativeLabelMatch: (A | B)*, A AS avg(B.value) = 5",
+            rows: json!([[1, 4], [2, 6], [3, 0]]),
+            pattern: "(A | B)*",
+            define: &[("A", "avg(B.value) = 5")],
+            measures: &[("running_avg_B", "RUNNING avg(B.value)"), ("classy", "CLASSIFIER()")],
+            select: &["id", "classy", "running_avg_B"],
+            expected: json!([[1, "B", 4.0], [2, "B", 5.0], [3, "A", 5.0]]),
+            ..SqlCase::default()
+        },
+        SqlCase {
+            name: "Trino aggregations testTentativeLabelMatch: (A | B)*, A AS avg(A.value) = 5",
+            rows: json!([[1, 4], [2, 6], [3, 0], [4, 5]]),
+            pattern: "(A | B)*",
+            define: &[("A", "avg(A.value) = 5")],
+            measures: &[("running_avg_A", "RUNNING avg(A.value)"), ("classy", "CLASSIFIER()")],
+            select: &["id", "classy", "running_avg_A"],
+            expected: json!([[1, "B", null], [2, "B", null], [3, "B", null], [4, "A", 5.0]]),
+            ..SqlCase::default()
+        },
+        SqlCase {
+            name: "Trino aggregations testTentativeLabelMatch: B (A | B) B, A AS sum(value) > 1000",
+            columns: &["id", "part", "value"],
+            rows: json!([
+                [1, "p1", 1],
+                [2, "p1", 1],
+                [6, "p1", 1],
+                [2, "p2", 10],
+                [2, "p3", 100],
+                [1, "p3", 100],
+                [3, "p1", 1],
+                [4, "p1", 1],
+                [5, "p1", 1],
+                [1, "p2", 10],
+                [3, "p3", 100],
+                [3, "p2", 10]
+            ]),
+            partition: Some("part"),
+            pattern: "B (A | B) B",
+            define: &[("A", "sum(value) > 1000")],
+            measures: &[("running_sum", "RUNNING sum(value)")],
+            expected: json!([
+                ["p1", 1, 1],
+                ["p1", 2, 2],
+                ["p1", 3, 3],
+                ["p1", 4, 1],
+                ["p1", 5, 2],
+                ["p1", 6, 3],
+                ["p2", 1, 10],
+                ["p2", 2, 20],
+                ["p2", 3, 30],
+                ["p3", 1, 100],
+                ["p3", 2, 200],
+                ["p3", 3, 300]
+            ]),
+            ..SqlCase::default()
+        },
+        tentative(
+            "Trino aggregations testTentativeLabelMatch: (A | B)*, A AS sum(value) > 4",
+            parts([[1, 1, 1, 1, 1], [2, 2, 2, 2, 2]]),
+            &[("A", "sum(value) > 4")],
+            "sum",
+            json!([
+                ["p1", 1, "B", 1],
+                ["p1", 2, "B", 2],
+                ["p1", 3, "B", 3],
+                ["p1", 4, "B", 4],
+                ["p1", 5, "A", 5],
+                ["p2", 1, "B", 2],
+                ["p2", 2, "B", 4],
+                ["p2", 3, "A", 6],
+                ["p2", 4, "A", 8],
+                ["p2", 5, "A", 10]
+            ]),
+        ),
+        tentative(
+            "Trino aggregations testTentativeLabelMatch: (A | B)*, A AS max(value) > 4",
+            parts([[1, 2, 3, 4, 5], [2, 4, 6, 8, 10]]),
+            &[("A", "max(value) > 4")],
+            "max",
+            json!([
+                ["p1", 1, "B", 1],
+                ["p1", 2, "B", 2],
+                ["p1", 3, "B", 3],
+                ["p1", 4, "B", 4],
+                ["p1", 5, "A", 5],
+                ["p2", 1, "B", 2],
+                ["p2", 2, "B", 4],
+                ["p2", 3, "A", 6],
+                ["p2", 4, "A", 8],
+                ["p2", 5, "A", 10]
+            ]),
+        ),
+        SqlCase {
+            name: "Trino aggregations testBalancingSums: (A | B)*, A AS sum(A.value) - A.value <= sum(B.value)",
+            rows: trino(&[4, 6, 10, 1, 1, 1, 10, 5, 1]),
+            pattern: "(A | B)*",
+            define: &[("A", "sum(A.value) - A.value <= sum(B.value)")],
+            measures: &[("running_sum_A", "RUNNING sum(A.value)"), ("running_sum_B", "RUNNING sum(B.value)"), ("classy", "CLASSIFIER()")],
+            select: &["id", "classy", "running_sum_A", "running_sum_B"],
+            expected: json!([
+                [1, "B", null, 4],
+                [2, "A", 6, 4],
+                [3, "B", 6, 14],
+                [4, "A", 7, 14],
+                [5, "A", 8, 14],
+                [6, "A", 9, 14],
+                [7, "A", 19, 14],
+                [8, "B", 19, 19],
+                [9, "A", 20, 19]
+            ]),
+            ..SqlCase::default()
+        },
+        SqlCase {
+            name: "Trino aggregations testPeriodLength: (A B* C | D)*, ONE ROW PER MATCH",
+            columns: &["minute_of_the_day", "user_id"],
+            rows: json!([[3, 1], [4, 1], [5, 1], [8, 1], [9, 1], [2, 2], [3, 2], [4, 2]]),
+            partition: Some("user_id"),
+            pattern: "(A B* C | D)*",
+            define: &[("B", "minute_of_the_day = PREV(minute_of_the_day) + 1"), ("C", "minute_of_the_day = PREV(minute_of_the_day) + 1")],
+            measures: &[("periods_total", "COALESCE(sum(C.minute_of_the_day) - sum(A.minute_of_the_day), 0)")],
+            rows_per_match: "one",
+            expected: json!([[1, 3], [2, 2]]),
+            ..SqlCase::default()
+        },
+    ]
 }

@@ -45,6 +45,9 @@ struct Parser<'s, 'a> {
     toks: Vec<(Tok, usize)>,
     i: usize,
     scope: &'s mut Scope<'a>,
+    /// Reading an aggregate's argument: in DEFINE A, `SUM(A.x)` is over A's rows (the row tested
+    /// among them), not the row alone as `A.x` is.
+    aggregating: bool,
 }
 
 fn error(scope: &Scope, text: &str, kind: PatternErrorKind, pos: usize, what: String) -> PatternError {
@@ -124,7 +127,7 @@ pub(super) fn parse(text: &str, scope: &mut Scope) -> Result<Expr, PatternError>
         ));
     }
     let toks = lex(text).map_err(|(pos, what)| error(scope, text, PatternErrorKind::BadPredicate, pos, what))?;
-    let mut p = Parser { text, toks, i: 0, scope };
+    let mut p = Parser { text, toks, i: 0, scope, aggregating: false };
     let e = p.or(0)?;
     if p.peek() != &Tok::End {
         return Err(p.unexpected());
@@ -470,7 +473,7 @@ impl Parser<'_, '_> {
 
     /// In DEFINE, the variable's own last row is the row being tested.
     fn canonical(&self, mut row: RowRef) -> RowRef {
-        if let Some(me) = self.scope.defining {
+        if let (Some(me), false) = (self.scope.defining, self.aggregating) {
             if row.vars == 1 << me && row.anchor == Anchor::Last && row.offset == 0 {
                 row.vars = ALL;
             }
@@ -630,8 +633,11 @@ impl Parser<'_, '_> {
                     return Err(self.unsupported(pos, format!("{upper}(DISTINCT ...)")));
                 }
                 // COUNT() counts rows, as COUNT(*) does.
-                let (row, col) =
-                    if func == Agg::Count && self.is_op(")") { (RowRef::current(), None) } else { self.argument(&upper, func == Agg::Count)? };
+                self.aggregating = true;
+                let argument =
+                    if func == Agg::Count && self.is_op(")") { Ok((RowRef::current(), None)) } else { self.argument(&upper, func == Agg::Count) };
+                self.aggregating = false;
+                let (row, col) = argument?;
                 Expr::Agg { func, vars: row.vars, col, whole }
             }
             "CLASSIFIER" => Expr::Label(self.classifier_of()?),

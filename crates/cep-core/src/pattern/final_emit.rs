@@ -44,7 +44,8 @@ impl Pattern {
                 state.tainted = true;
             }
             let next = match self.preferred_at(code, &state.rows, start, expired || forced) {
-                Found::Match(mut m, next) => {
+                // Where the standard's skip fails, a live pattern moves one row on: an INSERT never fails.
+                Found::Match(mut m, next, _) => {
                     if !self.measures.is_empty() {
                         if self.numbers {
                             state.matched += 1;

@@ -217,6 +217,8 @@ pub enum PatternErrorKind {
     TooComplex,
     /// A construct of the standard that this way of running the pattern cannot give its meaning.
     Unsupported,
+    /// AFTER MATCH SKIP TO a row the standard forbids, found while matching history.
+    SkipFailed,
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

@@ -135,10 +135,8 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize, String)>, PatternError> {
                 }
                 Some((a, b)) => {
                     let min = if a.trim().is_empty() { 0 } else { num(a)? };
+                    // `{,}` is `*`, as the standard writes it.
                     let max = if b.trim().is_empty() { None } else { Some(num(b)?) };
-                    if a.trim().is_empty() && max.is_none() {
-                        return Err(bad());
-                    }
                     (min, max)
                 }
             };
@@ -225,10 +223,7 @@ impl<'a> Parser<'a> {
             Tok::Caret | Tok::Dollar => {
                 let end = *self.peek() == Tok::Dollar;
                 self.i += 1;
-                if let Tok::Quant(..) = self.peek() {
-                    return Err(syntax(self.text, self.pos(), "an anchor (^ or $) cannot be quantified".into()));
-                }
-                return Ok(Node::Anchor(end));
+                Node::Anchor(end)
             }
             Tok::Ident(name) if name.eq_ignore_ascii_case("permute") && self.toks[self.i + 1].0 == Tok::LParen => {
                 self.nested(depth, pos)?;
@@ -265,12 +260,10 @@ impl<'a> Parser<'a> {
                 }
                 self.i += 1;
                 if exclude {
-                    if let Tok::Quant(..) = self.peek() {
-                        return Err(syntax(self.text, self.pos(), "an exclusion {- -} cannot be quantified; quantify what is inside it".into()));
-                    }
-                    return Ok(Node::Exclude(Box::new(inner)));
+                    Node::Exclude(Box::new(inner))
+                } else {
+                    inner
                 }
-                inner
             }
             _ => return Err(self.unexpected()),
         };

@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use super::expr::Frame;
 use super::parser::Node;
-use super::{AfterMatch, Event, Match, Pattern, Value};
+use super::{AfterMatch, Event, Match, Pattern, PatternError, Value};
 
 /// Most threads one row may hold when DEFINE tells symbols' rows apart (`Seen`): beyond it the
 /// least preferred are dropped and the match is flagged, as `max_partials` does.
@@ -114,10 +114,29 @@ fn emit(node: &Node, symbols: &[String], excluded: bool, code: &mut Vec<Inst>) -
     Some(())
 }
 
+/// Where `AFTER MATCH SKIP TO [FIRST|LAST] var` cannot go, which the standard makes an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SkipFailed {
+    /// The variable bound only the match's first row: the search would start there again.
+    FirstRow,
+    /// The variable bound no row of the match.
+    Absent,
+}
+
+impl SkipFailed {
+    fn reason(self) -> &'static str {
+        match self {
+            SkipFailed::FirstRow => "cannot skip to the first row of the match",
+            SkipFailed::Absent => "the pattern variable is not present in the match",
+        }
+    }
+}
+
 /// What a search from one start row found.
 pub(super) enum Found {
-    /// The preferred match, and the row the next search starts at (after-match skipping).
-    Match(Match, usize),
+    /// The preferred match, the row the next search starts at (after-match skipping), and where
+    /// the standard's skip failed (the next search then starts one row on).
+    Match(Match, usize, Option<SkipFailed>),
     NoMatch,
     /// A later row could still change the answer.
     Undecided,
@@ -219,9 +238,20 @@ impl Pattern {
         self.program.is_some() && self.options.contiguity == super::Contiguity::Strict && self.options.after_match != AfterMatch::NoSkip
     }
 
-    /// The standard's matches over one partition's rows, in order. `None` when the pattern or its
-    /// options are not the standard's (see `is_standard`).
+    /// The standard's matches over one partition's rows, in order, where a skip the standard
+    /// calls an error (see [`SkipFailed`]) moves one row on, as live patterns do. `None` when the
+    /// pattern or its options are not the standard's (see `is_standard`).
     pub fn preferred_matches(&self, events: &[Event]) -> Option<Vec<Match>> {
+        self.matches_over(events, false).map(|found| found.unwrap_or_else(|(found, _)| found))
+    }
+
+    /// [`Pattern::preferred_matches`], with the standard's error where AFTER MATCH SKIP fails:
+    /// what `cep.match_recognize` returns.
+    pub fn standard_matches(&self, events: &[Event]) -> Option<Result<Vec<Match>, PatternError>> {
+        self.matches_over(events, true).map(|found| found.map_err(|(_, e)| e))
+    }
+
+    fn matches_over(&self, events: &[Event], stop_on_failed_skip: bool) -> Option<Result<Vec<Match>, (Vec<Match>, PatternError)>> {
         if !self.is_standard() {
             return None;
         }
@@ -230,14 +260,18 @@ impl Pattern {
         let mut start = 0;
         while start < events.len() {
             start = match self.preferred_at(code, events, start, true) {
-                Found::Match(m, next) => {
+                Found::Match(m, next, failed) => {
                     out.push(m);
+                    if let (Some(failed), true) = (failed, stop_on_failed_skip) {
+                        let message = format!("AFTER MATCH SKIP failed: {} (match {} of its partition)", failed.reason(), out.len());
+                        return Some(Err((out, PatternError::new(super::PatternErrorKind::SkipFailed, message))));
+                    }
                     next
                 }
                 Found::NoMatch | Found::Undecided => start + 1,
             };
         }
-        Some(out)
+        Some(Ok(out))
     }
 
     /// The preferred match starting at row `start`, and the row the next search starts at.
@@ -308,25 +342,28 @@ impl Pattern {
                 let rows: Vec<(u16, i64)> = steps.iter().zip(&events[start..end]).map(|((s, _), e)| (*s, e.id)).collect();
                 let excluded = steps.iter().zip(&events[start..end]).filter(|((_, x), _)| *x).map(|(_, e)| e.id).collect();
                 let symbols: Vec<u16> = steps.iter().map(|(s, _)| *s).collect();
-                let next = match (&self.options.after_match, self.skip_to) {
+                let (next, failed) = match (&self.options.after_match, self.skip_to) {
                     // After an empty match, the next search starts at the next row, whatever the skip.
-                    _ if end == start => start + 1,
-                    (AfterMatch::SkipPastLastRow, _) => end,
+                    _ if end == start => (start + 1, None),
+                    (AfterMatch::SkipPastLastRow, _) => (end, None),
                     // The first or last row bound to the variable. Where the standard raises an
-                    // error (the variable bound no row, or only the match's first row, so the
-                    // search would start there again), the next search starts one row on.
+                    // error, the next search starts one row on.
                     (_, Some((last, var))) => {
                         let mut bound = symbols.iter().enumerate().filter(|(_, s)| var >> **s & 1 == 1).map(|(i, _)| start + i);
-                        let at = if last { bound.next_back() } else { bound.next() };
-                        at.filter(|&at| at > start).unwrap_or(start + 1)
+                        match if last { bound.next_back() } else { bound.next() } {
+                            Some(at) if at > start => (at, None),
+                            Some(_) => (start + 1, Some(SkipFailed::FirstRow)),
+                            None => (start + 1, Some(SkipFailed::Absent)),
+                        }
                     }
-                    _ => start + 1,
+                    _ => (start + 1, None),
                 };
                 let empty_at = (end == start).then_some(events[start].id);
                 let end_ts = events[end.max(start + 1) - 1].ts;
                 Found::Match(
                     Match { start: events[start].ts, end: end_ts, rows, dropped_partials: truncated, excluded, empty_at, ..Match::default() },
                     next,
+                    failed,
                 )
             }
             None => Found::NoMatch,

@@ -492,8 +492,7 @@ fn syntax_errors_point_at_the_token() {
         ("", 0, "unexpected end of pattern"),
         ("a ( | b)", 4, "unexpected '|'"),
         ("a{200}", 1, "exceeds the limit of 100"),
-        ("a ^+", 3, "an anchor (^ or $) cannot be quantified"),
-        ("{- a -}* b", 7, "an exclusion {- -} cannot be quantified"),
+        ("{- a b", 6, "unexpected end of pattern"),
         ("a, b", 1, "unexpected ','"),
         ("PERMUTE(a b", 11, "unexpected end of pattern"),
     ];
