@@ -567,3 +567,9 @@ BEGIN
     END LOOP;
 END
 $comments$;
+
+-- 0.3.0: a live pattern with emit => 'final' reports MEASURES (with SUBSET names) on each match,
+-- stored with it and sent in its notification.
+ALTER TABLE patterns ADD COLUMN measures jsonb;
+ALTER TABLE patterns ADD COLUMN subset jsonb;
+ALTER TABLE pattern_matches ADD COLUMN measures jsonb;

@@ -30,7 +30,9 @@ CREATE FUNCTION define_pattern(
 	"channel" TEXT DEFAULT 'pattern_matches',
 	"id_column" TEXT DEFAULT 'id',
 	"max_partials" INT DEFAULT 1000,
-	"emit" TEXT DEFAULT NULL
+	"emit" TEXT DEFAULT NULL,
+	"measures" jsonb DEFAULT NULL,
+	"subset" jsonb DEFAULT NULL
 ) RETURNS INT
 VOLATILE
 LANGUAGE c
@@ -470,3 +472,9 @@ BEGIN
     END LOOP;
 END
 $comments$;
+
+-- 0.3.0: a live pattern with emit => 'final' reports MEASURES (with SUBSET names) on each match,
+-- stored with it and sent in its notification.
+ALTER TABLE patterns ADD COLUMN measures jsonb;
+ALTER TABLE patterns ADD COLUMN subset jsonb;
+ALTER TABLE pattern_matches ADD COLUMN measures jsonb;

@@ -4,7 +4,7 @@
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use crate::engine::pattern::{value_to_json, Clauses, Event, KeyState, Match, Pattern, Value};
+use crate::engine::pattern::{value_to_json, Clauses, Event, KeyState, Match, Pattern, RowsPerMatch, Value};
 use crate::error::{required, CepError, CepResult, OrReport};
 use crate::pg::columns::TableColumns;
 use crate::pg::json_arg::JsonArg;
@@ -26,7 +26,9 @@ fn micros(client: &SpiClient<'_>, within: Option<pgrx::datum::Interval>) -> CepR
 /// `!sym` for "not followed by"); `define` maps each symbol to a predicate on the row's columns.
 /// An invalid pattern or predicate is refused here, with the offending token, and nothing is
 /// registered. Matching starts with the rows inserted after this call; use
-/// `cep.match_recognize` to run the same pattern over the rows already there.
+/// `cep.match_recognize` to run the same pattern over the rows already there. With
+/// `emit => 'final'`, `measures` (`{"name": "expression"}`, with `subset` names) are stored with
+/// each match in `cep.pattern_matches.measures` and sent in its notification.
 ///
 /// ```sql
 /// SELECT cep.define_pattern('checkout', 'user_events', 'user_id', 'created_at',
@@ -51,6 +53,8 @@ fn define_pattern(
     id_column: default!(Option<&str>, "'id'"),
     max_partials: default!(Option<i32>, 1000),
     emit: default!(Option<&str>, "NULL"),
+    measures: default!(Option<JsonArg>, "NULL"),
+    subset: default!(Option<JsonArg>, "NULL"),
 ) -> i32 {
     let name = required("name", name);
     let source = required("source", source).open("source").or_report();
@@ -63,6 +67,10 @@ fn define_pattern(
     let channel = required("channel", channel);
     let id_column = required("id_column", id_column);
     let max_partials = required("max_partials", max_partials);
+    let clauses = Clauses {
+        measures: measures.map(|m| m.parse("measures").or_report()).unwrap_or_default(),
+        subset: subset.map(|m| m.parse("subset").or_report()).unwrap_or_default(),
+    };
     crate::pg::table_arg::require_table(&source).or_report();
     let relid = source.oid();
     crate::pg::privileges::require_owner(relid, "cep.define_pattern").or_report();
@@ -74,14 +82,15 @@ fn define_pattern(
             return Err(CepError::InvalidArgument("name and channel must not be empty".into()));
         }
         let within = micros(client, within)?;
-        let clauses = Clauses::default();
         let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials, emit, clauses: &clauses };
         let (compiled, _) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
+        patterns::require_live(&compiled)?;
         let emit = if compiled.options().emit == crate::engine::pattern::Emit::Final { "final" } else { "eager" };
+        let stored = |clause: &serde_json::Value| (!clause.is_null()).then(|| pgrx::JsonB(clause.clone()));
         let id: Option<i32> = as_extension_owner(|| client
             .update(
-                "INSERT INTO cep.patterns (name, source, partition_by, order_by, id_column, pattern, define, within, contiguity, after_match, channel, max_partials, emit)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, make_interval(secs => $8::float8 / 1e6), $9, $10, $11, $12, $13)
+                "INSERT INTO cep.patterns (name, source, partition_by, order_by, id_column, pattern, define, within, contiguity, after_match, channel, max_partials, emit, measures, subset)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, make_interval(secs => $8::float8 / 1e6), $9, $10, $11, $12, $13, $14, $15)
                  ON CONFLICT (name) DO NOTHING RETURNING pattern_id",
                 None,
                 &[
@@ -98,6 +107,8 @@ fn define_pattern(
                     channel.into(),
                     max_partials.into(),
                     emit.into(),
+                    stored(&clauses.measures).into(),
+                    stored(&clauses.subset).into(),
                 ],
             )
             .map(|rows| rows.first().get_one().unwrap_or(None)))?;
@@ -212,8 +223,10 @@ fn pattern_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<
 ///
 /// `rows_per_match => 'one'` returns one row per match with `rows` as `{"symbol": [ids]}`;
 /// `'all'` returns one row per matched row, with the symbol it matched (MATCH_RECOGNIZE's
-/// CLASSIFIER) and its id. `measures` (`{"name": "expression"}`) adds what each match (or each
-/// row, running) reports, as the jsonb `measures`; `subset` names unions of variables.
+/// CLASSIFIER) and its id; `'all_omit_empty'` leaves out empty matches and `'all_with_unmatched'`
+/// adds the rows no match took (match_number NULL). `measures` (`{"name": "expression"}`) adds
+/// what each match (or each row, running) reports, as the jsonb `measures`; `subset` names unions
+/// of variables.
 ///
 /// ```sql
 /// SELECT * FROM cep.match_recognize('user_events', 'user_id', 'created_at',
@@ -241,10 +254,10 @@ fn match_recognize(
 ) -> TableIterator<
     'static,
     (
-        name!(match_number, i64),
+        name!(match_number, Option<i64>),
         name!(key, String),
-        name!(match_start, pgrx::datum::TimestampWithTimeZone),
-        name!(match_end, pgrx::datum::TimestampWithTimeZone),
+        name!(match_start, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(match_end, Option<pgrx::datum::TimestampWithTimeZone>),
         name!(symbol, Option<String>),
         name!(row_id, Option<i64>),
         name!(rows, Option<pgrx::JsonB>),
@@ -265,14 +278,10 @@ fn match_recognize(
         measures: measures.map(|m| m.parse("measures").or_report()).unwrap_or_default(),
         subset: subset.map(|m| m.parse("subset").or_report()).unwrap_or_default(),
     };
-    let all_rows = match rows_per_match {
-        "one" => false,
-        "all" => true,
-        other => CepError::InvalidArgument(format!("rows_per_match: {other:?} is not 'one' or 'all'")).report(),
-    };
+    let mode: RowsPerMatch = rows_per_match.parse().map_err(CepError::from).or_report();
     let relid = relation.oid();
     let table_name = relation.name().to_string();
-    let (compiled, matches) = Spi::connect(|client| -> CepResult<(Pattern, Vec<Found>)> {
+    let rows = Spi::connect(|client| -> CepResult<Vec<MatchRow>> {
         let within = micros(client, within)?;
         let def = Definition {
             partition_by,
@@ -289,15 +298,24 @@ fn match_recognize(
         };
         let (compiled, columns) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;
         let sql = history_sql(client, relid, [partition_by, order_by, id_column], compiled.columns())?;
-        let found = run_over_history(client, &compiled, &columns, &sql, all_rows)?;
-        Ok((compiled, found))
+        run_over_history(client, &compiled, &columns, &sql, mode)
     })
     .or_report();
-    TableIterator::new(match_rows(&compiled, matches, all_rows))
+    TableIterator::new(rows)
 }
 
-/// A match over history: its key, and its measures (one list, or one per row with `all_rows`).
-type Found = (String, Match, Vec<Vec<Value>>);
+/// One row of `cep.match_recognize`: match number (none for a row no match took), key, match
+/// start and end, symbol and row id (ALL ROWS PER MATCH), rows by symbol (ONE ROW), measures.
+type MatchRow = (
+    Option<i64>,
+    String,
+    Option<pgrx::datum::TimestampWithTimeZone>,
+    Option<pgrx::datum::TimestampWithTimeZone>,
+    Option<String>,
+    Option<i64>,
+    Option<pgrx::JsonB>,
+    Option<pgrx::JsonB>,
+);
 
 /// The table's rows in partition order, keys, times and ids first, then the columns DEFINE reads:
 /// every identifier quoted, the table named by its regclass.
@@ -317,25 +335,28 @@ fn history_sql(client: &SpiClient<'_>, relid: pg_sys::Oid, [key, time, id]: [&st
     ))
 }
 
-/// Every match the pattern finds in the rows `sql` returns, key by key, with its measures.
-fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Columns, sql: &str, all_rows: bool) -> CepResult<Vec<Found>> {
+/// The rows `cep.match_recognize` returns for the table's rows `sql` reads, key by key: each
+/// match, numbered in the order found across keys, as `mode` shows it.
+fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Columns, sql: &str, mode: RowsPerMatch) -> CepResult<Vec<MatchRow>> {
     let now = crate::pg::time::now();
     let mut out = Vec::new();
+    let mut numbered = 0i64;
     // With strict contiguity a key's rows are kept until the next key, for the standard's
     // preferred matches (which need every row of the partition); otherwise they go through the
-    // live engine one by one, and are kept only for MEASURES.
+    // live engine one by one, and are kept only for MEASURES and unmatched rows.
     let standard = compiled.is_standard();
-    let measuring = compiled.measure_names().next().is_some();
+    let keep_rows = standard || compiled.measure_names().next().is_some() || mode == RowsPerMatch::AllWithUnmatched;
     let mut current: Option<(String, KeyState, Vec<Event>, Vec<Match>)> = None;
-    let finish = |current: Option<(String, KeyState, Vec<Event>, Vec<Match>)>, out: &mut Vec<Found>| {
-        if let Some((key, mut state, rows, mut found)) = current {
-            match compiled.preferred_matches(&rows).filter(|_| standard) {
-                Some(preferred) => found = preferred,
-                None => compiled.expire(&mut state, now, &mut found),
-            }
-            let measured = if measuring { compiled.measure(&rows, &found, all_rows) } else { vec![Vec::new(); found.len()] };
-            out.extend(found.into_iter().zip(measured).map(|(m, values)| (key.clone(), m, values)));
+    let mut finish = |current: Option<(String, KeyState, Vec<Event>, Vec<Match>)>, out: &mut Vec<MatchRow>| -> CepResult<()> {
+        let Some((key, mut state, rows, mut found)) = current else { return Ok(()) };
+        match compiled.standard_matches(&rows).filter(|_| standard) {
+            Some(preferred) => found = preferred?,
+            None => compiled.expire(&mut state, now, &mut found),
         }
+        let first = numbered;
+        numbered += found.len() as i64;
+        out.extend(match_rows(compiled, &key, &rows, &found, first, mode));
+        Ok(())
     };
     let mut cursor = client.open_cursor(sql, &[]);
     loop {
@@ -357,7 +378,7 @@ fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Column
                 });
             }
             if current.as_ref().is_none_or(|(k, ..)| *k != key) {
-                finish(current.take(), &mut out);
+                finish(current.take(), &mut out)?;
                 current = Some((key.clone(), compiled.new_state(), Vec::new(), Vec::new()));
             }
             let (_, state, rows, found) = current.as_mut().expect("set above");
@@ -365,51 +386,44 @@ fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Column
             if !standard {
                 compiled.advance(state, &event, found);
             }
-            if standard || measuring {
+            if keep_rows {
                 rows.push(event);
             }
         }
     }
-    finish(current.take(), &mut out);
+    finish(current.take(), &mut out)?;
     Ok(out)
 }
 
-/// One row per match, or with `all_rows` one per matched row, numbered in the order found.
-#[allow(clippy::type_complexity)]
-fn match_rows(
-    compiled: &Pattern,
-    matches: Vec<Found>,
-    all_rows: bool,
-) -> Vec<(
-    i64,
-    String,
-    pgrx::datum::TimestampWithTimeZone,
-    pgrx::datum::TimestampWithTimeZone,
-    Option<String>,
-    Option<i64>,
-    Option<pgrx::JsonB>,
-    Option<pgrx::JsonB>,
-)> {
+/// One partition's rows of the result: one per match, or (ALL ROWS PER MATCH) one per row shown.
+/// `numbered` matches came before this partition's.
+fn match_rows(compiled: &Pattern, key: &str, rows: &[Event], found: &[Match], numbered: i64, mode: RowsPerMatch) -> Vec<MatchRow> {
     let ts = crate::pg::time::timestamptz;
     let symbols = compiled.symbols();
     let names: Vec<&str> = compiled.measure_names().collect();
-    let measured = |values: Option<&Vec<Value>>| {
-        values
-            .filter(|_| !names.is_empty())
-            .map(|values| pgrx::JsonB(names.iter().map(|n| n.to_string()).zip(values.iter().map(value_to_json)).collect()))
+    let measured = |values: Vec<Value>| {
+        (!names.is_empty()).then(|| pgrx::JsonB(names.iter().map(|n| n.to_string()).zip(values.iter().map(value_to_json)).collect()))
     };
-    let mut rows = Vec::new();
-    for (n, (key, m, values)) in matches.into_iter().enumerate() {
-        let number = n as i64 + 1;
-        if all_rows {
-            for (i, (symbol, id)) in m.rows.iter().enumerate() {
-                let symbol = symbols.get(*symbol as usize).cloned();
-                rows.push((number, key.clone(), ts(m.start), ts(m.end), symbol, Some(*id), None, measured(values.get(i))));
-            }
-        } else {
-            let grouped = patterns::rows_json(symbols, &m);
-            rows.push((number, key, ts(m.start), ts(m.end), None, None, Some(pgrx::JsonB(grouped)), measured(values.first())));
-        }
-    }
-    rows
+    compiled
+        .output(rows, found, mode)
+        .into_iter()
+        .map(|shown| {
+            let m = shown.found.map(|n| &found[n]);
+            let (symbol, row_id) = match shown.row {
+                Some((id, symbol)) => (symbol.and_then(|s| symbols.get(s as usize).cloned()), Some(id)),
+                None => (None, None),
+            };
+            let grouped = m.filter(|_| !mode.all_rows()).map(|m| pgrx::JsonB(patterns::rows_json(symbols, m)));
+            (
+                shown.found.map(|n| numbered + n as i64 + 1),
+                key.to_string(),
+                m.map(|m| ts(m.start)),
+                m.map(|m| ts(m.end)),
+                symbol,
+                row_id,
+                grouped,
+                measured(shown.measures).filter(|_| m.is_some()),
+            )
+        })
+        .collect()
 }

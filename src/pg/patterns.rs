@@ -90,6 +90,20 @@ pub fn compile(def: &Definition<'_>, table: &TableColumns) -> CepResult<(Pattern
     Ok((compiled, columns))
 }
 
+/// Refuses what a live pattern cannot run with the standard's meaning (`$`, empty matches,
+/// MEASURES that read rows after the match, MEASURES of eager matches): 0A000, nothing stored.
+pub fn require_live(compiled: &Pattern) -> CepResult<()> {
+    if let Some(what) = compiled.history_only() {
+        return Err(CepError::Unsupported(format!("a live pattern cannot have {what}; cep.match_recognize runs it over the rows a table holds")));
+    }
+    if compiled.measure_names().next().is_some() && compiled.options().emit != Emit::Final {
+        return Err(CepError::Unsupported(
+            "MEASURES of a live pattern need emit => 'final' (an eager match is emitted before its rows are all known)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A pattern attached to a table, ready for its trigger.
 pub struct LivePattern {
     pub id: i32,
@@ -124,42 +138,78 @@ fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
     let name = crate::pg::table_arg::relation_name(relid)?;
     let table = TableColumns::read(relid, &name)?;
     // Before ALTER EXTENSION pg_cep UPDATE to 0.3.0 there is no `emit` column: 0.2.0 emitted eagerly.
-    let emit = if crate::pg::cache::schema_0_3() { "emit" } else { "'eager'" };
-    let rows: Vec<(i32, String, String, String, String, String, String, pgrx::JsonB, Option<i64>, String, String, i32, i64, String)> =
-        Spi::connect(|client| {
-            let mut v = Vec::new();
-            for row in client.select(
-                &format!(
-                    "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
+    let emit = if crate::pg::cache::schema_0_3() { "emit, measures, subset" } else { "'eager', NULL::jsonb, NULL::jsonb" };
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        i32,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        pgrx::JsonB,
+        Option<i64>,
+        String,
+        String,
+        i32,
+        i64,
+        String,
+        Option<pgrx::JsonB>,
+        Option<pgrx::JsonB>,
+    )> = Spi::connect(|client| {
+        let mut v = Vec::new();
+        for row in client.select(
+            &format!(
+                "SELECT pattern_id, name, channel, partition_by::text, order_by::text, id_column::text, pattern, define,
                         (extract(epoch FROM within) * 1e6)::int8, contiguity, after_match, max_partials, tableoid::int8, {emit}
                      FROM cep.patterns WHERE source = $1 ORDER BY pattern_id"
-                ),
-                None,
-                &[relid.into()],
-            )? {
-                v.push((
-                    row.get(1)?.unwrap_or_default(),
-                    row.get(2)?.unwrap_or_default(),
-                    row.get(3)?.unwrap_or_default(),
-                    row.get(4)?.unwrap_or_default(),
-                    row.get(5)?.unwrap_or_default(),
-                    row.get(6)?.unwrap_or_default(),
-                    row.get(7)?.unwrap_or_default(),
-                    row.get(8)?.unwrap_or(pgrx::JsonB(Json::Null)),
-                    row.get(9)?,
-                    row.get(10)?.unwrap_or_default(),
-                    row.get(11)?.unwrap_or_default(),
-                    row.get(12)?.unwrap_or(1000),
-                    row.get(13)?.unwrap_or(0),
-                    row.get(14)?.unwrap_or_else(|| "eager".to_string()),
-                ));
-            }
-            Ok::<_, CepError>(v)
-        })?;
+            ),
+            None,
+            &[relid.into()],
+        )? {
+            v.push((
+                row.get(1)?.unwrap_or_default(),
+                row.get(2)?.unwrap_or_default(),
+                row.get(3)?.unwrap_or_default(),
+                row.get(4)?.unwrap_or_default(),
+                row.get(5)?.unwrap_or_default(),
+                row.get(6)?.unwrap_or_default(),
+                row.get(7)?.unwrap_or_default(),
+                row.get(8)?.unwrap_or(pgrx::JsonB(Json::Null)),
+                row.get(9)?,
+                row.get(10)?.unwrap_or_default(),
+                row.get(11)?.unwrap_or_default(),
+                row.get(12)?.unwrap_or(1000),
+                row.get(13)?.unwrap_or(0),
+                row.get(14)?.unwrap_or_else(|| "eager".to_string()),
+                row.get(15)?,
+                row.get(16)?,
+            ));
+        }
+        Ok::<_, CepError>(v)
+    })?;
     let mut out = Vec::new();
-    for (id, name, channel, partition_by, order_by, id_column, text, define, within, contiguity, after_match, max_partials, patterns_table, emit) in
-        rows
+    for (
+        id,
+        name,
+        channel,
+        partition_by,
+        order_by,
+        id_column,
+        text,
+        define,
+        within,
+        contiguity,
+        after_match,
+        max_partials,
+        patterns_table,
+        emit,
+        measures,
+        subset,
+    ) in rows
     {
+        let clauses = Clauses { measures: measures.map(|m| m.0).unwrap_or_default(), subset: subset.map(|m| m.0).unwrap_or_default() };
         let def = Definition {
             partition_by: &partition_by,
             order_by: &order_by,
@@ -171,7 +221,7 @@ fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
             after_match: &after_match,
             max_partials,
             emit: Some(&emit),
-            clauses: &Clauses::default(),
+            clauses: &clauses,
         };
         match compile(&def, &table) {
             Ok((pattern, columns)) => out.push(LivePattern { id, generation: patterns_table as u32, name, channel, pattern, columns }),
@@ -257,13 +307,10 @@ macro_rules! match_notifications {
     () => {
         "
      p AS (
-         SELECT CASE WHEN dropped_partials
-                     THEN json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
-                                            'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows,
-                                            'dropped_partials', true)
-                     ELSE json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
-                                            'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows)
-                END::text AS full_payload,
+         SELECT (jsonb_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', pattern_name, 'key', key,
+                                    'start', match_start, 'end', match_end, 'completed_by', completed_by, 'rows', rows)
+                 || CASE WHEN dropped_partials THEN '{\"dropped_partials\": true}'::jsonb ELSE '{}'::jsonb END
+                 || CASE WHEN measures IS NOT NULL THEN jsonb_build_object('measures', measures) ELSE '{}'::jsonb END)::text AS full_payload,
                 json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 500),
                                   'key', left(key, 500), 'start', match_start, 'end', match_end,
                                   'completed_by', completed_by, 'truncated', true)::text AS short_payload,
@@ -276,8 +323,9 @@ macro_rules! match_notifications {
 /// Every match of a trigger call, in one statement.
 const RECORD_MATCHES: &str = concat!(
     "WITH m AS (
-         INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by, dropped_partials)
-         SELECT $1, $2, u.k, u.r, u.s, u.e, $7, u.d FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[]) AS u(k, r, s, e, d)
+         INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by, dropped_partials, measures)
+         SELECT $1, $2, u.k, u.r, u.s, u.e, $7, u.d, u.v
+         FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[], $10::jsonb[]) AS u(k, r, s, e, d, v)
          RETURNING *),",
     match_notifications!()
 );
@@ -285,8 +333,9 @@ const RECORD_MATCHES: &str = concat!(
 const RECORD_MATCHES_0_2: &str = concat!(
     "WITH m AS (
          INSERT INTO cep.pattern_matches (pattern_id, pattern_name, key, rows, match_start, match_end, completed_by)
-         SELECT $1, $2, u.k, u.r, u.s, u.e, $7 FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[]) AS u(k, r, s, e, d)
-         RETURNING *, false AS dropped_partials),",
+         SELECT $1, $2, u.k, u.r, u.s, u.e, $7
+         FROM unnest($3::text[], $4::jsonb[], $5::timestamptz[], $6::timestamptz[], $9::bool[], $10::jsonb[]) AS u(k, r, s, e, d, v)
+         RETURNING *, false AS dropped_partials, NULL::jsonb AS measures),",
     match_notifications!()
 );
 
@@ -364,8 +413,14 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
         return Ok(());
     }
     let (mut keys, mut rows, mut starts, mut ends, mut dropped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let names: Vec<&str> = live.pattern.measure_names().collect();
+    let mut measures: Vec<Option<pgrx::JsonB>> = Vec::with_capacity(matches.len());
     for (key, m) in matches {
         dropped.push(m.dropped_partials);
+        measures.push(
+            (!names.is_empty())
+                .then(|| pgrx::JsonB(names.iter().map(|n| n.to_string()).zip(m.measures.iter().map(pattern::value_to_json)).collect())),
+        );
         keys.push(key.clone());
         rows.push(pgrx::JsonB(rows_json(live.pattern.symbols(), m)));
         starts.push(timestamptz(m.start));
@@ -373,7 +428,18 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
     }
     let plan = spi::kept(
         if crate::pg::cache::schema_0_3() { RECORD_MATCHES } else { RECORD_MATCHES_0_2 },
-        &oids([INT4OID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID, BOOLARRAYOID]),
+        &oids([
+            INT4OID,
+            TEXTOID,
+            TEXTARRAYOID,
+            JSONBARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TEXTOID,
+            TEXTOID,
+            BOOLARRAYOID,
+            JSONBARRAYOID,
+        ]),
     )?;
     let notices = client.update(
         &*plan,
@@ -388,6 +454,7 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
             (if by_timeout { "timeout" } else { "event" }).into(),
             live.channel.as_str().into(),
             dropped.into(),
+            measures.into(),
         ],
     )?;
     // Sent at commit (see `notifier::notify_at_commit`): the transaction may be prepared.

@@ -405,4 +405,130 @@ mod tests {
         run(&event(1, "purchase", 5, 6));
         assert_eq!(one::<String>("SELECT rows::text FROM cep.pattern_matches"), Some(r#"{"login": [1], "browse": [4], "purchase": [5]}"#.into()));
     }
+
+    #[pg_test]
+    fn a_live_pattern_reports_measures_as_match_recognize_does() {
+        run("CREATE TABLE acme (id int PRIMARY KEY, symbol text, price int, ts timestamptz)");
+        let define = r#"{"DOWN": "DOWN.price < PREV(DOWN.price)", "UP": "UP.price > PREV(UP.price)"}"#;
+        let measures = r#"{"bottom": "LAST(DOWN.id)", "avg_down": "AVG(STDN.price)", "n": "MATCH_NUMBER()", "ups": "COUNT(UP.*)"}"#;
+        let subset = r#"{"STDN": ["STRT", "DOWN"]}"#;
+        run(&format!(
+            "SELECT cep.define_pattern('v', 'acme', 'symbol', 'ts', 'STRT DOWN+ UP+', '{define}', contiguity => 'strict', \
+             after_match => 'to_last UP', measures => '{measures}', subset => '{subset}')"
+        ));
+        assert_eq!(
+            one::<String>("SELECT measures::text || subset::text FROM cep.patterns WHERE name = 'v'"),
+            Some(format!(
+                "{}{}",
+                one::<String>(&format!("SELECT '{measures}'::jsonb::text")).unwrap(),
+                one::<String>(&format!("SELECT '{subset}'::jsonb::text")).unwrap()
+            ))
+        );
+        // Oracle's ACME ticker, one row per statement as a live feed.
+        for (day, price) in [12, 17, 19, 21, 25, 12, 15, 20, 24, 25, 19, 15, 25, 25, 14, 12, 14, 24, 23, 22].iter().enumerate() {
+            run(&format!("INSERT INTO acme VALUES ({}, 'ACME', {price}, timestamptz '2011-04-01 00:00+00' + make_interval(days => {day}))", day + 1));
+        }
+        let live = one::<String>("SELECT string_agg(measures::text, ';' ORDER BY match_end) FROM cep.pattern_matches WHERE pattern_name = 'v'");
+        let history = one::<String>(&format!(
+            "SELECT string_agg(measures::text, ';' ORDER BY match_end) FROM cep.match_recognize('acme', 'symbol', 'ts', 'STRT DOWN+ UP+', \
+             '{define}', contiguity => 'strict', after_match => 'to_last UP', measures => '{measures}', subset => '{subset}')"
+        ));
+        assert_eq!(live, history);
+        // Oracle's example 20-5 prints these averages (18.5, 19.67, 17) and bottoms (6, 12, 16).
+        assert_eq!(
+            live.as_deref(),
+            Some(
+                r#"{"n": 1, "ups": 4, "bottom": 6, "avg_down": 18.5};{"n": 2, "ups": 1, "bottom": 12, "avg_down": 19.666666666666668};{"n": 3, "ups": 2, "bottom": 16, "avg_down": 17.0}"#
+            )
+        );
+        // MATCH_NUMBER() counts a key's matches: the key keeps a state while it has matched.
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_state WHERE key = 'ACME'"), Some(1));
+    }
+
+    #[pg_test]
+    fn live_patterns_refuse_what_only_history_gives_a_meaning_and_register_nothing() {
+        run("CREATE TABLE ev (id int PRIMARY KEY, k text, t timestamptz, kind text, price int)");
+        let cases = [
+            // A bad SQL condition, with its position.
+            (
+                r#"'a b', '{"a": "kind = 1", "b": "price > PREV(price) +"}', contiguity => 'strict'"#,
+                "42804: invalid pattern: define.b: unexpected end of expression at position 21",
+            ),
+            // A condition that reads other rows, run eagerly.
+            (r#"'a b', '{"b": "price > PREV(price)"}', emit => 'eager'"#, "0A000: invalid pattern: DEFINE expressions that read other rows"),
+            // Anchors: `$` needs the partition's end.
+            (r#"'a b $', '{"b": "price > 1"}', contiguity => 'strict'"#, "0A000: a live pattern cannot have anchors (^ $)"),
+            // A match of no rows would be one per row.
+            (
+                r#"'a*', '{"a": "price > 1"}', contiguity => 'strict'"#,
+                "0A000: a live pattern cannot have patterns that can match an empty sequence of rows",
+            ),
+            // MEASURES of an eager match, and MEASURES that read rows after the match.
+            (r#"'a b', '{"b": "price > 1"}', measures => '{"p": "LAST(b.price)"}'"#, "0A000: MEASURES of a live pattern need emit => 'final'"),
+            (
+                r#"'a b', '{"b": "price > 1"}', contiguity => 'strict', measures => '{"p": "NEXT(price)"}'"#,
+                "0A000: a live pattern cannot have MEASURES that read rows after the match",
+            ),
+            // A measure that does not parse, or names a column the table lacks.
+            (
+                r#"'a b', '{"b": "price > 1"}', contiguity => 'strict', measures => '{"p": "SUM(b.price"}'"#,
+                "42804: invalid pattern: measures.p: unexpected end of expression",
+            ),
+            (r#"'a b', '{"b": "price > 1"}', contiguity => 'strict', measures => '{"p": "b.volume"}'"#, "42703"),
+            (
+                r#"'a b', '{"b": "price > 1"}', contiguity => 'strict', measures => '{"p": "u.price"}', subset => '{"u": ["c"]}'"#,
+                "22023: invalid pattern: subset.u: \"c\" is not a pattern variable (symbols: a, b)",
+            ),
+        ];
+        let wrong: Vec<String> = cases
+            .iter()
+            .map(|(args, error)| (args, error, outcome(&format!("SELECT cep.define_pattern('p', 'ev', 'k', 't', {args})"))))
+            .filter(|(_, error, got)| !got.starts_with(**error))
+            .map(|(args, _, got)| format!("{args}: {got}"))
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'ev'::regclass"), Some(0));
+        // Each runs over history.
+        run("INSERT INTO ev VALUES (1, 'x', '2026-01-01', 'a', 5), (2, 'x', '2026-01-02', 'b', 7)");
+        let rows = |args: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(coalesce(symbol, '-') || row_id, ' ') FROM cep.match_recognize('ev', 'k', 't', {args}, rows_per_match => 'all')"
+            ))
+        };
+        assert_eq!(rows(r#"'a b $', '{"b": "price > 1"}', contiguity => 'strict'"#), Some("a1 b2".into()));
+        assert_eq!(rows(r#"'b*', '{"b": "price > 6"}', contiguity => 'strict'"#), Some("-1 b2".into()));
+    }
+
+    #[pg_test]
+    fn match_recognize_shows_empty_and_unmatched_rows_and_fails_a_skip_the_standard_forbids() {
+        run("CREATE TABLE quotes (id int PRIMARY KEY, k text, t timestamptz, value int)");
+        run("INSERT INTO quotes SELECT i, 'q', timestamptz '2026-01-01' + make_interval(mins => i::int), v
+             FROM unnest(ARRAY[100, 100, 90, 80, 70, 100]) WITH ORDINALITY u(v, i)");
+        let shown = |pattern: &str, mode: &str, after: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(coalesce(match_number::text, '-') || ':' || row_id || coalesce(symbol, ''), ' ' ORDER BY ord)
+                 FROM cep.match_recognize('quotes', 'k', 't', '{pattern}', '{{\"B\": \"B.value < PREV(B.value)\"}}', contiguity => 'strict',
+                      rows_per_match => '{mode}', after_match => '{after}') WITH ORDINALITY r(match_number, key, s, e, symbol, row_id, rows, measures, ord)"
+            ))
+        };
+        // Trino's testEmptyMatches: rows matched before are not shown again as unmatched.
+        assert_eq!(shown("A B{2}", "all_with_unmatched", "to_next_row"), Some("-:1 1:2A 1:3B 1:4B 2:3A 2:4B 2:5B -:6".into()));
+        assert_eq!(shown("B*", "all", "past_last_row"), Some("1:1 2:2 3:3B 3:4B 3:5B 4:6".into()));
+        assert_eq!(shown("B*", "all_omit_empty", "past_last_row"), Some("3:3B 3:4B 3:5B".into()));
+        assert_eq!(shown("B*", "ALL ROWS PER MATCH WITH UNMATCHED ROWS", "past_last_row"), shown("B*", "all", "past_last_row"));
+        // An empty match is one row with no rows; its start and end are its row's time.
+        assert_eq!(
+            one::<String>(
+                "SELECT rows::text || (match_start = match_end)::text FROM cep.match_recognize('quotes', 'k', 't', 'B*', '{\"B\": \"B.value < PREV(B.value)\"}',
+                 contiguity => 'strict') LIMIT 1"
+            ),
+            Some("{}true".into())
+        );
+        // SKIP TO a variable that bound only the match's first row: the standard's error.
+        assert!(outcome("SELECT * FROM cep.match_recognize('quotes', 'k', 't', 'A B+', '{\"B\": \"B.value < PREV(B.value)\"}', contiguity => 'strict', after_match => 'to_first A')")
+            .starts_with("22000: invalid pattern: AFTER MATCH SKIP failed: cannot skip to the first row of the match (match 1 of its partition)"));
+        assert!(outcome("SELECT * FROM cep.match_recognize('quotes', 'k', 't', 'B', '{\"B\": \"true\"}', rows_per_match => 'some')")
+            .starts_with("22023: invalid pattern: rows_per_match"));
+    }
 }

@@ -251,7 +251,7 @@ pub(super) fn compile_subsets(subset: &Json, symbols: &[String]) -> Result<Vec<(
                 None => {
                     return Err(PatternError::option(format!(
                         "subset.{name}: {} is not a pattern variable (symbols: {})",
-                        crate::excerpt(&m.to_string()),
+                        m.as_str().map_or_else(|| crate::excerpt(&m.to_string()), crate::excerpt),
                         symbols.join(", ")
                     )))
                 }
