@@ -68,6 +68,46 @@ VOLATILE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'match_recognize_wrapper';
 
+-- 0.3.0: cep.stats() counts, per table, the partial matches its live patterns dropped for
+-- max_partials. Its one dependent, cep.streaming_performance, is made again as it was.
+DROP VIEW streaming_performance;
+DROP FUNCTION stats();
+CREATE FUNCTION stats() RETURNS TABLE (
+	"table_name" TEXT,
+	"rows_seen" bigint,
+	"alerts" bigint,
+	"notifications" bigint,
+	"rows_blocked" bigint,
+	"rule_errors" bigint,
+	"total_ms" double precision,
+	"max_ms" double precision,
+	"shared" bool,
+	"partials_dropped" bigint
+)
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'stats_wrapper';
+CREATE VIEW streaming_performance AS
+    SELECT w.relid::regclass::text AS table_name,
+           last_minute.row_count AS rows_last_minute,
+           last_hour.row_count AS rows_last_hour,
+           (SELECT r.active_users FROM @extschema@.realtime_stats(w.relid, interval '5 minutes', 0) r) AS active_keys_last_5_minutes,
+           last_hour.avg_delay_s AS avg_processing_delay_s,
+           coalesce(s.rows_seen, 0) AS monitor_rows_seen,
+           coalesce(s.total_ms, 0) AS monitor_total_ms,
+           s.total_ms / nullif(s.rows_seen, 0) AS monitor_ms_per_row,
+           s.max_ms AS monitor_max_ms,
+           coalesce(s.alerts, 0) AS alerts,
+           w.channel,
+           coalesce(s.notifications, 0) AS notifications_sent,
+           coalesce(s.rows_blocked, 0) AS rows_blocked,
+           coalesce(s.rule_errors, 0) AS rule_errors,
+           pg_notification_queue_usage() AS notification_queue_usage
+    FROM @extschema@.watches w
+    CROSS JOIN LATERAL @extschema@.rollup_activity(w.relid, date_bin('1 minute', now() - interval '1 minute', '2000-01-01 00:00:00+00')) last_minute
+    CROSS JOIN LATERAL @extschema@.rollup_activity(w.relid, date_bin('1 minute', now() - interval '1 hour', '2000-01-01 00:00:00+00')) last_hour
+    LEFT JOIN @extschema@.stats() s ON to_regclass(s.table_name) = w.relid;
+
 -- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
 -- their partial matches, partition management), so nothing is left pointing at a dead oid.
 -- SECURITY DEFINER: the owner dropping their own table needs no rights on pg_cep's tables, and the

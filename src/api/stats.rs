@@ -6,9 +6,10 @@ use crate::pg::stats;
 use crate::pg::table_arg::TableArg;
 
 /// Per watched table: rows seen, alerts written, notifications sent, rows blocked, rule errors
-/// (rules skipped at run time), and total and longest time spent in the monitor. `shared` is true
-/// when the figures cover every session (pg_cep in `shared_preload_libraries`), false when they
-/// cover this session only.
+/// (rules skipped at run time), and total and longest time spent in the monitor; per table with
+/// live patterns, partial matches dropped by `max_partials`. `shared` is true when the figures
+/// cover every session (pg_cep in `shared_preload_libraries`), false when they cover this session
+/// only.
 ///
 /// ```sql
 /// SELECT * FROM cep.stats();
@@ -26,6 +27,7 @@ fn stats() -> TableIterator<
         name!(total_ms, f64),
         name!(max_ms, f64),
         name!(shared, bool),
+        name!(partials_dropped, i64),
     ),
 > {
     let shared = stats::is_shared();
@@ -42,6 +44,7 @@ fn stats() -> TableIterator<
             c.total_micros as f64 / 1000.0,
             c.max_micros as f64 / 1000.0,
             shared,
+            c.partials_dropped as i64,
         ));
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));

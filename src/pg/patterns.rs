@@ -107,6 +107,8 @@ pub fn require_live(compiled: &Pattern) -> CepResult<()> {
 /// A pattern attached to a table, ready for its trigger.
 pub struct LivePattern {
     pub id: i32,
+    /// The table it matches on.
+    pub source: pg_sys::Oid,
     /// The OID of `cep.patterns`: with the id, names this definition across a DROP and CREATE
     /// EXTENSION that restarts the ids (the shared state copies outlive them). Not the row's
     /// xmin, which reads as the same frozen id for every old row.
@@ -224,7 +226,7 @@ fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
             clauses: &clauses,
         };
         match compile(&def, &table) {
-            Ok((pattern, columns)) => out.push(LivePattern { id, generation: patterns_table as u32, name, channel, pattern, columns }),
+            Ok((pattern, columns)) => out.push(LivePattern { id, source: relid, generation: patterns_table as u32, name, channel, pattern, columns }),
             Err(e) => pgrx::warning!("pg_cep: pattern {name:?} is skipped: {e}"),
         }
     }
@@ -516,6 +518,7 @@ pub fn advance(client: &mut SpiClient<'_>, live: &LivePattern, events: BTreeMap<
     }
     if let Some((first, _)) = dropped.first() {
         let total: u64 = dropped.iter().map(|(_, n)| n).sum();
+        crate::pg::stats::record(live.source, &crate::engine::counters::MonitorCounters { partials_dropped: total, ..Default::default() });
         pgrx::warning!(
             "pattern {:?}: {total} partial match(es) of {} key(s) dropped (first key {}): a key held more than max_partials = {}; \
              its matches are flagged dropped_partials, and some may be missing or differ from cep.match_recognize's",

@@ -531,4 +531,19 @@ mod tests {
         assert!(outcome("SELECT * FROM cep.match_recognize('quotes', 'k', 't', 'B', '{\"B\": \"true\"}', rows_per_match => 'some')")
             .starts_with("22023: invalid pattern: rows_per_match"));
     }
+
+    #[pg_test]
+    fn partial_matches_dropped_by_max_partials_are_flagged_and_counted() {
+        run("CREATE TABLE ev (id int PRIMARY KEY, k text, t timestamptz, kind text)");
+        run(r#"SELECT cep.define_pattern('p', 'ev', 'k', 't', 'a b', '{"a": {"kind": "a"}, "b": {"kind": "b"}}',
+               contiguity => 'skip_till_any', after_match => 'no_skip', max_partials => 2)"#);
+        // Four `a` rows open four partial matches; the bound keeps the newest two.
+        run("INSERT INTO ev SELECT i, 'x', timestamptz '2026-01-01' + make_interval(mins => i), CASE WHEN i < 5 THEN 'a' ELSE 'b' END
+             FROM generate_series(1, 5) i");
+        assert_eq!(
+            one::<String>("SELECT string_agg(rows::text || dropped_partials, ' ' ORDER BY match_id) FROM cep.pattern_matches"),
+            Some(r#"{"a": [3], "b": [5]}true {"a": [4], "b": [5]}true"#.into())
+        );
+        assert_eq!(one::<i64>("SELECT partials_dropped FROM cep.stats() WHERE table_name = 'ev'"), Some(2));
+    }
 }

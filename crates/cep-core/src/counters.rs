@@ -11,11 +11,22 @@ pub struct MonitorCounters {
     pub total_micros: u64,
     /// The longest single trigger call.
     pub max_micros: u64,
+    /// Partial matches of the table's live patterns dropped by `max_partials` (each flags the
+    /// key's next matches `dropped_partials`).
+    pub partials_dropped: u64,
 }
 
 impl MonitorCounters {
-    pub const ZERO: MonitorCounters =
-        MonitorCounters { rows_seen: 0, alerts: 0, notifications: 0, rows_blocked: 0, rule_errors: 0, total_micros: 0, max_micros: 0 };
+    pub const ZERO: MonitorCounters = MonitorCounters {
+        rows_seen: 0,
+        alerts: 0,
+        notifications: 0,
+        rows_blocked: 0,
+        rule_errors: 0,
+        total_micros: 0,
+        max_micros: 0,
+        partials_dropped: 0,
+    };
 
     /// Adds one trigger call's counts; its time is both added and compared with the maximum.
     pub fn add(&mut self, call: &MonitorCounters) {
@@ -25,6 +36,7 @@ impl MonitorCounters {
         self.rows_blocked += call.rows_blocked;
         self.rule_errors += call.rule_errors;
         self.total_micros += call.total_micros;
+        self.partials_dropped += call.partials_dropped;
         self.max_micros = self.max_micros.max(call.max_micros.max(call.total_micros));
     }
 }
@@ -38,9 +50,19 @@ mod tests {
         let mut c = MonitorCounters::ZERO;
         c.add(&MonitorCounters { rows_seen: 10, alerts: 1, notifications: 1, total_micros: 300, ..Default::default() });
         c.add(&MonitorCounters { rows_seen: 1, rule_errors: 2, rows_blocked: 1, total_micros: 50, ..Default::default() });
+        c.add(&MonitorCounters { partials_dropped: 3, ..Default::default() });
         assert_eq!(
             c,
-            MonitorCounters { rows_seen: 11, alerts: 1, notifications: 1, rows_blocked: 1, rule_errors: 2, total_micros: 350, max_micros: 300 }
+            MonitorCounters {
+                rows_seen: 11,
+                alerts: 1,
+                notifications: 1,
+                rows_blocked: 1,
+                rule_errors: 2,
+                total_micros: 350,
+                max_micros: 300,
+                partials_dropped: 3
+            }
         );
     }
 }

@@ -242,16 +242,17 @@ impl Pattern {
     /// calls an error (see [`SkipFailed`]) moves one row on, as live patterns do. `None` when the
     /// pattern or its options are not the standard's (see `is_standard`).
     pub fn preferred_matches(&self, events: &[Event]) -> Option<Vec<Match>> {
-        self.matches_over(events, false).map(|found| found.unwrap_or_else(|(found, _)| found))
+        self.matches_over(events, false).map(|(found, _)| found)
     }
 
     /// [`Pattern::preferred_matches`], with the standard's error where AFTER MATCH SKIP fails:
     /// what `cep.match_recognize` returns.
     pub fn standard_matches(&self, events: &[Event]) -> Option<Result<Vec<Match>, PatternError>> {
-        self.matches_over(events, true).map(|found| found.map_err(|(_, e)| e))
+        self.matches_over(events, true).map(|(found, failed)| failed.map_or(Ok(found), Err))
     }
 
-    fn matches_over(&self, events: &[Event], stop_on_failed_skip: bool) -> Option<Result<Vec<Match>, (Vec<Match>, PatternError)>> {
+    /// The matches, and the error where `stop_on_failed_skip` stopped at a failed skip.
+    fn matches_over(&self, events: &[Event], stop_on_failed_skip: bool) -> Option<(Vec<Match>, Option<PatternError>)> {
         if !self.is_standard() {
             return None;
         }
@@ -264,14 +265,14 @@ impl Pattern {
                     out.push(m);
                     if let (Some(failed), true) = (failed, stop_on_failed_skip) {
                         let message = format!("AFTER MATCH SKIP failed: {} (match {} of its partition)", failed.reason(), out.len());
-                        return Some(Err((out, PatternError::new(super::PatternErrorKind::SkipFailed, message))));
+                        return Some((out, Some(PatternError::new(super::PatternErrorKind::SkipFailed, message))));
                     }
                     next
                 }
                 Found::NoMatch | Found::Undecided => start + 1,
             };
         }
-        Some(Ok(out))
+        Some((out, None))
     }
 
     /// The preferred match starting at row `start`, and the row the next search starts at.
