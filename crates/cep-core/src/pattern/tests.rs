@@ -961,7 +961,7 @@ fn measures_report_each_match_and_each_row() {
 #[test]
 fn subsets_are_checked_when_written() {
     for (subset, says) in [
-        (json!({"u": ["a", "zz"]}), "subset.u: \"\\\"zz\\\"\" is not a pattern variable"),
+        (json!({"u": ["a", "zz"]}), "subset.u: \"zz\" is not a pattern variable (symbols: a, b)"),
         (json!({"a": ["b"]}), "is a pattern variable already"),
         (json!({"u": []}), "subset.u: empty"),
         (json!(["a"]), "subset: expected a JSON object"),
