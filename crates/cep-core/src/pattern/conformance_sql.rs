@@ -64,19 +64,17 @@ impl Default for SqlCase {
 
 /// Documented cases pg_cep does not express (yet), with what each needs: counted, not run. An
 /// entry naming several cases counts each.
-const UNSUPPORTED: [(&str, &str); 9] = [
+const UNSUPPORTED: [(&str, &str); 4] = [
     ("Trino testCaseSensitiveLabels: a \"b\"+ C+", "quoted pattern variables"),
-    ("Trino aggregations testSimpleQuery: RUNNING array_agg(CLASSIFIER(A))", "array_agg"),
-    ("Trino aggregations testSimpleQuery: array_agg(lower(CLASSIFIER(U)))", "array_agg, quoted pattern variables"),
+    (
+        "Trino aggregations testSimpleQuery: concat_ws('', RUNNING array_agg(lower(CLASSIFIER(U)))) over M A X X T C H \"!\"",
+        "quoted pattern variables, concat_ws",
+    ),
     ("Trino aggregations testTentativeLabelMatch: B (A | B) B, A AS arbitrary(value) > 1000", "arbitrary()"),
-    ("Trino aggregations testOneRowPerMatch: array_agg", "array_agg"),
-    ("Trino aggregations testExclusions", "array_agg of an expression"),
-    ("Trino aggregations testSetPartitioning: two cases", "array_agg"),
     (
         "Flink: AFTER MATCH SKIP TO FIRST A, refused when the query is written",
         "a refusal when written (pg_cep, as the standard, fails on the match that skips to its first row)",
     ),
-    ("Calcite match.iq: SUM(CHAR_LENGTH(b.ename || ';')) in DEFINE", "an aggregate of an expression"),
 ];
 
 const FLINK_TICKER: [(i64, i64); 11] = [(0, 12), (1, 17), (2, 19), (3, 21), (4, 25), (5, 18), (6, 15), (7, 14), (8, 24), (9, 25), (10, 19)];
@@ -628,6 +626,7 @@ pub(super) fn sql_cases() -> Vec<SqlCase> {
     all.extend(trino_navigation_cases());
     all.extend(trino_aggregate_and_oracle_cases());
     all.extend(trino_empty_match_anchor_and_exclusion_cases());
+    all.extend(aggregates_of_expressions());
     all
 }
 
@@ -1080,6 +1079,128 @@ fn trino_empty_match_anchor_and_exclusion_cases() -> Vec<SqlCase> {
             measures: &[("periods_total", "COALESCE(sum(C.minute_of_the_day) - sum(A.minute_of_the_day), 0)")],
             rows_per_match: "one",
             expected: json!([[1, 3], [2, 2]]),
+            ..SqlCase::default()
+        },
+    ]
+}
+
+/// Aggregates of an expression (ARRAY_AGG of CLASSIFIER(), `value || CLASSIFIER()`, SUM of
+/// CHAR_LENGTH): Trino's `TestAggregationsInRowPatternMatching` and Calcite's `match.iq`.
+fn aggregates_of_expressions() -> Vec<SqlCase> {
+    let set_partitioning = |name: &'static str, n: i64, pattern: &'static str, define: &'static [(&'static str, &'static str)], last: Json| SqlCase {
+        name,
+        columns: &["id"],
+        rows: Json::Array((1..=n).map(|i| json!([i])).collect()),
+        pattern,
+        define,
+        measures: &[("running_labels", "RUNNING array_agg(CLASSIFIER())")],
+        expected: {
+            let labels: Vec<Json> = last.as_array().unwrap().clone();
+            Json::Array((1..=n as usize).map(|i| json!([i, labels[..i].to_vec()])).collect())
+        },
+        ..SqlCase::default()
+    };
+    // Two partitions of equal size, ids from 1 in each.
+    let lettered = |values: &[&str]| -> Json {
+        let half = values.len() / 2;
+        Json::Array(values.iter().enumerate().map(|(i, v)| json!([i % half + 1, if i < half { "p1" } else { "p2" }, v])).collect())
+    };
+    vec![
+        SqlCase {
+            name: "Trino aggregations testSimpleQuery: RUNNING array_agg(CLASSIFIER(A)) over A*",
+            columns: &["id"],
+            rows: Json::Array((1..=8).map(|i| json!([i])).collect()),
+            pattern: "A*",
+            define: &[("A", "true")],
+            measures: &[("running_labels", "RUNNING array_agg(CLASSIFIER(A))")],
+            expected: Json::Array((1..=8).map(|i| json!([i, vec!["A"; i]])).collect()),
+            ..SqlCase::default()
+        },
+        SqlCase {
+            name: "Trino aggregations testOneRowPerMatch: array_agg(value || CLASSIFIER())",
+            columns: &["id", "part", "value"],
+            rows: lettered(&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"]),
+            partition: Some("part"),
+            pattern: "X Y Z",
+            define: &[("X", "true")],
+            measures: &[("measure", "array_agg(value || CLASSIFIER())")],
+            rows_per_match: "one",
+            expected: json!([["p1", ["aX", "bY", "cZ"]], ["p1", ["dX", "eY", "fZ"]], ["p2", ["gX", "hY", "iZ"]], ["p2", ["jX", "kY", "lZ"]]]),
+            ..SqlCase::default()
+        },
+        SqlCase {
+            name: "Trino aggregations testExclusions: P {- Q R -} S, array_agg over excluded rows",
+            columns: &["id", "part", "value"],
+            rows: lettered(&["1a", "1b", "1c", "1d", "1e", "2a", "2b", "2c", "2d", "2e"]),
+            partition: Some("part"),
+            pattern: "P {- Q R -} S",
+            define: &[("P", "id > 1")],
+            measures: &[("measure_1", "array_agg(value)"), ("measure_2", "array_agg(value || CLASSIFIER())")],
+            select: &["part", "measure_1", "measure_2"],
+            expected: json!([
+                ["p1", ["1b"], ["1bP"]],
+                ["p1", ["1b", "1c", "1d", "1e"], ["1bP", "1cQ", "1dR", "1eS"]],
+                ["p2", ["2b"], ["2bP"]],
+                ["p2", ["2b", "2c", "2d", "2e"], ["2bP", "2cQ", "2dR", "2eS"]]
+            ]),
+            ..SqlCase::default()
+        },
+        set_partitioning(
+            "Trino aggregations testSetPartitioning: ^(A | B)* (LAST_A | LAST_B)$",
+            8,
+            "^(A | B)* (LAST_A | LAST_B)$",
+            &[("LAST_A", "sum(A.id) + id = sum(B.id)"), ("LAST_B", "sum(B.id) + id = sum(A.id)")],
+            json!(["A", "A", "A", "A", "B", "B", "B", "LAST_A"]),
+        ),
+        set_partitioning(
+            "Trino aggregations testSetPartitioning: ^(A | B | C)* (LAST_A | LAST_B | LAST_C)$",
+            6,
+            "^(A | B | C)* (LAST_A | LAST_B | LAST_C)$",
+            &[
+                ("LAST_A", "sum(A.id) + id = sum(B.id) AND sum(B.id) = sum(C.id)"),
+                ("LAST_B", "sum(B.id) + id = sum(A.id) AND sum(A.id) = sum(C.id)"),
+                ("LAST_C", "sum(C.id) + id = sum(A.id) AND sum(A.id) = sum(B.id)"),
+            ],
+            json!(["A", "B", "C", "C", "B", "LAST_A"]),
+        ),
+        SqlCase {
+            name: "Calcite match.iq (Oracle's output): S B+, B AS CHAR_LENGTH(S.ename) + SUM(CHAR_LENGTH(b.ename || ';')) + CHAR_LENGTH(';') <= 15",
+            columns: &["empno", "deptno", "ename"],
+            rows: json!([
+                [7369, 20, "SMITH"],
+                [7499, 30, "ALLEN"],
+                [7521, 30, "WARD"],
+                [7566, 20, "JONES"],
+                [7654, 30, "MARTIN"],
+                [7698, 30, "BLAKE"],
+                [7782, 10, "CLARK"],
+                [7788, 20, "SCOTT"],
+                [7839, 10, "KING"],
+                [7844, 30, "TURNER"],
+                [7876, 20, "ADAMS"],
+                [7900, 30, "JAMES"],
+                [7902, 20, "FORD"],
+                [7934, 10, "MILLER"]
+            ]),
+            partition: Some("deptno"),
+            pattern: "S B+",
+            define: &[("B", "CHAR_LENGTH(S.ename) + SUM(CHAR_LENGTH(b.ename || ';')) + CHAR_LENGTH(';') <= 15")],
+            measures: &[("mno", "match_number()"), ("pattern_vrb", "classifier()")],
+            select: &["deptno", "empno", "mno", "pattern_vrb", "ename"],
+            expected: json!([
+                [10, 7782, 1, "S", "CLARK"],
+                [10, 7839, 1, "B", "KING"],
+                [20, 7369, 1, "S", "SMITH"],
+                [20, 7566, 1, "B", "JONES"],
+                [20, 7788, 2, "S", "SCOTT"],
+                [20, 7876, 2, "B", "ADAMS"],
+                [30, 7499, 1, "S", "ALLEN"],
+                [30, 7521, 1, "B", "WARD"],
+                [30, 7654, 2, "S", "MARTIN"],
+                [30, 7698, 2, "B", "BLAKE"],
+                [30, 7844, 3, "S", "TURNER"],
+                [30, 7900, 3, "B", "JAMES"]
+            ]),
             ..SqlCase::default()
         },
     ]

@@ -59,6 +59,8 @@ pub(super) enum Agg {
     Min,
     Max,
     Count,
+    /// `ARRAY_AGG`: the values in row order (NULLs kept), a JSON array in MEASURES.
+    ArrayAgg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,12 +101,13 @@ pub(super) enum Type {
 pub(super) enum Expr {
     Lit(Value),
     Col(RowRef, u16),
-    /// Over the match's rows bound to `vars` (running, or the whole match when `whole`); `col`
-    /// `None` counts rows (`COUNT(*)`, `COUNT(A.*)`).
+    /// Over the match's rows bound to `vars` (running, or the whole match when `whole`): `arg`
+    /// evaluated at each of them (its row references are that row), or with `None` the rows
+    /// counted (`COUNT(*)`, `COUNT(A.*)`).
     Agg {
         func: Agg,
         vars: u64,
-        col: Option<u16>,
+        arg: Option<Box<Expr>>,
         whole: bool,
     },
     /// `CLASSIFIER()`: the variable a row is bound to (`CLASSIFIER(U)`: the last row bound to `U`).
@@ -224,6 +227,23 @@ impl<'a> Frame<'a> {
         Some(target)
     }
 
+    /// The same match evaluated at row `i` (an aggregate's argument, at each row aggregated).
+    fn at_row(&self, i: usize) -> Frame<'a> {
+        Frame {
+            rows: self.rows,
+            one: self.one,
+            start: self.start,
+            at: i,
+            end: self.end,
+            labels: self.labels,
+            symbols: self.symbols,
+            match_number: self.match_number,
+            complete: self.complete,
+            undecided: Cell::new(false),
+            empty: self.empty,
+        }
+    }
+
     fn column(&self, i: usize, col: u16) -> Value {
         self.values(i).and_then(|v| v.get(col as usize)).cloned().unwrap_or(Value::Null)
     }
@@ -257,7 +277,7 @@ impl Expr {
                 Some(i) => f.column(i, *col),
                 None => Value::Null,
             },
-            Expr::Agg { func, vars, col, whole } => aggregate(f, *func, *vars, *col, *whole),
+            Expr::Agg { func, vars, arg, whole } => aggregate(f, *func, *vars, arg.as_deref(), *whole),
             Expr::Label(r) => match f.row(r).and_then(|i| f.label(i)) {
                 Some(s) => f.symbols.get(s as usize).map_or(Value::Null, |n| Value::Text(n.clone())),
                 None => Value::Null,
@@ -331,14 +351,35 @@ impl Expr {
                 list.iter().for_each(|i| i.walk(visit));
             }
             Expr::Call(_, args) => args.iter().for_each(|a| a.walk(visit)),
-            Expr::Lit(_) | Expr::Col(..) | Expr::Agg { .. } | Expr::Label(_) | Expr::MatchNumber => {}
+            Expr::Agg { arg: Some(arg), .. } => arg.walk(visit),
+            Expr::Lit(_) | Expr::Col(..) | Expr::Agg { arg: None, .. } | Expr::Label(_) | Expr::MatchNumber => {}
+        }
+    }
+
+    /// Every row reference made the row evaluated: an aggregate's argument, evaluated at each row
+    /// it aggregates.
+    pub fn make_current(&mut self) {
+        match self {
+            Expr::Col(row, _) | Expr::Label(row) => *row = RowRef::current(),
+            Expr::Neg(e) | Expr::Not(e) | Expr::IsNull(e, _) | Expr::Like(e, _, _) | Expr::Cast(e, _) => e.make_current(),
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, _, a, b) | Expr::Arith(_, a, b) | Expr::Concat(a, b) => {
+                a.make_current();
+                b.make_current();
+            }
+            Expr::In(e, list, _) => {
+                e.make_current();
+                list.iter_mut().for_each(Expr::make_current);
+            }
+            Expr::Call(_, args) => args.iter_mut().for_each(Expr::make_current),
+            Expr::Lit(_) | Expr::Agg { .. } | Expr::MatchNumber => {}
         }
     }
 
     /// Column numbers after the pattern's columns are sorted (`map[old] = new`).
     pub fn remap(&mut self, map: &[u16]) {
         match self {
-            Expr::Col(_, col) | Expr::Agg { col: Some(col), .. } => *col = map[*col as usize],
+            Expr::Col(_, col) => *col = map[*col as usize],
+            Expr::Agg { arg: Some(arg), .. } => arg.remap(map),
             Expr::Neg(e) | Expr::Not(e) | Expr::IsNull(e, _) | Expr::Like(e, _, _) | Expr::Cast(e, _) => e.remap(map),
             Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, _, a, b) | Expr::Arith(_, a, b) | Expr::Concat(a, b) => {
                 a.remap(map);
@@ -349,7 +390,7 @@ impl Expr {
                 list.iter_mut().for_each(|i| i.remap(map));
             }
             Expr::Call(_, args) => args.iter_mut().for_each(|a| a.remap(map)),
-            Expr::Lit(_) | Expr::Agg { col: None, .. } | Expr::Label(_) | Expr::MatchNumber => {}
+            Expr::Lit(_) | Expr::Agg { arg: None, .. } | Expr::Label(_) | Expr::MatchNumber => {}
         }
     }
 
@@ -409,13 +450,22 @@ pub(super) struct Reads {
     pub numbers: bool,
 }
 
-fn aggregate(f: &Frame, func: Agg, vars: u64, col: Option<u16>, whole: bool) -> Value {
+fn aggregate(f: &Frame, func: Agg, vars: u64, arg: Option<&Expr>, whole: bool) -> Value {
     let rows = f.bound(vars, whole);
-    let Some(col) = col else {
+    let Some(arg) = arg else {
         return Value::Int(rows.count() as i64);
     };
-    let values = rows.map(|i| f.column(i, col)).filter(|v| *v != Value::Null);
+    let value_at = |i: usize| match arg {
+        // A column is read directly: the common case, and the hot one in DEFINE.
+        Expr::Col(_, col) => f.column(i, *col),
+        arg => arg.eval(&f.at_row(i)),
+    };
+    if func == Agg::ArrayAgg {
+        return Value::Array(rows.map(value_at).collect());
+    }
+    let values = rows.map(value_at).filter(|v| *v != Value::Null);
     match func {
+        Agg::ArrayAgg => unreachable!("above"),
         Agg::Count => Value::Int(values.count() as i64),
         Agg::Min => extreme(values, Ordering::Less),
         Agg::Max => extreme(values, Ordering::Greater),
@@ -502,6 +552,7 @@ fn text(v: &Value) -> Option<String> {
         Value::Int(i) => Some(i.to_string()),
         Value::Float(x) => Some(x.to_string()),
         Value::Bool(b) => Some(b.to_string()),
+        Value::Array(_) => None,
     }
 }
 
@@ -578,6 +629,7 @@ fn cast(v: Value, ty: Type) -> Value {
             _ => Value::Null,
         },
         (Type::Bool, Value::Float(_)) => Value::Null,
+        (_, Value::Array(_)) => Value::Null,
     }
 }
 
@@ -589,5 +641,6 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         Value::Int(i) => (*i).into(),
         Value::Float(x) => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, serde_json::Value::Number),
         Value::Text(s) => s.clone().into(),
+        Value::Array(items) => serde_json::Value::Array(items.iter().map(to_json).collect()),
     }
 }

@@ -430,7 +430,9 @@ impl Parser<'_, '_> {
         }
         let at = self.pos();
         let name = match self.peek().clone() {
-            Tok::Ident(name, false) if matches!(name.to_ascii_uppercase().as_str(), "FIRST" | "LAST" | "SUM" | "AVG" | "MIN" | "MAX" | "COUNT") => {
+            Tok::Ident(name, false)
+                if matches!(name.to_ascii_uppercase().as_str(), "FIRST" | "LAST" | "SUM" | "AVG" | "MIN" | "MAX" | "COUNT" | "ARRAY_AGG") =>
+            {
                 name
             }
             _ => return Err(self.bad(at, "RUNNING and FINAL go before FIRST, LAST or an aggregate".into())),
@@ -580,9 +582,50 @@ impl Parser<'_, '_> {
         Ok(r)
     }
 
+    /// An aggregate's argument, after `(`: `*` or `var.*` (COUNT: rows), nothing (`COUNT()`), or
+    /// an expression of the row aggregated, whose row references all name one variable (the rows
+    /// aggregated) or none (every row of the match).
+    fn aggregated(&mut self, func: Agg, whole: bool, depth: usize) -> Result<Expr, PatternError> {
+        let star = self.is_op("*")
+            || (matches!(self.peek(), Tok::Ident(..))
+                && matches!(self.toks.get(self.i + 1), Some((Tok::Op("."), _)))
+                && matches!(self.toks.get(self.i + 2), Some((Tok::Op("*"), _))));
+        if func == Agg::Count && (star || self.is_op(")")) {
+            // COUNT() counts rows, as COUNT(*) does.
+            self.aggregating = true;
+            let argument = if self.is_op(")") { Ok((RowRef::current(), None)) } else { self.argument("COUNT", true) };
+            self.aggregating = false;
+            return Ok(Expr::Agg { func, vars: argument?.0.vars, arg: None, whole });
+        }
+        let pos = self.pos();
+        self.aggregating = true;
+        let arg = self.or(depth + 1);
+        self.aggregating = false;
+        let mut arg = arg?;
+        let mut vars = None;
+        let mut mixed = false;
+        arg.walk(&mut |e| {
+            if let Expr::Col(row, _) | Expr::Label(row) = e {
+                if row.vars != ALL {
+                    mixed |= vars.is_some_and(|v| v != row.vars);
+                    vars = Some(row.vars);
+                }
+            }
+        });
+        if mixed {
+            return Err(self.bad(pos, "an aggregate's argument reads one variable's rows (or the match's), not several".into()));
+        }
+        // Evaluated at each row aggregated: every reference is that row.
+        arg.make_current();
+        Ok(Expr::Agg { func, vars: vars.unwrap_or(ALL), arg: Some(Box::new(arg)), whole })
+    }
+
     fn call(&mut self, name: &str, pos: usize, whole: bool, depth: usize) -> Result<Expr, PatternError> {
         let upper = name.to_ascii_uppercase();
         self.expect_op("(")?;
+        if self.aggregating && matches!(upper.as_str(), "PREV" | "NEXT" | "FIRST" | "LAST" | "MATCH_NUMBER") {
+            return Err(self.unsupported(pos, format!("{upper} inside an aggregate")));
+        }
         let e = match upper.as_str() {
             "PREV" | "NEXT" => {
                 let inner = self.pos();
@@ -621,24 +664,25 @@ impl Parser<'_, '_> {
                 row.whole = whole;
                 at_row(self.canonical(row), target)
             }
-            "SUM" | "AVG" | "MIN" | "MAX" | "COUNT" => {
+            "SUM" | "AVG" | "MIN" | "MAX" | "COUNT" | "ARRAY_AGG" => {
                 let func = match upper.as_str() {
                     "SUM" => Agg::Sum,
                     "AVG" => Agg::Avg,
                     "MIN" => Agg::Min,
                     "MAX" => Agg::Max,
+                    "ARRAY_AGG" => Agg::ArrayAgg,
                     _ => Agg::Count,
                 };
                 if self.eat_keyword("DISTINCT") {
                     return Err(self.unsupported(pos, format!("{upper}(DISTINCT ...)")));
                 }
-                // COUNT() counts rows, as COUNT(*) does.
-                self.aggregating = true;
-                let argument =
-                    if func == Agg::Count && self.is_op(")") { Ok((RowRef::current(), None)) } else { self.argument(&upper, func == Agg::Count) };
-                self.aggregating = false;
-                let (row, col) = argument?;
-                Expr::Agg { func, vars: row.vars, col, whole }
+                if self.aggregating {
+                    return Err(self.unsupported(pos, format!("{upper} inside an aggregate")));
+                }
+                if func == Agg::ArrayAgg && self.scope.defining.is_some() {
+                    return Err(self.unsupported(pos, "ARRAY_AGG in DEFINE (it is for MEASURES)".into()));
+                }
+                self.aggregated(func, whole, depth)?
             }
             "CLASSIFIER" => Expr::Label(self.classifier_of()?),
             "MATCH_NUMBER" => {

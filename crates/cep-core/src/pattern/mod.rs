@@ -76,6 +76,8 @@ pub enum Value {
     /// NaN keeps a stored KeyState loadable.
     Float(#[serde(deserialize_with = "f64_or_nan")] f64),
     Text(String),
+    /// Only made by `ARRAY_AGG` in MEASURES: rows never hold one.
+    Array(Vec<Value>),
 }
 
 fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {

@@ -877,6 +877,11 @@ fn expression_errors_name_the_expression_and_the_position() {
     let e = expression_error("a b", json!({"b": "price = 'open"}), Clauses::default(), standard(AfterMatch::SkipPastLastRow));
     assert!(e.message.contains("unterminated string at position 8"), "{}", e.message);
 
+    // An aggregate's argument is one row of one variable (or of the match): not of two.
+    let e = expression_error("a b", json!({"b": "SUM(a.price + b.price) > 1"}), Clauses::default(), standard(AfterMatch::SkipPastLastRow));
+    assert_eq!((e.kind, e.position), (PatternErrorKind::BadPredicate, Some(4)), "{}", e.message);
+    assert!(e.message.contains("an aggregate's argument reads one variable's rows (or the match's), not several"), "{}", e.message);
+
     let measures = Clauses { measures: json!({"n": 3}), subset: serde_json::Value::Null };
     let e = expression_error("a b", json!({}), measures, standard(AfterMatch::SkipPastLastRow));
     assert!(e.message.starts_with("measures.n: expected an expression as a string"), "{}", e.message);
@@ -892,6 +897,9 @@ fn what_the_standard_has_and_pg_cep_does_not_is_refused_as_unsupported_with_its_
         ("FINAL LAST(price) > 1", "FINAL in DEFINE", 0),
         ("PREV(price, n) > 1", "a navigation offset other than a non-negative integer literal", 12),
         ("CAST(price AS money) > 1", "type MONEY", 14),
+        ("SUM(PREV(price)) > 1", "PREV inside an aggregate", 4),
+        ("SUM(AVG(price)) > 1", "AVG inside an aggregate", 4),
+        ("ARRAY_AGG(price) IS NULL", "ARRAY_AGG in DEFINE (it is for MEASURES)", 0),
     ] {
         let e = expression_error("a b", json!({ "b": define }), Clauses::default(), standard(AfterMatch::SkipPastLastRow));
         assert_eq!(e.kind, PatternErrorKind::Unsupported, "{define}: {}", e.message);
