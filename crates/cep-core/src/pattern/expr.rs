@@ -60,7 +60,7 @@ pub(super) enum Agg {
     Max,
     Count,
     /// `ARRAY_AGG`: the values in row order (NULLs kept), a JSON array in MEASURES.
-    ArrayAgg,
+    Array,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -460,12 +460,12 @@ fn aggregate(f: &Frame, func: Agg, vars: u64, arg: Option<&Expr>, whole: bool) -
         Expr::Col(_, col) => f.column(i, *col),
         arg => arg.eval(&f.at_row(i)),
     };
-    if func == Agg::ArrayAgg {
+    if func == Agg::Array {
         return Value::Array(rows.map(value_at).collect());
     }
     let values = rows.map(value_at).filter(|v| *v != Value::Null);
     match func {
-        Agg::ArrayAgg => unreachable!("above"),
+        Agg::Array => unreachable!("above"),
         Agg::Count => Value::Int(values.count() as i64),
         Agg::Min => extreme(values, Ordering::Less),
         Agg::Max => extreme(values, Ordering::Greater),

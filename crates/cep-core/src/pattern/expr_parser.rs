@@ -670,7 +670,7 @@ impl Parser<'_, '_> {
                     "AVG" => Agg::Avg,
                     "MIN" => Agg::Min,
                     "MAX" => Agg::Max,
-                    "ARRAY_AGG" => Agg::ArrayAgg,
+                    "ARRAY_AGG" => Agg::Array,
                     _ => Agg::Count,
                 };
                 if self.eat_keyword("DISTINCT") {
@@ -679,7 +679,7 @@ impl Parser<'_, '_> {
                 if self.aggregating {
                     return Err(self.unsupported(pos, format!("{upper} inside an aggregate")));
                 }
-                if func == Agg::ArrayAgg && self.scope.defining.is_some() {
+                if func == Agg::Array && self.scope.defining.is_some() {
                     return Err(self.unsupported(pos, "ARRAY_AGG in DEFINE (it is for MEASURES)".into()));
                 }
                 self.aggregated(func, whole, depth)?
