@@ -423,7 +423,18 @@ fn random_define(pattern: &str, navigating: bool, next: &mut dyn FnMut(u64) -> u
 /// The pattern compiled with `define`, and the rows as events one time unit apart, each with its
 /// kind and a small value.
 fn compiled(pattern: &str, define: &serde_json::Value, rows: &[&str], options: PatternOptions) -> Option<(Pattern, Vec<Event>)> {
-    let p = compile(pattern, define, options).ok()?;
+    compiled_with(pattern, define, &Clauses::default(), rows, options)
+}
+
+/// [`compiled`] with MEASURES and SUBSET.
+fn compiled_with(
+    pattern: &str,
+    define: &serde_json::Value,
+    clauses: &Clauses,
+    rows: &[&str],
+    options: PatternOptions,
+) -> Option<(Pattern, Vec<Event>)> {
+    let p = compile_clauses(pattern, define, clauses, options).ok()?;
     let kind = p.columns().iter().position(|c| c == "kind");
     let value = p.columns().iter().position(|c| c == "value");
     let events = rows
@@ -459,6 +470,13 @@ fn live_final_emission_equals_history_with_navigating_expressions() {
 
 fn live_final_equals_history(navigating: bool, seed: u64, least_compared: usize) {
     let mut next = seeded(seed);
+    // Live matches carry their MEASURES: the same as history's, over the key's kept rows (PREV
+    // before the match, MATCH_NUMBER counted by the key).
+    let measured = Clauses {
+        measures: json!({"n": "MATCH_NUMBER()", "rows": "COUNT(*)", "last": "LAST(value)", "first_kind": "FIRST(kind)",
+                         "before": "PREV(FIRST(value), 2)", "sum": "SUM(value * 2)", "labels": "ARRAY_AGG(CLASSIFIER())"}),
+        subset: serde_json::Value::Null,
+    };
     let (mut checked, mut compared) = (0, 0);
     for _ in 0..3000 {
         let (pattern, rows) = random_case(&mut next);
@@ -467,8 +485,10 @@ fn live_final_equals_history(navigating: bool, seed: u64, least_compared: usize)
         let max_partials = [1000, 3][next(2) as usize];
         for after in after_matches() {
             let history = PatternOptions { contiguity: Contiguity::Strict, after_match: after.clone(), within, max_partials, emit: Emit::Final };
-            let Some((p, events)) = compiled(&pattern, &define, &rows, history.clone()) else { continue };
-            let Some((live, _)) = compiled(&pattern, &define, &rows, PatternOptions { emit: Emit::Final, ..history }) else { continue };
+            let Some((p, events)) = compiled_with(&pattern, &define, &measured, &rows, history.clone()) else { continue };
+            let Some((live, _)) = compiled_with(&pattern, &define, &measured, &rows, PatternOptions { emit: Emit::Final, ..history }) else {
+                continue;
+            };
             if live.history_only().is_some() {
                 continue;
             }
@@ -481,12 +501,18 @@ fn live_final_equals_history(navigating: bool, seed: u64, least_compared: usize)
                 live.advance(&mut stored, e, &mut got);
                 state = stored;
                 if state.dropped() == 0 {
-                    assert!(expected.starts_with(&got), "{pattern} over {rows:?}, {after:?}, within {within:?}: {got:?} vs {expected:?}");
+                    assert!(
+                        expected.starts_with(&unmeasured(&got)),
+                        "{pattern} over {rows:?}, {after:?}, within {within:?}: {got:?} vs {expected:?}"
+                    );
                 }
             }
             live.expire(&mut state, i64::MAX, &mut got);
             if within.is_some() && state.dropped() == 0 {
-                assert_eq!(got, expected, "{pattern} over {rows:?}, {after:?}, within {within:?}");
+                assert_eq!(unmeasured(&got), expected, "{pattern} over {rows:?}, {after:?}, within {within:?}");
+                let history: Vec<Vec<Value>> = p.measure(&events, &expected, false).into_iter().map(|mut m| m.remove(0)).collect();
+                let emitted: Vec<Vec<Value>> = got.iter().map(|m| m.measures.clone()).collect();
+                assert_eq!(emitted, history, "measures of {pattern} over {rows:?}, {after:?}, within {within:?}");
                 compared += expected.len();
                 assert!(state.rows.len() <= live.rows_behind(), "nothing left undecided: {state:?}");
             }
@@ -561,4 +587,9 @@ fn vm_equals_backtracking(navigating: bool, seed: u64) {
         }
     }
     assert!(checked > 2000, "{checked} patterns compiled");
+}
+
+/// Matches without their measures, to compare with history's (which `measure` computes apart).
+fn unmeasured(found: &[Match]) -> Vec<Match> {
+    found.iter().map(|m| Match { measures: Vec::new(), ..m.clone() }).collect()
 }

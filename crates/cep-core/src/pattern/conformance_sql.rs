@@ -65,7 +65,7 @@ impl Default for SqlCase {
 /// Documented cases pg_cep does not express (yet), with what each needs: counted, not run. An
 /// entry naming several cases counts each.
 const UNSUPPORTED: [(&str, &str); 4] = [
-    ("Trino testCaseSensitiveLabels: a \"b\"+ C+", "quoted pattern variables"),
+    ("Trino testCaseSensitiveLabels: a \"b\"+ C+", "quoted pattern variables (refused with 0A000: pg_cep keeps every variable as written)"),
     (
         "Trino aggregations testSimpleQuery: concat_ws('', RUNNING array_agg(lower(CLASSIFIER(U)))) over M A X X T C H \"!\"",
         "quoted pattern variables, concat_ws",

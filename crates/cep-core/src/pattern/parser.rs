@@ -147,6 +147,13 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize, String)>, PatternError> {
             i = close + 1;
             continue;
         }
+        if c == '"' {
+            // The standard's quoted variable keeps its case where unquoted ones are upper-cased;
+            // pg_cep keeps every variable as written, so quoting would mean nothing here.
+            let mut e = syntax(text, start, "quoted pattern variables (\"b\"): write the variable unquoted, as it is named in define".into());
+            e.kind = PatternErrorKind::Unsupported;
+            return Err(e);
+        }
         return Err(syntax(text, start, format!("unexpected '{c}'")));
     }
     out.push((Tok::End, chars.len(), String::new()));

@@ -1018,6 +1018,9 @@ fn permute_anchors_exclusions_and_empty_matches() {
         assert_eq!(e.kind, PatternErrorKind::Unsupported, "{pattern}");
         assert!(e.message.contains(what) && e.message.contains("emit => 'final'"), "{pattern}: {e}");
     }
+    let e = err("a \"b\"+", json!({}), standard.clone());
+    assert_eq!((e.kind, e.position), (PatternErrorKind::Unsupported, Some(2)), "{e}");
+    assert!(e.message.contains("quoted pattern variables"), "{e}");
     let e = err("PERMUTE(a, b, c, d, e, f)", json!({}), standard.clone());
     assert_eq!((e.kind, e.position), (PatternErrorKind::TooComplex, Some(0)), "{e}");
 
