@@ -67,19 +67,20 @@ impl Pattern {
     /// `AllWithUnmatched` each row no match took where the search passed it.
     pub fn output(&self, rows: &[Event], found: &[Match], mode: RowsPerMatch) -> Vec<OutputRow> {
         let index = id_index(rows);
+        // Rows some match took (an empty match takes its row); the others are shown where the
+        // search passed them, before the first match that starts after them.
         let mut taken = vec![false; if mode == RowsPerMatch::AllWithUnmatched { rows.len() } else { 0 }];
+        if !taken.is_empty() {
+            for m in found {
+                m.rows.iter().map(|(_, id)| id).chain(&m.empty_at).filter_map(|id| index.get(id)).for_each(|&i| taken[i] = true);
+            }
+        }
         let mut next_unmatched = 0;
         let mut out = Vec::new();
         for (n, m) in found.iter().enumerate() {
             if !taken.is_empty() {
-                // Rows before this match's first row that no earlier match took were searched and
-                // left unmatched.
                 let first = m.empty_at.or(m.rows.first().map(|r| r.1)).and_then(|id| index.get(&id).copied()).unwrap_or(rows.len());
                 emit_unmatched(self, rows, &taken, &mut next_unmatched, first, &mut out);
-                m.rows.iter().filter_map(|(_, id)| index.get(id)).for_each(|&i| taken[i] = true);
-                if let Some(i) = m.empty_at.and_then(|id| index.get(&id)) {
-                    taken[*i] = true;
-                }
             }
             if m.empty_at.is_some() && mode == RowsPerMatch::AllOmitEmpty {
                 continue;
