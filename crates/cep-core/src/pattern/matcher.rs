@@ -32,8 +32,8 @@ pub struct KeyState {
     /// matches it emits meanwhile are flagged.
     #[serde(rename = "x", default, skip_serializing_if = "is_false")]
     pub(super) tainted: bool,
-    /// Matches emitted so far (`emit => 'final'` with `MATCH_NUMBER()` in MEASURES): the number
-    /// of the next one, kept as long as the key's state is.
+    /// Matches emitted so far (`emit => 'final'` with `MATCH_NUMBER()` in MEASURES): the last
+    /// one's number. While it is not zero the key's state is kept, so the count goes on.
     #[serde(rename = "n", default, skip_serializing_if = "is_zero_u64")]
     pub(super) matched: u64,
 }
