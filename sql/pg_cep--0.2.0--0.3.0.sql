@@ -518,3 +518,8 @@ $comments$;
 ALTER TABLE patterns ADD COLUMN measures jsonb;
 ALTER TABLE patterns ADD COLUMN subset jsonb;
 ALTER TABLE pattern_matches ADD COLUMN measures jsonb;
+
+-- 0.3.0: with a cooldown, each repeat updates its open alert (repeats, last_seen, max_score, none
+-- of them indexed). Room left on each page lets that update stay on the page (a HOT update, no
+-- index entries); on full pages every repeat wrote an entry in each of the alert's indexes.
+ALTER TABLE alerts SET (fillfactor = 70);

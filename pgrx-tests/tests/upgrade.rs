@@ -16,6 +16,7 @@ const CATALOG: &str = "
     SELECT c.relkind::text || ' ' || c.relname || '(' || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
                                                                   || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum)
                                                            FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') || ')'
+           || coalesce(' with ' || array_to_string(c.reloptions, ','), '')
     FROM pg_class c WHERE c.relnamespace = 'cep'::regnamespace
     UNION ALL
     SELECT 'index ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
