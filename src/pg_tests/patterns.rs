@@ -461,7 +461,7 @@ mod tests {
             // A match of no rows would be one per row.
             (
                 r#"'a*', '{"a": "price > 1"}', contiguity => 'strict'"#,
-                "0A000: a live pattern cannot have patterns that can match an empty sequence of rows",
+                "0A000: a live pattern cannot have empty matches (its pattern can match no row); cep.match_recognize runs it",
             ),
             // MEASURES of an eager match, and MEASURES that read rows after the match.
             (r#"'a b', '{"b": "price > 1"}', measures => '{"p": "LAST(b.price)"}'"#, "0A000: MEASURES of a live pattern need emit => 'final'"),

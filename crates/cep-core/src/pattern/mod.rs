@@ -425,7 +425,7 @@ fn compile_unbounded(pattern: &str, define: &serde_json::Value, clauses: &Clause
     let history_only = if parser::history_only(&ast) {
         Some("anchors (^ $)")
     } else if nfa.nullable {
-        Some("patterns that can match an empty sequence of rows")
+        Some("empty matches (its pattern can match no row)")
     } else if measured.iter().any(|r| r.ahead) {
         Some("MEASURES that read rows after the match (NEXT)")
     } else {

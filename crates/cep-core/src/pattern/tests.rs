@@ -1043,7 +1043,7 @@ fn permute_anchors_exclusions_and_empty_matches() {
     // An empty match at each row `a*` cannot take; the search then moves one row on.
     let (p, found) = matches("a*", "b a a b");
     assert_eq!(found, vec![(vec![], Some(0), vec![]), (vec![1, 2], None, vec![]), (vec![], Some(3), vec![])]);
-    assert_eq!(p.history_only(), Some("patterns that can match an empty sequence of rows"));
+    assert_eq!(p.history_only(), Some("empty matches (its pattern can match no row)"));
     // Excluded rows are matched and named, and the match keeps them.
     let (p, found) = matches("a {- b+ -} c", "a b b c");
     assert_eq!(found, vec![(vec![0, 1, 2, 3], None, vec![1, 2])]);
