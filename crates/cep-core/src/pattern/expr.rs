@@ -356,42 +356,42 @@ impl Expr {
         }
     }
 
+    /// [`Expr::walk`], to change each expression in place.
+    pub fn walk_mut(&mut self, visit: &mut dyn FnMut(&mut Expr)) {
+        visit(self);
+        match self {
+            Expr::Neg(e) | Expr::Not(e) | Expr::IsNull(e, _) | Expr::Like(e, _, _) | Expr::Cast(e, _) => e.walk_mut(visit),
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, _, a, b) | Expr::Arith(_, a, b) | Expr::Concat(a, b) => {
+                a.walk_mut(visit);
+                b.walk_mut(visit);
+            }
+            Expr::In(e, list, _) => {
+                e.walk_mut(visit);
+                list.iter_mut().for_each(|i| i.walk_mut(visit));
+            }
+            Expr::Call(_, args) => args.iter_mut().for_each(|a| a.walk_mut(visit)),
+            Expr::Agg { arg: Some(arg), .. } => arg.walk_mut(visit),
+            Expr::Lit(_) | Expr::Col(..) | Expr::Agg { arg: None, .. } | Expr::Label(_) | Expr::MatchNumber => {}
+        }
+    }
+
     /// Every row reference made the row evaluated: an aggregate's argument, evaluated at each row
     /// it aggregates.
     pub fn make_current(&mut self) {
-        match self {
-            Expr::Col(row, _) | Expr::Label(row) => *row = RowRef::current(),
-            Expr::Neg(e) | Expr::Not(e) | Expr::IsNull(e, _) | Expr::Like(e, _, _) | Expr::Cast(e, _) => e.make_current(),
-            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, _, a, b) | Expr::Arith(_, a, b) | Expr::Concat(a, b) => {
-                a.make_current();
-                b.make_current();
+        self.walk_mut(&mut |e| {
+            if let Expr::Col(row, _) | Expr::Label(row) = e {
+                *row = RowRef::current();
             }
-            Expr::In(e, list, _) => {
-                e.make_current();
-                list.iter_mut().for_each(Expr::make_current);
-            }
-            Expr::Call(_, args) => args.iter_mut().for_each(Expr::make_current),
-            Expr::Lit(_) | Expr::Agg { .. } | Expr::MatchNumber => {}
-        }
+        });
     }
 
     /// Column numbers after the pattern's columns are sorted (`map[old] = new`).
     pub fn remap(&mut self, map: &[u16]) {
-        match self {
-            Expr::Col(_, col) => *col = map[*col as usize],
-            Expr::Agg { arg: Some(arg), .. } => arg.remap(map),
-            Expr::Neg(e) | Expr::Not(e) | Expr::IsNull(e, _) | Expr::Like(e, _, _) | Expr::Cast(e, _) => e.remap(map),
-            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, _, a, b) | Expr::Arith(_, a, b) | Expr::Concat(a, b) => {
-                a.remap(map);
-                b.remap(map);
+        self.walk_mut(&mut |e| {
+            if let Expr::Col(_, col) = e {
+                *col = map[*col as usize];
             }
-            Expr::In(e, list, _) => {
-                e.remap(map);
-                list.iter_mut().for_each(|i| i.remap(map));
-            }
-            Expr::Call(_, args) => args.iter_mut().for_each(|a| a.remap(map)),
-            Expr::Lit(_) | Expr::Agg { arg: None, .. } | Expr::Label(_) | Expr::MatchNumber => {}
-        }
+        });
     }
 
     /// What evaluating it needs beyond the row itself.
