@@ -141,25 +141,7 @@ fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
     let table = TableColumns::read(relid, &name)?;
     // Before ALTER EXTENSION pg_cep UPDATE to 0.3.0 there is no `emit` column: 0.2.0 emitted eagerly.
     let emit = if crate::pg::cache::schema_0_3() { "emit, measures, subset" } else { "'eager', NULL::jsonb, NULL::jsonb" };
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(
-        i32,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        pgrx::JsonB,
-        Option<i64>,
-        String,
-        String,
-        i32,
-        i64,
-        String,
-        Option<pgrx::JsonB>,
-        Option<pgrx::JsonB>,
-    )> = Spi::connect(|client| {
+    let stored: Vec<Stored> = Spi::connect(|client| {
         let mut v = Vec::new();
         for row in client.select(
             &format!(
@@ -170,67 +152,76 @@ fn load(relid: pg_sys::Oid) -> CepResult<Vec<LivePattern>> {
             None,
             &[relid.into()],
         )? {
-            v.push((
-                row.get(1)?.unwrap_or_default(),
-                row.get(2)?.unwrap_or_default(),
-                row.get(3)?.unwrap_or_default(),
-                row.get(4)?.unwrap_or_default(),
-                row.get(5)?.unwrap_or_default(),
-                row.get(6)?.unwrap_or_default(),
-                row.get(7)?.unwrap_or_default(),
-                row.get(8)?.unwrap_or(pgrx::JsonB(Json::Null)),
-                row.get(9)?,
-                row.get(10)?.unwrap_or_default(),
-                row.get(11)?.unwrap_or_default(),
-                row.get(12)?.unwrap_or(1000),
-                row.get(13)?.unwrap_or(0),
-                row.get(14)?.unwrap_or_else(|| "eager".to_string()),
-                row.get(15)?,
-                row.get(16)?,
-            ));
+            let clause = |n: usize| -> CepResult<Json> { Ok(row.get::<pgrx::JsonB>(n)?.map(|j| j.0).unwrap_or_default()) };
+            v.push(Stored {
+                id: row.get(1)?.unwrap_or_default(),
+                name: row.get(2)?.unwrap_or_default(),
+                channel: row.get(3)?.unwrap_or_default(),
+                partition_by: row.get(4)?.unwrap_or_default(),
+                order_by: row.get(5)?.unwrap_or_default(),
+                id_column: row.get(6)?.unwrap_or_default(),
+                pattern: row.get(7)?.unwrap_or_default(),
+                define: clause(8)?,
+                within: row.get(9)?,
+                contiguity: row.get(10)?.unwrap_or_default(),
+                after_match: row.get(11)?.unwrap_or_default(),
+                max_partials: row.get(12)?.unwrap_or(1000),
+                patterns_table: row.get(13)?.unwrap_or(0),
+                emit: row.get(14)?.unwrap_or_else(|| "eager".to_string()),
+                clauses: Clauses { measures: clause(15)?, subset: clause(16)? },
+            });
         }
         Ok::<_, CepError>(v)
     })?;
     let mut out = Vec::new();
-    for (
-        id,
-        name,
-        channel,
-        partition_by,
-        order_by,
-        id_column,
-        text,
-        define,
-        within,
-        contiguity,
-        after_match,
-        max_partials,
-        patterns_table,
-        emit,
-        measures,
-        subset,
-    ) in rows
-    {
-        let clauses = Clauses { measures: measures.map(|m| m.0).unwrap_or_default(), subset: subset.map(|m| m.0).unwrap_or_default() };
+    for p in stored {
         let def = Definition {
-            partition_by: &partition_by,
-            order_by: &order_by,
-            id_column: &id_column,
-            pattern: &text,
-            define: &define.0,
-            within,
-            contiguity: &contiguity,
-            after_match: &after_match,
-            max_partials,
-            emit: Some(&emit),
-            clauses: &clauses,
+            partition_by: &p.partition_by,
+            order_by: &p.order_by,
+            id_column: &p.id_column,
+            pattern: &p.pattern,
+            define: &p.define,
+            within: p.within,
+            contiguity: &p.contiguity,
+            after_match: &p.after_match,
+            max_partials: p.max_partials,
+            emit: Some(&p.emit),
+            clauses: &p.clauses,
         };
         match compile(&def, &table) {
-            Ok((pattern, columns)) => out.push(LivePattern { id, source: relid, generation: patterns_table as u32, name, channel, pattern, columns }),
-            Err(e) => pgrx::warning!("pg_cep: pattern {name:?} is skipped: {e}"),
+            Ok((pattern, columns)) => out.push(LivePattern {
+                id: p.id,
+                source: relid,
+                generation: p.patterns_table as u32,
+                name: p.name,
+                channel: p.channel,
+                pattern,
+                columns,
+            }),
+            Err(e) => pgrx::warning!("pg_cep: pattern {:?} is skipped: {e}", p.name),
         }
     }
     Ok(out)
+}
+
+/// A row of `cep.patterns`, as `load` reads it.
+struct Stored {
+    id: i32,
+    name: String,
+    channel: String,
+    partition_by: String,
+    order_by: String,
+    id_column: String,
+    pattern: String,
+    define: Json,
+    within: Option<i64>,
+    contiguity: String,
+    after_match: String,
+    max_partials: i32,
+    /// `tableoid` of `cep.patterns` (see `LivePattern::generation`).
+    patterns_table: i64,
+    emit: String,
+    clauses: Clauses,
 }
 
 /// An event of one key, read from a row; `None` when its key, time or id is null.

@@ -623,7 +623,8 @@ impl Parser<'_, '_> {
     fn call(&mut self, name: &str, pos: usize, whole: bool, depth: usize) -> Result<Expr, PatternError> {
         let upper = name.to_ascii_uppercase();
         self.expect_op("(")?;
-        if self.aggregating && matches!(upper.as_str(), "PREV" | "NEXT" | "FIRST" | "LAST" | "MATCH_NUMBER") {
+        let aggregate = matches!(upper.as_str(), "SUM" | "AVG" | "MIN" | "MAX" | "COUNT" | "ARRAY_AGG");
+        if self.aggregating && (aggregate || matches!(upper.as_str(), "PREV" | "NEXT" | "FIRST" | "LAST" | "MATCH_NUMBER")) {
             return Err(self.unsupported(pos, format!("{upper} inside an aggregate")));
         }
         let e = match upper.as_str() {
@@ -675,9 +676,6 @@ impl Parser<'_, '_> {
                 };
                 if self.eat_keyword("DISTINCT") {
                     return Err(self.unsupported(pos, format!("{upper}(DISTINCT ...)")));
-                }
-                if self.aggregating {
-                    return Err(self.unsupported(pos, format!("{upper} inside an aggregate")));
                 }
                 if func == Agg::Array && self.scope.defining.is_some() {
                     return Err(self.unsupported(pos, "ARRAY_AGG in DEFINE (it is for MEASURES)".into()));

@@ -150,18 +150,14 @@ struct Path {
     before: Option<Rc<Path>>,
 }
 
-fn symbols_of(path: &Option<Rc<Path>>) -> Vec<u16> {
-    steps_of(path).into_iter().map(|(s, _)| s).collect()
+/// The path's steps, newest first.
+fn steps(path: &Option<Rc<Path>>) -> impl Iterator<Item = &Path> {
+    std::iter::successors(path.as_deref(), |p| p.before.as_deref())
 }
 
-/// Each bound row's symbol, and whether it was bound inside an exclusion, oldest first.
-fn steps_of(path: &Option<Rc<Path>>) -> Vec<(u16, bool)> {
-    let mut out = Vec::new();
-    let mut at = path.as_ref();
-    while let Some(p) = at {
-        out.push((p.symbol, p.excluded));
-        at = p.before.as_ref();
-    }
+/// The symbols bound so far, oldest first: what DEFINE expressions and `Seen` read, per thread.
+fn symbols_of(path: &Option<Rc<Path>>) -> Vec<u16> {
+    let mut out: Vec<u16> = steps(path).map(|p| p.symbol).collect();
     out.reverse();
     out
 }
@@ -297,7 +293,7 @@ impl Pattern {
                 match code[pc] {
                     Inst::Match => {
                         // Every thread after this one is less preferred.
-                        best = Some((at, steps_of(&path)));
+                        best = Some((at, path));
                         break;
                     }
                     Inst::Sym(s, excluded) => {
@@ -339,10 +335,13 @@ impl Pattern {
             threads = next;
         }
         match best {
-            Some((end, steps)) => {
-                let rows: Vec<(u16, i64)> = steps.iter().zip(&events[start..end]).map(|((s, _), e)| (*s, e.id)).collect();
-                let excluded = steps.iter().zip(&events[start..end]).filter(|((_, x), _)| *x).map(|(_, e)| e.id).collect();
-                let symbols: Vec<u16> = steps.iter().map(|(s, _)| *s).collect();
+            Some((end, path)) => {
+                // The path runs newest first; its rows are `events[start..end]`, in reverse.
+                let mut rows: Vec<(u16, i64)> = steps(&path).zip(events[start..end].iter().rev()).map(|(p, e)| (p.symbol, e.id)).collect();
+                rows.reverse();
+                let mut excluded: Vec<i64> =
+                    steps(&path).zip(events[start..end].iter().rev()).filter(|(p, _)| p.excluded).map(|(_, e)| e.id).collect();
+                excluded.reverse();
                 let (next, failed) = match (&self.options.after_match, self.skip_to) {
                     // After an empty match, the next search starts at the next row, whatever the skip.
                     _ if end == start => (start + 1, None),
@@ -350,7 +349,7 @@ impl Pattern {
                     // The first or last row bound to the variable. Where the standard raises an
                     // error, the next search starts one row on.
                     (_, Some((last, var))) => {
-                        let mut bound = symbols.iter().enumerate().filter(|(_, s)| var >> **s & 1 == 1).map(|(i, _)| start + i);
+                        let mut bound = rows.iter().enumerate().filter(|(_, (s, _))| var >> *s & 1 == 1).map(|(i, _)| start + i);
                         match if last { bound.next_back() } else { bound.next() } {
                             Some(at) if at > start => (at, None),
                             Some(_) => (start + 1, Some(SkipFailed::FirstRow)),
