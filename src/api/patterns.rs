@@ -336,11 +336,10 @@ fn history_sql(client: &SpiClient<'_>, relid: pg_sys::Oid, [key, time, id]: [&st
 }
 
 /// The rows `cep.match_recognize` returns for the table's rows `sql` reads, key by key: each
-/// match, numbered in the order found across keys, as `mode` shows it.
+/// match, numbered within its key, as `mode` shows it.
 fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Columns, sql: &str, mode: RowsPerMatch) -> CepResult<Vec<MatchRow>> {
     let now = crate::pg::time::now();
     let mut out = Vec::new();
-    let mut numbered = 0i64;
     // With strict contiguity a key's rows are kept until the next key, for the standard's
     // preferred matches (which need every row of the partition); otherwise they go through the
     // live engine one by one, and are kept only for MEASURES and unmatched rows.
@@ -353,9 +352,7 @@ fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Column
             Some(preferred) => found = preferred?,
             None => compiled.expire(&mut state, now, &mut found),
         }
-        let first = numbered;
-        numbered += found.len() as i64;
-        out.extend(match_rows(compiled, &key, &rows, &found, first, mode));
+        out.extend(match_rows(compiled, &key, &rows, &found, mode));
         Ok(())
     };
     let mut cursor = client.open_cursor(sql, &[]);
@@ -396,8 +393,8 @@ fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Column
 }
 
 /// One partition's rows of the result: one per match, or (ALL ROWS PER MATCH) one per row shown.
-/// `numbered` matches came before this partition's.
-fn match_rows(compiled: &Pattern, key: &str, rows: &[Event], found: &[Match], numbered: i64, mode: RowsPerMatch) -> Vec<MatchRow> {
+/// Matches are numbered within their partition, as the standard's MATCH_NUMBER() is.
+fn match_rows(compiled: &Pattern, key: &str, rows: &[Event], found: &[Match], mode: RowsPerMatch) -> Vec<MatchRow> {
     let ts = crate::pg::time::timestamptz;
     let symbols = compiled.symbols();
     let names: Vec<&str> = compiled.measure_names().collect();
@@ -415,7 +412,7 @@ fn match_rows(compiled: &Pattern, key: &str, rows: &[Event], found: &[Match], nu
             };
             let grouped = m.filter(|_| !mode.all_rows()).map(|m| pgrx::JsonB(patterns::rows_json(symbols, m)));
             (
-                shown.found.map(|n| numbered + n as i64 + 1),
+                shown.found.map(|n| n as i64 + 1),
                 key.to_string(),
                 m.map(|m| ts(m.start)),
                 m.map(|m| ts(m.end)),

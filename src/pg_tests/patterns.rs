@@ -118,7 +118,7 @@ mod tests {
         run("INSERT INTO ticker SELECT 100 + d, 'UP', d, timestamptz '2011-04-01 00:00+00' + make_interval(days => d - 1) FROM generate_series(1, 6) d");
         let v_shapes_sql = |contiguity: &str, after: &str| {
             format!(
-                r#"SELECT string_agg(key || ':' || (rows->'strt'->>0) || '-' || (SELECT max(x::int) FROM jsonb_array_elements_text(rows->'up') x), ',' ORDER BY match_number)
+                r#"SELECT string_agg(key || ':' || (rows->'strt'->>0) || '-' || (SELECT max(x::int) FROM jsonb_array_elements_text(rows->'up') x), ',' ORDER BY key, match_number)
                    FROM cep.match_recognize('ticker', 'symbol', 'ts', 'strt down+ up+',
                         '{{"down": {{"price": {{"<": "PREV.price"}}}}, "up": {{"price": {{">": "PREV.price"}}}}}}',
                         contiguity => '{contiguity}', after_match => '{after}', id_column => 'id')"#
@@ -154,6 +154,15 @@ mod tests {
                         contiguity => 'strict', id_column => 'id') WHERE key = 'UP'"#
             ),
             Some(r#"UP:{"up": [102, 103, 104, 105, 106]}"#.into())
+        );
+        // MATCH_NUMBER() restarts in every partition, as the standard numbers matches.
+        assert_eq!(
+            one::<String>(
+                r#"SELECT string_agg(key || ':' || match_number, ',' ORDER BY key, match_number)
+                   FROM cep.match_recognize('ticker', 'symbol', 'ts', 'up up*', '{"up": {"price": {">": "PREV.price"}}}',
+                        contiguity => 'strict', id_column => 'id')"#
+            ),
+            Some("ACME:1,ACME:2,ACME:3,ACME:4,UP:1".into())
         );
         // A reluctant quantifier takes the fewest rows the rest allows: UP*? leaves them to LAST.
         let split = |pattern: &str| {
