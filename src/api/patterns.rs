@@ -346,7 +346,7 @@ fn run_over_history(client: &SpiClient<'_>, compiled: &Pattern, columns: &Column
     let standard = compiled.is_standard();
     let keep_rows = standard || compiled.measure_names().next().is_some() || mode == RowsPerMatch::AllWithUnmatched;
     let mut current: Option<(String, KeyState, Vec<Event>, Vec<Match>)> = None;
-    let mut finish = |current: Option<(String, KeyState, Vec<Event>, Vec<Match>)>, out: &mut Vec<MatchRow>| -> CepResult<()> {
+    let finish = |current: Option<(String, KeyState, Vec<Event>, Vec<Match>)>, out: &mut Vec<MatchRow>| -> CepResult<()> {
         let Some((key, mut state, rows, mut found)) = current else { return Ok(()) };
         match compiled.standard_matches(&rows).filter(|_| standard) {
             Some(preferred) => found = preferred?,

@@ -33,10 +33,19 @@ pub type Column = (&'static str, pg_sys::Oid, bool);
 /// do is what counts, as in `privileges::as_extension_owner`. A hook (sepgsql) may refuse more:
 /// that is left to the executor.
 pub fn insertable(oid: pg_sys::Oid) -> bool {
+    writable(oid, pg_sys::ACL_INSERT as pg_sys::AclMode)
+}
+
+/// As [`insertable`], for rows updated in place (`Target::update_by_key`, which also reads them).
+pub fn updatable(oid: pg_sys::Oid) -> bool {
+    writable(oid, (pg_sys::ACL_UPDATE | pg_sys::ACL_SELECT) as pg_sys::AclMode)
+}
+
+fn writable(oid: pg_sys::Oid, mode: pg_sys::AclMode) -> bool {
     let owner = crate::pg::privileges::extension_owner();
     // SAFETY: catalog lookups inside a transaction.
     unsafe {
-        pg_sys::pg_class_aclcheck(oid, owner, pg_sys::ACL_INSERT as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK
+        pg_sys::pg_class_aclcheck(oid, owner, mode) == pg_sys::AclResult::ACLCHECK_OK
             && pg_sys::check_enable_rls(oid, owner, true) != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
             && ptr::read(&raw const pg_sys::ExecutorCheckPerms_hook).is_none()
     }
@@ -197,8 +206,73 @@ impl Target {
             }
             pg_sys::simple_table_tuple_insert(self.relation, slot);
             if (*self.result).ri_NumIndices > 0 {
-                super::version::insert_index_tuples(self.result, slot, statement.estate);
+                super::version::insert_index_tuples(self.result, slot, statement.estate, super::version::IndexUpdate::All);
             }
+        }
+    }
+
+    /// Replaces the row whose primary key is `key` (per key column, its equality function and
+    /// value) by `values`, as `UPDATE ... WHERE` the key does under READ COMMITTED: the latest
+    /// committed version found through the primary key, a heap update, then index entries unless
+    /// the update stayed on its page (HOT). Checks constraints as `store` does.
+    ///
+    /// `Missing` when no row has the key, `Changed` when another transaction changed or deleted it
+    /// meanwhile: nothing was written, and the caller goes through SPI, whose UPDATE follows it.
+    ///
+    /// # Safety
+    /// As `store`; the table is a heap table and `key` matches its primary key's columns.
+    pub unsafe fn update_by_key(&self, statement: &Statement, key: &[(u32, pg_sys::Datum)], values: &[Option<pg_sys::Datum>]) -> Updated {
+        // SAFETY: the relation, indexes and slot `open` made; values as `store` takes them (the
+        // caller's promise); the snapshot is registered for the scan and released after it.
+        unsafe {
+            let Some(index) = (0..(*self.result).ri_NumIndices as usize)
+                .map(|i| *(*self.result).ri_IndexRelationDescs.add(i))
+                .find(|&index| (*(*index).rd_index).indisprimary)
+            else {
+                return Updated::Missing;
+            };
+            // What this transaction wrote before is visible, as to the next statement through SPI.
+            pg_sys::CommandCounterIncrement();
+            let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+            let mut keys: Vec<pg_sys::ScanKeyData> = vec![std::mem::zeroed(); key.len()];
+            for (i, ((procedure, value), scan_key)) in key.iter().zip(keys.iter_mut()).enumerate() {
+                pg_sys::ScanKeyEntryInitialize(
+                    scan_key,
+                    0,
+                    (i + 1) as pg_sys::AttrNumber,
+                    pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                    pg_sys::InvalidOid,
+                    *(*index).rd_indcollation.add(i),
+                    pg_sys::Oid::from(*procedure),
+                    *value,
+                );
+            }
+            let found = pg_sys::table_slot_create(self.relation, ptr::null_mut());
+            let scan = super::version::index_beginscan(self.relation, index, snapshot, key.len() as i32);
+            pg_sys::index_rescan(scan, keys.as_mut_ptr(), key.len() as i32, ptr::null_mut(), 0);
+            let tid = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, found).then(|| (*found).tts_tid);
+            pg_sys::index_endscan(scan);
+            pg_sys::ExecDropSingleTupleTableSlot(found);
+            pg_sys::UnregisterSnapshot(snapshot);
+            let Some(mut tid) = tid else { return Updated::Missing };
+            let slot = self.slot;
+            pg_sys::ExecClearTuple(slot);
+            for (i, value) in values.iter().enumerate() {
+                *(*slot).tts_values.add(i) = value.unwrap_or(pg_sys::Datum::from(0));
+                *(*slot).tts_isnull.add(i) = value.is_none();
+            }
+            pg_sys::ExecStoreVirtualTuple(slot);
+            if self.checked {
+                pg_sys::ExecConstraints(self.result, slot, statement.estate);
+            }
+            let mut should_free = false;
+            let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, true, &mut should_free);
+            let Some(indexes) = super::version::heap_update(self.relation, &mut tid, tuple) else { return Updated::Changed };
+            (*slot).tts_tid = (*tuple).t_self;
+            if indexes != super::version::IndexUpdate::None && (*self.result).ri_NumIndices > 0 {
+                super::version::insert_index_tuples(self.result, slot, statement.estate, indexes);
+            }
+            Updated::Done
         }
     }
 
@@ -211,6 +285,14 @@ impl Target {
             pg_sys::table_close(self.relation, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
     }
+}
+
+/// What `Target::update_by_key` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Updated {
+    Done,
+    Missing,
+    Changed,
 }
 
 /// Makes the rows stored so far visible to the statement's next queries, as an INSERT through

@@ -383,7 +383,12 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
         }
         writes.push((key, text, live.pattern.next_deadline(state).map(timestamptz), stored.is_some()));
     }
-    if let [(key, text, deadline, existed)] = writes.as_slice() {
+    if let [(key, text, deadline, true)] = writes.as_slice() {
+        if !state_rows::update(live.id, key, text, *deadline) {
+            let plan = spi::kept(UPDATE_STATE, &oids([INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID]))?;
+            client.update(&*plan, None, &[live.id.into(), (*key).into(), text.as_str().into(), (*deadline).into()])?;
+        }
+    } else if let [(key, text, deadline, existed)] = writes.as_slice() {
         let plan = spi::kept(if *existed { UPDATE_STATE } else { INSERT_STATE }, &oids([INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID]))?;
         client.update(&*plan, None, &[live.id.into(), (*key).into(), text.as_str().into(), (*deadline).into()])?;
     } else if !writes.is_empty() {
@@ -399,6 +404,77 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
     }
     Ok(())
 }
+
+/// A key's stored state rewritten without the executor (see `direct_insert`): the UPDATE through
+/// SPI built and tore down a whole plan state for one row, half of a live pattern's cost on a
+/// single-row INSERT.
+mod state_rows {
+    use std::cell::Cell;
+
+    use pgrx::pg_sys;
+    use pgrx::IntoDatum;
+
+    use crate::pg::direct_insert::{self, has_columns, Column, Statement, Target, Updated};
+
+    /// `cep.pattern_state`'s columns, as pg_cep makes them.
+    const COLUMNS: [Column; 4] = [
+        ("pattern_id", pg_sys::INT4OID, false),
+        ("key", pg_sys::TEXTOID, false),
+        ("state", pg_sys::TEXTOID, false),
+        ("deadline", pg_sys::TIMESTAMPTZOID, true),
+    ];
+
+    thread_local! {
+        /// States this backend rewrote here, for tests that must tell this path from SPI's.
+        static UPDATED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// How many states this backend has rewritten without the executor.
+    pub fn updated() -> u64 {
+        UPDATED.with(Cell::get)
+    }
+
+    /// Sets the state and deadline of the (pattern, key) row, as `UPDATE_STATE` does; false when
+    /// the caller must run that UPDATE instead: under REPEATABLE READ or SERIALIZABLE (where a row
+    /// changed since the transaction's snapshot must fail as the UPDATE fails it), when the table
+    /// is not as pg_cep made it, or when the row is gone or was changed meanwhile.
+    pub fn update(pattern_id: i32, key: &str, state: &str, deadline: Option<pgrx::datum::TimestampWithTimeZone>) -> bool {
+        // SAFETY: plain read of the transaction's isolation level.
+        if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            return false;
+        }
+        let Some(oid) = direct_insert::relation_in_cep(c"pattern_state").filter(|&oid| direct_insert::updatable(oid)) else { return false };
+        let statement = Statement::new();
+        // SAFETY: a relation open inside a transaction, closed below (or by the transaction's end
+        // if an error comes first); the datums live in the statement's row memory until the update.
+        let done = unsafe {
+            match Target::open(&statement, oid, true) {
+                Some(table) => {
+                    let heap = (*(*table.relation).rd_rel).relam == pg_sys::HEAP_TABLE_AM_OID;
+                    let done = heap
+                        && has_columns((*table.relation).rd_att, &COLUMNS)
+                        && statement.in_row_memory(|| {
+                            let text = |s: &str| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32));
+                            let (id, key) = (pg_sys::Datum::from(pattern_id), text(key));
+                            let values = [Some(id), Some(key), Some(text(state)), deadline.and_then(|d| d.into_datum())];
+                            table.update_by_key(&statement, &[(pg_sys::F_INT4EQ, id), (pg_sys::F_TEXTEQ, key)], &values) == Updated::Done
+                        });
+                    table.close();
+                    done
+                }
+                None => false,
+            }
+        };
+        statement.free();
+        if done {
+            direct_insert::rows_stored();
+            UPDATED.with(|n| n.set(n.get() + 1));
+        }
+        done
+    }
+}
+
+pub use state_rows::updated as states_updated_directly;
 
 /// Records a trigger call's completed matches and notifies each on the pattern's channel.
 fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(String, Match)], by_timeout: bool) -> CepResult<()> {

@@ -34,17 +34,42 @@ fn cut(s: &str, limit: usize) -> String {
     s[..end].to_string()
 }
 
+/// An alert's payload, as `json!` would print it (keys in sorted order), without building a JSON
+/// tree first: every alerting row of a storm sends one.
+#[derive(serde::Serialize)]
+struct AlertPayload<'a> {
+    action: &'a str,
+    alert_id: i64,
+    key: &'a str,
+    level: &'a str,
+    row: Option<&'a str>,
+    rules: &'a [i32],
+    score: f64,
+    table: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    ts: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
 pub fn alert_payload(n: &AlertNotice) -> String {
     let build = |rules: &[i32], limit: usize, truncated: bool| -> String {
-        let cut = |s: &str| cut(s, limit);
-        let mut v = json!({
-            "type": "risk_alert", "alert_id": n.alert_id, "table": cut(n.table), "key": cut(n.key),
-            "row": n.row.map(cut), "score": n.score, "level": n.level, "action": n.action, "rules": rules, "ts": n.ts,
-        });
-        if truncated {
-            v["truncated"] = Value::Bool(true);
-        }
-        v.to_string()
+        let (table, key, row) = (cut(n.table, limit), cut(n.key, limit), n.row.map(|r| cut(r, limit)));
+        let payload = AlertPayload {
+            action: n.action,
+            alert_id: n.alert_id,
+            key: &key,
+            level: n.level,
+            row: row.as_deref(),
+            rules,
+            score: n.score,
+            table: &table,
+            truncated,
+            ts: n.ts,
+            kind: "risk_alert",
+        };
+        serde_json::to_string(&payload).unwrap_or_default()
     };
     let full = build(n.rules, usize::MAX, false);
     if full.len() <= MAX_PAYLOAD_BYTES {
@@ -108,6 +133,28 @@ mod tests {
             action: "alert",
             rules,
             ts: "2026-01-15 12:00:00+00",
+        }
+    }
+
+    /// The payload reads as the JSON tree it replaced printed it (sorted keys, null row, no
+    /// `truncated` unless cut), for every score a rule can give.
+    #[test]
+    fn alert_payload_prints_as_the_json_tree_did() {
+        for (row, score, rules) in [(Some("42"), 0.8, vec![1, 3]), (None, 1.5000000000000002, vec![]), (Some("é\"\n"), f64::NAN, vec![7])] {
+            let n = AlertNotice {
+                alert_id: 9,
+                table: "public.tx",
+                key: "k\u{1}",
+                row,
+                score,
+                level: "high",
+                action: "alert",
+                rules: &rules,
+                ts: "2026-01-01 00:00:00+00",
+            };
+            let tree = json!({"type": "risk_alert", "alert_id": 9, "table": "public.tx", "key": "k\u{1}", "row": row,
+                              "score": score, "level": "high", "action": "alert", "rules": rules, "ts": n.ts});
+            assert_eq!(alert_payload(&n), tree.to_string());
         }
     }
 
