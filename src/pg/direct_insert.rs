@@ -191,6 +191,25 @@ impl Target {
         // SAFETY: the slot and result relation `open` made for this relation; `values` holds one datum per column, of its type
         // (the caller's promise).
         unsafe {
+            let slot = self.row(statement, values);
+            if partition_check {
+                pg_sys::ExecPartitionCheck(self.result, slot, statement.estate, true);
+            }
+            pg_sys::simple_table_tuple_insert(self.relation, slot);
+            if (*self.result).ri_NumIndices > 0 {
+                super::version::insert_index_tuples(self.result, slot, statement.estate, super::version::IndexUpdate::All);
+            }
+        }
+    }
+
+    /// `values` as a row in the target's slot, checked as the executor checks one (NOT NULL and
+    /// CHECK constraints, when the table has them).
+    ///
+    /// # Safety
+    /// As `store`.
+    unsafe fn row(&self, statement: &Statement, values: &[Option<pg_sys::Datum>]) -> *mut pg_sys::TupleTableSlot {
+        // SAFETY: the slot and result relation `open` made; values as the caller promises.
+        unsafe {
             let slot = self.slot;
             pg_sys::ExecClearTuple(slot);
             for (i, value) in values.iter().enumerate() {
@@ -201,13 +220,7 @@ impl Target {
             if self.checked {
                 pg_sys::ExecConstraints(self.result, slot, statement.estate);
             }
-            if partition_check {
-                pg_sys::ExecPartitionCheck(self.result, slot, statement.estate, true);
-            }
-            pg_sys::simple_table_tuple_insert(self.relation, slot);
-            if (*self.result).ri_NumIndices > 0 {
-                super::version::insert_index_tuples(self.result, slot, statement.estate, super::version::IndexUpdate::All);
-            }
+            slot
         }
     }
 
@@ -255,16 +268,7 @@ impl Target {
             pg_sys::ExecDropSingleTupleTableSlot(found);
             pg_sys::UnregisterSnapshot(snapshot);
             let Some(mut tid) = tid else { return Updated::Missing };
-            let slot = self.slot;
-            pg_sys::ExecClearTuple(slot);
-            for (i, value) in values.iter().enumerate() {
-                *(*slot).tts_values.add(i) = value.unwrap_or(pg_sys::Datum::from(0));
-                *(*slot).tts_isnull.add(i) = value.is_none();
-            }
-            pg_sys::ExecStoreVirtualTuple(slot);
-            if self.checked {
-                pg_sys::ExecConstraints(self.result, slot, statement.estate);
-            }
+            let slot = self.row(statement, values);
             let mut should_free = false;
             let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, true, &mut should_free);
             let Some(indexes) = super::version::heap_update(self.relation, &mut tid, tuple) else { return Updated::Changed };
