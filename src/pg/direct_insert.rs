@@ -224,17 +224,20 @@ impl Target {
         }
     }
 
-    /// Replaces the row whose primary key is `key` (per key column, its equality function and
-    /// value) by `values`, as `UPDATE ... WHERE` the key does under READ COMMITTED: the latest
-    /// committed version found through the primary key, a heap update, then index entries unless
-    /// the update stayed on its page (HOT). Checks constraints as `store` does.
+    /// Writes the row whose primary key is `key` (per key column, its equality function and
+    /// value), as `INSERT ... ON CONFLICT (key) DO UPDATE` or `DELETE ... WHERE` the key does under
+    /// READ COMMITTED for a key no other transaction writes meanwhile (the caller holds a lock that
+    /// says so): the latest committed version found through the primary key, then a heap update
+    /// (index entries only when it is not HOT), a heap insert with its index entries, or a heap
+    /// delete. Checks constraints as `store` does.
     ///
-    /// `Missing` when no row has the key, `Changed` when another transaction changed or deleted it
-    /// meanwhile: nothing was written, and the caller goes through SPI, whose UPDATE follows it.
+    /// `Missing` when there was nothing to delete, `Changed` when another transaction changed or
+    /// deleted the row meanwhile: nothing was written, and the caller goes through SPI, whose
+    /// statement follows it.
     ///
     /// # Safety
     /// As `store`; the table is a heap table and `key` matches its primary key's columns.
-    pub unsafe fn update_by_key(&self, statement: &Statement, key: &[(u32, pg_sys::Datum)], values: &[Option<pg_sys::Datum>]) -> Updated {
+    pub unsafe fn write_by_key(&self, statement: &Statement, key: &[(u32, pg_sys::Datum)], write: KeyedWrite) -> Written {
         // SAFETY: the relation, indexes and slot `open` made; values as `store` takes them (the
         // caller's promise); the snapshot is registered for the scan and released after it.
         unsafe {
@@ -242,7 +245,7 @@ impl Target {
                 .map(|i| *(*self.result).ri_IndexRelationDescs.add(i))
                 .find(|&index| (*(*index).rd_index).indisprimary)
             else {
-                return Updated::Missing;
+                return Written::Changed;
             };
             // What this transaction wrote before is visible, as to the next statement through SPI.
             pg_sys::CommandCounterIncrement();
@@ -267,16 +270,32 @@ impl Target {
             pg_sys::index_endscan(scan);
             pg_sys::ExecDropSingleTupleTableSlot(found);
             pg_sys::UnregisterSnapshot(snapshot);
-            let Some(mut tid) = tid else { return Updated::Missing };
-            let slot = self.row(statement, values);
-            let mut should_free = false;
-            let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, true, &mut should_free);
-            let Some(indexes) = super::version::heap_update(self.relation, &mut tid, tuple) else { return Updated::Changed };
-            (*slot).tts_tid = (*tuple).t_self;
-            if indexes != super::version::IndexUpdate::None && (*self.result).ri_NumIndices > 0 {
-                super::version::insert_index_tuples(self.result, slot, statement.estate, indexes);
+            match (write, tid) {
+                (KeyedWrite::Delete, None) => Written::Missing,
+                (KeyedWrite::Delete, Some(mut tid)) => {
+                    let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
+                    let cid = pg_sys::GetCurrentCommandId(true);
+                    match pg_sys::heap_delete(self.relation, &mut tid, cid, ptr::null_mut(), true, &mut failure, false) {
+                        pg_sys::TM_Result::TM_Ok => Written::Done,
+                        _ => Written::Changed,
+                    }
+                }
+                (KeyedWrite::Put(values), None) => {
+                    self.store(statement, values, false);
+                    Written::Done
+                }
+                (KeyedWrite::Put(values), Some(mut tid)) => {
+                    let slot = self.row(statement, values);
+                    let mut should_free = false;
+                    let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, true, &mut should_free);
+                    let Some(indexes) = super::version::heap_update(self.relation, &mut tid, tuple) else { return Written::Changed };
+                    (*slot).tts_tid = (*tuple).t_self;
+                    if indexes != super::version::IndexUpdate::None {
+                        super::version::insert_index_tuples(self.result, slot, statement.estate, indexes);
+                    }
+                    Written::Done
+                }
             }
-            Updated::Done
         }
     }
 
@@ -291,9 +310,16 @@ impl Target {
     }
 }
 
-/// What `Target::update_by_key` did.
+/// What `Target::write_by_key` writes: the row's values, or its removal.
+#[derive(Clone, Copy)]
+pub enum KeyedWrite<'a> {
+    Put(&'a [Option<pg_sys::Datum>]),
+    Delete,
+}
+
+/// What `Target::write_by_key` did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Updated {
+pub enum Written {
     Done,
     Missing,
     Changed,

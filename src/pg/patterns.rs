@@ -383,12 +383,16 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
         }
         writes.push((key, text, live.pattern.next_deadline(state).map(timestamptz), stored.is_some()));
     }
-    if let [(key, text, deadline, true)] = writes.as_slice() {
-        if !state_rows::update(live.id, key, text, *deadline) {
-            let plan = spi::kept(UPDATE_STATE, &oids([INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID]))?;
-            client.update(&*plan, None, &[live.id.into(), (*key).into(), text.as_str().into(), (*deadline).into()])?;
-        }
-    } else if let [(key, text, deadline, existed)] = writes.as_slice() {
+    // One key (a single-row INSERT): written in place when it can be.
+    let in_place = match (writes.as_slice(), gone.as_slice()) {
+        ([(key, text, deadline, _)], []) => state_rows::write(live.id, key, Some((text, *deadline))),
+        ([], [key]) => state_rows::write(live.id, key, None),
+        _ => false,
+    };
+    if in_place {
+        return Ok(());
+    }
+    if let [(key, text, deadline, existed)] = writes.as_slice() {
         let plan = spi::kept(if *existed { UPDATE_STATE } else { INSERT_STATE }, &oids([INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID]))?;
         client.update(&*plan, None, &[live.id.into(), (*key).into(), text.as_str().into(), (*deadline).into()])?;
     } else if !writes.is_empty() {
@@ -405,16 +409,16 @@ fn save_states(client: &mut SpiClient<'_>, live: &LivePattern, states: &[(&str, 
     Ok(())
 }
 
-/// A key's stored state rewritten without the executor (see `direct_insert`): the UPDATE through
-/// SPI built and tore down a whole plan state for one row, half of a live pattern's cost on a
-/// single-row INSERT.
+/// A key's stored state written without the executor (see `direct_insert`): the UPDATE, INSERT
+/// or DELETE through SPI built and tore down a whole plan state for one row, half of a live
+/// pattern's cost on a single-row INSERT.
 mod state_rows {
     use std::cell::Cell;
 
     use pgrx::pg_sys;
     use pgrx::IntoDatum;
 
-    use crate::pg::direct_insert::{self, has_columns, Column, Statement, Target, Updated};
+    use crate::pg::direct_insert::{self, has_columns, Column, KeyedWrite, Statement, Target, Written};
 
     /// `cep.pattern_state`'s columns, as pg_cep makes them.
     const COLUMNS: [Column; 4] = [
@@ -425,20 +429,22 @@ mod state_rows {
     ];
 
     thread_local! {
-        /// States this backend rewrote here, for tests that must tell this path from SPI's.
-        static UPDATED: Cell<u64> = const { Cell::new(0) };
+        /// States this backend wrote here, for tests that must tell this path from SPI's.
+        static WRITTEN: Cell<u64> = const { Cell::new(0) };
     }
 
-    /// How many states this backend has rewritten without the executor.
-    pub fn updated() -> u64 {
-        UPDATED.with(Cell::get)
+    /// How many states this backend has written (or deleted) without the executor.
+    pub fn written() -> u64 {
+        WRITTEN.with(Cell::get)
     }
 
-    /// Sets the state and deadline of the (pattern, key) row, as `UPDATE_STATE` does; false when
-    /// the caller must run that UPDATE instead: under REPEATABLE READ or SERIALIZABLE (where a row
-    /// changed since the transaction's snapshot must fail as the UPDATE fails it), when the table
-    /// is not as pg_cep made it, or when the row is gone or was changed meanwhile.
-    pub fn update(pattern_id: i32, key: &str, state: &str, deadline: Option<pgrx::datum::TimestampWithTimeZone>) -> bool {
+    /// Stores the (pattern, key) row's state and deadline, or with `None` deletes it, as
+    /// `INSERT_STATE`, `UPDATE_STATE` and `DELETE_STATES` do; false when the caller must run those
+    /// instead: under REPEATABLE READ or SERIALIZABLE (where a row changed since the transaction's
+    /// snapshot must fail as the UPDATE fails it), when the table is not as pg_cep made it, or
+    /// when the row was changed meanwhile. The caller holds the key's lock: no other session
+    /// writes the row under READ COMMITTED.
+    pub fn write(pattern_id: i32, key: &str, state: Option<(&str, Option<pgrx::datum::TimestampWithTimeZone>)>) -> bool {
         // SAFETY: plain read of the transaction's isolation level.
         if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
             return false;
@@ -446,7 +452,7 @@ mod state_rows {
         let Some(oid) = direct_insert::relation_in_cep(c"pattern_state").filter(|&oid| direct_insert::updatable(oid)) else { return false };
         let statement = Statement::new();
         // SAFETY: a relation open inside a transaction, closed below (or by the transaction's end
-        // if an error comes first); the datums live in the statement's row memory until the update.
+        // if an error comes first); the datums live in the statement's row memory until written.
         let done = unsafe {
             match Target::open(&statement, oid, true) {
                 Some(table) => {
@@ -456,8 +462,13 @@ mod state_rows {
                         && statement.in_row_memory(|| {
                             let text = |s: &str| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32));
                             let (id, key) = (pg_sys::Datum::from(pattern_id), text(key));
-                            let values = [Some(id), Some(key), Some(text(state)), deadline.and_then(|d| d.into_datum())];
-                            table.update_by_key(&statement, &[(pg_sys::F_INT4EQ, id), (pg_sys::F_TEXTEQ, key)], &values) == Updated::Done
+                            let values =
+                                state.map(|(state, deadline)| [Some(id), Some(key), Some(text(state)), deadline.and_then(|d| d.into_datum())]);
+                            let write = match &values {
+                                Some(values) => KeyedWrite::Put(values),
+                                None => KeyedWrite::Delete,
+                            };
+                            table.write_by_key(&statement, &[(pg_sys::F_INT4EQ, id), (pg_sys::F_TEXTEQ, key)], write) != Written::Changed
                         });
                     table.close();
                     done
@@ -468,13 +479,13 @@ mod state_rows {
         statement.free();
         if done {
             direct_insert::rows_stored();
-            UPDATED.with(|n| n.set(n.get() + 1));
+            WRITTEN.with(|n| n.set(n.get() + 1));
         }
         done
     }
 }
 
-pub use state_rows::updated as states_updated_directly;
+pub use state_rows::written as states_written_directly;
 
 /// Records a trigger call's completed matches and notifies each on the pattern's channel.
 fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(String, Match)], by_timeout: bool) -> CepResult<()> {

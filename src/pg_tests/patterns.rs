@@ -415,32 +415,37 @@ mod tests {
         assert_eq!(one::<String>("SELECT rows::text FROM cep.pattern_matches"), Some(r#"{"login": [1], "browse": [4], "purchase": [5]}"#.into()));
     }
 
-    /// A key's state is rewritten in place without the executor, and reads back as written; a
-    /// table the executor must act on (here a trigger on it) gets SPI's UPDATE instead.
+    /// A key's state is inserted, rewritten and deleted without the executor, and reads back as
+    /// written; a table the executor must act on (here a trigger on it) gets SPI's statements.
     #[pg_test]
-    fn a_keys_state_is_rewritten_in_place_unless_the_table_needs_the_executor() {
-        use crate::pg::patterns::states_updated_directly;
+    fn a_keys_state_is_written_in_place_unless_the_table_needs_the_executor() {
+        use crate::pg::patterns::states_written_directly;
         events_setup();
         run(&format!("SELECT cep.define_pattern('checkout', 'user_events', 'user_id', 'created_at', 'login browse+ purchase', '{CHECKOUT_DEFINE}', within => '30 minutes')"));
+        let before = states_written_directly();
         run(&event(1, "login", 0, 10));
-        let before = states_updated_directly();
         run(&event(1, "browse", 0, 9));
         run(&event(1, "browse", 0, 8));
-        assert_eq!(states_updated_directly() - before, 2, "each browse rewrote the key's stored state");
+        assert_eq!(states_written_directly() - before, 3, "the login stored the key's state, each browse rewrote it");
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_state WHERE key = '1' AND deadline IS NOT NULL"), Some(1));
         run("CREATE TABLE state_log (n int)");
         run("CREATE FUNCTION log_state() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.state_log VALUES (1); RETURN NEW; END $$");
         run("CREATE TRIGGER log_state BEFORE UPDATE ON cep.pattern_state FOR EACH ROW EXECUTE FUNCTION log_state()");
-        let before = states_updated_directly();
+        let before = states_written_directly();
         run(&event(1, "browse", 0, 7));
-        assert_eq!(states_updated_directly(), before, "a trigger on the states table sends the write through SPI");
+        assert_eq!(states_written_directly(), before, "a trigger on the states table sends the write through SPI");
         assert_eq!(one::<i64>("SELECT count(*) FROM state_log"), Some(1));
+        run("DROP TRIGGER log_state ON cep.pattern_state");
         run(&event(1, "purchase", 5, 6));
+        assert_eq!(states_written_directly() - before, 1, "the match emptied the key's state: its row was deleted in place");
         assert_eq!(
             one::<String>("SELECT rows::text FROM cep.pattern_matches WHERE key = '1'"),
             Some(r#"{"login": [1], "browse": [2, 3, 4], "purchase": [5]}"#.into())
         );
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_state"), Some(0));
+        // A key's next run starts from a new row, as after a DELETE through SPI.
+        run(&event(1, "login", 0, 5));
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.pattern_state WHERE key = '1'"), Some(1));
     }
 
     #[pg_test]
