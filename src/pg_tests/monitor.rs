@@ -6,6 +6,52 @@ mod tests {
     use super::super::helpers::*;
     use pgrx::prelude::*;
 
+    /// An alert's evidence is built as jsonb directly; it must be the very jsonb `jsonb_in` makes
+    /// of its text, byte for byte: key order and duplicates, numbers as numeric_in reads them,
+    /// escapes, empty containers; and a NUL in a string is refused as jsonb_in refuses it.
+    #[pg_test]
+    fn alert_evidence_is_the_jsonb_its_text_reads_as() {
+        use serde_json::json;
+        // SAFETY: `d` is a jsonb datum made below; jsonb_out returns a palloc'd C string.
+        let to_text = |d: pg_sys::Datum| unsafe {
+            let out = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(d)]).unwrap();
+            std::ffi::CStr::from_ptr(out.cast_mut_ptr()).to_string_lossy().into_owned()
+        };
+        // SAFETY: `d` is a plain (untoasted) jsonb varlena made below.
+        let bytes = |d: pg_sys::Datum| unsafe {
+            let p = d.cast_mut_ptr::<pg_sys::varlena>();
+            std::slice::from_raw_parts(p as *const u8, pgrx::varlena::varsize_any(p)).to_vec()
+        };
+        let values = [
+            json!({"rule_id": 1, "version": 3, "score": 0.8, "evidence": {"count": 11, "limit": 10, "window": "1 hour"}, "b": true, "a": null}),
+            json!([1, 2.5, -3e-7, 1e300, 12345678901234567890u64, -42, 0.1, 1.0000000000000002, "x\"\\\n\u{1}é", [], {}, [[{}]]]),
+            json!({"zz": {"y": [], "x": {}}, "": "", "aa": "a", "a": "b", "ab": [false]}),
+            json!([]),
+            json!({}),
+            json!("scalar"),
+            json!(3.25),
+        ];
+        for v in values {
+            let container = v.is_array() || v.is_object();
+            assert_eq!(crate::pg::alert_rows::built(&v).is_some(), container, "containers are built directly: {v}");
+            let direct = crate::pg::alert_rows::jsonb(&v).unwrap();
+            let text = std::ffi::CString::new(v.to_string()).unwrap();
+            // SAFETY: jsonb_in reads a NUL-terminated string alive for the call.
+            let read = unsafe { pgrx::fcinfo::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }.unwrap();
+            assert_eq!(to_text(direct), to_text(read), "{v}");
+            assert_eq!(bytes(direct), bytes(read), "{v}");
+        }
+        assert!(crate::pg::alert_rows::built(&json!({"k": ["a\u{0}b"]})).is_none());
+        // Last: the caught ERROR leaves the test's transaction to be rolled back.
+        let nul = PgTryBuilder::new(|| format!("{:?}", crate::pg::alert_rows::jsonb(&json!({"k": "a\u{0}b"})).is_some()))
+            .catch_others(|e| match e {
+                pgrx::pg_sys::panic::CaughtError::PostgresError(report) => report.message().to_string(),
+                _ => "other".into(),
+            })
+            .execute();
+        assert_eq!(nul, "unsupported Unicode escape sequence", "a NUL in a string fails as jsonb_in fails it");
+    }
+
     #[pg_test]
     fn watch_checks_columns_and_several_tables_need_a_name() {
         seed_setup();
