@@ -500,15 +500,29 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     // Repeats of an alert this backend knows to be open are only counted (see `pg::cooldown`);
     // the others go to SQL with their fingerprint and window, worked out once. A row outside the
     // timestamp range has no window: it is inserted as a plain alert.
+    // An alert another session opened is found through the cooldown index first (opened once,
+    // at the first row this backend does not know), and then known as this backend's own are.
     let mut unknown: Vec<(&Alerted, String, Option<i64>)> = Vec::with_capacity(alerted.len());
+    let mut table: Option<Option<AlertRows>> = None;
     for a in alerted {
         let fp = fingerprint(&a.assessment);
         let window =
             crate::engine::window::tumble(a.row.at, crate::engine::window::Width::Micros(cooldown), crate::engine::window::DEFAULT_ORIGIN_PG);
-        match window.and_then(|w| cooldown::alert_for(&slot(a, &fp, w))) {
+        let known = window.and_then(|w| {
+            cooldown::alert_for(&slot(a, &fp, w)).or_else(|| {
+                let rows = table.get_or_insert_with(|| as_extension_owner(AlertRows::open)).as_ref()?;
+                let id = rows.open_alert(watch.root, &a.row.key, &fp, w)?;
+                cooldown::found(slot(a, &fp, w), id);
+                Some(id)
+            })
+        });
+        match known {
             Some(id) => cooldown::repeat(id, a.row.at, a.assessment.total_score),
             None => unknown.push((a, fp, window)),
         }
+    }
+    if let Some(Some(rows)) = table {
+        rows.close();
     }
     if unknown.is_empty() {
         return Ok(());

@@ -48,7 +48,18 @@ const GIVEN: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
 thread_local! {
     /// Alerts this backend stored here, for tests that must tell this path from SPI's.
     static ROWS_WRITTEN: Cell<u64> = const { Cell::new(0) };
+    /// Open alerts this backend found through the cooldown index (`AlertRows::open_alert`).
+    static OPEN_FOUND: Cell<u64> = const { Cell::new(0) };
 }
+
+/// How many open alerts this backend has found through the cooldown index.
+pub fn open_alerts_found() -> u64 {
+    OPEN_FOUND.with(Cell::get)
+}
+
+/// `alerts_cooldown_idx`'s columns (relid, key, fingerprint, cooldown_from), 1-based.
+const COOLDOWN_KEY: [i16; 4] = [2, 4, 20, 21];
+const STATE: usize = 12;
 
 /// How many alerts this backend has stored without the executor.
 pub fn rows_written() -> u64 {
@@ -133,6 +144,49 @@ impl AlertRows {
         });
         ROWS_WRITTEN.with(|n| n.set(n.get() + 1));
         written
+    }
+
+    /// The open alert (not resolved) of `relid`'s `key` for a cooldown window starting at
+    /// `window`, of the rule set `fingerprint`, as this transaction or a committed one left it:
+    /// found through `alerts_cooldown_idx` without the executor. A session meets each of the
+    /// alerts other sessions opened once per window; the upsert that found them through SPI cost
+    /// a twentieth of a storm's CPU under a cooldown. `None` when there is none, or when the
+    /// index is not as pg_cep makes it.
+    pub fn open_alert(&self, relid: pg_sys::Oid, key: &str, fingerprint: &str, window: pg_sys::TimestampTz) -> Option<i64> {
+        // SAFETY: the target's open indexes; the key datums live in the row memory until the scan
+        // ends, and the found row is read while its slot holds it.
+        let found = self.statement.in_row_memory(|| unsafe {
+            let index = self.table.index(|index| {
+                let form = &*(*index).rd_index;
+                let name = std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr());
+                name == c"alerts_cooldown_idx"
+                    && form.indisunique
+                    && form.indnkeyatts as usize == COOLDOWN_KEY.len()
+                    && COOLDOWN_KEY.iter().enumerate().all(|(i, &attnum)| *form.indkey.values.as_ptr().add(i) == attnum)
+            })?;
+            let text = |s: &str| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32));
+            let key = [
+                (pg_sys::F_OIDEQ, pg_sys::Datum::from(relid)),
+                (pg_sys::F_TEXTEQ, text(key)),
+                (pg_sys::F_TEXTEQ, text(fingerprint)),
+                (pg_sys::F_TIMESTAMPTZ_EQ, pg_sys::Datum::from(window)),
+            ];
+            self.table
+                .find(index, &key, |row| {
+                    pg_sys::slot_getsomeattrs(row, STATE as i32 + 1);
+                    let value = |i: usize| (!*(*row).tts_isnull.add(i)).then(|| *(*row).tts_values.add(i));
+                    let resolved = value(STATE).is_some_and(|state| {
+                        let state = pg_sys::text_to_cstring(state.cast_mut_ptr());
+                        std::ffi::CStr::from_ptr(state) == c"resolved"
+                    });
+                    value(ALERT_ID).filter(|_| !resolved).map(|id| id.value() as i64)
+                })
+                .flatten()
+        });
+        if found.is_some() {
+            OPEN_FOUND.with(|n| n.set(n.get() + 1));
+        }
+        found
     }
 
     /// Closes what `open` opened, and makes the alerts visible to the statement's next queries.

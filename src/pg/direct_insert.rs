@@ -224,29 +224,29 @@ impl Target {
         }
     }
 
-    /// Writes the row whose primary key is `key` (per key column, its equality function and
-    /// value), as `INSERT ... ON CONFLICT (key) DO UPDATE` or `DELETE ... WHERE` the key does under
-    /// READ COMMITTED for a key no other transaction writes meanwhile (the caller holds a lock that
-    /// says so): the latest committed version found through the primary key, then a heap update
-    /// (index entries only when it is not HOT), a heap insert with its index entries, or a heap
-    /// delete. Checks constraints as `store` does.
-    ///
-    /// `Missing` when there was nothing to delete, `Changed` when another transaction changed or
-    /// deleted the row meanwhile: nothing was written, and the caller goes through SPI, whose
-    /// statement follows it.
+    /// The first of the target's indexes that `wanted` accepts.
     ///
     /// # Safety
-    /// As `store`; the table is a heap table and `key` matches its primary key's columns.
-    pub unsafe fn write_by_key(&self, statement: &Statement, key: &[(u32, pg_sys::Datum)], write: KeyedWrite) -> Written {
-        // SAFETY: the relation, indexes and slot `open` made; values as `store` takes them (the
-        // caller's promise); the snapshot is registered for the scan and released after it.
+    /// `wanted` reads an open index relation.
+    pub unsafe fn index(&self, wanted: impl Fn(pg_sys::Relation) -> bool) -> Option<pg_sys::Relation> {
+        // SAFETY: the index array `open` made, of `ri_NumIndices` open indexes.
+        unsafe { (0..(*self.result).ri_NumIndices as usize).map(|i| *(*self.result).ri_IndexRelationDescs.add(i)).find(|&index| wanted(index)) }
+    }
+
+    /// Reads (with `read`) the latest committed version of the row `index` finds for `key` (per
+    /// index column, its equality function and value), as a READ COMMITTED statement starting
+    /// now would see it, this transaction's earlier writes included.
+    ///
+    /// # Safety
+    /// `index` is one of the target's; `read` reads the found row's slot while it is valid.
+    pub unsafe fn find<T>(
+        &self,
+        index: pg_sys::Relation,
+        key: &[(u32, pg_sys::Datum)],
+        read: impl FnOnce(*mut pg_sys::TupleTableSlot) -> T,
+    ) -> Option<T> {
+        // SAFETY: the caller's contract; the snapshot is registered for the scan and released after it.
         unsafe {
-            let Some(index) = (0..(*self.result).ri_NumIndices as usize)
-                .map(|i| *(*self.result).ri_IndexRelationDescs.add(i))
-                .find(|&index| (*(*index).rd_index).indisprimary)
-            else {
-                return Written::Changed;
-            };
             // What this transaction wrote before is visible, as to the next statement through SPI.
             pg_sys::CommandCounterIncrement();
             let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
@@ -266,10 +266,33 @@ impl Target {
             let found = pg_sys::table_slot_create(self.relation, ptr::null_mut());
             let scan = super::version::index_beginscan(self.relation, index, snapshot, key.len() as i32);
             pg_sys::index_rescan(scan, keys.as_mut_ptr(), key.len() as i32, ptr::null_mut(), 0);
-            let tid = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, found).then(|| (*found).tts_tid);
+            let result = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, found).then(|| read(found));
             pg_sys::index_endscan(scan);
             pg_sys::ExecDropSingleTupleTableSlot(found);
             pg_sys::UnregisterSnapshot(snapshot);
+            result
+        }
+    }
+
+    /// Writes the row whose primary key is `key` (per key column, its equality function and
+    /// value), as `INSERT ... ON CONFLICT (key) DO UPDATE` or `DELETE ... WHERE` the key does under
+    /// READ COMMITTED for a key no other transaction writes meanwhile (the caller holds a lock that
+    /// says so): the latest committed version found through the primary key, then a heap update
+    /// (index entries only when it is not HOT), a heap insert with its index entries, or a heap
+    /// delete. Checks constraints as `store` does.
+    ///
+    /// `Missing` when there was nothing to delete, `Changed` when another transaction changed or
+    /// deleted the row meanwhile: nothing was written, and the caller goes through SPI, whose
+    /// statement follows it.
+    ///
+    /// # Safety
+    /// As `store`; the table is a heap table and `key` matches its primary key's columns.
+    pub unsafe fn write_by_key(&self, statement: &Statement, key: &[(u32, pg_sys::Datum)], write: KeyedWrite) -> Written {
+        // SAFETY: the relation, indexes and slot `open` made; values as `store` takes them (the
+        // caller's promise); the snapshot is registered for the scan and released after it.
+        unsafe {
+            let Some(index) = self.index(|index| (*(*index).rd_index).indisprimary) else { return Written::Changed };
+            let tid = self.find(index, key, |found| (*found).tts_tid);
             match (write, tid) {
                 (KeyedWrite::Delete, None) => Written::Missing,
                 (KeyedWrite::Delete, Some(mut tid)) => {

@@ -441,11 +441,20 @@ mod tests {
         let second = one::<i64>("SELECT max(alert_id) FROM cep.alerts WHERE key = '1'").unwrap();
         let acked = one::<String>(&format!("SELECT state || ' ' || state_changed_by || ' ' || note FROM cep.acknowledge_alert({second}, 'looking')"));
         assert_eq!(acked, Some("acknowledged postgres looking".into()));
+        let found = crate::pg::alert_rows::open_alerts_found();
         insert(&[(1, "12")]);
+        assert_eq!(
+            crate::pg::alert_rows::open_alerts_found() - found,
+            1,
+            "the acknowledged alert, forgotten by the session, is found through the index"
+        );
+        assert_eq!(one::<i32>(&format!("SELECT repeats FROM cep.alerts WHERE alert_id = {second}")), Some(0), "counted in memory, not yet written");
         run("SELECT cep.flush_alert_repeats()");
         assert_eq!(one::<i32>(&format!("SELECT repeats FROM cep.alerts WHERE alert_id = {second}")), Some(1));
         assert_eq!(one::<String>(&format!("SELECT state || ' ' || note FROM cep.resolve_alert({second})")), Some("resolved looking".into()));
+        let found = crate::pg::alert_rows::open_alerts_found();
         insert(&[(1, "13")]);
+        assert_eq!(crate::pg::alert_rows::open_alerts_found(), found, "a resolved alert is not found");
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(3));
         // Bad states and unknown alerts are refused, and nothing changes.
         assert!(outcome(&format!("SELECT cep.set_alert_state({second}, 'closed')")).starts_with("22023: state: closed"));
