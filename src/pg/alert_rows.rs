@@ -120,8 +120,8 @@ impl AlertRows {
     pub fn write(&mut self, alert: &AlertRow) -> (i64, String) {
         let (statement, table, defaults) = (&self.statement, &self.table, &self.defaults);
         let written = statement.in_row_memory(|| {
-            // SAFETY: copies the bytes into a new text in the per-row memory.
-            let text = |s: &str| pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) });
+            // Texts are copied into the per-row memory.
+            let text = |s: &str| direct_insert::text_datum(s.as_bytes());
             let event_time = pgrx::datum::TimestampWithTimeZone::try_from(alert.event_time).ok();
             let mut values: [Option<pg_sys::Datum>; 22] = [None; 22];
             values[1] = Some(pg_sys::Datum::from(alert.relid));
@@ -164,7 +164,7 @@ impl AlertRows {
                     && form.indnkeyatts as usize == COOLDOWN_KEY.len()
                     && COOLDOWN_KEY.iter().enumerate().all(|(i, &attnum)| *form.indkey.values.as_ptr().add(i) == attnum)
             })?;
-            let text = |s: &str| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32));
+            let text = |s: &str| direct_insert::text_datum(s.as_bytes());
             let key = [
                 (pg_sys::F_OIDEQ, pg_sys::Datum::from(relid)),
                 (pg_sys::F_TEXTEQ, text(key)),

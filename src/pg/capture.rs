@@ -282,8 +282,7 @@ unsafe fn each_row(
 
 /// A column name as a `text` datum, for `field`.
 fn text(name: &str) -> pg_sys::Datum {
-    // SAFETY: copies the bytes into a new text in the current memory context.
-    pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(name.as_ptr().cast(), name.len() as i32) })
+    crate::pg::direct_insert::text_datum(name.as_bytes())
 }
 
 /// A copy of a (plain, untoasted) varlena datum in `memory`.

@@ -137,7 +137,7 @@ impl ChangeLog {
     unsafe fn store(&self, row: &LogRow) -> CepResult<i64> {
         // SAFETY: this log's open partition and executor state; `write` runs it in the per-row memory, where the texts are made.
         unsafe {
-            let text = |s: Option<&[u8]>| s.map(|s| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32)));
+            let text = |s: Option<&[u8]>| s.map(direct_insert::text_datum);
             let values: [Option<pg_sys::Datum>; 13] = [
                 self.statement.evaluate(self.change_id),
                 Some(self.changed_at),

@@ -348,6 +348,12 @@ pub enum Written {
     Changed,
 }
 
+/// `bytes` as a new `text` datum in the current memory context (Postgres's own copy).
+pub fn text_datum(bytes: &[u8]) -> pg_sys::Datum {
+    // SAFETY: copies `bytes.len()` bytes into a new text; no NUL terminator is read.
+    pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(bytes.as_ptr().cast(), bytes.len() as i32) })
+}
+
 /// Makes the rows stored so far visible to the statement's next queries, as an INSERT through
 /// SPI does.
 pub fn rows_stored() {

@@ -460,7 +460,7 @@ mod state_rows {
                     let done = heap
                         && has_columns((*table.relation).rd_att, &COLUMNS)
                         && statement.in_row_memory(|| {
-                            let text = |s: &str| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32));
+                            let text = |s: &str| direct_insert::text_datum(s.as_bytes());
                             let (id, key) = (pg_sys::Datum::from(pattern_id), text(key));
                             let values =
                                 state.map(|(state, deadline)| [Some(id), Some(key), Some(text(state)), deadline.and_then(|d| d.into_datum())]);
