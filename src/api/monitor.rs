@@ -497,11 +497,11 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
         fingerprint: fingerprint.to_string(),
         window,
     };
-    // Repeats of an alert this backend knows to be open are only counted (see `pg::cooldown`);
-    // the others go to SQL with their fingerprint and window, worked out once. A row outside the
-    // timestamp range has no window: it is inserted as a plain alert.
-    // An alert another session opened is found through the cooldown index first (opened once,
-    // at the first row this backend does not know), and then known as this backend's own are.
+    // Repeats of an alert this backend knows to be open are only counted (see `pg::cooldown`).
+    // One it does not know (another session opened it) is looked up in the cooldown index, with
+    // the table opened at the first such row, and is known from then on. The others go to SQL
+    // with their fingerprint and window, worked out once. A row outside the timestamp range has
+    // no window: it is inserted as a plain alert.
     let mut unknown: Vec<(&Alerted, String, Option<i64>)> = Vec::with_capacity(alerted.len());
     let mut table: Option<Option<AlertRows>> = None;
     for a in alerted {

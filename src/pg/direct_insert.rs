@@ -36,9 +36,10 @@ pub fn insertable(oid: pg_sys::Oid) -> bool {
     writable(oid, pg_sys::ACL_INSERT as pg_sys::AclMode)
 }
 
-/// As [`insertable`], for rows updated in place (`Target::update_by_key`, which also reads them).
-pub fn updatable(oid: pg_sys::Oid) -> bool {
-    writable(oid, (pg_sys::ACL_UPDATE | pg_sys::ACL_SELECT) as pg_sys::AclMode)
+/// As [`insertable`], for rows written by key (`Target::write_by_key`, which reads, inserts,
+/// updates and deletes them).
+pub fn writable_by_key(oid: pg_sys::Oid) -> bool {
+    writable(oid, (pg_sys::ACL_SELECT | pg_sys::ACL_INSERT | pg_sys::ACL_UPDATE | pg_sys::ACL_DELETE) as pg_sys::AclMode)
 }
 
 fn writable(oid: pg_sys::Oid, mode: pg_sys::AclMode) -> bool {
@@ -281,42 +282,39 @@ impl Target {
     /// (index entries only when it is not HOT), a heap insert with its index entries, or a heap
     /// delete. Checks constraints as `store` does.
     ///
-    /// `Missing` when there was nothing to delete, `Changed` when another transaction changed or
-    /// deleted the row meanwhile: nothing was written, and the caller goes through SPI, whose
-    /// statement follows it.
+    /// False when the table has no primary key or another transaction changed or deleted the
+    /// row meanwhile: nothing was written, and the caller goes through SPI, whose statement
+    /// follows it. Deleting a row that is not there is done.
     ///
     /// # Safety
     /// As `store`; the table is a heap table and `key` matches its primary key's columns.
-    pub unsafe fn write_by_key(&self, statement: &Statement, key: &[(u32, pg_sys::Datum)], write: KeyedWrite) -> Written {
+    pub unsafe fn write_by_key(&self, statement: &Statement, key: &[(u32, pg_sys::Datum)], write: KeyedWrite) -> bool {
         // SAFETY: the relation, indexes and slot `open` made; values as `store` takes them (the
         // caller's promise); the snapshot is registered for the scan and released after it.
         unsafe {
-            let Some(index) = self.index(|index| (*(*index).rd_index).indisprimary) else { return Written::Changed };
+            let Some(index) = self.index(|index| (*(*index).rd_index).indisprimary) else { return false };
             let tid = self.find(index, key, |found| (*found).tts_tid);
             match (write, tid) {
-                (KeyedWrite::Delete, None) => Written::Missing,
+                (KeyedWrite::Delete, None) => true,
                 (KeyedWrite::Delete, Some(mut tid)) => {
                     let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
                     let cid = pg_sys::GetCurrentCommandId(true);
-                    match pg_sys::heap_delete(self.relation, &mut tid, cid, ptr::null_mut(), true, &mut failure, false) {
-                        pg_sys::TM_Result::TM_Ok => Written::Done,
-                        _ => Written::Changed,
-                    }
+                    pg_sys::heap_delete(self.relation, &mut tid, cid, ptr::null_mut(), true, &mut failure, false) == pg_sys::TM_Result::TM_Ok
                 }
                 (KeyedWrite::Put(values), None) => {
                     self.store(statement, values, false);
-                    Written::Done
+                    true
                 }
                 (KeyedWrite::Put(values), Some(mut tid)) => {
                     let slot = self.row(statement, values);
                     let mut should_free = false;
                     let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, true, &mut should_free);
-                    let Some(indexes) = super::version::heap_update(self.relation, &mut tid, tuple) else { return Written::Changed };
+                    let Some(indexes) = super::version::heap_update(self.relation, &mut tid, tuple) else { return false };
                     (*slot).tts_tid = (*tuple).t_self;
                     if indexes != super::version::IndexUpdate::None {
                         super::version::insert_index_tuples(self.result, slot, statement.estate, indexes);
                     }
-                    Written::Done
+                    true
                 }
             }
         }
@@ -338,14 +336,6 @@ impl Target {
 pub enum KeyedWrite<'a> {
     Put(&'a [Option<pg_sys::Datum>]),
     Delete,
-}
-
-/// What `Target::write_by_key` did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Written {
-    Done,
-    Missing,
-    Changed,
 }
 
 /// `bytes` as a new `text` datum in the current memory context (Postgres's own copy).

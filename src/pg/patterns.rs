@@ -418,7 +418,7 @@ mod state_rows {
     use pgrx::pg_sys;
     use pgrx::IntoDatum;
 
-    use crate::pg::direct_insert::{self, has_columns, Column, KeyedWrite, Statement, Target, Written};
+    use crate::pg::direct_insert::{self, has_columns, Column, KeyedWrite, Statement, Target};
 
     /// `cep.pattern_state`'s columns, as pg_cep makes them.
     const COLUMNS: [Column; 4] = [
@@ -449,7 +449,7 @@ mod state_rows {
         if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
             return false;
         }
-        let Some(oid) = direct_insert::relation_in_cep(c"pattern_state").filter(|&oid| direct_insert::updatable(oid)) else { return false };
+        let Some(oid) = direct_insert::relation_in_cep(c"pattern_state").filter(|&oid| direct_insert::writable_by_key(oid)) else { return false };
         let statement = Statement::new();
         // SAFETY: a relation open inside a transaction, closed below (or by the transaction's end
         // if an error comes first); the datums live in the statement's row memory until written.
@@ -468,7 +468,7 @@ mod state_rows {
                                 Some(values) => KeyedWrite::Put(values),
                                 None => KeyedWrite::Delete,
                             };
-                            table.write_by_key(&statement, &[(pg_sys::F_INT4EQ, id), (pg_sys::F_TEXTEQ, key)], write) != Written::Changed
+                            table.write_by_key(&statement, &[(pg_sys::F_INT4EQ, id), (pg_sys::F_TEXTEQ, key)], write)
                         });
                     table.close();
                     done
