@@ -131,6 +131,34 @@ mod tests {
         assert_eq!(one::<String>("SELECT table_name || ':' || key FROM cep.alerts").unwrap(), "public.tx_p:9");
     }
 
+    /// Keys, amounts and row ids are read straight from the datum for integers, float8 and text:
+    /// they must read as SQL prints them, a long compressed key and a float4 amount included.
+    #[pg_test]
+    fn monitor_reads_each_column_type_as_sql_prints_it() {
+        seed_setup();
+        run("CREATE TABLE tx_types (id int2 PRIMARY KEY, k varchar, amt float4, created_at timestamptz)");
+        run("ALTER TABLE tx_types ALTER COLUMN k SET STORAGE main");
+        run("SELECT cep.watch('tx_types', key_column => 'k', amount_column => 'amt')");
+        run("INSERT INTO tx_types VALUES (-7, repeat('ké', 3000), 20000.1, '2026-01-15 12:00+00'), (8, '', 10000.5, '2026-01-15 12:00+00')");
+        assert_eq!(
+            one::<String>("SELECT string_agg(format('%s|%s|%s', length(key), key = repeat('ké', 3000), row_pk), ',' ORDER BY alert_id) FROM cep.alerts")
+                .unwrap(),
+            "6000|t|-7,0|f|8"
+        );
+        // float4 20000.1 is 20000.099609375 in binary: the amount is the decimal SQL prints.
+        assert_eq!(
+            one::<String>("SELECT string_agg(rules -> 0 -> 'evidence' ->> 'observed', ',' ORDER BY alert_id) FROM cep.alerts").unwrap(),
+            "20000.1,10000.5"
+        );
+        run("CREATE TABLE tx_ints (user_id int8, amount int4, created_at timestamptz)");
+        run("SELECT cep.watch('tx_ints')");
+        run("INSERT INTO tx_ints VALUES (-9223372036854775808, 2000000000, '2026-01-15 12:00+00')");
+        assert_eq!(
+            one::<String>("SELECT key || '|' || (rules -> 0 -> 'evidence' ->> 'observed') FROM cep.alerts WHERE relid = 'tx_ints'::regclass").unwrap(),
+            "-9223372036854775808|2000000000.0"
+        );
+    }
+
     #[pg_test]
     fn watch_refuses_bad_targets_and_registers_nothing() {
         seed_setup();
