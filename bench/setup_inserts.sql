@@ -1,8 +1,10 @@
 -- Data for the insert-path benchmark. psql variables: rows, keys, span (an interval), count_limit, rollups.
--- Three tables with the same rows: bare, watched by pg_cep, and with a seed-style PL/pgSQL trigger.
+-- Four tables with the same rows: bare, watched by pg_cep, with a seed-style PL/pgSQL trigger, and
+-- with a statement trigger that does nothing (the floor of the monitor's trigger kind).
 SET client_min_messages = warning;
-DROP TABLE IF EXISTS tx_bare, tx_cep, tx_plpgsql, plpgsql_alerts CASCADE;
+DROP TABLE IF EXISTS tx_bare, tx_cep, tx_plpgsql, tx_floor, plpgsql_alerts CASCADE;
 DROP FUNCTION IF EXISTS plpgsql_monitor();
+DROP FUNCTION IF EXISTS empty_statement_trigger();
 DROP EXTENSION IF EXISTS pg_cep CASCADE;
 CREATE EXTENSION pg_cep;
 SELECT cep.stats_reset();
@@ -18,12 +20,20 @@ SELECT k, CASE WHEN random() < 0.01 THEN 20000 ELSE round((1 + random() * 999)::
 FROM (SELECT (random() * (:keys - 1))::int AS k FROM generate_series(1, :rows)) s;
 CREATE TABLE tx_cep (LIKE tx_bare INCLUDING ALL);
 CREATE TABLE tx_plpgsql (LIKE tx_bare INCLUDING ALL);
+CREATE TABLE tx_floor (LIKE tx_bare INCLUDING ALL);
 INSERT INTO tx_cep SELECT * FROM tx_bare;
 INSERT INTO tx_plpgsql SELECT * FROM tx_bare;
+INSERT INTO tx_floor SELECT * FROM tx_bare;
 SELECT setval(pg_get_serial_sequence('tx_bare', 'id'), :rows + 1);
 -- The same index on every table: the one cep.watch creates.
 CREATE INDEX ON tx_bare (user_id, created_at) INCLUDE (amount, location);
 CREATE INDEX ON tx_plpgsql (user_id, created_at) INCLUDE (amount, location);
+CREATE INDEX ON tx_floor (user_id, created_at) INCLUDE (amount, location);
+-- The trigger cep.watch makes, with an empty body: what any statement trigger that reads its rows
+-- costs before it does anything.
+CREATE FUNCTION empty_statement_trigger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER empty_statement_trigger AFTER INSERT ON tx_floor REFERENCING NEW TABLE AS cep_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION empty_statement_trigger();
 
 -- Seed 003's four rules and an anomaly rule. count_limit replaces the seed's 10 so that the
 -- benchmark's own inserts do not make every busy key alert; about 1% of rows alert.
@@ -66,4 +76,4 @@ BEGIN
     RETURN NEW;
 END $$;
 CREATE TRIGGER plpgsql_monitor AFTER INSERT ON tx_plpgsql FOR EACH ROW EXECUTE FUNCTION plpgsql_monitor();
-VACUUM (FREEZE, ANALYZE) tx_bare, tx_cep, tx_plpgsql;
+VACUUM (FREEZE, ANALYZE) tx_bare, tx_cep, tx_plpgsql, tx_floor;

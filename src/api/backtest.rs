@@ -8,7 +8,7 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::engine::evaluate::{assess, evaluate, level_rank, risk_level, Transaction, WindowPlan};
+use crate::engine::evaluate::{assess, evaluate, level_rank, risk_level, Evidence, Transaction, WindowPlan};
 use crate::engine::rules::{validate_rule, Rule};
 use crate::engine::window_cache::{location_hash, stats_from_events, CachedEvent};
 use crate::error::{required, CepError, CepResult, OrReport};
@@ -107,7 +107,7 @@ fn replay(rule: &serde_json::Value, relid: pg_sys::Oid, since: TimestampWithTime
                 session_utc_offset_secs: time::session_utc_offset_secs(t),
                 in_history: true,
             };
-            let outcomes = evaluate(&rules, &plan, &stats, &tx);
+            let outcomes = evaluate(&rules, &plan, &stats, &tx, Evidence::Explained);
             let Some(candidate) = outcomes.iter().find(|o| o.rule_id == CANDIDATE && o.triggered) else { continue };
             let a = assess(&outcomes);
             let level = risk_level(a.total_score, high, medium);

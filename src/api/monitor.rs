@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, PgTrigger, PgTriggerError};
 
 use crate::engine::counters::MonitorCounters;
-use crate::engine::evaluate::{assess, level_rank, risk_level, Assessment};
+use crate::engine::evaluate::{assess, level_rank, risk_level, Assessment, Evidence, WindowStats};
 use crate::engine::payload::{alert_payload, AlertNotice};
 use crate::error::{CepError, CepResult, OrReport};
 use crate::gucs;
@@ -135,14 +135,17 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
     let mut alerted = Vec::new();
     let events: Vec<Event> = rows.iter().map(event).collect();
     let cached = window_cache::window_stats(&watch, &events)?;
+    // Under a cooldown most alerting rows only repeat an open alert: their evidence is never
+    // written, so it is built only for the rows that open one (`write_repeating_alerts`).
+    let evidence = if repeats_counted(&watch).is_some() { Evidence::Omitted } else { Evidence::Explained };
     for ((row, e), cached) in rows.iter().zip(&events).zip(cached) {
-        let outcomes = scoring::score_with(&watch, e, Standing::Stored, cached)?;
+        let outcomes = scoring::score_with(&watch, e, Standing::Stored, cached.as_deref(), evidence)?;
         let assessment = assess(&outcomes);
         let level = alert_level(&watch, &assessment);
         log.add(&watch, row, &assessment, level.is_some());
         log.add_shadow(row, &outcomes);
         if let Some(level) = level {
-            alerted.push(Alerted { row, assessment, level });
+            alerted.push(Alerted { row, assessment, level, window: cached });
         }
     }
     write_alerts(&watch, &alerted, "alert", counts)?;
@@ -228,7 +231,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
         // SAFETY: this call's NEW row and its relation, as read above.
         let attempted = unsafe { attempted_row(data) };
         if watch.on_block == "skip" {
-            let id = write_alerts(&watch, &[Alerted { row: &row, assessment: a, level }], "blocked", counts)?;
+            let id = write_alerts(&watch, &[Alerted { row: &row, assessment: a, level, window: None }], "blocked", counts)?;
             if let (Some(id), Some(attempted), true) = (id, attempted, cache::schema_0_3()) {
                 as_extension_owner(|| {
                     Spi::run_with_args("UPDATE cep.alerts SET attempted_row = $2 WHERE alert_id = $1", &[id.into(), pgrx::JsonB(attempted).into()])
@@ -263,7 +266,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
     log.add(&watch, &row, &a, level.is_some());
     log.add_shadow(&row, &outcomes);
     if let Some(level) = level {
-        write_alerts(&watch, &[Alerted { row: &row, assessment: a, level }], "alert", counts)?;
+        write_alerts(&watch, &[Alerted { row: &row, assessment: a, level, window: None }], "alert", counts)?;
     }
     log.write(&watch)?;
     Ok(Verdict::Keep)
@@ -300,6 +303,26 @@ struct Alerted<'r> {
     row: &'r Row,
     assessment: Assessment,
     level: &'static str,
+    /// The window stats the row was scored with (`None`: read with SQL), to explain it later
+    /// when it was scored with `Evidence::Omitted`.
+    window: Option<Vec<WindowStats>>,
+}
+
+impl Alerted<'_> {
+    /// The fired rules' evidence, built now if the row was scored without it (a statement
+    /// trigger's row: it is stored, and its window is as it was when scored).
+    fn evidence(&self, watch: &Watch) -> CepResult<serde_json::Value> {
+        if !self.assessment.evidence.is_null() {
+            return Ok(self.assessment.evidence.clone());
+        }
+        let outcomes = scoring::score_with(watch, &event(self.row), Standing::Stored, self.window.as_deref(), Evidence::Explained)?;
+        Ok(assess(&outcomes).evidence)
+    }
+}
+
+/// The table's cooldown in microseconds, when repeats are counted on open alerts.
+fn repeats_counted(watch: &Watch) -> Option<i64> {
+    watch.cooldown.filter(|_| cache::schema_0_3())
 }
 
 /// Writes the alerts (action `alert` or `blocked`) and sends one notification for each.
@@ -308,7 +331,7 @@ fn write_alerts(watch: &Watch, alerted: &[Alerted], action: &str, counts: &mut M
     if alerted.is_empty() {
         return Ok(None);
     }
-    if let Some(cooldown) = watch.cooldown.filter(|_| action == "alert" && cache::schema_0_3()) {
+    if let Some(cooldown) = repeats_counted(watch).filter(|_| action == "alert") {
         return write_repeating_alerts(watch, alerted, cooldown, counts).map(|_| None);
     }
     // Alerts are pg_cep's own rows, written as the extension: the writer needs no grant on them.
@@ -547,7 +570,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     let pks: Vec<Option<&str>> = unknown.iter().map(|(a, _, _)| a.row.pk.as_deref()).collect();
     let scores: Vec<f64> = unknown.iter().map(|(a, _, _)| a.assessment.total_score).collect();
     let levels: Vec<&str> = unknown.iter().map(|(a, _, _)| a.level).collect();
-    let rules: Vec<pgrx::JsonB> = unknown.iter().map(|(a, _, _)| pgrx::JsonB(a.assessment.evidence.clone())).collect();
+    let rules: Vec<pgrx::JsonB> = unknown.iter().map(|(a, _, _)| a.evidence(watch).map(pgrx::JsonB)).collect::<CepResult<_>>()?;
     let times: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = unknown.iter().map(|(a, _, _)| ts(Some(a.row.at))).collect();
     let from: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = unknown.iter().map(|(_, _, w)| ts(*w)).collect();
     as_extension_owner(|| {

@@ -1,7 +1,9 @@
 //! Scoring one transaction on a watched table: read its key's windows, run the rules.
 //! `cep.evaluate_risk_rules`, `cep.assess_transaction` and both monitor triggers all come here.
 
-use crate::engine::evaluate::{evaluate, include_candidate, Outcome, Transaction, WindowStats};
+use std::borrow::Cow;
+
+use crate::engine::evaluate::{evaluate, include_candidate, Evidence, Outcome, Transaction, WindowStats};
 use crate::error::CepResult;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -25,14 +27,15 @@ pub use crate::pg::window_cache::Event;
 /// Outcomes of the watch's runnable rules, in `rule_id` order.
 pub fn score(watch: &Watch, event: &Event, standing: Standing) -> CepResult<Vec<Outcome>> {
     let cached = window_cache::window_stats(watch, std::slice::from_ref(event))?.pop().flatten();
-    score_with(watch, event, standing, cached)
+    score_with(watch, event, standing, cached.as_deref(), Evidence::Explained)
 }
 
-/// `score`, with the window stats the cache gave for this row (`None`: read them with SQL).
-pub fn score_with(watch: &Watch, event: &Event, standing: Standing, cached: Option<Vec<WindowStats>>) -> CepResult<Vec<Outcome>> {
+/// `score`, with the window stats the cache gave for this row (`None`: read them with SQL), and
+/// with or without the fired rules' evidence.
+pub fn score_with(watch: &Watch, event: &Event, standing: Standing, cached: Option<&[WindowStats]>, evidence: Evidence) -> CepResult<Vec<Outcome>> {
     let mut stats = match cached {
-        Some(stats) => stats,
-        None => read_window_stats(watch, event.key, event.at, event.location)?,
+        Some(stats) => Cow::Borrowed(stats),
+        None => Cow::Owned(read_window_stats(watch, event.key, event.at, event.location)?),
     };
     let tx = Transaction {
         amount: event.amount,
@@ -42,9 +45,9 @@ pub fn score_with(watch: &Watch, event: &Event, standing: Standing, cached: Opti
         in_history: standing != Standing::Candidate,
     };
     if standing == Standing::Incoming {
-        include_candidate(&mut stats, &tx);
+        include_candidate(stats.to_mut(), &tx);
     }
-    Ok(evaluate(&watch.rules, &watch.plan, &stats, &tx))
+    Ok(evaluate(&watch.rules, &watch.plan, &stats, &tx, evidence))
 }
 
 /// Warns once about rules that cannot run on this table now; returns how many there are.

@@ -493,6 +493,17 @@ mod tests {
         assert!(one::<pgrx::JsonB>("SELECT cep.alter_watch('transactions', cooldown => '0')").unwrap().0["cooldown"].is_null());
         insert(&[(1, "14"), (1, "15")]);
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts WHERE key = '1'"), Some(5));
+        // Under a cooldown rows are scored without evidence and those that open an alert are
+        // explained then: every alert holds the same evidence as one written without a cooldown.
+        assert_eq!(
+            one::<String>("SELECT count(*) || ' ' || count(DISTINCT r) FROM cep.alerts, jsonb_array_elements(rules) r WHERE r ->> 'rule_id' = '2'"),
+            Some("6 1".into())
+        );
+        assert_eq!(
+            one::<String>("SELECT DISTINCT r::text FROM cep.alerts, jsonb_array_elements(rules) r WHERE r ->> 'rule_id' = '2'"),
+            Some(r#"{"score": 0.6, "rule_id": 2, "version": 1, "evidence": {"value": 10000.0, "metric": "amount", "observed": 50000.0, "operator": ">"}}"#.into())
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts, jsonb_array_elements(rules) r WHERE jsonb_typeof(r -> 'evidence') <> 'object'"), Some(0));
     }
 
     #[pg_test]

@@ -136,13 +136,22 @@ pub fn include_candidate(stats: &mut [WindowStats], tx: &Transaction) {
     }
 }
 
+/// Whether the outcomes carry the evidence of the rules that fired. Building it is most of what
+/// scoring allocates; the monitor leaves it out for a row that only repeats an open alert under a
+/// cooldown (nothing of it is written) and explains the rows that open one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    Explained,
+    Omitted,
+}
+
 /// Scores a transaction against every rule. `stats` lines up with `plan.windows`.
-pub fn evaluate(rules: &[Rule], plan: &WindowPlan, stats: &[WindowStats], tx: &Transaction) -> Vec<Outcome> {
+pub fn evaluate(rules: &[Rule], plan: &WindowPlan, stats: &[WindowStats], tx: &Transaction, evidence: Evidence) -> Vec<Outcome> {
     rules
         .iter()
         .map(|rule| {
             let window_stats = rule.condition.window().map(|w| (w, stats[plan.index_of(w)]));
-            let (triggered, evidence) = decide(&rule.condition, window_stats, tx);
+            let (triggered, evidence) = decide(&rule.condition, window_stats, tx, evidence);
             Outcome { rule_id: rule.id, version: rule.version, score: rule.score, triggered, evidence, shadow: rule.shadow }
         })
         .collect()
@@ -150,10 +159,12 @@ pub fn evaluate(rules: &[Rule], plan: &WindowPlan, stats: &[WindowStats], tx: &T
 
 /// Whether a rule fires, and for a rule that fires, the values that made it fire. Evidence is
 /// built only then: on the monitor's hot path most rules do not fire, and nobody reads it.
-fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transaction) -> (bool, Value) {
+fn decide(condition: &Condition, window: Option<(i64, WindowStats)>, tx: &Transaction, wanted: Evidence) -> (bool, Value) {
     let (window_micros, s) = window.unwrap_or_default();
     let window_text = || format_interval(window_micros);
-    let explain = |triggered: bool, evidence: &dyn Fn() -> Value| (triggered, if triggered { evidence() } else { Value::Null });
+    let explain = |triggered: bool, evidence: &dyn Fn() -> Value| {
+        (triggered, if triggered && wanted == Evidence::Explained { evidence() } else { Value::Null })
+    };
     match condition {
         Condition::Threshold { metric: Metric::Amount, op, value, .. } => {
             let triggered = tx.amount.is_some_and(|a| op.holds(a, *value));
@@ -278,15 +289,21 @@ pub struct Assessment {
     pub evidence: Value,
 }
 
-/// The seed's `evaluate_transaction`: the triggered scores summed, with each fired rule's evidence.
+/// The seed's `evaluate_transaction`: the triggered scores summed, with each fired rule's evidence
+/// (null when the outcomes were scored with `Evidence::Omitted`).
 pub fn assess(outcomes: &[Outcome]) -> Assessment {
     let fired: Vec<&Outcome> = outcomes.iter().filter(|o| o.triggered && !o.shadow).collect();
+    let explained = fired.iter().any(|o| !o.evidence.is_null());
     Assessment {
         total_score: fired.iter().fold(0.0, |sum, o| sum + o.score),
         triggered: fired.iter().map(|o| o.rule_id).collect(),
-        evidence: Value::Array(
-            fired.iter().map(|o| json!({"rule_id": o.rule_id, "version": o.version, "score": o.score, "evidence": o.evidence})).collect(),
-        ),
+        evidence: if explained || fired.is_empty() {
+            Value::Array(
+                fired.iter().map(|o| json!({"rule_id": o.rule_id, "version": o.version, "score": o.score, "evidence": o.evidence})).collect(),
+            )
+        } else {
+            Value::Null
+        },
     }
 }
 
@@ -327,19 +344,41 @@ mod tests {
     }
 
     #[test]
+    fn omitted_evidence_changes_nothing_but_the_evidence() {
+        let rules = seed_rules();
+        let plan = WindowPlan::for_rules(&rules);
+        let busy = WindowStats { count: 11, sum: 500.0, max: Some(100.0), ..Default::default() };
+        let moved = WindowStats { count: 1, other_locations: 1, ..Default::default() };
+        let t = tx(20_000.0, "Paris", NOON);
+        let explained = evaluate(&rules, &plan, &[busy, moved], &t, Evidence::Explained);
+        let omitted = evaluate(&rules, &plan, &[busy, moved], &t, Evidence::Omitted);
+        let verdict = |o: &Outcome| (o.rule_id, o.version, o.score, o.triggered, o.shadow);
+        assert_eq!(explained.iter().map(verdict).collect::<Vec<_>>(), omitted.iter().map(verdict).collect::<Vec<_>>());
+        assert!(explained.iter().filter(|o| o.triggered).all(|o| o.evidence.is_object()));
+        assert!(omitted.iter().all(|o| o.evidence.is_null()));
+        let (a, b) = (assess(&explained), assess(&omitted));
+        assert_eq!((a.total_score, &a.triggered), (b.total_score, &b.triggered));
+        assert_eq!(a.evidence.as_array().map(Vec::len), Some(3));
+        assert!(b.evidence.is_null(), "no evidence array is built for omitted evidence");
+        // Nothing fired: the same empty array either way.
+        let quiet = evaluate(&rules, &plan, &[WindowStats::default(), WindowStats::default()], &tx(1.0, "Paris", NOON), Evidence::Omitted);
+        assert_eq!(assess(&quiet).evidence, json!([]));
+    }
+
+    #[test]
     fn seed_rules_decide_like_the_seed() {
         let rules = seed_rules();
         let plan = WindowPlan::for_rules(&rules);
         let busy = WindowStats { count: 11, sum: 500.0, max: Some(100.0), ..Default::default() };
         let moved = WindowStats { count: 1, other_locations: 1, ..Default::default() };
-        let out = evaluate(&rules, &plan, &[busy, moved], &tx(20_000.0, "Paris", NOON));
+        let out = evaluate(&rules, &plan, &[busy, moved], &tx(20_000.0, "Paris", NOON), Evidence::Explained);
         let fired: Vec<i32> = out.iter().filter(|o| o.triggered).map(|o| o.rule_id).collect();
         assert_eq!(fired, vec![1, 2, 4]);
         assert_eq!(out[0].evidence["observed"], json!(11.0));
         let quiet = WindowStats { count: 10, ..Default::default() };
-        let out = evaluate(&rules, &plan, &[quiet, WindowStats::default()], &tx(10_000.0, "Paris", NOON));
+        let out = evaluate(&rules, &plan, &[quiet, WindowStats::default()], &tx(10_000.0, "Paris", NOON), Evidence::Explained);
         assert!(out.iter().all(|o| !o.triggered), "count 10 is not > 10 and 10000 is not > 10000");
-        let a = assess(&evaluate(&rules, &plan, &[busy, moved], &tx(20_000.0, "Paris", NOON)));
+        let a = assess(&evaluate(&rules, &plan, &[busy, moved], &tx(20_000.0, "Paris", NOON), Evidence::Explained));
         assert!((a.total_score - 2.1).abs() < 1e-9);
         assert_eq!(a.triggered, vec![1, 2, 4]);
         assert_eq!(risk_level(a.total_score, 0.7, 0.4), "high");
@@ -367,8 +406,8 @@ mod tests {
         let mut folded = vec![history; plan.windows.len()];
         include_candidate(&mut folded, &t);
         assert_eq!(folded[0], stored);
-        let a = evaluate(&rules, &plan, &folded, &t);
-        let b = evaluate(&rules, &plan, &vec![stored; plan.windows.len()], &t);
+        let a = evaluate(&rules, &plan, &folded, &t, Evidence::Explained);
+        let b = evaluate(&rules, &plan, &vec![stored; plan.windows.len()], &t, Evidence::Explained);
         assert_eq!(a, b);
         assert!(a.iter().all(|o| o.triggered));
         // At a location already in the history, the distinct count does not grow.
@@ -400,12 +439,12 @@ mod tests {
         let plan = WindowPlan::for_rules(&rules);
         // 15:00 UTC is 23:00 in Shanghai, and 15:00 in a UTC session.
         let mut t = tx(1.0, "x", NOON + 3 * HOUR);
-        let out = evaluate(&rules, &plan, &[], &t);
+        let out = evaluate(&rules, &plan, &[], &t, Evidence::Explained);
         assert_eq!((out[0].triggered, out[1].triggered), (true, false));
         assert_eq!(out[0].evidence["local_time"], json!("23:00:00"));
         // A session at UTC-10 sees 05:00: night for the session rule.
         t.session_utc_offset_secs = -10 * 3600;
-        let out = evaluate(&rules, &plan, &[], &t);
+        let out = evaluate(&rules, &plan, &[], &t, Evidence::Explained);
         assert_eq!((out[0].triggered, out[1].triggered), (true, true));
         // New York observes daylight saving time: 12:00 UTC is 08:00 in July, 07:00 in January.
         let ny = chrono_tz::Tz::America__New_York;
@@ -414,7 +453,7 @@ mod tests {
         // An infinite time has no hour: never night, in any zone.
         for infinite in [i64::MIN, i64::MAX] {
             t.unix_micros = infinite;
-            let out = evaluate(&rules, &plan, &[], &t);
+            let out = evaluate(&rules, &plan, &[], &t, Evidence::Explained);
             assert_eq!((out[0].triggered, out[1].triggered), (false, false));
             assert_eq!(out[0].evidence["local_time"], json!(null));
         }
@@ -426,9 +465,9 @@ mod tests {
         let plan = WindowPlan::for_rules(&rules);
         let s = WindowStats { count: 2, other_locations: 1, ..Default::default() };
         let mut t = tx(1.0, "Paris", NOON);
-        assert!(evaluate(&rules, &plan, &[s], &t)[0].triggered);
+        assert!(evaluate(&rules, &plan, &[s], &t, Evidence::Explained)[0].triggered);
         t.location = None;
-        assert!(!evaluate(&rules, &plan, &[s], &t)[0].triggered);
+        assert!(!evaluate(&rules, &plan, &[s], &t, Evidence::Explained)[0].triggered);
     }
 
     #[test]
@@ -447,12 +486,12 @@ mod tests {
             ("distinct_locations", 3.0, false),
         ] {
             let rules = vec![rule(1, "threshold", json!({"metric": metric, "operator": ">", "value": value}), 0.5)];
-            let out = evaluate(&rules, &WindowPlan::for_rules(&rules), &[s], &tx(1.0, "x", NOON));
+            let out = evaluate(&rules, &WindowPlan::for_rules(&rules), &[s], &tx(1.0, "x", NOON), Evidence::Explained);
             assert_eq!(out[0].triggered, fires, "{metric} > {value}");
         }
         // An empty window has no average and no maximum: the rule cannot fire, whatever the operator.
         let rules = vec![rule(1, "threshold", json!({"metric": "max_amount", "operator": "<", "value": 5}), 0.5)];
-        let out = evaluate(&rules, &WindowPlan::for_rules(&rules), &[WindowStats::default()], &tx(1.0, "x", NOON));
+        let out = evaluate(&rules, &WindowPlan::for_rules(&rules), &[WindowStats::default()], &tx(1.0, "x", NOON), Evidence::Explained);
         assert!(!out[0].triggered);
         assert_eq!(out[0].evidence["observed"], Value::Null);
     }
@@ -472,26 +511,26 @@ mod tests {
         let z = vec![rule(1, "anomaly", json!({"method": "zscore", "threshold": 3, "min_samples": 5}), 0.5)];
         let history = [100.0, 110.0, 90.0, 105.0, 95.0];
         let plan = WindowPlan::for_rules(&z);
-        assert!(evaluate(&z, &plan, &[stats_of(&history)], &tx(500.0, "x", NOON))[0].triggered);
-        assert!(!evaluate(&z, &plan, &[stats_of(&history)], &tx(120.0, "x", NOON))[0].triggered);
+        assert!(evaluate(&z, &plan, &[stats_of(&history)], &tx(500.0, "x", NOON), Evidence::Explained)[0].triggered);
+        assert!(!evaluate(&z, &plan, &[stats_of(&history)], &tx(120.0, "x", NOON), Evidence::Explained)[0].triggered);
         // Too little history: no verdict.
-        assert!(!evaluate(&z, &plan, &[stats_of(&history[..4])], &tx(500.0, "x", NOON))[0].triggered);
+        assert!(!evaluate(&z, &plan, &[stats_of(&history[..4])], &tx(500.0, "x", NOON), Evidence::Explained)[0].triggered);
         // A stored row is taken out of its own history.
         let mut with_row = history.to_vec();
         with_row.push(500.0);
         let mut t = tx(500.0, "x", NOON);
         t.in_history = true;
-        let out = evaluate(&z, &plan, &[stats_of(&with_row)], &t);
+        let out = evaluate(&z, &plan, &[stats_of(&with_row)], &t, Evidence::Explained);
         assert!(out[0].triggered);
         assert_eq!(out[0].evidence["samples"], json!(5));
         let m = vec![rule(1, "anomaly", json!({"method": "mean_multiple", "threshold": 4, "min_samples": 2}), 0.5)];
         let plan = WindowPlan::for_rules(&m);
-        assert!(evaluate(&m, &plan, &[stats_of(&[10.0, 10.0])], &tx(41.0, "x", NOON))[0].triggered);
-        assert!(!evaluate(&m, &plan, &[stats_of(&[10.0, 10.0])], &tx(40.0, "x", NOON))[0].triggered);
+        assert!(evaluate(&m, &plan, &[stats_of(&[10.0, 10.0])], &tx(41.0, "x", NOON), Evidence::Explained)[0].triggered);
+        assert!(!evaluate(&m, &plan, &[stats_of(&[10.0, 10.0])], &tx(40.0, "x", NOON), Evidence::Explained)[0].triggered);
         // A flat history: anything above it is unusual, the same amount is not.
         let flat = stats_of(&[50.0; 6]);
         let plan = WindowPlan::for_rules(&z);
-        assert!(evaluate(&z, &plan, &[flat], &tx(51.0, "x", NOON))[0].triggered);
-        assert!(!evaluate(&z, &plan, &[flat], &tx(50.0, "x", NOON))[0].triggered);
+        assert!(evaluate(&z, &plan, &[flat], &tx(51.0, "x", NOON), Evidence::Explained)[0].triggered);
+        assert!(!evaluate(&z, &plan, &[flat], &tx(50.0, "x", NOON), Evidence::Explained)[0].triggered);
     }
 }
