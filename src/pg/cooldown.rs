@@ -178,6 +178,7 @@ fn write(tallies: &[(i64, Tally)]) -> CepResult<()> {
             Ok(out)
         })
     })?;
+    let updated: std::collections::HashSet<i64> = updated.into_iter().collect();
     let gone: Vec<i64> = ids.into_iter().filter(|id| !updated.contains(id)).collect();
     if !gone.is_empty() {
         LEDGER.with(|l| l.borrow_mut().forget(&gone));
