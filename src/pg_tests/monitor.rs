@@ -141,8 +141,10 @@ mod tests {
         run("SELECT cep.watch('tx_types', key_column => 'k', amount_column => 'amt')");
         run("INSERT INTO tx_types VALUES (-7, repeat('ké', 3000), 20000.1, '2026-01-15 12:00+00'), (8, '', 10000.5, '2026-01-15 12:00+00')");
         assert_eq!(
-            one::<String>("SELECT string_agg(format('%s|%s|%s', length(key), key = repeat('ké', 3000), row_pk), ',' ORDER BY alert_id) FROM cep.alerts")
-                .unwrap(),
+            one::<String>(
+                "SELECT string_agg(format('%s|%s|%s', length(key), key = repeat('ké', 3000), row_pk), ',' ORDER BY alert_id) FROM cep.alerts"
+            )
+            .unwrap(),
             "6000|t|-7,0|f|8"
         );
         // float4 20000.1 is 20000.099609375 in binary: the amount is the decimal SQL prints.
@@ -154,7 +156,8 @@ mod tests {
         run("SELECT cep.watch('tx_ints')");
         run("INSERT INTO tx_ints VALUES (-9223372036854775808, 2000000000, '2026-01-15 12:00+00')");
         assert_eq!(
-            one::<String>("SELECT key || '|' || (rules -> 0 -> 'evidence' ->> 'observed') FROM cep.alerts WHERE relid = 'tx_ints'::regclass").unwrap(),
+            one::<String>("SELECT key || '|' || (rules -> 0 -> 'evidence' ->> 'observed') FROM cep.alerts WHERE relid = 'tx_ints'::regclass")
+                .unwrap(),
             "-9223372036854775808|2000000000.0"
         );
     }
@@ -503,7 +506,10 @@ mod tests {
             one::<String>("SELECT DISTINCT r::text FROM cep.alerts, jsonb_array_elements(rules) r WHERE r ->> 'rule_id' = '2'"),
             Some(r#"{"score": 0.6, "rule_id": 2, "version": 1, "evidence": {"value": 10000.0, "metric": "amount", "observed": 50000.0, "operator": ">"}}"#.into())
         );
-        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts, jsonb_array_elements(rules) r WHERE jsonb_typeof(r -> 'evidence') <> 'object'"), Some(0));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM cep.alerts, jsonb_array_elements(rules) r WHERE jsonb_typeof(r -> 'evidence') <> 'object'"),
+            Some(0)
+        );
     }
 
     #[pg_test]
