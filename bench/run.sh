@@ -99,7 +99,7 @@ load() { # rows keys span count_limit [rollups: false]
     # A fresh server for every case: the set-up drops and recreates the tables, and the shared
     # window cache would otherwise start full of the dropped tables' events.
     fresh_server
-    echo "loading $1 rows over $3 for $2 keys into three tables..."
+    echo "loading $1 rows over $3 for $2 keys into four tables..."
     sed "s/__COUNT_LIMIT__/$4/" setup_inserts.sql | $PSQL -d $db -v ON_ERROR_STOP=1 -v rows="$1" -v keys="$2" -v span="$3" -v count_limit="$4" -v rollups="${5:-false}" -f - >/dev/null
     scripts "$2"
     local t0=$(date +%s.%N)
@@ -155,7 +155,7 @@ done
 work=$(mktemp -d)
 storm_load() {
     fresh_server
-    echo "loading 500000 rows over 1 hour for 1000 keys into three tables (no warm-up)..."
+    echo "loading 500000 rows over 1 hour for 1000 keys into four tables (no warm-up)..."
     sed "s/__COUNT_LIMIT__/10/" setup_inserts.sql | $PSQL -d $db -v ON_ERROR_STOP=1 -v rows=500000 -v keys=1000 -v span="1 hour" -v count_limit=10 -v rollups=false -f - >/dev/null
     scripts 1000
 }
