@@ -369,3 +369,54 @@ fn a_blocked_attempt_is_recorded_with_its_row_even_though_its_statement_fails() 
         .unwrap();
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '7' AND action = 'blocked' AND attempted_row->>'amount' = '70000'"), 1);
 }
+
+/// Two sessions counting repeats of the same open alerts write them to the same rows. Whatever
+/// plan each session's flush gets (a nested loop, or a custom plan's hash join, visits the alerts
+/// in id order; a generic plan's hash join in the table's order, which CLUSTER makes another), the
+/// rows are locked in id order, so the sessions wait for each other and never deadlock; and no
+/// repeat is lost. Each key gets 9 rows: under the count rule's 10, the rule set stays the same.
+#[test]
+fn sessions_flushing_repeats_of_the_same_alerts_never_deadlock_and_lose_none() {
+    const KEYS: i64 = 2000;
+    const ROUNDS: i64 = 4;
+    let explain = |e: &postgres::Error| e.as_db_error().map_or(e.to_string(), |d| format!("{}: {}", d.code().code(), d.message()));
+    let db = TestDb::new("flushorder");
+    let mut c = setup(&db);
+    c.batch_execute("SELECT cep.alter_watch('transactions', cooldown => '1 hour')").unwrap();
+    // One alert per key, ids rising as the keys fall; clustered by key, the table is in another order.
+    c.batch_execute(&format!(
+        "INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series({KEYS}, 1, -1) k;
+         CLUSTER cep.alerts USING alerts_table_key_idx; ANALYZE cep.alerts"
+    ))
+    .unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE repeats = 0"), KEYS);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    // A nested loop over the sorted ids; a generic plan's hash join of the ids, over the table.
+    let plans = [
+        "SET enable_hashjoin = off; SET enable_mergejoin = off",
+        "SET enable_nestloop = off; SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan",
+    ];
+    let sessions: Vec<_> = plans
+        .into_iter()
+        .map(|plan| {
+            let (mut s, barrier) = (db.connect(), barrier.clone());
+            s.batch_execute(plan).unwrap();
+            // Every round meets the barrier, failed or not: a failure never leaves the other waiting.
+            std::thread::spawn(move || -> Vec<String> {
+                let mut failures = Vec::new();
+                for _ in 0..ROUNDS {
+                    let insert = format!("INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series(1, {KEYS}) k");
+                    failures.extend(s.batch_execute(&insert).err().map(|e| format!("insert: {}", explain(&e))));
+                    barrier.wait();
+                    failures.extend(s.batch_execute("SELECT cep.flush_alert_repeats()").err().map(|e| format!("flush: {}", explain(&e))));
+                }
+                failures
+            })
+        })
+        .collect();
+    for s in sessions {
+        assert_eq!(s.join().unwrap(), Vec::<String>::new());
+    }
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), KEYS, "every row repeated an open alert");
+    assert_eq!(count(&mut c, "SELECT sum(repeats)::int8 FROM cep.alerts"), 2 * ROUNDS * KEYS);
+}

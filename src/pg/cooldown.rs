@@ -129,6 +129,12 @@ unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
     }
 }
 
+/// Locks the alerts a flush is about to update, in id order whatever the plan (rows are locked
+/// after sorting). Two sessions flushing repeats of the same alerts then wait for each other
+/// instead of deadlocking: the UPDATE alone locks rows in its join's order, which is the ids'
+/// order in a nested loop over the sorted ids but the table's order in a hash join.
+const LOCK_IN_ID_ORDER: &str = "SELECT FROM cep.alerts WHERE alert_id = ANY($1) ORDER BY alert_id FOR NO KEY UPDATE";
+
 const FLUSH: &str = "UPDATE cep.alerts a SET repeats = a.repeats + t.n, last_seen = greatest(a.last_seen, t.seen),
                             max_score = greatest(a.max_score, t.score)
      FROM unnest($1::int8[], $2::int4[], $3::timestamptz[], $4::float8[]) AS t(id, n, seen, score)
@@ -162,6 +168,7 @@ fn write(tallies: &[(i64, Tally)]) -> CepResult<()> {
     if tallies.is_empty() {
         return Ok(());
     }
+    let lock = spi::kept(LOCK_IN_ID_ORDER, &[PgOid::from(INT8ARRAYOID)])?;
     let plan = spi::kept(FLUSH, &[INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID].map(PgOid::from))?;
     let ids: Vec<i64> = tallies.iter().map(|(id, _)| *id).collect();
     let counts: Vec<i32> = tallies.iter().map(|(_, t)| t.count).collect();
@@ -170,6 +177,7 @@ fn write(tallies: &[(i64, Tally)]) -> CepResult<()> {
     let scores: Vec<f64> = tallies.iter().map(|(_, t)| t.max_score).collect();
     let updated: Vec<i64> = as_extension_owner(|| {
         Spi::connect_mut(|client| -> CepResult<Vec<i64>> {
+            client.update(&*lock, None, &[ids.clone().into()])?;
             let rows = client.update(&*plan, None, &[ids.clone().into(), counts.into(), seen.into(), scores.into()])?;
             let mut out = Vec::with_capacity(rows.len());
             for r in rows {
