@@ -420,3 +420,48 @@ fn sessions_flushing_repeats_of_the_same_alerts_never_deadlock_and_lose_none() {
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), KEYS, "every row repeated an open alert");
     assert_eq!(count(&mut c, "SELECT sum(repeats)::int8 FROM cep.alerts"), 2 * ROUNDS * KEYS);
 }
+
+/// Two statements opening the same alerts under a cooldown, their rows in opposite orders: each
+/// alert is written in the order of its key, so the second statement waits for the first and counts
+/// its rows as repeats, where writing them in row order deadlocked.
+#[test]
+fn statements_opening_the_same_alerts_in_opposite_orders_never_deadlock() {
+    const KEYS: i64 = 200;
+    const ROUNDS: i64 = 2;
+    let explain = |e: &postgres::Error| e.as_db_error().map_or(e.to_string(), |d| format!("{}: {}", d.code().code(), d.message()));
+    let db = TestDb::new("openorder");
+    let mut c = setup(&db);
+    // Each alert takes a few milliseconds to write, so that the two statements' writes overlap.
+    c.batch_execute(
+        "SELECT cep.alter_watch('transactions', cooldown => '1 hour');
+         CREATE FUNCTION public.slowly() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.003); RETURN NEW; END $$;
+         CREATE TRIGGER slowly BEFORE INSERT ON cep.alerts FOR EACH ROW EXECUTE FUNCTION public.slowly();",
+    )
+    .unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let sessions: Vec<_> = ["ASC", "DESC"]
+        .into_iter()
+        .map(|order| {
+            let (mut s, barrier) = (db.connect(), barrier.clone());
+            std::thread::spawn(move || -> Vec<String> {
+                let mut failures = Vec::new();
+                for round in 0..ROUNDS {
+                    let insert = format!(
+                        "INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series({}, {}) k ORDER BY k {order}",
+                        round * KEYS + 1,
+                        (round + 1) * KEYS
+                    );
+                    barrier.wait();
+                    failures.extend(s.batch_execute(&insert).err().map(|e| format!("insert: {}", explain(&e))));
+                }
+                failures
+            })
+        })
+        .collect();
+    for s in sessions {
+        assert_eq!(s.join().unwrap(), Vec::<String>::new());
+    }
+    assert_eq!(count(&mut c, "SELECT count(*) FROM transactions"), 2 * ROUNDS * KEYS);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE repeats = 1"), ROUNDS * KEYS, "one alert per key, the other row its repeat");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), ROUNDS * KEYS);
+}

@@ -486,6 +486,8 @@ fn blocked_record(watch: &Watch, row: &Row, a: &Assessment, level: &str, attempt
 /// With a cooldown: one INSERT that opens an alert per key, fired rule set and cooldown window,
 /// or counts the rows on the one already open (`repeats`, `last_seen`, `max_score`). Rows of the
 /// statement that repeat each other are folded first: ON CONFLICT may touch a row only once.
+/// Alerts are written in the order of their unique key (bytewise), not the rows': two statements
+/// opening the same alerts then wait for each other in one order instead of deadlocking.
 const UPSERT_ALERTS: &str = "INSERT INTO cep.alerts AS x (relid, table_name, key, row_pk, score, level, action, rules, event_time, \
                                    fingerprint, cooldown_from, last_seen, max_score, repeats) \
      SELECT $1, $2, g.key, g.row_pk, g.score, g.level, 'alert', g.rules, g.event_time, g.fp, g.bucket, g.last_seen, g.max_score, g.repeats \
@@ -495,7 +497,7 @@ const UPSERT_ALERTS: &str = "INSERT INTO cep.alerts AS x (relid, table_name, key
                 WITH ORDINALITY AS a(key, row_pk, score, level, rules, event_time, fp, bucket, n) \
            WINDOW w AS (PARTITION BY a.key, a.fp, a.bucket) \
            ORDER BY a.key, a.fp, a.bucket, a.n) g \
-     ORDER BY g.n \
+     ORDER BY g.key COLLATE \"C\", g.fp COLLATE \"C\", g.bucket \
      ON CONFLICT (relid, key, fingerprint, cooldown_from) WHERE cooldown_from IS NOT NULL AND state <> 'resolved' \
      DO UPDATE SET repeats = x.repeats + excluded.repeats + 1, last_seen = greatest(x.last_seen, excluded.last_seen), \
                    max_score = greatest(x.max_score, excluded.max_score) \
