@@ -19,6 +19,7 @@ static WINDOW_CACHE_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static PATTERN_STATE_COPIES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 static ROLLUP_RECORDS: GucSetting<i32> = GucSetting::<i32>::new(262_144);
 static CLOCK_OFFSET: GucSetting<i32> = GucSetting::<i32>::new(0);
+static ALERT_REPEAT_FLUSH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 pub fn init() {
     GucRegistry::define_float_guc(
@@ -60,6 +61,16 @@ pub fn init() {
         86_400 * 31,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"cep.alert_repeat_flush_interval",
+        c"How often a session writing alerts under a cooldown adds the repeats it counted to the alert rows.",
+        c"Longer: fewer row updates in a storm, and repeats, last_seen and max_score further behind; 0 writes them with every alerting statement.",
+        &ALERT_REPEAT_FLUSH_INTERVAL,
+        0,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
         c"cep.clock_offset",
@@ -199,6 +210,11 @@ pub fn rollup_records() -> i32 {
 /// Milliseconds added to pg_cep's clock (see `pg::time::now`); 0 outside tests.
 pub fn clock_offset_ms() -> i32 {
     CLOCK_OFFSET.get()
+}
+
+/// Milliseconds.
+pub fn alert_repeat_flush_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(ALERT_REPEAT_FLUSH_INTERVAL.get().max(0) as u64)
 }
 
 /// Milliseconds.

@@ -465,3 +465,32 @@ fn statements_opening_the_same_alerts_in_opposite_orders_never_deadlock() {
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE repeats = 1"), ROUNDS * KEYS, "one alert per key, the other row its repeat");
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), ROUNDS * KEYS);
 }
+
+/// `cep.alert_repeat_flush_interval` decides when a session's counted repeats reach the alert:
+/// an hour keeps them in the session's memory, 0 writes them with the next alerting statement.
+#[test]
+fn the_repeat_flush_interval_decides_when_counts_reach_the_alert() {
+    let db = TestDb::new("flushinterval");
+    let mut c = setup(&db);
+    c.batch_execute("SELECT cep.alter_watch('transactions', cooldown => '1 hour')").unwrap();
+    assert_eq!(c.query_one("SHOW cep.alert_repeat_flush_interval", &[]).unwrap().get::<_, String>(0), "1s");
+    let mut w = db.connect();
+    let insert = "INSERT INTO transactions (user_id, amount) VALUES (4, 50000)";
+    let repeats = "SELECT coalesce(sum(repeats), 0)::int8 FROM cep.alerts WHERE key = '4'";
+    // The first row opens the alert; the explicit flush starts the interval.
+    w.batch_execute(&format!("SET cep.alert_repeat_flush_interval = '1h'; {insert}; SELECT cep.flush_alert_repeats()")).unwrap();
+    for _ in 0..3 {
+        w.batch_execute(insert).unwrap();
+    }
+    assert_eq!(count(&mut c, repeats), 0, "an hour: the three repeats are in the writer's memory");
+    w.batch_execute(&format!("SET cep.alert_repeat_flush_interval = 0; {insert}")).unwrap();
+    assert_eq!(count(&mut c, repeats), 3, "0: the next alerting statement writes the repeats counted before it");
+    w.batch_execute(insert).unwrap();
+    assert_eq!(count(&mut c, repeats), 4);
+    for bad in ["-1", "'2h'"] {
+        let e = w.batch_execute(&format!("SET cep.alert_repeat_flush_interval = {bad}")).unwrap_err();
+        assert_eq!(e.as_db_error().unwrap().code().code(), "22023", "{bad}");
+    }
+    assert_eq!(w.query_one("SHOW cep.alert_repeat_flush_interval", &[]).unwrap().get::<_, String>(0), "0");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '4'"), 1);
+}

@@ -1,12 +1,13 @@
 //! This backend's ledger of alert repeats under a cooldown (`engine::repeats`), and its flushes.
 //!
 //! A repeat of an alert this backend knows to be open costs no SQL: it is counted in memory, and
-//! the counts of committed transactions are added to the alert rows by one UPDATE at most about
-//! once a second, by the next alerting statement of this backend, in its transaction.
+//! the counts of committed transactions are added to the alert rows by one UPDATE at most once per
+//! `cep.alert_repeat_flush_interval` (1 s by default), by the next alerting statement of this
+//! backend, in its transaction.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pgrx::prelude::*;
 use pgrx::PgOid;
@@ -17,9 +18,6 @@ use crate::pg::privileges::as_extension_owner;
 use crate::pg::shmem::Region;
 use crate::pg::spi;
 use crate::pg::xact::XactBuffer;
-
-/// How often a busy backend adds its counted repeats to the alert rows.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 thread_local! {
     static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
@@ -140,10 +138,11 @@ const FLUSH: &str = "UPDATE cep.alerts a SET repeats = a.repeats + t.n, last_see
      FROM unnest($1::int8[], $2::int4[], $3::timestamptz[], $4::float8[]) AS t(id, n, seen, score)
      WHERE a.alert_id = t.id AND a.state <> 'resolved' RETURNING a.alert_id";
 
-/// Adds the committed repeats (and this transaction's) to their alerts when a second has passed
-/// since the last time, in this transaction: if it rolls back they wait for the next flush.
+/// Adds the committed repeats (and this transaction's) to their alerts when the flush interval has
+/// passed since the last time, in this transaction: if it rolls back they wait for the next flush.
 pub fn flush_if_due() -> CepResult<()> {
-    let due = LEDGER.with(|l| l.borrow().has_unflushed()) && LAST_FLUSH.with(|f| f.get().is_none_or(|t| t.elapsed() >= FLUSH_EVERY));
+    let due = LEDGER.with(|l| l.borrow().has_unflushed())
+        && LAST_FLUSH.with(|f| f.get().is_none_or(|t| t.elapsed() >= crate::gucs::alert_repeat_flush_interval()));
     if !due {
         return Ok(());
     }

@@ -459,7 +459,7 @@ mod tests {
         }
         // Several repeats in one statement, and another key.
         insert(&[(1, "06"), (1, "07"), (2, "07")]);
-        // Repeats are counted in memory and written about once a second; now, here.
+        // Repeats are counted in memory and written once per cep.alert_repeat_flush_interval; now, here.
         assert_eq!(one::<i64>("SELECT cep.flush_alert_repeats()"), Some(1));
         let one_key =
             "SELECT count(*)::text || ' ' || sum(repeats) || ' ' || max(last_seen)::text || ' ' || max(max_score) FROM cep.alerts WHERE key = '1'";
