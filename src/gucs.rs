@@ -212,7 +212,7 @@ pub fn clock_offset_ms() -> i32 {
     CLOCK_OFFSET.get()
 }
 
-/// Milliseconds.
+/// Set in milliseconds; 0 flushes with every alerting statement.
 pub fn alert_repeat_flush_interval() -> std::time::Duration {
     std::time::Duration::from_millis(ALERT_REPEAT_FLUSH_INTERVAL.get().max(0) as u64)
 }
