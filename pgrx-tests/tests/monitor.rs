@@ -370,6 +370,37 @@ fn a_blocked_attempt_is_recorded_with_its_row_even_though_its_statement_fails() 
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '7' AND action = 'blocked' AND attempted_row->>'amount' = '70000'"), 1);
 }
 
+/// Runs rounds in lockstep, one thread per session: in each round every session runs its first
+/// statement, all wait for each other, then each runs its second (`step(session, round)` gives
+/// both; `None` runs nothing). Every session meets every barrier whatever failed, so a failure
+/// never leaves another waiting. Returns the failures as SQLSTATE and message.
+fn in_lockstep(sessions: Vec<Client>, rounds: i64, step: impl Fn(usize, i64) -> [Option<String>; 2] + Send + Sync + 'static) -> Vec<String> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(sessions.len()));
+    let step = std::sync::Arc::new(step);
+    let threads: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(session, mut s)| {
+            let (barrier, step) = (barrier.clone(), step.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for round in 0..rounds {
+                    let [before, after] = step(session, round);
+                    let mut run = |sql: Option<String>| {
+                        let failed = sql.and_then(|sql| s.batch_execute(&sql).err());
+                        failures.extend(failed.map(|e| e.as_db_error().map_or(e.to_string(), |d| format!("{}: {}", d.code().code(), d.message()))));
+                    };
+                    run(before);
+                    barrier.wait();
+                    run(after);
+                }
+                failures
+            })
+        })
+        .collect();
+    threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+}
+
 /// Two sessions counting repeats of the same open alerts write them to the same rows. Whatever
 /// plan each session's flush gets (a nested loop, or a custom plan's hash join, visits the alerts
 /// in id order; a generic plan's hash join in the table's order, which CLUSTER makes another), the
@@ -379,7 +410,6 @@ fn a_blocked_attempt_is_recorded_with_its_row_even_though_its_statement_fails() 
 fn sessions_flushing_repeats_of_the_same_alerts_never_deadlock_and_lose_none() {
     const KEYS: i64 = 2000;
     const ROUNDS: i64 = 4;
-    let explain = |e: &postgres::Error| e.as_db_error().map_or(e.to_string(), |d| format!("{}: {}", d.code().code(), d.message()));
     let db = TestDb::new("flushorder");
     let mut c = setup(&db);
     c.batch_execute("SELECT cep.alter_watch('transactions', cooldown => '1 hour')").unwrap();
@@ -390,33 +420,19 @@ fn sessions_flushing_repeats_of_the_same_alerts_never_deadlock_and_lose_none() {
     ))
     .unwrap();
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE repeats = 0"), KEYS);
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
     // A nested loop over the sorted ids; a generic plan's hash join of the ids, over the table.
     let plans = [
         "SET enable_hashjoin = off; SET enable_mergejoin = off",
         "SET enable_nestloop = off; SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan",
     ];
-    let sessions: Vec<_> = plans
-        .into_iter()
-        .map(|plan| {
-            let (mut s, barrier) = (db.connect(), barrier.clone());
-            s.batch_execute(plan).unwrap();
-            // Every round meets the barrier, failed or not: a failure never leaves the other waiting.
-            std::thread::spawn(move || -> Vec<String> {
-                let mut failures = Vec::new();
-                for _ in 0..ROUNDS {
-                    let insert = format!("INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series(1, {KEYS}) k");
-                    failures.extend(s.batch_execute(&insert).err().map(|e| format!("insert: {}", explain(&e))));
-                    barrier.wait();
-                    failures.extend(s.batch_execute("SELECT cep.flush_alert_repeats()").err().map(|e| format!("flush: {}", explain(&e))));
-                }
-                failures
-            })
-        })
-        .collect();
-    for s in sessions {
-        assert_eq!(s.join().unwrap(), Vec::<String>::new());
-    }
+    let sessions = plans.map(|plan| {
+        let mut s = db.connect();
+        s.batch_execute(plan).unwrap();
+        s
+    });
+    let insert = format!("INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series(1, {KEYS}) k");
+    let failures = in_lockstep(sessions.into(), ROUNDS, move |_, _| [Some(insert.clone()), Some("SELECT cep.flush_alert_repeats()".into())]);
+    assert_eq!(failures, Vec::<String>::new());
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), KEYS, "every row repeated an open alert");
     assert_eq!(count(&mut c, "SELECT sum(repeats)::int8 FROM cep.alerts"), 2 * ROUNDS * KEYS);
 }
@@ -428,7 +444,6 @@ fn sessions_flushing_repeats_of_the_same_alerts_never_deadlock_and_lose_none() {
 fn statements_opening_the_same_alerts_in_opposite_orders_never_deadlock() {
     const KEYS: i64 = 200;
     const ROUNDS: i64 = 2;
-    let explain = |e: &postgres::Error| e.as_db_error().map_or(e.to_string(), |d| format!("{}: {}", d.code().code(), d.message()));
     let db = TestDb::new("openorder");
     let mut c = setup(&db);
     // Each alert takes a few milliseconds to write, so that the two statements' writes overlap.
@@ -438,29 +453,12 @@ fn statements_opening_the_same_alerts_in_opposite_orders_never_deadlock() {
          CREATE TRIGGER slowly BEFORE INSERT ON cep.alerts FOR EACH ROW EXECUTE FUNCTION public.slowly();",
     )
     .unwrap();
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let sessions: Vec<_> = ["ASC", "DESC"]
-        .into_iter()
-        .map(|order| {
-            let (mut s, barrier) = (db.connect(), barrier.clone());
-            std::thread::spawn(move || -> Vec<String> {
-                let mut failures = Vec::new();
-                for round in 0..ROUNDS {
-                    let insert = format!(
-                        "INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series({}, {}) k ORDER BY k {order}",
-                        round * KEYS + 1,
-                        (round + 1) * KEYS
-                    );
-                    barrier.wait();
-                    failures.extend(s.batch_execute(&insert).err().map(|e| format!("insert: {}", explain(&e))));
-                }
-                failures
-            })
-        })
-        .collect();
-    for s in sessions {
-        assert_eq!(s.join().unwrap(), Vec::<String>::new());
-    }
+    let failures = in_lockstep(vec![db.connect(), db.connect()], ROUNDS, |session, round| {
+        let order = ["ASC", "DESC"][session];
+        let (from, to) = (round * KEYS + 1, (round + 1) * KEYS);
+        [None, Some(format!("INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series({from}, {to}) k ORDER BY k {order}"))]
+    });
+    assert_eq!(failures, Vec::<String>::new());
     assert_eq!(count(&mut c, "SELECT count(*) FROM transactions"), 2 * ROUNDS * KEYS);
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE repeats = 1"), ROUNDS * KEYS, "one alert per key, the other row its repeat");
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts"), ROUNDS * KEYS);

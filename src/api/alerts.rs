@@ -7,8 +7,8 @@ use crate::error::OrReport;
 /// Under a cooldown, a session counts the repeats of an open alert in memory and adds them to the
 /// alert row once per `cep.alert_repeat_flush_interval` while it keeps writing (see the README's
 /// "Storms"). This writes what this session has counted now, this transaction's repeats included;
-/// returns the number of alerts updated. Call it before reading `repeats` in the session that wrote them (a session
-/// that ends writes what it has left by itself).
+/// returns the number of alerts updated. Call it before reading `repeats` in the session that
+/// wrote them (a session that ends writes what it has left by itself).
 ///
 /// ```sql
 /// SELECT cep.flush_alert_repeats();

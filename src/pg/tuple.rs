@@ -85,17 +85,16 @@ impl Tuple {
         unsafe { pgrx::heap_getattr_raw(self.tuple, col.attnum, self.desc) }
     }
 
-    /// A numeric column as a float: integers and float8 as they are; any other type prints as a
-    /// decimal that f64 parses (float4 too, so 1.1 stays 1.1 and not its widened binary value).
+    /// A numeric column as a float: integers and floats as they are, any other type as the
+    /// decimal it prints (float4 too, so 1.1 stays 1.1 and not its widened binary value).
     pub fn number(&self, col: Col) -> Option<f64> {
         let datum = self.datum(col)?;
-        match col.typid {
-            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::FLOAT8OID => match datum_value(datum, col) {
-                Value::Int(i) => Some(i as f64),
-                Value::Float(f) => Some(f),
-                _ => None,
-            },
-            _ => datum_text(datum, col).parse().ok(),
+        match datum_value(datum, col) {
+            Value::Int(i) => Some(i as f64),
+            Value::Float(_) if col.typid == pg_sys::FLOAT4OID => datum_text(datum, col).parse().ok(),
+            Value::Float(f) => Some(f),
+            Value::Text(s) => s.parse().ok(),
+            _ => None,
         }
     }
 
