@@ -64,7 +64,7 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"cep.alert_repeat_flush_interval",
-        c"How often a session writing alerts under a cooldown adds the repeats it counted to the alert rows.",
+        c"How often a session writing alerts under a cooldown hands its counted repeats over, and its database's are added to the alert rows.",
         c"Longer: fewer row updates in a storm, and repeats, last_seen and max_score further behind; 0 writes them with every alerting statement.",
         &ALERT_REPEAT_FLUSH_INTERVAL,
         0,

@@ -492,3 +492,68 @@ fn the_repeat_flush_interval_decides_when_counts_reach_the_alert() {
     assert_eq!(w.query_one("SHOW cep.alert_repeat_flush_interval", &[]).unwrap().get::<_, String>(0), "0");
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '4'"), 1);
 }
+
+/// Rows of the alerts table updated so far, as the statistics collector counts them.
+fn alert_updates(c: &mut Client) -> i64 {
+    c.batch_execute("SELECT pg_stat_clear_snapshot()").unwrap();
+    count(c, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'cep.alerts'::regclass")
+}
+
+/// Sessions counting repeats of the same open alerts hand them over to shared memory, and one
+/// flush per interval writes them all: the alert rows are updated about once per interval, where
+/// each session writing its own updated them once per session and interval (and the sessions
+/// queued on the same rows). When the sessions leave, the last one writes what is left, so no
+/// repeat is lost.
+#[test]
+fn sessions_counting_repeats_share_one_flush_per_interval_and_lose_none() {
+    const SESSIONS: usize = 4;
+    const KEYS: i32 = 20;
+    const INTERVAL_MS: u128 = 250;
+    let db = TestDb::new("sharedflush");
+    let mut c = setup(&db);
+    c.batch_execute(&format!(
+        "SELECT cep.alter_watch('transactions', cooldown => '1 hour');
+         INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series(1, {KEYS}) k"
+    ))
+    .unwrap();
+    let before = alert_updates(&mut c);
+    let started = std::time::Instant::now();
+    let sessions: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let mut w = db.connect();
+            std::thread::spawn(move || {
+                w.batch_execute(&format!("SET cep.alert_repeat_flush_interval = '{INTERVAL_MS}ms'")).unwrap();
+                let until = std::time::Instant::now() + Duration::from_secs(3);
+                let mut rows = 0;
+                while std::time::Instant::now() < until {
+                    w.execute("INSERT INTO transactions (user_id, amount) VALUES ($1, 50000)", &[&(rows % KEYS + 1)]).unwrap();
+                    rows += 1;
+                }
+                rows as i64
+            })
+        })
+        .collect();
+    let rows: i64 = sessions.into_iter().map(|s| s.join().unwrap()).sum();
+    let elapsed = started.elapsed();
+    // The sessions are gone once their backends are (the last one writes what is left as it ends).
+    let others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&mut c, others) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(&mut c, others), 0);
+    assert_eq!(
+        count(&mut c, "SELECT (sum(repeats) + count(*))::int8 FROM cep.alerts"),
+        rows + i64::from(KEYS),
+        "every row is an alert or a repeat on one"
+    );
+    // Past 10 rows a key, the count rule fires too: a second alert per key, opened by whichever
+    // session was first (the others' rows then update it as they open it, at most once each).
+    let alerts = count(&mut c, "SELECT count(*) FROM cep.alerts");
+    let flushes = (elapsed.as_millis() / INTERVAL_MS) as i64 + 2;
+    let updated = alert_updates(&mut c) - before;
+    assert!(
+        updated <= alerts * (flushes + SESSIONS as i64),
+        "{updated} updates of {alerts} alerts in {elapsed:?}: more than one flush per {INTERVAL_MS} ms ({rows} rows)"
+    );
+}

@@ -1,14 +1,14 @@
-//! `cep.flush_alert_repeats`: what a cooldown counted in this session, written now.
+//! `cep.flush_alert_repeats`: the repeats a cooldown counted and did not write yet, written now.
 
 use pgrx::prelude::*;
 
 use crate::error::OrReport;
 
-/// Under a cooldown, a session counts the repeats of an open alert in memory and adds them to the
-/// alert row once per `cep.alert_repeat_flush_interval` while it keeps writing (see the README's
-/// "Storms"). This writes what this session has counted now, this transaction's repeats included;
-/// returns the number of alerts updated. Call it before reading `repeats` in the session that
-/// wrote them (a session that ends writes what it has left by itself).
+/// Under a cooldown, sessions count the repeats of an open alert in memory, and one flush per
+/// database and `cep.alert_repeat_flush_interval` adds them to the alert rows (see "Storms" in
+/// docs/monitor.md). This writes now what this session counted (this transaction's repeats
+/// included) and what other sessions handed over; returns the number of alerts updated. Call it
+/// before reading `repeats`.
 ///
 /// ```sql
 /// SELECT cep.flush_alert_repeats();

@@ -1,9 +1,12 @@
 //! This backend's ledger of alert repeats under a cooldown (`engine::repeats`), and its flushes.
 //!
-//! A repeat of an alert this backend knows to be open costs no SQL: it is counted in memory, and
-//! the counts of committed transactions are added to the alert rows by one UPDATE at most once per
-//! `cep.alert_repeat_flush_interval` (1 s by default), by the next alerting statement of this
-//! backend, in its transaction.
+//! A repeat of an alert this backend knows to be open costs no SQL: it is counted in memory. At
+//! most once per `cep.alert_repeat_flush_interval` (1 s by default), the next alerting statement of
+//! this backend hands the counts of its committed transactions over to shared memory
+//! (`engine::shared_repeats`), and, if its database's interval has passed, takes every session's
+//! and adds them to the alert rows with one UPDATE, in its transaction. So a database's open
+//! alerts are updated about once per interval however many sessions count repeats on them.
+//! Without shared memory (pg_cep not preloaded), or when it is full, a backend writes its own.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +16,7 @@ use pgrx::prelude::*;
 use pgrx::PgOid;
 
 use crate::engine::repeats::{Ledger, Slot, Tally};
+use crate::engine::shared_repeats::SharedRepeats;
 use crate::error::CepResult;
 use crate::pg::privileges::as_extension_owner;
 use crate::pg::shmem::Region;
@@ -21,37 +25,50 @@ use crate::pg::xact::XactBuffer;
 
 thread_local! {
     static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
+    /// When this backend last handed its repeats over or wrote them.
     static LAST_FLUSH: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Whether the exit callback that writes what is left is registered.
     static EXIT_HOOK: Cell<bool> = const { Cell::new(false) };
+    /// Whether this backend hands its repeats over to shared memory (see `SharedRepeats::attach`).
+    static ATTACHED: Cell<bool> = const { Cell::new(false) };
     /// The count of alert state changes this backend's ledger has caught up with.
     static SEEN_CHANGES: Cell<u64> = const { Cell::new(0) };
 }
 
-/// How many times an alert's state changed, server-wide: a backend whose ledger is older forgets
-/// the alerts it knew open (the next repeat finds them again, or opens a new one if resolved).
-static STATE_CHANGES: Region = Region::new(c"pg_cep_alert_states", std::mem::size_of::<AtomicU64>, |base| {
-    // SAFETY: the region was just created with room for one counter.
-    unsafe { (base as *mut AtomicU64).write(AtomicU64::new(0)) }
+#[repr(C)]
+struct AlertStates {
+    /// How many times an alert's state changed, server-wide: a backend whose ledger is older
+    /// forgets the alerts it knew open (the next repeat finds them again, or opens a new one if
+    /// resolved).
+    changes: AtomicU64,
+    /// Repeats handed over by every backend, written by one flush per database and interval.
+    repeats: SharedRepeats,
+}
+
+static SHARED: Region = Region::new(c"pg_cep_alert_states", std::mem::size_of::<AlertStates>, |base| {
+    // SAFETY: the region was just created with room for `AlertStates`, for which all zeroes is the
+    // initial state (no change counted, no repeat waiting).
+    unsafe { std::ptr::write_bytes(base, 0, std::mem::size_of::<AlertStates>()) }
 });
 
-/// Called from `_PG_init`: the counter exists only while the postmaster preloads us.
+/// Called from `_PG_init`: shared memory exists only while the postmaster preloads us.
 pub fn init() {
     // SAFETY: plain read of a postmaster global, set while libraries are preloaded.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        STATE_CHANGES.request();
+        SHARED.request();
     }
 }
 
 fn state_changes() -> u64 {
     // SAFETY: an atomic in shared memory, read without a lock.
-    STATE_CHANGES.unlocked(|base| unsafe { (*(base as *const AtomicU64)).load(Ordering::Acquire) }).unwrap_or(0)
+    SHARED.unlocked(|base| unsafe { (*(base as *const AlertStates)).changes.load(Ordering::Acquire) }).unwrap_or(0)
 }
 
-/// An alert's state changed (`cep.set_alert_state`): every backend forgets what it knew open.
+/// An alert's state changed (`cep.set_alert_state`), or a flush found alerts resolved or gone:
+/// every backend forgets what it knew open.
 pub fn state_changed() {
     // SAFETY: as above.
-    STATE_CHANGES.unlocked(|base| unsafe { (*(base as *const AtomicU64)).fetch_add(1, Ordering::AcqRel) });
+    SHARED.unlocked(|base| unsafe { (*(base as *const AlertStates)).changes.fetch_add(1, Ordering::AcqRel) });
     LEDGER.with(|l| l.borrow_mut().forget_open());
 }
 
@@ -60,6 +77,28 @@ fn catch_up() {
     if SEEN_CHANGES.with(|s| s.replace(now)) != now {
         LEDGER.with(|l| l.borrow_mut().forget_open());
     }
+}
+
+fn database() -> u32 {
+    // SAFETY: plain read of a backend global.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// Hands this backend's committed repeats over to shared memory (what does not fit stays here),
+/// then runs `then` on the shared repeats, under the same lock. `None` without shared memory.
+fn hand_over<R>(then: impl FnOnce(&mut SharedRepeats, u32) -> R) -> Option<R> {
+    let database = database();
+    SHARED.locked(|base| {
+        // SAFETY: the region holds an `AlertStates`; its repeats are ours while the lock is held.
+        let shared = unsafe { &mut (*(base as *mut AlertStates)).repeats };
+        LEDGER.with(|l| {
+            let mut l = l.borrow_mut();
+            let committed = l.take_committed();
+            let left = shared.add(database, committed);
+            l.keep(left);
+        });
+        then(shared, database)
+    })
 }
 
 fn subxact() -> u32 {
@@ -83,18 +122,30 @@ pub fn repeat(id: i64, at: i64, score: f64) {
     if !EXIT_HOOK.with(|h| h.replace(true)) {
         // SAFETY: registers a callback of static lifetime, once per backend.
         unsafe { pg_sys::before_shmem_exit(Some(flush_at_exit), pg_sys::Datum::from(0)) };
+        let attached = SHARED.locked(|base| {
+            // SAFETY: as in `hand_over`.
+            unsafe { (*(base as *mut AlertStates)).repeats.attach(database()) }
+        });
+        ATTACHED.with(|a| a.set(attached == Some(true)));
     }
     LEDGER.with(|l| l.borrow_mut().repeat(subxact(), id, at, score));
 }
 
-/// When the session ends: what it counted and did not write yet is written in a transaction of its
-/// own, as Postgres drops a session's temporary tables. A failure is logged; the session ends anyway.
+/// When the session ends: what it counted is handed over to shared memory, and what is left to
+/// write (all its database's repeats if it is the last session that counted any, and whatever did
+/// not fit) is written in a transaction of its own, as Postgres drops a session's temporary
+/// tables. A failure is logged; the session ends anyway.
 #[pg_guard]
 unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
     // Only a session leaving normally, outside any transaction, can run one.
     // SAFETY: reads of the backend's transaction state.
     let idle = unsafe { !pg_sys::IsTransactionOrTransactionBlock() };
-    if !idle || !LEDGER.with(|l| l.borrow().has_unflushed()) {
+    let handed = if ATTACHED.with(|a| a.replace(false)) {
+        hand_over(|shared, database| if shared.detach(database) && idle { shared.take(database) } else { Vec::new() }).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if !idle || (handed.is_empty() && !LEDGER.with(|l| l.borrow().has_unflushed())) {
         return;
     }
     let flushed = pgrx::PgTryBuilder::new(|| {
@@ -106,7 +157,7 @@ unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
         // An ERROR here would end the session with a FATAL: skip a database where pg_cep's
         // alerts are gone (DROP EXTENSION since the counts were taken).
         let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('cep.alerts') IS NOT NULL").ok().flatten() == Some(true);
-        let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush());
+        let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush(handed));
         // Names resolve as in every pg_cep function: the session's own path may hold anything.
         let written = if present { crate::pg::privileges::with_pinned_search_path(|| write(&tallies)) } else { Ok(()) };
         // SAFETY: ends the transaction started above, after its last statement.
@@ -136,32 +187,48 @@ const LOCK_IN_ID_ORDER: &str = "SELECT FROM cep.alerts WHERE alert_id = ANY($1) 
 const FLUSH: &str = "UPDATE cep.alerts a SET repeats = a.repeats + t.n, last_seen = greatest(a.last_seen, t.seen),
                             max_score = greatest(a.max_score, t.score)
      FROM unnest($1::int8[], $2::int4[], $3::timestamptz[], $4::float8[]) AS t(id, n, seen, score)
-     WHERE a.alert_id = t.id AND a.state <> 'resolved' RETURNING a.alert_id";
+     WHERE a.alert_id = t.id AND a.state <> 'resolved'";
 
-/// Adds the committed repeats (and this transaction's) to their alerts when the flush interval has
-/// passed since the last time, in this transaction: if it rolls back they wait for the next flush.
+/// At most once per flush interval: hands this backend's committed repeats over and, when its
+/// database's interval has passed, adds every session's (and this transaction's) to their alerts,
+/// in this transaction: if it rolls back they wait here for the next flush. A backend without
+/// shared memory writes its own committed repeats.
 pub fn flush_if_due() -> CepResult<()> {
-    let due = LEDGER.with(|l| l.borrow().has_unflushed())
-        && LAST_FLUSH.with(|f| f.get().is_none_or(|t| t.elapsed() >= crate::gucs::alert_repeat_flush_interval()));
-    if !due {
+    let interval = crate::gucs::alert_repeat_flush_interval();
+    if LAST_FLUSH.with(|f| f.get().is_some_and(|t| t.elapsed() < interval)) {
         return Ok(());
     }
-    LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
-    let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush());
+    let handed = if ATTACHED.with(|a| a.get()) {
+        LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let interval = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
+        match hand_over(|shared, database| shared.take_if_due(database, now, interval)).flatten() {
+            Some(handed) => handed,
+            None => return Ok(()),
+        }
+    } else if LEDGER.with(|l| l.borrow().has_unflushed()) {
+        LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
+        Vec::new()
+    } else {
+        return Ok(());
+    };
+    let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush(handed));
     write(&tallies)
 }
 
-/// Adds every repeat this backend has counted, this transaction's included, to its alert now;
-/// returns how many alerts were updated.
+/// Adds every repeat waiting to its alert now: this backend's, this transaction's included, and
+/// those other sessions of the database handed over. Returns how many alerts were updated.
 pub fn flush_now() -> CepResult<i64> {
     LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
-    let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush());
+    let handed = hand_over(|shared, database| shared.take(database)).unwrap_or_default();
+    let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush(handed));
     write(&tallies)?;
     Ok(tallies.len() as i64)
 }
 
-/// Writes `tallies`; alerts resolved or deleted meanwhile are forgotten (their repeats with them:
-/// the next repeat opens a new alert).
+/// Writes `tallies`; alerts resolved or deleted meanwhile are forgotten by every backend (their
+/// repeats with them: the next repeat opens a new alert).
 fn write(tallies: &[(i64, Tally)]) -> CepResult<()> {
     use pg_sys::{FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
     if tallies.is_empty() {
@@ -174,21 +241,14 @@ fn write(tallies: &[(i64, Tally)]) -> CepResult<()> {
     let seen: Vec<Option<pgrx::datum::TimestampWithTimeZone>> =
         tallies.iter().map(|(_, t)| pgrx::datum::TimestampWithTimeZone::try_from(t.last_seen).ok()).collect();
     let scores: Vec<f64> = tallies.iter().map(|(_, t)| t.max_score).collect();
-    let updated: Vec<i64> = as_extension_owner(|| {
-        Spi::connect_mut(|client| -> CepResult<Vec<i64>> {
+    let updated = as_extension_owner(|| {
+        Spi::connect_mut(|client| -> CepResult<usize> {
             client.update(&*lock, None, &[ids.clone().into()])?;
-            let rows = client.update(&*plan, None, &[ids.clone().into(), counts.into(), seen.into(), scores.into()])?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                out.extend(r.get::<i64>(1)?);
-            }
-            Ok(out)
+            Ok(client.update(&*plan, None, &[ids.into(), counts.into(), seen.into(), scores.into()])?.len())
         })
     })?;
-    let updated: std::collections::HashSet<i64> = updated.into_iter().collect();
-    let gone: Vec<i64> = ids.into_iter().filter(|id| !updated.contains(id)).collect();
-    if !gone.is_empty() {
-        LEDGER.with(|l| l.borrow_mut().forget(&gone));
+    if updated < tallies.len() {
+        state_changed();
     }
     Ok(())
 }
@@ -214,7 +274,7 @@ impl XactBuffer for Repeats {
         }
     }
     fn prepare(&self) {
-        LEDGER.with(|l| l.borrow_mut().abort());
+        LEDGER.with(|l| l.borrow_mut().prepared());
     }
     fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
         LEDGER.with(|l| l.borrow_mut().subxact_commit(mine, parent));

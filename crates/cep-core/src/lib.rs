@@ -16,6 +16,7 @@ pub mod repeats;
 pub mod rollup;
 pub mod rollup_store;
 pub mod rules;
+pub mod shared_repeats;
 pub mod window;
 pub mod window_cache;
 

@@ -4,10 +4,10 @@
 //! as an open alert is counted on that alert instead of being written. Counting it with an
 //! UPDATE of the alert row costs about what writing a new alert does, so a storm would cost as
 //! much with a cooldown as without. Instead a backend remembers the open alerts it has seen, and
-//! the repeats its committed transactions counted on them, and adds those to the alert rows in
-//! one statement at most about once a second (in a later transaction of its own). What is counted
-//! follows the transaction: a rolled-back statement or savepoint counts nothing, a flush that rolls
-//! back is flushed again later.
+//! the repeats its committed transactions counted on them, until they are added to the alert rows
+//! in one statement, about once per interval (by this backend, or by whichever backend of the
+//! database flushes them all: `shared_repeats`). What is counted follows the transaction: a
+//! rolled-back statement or savepoint counts nothing, a flush that rolls back is flushed again later.
 //!
 //! Pure data: the caller supplies subtransaction ids and runs the SQL.
 
@@ -31,7 +31,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, other: Tally) {
+    /// Folds `other` in: counts add up, the latest time and the highest score stay.
+    pub fn add(&mut self, other: Tally) {
         self.count = self.count.saturating_add(other.count);
         self.last_seen = self.last_seen.max(other.last_seen);
         self.max_score = self.max_score.max(other.max_score);
@@ -77,10 +78,14 @@ impl Ledger {
         !self.unflushed.is_empty()
     }
 
-    /// Every repeat to add now, committed ones and this transaction's, by alert; they count as
-    /// flushed if this transaction commits.
-    pub fn take_for_flush(&mut self) -> Vec<(i64, Tally)> {
-        let taken = std::mem::take(&mut self.unflushed);
+    /// Every repeat to add now: committed ones, this transaction's, and `handed` (taken from
+    /// other sessions, see `shared_repeats`), by alert. They count as flushed if this transaction
+    /// commits; if it rolls back, the committed and handed ones stay with this ledger.
+    pub fn take_for_flush(&mut self, handed: Vec<(i64, Tally)>) -> Vec<(i64, Tally)> {
+        let mut taken = std::mem::take(&mut self.unflushed);
+        for (id, t) in handed {
+            taken.entry(id).and_modify(|a| a.add(t)).or_insert(t);
+        }
         let mut all = taken.clone();
         for (_, id, t) in self.pending.drain(..) {
             all.entry(id).and_modify(|a| a.add(t)).or_insert(t);
@@ -89,6 +94,18 @@ impl Ledger {
         let mut all: Vec<(i64, Tally)> = all.into_iter().collect();
         all.sort_by_key(|(id, _)| *id);
         all
+    }
+
+    /// The committed repeats, to hand over to `shared_repeats`; what does not fit comes back with
+    /// [`Ledger::keep`].
+    pub fn take_committed(&mut self) -> Vec<(i64, Tally)> {
+        std::mem::take(&mut self.unflushed).into_iter().collect()
+    }
+
+    pub fn keep(&mut self, tallies: Vec<(i64, Tally)>) {
+        for (id, t) in tallies {
+            self.unflushed.entry(id).and_modify(|a| a.add(t)).or_insert(t);
+        }
     }
 
     /// This transaction's own repeats only, to be written by it (a prepared transaction, whose
@@ -110,11 +127,6 @@ impl Ledger {
         self.found.clear();
     }
 
-    /// The flush found these alerts resolved or gone: forget them.
-    pub fn forget(&mut self, ids: &[i64]) {
-        self.open.retain(|_, id| !ids.contains(id));
-    }
-
     pub fn commit(&mut self) {
         self.flushing = None;
         for (_, id, t) in self.pending.drain(..) {
@@ -128,7 +140,16 @@ impl Ledger {
         }
     }
 
-    /// Rolled back, or prepared (its outcome is decided elsewhere; its repeats were written by it).
+    /// Prepared: its outcome is decided elsewhere, and it wrote its repeats itself, and whatever its
+    /// flush took (they count with it, as they would if it committed: a prepared transaction is
+    /// almost always committed, and giving them back would count them twice then).
+    pub fn prepared(&mut self) {
+        self.found.clear();
+        self.pending.clear();
+        self.flushing = None;
+    }
+
+    /// Rolled back: what its flush took waits for the next one.
     pub fn abort(&mut self) {
         self.found.clear();
         self.pending.clear();
@@ -173,11 +194,11 @@ mod tests {
         l.repeat(1, 10, 9, 0.9);
         l.repeat(1, 10, 7, 0.6);
         l.commit();
-        let flushed = l.take_for_flush();
+        let flushed = l.take_for_flush(vec![]);
         assert_eq!(flushed, vec![(10, Tally { count: 3, last_seen: 9, max_score: 0.9 })]);
         l.commit();
         assert!(!l.has_unflushed());
-        assert!(l.take_for_flush().is_empty());
+        assert!(l.take_for_flush(vec![]).is_empty());
     }
 
     #[test]
@@ -196,11 +217,39 @@ mod tests {
         l.subxact_abort(2);
         l.repeat(3, 11, 7, 0.7);
         l.subxact_commit(3, 1);
-        let flushed = l.take_for_flush();
+        let flushed = l.take_for_flush(vec![]);
         assert_eq!(flushed, vec![(11, Tally { count: 2, last_seen: 7, max_score: 0.7 })]);
         // The flush rolls back: the committed repeat waits for the next one; this transaction's does not.
         l.abort();
-        assert_eq!(l.take_for_flush(), vec![(11, Tally { count: 1, last_seen: 5, max_score: 0.6 })]);
+        assert_eq!(l.take_for_flush(vec![]), vec![(11, Tally { count: 1, last_seen: 5, max_score: 0.6 })]);
+    }
+
+    #[test]
+    fn repeats_handed_over_by_other_sessions_are_flushed_with_ours_and_kept_if_the_flush_rolls_back() {
+        let mut l = Ledger::default();
+        l.repeat(1, 10, 5, 0.6);
+        l.commit();
+        l.repeat(1, 12, 8, 0.3);
+        l.commit();
+        let committed = l.take_committed();
+        assert_eq!(committed.len(), 2);
+        assert!(!l.has_unflushed(), "handed over");
+        // The shared table had no room for alert 12: it comes back.
+        l.keep(committed.into_iter().filter(|(id, _)| *id == 12).collect());
+        l.repeat(1, 10, 9, 0.9);
+        let handed = vec![(10, Tally { count: 4, last_seen: 7, max_score: 0.7 })];
+        let flushed = l.take_for_flush(handed);
+        assert_eq!(flushed, vec![(10, Tally { count: 5, last_seen: 9, max_score: 0.9 }), (12, Tally { count: 1, last_seen: 8, max_score: 0.3 })]);
+        // The flush rolls back: what it took from other sessions stays here, to be written later.
+        l.abort();
+        let mut kept = l.take_committed();
+        kept.sort_by_key(|(id, _)| *id);
+        assert_eq!(kept, vec![(10, Tally { count: 4, last_seen: 7, max_score: 0.7 }), (12, Tally { count: 1, last_seen: 8, max_score: 0.3 })]);
+        // A flush in a transaction that is then prepared counts with it: nothing is given back.
+        l.keep(kept);
+        assert_eq!(l.take_for_flush(vec![]).len(), 2);
+        l.prepared();
+        assert!(!l.has_unflushed());
     }
 
     #[test]
@@ -208,7 +257,7 @@ mod tests {
         let mut l = Ledger::default();
         l.found(1, slot("a"), 10);
         l.commit();
-        l.forget(&[10]);
+        l.forget_open();
         assert_eq!(l.alert_for(&slot("a")), None);
         for i in 0..MAX_OPEN + 1 {
             l.found(1, slot(&i.to_string()), i as i64);
