@@ -172,6 +172,14 @@ $PSQL -d $db -c "SELECT cep.alter_watch('tx_cep', cooldown => '10 minutes')" >/d
 run_case "alert storm: cooldown 10 minutes" single floor
 echo "   $(storm_rate)"
 echo "   cooldown / no cooldown (pg_cep): $(ratio "$last_single" "$storm_nocool")x"
+# The same storm from 8 sessions at once: each counts repeats on the same open alerts, and their
+# database's counts are written by one flush per interval (not one per session).
+storm_load
+$PSQL -d $db -c "SELECT cep.alter_watch('tx_cep', cooldown => '10 minutes')" >/dev/null
+saved_clients=$clients; clients=8
+run_case "alert storm: cooldown, 8 sessions" single floor
+clients=$saved_clients
+echo "   $(storm_rate)"
 $PSQL -d postgres -c "ALTER SYSTEM RESET ALL" >/dev/null
 bash ../scripts/cluster.sh restart "${PG_CEP_CLUSTER:-bench}" >/dev/null
 rm -rf "$work"
