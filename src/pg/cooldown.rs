@@ -84,13 +84,17 @@ fn database() -> u32 {
     unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
+/// Runs `f` on the shared repeats under their lock; `None` without shared memory.
+fn with_shared<R>(f: impl FnOnce(&mut SharedRepeats) -> R) -> Option<R> {
+    // SAFETY: the region holds an `AlertStates`; its repeats are ours while the lock is held.
+    SHARED.locked(|base| f(unsafe { &mut (*(base as *mut AlertStates)).repeats }))
+}
+
 /// Hands this backend's committed repeats over to shared memory (what does not fit stays here),
 /// then runs `then` on the shared repeats, under the same lock. `None` without shared memory.
 fn hand_over<R>(then: impl FnOnce(&mut SharedRepeats, u32) -> R) -> Option<R> {
     let database = database();
-    SHARED.locked(|base| {
-        // SAFETY: the region holds an `AlertStates`; its repeats are ours while the lock is held.
-        let shared = unsafe { &mut (*(base as *mut AlertStates)).repeats };
+    with_shared(|shared| {
         LEDGER.with(|l| {
             let mut l = l.borrow_mut();
             let committed = l.take_committed();
@@ -122,11 +126,7 @@ pub fn repeat(id: i64, at: i64, score: f64) {
     if !EXIT_HOOK.with(|h| h.replace(true)) {
         // SAFETY: registers a callback of static lifetime, once per backend.
         unsafe { pg_sys::before_shmem_exit(Some(flush_at_exit), pg_sys::Datum::from(0)) };
-        let attached = SHARED.locked(|base| {
-            // SAFETY: as in `hand_over`.
-            unsafe { (*(base as *mut AlertStates)).repeats.attach(database()) }
-        });
-        ATTACHED.with(|a| a.set(attached == Some(true)));
+        ATTACHED.with(|a| a.set(with_shared(|shared| shared.attach(database())) == Some(true)));
     }
     LEDGER.with(|l| l.borrow_mut().repeat(subxact(), id, at, score));
 }
