@@ -95,30 +95,30 @@ impl SharedRepeats {
         if database == 0 || !self.databases.iter().any(|d| d.oid == database) {
             return tallies;
         }
-        let mut left = Vec::new();
-        for (alert_id, t) in tallies {
-            let mut i = Self::home(database, alert_id);
-            loop {
-                let c = &mut self.cells[i];
-                if c.database == database && c.alert_id == alert_id {
-                    let mut sum = Tally { count: c.count, last_seen: c.last_seen, max_score: c.max_score };
-                    sum.add(t);
-                    (c.count, c.last_seen, c.max_score) = (sum.count, sum.last_seen, sum.max_score);
-                    break;
-                }
-                if c.database == 0 {
-                    if self.used as usize >= MAX_USED {
-                        left.push((alert_id, t));
-                    } else {
-                        *c = Cell { database, count: t.count, alert_id, last_seen: t.last_seen, max_score: t.max_score };
-                        self.used += 1;
-                    }
-                    break;
-                }
-                i = (i + 1) % CELLS;
+        tallies.into_iter().filter(|&(alert_id, t)| !self.insert(database, alert_id, t)).collect()
+    }
+
+    /// Adds one alert's repeats to its cell, or to a free one; false when the table is full.
+    fn insert(&mut self, database: u32, alert_id: i64, t: Tally) -> bool {
+        let mut i = Self::home(database, alert_id);
+        loop {
+            let c = &mut self.cells[i];
+            if c.database == database && c.alert_id == alert_id {
+                let mut sum = Tally { count: c.count, last_seen: c.last_seen, max_score: c.max_score };
+                sum.add(t);
+                (c.count, c.last_seen, c.max_score) = (sum.count, sum.last_seen, sum.max_score);
+                return true;
             }
+            if c.database == 0 {
+                if self.used as usize >= MAX_USED {
+                    return false;
+                }
+                *c = Cell { database, count: t.count, alert_id, last_seen: t.last_seen, max_score: t.max_score };
+                self.used += 1;
+                return true;
+            }
+            i = (i + 1) % CELLS;
         }
-        left
     }
 
     /// Every repeat of `database` waiting, if its last flush was at least `interval` before `now`
@@ -149,8 +149,8 @@ impl SharedRepeats {
         // Probes of the other databases' cells may have run through the freed ones: put them back.
         self.used = 0;
         for (database, alert_id, t) in others {
-            let left = self.add(database, vec![(alert_id, t)]);
-            debug_assert!(left.is_empty(), "they fitted before");
+            let fitted = self.insert(database, alert_id, t);
+            debug_assert!(fitted, "they fitted before");
         }
         if let Some(d) = self.databases.iter_mut().find(|d| d.oid == database && d.sessions == 0) {
             d.oid = 0;
