@@ -64,8 +64,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"cep.alert_repeat_flush_interval",
-        c"How often a session writing alerts under a cooldown hands its counted repeats over, and its database's are added to the alert rows.",
-        c"Longer: fewer row updates in a storm, and repeats, last_seen and max_score further behind; 0 writes them with every alerting statement.",
+        c"How often the repeats that a database's sessions count under a cooldown are added to the alert rows.",
+        c"Longer: fewer row updates in a storm, and repeats, last_seen and max_score further behind; 0 writes them with every alerting statement. When no session alerts any more, the sender adds them after two intervals (at least 1 s).",
         &ALERT_REPEAT_FLUSH_INTERVAL,
         0,
         3_600_000,

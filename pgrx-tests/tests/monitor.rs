@@ -499,6 +499,49 @@ fn alert_updates(c: &mut Client) -> i64 {
     count(c, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'cep.alerts'::regclass")
 }
 
+/// When a storm ends and its sessions stay connected but alert no more, no statement of theirs
+/// is left to write the repeats they counted: the database's sender writes them, a few seconds
+/// later, and every row is then an alert or a repeat on one while the sessions still idle.
+#[test]
+fn repeats_are_written_after_the_storm_ends_while_its_sessions_idle() {
+    const SESSIONS: usize = 2;
+    const KEYS: i32 = 10;
+    let db = TestDb::new("idleflush");
+    let mut c = setup(&db);
+    c.batch_execute(&format!(
+        "SELECT cep.alter_watch('transactions', cooldown => '1 hour');
+         INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series(1, {KEYS}) k"
+    ))
+    .unwrap();
+    let sessions: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let mut w = db.connect();
+            std::thread::spawn(move || {
+                let until = std::time::Instant::now() + Duration::from_millis(1500);
+                let mut rows = 0;
+                while std::time::Instant::now() < until {
+                    w.execute("INSERT INTO transactions (user_id, amount) VALUES ($1, 50000)", &[&(rows % KEYS + 1)]).unwrap();
+                    rows += 1;
+                }
+                (w, rows as i64)
+            })
+        })
+        .collect();
+    let (idle, counts): (Vec<Client>, Vec<i64>) = sessions.into_iter().map(|s| s.join().unwrap()).unzip();
+    let rows: i64 = counts.iter().sum();
+    let ended = std::time::Instant::now();
+    let written = "SELECT (sum(repeats) + count(*))::int8 FROM cep.alerts";
+    while count(&mut c, written) < rows + i64::from(KEYS) && ended.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let others =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'";
+    assert_eq!(count(&mut c, others), SESSIONS as i64, "the sessions are still connected, idle");
+    assert_eq!(count(&mut c, written), rows + i64::from(KEYS), "every row is an alert or a repeat on one, {:?} after the storm", ended.elapsed());
+    eprintln!("{rows} rows: every repeat written {:?} after the storm ended", ended.elapsed());
+    drop(idle);
+}
+
 /// Sessions counting repeats of the same open alerts hand them over to shared memory, and one
 /// flush per interval writes them all: the alert rows are updated about once per interval, where
 /// each session writing its own updated them once per session and interval (and the sessions

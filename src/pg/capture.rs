@@ -16,7 +16,7 @@ use crate::engine::payload;
 use crate::error::CepResult;
 use crate::pg::change_log::{ChangeLog, LogRow};
 use crate::pg::tuple::for_each_transition_row;
-use crate::pg::xact::{BySubxact, XactBuffer};
+use crate::pg::xact::{xact_local, BySubxact, XactBuffer};
 use crate::pg::{notifier, spi};
 
 /// A captured table's settings, as `cep.capture` stored them.
@@ -600,22 +600,16 @@ thread_local! {
     static HOT_UNTIL: RefCell<std::collections::HashMap<(u32, Option<String>, &'static str), pg_sys::TimestampTz>> = RefCell::new(std::collections::HashMap::new());
 }
 
-thread_local! {
-    static PENDING: RefCell<BySubxact<Pending>> = const { RefCell::new(BySubxact::new()) };
+xact_local! {
+    static PENDING: BySubxact<Pending> = BySubxact::new();
 }
 
 pub fn remember(capture: &Capture, logged: &Logged) {
     if logged.count == 0 {
         return;
     }
-    PENDING.with(|p| {
-        p.borrow_mut().push(Pending {
-            channel: capture.channel.clone(),
-            table: capture.name.clone(),
-            first: logged.first,
-            last: logged.last,
-            count: logged.count,
-        })
+    PENDING.with_mut(|p| {
+        p.push(Pending { channel: capture.channel.clone(), table: capture.name.clone(), first: logged.first, last: logged.last, count: logged.count })
     });
 }
 
@@ -627,29 +621,29 @@ impl XactBuffer for PendingNotifications {
         hand_to_notifier();
     }
     fn commit(&self) {
-        PENDING.with(|p| p.borrow_mut().clear());
+        PENDING.with_mut(|p| p.clear());
     }
     fn abort(&self) {
-        PENDING.with(|p| p.borrow_mut().clear());
+        PENDING.with_mut(|p| p.clear());
     }
     fn pre_prepare(&self) {
         hand_to_notifier();
     }
     fn prepare(&self) {
-        PENDING.with(|p| p.borrow_mut().clear());
+        PENDING.with_mut(|p| p.clear());
     }
     fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-        PENDING.with(|p| p.borrow_mut().released(mine, parent));
+        PENDING.with_mut(|p| p.released(mine, parent));
     }
     fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
-        PENDING.with(|p| p.borrow_mut().rolled_back(mine));
+        PENDING.with_mut(|p| p.rolled_back(mine));
     }
 }
 
 /// One notification per channel: the notifier, whose part of the callback comes next, sends them
 /// at commit or keeps them for COMMIT PREPARED.
 fn hand_to_notifier() {
-    let pending = PENDING.with(|p| p.borrow_mut().take());
+    let pending = PENDING.with_mut(|p| p.take());
     if pending.is_empty() {
         return;
     }

@@ -1,17 +1,19 @@
 //! This backend's ledger of alert repeats under a cooldown (`engine::repeats`), and its flushes.
 //!
-//! A repeat of an alert this backend knows to be open costs no SQL: it is counted in memory. At
-//! most once per `cep.alert_repeat_flush_interval` (1 s by default), the next alerting statement of
-//! this backend hands the counts of its committed transactions over to shared memory
-//! (`engine::shared_repeats`), and, if its database's interval has passed, takes every session's
-//! and adds them to the alert rows with one UPDATE, in its transaction. So a database's open
-//! alerts are updated about once per interval however many sessions count repeats on them.
-//! Without shared memory (pg_cep not preloaded), or when it is full, a backend writes its own.
+//! A repeat of an alert this backend knows to be open costs no SQL: it is counted in memory, and
+//! handed over to shared memory (`engine::shared_repeats`) when its transaction commits. At most
+//! once per `cep.alert_repeat_flush_interval` (1 s by default), the next alerting statement of a
+//! session whose database's interval has passed takes every session's counts and adds them to the
+//! alert rows with one UPDATE, in its transaction. So a database's open alerts are updated about
+//! once per interval however many sessions count repeats on them. When no session of the database
+//! alerts any more, its sender writes what waits ([`write_overdue`]). Without shared memory (pg_cep
+//! not preloaded), or when it is full, a backend writes its own.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::PgOid;
 
@@ -21,10 +23,13 @@ use crate::error::CepResult;
 use crate::pg::privileges::as_extension_owner;
 use crate::pg::shmem::Region;
 use crate::pg::spi;
-use crate::pg::xact::XactBuffer;
+use crate::pg::xact::{xact_local, XactBuffer};
+
+xact_local! {
+    static LEDGER: Ledger = Ledger::default();
+}
 
 thread_local! {
-    static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
     /// When this backend last handed its repeats over or wrote them.
     static LAST_FLUSH: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Whether the exit callback that writes what is left is registered.
@@ -69,13 +74,13 @@ fn state_changes() -> u64 {
 pub fn state_changed() {
     // SAFETY: as above.
     SHARED.unlocked(|base| unsafe { (*(base as *const AlertStates)).changes.fetch_add(1, Ordering::AcqRel) });
-    LEDGER.with(|l| l.borrow_mut().forget_open());
+    LEDGER.with_mut(|l| l.forget_open());
 }
 
 fn catch_up() {
     let now = state_changes();
     if SEEN_CHANGES.with(|s| s.replace(now)) != now {
-        LEDGER.with(|l| l.borrow_mut().forget_open());
+        LEDGER.with_mut(|l| l.forget_open());
     }
 }
 
@@ -94,15 +99,92 @@ fn with_shared<R>(f: impl FnOnce(&mut SharedRepeats) -> R) -> Option<R> {
 /// then runs `then` on the shared repeats, under the same lock. `None` without shared memory.
 fn hand_over<R>(then: impl FnOnce(&mut SharedRepeats, u32) -> R) -> Option<R> {
     let database = database();
+    let now = now();
     with_shared(|shared| {
-        LEDGER.with(|l| {
-            let mut l = l.borrow_mut();
+        LEDGER.with_mut(|l| {
             let committed = l.take_committed();
-            let left = shared.add(database, committed);
+            let left = shared.add(database, now, committed);
             l.keep(left);
         });
         then(shared, database)
     })
+}
+
+fn now() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+fn interval_micros() -> i64 {
+    i64::try_from(crate::gucs::alert_repeat_flush_interval().as_micros()).unwrap_or(i64::MAX)
+}
+
+/// How long handed-over repeats wait for a session to take them before the sender does: two flush
+/// intervals, and at least a second, so that the sender never races sessions that still alert.
+fn overdue_after() -> i64 {
+    interval_micros().saturating_mul(2).max(1_000_000)
+}
+
+/// For the supervisor: the databases whose handed-over repeats no session has taken in time.
+/// Their senders write them ([`write_overdue`]).
+pub fn overdue_databases() -> Vec<u32> {
+    let (now, wait) = (now(), overdue_after());
+    with_shared(|shared| shared.overdue(now, wait)).unwrap_or_default()
+}
+
+/// For the supervisor: `database` was dropped; its repeats go with its alerts.
+pub fn discard(database: u32) {
+    with_shared(|shared| shared.take(database));
+}
+
+/// Whether repeats handed over by this database's sessions wait to be written.
+pub fn waiting() -> bool {
+    let database = database();
+    with_shared(|shared| shared.waiting(database)).unwrap_or(false)
+}
+
+/// For this database's sender, outside any transaction: writes its sessions' handed-over repeats
+/// that are overdue (no session alerted to take them), in a transaction of its own. On failure
+/// they are handed back, for the next try. Returns whether any were written.
+pub fn write_overdue() -> bool {
+    let (database, now, wait) = (database(), now(), overdue_after());
+    let taken = with_shared(|shared| {
+        if !shared.overdue(now, wait).contains(&database) {
+            return None;
+        }
+        shared.take_if_due(database, now, 0)
+    });
+    let Some(Some(tallies)) = taken else { return false };
+    let written = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| {
+            // Nothing to add to where pg_cep's alerts are gone (DROP EXTENSION since).
+            let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('cep.alerts') IS NOT NULL").ok().flatten() == Some(true);
+            if present {
+                write(&tallies).map_err(|e| e.to_string())
+            } else {
+                Ok(())
+            }
+        }))
+    }))
+    .catch_others(|error| {
+        // SAFETY: the ERROR left the sender's transaction failed; end it as autovacuum does.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        Err(match error {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r) | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+        })
+    })
+    .execute();
+    if let Err(message) = written {
+        pgrx::warning!("pg_cep: alert repeats handed over by sessions were not written, will retry: {message}");
+        let now = self::now();
+        let lost = with_shared(|shared| shared.give_back(database, now, tallies).len()).unwrap_or(0);
+        if lost > 0 {
+            pgrx::warning!("pg_cep: the repeats of {lost} alerts were dropped: no room left to keep them");
+        }
+        return false;
+    }
+    true
 }
 
 fn subxact() -> u32 {
@@ -113,12 +195,12 @@ fn subxact() -> u32 {
 /// The open alert a row of `slot` repeats, if this backend knows it.
 pub fn alert_for(slot: &Slot) -> Option<i64> {
     catch_up();
-    LEDGER.with(|l| l.borrow().alert_for(slot))
+    LEDGER.with(|l| l.alert_for(slot))
 }
 
 /// This transaction opened alert `id` for `slot`, or found it open.
 pub fn found(slot: Slot, id: i64) {
-    LEDGER.with(|l| l.borrow_mut().found(subxact(), slot, id));
+    LEDGER.with_mut(|l| l.found(subxact(), slot, id));
 }
 
 /// A row repeats alert `id`.
@@ -128,7 +210,7 @@ pub fn repeat(id: i64, at: i64, score: f64) {
         unsafe { pg_sys::before_shmem_exit(Some(flush_at_exit), pg_sys::Datum::from(0)) };
         ATTACHED.with(|a| a.set(with_shared(|shared| shared.attach(database())) == Some(true)));
     }
-    LEDGER.with(|l| l.borrow_mut().repeat(subxact(), id, at, score));
+    LEDGER.with_mut(|l| l.repeat(subxact(), id, at, score));
 }
 
 /// When the session ends: what it counted is handed over to shared memory, and what is left to
@@ -145,7 +227,7 @@ unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
     } else {
         Vec::new()
     };
-    if !idle || (handed.is_empty() && !LEDGER.with(|l| l.borrow().has_unflushed())) {
+    if !idle || (handed.is_empty() && !LEDGER.with(|l| l.has_unflushed())) {
         return;
     }
     let flushed = pgrx::PgTryBuilder::new(|| {
@@ -157,7 +239,7 @@ unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
         // An ERROR here would end the session with a FATAL: skip a database where pg_cep's
         // alerts are gone (DROP EXTENSION since the counts were taken).
         let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('cep.alerts') IS NOT NULL").ok().flatten() == Some(true);
-        let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush(handed));
+        let tallies = LEDGER.with_mut(|l| l.take_for_flush(handed));
         // Names resolve as in every pg_cep function: the session's own path may hold anything.
         let written = if present { crate::pg::privileges::with_pinned_search_path(|| write(&tallies)) } else { Ok(()) };
         // SAFETY: ends the transaction started above, after its last statement.
@@ -200,20 +282,18 @@ pub fn flush_if_due() -> CepResult<()> {
     }
     let handed = if ATTACHED.with(|a| a.get()) {
         LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
-        // SAFETY: reads the clock.
-        let now = unsafe { pg_sys::GetCurrentTimestamp() };
-        let interval = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
+        let (now, interval) = (now(), interval_micros());
         match hand_over(|shared, database| shared.take_if_due(database, now, interval)).flatten() {
             Some(handed) => handed,
             None => return Ok(()),
         }
-    } else if LEDGER.with(|l| l.borrow().has_unflushed()) {
+    } else if LEDGER.with(|l| l.has_unflushed()) {
         LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
         Vec::new()
     } else {
         return Ok(());
     };
-    let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush(handed));
+    let tallies = LEDGER.with_mut(|l| l.take_for_flush(handed));
     write(&tallies)
 }
 
@@ -222,7 +302,7 @@ pub fn flush_if_due() -> CepResult<()> {
 pub fn flush_now() -> CepResult<i64> {
     LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
     let handed = hand_over(|shared, database| shared.take(database)).unwrap_or_default();
-    let tallies = LEDGER.with(|l| l.borrow_mut().take_for_flush(handed));
+    let tallies = LEDGER.with_mut(|l| l.take_for_flush(handed));
     write(&tallies)?;
     Ok(tallies.len() as i64)
 }
@@ -261,25 +341,32 @@ impl XactBuffer for Repeats {
         // Nothing to write yet: committed repeats are written by the once-a-second flush.
     }
     fn commit(&self) {
-        LEDGER.with(|l| l.borrow_mut().commit());
+        // Handed over at once: if this session alerts no more, its sender can write them.
+        if LEDGER.with_mut(|l| {
+            l.commit();
+            l.has_unflushed()
+        }) && ATTACHED.with(|a| a.get())
+        {
+            hand_over(|_, _| ());
+        }
     }
     fn abort(&self) {
-        LEDGER.with(|l| l.borrow_mut().abort());
+        LEDGER.with_mut(|l| l.abort());
     }
     fn pre_prepare(&self) {
         // A prepared transaction writes its own repeats: whether they count is decided with it.
-        let mine = LEDGER.with(|l| l.borrow_mut().take_pending());
+        let mine = LEDGER.with_mut(|l| l.take_pending());
         if let Err(e) = write(&mine) {
             pgrx::error!("pg_cep could not count alert repeats before PREPARE: {e}");
         }
     }
     fn prepare(&self) {
-        LEDGER.with(|l| l.borrow_mut().prepared());
+        LEDGER.with_mut(|l| l.prepared());
     }
     fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-        LEDGER.with(|l| l.borrow_mut().subxact_commit(mine, parent));
+        LEDGER.with_mut(|l| l.subxact_commit(mine, parent));
     }
     fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
-        LEDGER.with(|l| l.borrow_mut().subxact_abort(mine));
+        LEDGER.with_mut(|l| l.subxact_abort(mine));
     }
 }

@@ -10,7 +10,6 @@
 //! a transaction sends its notices itself, as `cep.notify_after_commit = off` always does. A
 //! sender that fails, or is stopped, with notices left is replaced by the maintenance worker.
 
-use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use pgrx::prelude::*;
 use crate::engine::notice_queue::{Notice, NoticeQueues, Outcome, Refused, Ticket};
 use crate::gucs;
 use crate::pg::shmem::Region;
-use crate::pg::xact::{BySubxact, XactBuffer};
+use crate::pg::xact::{xact_local, BySubxact, XactBuffer};
 
 static REGION: Region = Region::new(c"pg_cep_notices", std::mem::size_of::<NoticeQueues>, |base| {
     // SAFETY: the region was just created with this size; all-zero bytes are a valid queue set.
@@ -157,13 +156,16 @@ const POLL_US: std::ffi::c_long = 250;
 /// Notices a sender sends in one transaction.
 const BATCH: usize = 1000;
 
-thread_local! {
+xact_local! {
     /// This transaction's reserved notices, made ready at commit.
-    static TICKETS: RefCell<Vec<Ticket>> = const { RefCell::new(Vec::new()) };
+    static TICKETS: Vec<Ticket> = Vec::new();
+}
+
+xact_local! {
     /// Notices asked for during the transaction, with the subtransaction that asked: handed to
     /// the sender (or sent) just before commit, kept for COMMIT PREPARED, dropped with their
     /// subtransaction or transaction.
-    static PENDING: RefCell<BySubxact<Pending>> = const { RefCell::new(BySubxact::new()) };
+    static PENDING: BySubxact<Pending> = BySubxact::new();
 }
 
 /// A notice asked for during the transaction.
@@ -185,7 +187,7 @@ pub fn notify_at_commit(channel: &str, payload: &str) {
 /// As [`notify_at_commit`], with a shorter payload to queue instead if the transaction is prepared
 /// and `payload` is longer than the queue's slots.
 pub fn notify_at_commit_or_short(channel: &str, payload: &str, short: Option<String>) {
-    PENDING.with(|p| p.borrow_mut().push(Pending { channel: channel.to_string(), payload: payload.to_string(), short }));
+    PENDING.with_mut(|p| p.push(Pending { channel: channel.to_string(), payload: payload.to_string(), short }));
 }
 
 /// Before PREPARE: NOTIFY cannot be prepared, so each notice waits in the sender's queue, resolved
@@ -275,7 +277,7 @@ pub fn notify_after_commit(channel: &str, payload: &str) {
             q.reserve(db, xid, channel, payload).map_err(|refused| refused == Refused::NoSender && q.start(db, at))
         });
         match reserved {
-            Some(Ok(ticket)) => return TICKETS.with(|t| t.borrow_mut().push(ticket)),
+            Some(Ok(ticket)) => return TICKETS.with_mut(|t| t.push(ticket)),
             Some(Err(true)) => start_sender(db),
             _ => {}
         }
@@ -300,10 +302,16 @@ fn outcome(xid: u32) -> Outcome {
 }
 
 /// From the maintenance worker, about once a second: a database whose sender failed or was
-/// stopped with notices left gets a new one; a dropped database's queue is freed.
+/// stopped with notices left gets a new one, and so does one whose sessions handed alert repeats
+/// over and stopped alerting (the sender writes them); a dropped database's queue is freed.
 pub fn supervise() {
     let at = now();
-    let Some(orphaned) = REGION.locked_shared(|base| queues(base).orphaned(at)) else { return };
+    let Some(mut orphaned) = REGION.locked_shared(|base| queues(base).orphaned(at)) else { return };
+    for db in crate::pg::cooldown::overdue_databases() {
+        if !orphaned.contains(&db) {
+            orphaned.push(db);
+        }
+    }
     for db in orphaned {
         let exists = BackgroundWorker::transaction(|| {
             Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE oid = $1)", &[pg_sys::Oid::from(db).into()])
@@ -316,6 +324,7 @@ pub fn supervise() {
             }
             Ok(_) => {
                 REGION.locked(|base| queues(base).reclaim(db));
+                crate::pg::cooldown::discard(db);
             }
             Err(e) => pgrx::warning!("pg_cep worker: {e}"),
         }
@@ -343,7 +352,7 @@ pub struct Notices;
 
 impl XactBuffer for Notices {
     fn pre_commit(&self) {
-        for p in PENDING.with(|p| p.borrow_mut().take()) {
+        for p in PENDING.with_mut(|p| p.take()) {
             notify_after_commit(&p.channel, &p.payload);
         }
     }
@@ -351,30 +360,30 @@ impl XactBuffer for Notices {
         finish_tickets(true);
     }
     fn abort(&self) {
-        PENDING.with(|p| p.borrow_mut().clear());
+        PENDING.with_mut(|p| p.clear());
         finish_tickets(false);
     }
     fn pre_prepare(&self) {
-        let pending = PENDING.with(|p| p.borrow_mut().take());
+        let pending = PENDING.with_mut(|p| p.take());
         if !pending.is_empty() {
             queue_for_prepared(pending);
         }
     }
     fn prepare(&self) {
         // Tickets stay reserved: the sender sends them once COMMIT PREPARED has committed.
-        TICKETS.with(|t| t.borrow_mut().clear());
+        TICKETS.with_mut(|t| t.clear());
     }
     fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-        PENDING.with(|p| p.borrow_mut().released(mine, parent));
+        PENDING.with_mut(|p| p.released(mine, parent));
     }
     fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
-        PENDING.with(|p| p.borrow_mut().rolled_back(mine));
+        PENDING.with_mut(|p| p.rolled_back(mine));
     }
 }
 
 /// Publishes (commit) or cancels (abort) the notices this transaction reserved in the queue.
 fn finish_tickets(committed: bool) {
-    let tickets = TICKETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    let tickets = TICKETS.with_mut(std::mem::take);
     if tickets.is_empty() {
         return;
     }
@@ -439,6 +448,9 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             write_blocked(records);
             last_work = Instant::now();
         }
+        if crate::pg::cooldown::write_overdue() {
+            last_work = Instant::now();
+        }
         let span = REGION.locked_shared(|base| queues(base).ready(db, BATCH, &mut notices, outcome)).unwrap_or(0);
         if span > 0 {
             if !notices.is_empty() {
@@ -461,7 +473,11 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             }
             continue;
         }
-        if last_work.elapsed() >= IDLE_EXIT && !has_blocked(db) && REGION.locked(|base| queues(base).detach(db, pid, false, now())) == Some(true) {
+        if last_work.elapsed() >= IDLE_EXIT
+            && !has_blocked(db)
+            && !crate::pg::cooldown::waiting()
+            && REGION.locked(|base| queues(base).detach(db, pid, false, now())) == Some(true)
+        {
             return;
         }
         // Recently busy: look again shortly instead of sleeping on the latch. A committing backend

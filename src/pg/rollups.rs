@@ -15,7 +15,7 @@ use crate::engine::rollup::Rollup;
 use crate::engine::rollup_store::{epoch_unlocked, region_size, Anchor, Folder, Owner, StoreView, Totals, Window};
 use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
-use crate::pg::xact::XactBuffer;
+use crate::pg::xact::{xact_local, XactBuffer};
 
 static REGION: Region = Region::new(
     c"pg_cep_rollups",
@@ -53,8 +53,11 @@ struct Local {
     forget: Vec<Owner>,
 }
 
+xact_local! {
+    static LOCAL: Local = Local::default();
+}
+
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
     /// The tables this backend found in memory, and at which epoch.
     static KNOWN: RefCell<(u64, Vec<Owner>)> = const { RefCell::new((u64::MAX, Vec::new())) };
     /// Scratch space of the readers, kept between calls.
@@ -105,8 +108,8 @@ pub fn add<'r>(watch: &Watch, rows: impl Iterator<Item = (i64, &'r str, Option<f
         (true, _) => None,
         (false, epoch) => latest_time(watch).map(|latest| Anchor { latest, epoch }),
     };
-    LOCAL.with(|l| {
-        let pending = &mut l.borrow_mut().pending;
+    LOCAL.with_mut(|l| {
+        let pending = &mut l.pending;
         let i = match pending.iter().position(|p| p.owner == owner && p.subxact == subxact) {
             Some(i) => i,
             None => {
@@ -178,8 +181,7 @@ pub fn load(watch: &Watch, totals_from: i64, keys_from: i64, rollup: Rollup) {
     let owner = owner(watch);
     // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
+    LOCAL.with_mut(|l| {
         l.pending.retain(|p| p.owner != owner);
         l.loads.push(Load { subxact, owner, totals_from, keys_from, rollup });
     });
@@ -216,7 +218,7 @@ impl XactBuffer for PendingRollups {
         // Nothing to write: memory takes the rows after commit, in commit order.
     }
     fn commit(&self) {
-        let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+        let local = LOCAL.with_mut(std::mem::take);
         if local.pending.is_empty() && local.loads.is_empty() && local.forget.is_empty() {
             return;
         }
@@ -237,14 +239,14 @@ impl XactBuffer for PendingRollups {
         });
     }
     fn abort(&self) {
-        LOCAL.with(|l| *l.borrow_mut() = Local::default());
+        LOCAL.with_mut(|l| *l = Local::default());
     }
     fn pre_prepare(&self) {
         // Nothing to write: what PREPARE leaves undecided is marked unsure when it is done.
     }
     fn prepare(&self) {
         // Whether it commits is decided later, elsewhere: its minutes are no longer exact.
-        let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+        let local = LOCAL.with_mut(std::mem::take);
         REGION.locked(|base| {
             let mut store = view(base);
             // SAFETY: reads the clock; no state of Postgres is touched.
@@ -260,8 +262,7 @@ impl XactBuffer for PendingRollups {
         });
     }
     fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-        LOCAL.with(|l| {
-            let mut l = l.borrow_mut();
+        LOCAL.with_mut(|l| {
             for p in l.pending.iter_mut().filter(|p| p.subxact == mine) {
                 p.subxact = parent;
             }
@@ -271,8 +272,7 @@ impl XactBuffer for PendingRollups {
         });
     }
     fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
-        LOCAL.with(|l| {
-            let mut l = l.borrow_mut();
+        LOCAL.with_mut(|l| {
             l.pending.retain(|p| p.subxact != mine);
             let aborted: Vec<Owner> = l.loads.iter().filter(|x| x.subxact == mine).map(|x| x.owner).collect();
             l.loads.retain(|x| x.subxact != mine);

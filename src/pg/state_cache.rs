@@ -6,13 +6,11 @@
 //! Every write of a state row goes through `touch` (in `pg::patterns::save_states`), under the
 //! key's lock; at commit, still holding the locks, this backend updates the copies.
 
-use std::cell::RefCell;
-
 use pgrx::prelude::*;
 
 use crate::engine::pattern::state_cache::{region_size, Outcome, Owner, Slots, Touched};
 use crate::pg::shmem::Region;
-use crate::pg::xact::XactBuffer;
+use crate::pg::xact::{xact_local, XactBuffer};
 
 static REGION: Region = Region::new(
     c"pg_cep_pattern_states",
@@ -23,8 +21,8 @@ static REGION: Region = Region::new(
     },
 );
 
-thread_local! {
-    static TOUCHED: RefCell<Touched> = RefCell::new(Touched::default());
+xact_local! {
+    static TOUCHED: Touched = Touched::default();
 }
 
 /// Called from `_PG_init`: shared memory, only while the postmaster preloads us.
@@ -78,7 +76,7 @@ pub fn get(pattern: PatternId, key: &str) -> Option<Option<String>> {
         return None;
     }
     let owner = owner(pattern);
-    if TOUCHED.with(|t| t.borrow().contains(owner, key)) {
+    if TOUCHED.with(|t| t.contains(owner, key)) {
         return None;
     }
     with_slots(|s| s.get(&owner, key)).flatten()
@@ -93,7 +91,7 @@ pub fn touch(pattern: PatternId, key: &str, text: Option<&str>, wrote: bool) {
     // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let trusted = read_committed();
-    TOUCHED.with(|t| t.borrow_mut().touch(owner(pattern), key, text.map(str::to_string), wrote, trusted, subxact));
+    TOUCHED.with_mut(|t| t.touch(owner(pattern), key, text.map(str::to_string), wrote, trusted, subxact));
 }
 
 /// A pattern's states were deleted without taking their keys' locks.
@@ -125,21 +123,21 @@ impl XactBuffer for TouchedStates {
     }
     fn commit(&self) {
         // Still holding the keys' locks: no other session reads or writes them before this.
-        apply(TOUCHED.with(|t| t.borrow_mut().commit()));
+        apply(TOUCHED.with_mut(|t| t.commit()));
     }
     fn abort(&self) {
-        TOUCHED.with(|t| t.borrow_mut().abort());
+        TOUCHED.with_mut(|t| t.abort());
     }
     fn pre_prepare(&self) {
         // Nothing to write: the states themselves are rows of cep.pattern_state.
     }
     fn prepare(&self) {
-        apply(TOUCHED.with(|t| t.borrow_mut().prepare()));
+        apply(TOUCHED.with_mut(|t| t.prepare()));
     }
     fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-        TOUCHED.with(|t| t.borrow_mut().subxact_commit(mine, parent));
+        TOUCHED.with_mut(|t| t.subxact_commit(mine, parent));
     }
     fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
-        TOUCHED.with(|t| t.borrow_mut().subxact_abort(mine));
+        TOUCHED.with_mut(|t| t.subxact_abort(mine));
     }
 }

@@ -7,8 +7,6 @@
 //! whose definition changed, bypasses the cache and is dropped from it at commit. See
 //! `engine::window_cache` for the rules that keep concurrent loaders and committers exact.
 
-use std::cell::RefCell;
-
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
@@ -18,7 +16,7 @@ use crate::engine::window_cache::{key_hash, location_hash, region_size, stats_fr
 use crate::error::CepResult;
 use crate::pg::shmem::Region;
 use crate::pg::watched::Watch;
-use crate::pg::xact::XactBuffer;
+use crate::pg::xact::{xact_local, XactBuffer};
 
 /// One transaction to score: its key, amount, location and time.
 pub struct Event<'a> {
@@ -54,8 +52,8 @@ struct Local {
     dirty: Vec<u32>,
 }
 
-thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+xact_local! {
+    static LOCAL: Local = Local::default();
 }
 
 fn sizes() -> (usize, usize) {
@@ -119,14 +117,13 @@ pub fn remember(watch: &Watch, event: &Event) {
     // SAFETY: plain read of the current subtransaction's id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let p = Pending { event: cached_event(event, u32::from(xid)), subxact };
-    LOCAL.with(|l| l.borrow_mut().pending.entry(key_id(watch.root, event.key)).or_default().push(p));
+    LOCAL.with_mut(|l| l.pending.entry(key_id(watch.root, event.key)).or_default().push(p));
 }
 
 /// Marks a watched relation as changed by UPDATE, DELETE or TRUNCATE in this transaction.
 pub fn mark_dirty(relid: pg_sys::Oid) {
     if enabled() {
-        LOCAL.with(|l| {
-            let mut l = l.borrow_mut();
+        LOCAL.with_mut(|l| {
             if !l.dirty.contains(&relid.to_u32()) {
                 l.dirty.push(relid.to_u32());
             }
@@ -155,15 +152,14 @@ pub fn invalidate(relid: pg_sys::Oid) {
 /// not fit): the caller reads it with SQL.
 pub fn window_stats(watch: &Watch, events: &[Event]) -> CepResult<Vec<Option<Vec<WindowStats>>>> {
     const LOCK_BATCH: usize = 64;
-    let usable = enabled() && !LOCAL.with(|l| l.borrow().dirty.contains(&watch.root.to_u32()));
+    let usable = enabled() && !LOCAL.with(|l| l.dirty.contains(&watch.root.to_u32()));
     let (Some(&longest), true) = (watch.plan.windows.first(), usable) else { return Ok(vec![None; events.len()]) };
     let mut out = Vec::with_capacity(events.len());
     // Keys loaded by this call, with how far back: later rows of the same key reuse them.
     let mut loaded: KeyMap<(i64, Vec<CachedEvent>)> = KeyMap::default();
     for part in events.chunks(LOCK_BATCH) {
         // This transaction's own rows of each key; they are not in the shared entries yet.
-        let asked: Vec<(KeyId, Vec<CachedEvent>)> = LOCAL.with(|l| {
-            let local = l.borrow();
+        let asked: Vec<(KeyId, Vec<CachedEvent>)> = LOCAL.with(|local| {
             part.iter()
                 .map(|e| {
                     let id = key_id(watch.root, e.key);
@@ -278,7 +274,7 @@ impl XactBuffer for PendingEvents {
         // Nothing to write: the rows are in their table; the cache takes them after commit.
     }
     fn commit(&self) {
-        let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+        let local = LOCAL.with_mut(std::mem::take);
         if local.pending.is_empty() && local.dirty.is_empty() {
             return;
         }
@@ -299,13 +295,12 @@ impl XactBuffer for PendingEvents {
         });
     }
     fn abort(&self) {
-        LOCAL.with(|l| *l.borrow_mut() = Local::default());
+        LOCAL.with_mut(|l| *l = Local::default());
     }
     fn pre_prepare(&self) {
         // The rows' fate is decided by COMMIT PREPARED or ROLLBACK PREPARED, which call no hook
         // of ours: hold their relations until then (reads go to the table), or refuse to prepare.
         let relids: Vec<u32> = LOCAL.with(|l| {
-            let l = l.borrow();
             let mut r: Vec<u32> = l.pending.keys().map(|id| id.relid).chain(l.dirty.iter().copied()).collect();
             r.sort_unstable();
             r.dedup();
@@ -325,18 +320,18 @@ impl XactBuffer for PendingEvents {
         }
     }
     fn prepare(&self) {
-        LOCAL.with(|l| *l.borrow_mut() = Local::default());
+        LOCAL.with_mut(|l| *l = Local::default());
     }
     fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
-        LOCAL.with(|l| {
-            for p in l.borrow_mut().pending.values_mut().flatten().filter(|p| p.subxact == mine) {
+        LOCAL.with_mut(|l| {
+            for p in l.pending.values_mut().flatten().filter(|p| p.subxact == mine) {
                 p.subxact = parent;
             }
         });
     }
     fn subxact_abort(&self, mine: pg_sys::SubTransactionId) {
-        LOCAL.with(|l| {
-            for rows in l.borrow_mut().pending.values_mut() {
+        LOCAL.with_mut(|l| {
+            for rows in l.pending.values_mut() {
                 rows.retain(|p| p.subxact != mine);
             }
         });

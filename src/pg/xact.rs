@@ -4,6 +4,15 @@
 //! pattern-state copies, the window cache's events, the rollups) implements [`XactBuffer`]: every
 //! method is required, so a new buffer has to say what commit, abort, PREPARE and savepoints do to
 //! it. [`BUFFERS`] gets every event, in its order.
+//!
+//! A buffer's backend-local state is declared with [`xact_local!`]: only its `with_mut` can change
+//! it, and that enlists the transaction. The callbacks run for enlisted transactions only, so a
+//! transaction that touched no buffer (one on a table pg_cep does not watch) pays nothing for
+//! them: with pg_cep in `shared_preload_libraries` the callbacks are registered in every backend.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::LocalKey;
 
 use pgrx::prelude::*;
 
@@ -41,6 +50,43 @@ static BUFFERS: [&dyn XactBuffer; 6] = [
     &rollups::PendingRollups,
 ];
 
+/// Whether this transaction changed any buffer: the callbacks run only then. Set before the
+/// change, cleared once the transaction has ended and every buffer has seen it.
+static ENLISTED: AtomicBool = AtomicBool::new(false);
+
+/// A buffer's state in this backend (see [`xact_local!`]): reading it leaves the transaction as it
+/// is, changing it enlists the transaction, so that its end reaches every buffer.
+pub struct XactLocal<T: 'static>(&'static LocalKey<RefCell<T>>);
+
+impl<T: 'static> XactLocal<T> {
+    pub const fn new(cell: &'static LocalKey<RefCell<T>>) -> Self {
+        XactLocal(cell)
+    }
+
+    pub fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
+        self.0.with(|c| f(&c.borrow()))
+    }
+
+    pub fn with_mut<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> R {
+        ENLISTED.store(true, Ordering::Relaxed);
+        self.0.with(|c| f(&mut c.borrow_mut()))
+    }
+}
+
+/// Declares a buffer's backend-local state, reachable only through [`XactLocal`].
+macro_rules! xact_local {
+    ($(#[$meta:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        $(#[$meta])*
+        static $name: $crate::pg::xact::XactLocal<$t> = {
+            thread_local! {
+                static CELL: std::cell::RefCell<$t> = std::cell::RefCell::new($init);
+            }
+            $crate::pg::xact::XactLocal::new(&CELL)
+        };
+    };
+}
+pub(crate) use xact_local;
+
 /// Called once from `_PG_init`.
 pub fn init() {
     // SAFETY: the callbacks have static lifetime.
@@ -50,8 +96,16 @@ pub fn init() {
     }
 }
 
-#[pg_guard]
+/// Registered in every backend: returns at once for a transaction that changed no buffer, before
+/// the guard that the enlisted ones need.
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    if ENLISTED.load(Ordering::Relaxed) {
+        on_enlisted_xact(event);
+    }
+}
+
+#[pg_guard]
+extern "C-unwind" fn on_enlisted_xact(event: pg_sys::XactEvent::Type) {
     use pg_sys::XactEvent::*;
     for buffer in BUFFERS {
         match event {
@@ -64,15 +118,27 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
             _ => {}
         }
     }
+    // The transaction is over (a prepared one is in shared memory now): the next one enlists
+    // again if it changes a buffer. What outlives a transaction (committed repeats waiting for
+    // their flush) is taken by a later one that enlists to take it.
+    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE) {
+        ENLISTED.store(false, Ordering::Relaxed);
+    }
 }
 
-#[pg_guard]
 unsafe extern "C-unwind" fn on_subxact(
     event: pg_sys::SubXactEvent::Type,
     mine: pg_sys::SubTransactionId,
     parent: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
+    if ENLISTED.load(Ordering::Relaxed) {
+        on_enlisted_subxact(event, mine, parent);
+    }
+}
+
+#[pg_guard]
+extern "C-unwind" fn on_enlisted_subxact(event: pg_sys::SubXactEvent::Type, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
     for buffer in BUFFERS {
         match event {
             pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => buffer.subxact_commit(mine, parent),
