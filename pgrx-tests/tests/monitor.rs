@@ -542,6 +542,41 @@ fn repeats_are_written_after_the_storm_ends_while_its_sessions_idle() {
     drop(idle);
 }
 
+/// The sender's write of a storm's last repeats fails (the alert row is locked past the
+/// database's `lock_timeout`): the counts are kept and written at its next try, none lost.
+#[test]
+fn overdue_repeats_the_sender_cannot_write_are_kept_for_its_next_try() {
+    const ROWS: i64 = 50;
+    let db = TestDb::new("overdueretry");
+    let mut c = setup(&db);
+    // Before the first alert: the sender reads the database's settings when it starts.
+    c.batch_execute(&format!(
+        "ALTER DATABASE {} SET lock_timeout = '200ms';
+         SELECT cep.alter_watch('transactions', cooldown => '1 hour')",
+        db.name
+    ))
+    .unwrap();
+    let mut w = db.connect();
+    for _ in 0..=ROWS {
+        w.execute("INSERT INTO transactions (user_id, amount) VALUES (1, 50000)", &[]).unwrap();
+    }
+    // The storm is over and `w` idles; its repeats wait for the sender, which cannot lock the alert.
+    let mut holder = db.connect();
+    holder.batch_execute("BEGIN; SELECT FROM cep.alerts FOR UPDATE").unwrap();
+    // Past 10 rows the count rule fires too: a second alert. Every row is one or a repeat on one.
+    let repeats = "SELECT (coalesce(sum(repeats), 0) + count(*))::int8 FROM cep.alerts";
+    std::thread::sleep(Duration::from_secs(4));
+    let while_locked = count(&mut c, repeats);
+    assert!(while_locked < ROWS, "{while_locked} rows counted through a lock held all along");
+    holder.batch_execute("COMMIT").unwrap();
+    let released = std::time::Instant::now();
+    while count(&mut c, repeats) < ROWS + 1 && released.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count(&mut c, repeats), ROWS + 1, "every repeat written once the lock was released");
+    drop(w);
+}
+
 /// Sessions counting repeats of the same open alerts hand them over to shared memory, and one
 /// flush per interval writes them all: the alert rows are updated about once per interval, where
 /// each session writing its own updated them once per session and interval (and the sessions

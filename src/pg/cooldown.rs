@@ -13,7 +13,6 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::PgOid;
 
@@ -95,11 +94,10 @@ fn with_shared<R>(f: impl FnOnce(&mut SharedRepeats) -> R) -> Option<R> {
     SHARED.locked(|base| f(unsafe { &mut (*(base as *mut AlertStates)).repeats }))
 }
 
-/// Hands this backend's committed repeats over to shared memory (what does not fit stays here),
-/// then runs `then` on the shared repeats, under the same lock. `None` without shared memory.
-fn hand_over<R>(then: impl FnOnce(&mut SharedRepeats, u32) -> R) -> Option<R> {
+/// Hands this backend's committed repeats over to shared memory at `now` (what does not fit stays
+/// here), then runs `then` on the shared repeats, under the same lock. `None` without shared memory.
+fn hand_over<R>(now: i64, then: impl FnOnce(&mut SharedRepeats, u32) -> R) -> Option<R> {
     let database = database();
-    let now = now();
     with_shared(|shared| {
         LEDGER.with_mut(|l| {
             let committed = l.take_committed();
@@ -155,28 +153,16 @@ pub fn write_overdue() -> bool {
         shared.take_if_due(database, now, 0)
     });
     let Some(Some(tallies)) = taken else { return false };
-    let written = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
-        BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| {
-            // Nothing to add to where pg_cep's alerts are gone (DROP EXTENSION since).
-            let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('cep.alerts') IS NOT NULL").ok().flatten() == Some(true);
-            if present {
-                write(&tallies).map_err(|e| e.to_string())
-            } else {
-                Ok(())
-            }
-        }))
-    }))
-    .catch_others(|error| {
-        // SAFETY: the ERROR left the sender's transaction failed; end it as autovacuum does.
-        unsafe { pg_sys::AbortCurrentTransaction() };
-        Err(match error {
-            pgrx::pg_sys::panic::CaughtError::PostgresError(r) | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-            pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-        })
-    })
-    .execute();
-    if let Err(message) = written {
-        pgrx::warning!("pg_cep: alert repeats handed over by sessions were not written, will retry: {message}");
+    let written = crate::pg::worker::in_own_transaction("alert repeats handed over by sessions (kept for the next try)", || {
+        // Nothing to add to where pg_cep's alerts are gone (DROP EXTENSION since).
+        let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('cep.alerts') IS NOT NULL")? == Some(true);
+        if present {
+            write(&tallies)
+        } else {
+            Ok(())
+        }
+    });
+    if !written {
         let now = self::now();
         let lost = with_shared(|shared| shared.give_back(database, now, tallies).len()).unwrap_or(0);
         if lost > 0 {
@@ -223,7 +209,7 @@ unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
     // SAFETY: reads of the backend's transaction state.
     let idle = unsafe { !pg_sys::IsTransactionOrTransactionBlock() };
     let handed = if ATTACHED.with(|a| a.replace(false)) {
-        hand_over(|shared, database| if shared.detach(database) && idle { shared.take(database) } else { Vec::new() }).unwrap_or_default()
+        hand_over(now(), |shared, database| if shared.detach(database) && idle { shared.take(database) } else { Vec::new() }).unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -283,7 +269,7 @@ pub fn flush_if_due() -> CepResult<()> {
     let handed = if ATTACHED.with(|a| a.get()) {
         LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
         let (now, interval) = (now(), interval_micros());
-        match hand_over(|shared, database| shared.take_if_due(database, now, interval)).flatten() {
+        match hand_over(now, |shared, database| shared.take_if_due(database, now, interval)).flatten() {
             Some(handed) => handed,
             None => return Ok(()),
         }
@@ -301,7 +287,7 @@ pub fn flush_if_due() -> CepResult<()> {
 /// those other sessions of the database handed over. Returns how many alerts were updated.
 pub fn flush_now() -> CepResult<i64> {
     LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
-    let handed = hand_over(|shared, database| shared.take(database)).unwrap_or_default();
+    let handed = hand_over(now(), |shared, database| shared.take(database)).unwrap_or_default();
     let tallies = LEDGER.with_mut(|l| l.take_for_flush(handed));
     write(&tallies)?;
     Ok(tallies.len() as i64)
@@ -347,7 +333,8 @@ impl XactBuffer for Repeats {
             l.has_unflushed()
         }) && ATTACHED.with(|a| a.get())
         {
-            hand_over(|_, _| ());
+            // SAFETY: a plain read of the time this transaction committed, set before this callback.
+            hand_over(unsafe { pg_sys::GetCurrentTransactionStopTimestamp() }, |_, _| ());
         }
     }
     fn abort(&self) {

@@ -100,10 +100,11 @@ fn installed(client: &pgrx::spi::SpiClient<'_>) -> CepResult<bool> {
     Ok(!client.select("SELECT 1 FROM pg_extension WHERE extname = 'pg_cep'", None, &[])?.is_empty())
 }
 
-/// Runs one unit of work in a transaction of its own. An error, a pg_cep one or a Postgres ERROR
-/// (a table's DDL refused, a lock timeout), is logged and its transaction rolled back, so that one
-/// table's failure neither stops the others nor restarts the worker.
-fn in_own_transaction(what: &str, body: impl FnOnce() -> CepResult<()>) {
+/// Runs one unit of a background process's work in a transaction of its own; false if it failed.
+/// An error, a pg_cep one or a Postgres ERROR (a table's DDL refused, a lock timeout), is logged
+/// and its transaction rolled back, so that one table's failure neither stops the others nor
+/// restarts the process.
+pub fn in_own_transaction(what: &str, body: impl FnOnce() -> CepResult<()>) -> bool {
     let result = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         BackgroundWorker::transaction(std::panic::AssertUnwindSafe(body)).map_err(|e| e.to_string())
     }))
@@ -117,8 +118,10 @@ fn in_own_transaction(what: &str, body: impl FnOnce() -> CepResult<()>) {
     })
     .execute();
     if let Err(message) = result {
-        pgrx::warning!("pg_cep worker: {what}: {message}");
+        pgrx::warning!("pg_cep: {what}: {message}");
+        return false;
     }
+    true
 }
 
 /// One pass over the registered tables, each in its own transaction so one table's work is

@@ -99,7 +99,8 @@ impl Ledger {
     /// The committed repeats, to hand over to `shared_repeats`; what does not fit comes back with
     /// [`Ledger::keep`].
     pub fn take_committed(&mut self) -> Vec<(i64, Tally)> {
-        std::mem::take(&mut self.unflushed).into_iter().collect()
+        // Drained, not taken: the map keeps its room for the next transaction's (one per commit).
+        self.unflushed.drain().collect()
     }
 
     pub fn keep(&mut self, tallies: Vec<(i64, Tally)>) {
