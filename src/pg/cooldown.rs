@@ -37,7 +37,12 @@ thread_local! {
     static ATTACHED: Cell<bool> = const { Cell::new(false) };
     /// The count of alert state changes this backend's ledger has caught up with.
     static SEEN_CHANGES: Cell<u64> = const { Cell::new(0) };
+    /// When this sender last looked for overdue repeats.
+    static OVERDUE_CHECKED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
+
+/// How often a sender looks for its database's overdue repeats.
+const OVERDUE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[repr(C)]
 struct AlertStates {
@@ -145,6 +150,11 @@ pub fn waiting() -> bool {
 /// that are overdue (no session alerted to take them), in a transaction of its own. On failure
 /// they are handed back, for the next try. Returns whether any were written.
 pub fn write_overdue() -> bool {
+    // A busy sender loops every millisecond or so; repeats become overdue on a scale of seconds.
+    if OVERDUE_CHECKED.with(|c| c.get().is_some_and(|t| t.elapsed() < OVERDUE_CHECK_EVERY)) {
+        return false;
+    }
+    OVERDUE_CHECKED.with(|c| c.set(Some(Instant::now())));
     let (database, now, wait) = (database(), now(), overdue_after());
     let taken = with_shared(|shared| {
         if !shared.overdue(now, wait).contains(&database) {
