@@ -499,6 +499,38 @@ fn alert_updates(c: &mut Client) -> i64 {
     count(c, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'cep.alerts'::regclass")
 }
 
+/// A watched table under a one-hour cooldown, with an open alert for each key `1..=keys`.
+fn cooldown_alerts_open(db: &TestDb, keys: i32) -> Client {
+    let mut c = setup(db);
+    c.batch_execute(&format!(
+        "SELECT cep.alter_watch('transactions', cooldown => '1 hour');
+         INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series(1, {keys}) k"
+    ))
+    .unwrap();
+    c
+}
+
+/// `sessions` sessions, each running `prepare` and then repeating the alerts of keys `1..=keys`
+/// for `storm`, one row per INSERT: their connections and how many rows each inserted.
+fn repeat_storm(db: &TestDb, sessions: usize, keys: i32, storm: Duration, prepare: &str) -> Vec<(Client, i64)> {
+    let running: Vec<_> = (0..sessions)
+        .map(|_| {
+            let (mut w, prepare) = (db.connect(), prepare.to_string());
+            std::thread::spawn(move || {
+                w.batch_execute(&prepare).unwrap();
+                let until = std::time::Instant::now() + storm;
+                let mut rows = 0;
+                while std::time::Instant::now() < until {
+                    w.execute("INSERT INTO transactions (user_id, amount) VALUES ($1, 50000)", &[&(rows % keys + 1)]).unwrap();
+                    rows += 1;
+                }
+                (w, i64::from(rows))
+            })
+        })
+        .collect();
+    running.into_iter().map(|s| s.join().unwrap()).collect()
+}
+
 /// When a storm ends and its sessions stay connected but alert no more, no statement of theirs
 /// is left to write the repeats they counted: the database's sender writes them, a few seconds
 /// later, and every row is then an alert or a repeat on one while the sessions still idle.
@@ -507,27 +539,8 @@ fn repeats_are_written_after_the_storm_ends_while_its_sessions_idle() {
     const SESSIONS: usize = 2;
     const KEYS: i32 = 10;
     let db = TestDb::new("idleflush");
-    let mut c = setup(&db);
-    c.batch_execute(&format!(
-        "SELECT cep.alter_watch('transactions', cooldown => '1 hour');
-         INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series(1, {KEYS}) k"
-    ))
-    .unwrap();
-    let sessions: Vec<_> = (0..SESSIONS)
-        .map(|_| {
-            let mut w = db.connect();
-            std::thread::spawn(move || {
-                let until = std::time::Instant::now() + Duration::from_millis(1500);
-                let mut rows = 0;
-                while std::time::Instant::now() < until {
-                    w.execute("INSERT INTO transactions (user_id, amount) VALUES ($1, 50000)", &[&(rows % KEYS + 1)]).unwrap();
-                    rows += 1;
-                }
-                (w, rows as i64)
-            })
-        })
-        .collect();
-    let (idle, counts): (Vec<Client>, Vec<i64>) = sessions.into_iter().map(|s| s.join().unwrap()).unzip();
+    let mut c = cooldown_alerts_open(&db, KEYS);
+    let (idle, counts): (Vec<Client>, Vec<i64>) = repeat_storm(&db, SESSIONS, KEYS, Duration::from_millis(1500), "").into_iter().unzip();
     let rows: i64 = counts.iter().sum();
     let ended = std::time::Instant::now();
     let written = "SELECT (sum(repeats) + count(*))::int8 FROM cep.alerts";
@@ -588,30 +601,12 @@ fn sessions_counting_repeats_share_one_flush_per_interval_and_lose_none() {
     const KEYS: i32 = 20;
     const INTERVAL_MS: u128 = 250;
     let db = TestDb::new("sharedflush");
-    let mut c = setup(&db);
-    c.batch_execute(&format!(
-        "SELECT cep.alter_watch('transactions', cooldown => '1 hour');
-         INSERT INTO transactions (user_id, amount) SELECT k, 50000 FROM generate_series(1, {KEYS}) k"
-    ))
-    .unwrap();
+    let mut c = cooldown_alerts_open(&db, KEYS);
     let before = alert_updates(&mut c);
     let started = std::time::Instant::now();
-    let sessions: Vec<_> = (0..SESSIONS)
-        .map(|_| {
-            let mut w = db.connect();
-            std::thread::spawn(move || {
-                w.batch_execute(&format!("SET cep.alert_repeat_flush_interval = '{INTERVAL_MS}ms'")).unwrap();
-                let until = std::time::Instant::now() + Duration::from_secs(3);
-                let mut rows = 0;
-                while std::time::Instant::now() < until {
-                    w.execute("INSERT INTO transactions (user_id, amount) VALUES ($1, 50000)", &[&(rows % KEYS + 1)]).unwrap();
-                    rows += 1;
-                }
-                rows as i64
-            })
-        })
-        .collect();
-    let rows: i64 = sessions.into_iter().map(|s| s.join().unwrap()).sum();
+    let interval = format!("SET cep.alert_repeat_flush_interval = '{INTERVAL_MS}ms'");
+    // Each session disconnects as its storm ends.
+    let rows: i64 = repeat_storm(&db, SESSIONS, KEYS, Duration::from_secs(3), &interval).into_iter().map(|(_, rows)| rows).sum();
     let elapsed = started.elapsed();
     // The sessions are gone once their backends are (the last one writes what is left as it ends).
     let others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";

@@ -22,6 +22,7 @@ use crate::error::CepResult;
 use crate::pg::privileges::as_extension_owner;
 use crate::pg::shmem::Region;
 use crate::pg::spi;
+use crate::pg::time::wall_clock;
 use crate::pg::xact::{xact_local, XactBuffer};
 
 xact_local! {
@@ -113,11 +114,6 @@ fn hand_over<R>(now: i64, then: impl FnOnce(&mut SharedRepeats, u32) -> R) -> Op
     })
 }
 
-fn now() -> i64 {
-    // SAFETY: reads the clock.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
-
 fn interval_micros() -> i64 {
     i64::try_from(crate::gucs::alert_repeat_flush_interval().as_micros()).unwrap_or(i64::MAX)
 }
@@ -131,7 +127,7 @@ fn overdue_after() -> i64 {
 /// For the supervisor: the databases whose handed-over repeats no session has taken in time.
 /// Their senders write them ([`write_overdue`]).
 pub fn overdue_databases() -> Vec<u32> {
-    let (now, wait) = (now(), overdue_after());
+    let (now, wait) = (wall_clock(), overdue_after());
     with_shared(|shared| shared.overdue(now, wait)).unwrap_or_default()
 }
 
@@ -155,7 +151,7 @@ pub fn write_overdue() -> bool {
         return false;
     }
     OVERDUE_CHECKED.with(|c| c.set(Some(Instant::now())));
-    let (database, now, wait) = (database(), now(), overdue_after());
+    let (database, now, wait) = (database(), wall_clock(), overdue_after());
     let taken = with_shared(|shared| {
         if !shared.overdue(now, wait).contains(&database) {
             return None;
@@ -173,7 +169,7 @@ pub fn write_overdue() -> bool {
         }
     });
     if !written {
-        let now = self::now();
+        let now = wall_clock();
         let lost = with_shared(|shared| shared.give_back(database, now, tallies).len()).unwrap_or(0);
         if lost > 0 {
             pgrx::warning!("pg_cep: the repeats of {lost} alerts were dropped: no room left to keep them");
@@ -219,7 +215,8 @@ unsafe extern "C-unwind" fn flush_at_exit(_code: i32, _arg: pg_sys::Datum) {
     // SAFETY: reads of the backend's transaction state.
     let idle = unsafe { !pg_sys::IsTransactionOrTransactionBlock() };
     let handed = if ATTACHED.with(|a| a.replace(false)) {
-        hand_over(now(), |shared, database| if shared.detach(database) && idle { shared.take(database) } else { Vec::new() }).unwrap_or_default()
+        hand_over(wall_clock(), |shared, database| if shared.detach(database) && idle { shared.take(database) } else { Vec::new() })
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -278,7 +275,7 @@ pub fn flush_if_due() -> CepResult<()> {
     }
     let handed = if ATTACHED.with(|a| a.get()) {
         LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
-        let (now, interval) = (now(), interval_micros());
+        let (now, interval) = (wall_clock(), interval_micros());
         match hand_over(now, |shared, database| shared.take_if_due(database, now, interval)).flatten() {
             Some(handed) => handed,
             None => return Ok(()),
@@ -297,7 +294,7 @@ pub fn flush_if_due() -> CepResult<()> {
 /// those other sessions of the database handed over. Returns how many alerts were updated.
 pub fn flush_now() -> CepResult<i64> {
     LAST_FLUSH.with(|f| f.set(Some(Instant::now())));
-    let handed = hand_over(now(), |shared, database| shared.take(database)).unwrap_or_default();
+    let handed = hand_over(wall_clock(), |shared, database| shared.take(database)).unwrap_or_default();
     let tallies = LEDGER.with_mut(|l| l.take_for_flush(handed));
     write(&tallies)?;
     Ok(tallies.len() as i64)

@@ -19,6 +19,7 @@ use pgrx::prelude::*;
 use crate::engine::notice_queue::{Notice, NoticeQueues, Outcome, Refused, Ticket};
 use crate::gucs;
 use crate::pg::shmem::Region;
+use crate::pg::time::wall_clock;
 use crate::pg::xact::{xact_local, BySubxact, XactBuffer};
 
 static REGION: Region = Region::new(c"pg_cep_notices", std::mem::size_of::<NoticeQueues>, |base| {
@@ -71,7 +72,7 @@ pub fn record_blocked(record: &str) -> bool {
         return false;
     }
     // Wake the sender, or start one.
-    let at = now();
+    let at = wall_clock();
     match REGION.locked(|base| {
         let q = queues(base);
         q.latch_of(db).map(Ok).unwrap_or_else(|| Err(q.start(db, at)))
@@ -196,7 +197,7 @@ pub fn notify_at_commit_or_short(channel: &str, payload: &str, short: Option<Str
 fn queue_for_prepared(pending: Vec<Pending>) {
     // SAFETY: the transaction has an id: it wrote the rows it notifies about.
     let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
-    let (db, at) = (database(), now());
+    let (db, at) = (database(), wall_clock());
     let mut start = false;
     for Pending { channel, payload, short } in pending {
         let reserved = REGION.locked(|base| {
@@ -251,11 +252,6 @@ fn database() -> u32 {
     unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
-fn now() -> i64 {
-    // SAFETY: reads the clock; no state of Postgres is touched.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
-
 /// NOTIFY from this transaction, as the SQL command does. Channel and payload must be within
 /// NOTIFY's limits (`engine::payload` keeps them so).
 pub fn notify_now(channel: &str, payload: &str) {
@@ -271,7 +267,7 @@ pub fn notify_after_commit(channel: &str, payload: &str) {
     // SAFETY: reads this transaction's id; 0 when it has none (then it notifies itself).
     let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
     if gucs::notify_after_commit() && REGION.exists() && xid != 0 {
-        let (db, at) = (database(), now());
+        let (db, at) = (database(), wall_clock());
         let reserved = REGION.locked(|base| {
             let q = queues(base);
             q.reserve(db, xid, channel, payload).map_err(|refused| refused == Refused::NoSender && q.start(db, at))
@@ -305,7 +301,7 @@ fn outcome(xid: u32) -> Outcome {
 /// stopped with notices left gets a new one, and so does one whose sessions handed alert repeats
 /// over and stopped alerting (the sender writes them); a dropped database's queue is freed.
 pub fn supervise() {
-    let at = now();
+    let at = wall_clock();
     let Some(mut orphaned) = REGION.locked_shared(|base| queues(base).orphaned(at)) else { return };
     for db in crate::pg::cooldown::overdue_databases() {
         if !orphaned.contains(&db) {
@@ -410,7 +406,7 @@ fn finish_tickets(committed: bool) {
 unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
     let db = arg.value() as u32;
     // SAFETY: plain read of a backend global.
-    let (pid, at) = (unsafe { pg_sys::MyProcPid }, now());
+    let (pid, at) = (unsafe { pg_sys::MyProcPid }, wall_clock());
     REGION.locked(|base| queues(base).detach(db, pid, true, at));
 }
 
@@ -435,7 +431,7 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
     let pid = unsafe { pg_sys::MyProcPid };
     // SAFETY: plain read of a backend global: this process's latch, which lives as long as the process.
     let latch = unsafe { pg_sys::MyLatch } as usize;
-    if REGION.locked(|base| queues(base).attach(db, pid, latch, now())) != Some(true) {
+    if REGION.locked(|base| queues(base).attach(db, pid, latch, wall_clock())) != Some(true) {
         return;
     }
     // SAFETY: registers a callback of static lifetime; it runs however this process exits.
@@ -476,7 +472,7 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
         if last_work.elapsed() >= IDLE_EXIT
             && !has_blocked(db)
             && !crate::pg::cooldown::waiting()
-            && REGION.locked(|base| queues(base).detach(db, pid, false, now())) == Some(true)
+            && REGION.locked(|base| queues(base).detach(db, pid, false, wall_clock())) == Some(true)
         {
             return;
         }

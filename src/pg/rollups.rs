@@ -225,8 +225,7 @@ impl XactBuffer for PendingRollups {
         // Commit order is what readers see: the time is taken under the lock.
         REGION.locked(|base| {
             let mut store = view(base);
-            // SAFETY: reads the clock; no state of Postgres is touched.
-            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            let now = crate::pg::time::wall_clock();
             for o in &local.forget {
                 store.forget(o.database, o.relid);
             }
@@ -249,8 +248,7 @@ impl XactBuffer for PendingRollups {
         let local = LOCAL.with_mut(std::mem::take);
         REGION.locked(|base| {
             let mut store = view(base);
-            // SAFETY: reads the clock; no state of Postgres is touched.
-            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            let now = crate::pg::time::wall_clock();
             for l in &local.loads {
                 store.forget(l.owner.database, l.owner.relid);
             }

@@ -35,6 +35,13 @@ pub fn timestamptz(micros: pg_sys::TimestampTz) -> pgrx::datum::TimestampWithTim
     unsafe { pgrx::datum::TimestampWithTimeZone::from_datum(pg_sys::Datum::from(micros), false) }.expect("non-null")
 }
 
+/// The time now, not the transaction's: what processes sharing memory stamp their bookkeeping with
+/// (notification queues, waiting repeats, rollup minutes), all on one clock.
+pub fn wall_clock() -> pg_sys::TimestampTz {
+    // SAFETY: reads the clock; no state of Postgres is touched.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
 /// pg_cep's clock: the transaction's start time (what SQL's `now()` returns), moved forward by
 /// `cep.clock_offset`. Every judgement of "has this time passed" (pattern deadlines, windows
 /// ending now, capture's anomaly windows) reads it, so a test can let time pass without sleeping.
