@@ -87,4 +87,31 @@ mod tests {
         assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 minute', per_key => true)")
             .starts_with("22023: per_key needs"));
     }
+    /// The offset behind the night rule is kept between rows: in any order of rows, across
+    /// daylight saving changes (Lord Howe's is half an hour) and after `SET TimeZone`, it must be
+    /// what SQL says.
+    #[pg_test]
+    fn session_utc_offset_is_sqls_in_any_order_across_transitions_and_zone_changes() {
+        run("CREATE TEMP TABLE tz_times AS SELECT ts, row_number() OVER () AS n FROM generate_series(timestamptz '2024-03-09 00:00+00', '2024-04-08 00:00+00', '7 minutes') ts \
+             UNION ALL SELECT ts, 0 FROM generate_series(timestamptz '2024-10-05 00:00+00', '2024-11-04 00:00+00', '7 minutes') ts");
+        let mut checked = 0;
+        for zone in ["America/New_York", "Australia/Lord_Howe", "UTC", "Europe/London", "Asia/Kolkata", "America/New_York"] {
+            run(&format!("SET TimeZone = '{zone}'"));
+            for order in ["ts", "ts DESC", "md5(ts::text)"] {
+                let rows: Vec<(i64, i32)> = Spi::connect(|client| {
+                    let sql = format!("SELECT ts, extract(timezone FROM ts)::int FROM tz_times ORDER BY {order}");
+                    client
+                        .select(&sql, None, &[])
+                        .unwrap()
+                        .map(|r| (i64::from(r.get::<pgrx::datum::TimestampWithTimeZone>(1).unwrap().unwrap()), r.get::<i32>(2).unwrap().unwrap()))
+                        .collect()
+                });
+                for (ts, sql_offset) in rows {
+                    assert_eq!(crate::pg::time::session_utc_offset_secs(ts), sql_offset, "{zone}, rows by {order}, at {ts}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked} rows checked");
+    }
 }
