@@ -21,6 +21,7 @@ use pgrx::pg_sys;
 
 thread_local! {
     static COMPILED: RefCell<Vec<Compiled>> = const { RefCell::new(Vec::new()) };
+    static INDEXES: RefCell<Vec<CompiledIndex>> = const { RefCell::new(Vec::new()) };
     static BUILTINS: RefCell<Vec<(&'static CStr, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -175,6 +176,9 @@ impl Target {
                 }
             }
             pg_sys::ExecOpenIndices(result, false);
+            for i in 0..(*result).ri_NumIndices as usize {
+                compiled_index(*(*result).ri_IndexRelationDescs.add(i), *(*result).ri_IndexRelationInfo.add(i));
+            }
             let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &raw const pg_sys::TTSOpsVirtual);
             pg_sys::MemoryContextSwitchTo(old);
             Some(Target { relation, result, slot, checked: checks && !constraints.is_null() })
@@ -479,6 +483,96 @@ unsafe fn compile_cached(
             states
         })
     }
+}
+
+/// An index's expressions and predicate, compiled. The executor compiles them again for every
+/// statement that inserts (planned, then built into steps), and the alerts table has one of each
+/// (the cursor's `coalesce(xid, ...)`, the cooldown's partial unique index): a single-row INSERT
+/// that alerts paid that every time. Kept per index while the relcache keeps the same definitions
+/// (an index's definition never changes; its entry is rebuilt when it is dropped), and only when
+/// they call Postgres's own functions, as the compiled defaults are.
+struct CompiledIndex {
+    index: pg_sys::Oid,
+    /// The relcache's lists the states were compiled from: another pair means another index.
+    definitions: (*mut pg_sys::List, *mut pg_sys::List),
+    expressions: *mut pg_sys::List,
+    predicate: *mut pg_sys::ExprState,
+    memory: pg_sys::MemoryContext,
+}
+
+/// Gives an opened index's `IndexInfo` its compiled expressions and predicate, from the cache or
+/// compiled now; an index with user functions in them is left to the executor.
+///
+/// # Safety
+/// `index` is an open index and `info` the `IndexInfo` `ExecOpenIndices` built for it.
+unsafe fn compiled_index(index: pg_sys::Relation, info: *mut pg_sys::IndexInfo) {
+    // SAFETY: an open index and its IndexInfo (the caller's promise); what is compiled lives in the entry's context.
+    unsafe {
+        if (*info).ii_Expressions.is_null() && (*info).ii_Predicate.is_null() {
+            return;
+        }
+        let (oid, definitions) = ((*index).rd_id, ((*index).rd_indexprs, (*index).rd_indpred));
+        let found = INDEXES
+            .with(|cache| cache.borrow().iter().find(|c| c.index == oid && c.definitions == definitions).map(|c| (c.expressions, c.predicate)));
+        let (expressions, predicate) = match found {
+            Some(states) => states,
+            None => {
+                let nodes = list_items((*info).ii_Expressions).into_iter().chain(list_items((*info).ii_Predicate));
+                if nodes.into_iter().any(|n| calls_user_functions(n.cast())) {
+                    return;
+                }
+                // Built under the current memory, and kept only once complete.
+                let memory = pg_sys::AllocSetContextCreateInternal(
+                    pg_sys::CurrentMemoryContext,
+                    c"pg_cep compiled index expressions".as_ptr(),
+                    pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+                    pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+                    pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+                );
+                let old = pg_sys::MemoryContextSwitchTo(memory);
+                // As ExecPrepareExprList and ExecPrepareQual compile them, without a plan's state,
+                // from copies made here: planning keeps the constants' values where they were (the
+                // statement's memory, gone after it).
+                let mut expressions: *mut pg_sys::List = ptr::null_mut();
+                for e in list_items((*info).ii_Expressions) {
+                    let copied = pg_sys::copyObjectImpl(e);
+                    let state = pg_sys::ExecInitExpr(pg_sys::expression_planner(copied.cast()), ptr::null_mut());
+                    expressions = pg_sys::lappend(expressions, state.cast());
+                }
+                let predicate = if (*info).ii_Predicate.is_null() {
+                    ptr::null_mut()
+                } else {
+                    let copied = pg_sys::copyObjectImpl((*info).ii_Predicate.cast());
+                    pg_sys::ExecInitQual(pg_sys::expression_planner(copied.cast()).cast(), ptr::null_mut())
+                };
+                pg_sys::MemoryContextSwitchTo(old);
+                pg_sys::MemoryContextSetParent(memory, pg_sys::TopMemoryContext);
+                let entry = CompiledIndex { index: oid, definitions, expressions, predicate, memory };
+                INDEXES.with(|cache| {
+                    let mut cache = cache.borrow_mut();
+                    match cache.iter_mut().find(|c| c.index == oid) {
+                        Some(replaced) => pg_sys::MemoryContextDelete(std::mem::replace(replaced, entry).memory),
+                        None => cache.push(entry),
+                    }
+                });
+                (expressions, predicate)
+            }
+        };
+        (*info).ii_ExpressionsState = expressions;
+        (*info).ii_PredicateState = predicate;
+    }
+}
+
+/// The pointers a Postgres `List` holds (none for NIL).
+///
+/// # Safety
+/// `list` is NIL or a valid pointer list.
+unsafe fn list_items(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: a valid List (the caller's promise): `length` cells from `elements`, each a pointer.
+    unsafe { (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).ptr_value).collect() }
 }
 
 /// Whether an expression calls a function that is not built in (so could be redefined).

@@ -419,6 +419,67 @@ mod tests {
         );
     }
 
+    /// Index expressions and predicates are compiled once per backend for alerts stored without
+    /// the executor: every index must hold exactly the rows and keys its definition asks for, also
+    /// after an index is replaced by another of the same name within the session.
+    #[pg_test]
+    fn alerts_stored_without_the_executor_are_indexed_as_each_index_defines() {
+        let written = crate::pg::alert_rows::rows_written;
+        seed_setup();
+        run("CREATE EXTENSION IF NOT EXISTS amcheck");
+        run("CREATE EXTENSION IF NOT EXISTS pageinspect");
+        let insert = |id: i32, user: i32, amount: i32, location: &str| {
+            run(&format!(
+                "INSERT INTO transactions (id, user_id, amount, location, created_at) VALUES ({id}, {user}, {amount}, '{location}', '2026-01-15 12:0{id}+00')"
+            ))
+        };
+        // Every btree index of cep.alerts, checked against the table: each row its predicate takes
+        // is there, under the key its expressions compute.
+        let check_all = || {
+            run("SELECT bt_index_check(indexrelid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_am a ON a.oid = c.relam WHERE indrelid = 'cep.alerts'::regclass AND amname = 'btree'")
+        };
+        // And no row its predicate leaves out: the test index is one leaf page.
+        let entries = || one::<i64>("SELECT count(*) FROM bt_page_items('cep.alerts_test_idx', 1)");
+        // What an index returns, read through an index alone.
+        let through_index = |sql: &str| {
+            run("SET LOCAL enable_seqscan = off");
+            run("SET LOCAL enable_bitmapscan = off");
+            let n = one::<i64>(sql);
+            run("RESET enable_seqscan");
+            run("RESET enable_bitmapscan");
+            n
+        };
+        run("CREATE INDEX alerts_test_idx ON cep.alerts ((lower(level) || ':' || key)) WHERE score < 0.7");
+        let before = written();
+        insert(1, 2, 20000, "A");
+        insert(2, 3, 20000, "A");
+        // A quiet row, then a large amount from elsewhere: 0.6 + 0.7.
+        insert(3, 9, 5, "A");
+        insert(4, 9, 20000, "B");
+        assert_eq!(written(), before + 3, "three alerts stored directly");
+        assert_eq!(
+            one::<String>("SELECT string_agg(key || '=' || round(score::numeric, 2), ',' ORDER BY alert_id) FROM cep.alerts"),
+            Some("2=0.60,3=0.60,9=1.30".into())
+        );
+        check_all();
+        assert_eq!(entries(), Some(2), "the alert scoring 1.3 is not in an index of scores below 0.7");
+        assert_eq!(through_index("SELECT count(*) FROM cep.alerts WHERE lower(level) || ':' || key = 'medium:3' AND score < 0.7"), Some(1));
+        assert_eq!(through_index("SELECT count(*) FROM cep.alerts WHERE coalesce(xid, '0'::xid8) = pg_current_xact_id()"), Some(3));
+        // The same name, another definition: the session must not use what it compiled before.
+        run("DROP INDEX cep.alerts_test_idx");
+        run("CREATE INDEX alerts_test_idx ON cep.alerts ((upper(level) || '/' || key)) WHERE score > 1");
+        insert(5, 6, 20000, "A");
+        insert(6, 10, 5, "A");
+        insert(7, 10, 20000, "C");
+        assert_eq!(written(), before + 5);
+        check_all();
+        assert_eq!(entries(), Some(2), "the alerts scoring 1.3, and no other");
+        let key_10 = "(SELECT upper(level) || '/10' FROM cep.alerts WHERE key = '10')";
+        assert_eq!(through_index(&format!("SELECT count(*) FROM cep.alerts WHERE upper(level) || '/' || key = {key_10} AND score > 1")), Some(1));
+        assert_eq!(through_index("SELECT count(*) FROM cep.alerts WHERE coalesce(xid, '0'::xid8) = pg_current_xact_id()"), Some(5));
+    }
+
     #[pg_test]
     fn alter_watch_changes_one_setting_and_keeps_the_others() {
         seed_setup();
