@@ -150,10 +150,8 @@ fn write_blocked(records: Vec<String>) {
 const IDLE_EXIT: Duration = Duration::from_secs(1);
 /// How long a busy sender waits between batches (at most this much added latency).
 const LINGER_US: std::ffi::c_long = 1000;
-/// After a batch of more than one notice, how long a sender looks for more every `POLL_US`
-/// before it sleeps on its latch (at most this much added latency while busy).
-const POLL_WHILE_BUSY: Duration = Duration::from_millis(50);
-const POLL_US: std::ffi::c_long = 250;
+/// Batches this close together mean a busy stream: the sender lingers between them.
+const BUSY_GAP: Duration = Duration::from_millis(2);
 /// Notices a sender sends in one transaction.
 const BATCH: usize = 1000;
 
@@ -438,8 +436,8 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(db)) };
     let mut notices: Vec<Notice> = Vec::with_capacity(BATCH);
     let mut last_work = Instant::now();
-    // Whether the last batch held more than one notice: they come faster than one per poll.
-    let mut crowded = false;
+    // When the last batch was sent: a stream of notices is told from a trickle by their gaps.
+    let mut last_sent: Option<Instant> = None;
     loop {
         let records = take_blocked(db);
         if !records.is_empty() {
@@ -457,11 +455,16 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             }
             REGION.locked(|base| queues(base).delivered(db, span));
             last_work = Instant::now();
-            crowded = notices.len() > 1;
-            // While busy (more than one notice was waiting), let notices gather for a moment: one
-            // transaction then sends many, and committing backends find this process awake and
-            // need not signal it. A lone notice goes at once, and so does the next.
-            if notices.len() > 1 {
+            // Busy (more than one notice was waiting, or the last batch went moments ago): let
+            // notices gather for a moment. One transaction then sends many, and committing
+            // backends find this process awake and need not signal it: a backend sets the latch
+            // of a sender that sleeps there with a kill() system call, which in an alert storm
+            // (every single-row INSERT alerting) cost 5% of all CPU. A trickle of notices (an
+            // alert storm under a cooldown opens a few hundred alerts a second) goes at once and
+            // is signalled: polling for it woke this process thousands of times a second.
+            let busy = notices.len() > 1 || last_sent.is_some_and(|sent| last_work.duration_since(sent) < BUSY_GAP);
+            last_sent = Some(last_work);
+            if busy {
                 // SAFETY: a plain sleep.
                 unsafe { pg_sys::pg_usleep(LINGER_US) };
             }
@@ -478,20 +481,6 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
             && REGION.locked(|base| queues(base).detach(db, pid, false, wall_clock())) == Some(true)
         {
             return;
-        }
-        // Recently crowded: look again shortly instead of sleeping on the latch. A committing
-        // backend sets the latch of a sender that sleeps there with a signal (a kill() system call,
-        // about a sixth of an alerting single-row INSERT when every commit paid it); one that is
-        // merely pausing costs it a store. Notices that come one at a time (an alert storm under a
-        // cooldown opens a few hundred alerts a second) are cheaper to signal: polling for them
-        // woke this process thousands of times a second, 1.5% of all CPU in that storm's profile.
-        if crowded && last_work.elapsed() < POLL_WHILE_BUSY {
-            // SAFETY: a plain sleep.
-            unsafe { pg_sys::pg_usleep(POLL_US) };
-            if BackgroundWorker::sigterm_received() {
-                return;
-            }
-            continue;
         }
         // Say so before sleeping, then look once more: a notice published in between did not wake us.
         REGION.locked(|base| queues(base).sleeping(db, true));
