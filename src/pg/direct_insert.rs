@@ -451,35 +451,22 @@ unsafe fn compile_cached(
             if let Some(cached) = cache.iter().find(|d| d.relid == relid && d.what == what && d.definitions == definitions) {
                 return cached.states.clone();
             }
-            // Built under the current memory, and kept only once complete: an error on the way
-            // leaves nothing behind.
-            let memory = pg_sys::AllocSetContextCreateInternal(
-                pg_sys::CurrentMemoryContext,
-                c"pg_cep compiled expressions".as_ptr(),
-                pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
-                pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
-                pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
-            );
-            let old = pg_sys::MemoryContextSwitchTo(memory);
-            let expressions: Vec<(usize, *mut pg_sys::Node)> = definitions.iter().map(|(column, d)| (*column, node(*column, d))).collect();
-            let usable = expressions.iter().all(|&(_, e)| !e.is_null() && !calls_user_functions(e));
-            let states = usable.then(|| {
-                expressions
-                    .iter()
-                    .map(|&(column, e)| CompiledExpr {
-                        column,
-                        volatile: pg_sys::contain_volatile_functions(e),
-                        state: pg_sys::ExecInitExpr(pg_sys::expression_planner(e.cast()), ptr::null_mut()),
-                    })
-                    .collect::<Vec<_>>()
+            let (states, memory) = built_to_keep(c"pg_cep compiled expressions", || {
+                let expressions: Vec<(usize, *mut pg_sys::Node)> = definitions.iter().map(|(column, d)| (*column, node(*column, d))).collect();
+                let usable = expressions.iter().all(|&(_, e)| !e.is_null() && !calls_user_functions(e));
+                usable.then(|| {
+                    expressions
+                        .iter()
+                        .map(|&(column, e)| CompiledExpr {
+                            column,
+                            volatile: pg_sys::contain_volatile_functions(e),
+                            state: pg_sys::ExecInitExpr(pg_sys::expression_planner(e.cast()), ptr::null_mut()),
+                        })
+                        .collect::<Vec<_>>()
+                })
             });
-            pg_sys::MemoryContextSwitchTo(old);
-            pg_sys::MemoryContextSetParent(memory, pg_sys::TopMemoryContext);
             let entry = Compiled { relid, what, definitions, states: states.clone(), memory };
-            match cache.iter_mut().find(|d| d.relid == relid && d.what == what) {
-                Some(replaced) => pg_sys::MemoryContextDelete(std::mem::replace(replaced, entry).memory),
-                None => cache.push(entry),
-            }
+            keep(&mut cache, entry, |d| d.relid == relid && d.what == what, |d| d.memory);
             states
         })
     }
@@ -521,45 +508,67 @@ unsafe fn compiled_index(index: pg_sys::Relation, info: *mut pg_sys::IndexInfo) 
                 if nodes.into_iter().any(|n| calls_user_functions(n.cast())) {
                     return;
                 }
-                // Built under the current memory, and kept only once complete.
-                let memory = pg_sys::AllocSetContextCreateInternal(
-                    pg_sys::CurrentMemoryContext,
-                    c"pg_cep compiled index expressions".as_ptr(),
-                    pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
-                    pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
-                    pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
-                );
-                let old = pg_sys::MemoryContextSwitchTo(memory);
                 // As ExecPrepareExprList and ExecPrepareQual compile them, without a plan's state,
                 // from copies made here: planning keeps the constants' values where they were (the
                 // statement's memory, gone after it).
-                let mut expressions: *mut pg_sys::List = ptr::null_mut();
-                for e in list_items((*info).ii_Expressions) {
-                    let copied = pg_sys::copyObjectImpl(e);
-                    let state = pg_sys::ExecInitExpr(pg_sys::expression_planner(copied.cast()), ptr::null_mut());
-                    expressions = pg_sys::lappend(expressions, state.cast());
-                }
-                let predicate = if (*info).ii_Predicate.is_null() {
-                    ptr::null_mut()
-                } else {
-                    let copied = pg_sys::copyObjectImpl((*info).ii_Predicate.cast());
-                    pg_sys::ExecInitQual(pg_sys::expression_planner(copied.cast()).cast(), ptr::null_mut())
-                };
-                pg_sys::MemoryContextSwitchTo(old);
-                pg_sys::MemoryContextSetParent(memory, pg_sys::TopMemoryContext);
-                let entry = CompiledIndex { index: oid, definitions, expressions, predicate, memory };
-                INDEXES.with(|cache| {
-                    let mut cache = cache.borrow_mut();
-                    match cache.iter_mut().find(|c| c.index == oid) {
-                        Some(replaced) => pg_sys::MemoryContextDelete(std::mem::replace(replaced, entry).memory),
-                        None => cache.push(entry),
+                let ((expressions, predicate), memory) = built_to_keep(c"pg_cep compiled index expressions", || {
+                    let mut expressions: *mut pg_sys::List = ptr::null_mut();
+                    for e in list_items((*info).ii_Expressions) {
+                        let copied = pg_sys::copyObjectImpl(e);
+                        let state = pg_sys::ExecInitExpr(pg_sys::expression_planner(copied.cast()), ptr::null_mut());
+                        expressions = pg_sys::lappend(expressions, state.cast());
                     }
+                    let predicate = if (*info).ii_Predicate.is_null() {
+                        ptr::null_mut()
+                    } else {
+                        let copied = pg_sys::copyObjectImpl((*info).ii_Predicate.cast());
+                        pg_sys::ExecInitQual(pg_sys::expression_planner(copied.cast()).cast(), ptr::null_mut())
+                    };
+                    (expressions, predicate)
                 });
+                let entry = CompiledIndex { index: oid, definitions, expressions, predicate, memory };
+                INDEXES.with(|cache| keep(&mut cache.borrow_mut(), entry, |c| c.index == oid, |c| c.memory));
                 (expressions, predicate)
             }
         };
         (*info).ii_ExpressionsState = expressions;
         (*info).ii_PredicateState = predicate;
+    }
+}
+
+/// What `build` makes in a memory context of its own, which is then kept under TopMemoryContext:
+/// compiled states outlive the statement. Built under the current memory, and kept only once
+/// complete: an error on the way leaves nothing behind.
+///
+/// # Safety
+/// As the Postgres calls `build` makes.
+unsafe fn built_to_keep<T>(name: &CStr, build: impl FnOnce() -> T) -> (T, pg_sys::MemoryContext) {
+    // SAFETY: a new context under the current one, switched to and back around `build`.
+    unsafe {
+        let memory = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::CurrentMemoryContext,
+            name.as_ptr(),
+            pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+            pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+            pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+        );
+        let old = pg_sys::MemoryContextSwitchTo(memory);
+        let built = build();
+        pg_sys::MemoryContextSwitchTo(old);
+        pg_sys::MemoryContextSetParent(memory, pg_sys::TopMemoryContext);
+        (built, memory)
+    }
+}
+
+/// Puts `entry` in a backend's cache in place of the one `same` finds, whose memory is freed.
+///
+/// # Safety
+/// `memory` gives each entry's own context, used by nothing else once it is replaced.
+unsafe fn keep<E>(cache: &mut Vec<E>, entry: E, same: impl Fn(&E) -> bool, memory: impl Fn(&E) -> pg_sys::MemoryContext) {
+    match cache.iter_mut().find(|e| same(e)) {
+        // SAFETY: the replaced entry's context, no longer referenced (the caller's promise).
+        Some(replaced) => unsafe { pg_sys::MemoryContextDelete(memory(&std::mem::replace(replaced, entry))) },
+        None => cache.push(entry),
     }
 }
 
