@@ -159,7 +159,7 @@ fn init_shared_memory_settings() {
     );
     GucRegistry::define_int_guc(
         c"cep.window_cache_events",
-        c"Events the monitor's shared window cache can hold, over all keys (about 30 bytes each; -1 sizes it from shared_buffers).",
+        c"Events the monitor's shared window cache can hold, over all keys (about 32 bytes each; -1 sizes it from shared_buffers).",
         c"A key whose window holds more than fit is read from the table instead.",
         &WINDOW_CACHE_EVENTS,
         -1,
