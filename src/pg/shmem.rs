@@ -87,14 +87,16 @@ impl Region {
 }
 
 /// How long a backend spins for a region's lock before it sleeps on it.
-const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(5);
+const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(20);
 
 /// Takes the lock, spinning briefly first. The regions' locks are held for a microsecond or two
 /// (a window read, a commit's events), while an LWLock that is taken sleeps at once: a futex wait,
 /// a wake-up from the holder and two context switches, several times the wait itself. Under a
 /// storm from two sessions the window cache's lock was contended on about 2% of INSERTs, and
 /// sleeping and waking for it cost more CPU per INSERT than reading the window did. Spinning for
-/// up to 5 µs cut futex calls per INSERT from about 0.19 to 0.07 (a bare table's: 0.02).
+/// up to 5 µs cut futex calls per INSERT from about 0.19 to 0.07, up to 20 µs to 0.03, a bare
+/// table's level (the rest were commits waiting for a holder that was descheduled); from 8
+/// sessions on 2 cores the longer spin cost no throughput that could be seen.
 ///
 /// # Safety
 /// `lock` must be an initialised LWLock in shared memory.
