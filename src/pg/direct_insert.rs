@@ -504,8 +504,8 @@ unsafe fn compiled_index(index: pg_sys::Relation, info: *mut pg_sys::IndexInfo) 
         let (expressions, predicate) = match found {
             Some(states) => states,
             None => {
-                let nodes = list_items((*info).ii_Expressions).into_iter().chain(list_items((*info).ii_Predicate));
-                if nodes.into_iter().any(|n| calls_user_functions(n.cast())) {
+                let mut nodes = list_items((*info).ii_Expressions).into_iter().chain(list_items((*info).ii_Predicate));
+                if nodes.any(|n| calls_user_functions(n.cast())) {
                     return;
                 }
                 // As ExecPrepareExprList and ExecPrepareQual compile them, without a plan's state,

@@ -138,8 +138,13 @@ impl Chunk {
         }
     }
 
+    /// The first and newest event's times, from the chunk's first cache line; `None` when empty.
+    fn span(&self) -> Option<(i64, i64)> {
+        (self.len > 0).then_some((self.first, self.last))
+    }
+
     fn last_t(&self) -> Option<i64> {
-        (self.len > 0).then_some(self.last)
+        self.span().map(|(_, last)| last)
     }
 
     fn add(&mut self, ev: CachedEvent) {
@@ -520,10 +525,8 @@ impl<'a> CacheView<'a> {
             let mut c = e.cursors.iter().filter(|k| k.chunk != NONE && k.lo <= first.t).max_by_key(|k| k.lo).map_or(e.head, |k| k.chunk);
             while c != NONE {
                 let chunk = &self.chunks[c as usize];
-                let held = &chunk.events[..chunk.len as usize];
-                if held.last().is_some_and(|l| l.t >= first.t)
-                    && held.first().is_some_and(|f| f.t <= last.t)
-                    && held.iter().any(|e| e.t >= first.t && e.t <= last.t && ours(e))
+                if chunk.span().is_some_and(|(from, to)| to >= first.t && from <= last.t)
+                    && chunk.events[..chunk.len as usize].iter().any(|e| e.t >= first.t && e.t <= last.t && ours(e))
                 {
                     return;
                 }
@@ -682,11 +685,11 @@ impl<'a> CacheView<'a> {
                 let chunk = &self.chunks[c as usize];
                 c = chunk.next;
                 let events = &chunk.events[..chunk.len as usize];
-                let (Some(first), Some(last)) = (events.first(), events.last()) else { continue };
-                if first.t > t {
+                let Some((first, last)) = chunk.span() else { continue };
+                if first > t {
                     break;
                 }
-                if first.t >= lo && last.t <= t && !(per_event && chunk.mixed == 1) {
+                if first >= lo && last <= t && !(per_event && chunk.mixed == 1) {
                     s.count += events.len() as i64;
                     s.sum += chunk.sum;
                     s.sum_sq += chunk.sum_sq;
