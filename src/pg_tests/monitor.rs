@@ -41,6 +41,13 @@ mod tests {
             assert_eq!(to_text(direct), to_text(read), "{v}");
             assert_eq!(bytes(direct), bytes(read), "{v}");
         }
+        // More distinct numbers than a backend keeps read: those let go are read again, the same.
+        let many = serde_json::Value::Array((0..2500).map(|i| json!({"n": i % 1300, "x": (i % 1300) as f64 / 8.0})).collect());
+        let text = std::ffi::CString::new(many.to_string()).unwrap();
+        // SAFETY: jsonb_in reads a NUL-terminated string alive for the call.
+        let read = unsafe { pgrx::fcinfo::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }.unwrap();
+        assert_eq!(bytes(crate::pg::alert_rows::built(&many).unwrap()), bytes(read));
+        assert_eq!(bytes(crate::pg::alert_rows::built(&many).unwrap()), bytes(read), "after the kept numerics were let go");
         assert!(crate::pg::alert_rows::built(&json!({"k": ["a\u{0}b"]})).is_none());
         // Last: the caught ERROR leaves the test's transaction to be rolled back.
         let nul = PgTryBuilder::new(|| format!("{:?}", crate::pg::alert_rows::jsonb(&json!({"k": "a\u{0}b"})).is_some()))
