@@ -47,21 +47,44 @@ pub struct Row {
 
 /// One row of a trigger call, with its descriptor.
 pub struct Tuple {
-    tuple: *mut pg_sys::HeapTupleData,
+    source: Source,
     desc: pg_sys::TupleDesc,
+}
+
+/// Where a row's values are read: the row trigger's NEW heap tuple, or the slot a transition
+/// table's row was fetched into. A slot's values are read where it keeps them, its columns
+/// deformed once as far as asked, instead of a heap copy of each row read column by column (each
+/// read a call into Postgres).
+enum Source {
+    Heap(*mut pg_sys::HeapTupleData),
+    Slot(*mut pg_sys::TupleTableSlot),
 }
 
 impl Tuple {
     /// # Safety
     /// `tuple` must be a valid heap tuple described by `desc`.
     pub unsafe fn new(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc) -> Tuple {
-        Tuple { tuple, desc }
+        Tuple { source: Source::Heap(tuple), desc }
     }
 
     /// The whole row as a composite datum (a copy, in the current memory context).
     pub fn as_datum(&self) -> pg_sys::Datum {
-        // SAFETY: a valid heap tuple and its descriptor (see `new`).
-        unsafe { pg_sys::heap_copy_tuple_as_datum(self.tuple, self.desc) }
+        // SAFETY: a valid heap tuple and its descriptor (see `new`), or a slot holding a row of
+        // `desc` (see `for_each_transition_row`), whose heap form is freed once copied.
+        unsafe {
+            match self.source {
+                Source::Heap(tuple) => pg_sys::heap_copy_tuple_as_datum(tuple, self.desc),
+                Source::Slot(slot) => {
+                    let mut should_free = false;
+                    let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, &mut should_free);
+                    let datum = pg_sys::heap_copy_tuple_as_datum(tuple, self.desc);
+                    if should_free {
+                        pg_sys::heap_freetuple(tuple);
+                    }
+                    datum
+                }
+            }
+        }
     }
 
     /// A column as a pattern value: integers, floats and booleans keep their type, numeric
@@ -81,8 +104,20 @@ impl Tuple {
     }
 
     fn datum(&self, col: Col) -> Option<pg_sys::Datum> {
-        // SAFETY: the tuple and descriptor belong together; attnum is a live column of it.
-        unsafe { pgrx::heap_getattr_raw(self.tuple, col.attnum, self.desc) }
+        // SAFETY: the tuple (or slot) and descriptor belong together; attnum is a live column of
+        // it, so within the slot's arrays once deformed that far.
+        unsafe {
+            match self.source {
+                Source::Heap(tuple) => pgrx::heap_getattr_raw(tuple, col.attnum, self.desc),
+                Source::Slot(slot) => {
+                    let n = col.attnum.get();
+                    if ((*slot).tts_nvalid as usize) < n {
+                        pg_sys::slot_getsomeattrs_int(slot, n as i32);
+                    }
+                    (!*(*slot).tts_isnull.add(n - 1)).then(|| *(*slot).tts_values.add(n - 1))
+                }
+            }
+        }
     }
 
     /// A numeric column as a float: integers and floats as they are, any other type as the
@@ -124,10 +159,12 @@ fn datum_text(datum: pg_sys::Datum, col: Col) -> String {
         pg_sys::INT8OID => (datum.value() as i64).to_string(),
         pg_sys::TEXTOID | pg_sys::VARCHAROID => {
             // SAFETY: a non-null datum of a text type; detoasted (a copy only when it was toasted
-            // or compressed, freed below), read as textout reads it.
+            // or compressed, freed below), read as textout reads it. A plain one (the usual key) is
+            // read where it is, without the call.
             unsafe {
                 let stored = datum.cast_mut_ptr::<pg_sys::varlena>();
-                let plain = pg_sys::pg_detoast_datum_packed(stored);
+                let extended = pgrx::varlena::varatt_is_1b_e(stored) || pgrx::varlena::varatt_is_4b_c(stored);
+                let plain = if extended { pg_sys::pg_detoast_datum_packed(stored) } else { stored };
                 let text = String::from_utf8_lossy(pgrx::varlena::varlena_to_byte_slice(plain)).into_owned();
                 if plain != stored {
                     pg_sys::pfree(plain.cast());
@@ -177,12 +214,7 @@ pub unsafe fn for_each_transition_row(store: *mut pg_sys::Tuplestorestate, desc:
     pg_sys::tuplestore_rescan(store);
     let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
     while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-        let mut should_free = false;
-        let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, &mut should_free);
-        each(&Tuple { tuple, desc });
-        if should_free {
-            pg_sys::heap_freetuple(tuple);
-        }
+        each(&Tuple { source: Source::Slot(slot), desc });
     }
     pg_sys::ExecDropSingleTupleTableSlot(slot);
 }
@@ -203,7 +235,7 @@ impl RowColumns {
     /// # Safety
     /// `tuple` must be a valid heap tuple described by `desc`.
     pub unsafe fn read_tuple(&self, tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc) -> Option<Row> {
-        self.read(&Tuple { tuple, desc })
+        self.read(&Tuple::new(tuple, desc))
     }
 
     /// Every row of the statement trigger's transition table.
