@@ -84,7 +84,11 @@ pub struct AlertRow<'a> {
 pub struct AlertRows {
     statement: Statement,
     table: Target,
+    /// Defaults that may differ from row to row (the id's `nextval`, the writing transaction).
     defaults: Vec<CompiledExpr>,
+    /// The other defaults (the state, the repeat count, `now()`), the same for every row of the
+    /// statement: evaluated once, when the table is opened.
+    fixed: Vec<(usize, Option<pg_sys::Datum>)>,
 }
 
 impl AlertRows {
@@ -107,7 +111,13 @@ impl AlertRows {
             })
         };
         match opened {
-            Some((table, defaults)) => Some(AlertRows { statement, table, defaults }),
+            Some((table, defaults)) => {
+                let (defaults, fixed): (Vec<CompiledExpr>, Vec<CompiledExpr>) = defaults.into_iter().partition(|d| d.volatile);
+                // SAFETY: compiled for no parameters and no input row; a value made here lives in
+                // the current memory, the caller's, for the statement.
+                let fixed = fixed.iter().map(|d| (d.column, unsafe { statement.evaluate(d.state) })).collect();
+                Some(AlertRows { statement, table, defaults, fixed })
+            }
             None => {
                 statement.free();
                 None
@@ -118,21 +128,25 @@ impl AlertRows {
     /// Stores one alert; returns its id and `event_time` as text (empty when it has none), as an
     /// INSERT ... RETURNING alert_id, event_time::text does.
     pub fn write(&mut self, alert: &AlertRow) -> (i64, String) {
-        let (statement, table, defaults) = (&self.statement, &self.table, &self.defaults);
+        let (statement, table, defaults, fixed) = (&self.statement, &self.table, &self.defaults, &self.fixed);
         let written = statement.in_row_memory(|| {
-            // Texts are copied into the per-row memory.
-            let text = |s: &str| direct_insert::text_datum(s.as_bytes());
+            // Texts are copied into the per-row memory, together.
+            let [table_name, key, row_pk, level, action] =
+                direct_insert::text_datums([alert.table, alert.key, alert.row_pk.unwrap_or_default(), alert.level, alert.action].map(str::as_bytes));
             let event_time = pgrx::datum::TimestampWithTimeZone::try_from(alert.event_time).ok();
             let mut values: [Option<pg_sys::Datum>; 22] = [None; 22];
             values[1] = Some(pg_sys::Datum::from(alert.relid));
-            values[2] = Some(text(alert.table));
-            values[3] = Some(text(alert.key));
-            values[4] = alert.row_pk.map(text);
+            values[2] = Some(table_name);
+            values[3] = Some(key);
+            values[4] = alert.row_pk.map(|_| row_pk);
             values[5] = alert.score.into_datum();
-            values[6] = Some(text(alert.level));
-            values[7] = Some(text(alert.action));
+            values[6] = Some(level);
+            values[7] = Some(action);
             values[8] = jsonb(alert.rules);
             values[EVENT_TIME] = event_time.and_then(|t| t.into_datum());
+            for &(column, value) in fixed {
+                values[column] = value;
+            }
             for default in defaults {
                 // SAFETY: compiled for no parameters and no input row.
                 values[default.column] = unsafe { statement.evaluate(default.state) };
