@@ -84,10 +84,10 @@ pub struct AlertRow<'a> {
 pub struct AlertRows {
     statement: Statement,
     table: Target,
-    /// Defaults that may differ from row to row (the id's `nextval`, the writing transaction).
+    /// Defaults that may differ from row to row (volatile: the id's `nextval`).
     defaults: Vec<CompiledExpr>,
-    /// The other defaults (the state, the repeat count, `now()`), the same for every row of the
-    /// statement: evaluated once, when the table is opened.
+    /// The other defaults (the state, the repeat count, `now()`, the writing transaction's id),
+    /// the same for every row of the statement: evaluated once, when the table is opened.
     fixed: Vec<(usize, Option<pg_sys::Datum>)>,
 }
 
