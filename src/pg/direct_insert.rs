@@ -342,14 +342,14 @@ pub enum KeyedWrite<'a> {
     Delete,
 }
 
-/// `bytes` as a new `text` datum in the current memory context (Postgres's own copy).
+/// `bytes` as a new `text` datum in the current memory context.
 pub fn text_datum(bytes: &[u8]) -> pg_sys::Datum {
-    // SAFETY: copies `bytes.len()` bytes into a new text; no NUL terminator is read.
-    pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(bytes.as_ptr().cast(), bytes.len() as i32) })
+    let [text] = text_datums([bytes]);
+    text
 }
 
-/// Several texts made in one allocation, each as `text_datum` makes it: one call into Postgres
-/// instead of one per text (an alert row has five).
+/// Several texts made in one allocation: one call into Postgres instead of one per text (an
+/// alert row has five).
 pub fn text_datums<const N: usize>(texts: [&[u8]; N]) -> [pg_sys::Datum; N] {
     const HEADER: usize = pg_sys::VARHDRSZ;
     // Each text starts where a palloc'd one would: maximally aligned.

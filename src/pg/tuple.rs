@@ -70,19 +70,11 @@ impl Tuple {
     /// The whole row as a composite datum (a copy, in the current memory context).
     pub fn as_datum(&self) -> pg_sys::Datum {
         // SAFETY: a valid heap tuple and its descriptor (see `new`), or a slot holding a row of
-        // `desc` (see `for_each_transition_row`), whose heap form is freed once copied.
+        // `desc` (see `for_each_transition_row`).
         unsafe {
             match self.source {
                 Source::Heap(tuple) => pg_sys::heap_copy_tuple_as_datum(tuple, self.desc),
-                Source::Slot(slot) => {
-                    let mut should_free = false;
-                    let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, &mut should_free);
-                    let datum = pg_sys::heap_copy_tuple_as_datum(tuple, self.desc);
-                    if should_free {
-                        pg_sys::heap_freetuple(tuple);
-                    }
-                    datum
-                }
+                Source::Slot(slot) => pg_sys::ExecFetchSlotHeapTupleDatum(slot),
             }
         }
     }

@@ -59,14 +59,15 @@ mod tests {
         assert_eq!(nul, "unsupported Unicode escape sequence", "a NUL in a string fails as jsonb_in fails it");
     }
 
-    /// An alert row's texts are made in one allocation: each must be the text made alone, byte for
-    /// byte, an empty one and one of an odd length between others included.
+    /// An alert row's texts are made in one allocation: each must be the text Postgres makes, byte
+    /// for byte, an empty one and one of an odd length between others included.
     #[pg_test]
     fn texts_made_together_are_the_texts_made_one_by_one() {
         let texts: [&[u8]; 5] = [b"public.tx", b"", "k\u{e9}y-7".as_bytes(), b"high", &[b'x'; 1000]];
         let together = crate::pg::direct_insert::text_datums(texts);
         for (text, datum) in texts.iter().zip(together) {
-            let alone = crate::pg::direct_insert::text_datum(text);
+            // SAFETY: copies `text.len()` bytes into a new text, as Postgres makes one.
+            let alone = pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(text.as_ptr().cast(), text.len() as i32) });
             // SAFETY: both are plain text varlenas made above.
             let (a, b) =
                 unsafe { (pgrx::varlena::varlena_to_byte_slice(datum.cast_mut_ptr()), pgrx::varlena::varlena_to_byte_slice(alone.cast_mut_ptr())) };
