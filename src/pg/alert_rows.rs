@@ -187,8 +187,7 @@ impl AlertRows {
             ];
             self.table
                 .find(index, &key, |row| {
-                    pg_sys::slot_getsomeattrs(row, STATE as i32 + 1);
-                    let value = |i: usize| (!*(*row).tts_isnull.add(i)).then(|| *(*row).tts_values.add(i));
+                    let value = |i: usize| crate::pg::tuple::slot_value(row, i + 1);
                     let resolved = value(STATE).is_some_and(|state| {
                         let state = pg_sys::text_to_cstring(state.cast_mut_ptr());
                         std::ffi::CStr::from_ptr(state) == c"resolved"

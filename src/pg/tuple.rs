@@ -101,13 +101,7 @@ impl Tuple {
         unsafe {
             match self.source {
                 Source::Heap(tuple) => pgrx::heap_getattr_raw(tuple, col.attnum, self.desc),
-                Source::Slot(slot) => {
-                    let n = col.attnum.get();
-                    if ((*slot).tts_nvalid as usize) < n {
-                        pg_sys::slot_getsomeattrs_int(slot, n as i32);
-                    }
-                    (!*(*slot).tts_isnull.add(n - 1)).then(|| *(*slot).tts_values.add(n - 1))
-                }
+                Source::Slot(slot) => slot_value(slot, col.attnum.get()),
             }
         }
     }
@@ -189,6 +183,21 @@ pub fn datum_value(datum: pg_sys::Datum, col: Col) -> Value {
         pg_sys::FLOAT8OID => Value::Float(unsafe { f64::from_datum(datum, false) }.unwrap_or(f64::NAN)),
         pg_sys::NUMERICOID => datum_text(datum, col).parse().map(Value::Float).unwrap_or(Value::Null),
         _ => Value::Text(datum_text(datum, col)),
+    }
+}
+
+/// Column `attnum` (1-based) of the row a slot holds, `None` for NULL. The slot's columns are
+/// deformed only when not yet that far: a column already deformed is read without a call.
+///
+/// # Safety
+/// `slot` holds a row, and `attnum` is one of its descriptor's columns.
+pub unsafe fn slot_value(slot: *mut pg_sys::TupleTableSlot, attnum: usize) -> Option<pg_sys::Datum> {
+    // SAFETY: the caller's promise; the slot's arrays hold `attnum` values once deformed that far.
+    unsafe {
+        if ((*slot).tts_nvalid as usize) < attnum {
+            pg_sys::slot_getsomeattrs_int(slot, attnum as i32);
+        }
+        (!*(*slot).tts_isnull.add(attnum - 1)).then(|| *(*slot).tts_values.add(attnum - 1))
     }
 }
 
