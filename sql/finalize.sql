@@ -385,6 +385,7 @@ CREATE FUNCTION set_alert_state(alert_id bigint, state text, note text DEFAULT N
 RETURNS SETOF alerts LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     changed @extschema@.alerts;
+    payload text;
 BEGIN
     IF alert_id IS NULL OR state IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN alert_id IS NULL THEN 'alert_id' ELSE 'state' END
@@ -404,10 +405,18 @@ BEGIN
             USING ERRCODE = 'P0002';
     END IF;
     PERFORM @extschema@.alert_state_changed();
-    PERFORM pg_notify(@extschema@.alert_channel(changed.relid), json_build_object(
+    payload := json_build_object(
         'type', 'alert_state', 'alert_id', changed.alert_id, 'table', left(changed.table_name, 200),
         'key', left(changed.key, 200), 'state', changed.state, 'by', changed.state_changed_by,
-        'note', left(changed.note, 1000), 'ts', changed.state_changed_at)::text);
+        'note', left(changed.note, 1000), 'ts', changed.state_changed_at)::text;
+    -- NOTIFY refuses 8000 bytes; escaping can make 1,400 characters six times as many bytes.
+    IF octet_length(payload) >= 8000 THEN
+        payload := json_build_object(
+            'type', 'alert_state', 'alert_id', changed.alert_id, 'table', left(changed.table_name, 50),
+            'key', left(changed.key, 50), 'state', changed.state, 'by', changed.state_changed_by,
+            'ts', changed.state_changed_at, 'truncated', true)::text;
+    END IF;
+    PERFORM pg_notify(@extschema@.alert_channel(changed.relid), payload);
     RETURN NEXT changed;
 END $$;
 COMMENT ON FUNCTION set_alert_state(bigint, text, text) IS 'pg_cep: moves an alert to open, acknowledged or resolved, and notifies';
@@ -578,3 +587,16 @@ ALTER TABLE pattern_matches ADD COLUMN measures jsonb;
 -- of them indexed). Room left on each page lets that update stay on the page (a HOT update, no
 -- index entries); on full pages every repeat wrote an entry in each of the alert's indexes.
 ALTER TABLE alerts SET (fillfactor = 70);
+
+-- 0.3.0: what NOTIFY and timestamp arithmetic would refuse later is refused when written: a
+-- channel of 1 to 63 bytes, a capture's anomaly windows longer than 0 and at most 1 year.
+-- cep.watch, cep.capture and cep.define_pattern say so with a clear error; these constraints
+-- keep direct writes to the configuration tables to the same. A bad channel found only at
+-- commit failed every transaction that wrote the table, and a window reaching back past the
+-- earliest timestamp failed every write that counted the table's changes.
+ALTER TABLE watches ADD CONSTRAINT watches_channel_notify CHECK (octet_length(channel) BETWEEN 1 AND 63);
+ALTER TABLE captures ADD CONSTRAINT captures_channels_notify
+    CHECK (octet_length(channel) BETWEEN 1 AND 63 AND octet_length(anomaly_channel) BETWEEN 1 AND 63);
+ALTER TABLE captures ADD CONSTRAINT captures_windows_bounded
+    CHECK (high_frequency_window <= interval '1 year' AND mass_deletion_window <= interval '1 year');
+ALTER TABLE patterns ADD CONSTRAINT patterns_channel_notify CHECK (octet_length(channel) BETWEEN 1 AND 63);

@@ -275,6 +275,7 @@ CREATE FUNCTION set_alert_state(alert_id bigint, state text, note text DEFAULT N
 RETURNS SETOF alerts LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     changed @extschema@.alerts;
+    payload text;
 BEGIN
     IF alert_id IS NULL OR state IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN alert_id IS NULL THEN 'alert_id' ELSE 'state' END
@@ -294,10 +295,18 @@ BEGIN
             USING ERRCODE = 'P0002';
     END IF;
     PERFORM @extschema@.alert_state_changed();
-    PERFORM pg_notify(@extschema@.alert_channel(changed.relid), json_build_object(
+    payload := json_build_object(
         'type', 'alert_state', 'alert_id', changed.alert_id, 'table', left(changed.table_name, 200),
         'key', left(changed.key, 200), 'state', changed.state, 'by', changed.state_changed_by,
-        'note', left(changed.note, 1000), 'ts', changed.state_changed_at)::text);
+        'note', left(changed.note, 1000), 'ts', changed.state_changed_at)::text;
+    -- NOTIFY refuses 8000 bytes; escaping can make 1,400 characters six times as many bytes.
+    IF octet_length(payload) >= 8000 THEN
+        payload := json_build_object(
+            'type', 'alert_state', 'alert_id', changed.alert_id, 'table', left(changed.table_name, 50),
+            'key', left(changed.key, 50), 'state', changed.state, 'by', changed.state_changed_by,
+            'ts', changed.state_changed_at, 'truncated', true)::text;
+    END IF;
+    PERFORM pg_notify(@extschema@.alert_channel(changed.relid), payload);
     RETURN NEXT changed;
 END $$;
 COMMENT ON FUNCTION set_alert_state(bigint, text, text) IS 'pg_cep: moves an alert to open, acknowledged or resolved, and notifies';
@@ -523,3 +532,46 @@ ALTER TABLE pattern_matches ADD COLUMN measures jsonb;
 -- of them indexed). Room left on each page lets that update stay on the page (a HOT update, no
 -- index entries); on full pages every repeat wrote an entry in each of the alert's indexes.
 ALTER TABLE alerts SET (fillfactor = 70);
+
+-- 0.3.0: settings 0.2.0 accepted that failed the table's writes (see below) are replaced by the
+-- defaults (channels) or 1 year (windows), with a WARNING naming the tables.
+DO $fix$
+DECLARE
+    fixed text;
+BEGIN
+    WITH c AS (
+        UPDATE @extschema@.captures SET
+            channel = CASE WHEN octet_length(channel) BETWEEN 1 AND 63 THEN channel ELSE 'cep_changes' END,
+            anomaly_channel = CASE WHEN octet_length(anomaly_channel) BETWEEN 1 AND 63 THEN anomaly_channel ELSE 'cep_anomalies' END,
+            high_frequency_window = pg_catalog.least(high_frequency_window, interval '1 year'),
+            mass_deletion_window = pg_catalog.least(mass_deletion_window, interval '1 year')
+        WHERE octet_length(channel) NOT BETWEEN 1 AND 63 OR octet_length(anomaly_channel) NOT BETWEEN 1 AND 63
+           OR high_frequency_window > interval '1 year' OR mass_deletion_window > interval '1 year'
+        RETURNING 'capture of ' || relid::regclass::text AS what),
+    p AS (
+        UPDATE @extschema@.patterns SET channel = 'pattern_matches'
+        WHERE octet_length(channel) NOT BETWEEN 1 AND 63
+        RETURNING 'pattern ' || pg_catalog.quote_literal(name) AS what),
+    w AS (
+        UPDATE @extschema@.watches SET channel = 'transaction_alerts'
+        WHERE octet_length(channel) NOT BETWEEN 1 AND 63
+        RETURNING 'watch of ' || relid::regclass::text AS what)
+    SELECT pg_catalog.string_agg(what, ', ') INTO fixed FROM (SELECT what FROM c UNION ALL SELECT what FROM p UNION ALL SELECT what FROM w) f;
+    IF fixed IS NOT NULL THEN
+        RAISE WARNING 'pg_cep: settings that made writes fail were replaced (channels by their defaults, windows by 1 year): %', fixed;
+    END IF;
+END
+$fix$;
+
+-- 0.3.0: what NOTIFY and timestamp arithmetic would refuse later is refused when written: a
+-- channel of 1 to 63 bytes, a capture's anomaly windows longer than 0 and at most 1 year.
+-- cep.watch, cep.capture and cep.define_pattern say so with a clear error; these constraints
+-- keep direct writes to the configuration tables to the same. A bad channel found only at
+-- commit failed every transaction that wrote the table, and a window reaching back past the
+-- earliest timestamp failed every write that counted the table's changes.
+ALTER TABLE watches ADD CONSTRAINT watches_channel_notify CHECK (octet_length(channel) BETWEEN 1 AND 63);
+ALTER TABLE captures ADD CONSTRAINT captures_channels_notify
+    CHECK (octet_length(channel) BETWEEN 1 AND 63 AND octet_length(anomaly_channel) BETWEEN 1 AND 63);
+ALTER TABLE captures ADD CONSTRAINT captures_windows_bounded
+    CHECK (high_frequency_window <= interval '1 year' AND mass_deletion_window <= interval '1 year');
+ALTER TABLE patterns ADD CONSTRAINT patterns_channel_notify CHECK (octet_length(channel) BETWEEN 1 AND 63);

@@ -56,8 +56,16 @@ fn capture(
     Spi::connect_mut(|client| -> CepResult<String> {
         refuse_own_table(client, relid, &name)?;
         let kind = Kind::parse(kind).map_err(CepError::InvalidArgument)?;
-        if channel.trim().is_empty() || anomaly_channel.trim().is_empty() {
-            return Err(CepError::InvalidArgument("channel and anomaly_channel must not be empty".into()));
+        crate::pg::notifier::check_channel("channel", channel)?;
+        crate::pg::notifier::check_channel("anomaly_channel", anomaly_channel)?;
+        // Bounded when written: a window reaching back past the earliest timestamp would make
+        // every write to the table fail ("timestamp out of range") when its changes are counted.
+        for (what, window) in [("high_frequency_window", high_frequency_window), ("mass_deletion_window", mass_deletion_window)] {
+            let row = client.select("SELECT $1::text, $1 > interval '0' AND $1 <= interval '1 year'", None, &[window.into()])?;
+            let (shown, sane) = row.first().get_two::<String, bool>()?;
+            if sane != Some(true) {
+                return Err(CepError::InvalidArgument(format!("{what} '{}' must be longer than 0 and at most 1 year", shown.unwrap_or_default())));
+            }
         }
         for (what, n) in [("high_frequency", high_frequency), ("mass_deletion", mass_deletion)] {
             if n.is_some_and(|n| n < 1) {

@@ -78,9 +78,10 @@ fn define_pattern(
     // Closed first: CREATE TRIGGER refuses a table this session has open.
     drop(source);
     Spi::connect_mut(|client| -> CepResult<i32> {
-        if name.trim().is_empty() || channel.trim().is_empty() {
-            return Err(CepError::InvalidArgument("name and channel must not be empty".into()));
+        if name.trim().is_empty() {
+            return Err(CepError::InvalidArgument("name must not be empty".into()));
         }
+        crate::pg::notifier::check_channel("channel", channel)?;
         let within = micros(client, within)?;
         let def = Definition { partition_by, order_by, id_column, pattern, define: &define.0, within, contiguity, after_match, max_partials, emit, clauses: &clauses };
         let (compiled, _) = patterns::compile(&def, &TableColumns::read(relid, &table_name)?)?;

@@ -10,7 +10,7 @@ use pgrx::JsonB;
 
 use crate::engine::rollup::{Agg, Rollup};
 use crate::engine::rollup_store::{Owner, Window};
-use crate::error::OrReport;
+use crate::error::{CepError, OrReport};
 use crate::pg::rollups;
 
 type WindowRow = (TimestampWithTimeZone, i64, f64, Option<f64>, Option<f64>, Option<f64>, i64, JsonB, String);
@@ -97,7 +97,7 @@ fn rollup_load(
     let lengths = [minutes.len(), counts.len(), sums.len(), mins.len(), maxs.len()];
     let key_lengths = [key_minutes.len(), keys.len(), key_counts.len(), key_sums.len()];
     if lengths.iter().any(|&n| n != lengths[0]) || key_lengths.iter().any(|&n| n != key_lengths[0]) {
-        pgrx::error!("cep.rollup_load: the per-minute arrays, and the per-key arrays, must have the same lengths");
+        CepError::InvalidArgument("cep.rollup_load: the per-minute arrays, and the per-key arrays, must have the same lengths".into()).report();
     }
     let watch = crate::pg::watched::cached(relation).or_report();
     let mut rollup = Rollup { minutes: BTreeMap::new(), keys: BTreeMap::new() };

@@ -14,7 +14,7 @@ use crate::pg::table_arg::TableArg;
 /// already leads with those columns: rules then read a key's window from the index alone.
 ///
 /// With `block_at`, the monitor scores each row before it is stored, and a row scoring at or
-/// above `block_at` is refused (`on_block => 'error'`, SQLSTATE CEP01) or dropped and recorded in
+/// above `block_at` is refused (`on_block => 'error'`, SQLSTATE 09000) or dropped and recorded in
 /// `cep.alerts` with action `blocked` (`on_block => 'skip'`). `log_assessments` writes the
 /// monitor's assessments to `cep.risk_assessments`: `'none'` (default), `'alerts'` or `'all'`.
 /// The monitor also keeps the per-minute rollups `cep.realtime_stats` reads; see
@@ -203,9 +203,7 @@ fn register(table: &Target, mapping: &Mapping, monitor: &Monitor, create_index: 
         return Err(CepError::InvalidArgument(format!("alert_level {alert_level:?} must be one of low, medium, high")));
     }
     let relid = table.relid;
-    if channel.is_empty() || channel.len() >= pg_sys::NAMEDATALEN as usize {
-        return Err(CepError::InvalidArgument(format!("channel {channel:?} must be 1 to 63 bytes long")));
-    }
+    crate::pg::notifier::check_channel("channel", channel)?;
     let columns = TableColumns::read(relid, &table.name)?;
     let check = |role: &str, name: &str, allowed: &[&str]| columns.check(role, name, allowed);
     check("key_column", key_column, KEY_TYPES)?;

@@ -17,6 +17,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::prelude::*;
 
 use crate::engine::notice_queue::{Notice, NoticeQueues, Outcome, Refused, Ticket};
+use crate::error::{CepError, CepResult};
 use crate::gucs;
 use crate::pg::shmem::Region;
 use crate::pg::time::wall_clock;
@@ -175,6 +176,16 @@ struct Pending {
     payload: String,
     /// A shorter payload, for a prepared transaction whose payload is too long for the queue.
     short: Option<String>,
+}
+
+/// Refuses a channel NOTIFY would refuse at commit (empty, or `NAMEDATALEN` bytes or more). Checked
+/// when a watch, capture or pattern is written: a bad channel found only at commit would fail
+/// every transaction that writes the table.
+pub fn check_channel(role: &str, channel: &str) -> CepResult<()> {
+    if channel.trim().is_empty() || channel.len() >= pg_sys::NAMEDATALEN as usize {
+        return Err(CepError::InvalidArgument(format!("{role} {channel:?} must be 1 to 63 bytes long, not only spaces")));
+    }
+    Ok(())
 }
 
 /// A notification to send if, and once, this transaction commits, as NOTIFY would: dropped with

@@ -231,6 +231,25 @@ mod tests {
         assert!(outcome("SELECT cep.capture('plain', key_column => 'nobody')").starts_with("42703: key_column \"nobody\""));
         assert!(outcome("SELECT cep.capture('plain', kind => 'relationship')").starts_with("42703: from_column \"from_id\""));
         assert!(outcome("SELECT cep.capture('cep.alerts')").starts_with("22023: alerts belongs to pg_cep"));
+        // What NOTIFY would refuse at every commit, and a window reaching back past the earliest
+        // timestamp (every write would fail counting the table's changes), are refused now.
+        let long = "c".repeat(64);
+        assert_eq!(
+            outcome(&format!("SELECT cep.capture('plain', channel => '{long}')")),
+            format!("22023: channel \"{long}\" must be 1 to 63 bytes long, not only spaces")
+        );
+        assert_eq!(
+            outcome("SELECT cep.capture('plain', anomaly_channel => ' ')"),
+            "22023: anomaly_channel \" \" must be 1 to 63 bytes long, not only spaces"
+        );
+        assert_eq!(
+            outcome("SELECT cep.capture('plain', high_frequency_window => '7000 years')"),
+            "22023: high_frequency_window '7000 years' must be longer than 0 and at most 1 year"
+        );
+        assert_eq!(
+            outcome("SELECT cep.capture('plain', mass_deletion_window => '0')"),
+            "22023: mass_deletion_window '00:00:00' must be longer than 0 and at most 1 year"
+        );
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.captures"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'plain'::regclass"), Some(0));
         // Twice is an update, not a second set of triggers.
@@ -238,6 +257,15 @@ mod tests {
         run("SELECT cep.capture('plain', key_column => 'owner', channel => 'plain_changes')");
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'plain'::regclass"), Some(4));
         assert_eq!(one::<String>("SELECT channel FROM cep.captures"), Some("plain_changes".into()));
+        // The longest of each is taken; a direct write past them is refused by the table.
+        let longest = "c".repeat(63);
+        run(&format!("SELECT cep.capture('plain', key_column => 'owner', channel => '{longest}', high_frequency_window => '1 year', mass_deletion_window => '1 year')"));
+        assert_eq!(one::<String>("SELECT channel || ' ' || high_frequency_window FROM cep.captures"), Some(format!("{longest} 1 year")));
+        assert!(outcome("UPDATE cep.captures SET channel = channel || 'c'")
+            .starts_with("23514: new row for relation \"captures\" violates check constraint \"captures_channels_notify\""));
+        assert!(outcome("UPDATE cep.captures SET mass_deletion_window = '7000 years'")
+            .starts_with("23514: new row for relation \"captures\" violates check constraint \"captures_windows_bounded\""));
+        run("SELECT cep.capture('plain', key_column => 'owner', channel => 'plain_changes')");
         // A column dropped later does not make writes fail.
         run("ALTER TABLE plain DROP COLUMN owner");
         assert_eq!(outcome("INSERT INTO plain VALUES (1, 'x')"), "ok");

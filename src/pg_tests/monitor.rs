@@ -195,6 +195,7 @@ mod tests {
         assert!(outcome("SELECT cep.watch('tx_view')").starts_with("42809: \"tx_view\" is not a table"));
         assert!(outcome("SELECT cep.watch('transactions', channel => '')").starts_with("22023: channel"));
         assert!(outcome(&format!("SELECT cep.watch('transactions', channel => '{}')", "c".repeat(64))).starts_with("22023: channel"));
+        assert_eq!(outcome("SELECT cep.watch('transactions', channel => '  ')"), "22023: channel \"  \" must be 1 to 63 bytes long, not only spaces");
         assert!(outcome("SELECT cep.watch('no_such_table')").starts_with("42P01"));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'cep_monitor'"), Some(0));
@@ -577,6 +578,14 @@ mod tests {
         assert!(outcome(&format!("SELECT cep.set_alert_state({second}, 'closed')")).starts_with("22023: state: closed"));
         assert!(outcome("SELECT cep.acknowledge_alert(-1)").starts_with("P0002: alert_id: alert -1 does not exist"));
         assert_eq!(one::<String>(&format!("SELECT state FROM cep.alerts WHERE alert_id = {second}")), Some("resolved".into()));
+        // A note and key that JSON escapes six bytes each would make the notification 8000 bytes
+        // or more, which NOTIFY refuses: it is sent shortened, and the note is kept whole.
+        run(&format!("UPDATE cep.alerts SET key = repeat(chr(1), 200), table_name = repeat(chr(1), 200) WHERE alert_id = {second}"));
+        assert_eq!(
+            one::<String>(&format!("SELECT state || ' ' || octet_length(note) FROM cep.set_alert_state({second}, 'resolved', repeat(chr(1), 1000))")),
+            Some("resolved 1000".into())
+        );
+        run(&format!("UPDATE cep.alerts SET key = '1', table_name = 'public.transactions' WHERE alert_id = {second}"));
         // A cooldown with months is refused; '0' turns it off, and every row alerts again.
         assert!(outcome("SELECT cep.alter_watch('transactions', cooldown => '1 month')").starts_with("22023: cooldown"));
         assert!(one::<pgrx::JsonB>("SELECT cep.alter_watch('transactions', cooldown => '0')").unwrap().0["cooldown"].is_null());

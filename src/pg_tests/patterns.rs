@@ -384,6 +384,16 @@ mod tests {
             .starts_with("42703: partition_by \"nobody\""));
         assert!(outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', 'a', '{d}', within => '-1 minute')"))
             .starts_with("22023: within"));
+        // A channel NOTIFY refuses would fail every insert that completes a match, at commit.
+        let long = "c".repeat(64);
+        assert_eq!(
+            outcome(&format!("SELECT cep.define_pattern('bad', 'user_events', 'user_id', 'created_at', 'a', '{d}', channel => '{long}')")),
+            format!("22023: channel \"{long}\" must be 1 to 63 bytes long, not only spaces")
+        );
+        assert_eq!(
+            outcome(&format!("SELECT cep.define_pattern(' ', 'user_events', 'user_id', 'created_at', 'a', '{d}')")),
+            "22023: name must not be empty"
+        );
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.patterns"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'user_events'::regclass"), Some(0));
         // Names are unique; a second definition under the same name is refused.

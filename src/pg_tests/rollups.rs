@@ -68,7 +68,7 @@ mod tests {
         assert_eq!(one::<bool>("SELECT cep.watch_rollups('rr_tx', true)"), Some(false));
         // A direct call with arrays that do not line up is refused, not read past their end.
         assert!(outcome("SELECT cep.rollup_load('rr_tx'::regclass, now(), now(), ARRAY[now()], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')")
-            .starts_with("XX000: cep.rollup_load: the per-minute arrays"));
+            .starts_with("22023: cep.rollup_load: the per-minute arrays"));
         assert_eq!(one::<i64>("SELECT cep.rollup_rebuild('rr_tx')"), Some(1));
     }
 }

@@ -105,6 +105,49 @@ mod tests {
     }
 
     #[pg_test]
+    fn only_a_tables_owner_may_change_or_drop_what_is_configured_for_it() {
+        run("CREATE ROLE cep_test_owner");
+        run("CREATE ROLE cep_test_other");
+        run("GRANT CREATE, USAGE ON SCHEMA public TO cep_test_owner");
+        run("SET ROLE cep_test_owner");
+        run("CREATE TABLE owned (id bigserial, user_id int NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL, kind text,
+             PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)");
+        run("RESET ROLE");
+        // Configured by an administrator for the owner.
+        run("SELECT cep.watch('owned')");
+        run(r#"SELECT cep.define_pattern('owned_p', 'owned', 'user_id', 'created_at', 'a', '{"a": {"kind": "x"}}')"#);
+        run("SELECT * FROM cep.manage_partitions('owned', premake => 0)");
+        run("GRANT USAGE ON SCHEMA cep TO cep_test_other");
+        run("GRANT ALL ON ALL TABLES IN SCHEMA cep TO cep_test_other");
+        run("GRANT SELECT ON owned TO cep_test_other");
+        let settings = || {
+            one::<String>(
+                "SELECT string_agg(t, ' | ' ORDER BY t) FROM (
+                   SELECT row_to_json(w)::text t FROM cep.watches w WHERE relid = 'owned'::regclass
+                   UNION ALL SELECT row_to_json(p)::text FROM cep.patterns p WHERE source = 'owned'::regclass
+                   UNION ALL SELECT row_to_json(c)::text FROM cep.partition_config c WHERE parent = 'owned'::regclass
+                   UNION ALL SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'owned'::regclass) s",
+            )
+        };
+        let before = settings();
+        assert!(before.as_deref().is_some_and(|s| s.contains("owned_p") && s.contains("cep_monitor")), "{before:?}");
+        assert_eq!(outcome("SELECT 1"), "ok");
+        run("SET ROLE cep_test_other");
+        for (call, action) in [
+            ("SELECT cep.alter_watch('owned', block_at => 0.5, channel => 'elsewhere')", "cep.alter_watch"),
+            ("SELECT cep.watch_rollups('owned', false)", "cep.watch_rollups"),
+            ("SELECT cep.alter_partitions('owned', retention => '1 month', retention_mode => 'drop')", "cep.alter_partitions"),
+            ("SELECT cep.drop_pattern('owned_p')", "cep.drop_pattern"),
+        ] {
+            let got = Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[call.into()]).unwrap().unwrap();
+            assert!(got.starts_with(&format!("42501: permission denied: {action} ")), "{call}: {got}");
+            assert!(got.contains("must be owner of table public.owned"), "{call}: {got}");
+        }
+        run("RESET ROLE");
+        assert_eq!(settings(), before);
+    }
+
+    #[pg_test]
     fn maintenance_runs_a_tables_own_code_as_its_owner_not_as_the_superuser_who_started_it() {
         run("CREATE ROLE cep_test_owner");
         run("GRANT CREATE, USAGE ON SCHEMA public TO cep_test_owner");

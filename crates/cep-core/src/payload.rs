@@ -83,16 +83,27 @@ pub fn alert_payload(n: &AlertNotice) -> String {
 }
 
 /// A transaction's captured changes, sent once per channel at commit: ids, never rows. Written
-/// by hand (keys in the order `json!` sorts them) because every captured commit builds one.
+/// by hand (keys in the order `json!` sorts them) because every captured commit builds one. At
+/// most 20 tables, each cut to 200 bytes, and only as many as fit escaped (a quote prints as 2
+/// bytes, a control character as 6); `"truncated": true` when any is left out or cut, and the
+/// ids still find them all in `cep.change_log`.
 pub fn changes(correlation_id: u64, first_id: i64, last_id: i64, count: i64, tables: &[String]) -> String {
+    const TRUNCATED_END: &str = r#"],"truncated":true,"type":"changes"}"#;
     let mut out = format!(r#"{{"correlation_id":"{correlation_id}","count":{count},"first_id":{first_id},"last_id":{last_id},"tables":["#);
+    let mut truncated = tables.len() > 20;
     for (i, table) in tables.iter().take(20).enumerate() {
+        let name = Value::from(cut(table, 200)).to_string();
+        if out.len() + 1 + name.len() + TRUNCATED_END.len() > MAX_PAYLOAD_BYTES {
+            truncated = true;
+            break;
+        }
+        truncated |= table.len() > 200;
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&Value::from(cut(table, 200)).to_string());
+        out.push_str(&name);
     }
-    out.push_str(r#"],"type":"changes"}"#);
+    out.push_str(if truncated { TRUNCATED_END } else { r#"],"type":"changes"}"# });
     out
 }
 
@@ -120,6 +131,42 @@ mod tests {
         assert_eq!(changes(7, 1, 1, 1, &[]), r#"{"correlation_id":"7","count":1,"first_id":1,"last_id":1,"tables":[],"type":"changes"}"#);
         let a = anomaly(5, &"x".repeat(9000), Some(&"k".repeat(9000)), "mass_deletion", 10_000, 20, "00:01:00");
         assert!(a.len() <= MAX_PAYLOAD_BYTES, "{}", a.len());
+    }
+
+    /// Names are `%I.%I` text: JSON escapes `"` to 2 bytes and a control character to 6, so a name
+    /// cut to 200 bytes can still print as 1200.
+    fn assert_changes_fit(name: &str) {
+        let tables: Vec<String> = (0..20).map(|i| format!("{name}{i}")).collect();
+        let p = changes(u64::MAX, i64::MIN, i64::MAX, i64::MAX, &tables);
+        assert!(p.len() <= MAX_PAYLOAD_BYTES, "{}", p.len());
+        let v: Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["last_id"], i64::MAX);
+        assert!(!v["tables"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn changes_of_quoted_names_fit() {
+        assert_changes_fit(&format!("\"{0}\".\"{0}\"", "\"".repeat(126)));
+    }
+
+    #[test]
+    fn changes_of_control_character_names_fit() {
+        assert_changes_fit(&"\u{1}".repeat(200));
+    }
+
+    #[test]
+    fn changes_say_when_tables_are_left_out() {
+        let tables: Vec<String> = (0..21).map(|i| format!("public.t{i}")).collect();
+        let v: Value = serde_json::from_str(&changes(1, 1, 21, 21, &tables)).unwrap();
+        assert_eq!(v["tables"].as_array().unwrap().len(), 20);
+        assert_eq!(v["truncated"], true);
+        let v: Value = serde_json::from_str(&changes(1, 1, 20, 20, &tables[..20])).unwrap();
+        assert_eq!(v["tables"].as_array().unwrap().len(), 20);
+        assert!(v.get("truncated").is_none());
+        let v: Value = serde_json::from_str(&changes(1, 1, 1, 1, &["t".repeat(201)])).unwrap();
+        assert_eq!(v["tables"][0].as_str().unwrap().len(), 200);
+        assert_eq!(v["truncated"], true);
     }
 
     fn notice<'a>(key: &'a str, rules: &'a [i32]) -> AlertNotice<'a> {
