@@ -87,13 +87,23 @@ pub fn drain_notifications(listener: &mut Client, quiet: Duration) -> Vec<(Strin
 
 /// The same, with the process id of the backend that sent each one.
 pub fn drain_notifications_with_senders(listener: &mut Client, quiet: Duration) -> Vec<(String, String, i32)> {
-    let mut got = Vec::new();
-    let mut notes = listener.notifications();
-    let mut it = notes.timeout_iter(quiet);
     use postgres::fallible_iterator::FallibleIterator;
-    while let Ok(Some(n)) = it.next() {
-        got.push((n.channel().to_string(), n.payload().to_string(), n.process_id()));
+    let mut got = Vec::new();
+    {
+        let mut notes = listener.notifications();
+        let mut it = notes.timeout_iter(quiet);
+        // `Ok(None)` is the quiet period passing; an error is a broken listener, which must not
+        // pass for "no notification arrived".
+        loop {
+            match it.next() {
+                Ok(Some(n)) => got.push((n.channel().to_string(), n.payload().to_string(), n.process_id())),
+                Ok(None) => break,
+                Err(e) => panic!("the listening connection failed after {} notifications: {e}", got.len()),
+            }
+        }
     }
+    // A connection the server closed also ends with `Ok(None)`, as if it had been quiet.
+    assert!(!listener.is_closed(), "the listening connection was closed after {} notifications", got.len());
     got
 }
 

@@ -1,7 +1,7 @@
 //! `ALTER EXTENSION pg_cep UPDATE` from every released version gives the same objects as a
 //! fresh `CREATE EXTENSION`, and keeps the user's rules, watches and alerts.
 
-use pg_cep_e2e::{Client, TestDb};
+use pg_cep_e2e::{port, Client, NoTls, TestDb};
 
 /// Every object of the extension, described: functions with their arguments and results,
 /// tables and views with their columns, indexes, triggers, constraints, row-security policies and grants.
@@ -72,7 +72,46 @@ fn updating_from(release: &str) {
          INSERT INTO transactions (user_id, amount) VALUES (1, 50000);",
     )
     .unwrap();
-    c.batch_execute("ALTER EXTENSION pg_cep UPDATE").unwrap();
+    let long = "c".repeat(70);
+    if release == "0.2.0" {
+        // Settings 0.2.0's functions took that fail every write: NOTIFY refuses the channel at
+        // commit, and the window reaches back past the earliest timestamp when the changes are
+        // counted. (Its SQL calls this build's library, which refuses them now, and a capture's
+        // partitions of the change log would differ from the fresh install's: written directly.)
+        c.batch_execute(&format!(
+            "CREATE TABLE nodes (id bigint PRIMARY KEY, v int);
+             INSERT INTO cep.captures (relid, channel, high_frequency_window, anomaly_channel) VALUES ('nodes'::regclass, '{long}', '7000 years', 'cep_anomalies');
+             INSERT INTO cep.patterns (name, source, partition_by, order_by, id_column, pattern, define, contiguity, after_match, channel, max_partials)
+             VALUES ('long_channel', 'transactions'::regclass, 'user_id', 'created_at', 'id', 'a', '{{\"a\": {{\"location\": \"x\"}}}}',
+                     'skip_till_next', 'past_last_row', '{long}', 1000);"
+        ))
+        .unwrap();
+    }
+    // The update's WARNINGs, read on a connection of its own.
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = warnings.clone();
+    let mut updater = format!("host=127.0.0.1 port={} user=postgres dbname={}", port(), old.name)
+        .parse::<postgres::Config>()
+        .unwrap()
+        .notice_callback(move |n| seen.lock().unwrap().push(format!("{}: {}", n.severity(), n.message())))
+        .connect(NoTls)
+        .unwrap();
+    updater.batch_execute("ALTER EXTENSION pg_cep UPDATE").unwrap();
+    drop(updater);
+    let warnings = warnings.lock().unwrap().clone();
+    if release == "0.2.0" {
+        assert_eq!(
+            warnings,
+            ["WARNING: pg_cep: settings that made writes fail were replaced (channels by their defaults, windows by 1 year): capture of public.nodes, pattern 'long_channel'"]
+        );
+        let fixed: String = c
+            .query_one("SELECT (SELECT channel || ' ' || high_frequency_window FROM cep.captures) || ' ' || (SELECT channel FROM cep.patterns)", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(fixed, "cep_changes 1 year pattern_matches");
+    } else {
+        assert!(warnings.iter().all(|w| !w.starts_with("WARNING")), "{warnings:?}");
+    }
     let (version, default): (String, String) = c
         .query_one("SELECT extversion, default_version FROM pg_extension, pg_available_extensions WHERE extname = 'pg_cep' AND name = extname", &[])
         .map(|r| (r.get(0), r.get(1)))

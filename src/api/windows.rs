@@ -36,7 +36,7 @@ fn tstz(micros: i64) -> CepResult<TimestampWithTimeZone> {
 fn tumble(ts: TimestampWithTimeZone, width: Interval, origin: default!(TimestampWithTimeZone, "'2000-01-03 00:00:00+00'")) -> TimestampWithTimeZone {
     let w = width_of("width", &width).or_report();
     let b = window::tumble(ts.into(), w, origin.into());
-    b.ok_or_else(|| CepError::InvalidArgument("the bucket is out of range".into())).and_then(tstz).or_report()
+    b.and_then(|b| TimestampWithTimeZone::try_from(b).ok()).ok_or_else(|| CepError::InvalidArgument("the bucket is out of range".into())).or_report()
 }
 
 /// The same for `timestamp without time zone`, on its wall-clock values.

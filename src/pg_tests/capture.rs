@@ -228,6 +228,9 @@ mod tests {
         run("CREATE TABLE plain (id int PRIMARY KEY, note text, owner text)");
         assert!(outcome("SELECT cep.capture('plain', kind => 'edge')").starts_with("22023: kind: \"edge\""));
         assert!(outcome("SELECT cep.capture('plain', mass_deletion => 0)").starts_with("22023: mass_deletion: 0"));
+        assert!(outcome("SELECT cep.capture('plain', high_frequency => -1)").starts_with("22023: high_frequency: -1"));
+        assert!(outcome("SELECT cep.capture('plain', kind => 'relationship', from_column => 'id', to_column => 'nobody')")
+            .starts_with("42703: to_column \"nobody\""));
         assert!(outcome("SELECT cep.capture('plain', key_column => 'nobody')").starts_with("42703: key_column \"nobody\""));
         assert!(outcome("SELECT cep.capture('plain', kind => 'relationship')").starts_with("42703: from_column \"from_id\""));
         assert!(outcome("SELECT cep.capture('cep.alerts')").starts_with("22023: alerts belongs to pg_cep"));

@@ -202,6 +202,42 @@ mod tests {
         assert!(outcome("SELECT * FROM cep.evaluate_risk_rules(1, 1, 'A', now())").starts_with("55000: no table is watched"));
     }
 
+    #[pg_test]
+    fn watch_and_alter_watch_refuse_bad_settings_and_change_nothing() {
+        seed_setup();
+        run("SELECT cep.alter_watch('transactions', block_at => 0.9, channel => 'fraud', cooldown => '5 minutes')");
+        run("CREATE VIEW tx_view AS SELECT * FROM transactions");
+        let settings = || {
+            one::<String>(
+                "SELECT (to_jsonb(w) - 'created_at' - 'updated_at')::text || ' ' || (SELECT string_agg(pg_get_triggerdef(oid), '; ' ORDER BY tgname)
+                 FROM pg_trigger WHERE tgrelid = 'transactions'::regclass AND NOT tgisinternal) FROM cep.watches w",
+            )
+        };
+        let before = settings();
+        for (call, refusal) in [
+            ("cep.watch('transactions', block_at => 'NaN')", "22023: block_at NaN must be a score above zero"),
+            ("cep.watch('transactions', block_at => 'Infinity')", "22023: block_at inf must be a score above zero"),
+            ("cep.watch('transactions', location_column => 'nobody')", "42703: location_column \"nobody\""),
+            ("cep.watch('transactions', location_column => 'created_at')", "42804: location_column \"created_at\" has type"),
+            ("cep.watch('transactions', channel => NULL)", "22004: channel must not be NULL"),
+            ("cep.watch('transactions', on_block => NULL)", "22004: on_block must not be NULL"),
+            ("cep.alter_watch('transactions', cooldown => '-1 minute')", "22023: cooldown must be a positive interval"),
+            ("cep.alter_watch('transactions', cooldown => '1 month')", "22023: cooldown must be a positive interval"),
+            ("cep.alter_watch('transactions', channel => '')", "22023: channel \"\" must be 1 to 63 bytes long"),
+            ("cep.alter_watch('tx_view', block_at => 0.5)", "42809: \"tx_view\" is not a table"),
+            ("cep.alter_watch(NULL)", "22004: table must not be NULL"),
+        ] {
+            let got = outcome(&format!("SELECT {call}"));
+            assert!(got.starts_with(refusal), "{call}: {got}");
+        }
+        assert_eq!(settings(), before);
+        // The same for the other functions that attach to a table.
+        assert!(outcome("SELECT cep.capture('tx_view')").starts_with("42809: \"tx_view\" is not a table"));
+        assert!(outcome(r#"SELECT cep.define_pattern('p', 'tx_view', 'user_id', 'created_at', 'a', '{"a": {"location": "x"}}')"#)
+            .starts_with("42809: \"tx_view\" is not a table"));
+        assert_eq!(one::<i64>("SELECT (SELECT count(*) FROM cep.captures) + (SELECT count(*) FROM cep.patterns)"), Some(0));
+    }
+
     fn add_rows_in_time_order(user_id: i32, n: i32, last: &str, amount: i32) {
         run(&format!(
             "INSERT INTO transactions (user_id, amount, location, created_at) \

@@ -140,6 +140,7 @@ mod tests {
     fn manage_partitions_refuses_bad_settings() {
         partitioned_setup("b_tx");
         assert!(outcome("SELECT cep.manage_partitions('b_tx', premake => -1)").starts_with("22023: premake: -1"));
+        assert!(outcome("SELECT cep.manage_partitions('b_tx', premake => 121)").starts_with("22023: premake: 121"));
         assert!(outcome("SELECT cep.manage_partitions('b_tx', retention_mode => 'shred')").starts_with("22023: retention_mode"));
         assert!(outcome("SELECT cep.manage_partitions('b_tx', batch_size => 0)").starts_with("22023: batch_size"));
         assert!(outcome("SELECT cep.manage_partitions('b_tx', retention => '-1 day')").starts_with("22023: retention: must be a positive"));

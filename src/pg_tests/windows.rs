@@ -31,6 +31,12 @@ mod tests {
         }
         assert!(outcome("SELECT cep.tumble(now(), '1 month 1 day')").starts_with("22023: width: a width cannot mix months"));
         assert!(outcome("SELECT cep.tumble(now(), '-5 minutes')").starts_with("22023: width: a width must be positive"));
+        // A bucket before the earliest timestamp is refused, not wrapped around.
+        assert_eq!(
+            outcome("SELECT cep.tumble('4714-11-24 00:00+00 BC'::timestamptz, '1 week', '2000-01-04 00:00+00')"),
+            "22023: the bucket is out of range"
+        );
+        assert_eq!(outcome("SELECT cep.tumble('4714-11-24 00:00 BC'::timestamp, '1 week', '2000-01-04 00:00')"), "22023: the bucket is out of range");
     }
 
     #[pg_test]
@@ -86,6 +92,11 @@ mod tests {
             .starts_with("22023: more than 100000 windows"));
         assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 minute', per_key => true)")
             .starts_with("22023: per_key needs"));
+        assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 minute', key_column => 'nobody')")
+            .starts_with("42703: key_column \"nobody\" is not a column"));
+        assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'created_at', '1 minute')").starts_with("42804: value_column"));
+        assert!(outcome("SELECT * FROM cep.window_aggregate('w_tx', 'created_at', 'amount', '1 hour', '1 month')")
+            .starts_with("22023: slide: months are not supported here"));
     }
     /// The offset behind the night rule is kept between rows: in any order of rows, across
     /// daylight saving changes (Lord Howe's is half an hour) and after `SET TimeZone`, it must be
