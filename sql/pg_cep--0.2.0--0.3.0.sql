@@ -543,8 +543,8 @@ BEGIN
         UPDATE @extschema@.captures SET
             channel = CASE WHEN octet_length(channel) BETWEEN 1 AND 63 THEN channel ELSE 'cep_changes' END,
             anomaly_channel = CASE WHEN octet_length(anomaly_channel) BETWEEN 1 AND 63 THEN anomaly_channel ELSE 'cep_anomalies' END,
-            high_frequency_window = pg_catalog.least(high_frequency_window, interval '1 year'),
-            mass_deletion_window = pg_catalog.least(mass_deletion_window, interval '1 year')
+            high_frequency_window = LEAST(high_frequency_window, interval '1 year'),
+            mass_deletion_window = LEAST(mass_deletion_window, interval '1 year')
         WHERE octet_length(channel) NOT BETWEEN 1 AND 63 OR octet_length(anomaly_channel) NOT BETWEEN 1 AND 63
            OR high_frequency_window > interval '1 year' OR mass_deletion_window > interval '1 year'
         RETURNING 'capture of ' || relid::regclass::text AS what),
