@@ -348,6 +348,44 @@ fn a_prepared_transaction_alerts_at_commit_prepared_and_its_rows_count_only_once
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.change_log WHERE relid = 'tx'::regclass"), 4, "the committed rows, once each");
 }
 
+/// A prepared transaction cannot NOTIFY: its notices wait in the sender's slots (448 bytes). One
+/// too long for them, such as an alert on a long key, is queued in a short form that fits, instead
+/// of refusing the PREPARE.
+#[test]
+fn a_prepared_transaction_with_long_keys_prepares_and_notifies_short_forms() {
+    let db = TestDb::new("prepared_long");
+    let mut c = db.connect();
+    c.batch_execute(
+        r#"CREATE TABLE tx (id bigserial PRIMARY KEY, user_key text NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+           INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
+           ('large', 'threshold', '{"metric": "amount", "operator": ">", "value": 10000}', 0.6);
+           SELECT cep.watch('tx', key_column => 'user_key');
+           SELECT cep.capture('tx', key_column => 'user_key', high_frequency => 1, anomaly_channel => 'transaction_alerts');"#,
+    )
+    .unwrap();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+    let key = "k".repeat(600);
+    let mut preparer = db.connect();
+    preparer
+        .batch_execute(&format!("BEGIN; INSERT INTO tx (user_key, amount) VALUES ('{key}', 50000), ('{key}', 60000); PREPARE TRANSACTION 'cep_long'"))
+        .unwrap();
+    c.batch_execute("COMMIT PREPARED 'cep_long'").unwrap();
+    let got = drain_notifications(&mut listener, Duration::from_millis(1500));
+    let mut kinds: Vec<String> = Vec::new();
+    for (_, payload) in &got {
+        assert!(payload.len() <= 448, "{payload}");
+        let p: serde_json::Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(p["truncated"], true, "{payload}");
+        // The consumer finds the whole alert, key and all, by its id.
+        let stored: String = c.query_one("SELECT key FROM cep.alerts WHERE alert_id = $1", &[&p["alert_id"].as_i64().unwrap()]).unwrap().get(0);
+        assert_eq!(stored, key);
+        kinds.push(p["type"].as_str().unwrap().to_string());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["anomaly_alert", "risk_alert", "risk_alert"], "{got:?}");
+}
+
 #[test]
 fn a_cooldown_turns_a_storm_into_one_notified_alert_and_state_changes_are_notified() {
     let db = TestDb::new("storm");

@@ -427,20 +427,18 @@ fn insert_alerts(watch: &Watch, alerted: &[Alerted], action: &str) -> CepResult<
 /// Queues an alert's notification, sent at commit by the database's sender when it can: no
 /// NOTIFY lock is taken here, and the transaction may be prepared.
 fn notify_alert(watch: &Watch, a: &Alerted, alert_id: i64, action: &str, ts: &str) {
-    crate::pg::notifier::notify_at_commit(
-        &watch.channel,
-        &alert_payload(&AlertNotice {
-            alert_id,
-            table: &watch.qualified_name,
-            key: &a.row.key,
-            row: a.row.pk.as_deref(),
-            score: a.assessment.total_score,
-            level: a.level,
-            action,
-            rules: &a.assessment.triggered,
-            ts,
-        }),
-    );
+    let notice = AlertNotice {
+        alert_id,
+        table: &watch.qualified_name,
+        key: &a.row.key,
+        row: a.row.pk.as_deref(),
+        score: a.assessment.total_score,
+        level: a.level,
+        action,
+        rules: &a.assessment.triggered,
+        ts,
+    };
+    crate::pg::notifier::notify_at_commit_sized(&watch.channel, |max| alert_payload(&notice, max));
 }
 
 unsafe extern "C-unwind" {

@@ -576,8 +576,10 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
                 .first()
                 .get_one()?
                 .unwrap_or(0);
-            let body = payload::anomaly(alert_id, &capture.name, key, anomaly, before + added, limit as i64, &window_text);
-            notifier::notify_at_commit(&capture.anomaly_channel, &body);
+            let count = before + added;
+            notifier::notify_at_commit_sized(&capture.anomaly_channel, |max| {
+                payload::anomaly(alert_id, &capture.name, key, anomaly, count, limit as i64, &window_text, max)
+            });
         }
     }
     Ok(())
@@ -660,6 +662,6 @@ fn hand_to_notifier() {
         let mut tables: Vec<String> = mine.iter().map(|p| p.table.clone()).collect();
         tables.sort();
         tables.dedup();
-        notifier::notify_at_commit(channel, &payload::changes(xid, first, last, count, &tables));
+        notifier::notify_at_commit_sized(channel, |max| payload::changes(xid, first, last, count, &tables, max));
     }
 }

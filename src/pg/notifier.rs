@@ -120,17 +120,20 @@ fn write_blocked(records: Vec<String>) {
                 let text = |k: &str| j.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
                 let rules: Vec<i32> =
                     j["fired"].as_array().map(|a| a.iter().filter_map(|r| r.as_i64()).map(|r| r as i32).collect()).unwrap_or_default();
-                let payload = crate::engine::payload::alert_payload(&crate::engine::payload::AlertNotice {
-                    alert_id: alert_id.unwrap_or_default(),
-                    table: &text("table"),
-                    key: &text("key"),
-                    row: j.get("row_pk").and_then(|v| v.as_str()),
-                    score: j["score"].as_f64().unwrap_or_default(),
-                    level: &text("level"),
-                    action: "blocked",
-                    rules: &rules,
-                    ts: ts.as_deref().unwrap_or_default(),
-                });
+                let payload = crate::engine::payload::alert_payload(
+                    &crate::engine::payload::AlertNotice {
+                        alert_id: alert_id.unwrap_or_default(),
+                        table: &text("table"),
+                        key: &text("key"),
+                        row: j.get("row_pk").and_then(|v| v.as_str()),
+                        score: j["score"].as_f64().unwrap_or_default(),
+                        level: &text("level"),
+                        action: "blocked",
+                        rules: &rules,
+                        ts: ts.as_deref().unwrap_or_default(),
+                    },
+                    crate::engine::payload::MAX_PAYLOAD_BYTES,
+                );
                 notify_now(&text("channel"), &payload);
                 Ok(())
             })
@@ -188,16 +191,19 @@ pub fn check_channel(role: &str, channel: &str) -> CepResult<()> {
     Ok(())
 }
 
-/// A notification to send if, and once, this transaction commits, as NOTIFY would: dropped with
-/// a rolled-back subtransaction, and kept across PREPARE TRANSACTION until COMMIT PREPARED. It
-/// takes no lock before commit, so the transaction may be prepared. Channel and payload must be
-/// within NOTIFY's limits (`engine::payload` keeps them so).
-pub fn notify_at_commit(channel: &str, payload: &str) {
-    notify_at_commit_or_short(channel, payload, None);
+/// As [`notify_at_commit_or_short`], for a payload `build` makes in at most the bytes it is given:
+/// the NOTIFY-sized one, and when that is longer than the sender's slots, one that fits them.
+pub fn notify_at_commit_sized(channel: &str, build: impl Fn(usize) -> String) {
+    let payload = build(crate::engine::payload::MAX_PAYLOAD_BYTES);
+    let short = (payload.len() > crate::engine::notice_queue::PAYLOAD_BYTES).then(|| build(crate::engine::notice_queue::PAYLOAD_BYTES));
+    notify_at_commit_or_short(channel, &payload, short);
 }
 
-/// As [`notify_at_commit`], with a shorter payload to queue instead if the transaction is prepared
-/// and `payload` is longer than the queue's slots.
+/// A notification to send if, and once, this transaction commits, as NOTIFY would: dropped with
+/// a rolled-back subtransaction, and kept across PREPARE TRANSACTION until COMMIT PREPARED. It
+/// takes no lock before commit, so the transaction may be prepared: then `short` is queued when
+/// `payload` is longer than the sender's slots (a prepared transaction cannot NOTIFY). Channel
+/// and payload must be within NOTIFY's limits (`engine::payload` keeps them so).
 pub fn notify_at_commit_or_short(channel: &str, payload: &str, short: Option<String>) {
     PENDING.with_mut(|p| p.push(Pending { channel: channel.to_string(), payload: payload.to_string(), short }));
 }

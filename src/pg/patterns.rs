@@ -537,7 +537,7 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
             measures.into(),
         ],
     )?;
-    // Sent at commit (see `notifier::notify_at_commit`): the transaction may be prepared.
+    // Sent at commit (see `notifier::notify_at_commit_or_short`): the transaction may be prepared.
     for row in notices {
         let (Some(payload), short) = (row.get::<String>(1)?, row.get::<String>(2)?) else { continue };
         crate::pg::notifier::notify_at_commit_or_short(&live.channel, &payload, short);

@@ -149,6 +149,11 @@ impl NoticeQueues {
     /// the queue, reserved, until COMMIT PREPARED or ROLLBACK PREPARED decides it (see `ready`),
     /// whether or not a sender runs yet (the caller starts one when `start` says so).
     pub fn reserve_prepared(&mut self, database: u32, xid: u32, channel: &str, payload: &str, now: i64) -> Result<(Ticket, bool), Refused> {
+        // Refused before a sender is asked for: the caller tries a shorter form next, and that
+        // call must be the one told to start the sender.
+        if channel.len() >= CHANNEL_BYTES || payload.len() > PAYLOAD_BYTES {
+            return Err(Refused::TooLong);
+        }
         let start = self.start(database, now);
         let index = self.find(database).ok_or(Refused::Full)?;
         let running = std::mem::replace(&mut self.queues[index].sender, RUNNING);
@@ -436,6 +441,16 @@ mod tests {
         let span = q.ready(7, 10, &mut out, |_| Outcome::Aborted);
         assert_eq!((out.len(), span), (0, 1));
         assert_eq!(q.reserve_prepared(7, 102, "alerts", &"x".repeat(PAYLOAD_BYTES + 1), 0).unwrap_err(), Refused::TooLong);
+    }
+
+    /// A notice too long for a slot, then its short form: the short one's call starts the sender
+    /// (it was asked for by the refused call, and never started).
+    #[test]
+    fn a_prepared_notices_short_form_still_starts_the_sender() {
+        let mut q = queues();
+        assert_eq!(q.reserve_prepared(7, 100, "alerts", &"x".repeat(PAYLOAD_BYTES + 1), 0).unwrap_err(), Refused::TooLong);
+        let (_, start) = q.reserve_prepared(7, 100, "alerts", "short", 0).unwrap();
+        assert!(start, "the caller starts the sender");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! A payload carries ids, not rows: a consumer fetches the whole alert with `alert_id`. When a
 //! payload would be too long, the rule list is cut first, then long strings, and `"truncated":
-//! true` says so; `alert_id` is always kept.
+//! true` says so; `alert_id` is always kept. Each builder takes the most bytes it may use:
+//! [`MAX_PAYLOAD_BYTES`] for NOTIFY, or the sender's slot (`notice_queue::PAYLOAD_BYTES`) for a
+//! prepared transaction, whose notices cannot go through NOTIFY.
 
 use serde_json::{json, Value};
 
@@ -53,7 +55,9 @@ struct AlertPayload<'a> {
     kind: &'static str,
 }
 
-pub fn alert_payload(n: &AlertNotice) -> String {
+/// The alert's payload in at most `max` bytes (at least `notice_queue::PAYLOAD_BYTES`): the last
+/// form, with no rules and 8 bytes of each string (48 escaped), always fits.
+pub fn alert_payload(n: &AlertNotice, max: usize) -> String {
     let build = |rules: &[i32], limit: usize, truncated: bool| -> String {
         let (table, key, row) = (cut(n.table, limit), cut(n.key, limit), n.row.map(|r| cut(r, limit)));
         let payload = AlertPayload {
@@ -71,15 +75,8 @@ pub fn alert_payload(n: &AlertNotice) -> String {
         };
         serde_json::to_string(&payload).unwrap_or_default()
     };
-    let full = build(n.rules, usize::MAX, false);
-    if full.len() <= MAX_PAYLOAD_BYTES {
-        return full;
-    }
-    let short = build(&n.rules[..n.rules.len().min(50)], 1000, true);
-    if short.len() <= MAX_PAYLOAD_BYTES {
-        return short;
-    }
-    build(&[], 200, true)
+    let forms = [(n.rules, usize::MAX, false), (&n.rules[..n.rules.len().min(50)], 1000, true), (&[], 200, true)];
+    forms.iter().map(|&(rules, limit, truncated)| build(rules, limit, truncated)).find(|p| p.len() <= max).unwrap_or_else(|| build(&[], 8, true))
 }
 
 /// A transaction's captured changes, sent once per channel at commit: ids, never rows. Written
@@ -87,13 +84,13 @@ pub fn alert_payload(n: &AlertNotice) -> String {
 /// most 20 tables, each cut to 200 bytes, and only as many as fit escaped (a quote prints as 2
 /// bytes, a control character as 6); `"truncated": true` when any is left out or cut, and the
 /// ids still find them all in `cep.change_log`.
-pub fn changes(correlation_id: u64, first_id: i64, last_id: i64, count: i64, tables: &[String]) -> String {
+pub fn changes(correlation_id: u64, first_id: i64, last_id: i64, count: i64, tables: &[String], max: usize) -> String {
     const TRUNCATED_END: &str = r#"],"truncated":true,"type":"changes"}"#;
     let mut out = format!(r#"{{"correlation_id":"{correlation_id}","count":{count},"first_id":{first_id},"last_id":{last_id},"tables":["#);
     let mut truncated = tables.len() > 20;
     for (i, table) in tables.iter().take(20).enumerate() {
         let name = Value::from(cut(table, 200)).to_string();
-        if out.len() + 1 + name.len() + TRUNCATED_END.len() > MAX_PAYLOAD_BYTES {
+        if out.len() + 1 + name.len() + TRUNCATED_END.len() > max {
             truncated = true;
             break;
         }
@@ -107,11 +104,20 @@ pub fn changes(correlation_id: u64, first_id: i64, last_id: i64, count: i64, tab
     out
 }
 
-/// An anomaly on a captured table; the evidence is in `cep.alerts` under `alert_id`.
-pub fn anomaly(alert_id: i64, table: &str, key: Option<&str>, anomaly: &str, count: i64, threshold: i64, window: &str) -> String {
-    json!({"type": "anomaly_alert", "alert_id": alert_id, "table": cut(table, 1000), "key": key.map(|k| cut(k, 1000)),
-           "anomaly": anomaly, "count": count, "threshold": threshold, "window": cut(window, 100)})
-    .to_string()
+/// An anomaly on a captured table; the evidence is in `cep.alerts` under `alert_id`. In at most
+/// `max` bytes: table and key are cut until it fits (a key is row data, and escapes up to 6 times).
+#[allow(clippy::too_many_arguments)]
+pub fn anomaly(alert_id: i64, table: &str, key: Option<&str>, anomaly: &str, count: i64, threshold: i64, window: &str, max: usize) -> String {
+    let build = |limit: usize| {
+        let truncated = table.len() > limit || key.is_some_and(|k| k.len() > limit) || window.len() > 100;
+        let mut v = json!({"type": "anomaly_alert", "alert_id": alert_id, "table": cut(table, limit), "key": key.map(|k| cut(k, limit)),
+                           "anomaly": anomaly, "count": count, "threshold": threshold, "window": cut(window, 100)});
+        if truncated {
+            v["truncated"] = json!(true);
+        }
+        v.to_string()
+    };
+    [1000, 200].into_iter().map(build).find(|p| p.len() <= max).unwrap_or_else(|| build(8))
 }
 
 #[cfg(test)]
@@ -121,15 +127,18 @@ mod tests {
     #[test]
     fn change_and_anomaly_payloads_stay_small() {
         let tables: Vec<String> = (0..100).map(|i| format!("{}{i}", "t".repeat(300))).collect();
-        let p = changes(u64::MAX, 1, 2, 3, &tables);
+        let p = changes(u64::MAX, 1, 2, 3, &tables, MAX_PAYLOAD_BYTES);
         assert!(p.len() <= MAX_PAYLOAD_BYTES, "{}", p.len());
         let v: Value = serde_json::from_str(&p).unwrap();
         assert_eq!(v["correlation_id"], u64::MAX.to_string());
         let tables = ["public.\"odd \\ name\"".to_string(), "graph.nodes".to_string()];
         let expected = json!({"type": "changes", "correlation_id": "7", "first_id": -1, "last_id": 2, "count": 3, "tables": tables});
-        assert_eq!(changes(7, -1, 2, 3, &tables), expected.to_string(), "the same text json! writes");
-        assert_eq!(changes(7, 1, 1, 1, &[]), r#"{"correlation_id":"7","count":1,"first_id":1,"last_id":1,"tables":[],"type":"changes"}"#);
-        let a = anomaly(5, &"x".repeat(9000), Some(&"k".repeat(9000)), "mass_deletion", 10_000, 20, "00:01:00");
+        assert_eq!(changes(7, -1, 2, 3, &tables, MAX_PAYLOAD_BYTES), expected.to_string(), "the same text json! writes");
+        assert_eq!(
+            changes(7, 1, 1, 1, &[], MAX_PAYLOAD_BYTES),
+            r#"{"correlation_id":"7","count":1,"first_id":1,"last_id":1,"tables":[],"type":"changes"}"#
+        );
+        let a = anomaly(5, &"x".repeat(9000), Some(&"k".repeat(9000)), "mass_deletion", 10_000, 20, "00:01:00", MAX_PAYLOAD_BYTES);
         assert!(a.len() <= MAX_PAYLOAD_BYTES, "{}", a.len());
     }
 
@@ -137,7 +146,7 @@ mod tests {
     /// cut to 200 bytes can still print as 1200.
     fn assert_changes_fit(name: &str) {
         let tables: Vec<String> = (0..20).map(|i| format!("{name}{i}")).collect();
-        let p = changes(u64::MAX, i64::MIN, i64::MAX, i64::MAX, &tables);
+        let p = changes(u64::MAX, i64::MIN, i64::MAX, i64::MAX, &tables, MAX_PAYLOAD_BYTES);
         assert!(p.len() <= MAX_PAYLOAD_BYTES, "{}", p.len());
         let v: Value = serde_json::from_str(&p).unwrap();
         assert_eq!(v["truncated"], true);
@@ -158,13 +167,13 @@ mod tests {
     #[test]
     fn changes_say_when_tables_are_left_out() {
         let tables: Vec<String> = (0..21).map(|i| format!("public.t{i}")).collect();
-        let v: Value = serde_json::from_str(&changes(1, 1, 21, 21, &tables)).unwrap();
+        let v: Value = serde_json::from_str(&changes(1, 1, 21, 21, &tables, MAX_PAYLOAD_BYTES)).unwrap();
         assert_eq!(v["tables"].as_array().unwrap().len(), 20);
         assert_eq!(v["truncated"], true);
-        let v: Value = serde_json::from_str(&changes(1, 1, 20, 20, &tables[..20])).unwrap();
+        let v: Value = serde_json::from_str(&changes(1, 1, 20, 20, &tables[..20], MAX_PAYLOAD_BYTES)).unwrap();
         assert_eq!(v["tables"].as_array().unwrap().len(), 20);
         assert!(v.get("truncated").is_none());
-        let v: Value = serde_json::from_str(&changes(1, 1, 1, 1, &["t".repeat(201)])).unwrap();
+        let v: Value = serde_json::from_str(&changes(1, 1, 1, 1, &["t".repeat(201)], MAX_PAYLOAD_BYTES)).unwrap();
         assert_eq!(v["tables"][0].as_str().unwrap().len(), 200);
         assert_eq!(v["truncated"], true);
     }
@@ -201,13 +210,13 @@ mod tests {
             };
             let tree = json!({"type": "risk_alert", "alert_id": 9, "table": "public.tx", "key": "k\u{1}", "row": row,
                               "score": score, "level": "high", "action": "alert", "rules": rules, "ts": n.ts});
-            assert_eq!(alert_payload(&n), tree.to_string());
+            assert_eq!(alert_payload(&n, MAX_PAYLOAD_BYTES), tree.to_string());
         }
     }
 
     #[test]
     fn small_payload_is_complete() {
-        let p: Value = serde_json::from_str(&alert_payload(&notice("u1", &[1, 2]))).unwrap();
+        let p: Value = serde_json::from_str(&alert_payload(&notice("u1", &[1, 2]), MAX_PAYLOAD_BYTES)).unwrap();
         assert_eq!(p["alert_id"], 42);
         assert_eq!(p["rules"], json!([1, 2]));
         assert_eq!(p["type"], "risk_alert");
@@ -219,11 +228,40 @@ mod tests {
         let key = "é".repeat(10_000);
         let rules: Vec<i32> = (0..5_000).collect();
         for (k, r) in [(key.as_str(), &rules[..3]), ("u", &rules[..]), (key.as_str(), &rules[..])] {
-            let text = alert_payload(&notice(k, r));
+            let text = alert_payload(&notice(k, r), MAX_PAYLOAD_BYTES);
             assert!(text.len() <= MAX_PAYLOAD_BYTES, "{}", text.len());
             let p: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(p["alert_id"], 42);
             assert_eq!(p["truncated"], true);
         }
+    }
+
+    /// A prepared transaction's notices wait in the sender's slots: every payload has a form that
+    /// fits one, whatever its strings escape to, and keeps the id a consumer fetches the rest by.
+    #[test]
+    fn every_payload_fits_a_prepared_transactions_slot() {
+        use crate::notice_queue::PAYLOAD_BYTES;
+        let worst = "\u{1}".repeat(10_000);
+        let rules: Vec<i32> = (0..5_000).collect();
+        let mut n = notice(&worst, &rules);
+        (n.table, n.row, n.action, n.score, n.alert_id) = (&worst, Some(worst.as_str()), "blocked", -f64::MAX, i64::MIN);
+        n.ts = "Mon Dec 07 21:56:12.744738 2026 America/Argentina/ComodRivadavia";
+        let alert: Value = serde_json::from_str(&alert_payload(&n, PAYLOAD_BYTES)).unwrap();
+        assert!(alert.to_string().len() <= PAYLOAD_BYTES, "{alert}");
+        assert_eq!((alert["alert_id"].as_i64(), &alert["truncated"]), (Some(i64::MIN), &json!(true)));
+        let tables: Vec<String> = (0..20).map(|i| format!("{worst}{i}")).collect();
+        let changed = changes(u64::MAX, i64::MIN, i64::MAX, i64::MIN, &tables, PAYLOAD_BYTES);
+        assert!(changed.len() <= PAYLOAD_BYTES, "{changed}");
+        assert_eq!(serde_json::from_str::<Value>(&changed).unwrap()["last_id"], i64::MAX);
+        let a = anomaly(i64::MIN, &worst, Some(&worst), "high_frequency", i64::MIN, i64::MIN, &"9".repeat(300), PAYLOAD_BYTES);
+        assert!(a.len() <= PAYLOAD_BYTES, "{a}");
+        let a: Value = serde_json::from_str(&a).unwrap();
+        assert_eq!((a["alert_id"].as_i64(), &a["truncated"]), (Some(i64::MIN), &json!(true)));
+        // Under NOTIFY's limit, the anomaly of a control-character key escaped past it before.
+        let a = anomaly(1, &worst, Some(&worst), "high_frequency", 1, 1, "00:01:00", MAX_PAYLOAD_BYTES);
+        assert!(a.len() <= MAX_PAYLOAD_BYTES, "{}", a.len());
+        // A payload that fits is the same at either size.
+        let small = notice("u1", &[1, 2]);
+        assert_eq!(alert_payload(&small, PAYLOAD_BYTES), alert_payload(&small, MAX_PAYLOAD_BYTES));
     }
 }
