@@ -133,9 +133,11 @@ e2e: deps
 	@$(CLUSTER) stop e2e$(SUFFIX) >/dev/null; rm -rf "$$($(CLUSTER) dir e2e$(SUFFIX))"
 	@$(CLUSTER) start e2e$(SUFFIX) $(TEST_PORT) "cep.window_cache_keys = 8" "cep.window_cache_events = 1500" \
 	  "cep.maintenance_interval = 1" "cep.maintenance_database = 'e2e_worker'" "max_prepared_transactions = 10"
+	@# One test at a time in both suites: a test that holds a transaction open (an alert in
+	@# flight) holds back every database's cursors, whose horizon is the cluster's oldest xid.
 	@set -o pipefail; PG_CEP_TEST_PORT=$(TEST_PORT) PG_CEP_TEST_PG_MAJOR=$(PG_MAJOR) PG_CEP_CLUSTER=e2e$(SUFFIX) \
 	  cargo test -p pg_cep_e2e -- --test-threads=1 && \
-	  PG_CEP_TEST_PORT=$(TEST_PORT) cargo test -p pg_cep-bridge; rc=$$?; \
+	  PG_CEP_TEST_PORT=$(TEST_PORT) cargo test -p pg_cep-bridge -- --test-threads=1; rc=$$?; \
 	  if [ $$rc -eq 0 ]; then mkdir -p $(REGRESS_OUT) && $(REGRESS_RUN) || { rc=1; cat $(REGRESS_OUT)/regression.diffs; }; fi; \
 	  $(CLUSTER) stop e2e$(SUFFIX); exit $$rc
 

@@ -139,6 +139,14 @@ fn a_session_holding_the_table_makes_maintenance_skip_not_wait() {
     let actions: Vec<String> = c.query("SELECT action FROM cep.run_maintenance('tx')", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert!(started.elapsed() < Duration::from_secs(3), "it did not queue behind the lock");
     assert_eq!(actions, ["skipped", "skipped"]);
+    // Asked for one month by name, it says why it cannot, in the same time, and adds nothing.
+    let started = Instant::now();
+    let e = c.batch_execute("SELECT cep.create_monthly_partition('tx', (date_trunc('month', now()) + interval '1 month')::date)").unwrap_err();
+    let e = e.as_db_error().expect("a server error");
+    assert!(started.elapsed() < Duration::from_secs(3), "it did not queue behind the lock");
+    assert_eq!(e.code().code(), "55P03", "{}", e.message());
+    assert!(e.message().starts_with("could not lock public.tx within cep.maintenance_lock_timeout (200 ms)"), "{}", e.message());
+    assert_eq!(months(&mut c).len(), 1);
     holder.batch_execute("ROLLBACK").unwrap();
     let actions: Vec<String> = c.query("SELECT action FROM cep.run_maintenance('tx')", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(actions, ["create", "create"]);

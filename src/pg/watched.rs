@@ -139,7 +139,10 @@ fn read_registration(relid: pg_sys::Oid) -> CepResult<Row> {
             cooldown: r.get(16)?,
         }))
     })?;
-    row.ok_or_else(|| CepError::NotWatched(format!("table with OID {relid} is not watched: call cep.watch on it first")))
+    row.ok_or_else(|| {
+        let name = crate::pg::table_arg::relation_name(relid).unwrap_or_else(|_| format!("table with OID {relid}"));
+        CepError::NotWatched(format!("{name} is not watched: call cep.watch on it first"))
+    })
 }
 
 /// The rules this table can run, and why each other one is skipped: key and time carry every

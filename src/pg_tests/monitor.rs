@@ -321,6 +321,14 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM transactions"), Some(5));
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(1));
         assert_eq!(one::<i64>("SELECT rule_errors FROM cep.stats() WHERE table_name = 'transactions'"), Some(5));
+        // Scoring from SQL says why it cannot, and writes nothing.
+        let why = "22023: public.transactions cannot be scored: ";
+        let got = outcome("SELECT * FROM cep.evaluate_risk_rules(1, 20000, 'A', now())");
+        assert!(got.starts_with(why) && got.contains("created_at"), "{got}");
+        let rule = r#"{"rule_type": "threshold", "risk_score": 0.5, "rule_condition": {"metric": "amount", "operator": ">", "value": 1}}"#;
+        let got = outcome(&format!("SELECT * FROM cep.backtest_rule('{rule}', 'transactions')"));
+        assert!(got.starts_with(why) && got.contains("created_at"), "{got}");
+        assert_eq!(one::<i64>("SELECT count(*) FROM cep.alerts"), Some(1));
         // Watching again with the new name repairs it.
         run("SELECT cep.watch('transactions', time_column => 'ts')");
         run("INSERT INTO transactions (user_id, amount, ts) VALUES (1, 90000, '2026-01-15 12:04+00')");

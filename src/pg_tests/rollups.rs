@@ -59,6 +59,7 @@ mod tests {
         run("INSERT INTO rr_tx (user_id, amount, created_at) VALUES (1, 5, now()), (2, 7, now())");
         assert_eq!(outcome("SELECT * FROM cep.realtime_stats('cep.alerts')"), "55000: cep.alerts is not watched");
         assert!(outcome("SELECT cep.rollup_rebuild('cep.alerts')").starts_with("55000: cep.alerts is not watched"));
+        assert!(outcome("SELECT cep.window_cache_warm('cep.alerts')").starts_with("55000: cep.alerts is not watched"));
         assert_eq!(outcome("SELECT * FROM cep.realtime_stats('rr_tx', '5 minutes', -1)"), "22023: top must be 0 or more, not -1");
         // Turned off, the stats come from the rows; cep.watch_rollups says what it was.
         assert_eq!(one::<bool>("SELECT cep.watch_rollups('rr_tx', false)"), Some(true));

@@ -21,16 +21,17 @@ SELECT cep.watch('transactions', key_column => 'customer');
 SELECT cep.watch('transactions', amount_column => 'note');
 SELECT cep.watch('transactions', alert_level => 'severe');
 SELECT cep.watch('no_such_table');
+SELECT cep.watch('transactions', channel => repeat('c', 64));
+SELECT count(*) AS watches FROM cep.watches;
 SELECT cep.watch('transactions');
 SELECT count(*) AS watches FROM cep.watches;
 
--- Blocking: the row is refused with its own SQLSTATE and the rules that fired.
+-- Blocking: the row is refused with its own SQLSTATE, the rules that fired and what to do.
 INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score)
 VALUES ('large amount', 'threshold', '{"metric": "amount", "operator": ">", "value": 10000}', 0.6);
 SELECT cep.alter_watch('transactions', block_at => 0.5) ->> 'block_at' AS block_at;
-\set VERBOSITY terse
 INSERT INTO transactions (user_id, amount, location, created_at) VALUES (8, 25000, 'Shanghai', '2026-01-15 12:00+00');
-\set VERBOSITY default
+\echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS stored FROM transactions;
 
 -- Patterns: syntax errors point at the position; options are checked.
