@@ -362,12 +362,21 @@ fn captured_writers_lose_nothing_while_the_logs_month_is_created_under_them() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     let in_default = |c: &mut Client| -> i64 { c.query_one("SELECT count(*) FROM ONLY cep.change_log_default", &[]).unwrap().get(0) };
+    // Polled, not slept: on a busy machine the writers may take a while to connect.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while in_default(&mut c) <= 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(in_default(&mut c) > 1, "the writers' changes went to the default partition first");
     c.batch_execute("SET cep.maintenance_lock_timeout = '10s'").unwrap();
     let created: i64 = c.query_one("SELECT count(*) FROM cep.run_maintenance('cep.change_log') WHERE action = 'create'", &[]).unwrap().get(0);
-    std::thread::sleep(Duration::from_millis(300));
+    // The writers go on into the new month before they stop.
+    let nodes = |c: &mut Client| -> i64 { c.query_one("SELECT count(*) FROM nodes", &[]).unwrap().get(0) };
+    let (after, deadline) = (nodes(&mut c), std::time::Instant::now() + Duration::from_secs(10));
+    while nodes(&mut c) < after + 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::SeqCst);
     let (mut rows, mut failed) = (0i64, 0i64);
     for w in writers {

@@ -65,13 +65,21 @@ fn maintenance_while_another_session_inserts_loses_and_duplicates_nothing() {
             (rows, sum, failed)
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Polled, not slept: the writer is under way before maintenance starts, and goes on after it.
+    let wrote = |c: &mut Client, n: i64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while totals(c).0 < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wrote(&mut c, rows_before + 20);
     c.batch_execute("SET cep.maintenance_lock_timeout = '10s'").unwrap();
     let created: i64 = c
         .query_one("SELECT count(*) FROM cep.manage_partitions('tx', premake => 1, batch_size => 1000) WHERE action = 'create'", &[])
         .unwrap()
         .get(0);
-    std::thread::sleep(Duration::from_millis(300));
+    let after = totals(&mut c).0;
+    wrote(&mut c, after + 40);
     stop.store(true, Ordering::SeqCst);
     let (rows, sum, failed) = writer.join().unwrap();
     assert!(rows > 50, "the writer kept inserting: {rows}");
