@@ -589,7 +589,7 @@ ALTER TABLE pattern_matches ADD COLUMN measures jsonb;
 ALTER TABLE alerts SET (fillfactor = 70);
 
 -- 0.3.0: what NOTIFY and timestamp arithmetic would refuse later is refused when written: a
--- channel of 1 to 63 bytes, a capture's anomaly windows longer than 0 and at most 1 year.
+-- channel of 1 to 63 bytes, a capture's anomaly windows longer than 0 and at most 100 years.
 -- cep.watch, cep.capture and cep.define_pattern say so with a clear error; these constraints
 -- keep direct writes to the configuration tables to the same. A bad channel found only at
 -- commit failed every transaction that wrote the table, and a window reaching back past the
@@ -598,5 +598,5 @@ ALTER TABLE watches ADD CONSTRAINT watches_channel_notify CHECK (octet_length(ch
 ALTER TABLE captures ADD CONSTRAINT captures_channels_notify
     CHECK (octet_length(channel) BETWEEN 1 AND 63 AND octet_length(anomaly_channel) BETWEEN 1 AND 63);
 ALTER TABLE captures ADD CONSTRAINT captures_windows_bounded
-    CHECK (high_frequency_window <= interval '1 year' AND mass_deletion_window <= interval '1 year');
+    CHECK (high_frequency_window <= interval '100 years' AND mass_deletion_window <= interval '100 years');
 ALTER TABLE patterns ADD CONSTRAINT patterns_channel_notify CHECK (octet_length(channel) BETWEEN 1 AND 63);

@@ -533,8 +533,8 @@ ALTER TABLE pattern_matches ADD COLUMN measures jsonb;
 -- index entries); on full pages every repeat wrote an entry in each of the alert's indexes.
 ALTER TABLE alerts SET (fillfactor = 70);
 
--- 0.3.0: settings 0.2.0 accepted that failed the table's writes (see below) are replaced by the
--- defaults (channels) or 1 year (windows), with a WARNING naming the tables.
+-- 0.3.0: settings 0.2.0 accepted and 0.3.0 refuses (see below) are replaced by the defaults
+-- (channels) or 100 years (windows), with a WARNING naming them.
 DO $fix$
 DECLARE
     fixed text;
@@ -543,10 +543,10 @@ BEGIN
         UPDATE @extschema@.captures SET
             channel = CASE WHEN octet_length(channel) BETWEEN 1 AND 63 THEN channel ELSE 'cep_changes' END,
             anomaly_channel = CASE WHEN octet_length(anomaly_channel) BETWEEN 1 AND 63 THEN anomaly_channel ELSE 'cep_anomalies' END,
-            high_frequency_window = LEAST(high_frequency_window, interval '1 year'),
-            mass_deletion_window = LEAST(mass_deletion_window, interval '1 year')
+            high_frequency_window = LEAST(high_frequency_window, interval '100 years'),
+            mass_deletion_window = LEAST(mass_deletion_window, interval '100 years')
         WHERE octet_length(channel) NOT BETWEEN 1 AND 63 OR octet_length(anomaly_channel) NOT BETWEEN 1 AND 63
-           OR high_frequency_window > interval '1 year' OR mass_deletion_window > interval '1 year'
+           OR high_frequency_window > interval '100 years' OR mass_deletion_window > interval '100 years'
         RETURNING 'capture of ' || relid::regclass::text AS what),
     p AS (
         UPDATE @extschema@.patterns SET channel = 'pattern_matches'
@@ -556,15 +556,15 @@ BEGIN
         UPDATE @extschema@.watches SET channel = 'transaction_alerts'
         WHERE octet_length(channel) NOT BETWEEN 1 AND 63
         RETURNING 'watch of ' || relid::regclass::text AS what)
-    SELECT pg_catalog.string_agg(what, ', ') INTO fixed FROM (SELECT what FROM c UNION ALL SELECT what FROM p UNION ALL SELECT what FROM w) f;
+    SELECT pg_catalog.string_agg(what, ', ' ORDER BY what) INTO fixed FROM (SELECT what FROM c UNION ALL SELECT what FROM p UNION ALL SELECT what FROM w) f;
     IF fixed IS NOT NULL THEN
-        RAISE WARNING 'pg_cep: settings that made writes fail were replaced (channels by their defaults, windows by 1 year): %', fixed;
+        RAISE WARNING 'pg_cep: settings NOTIFY or timestamp arithmetic would refuse were replaced (channels by their defaults, windows by 100 years): %', fixed;
     END IF;
 END
 $fix$;
 
 -- 0.3.0: what NOTIFY and timestamp arithmetic would refuse later is refused when written: a
--- channel of 1 to 63 bytes, a capture's anomaly windows longer than 0 and at most 1 year.
+-- channel of 1 to 63 bytes, a capture's anomaly windows longer than 0 and at most 100 years.
 -- cep.watch, cep.capture and cep.define_pattern say so with a clear error; these constraints
 -- keep direct writes to the configuration tables to the same. A bad channel found only at
 -- commit failed every transaction that wrote the table, and a window reaching back past the
@@ -573,5 +573,5 @@ ALTER TABLE watches ADD CONSTRAINT watches_channel_notify CHECK (octet_length(ch
 ALTER TABLE captures ADD CONSTRAINT captures_channels_notify
     CHECK (octet_length(channel) BETWEEN 1 AND 63 AND octet_length(anomaly_channel) BETWEEN 1 AND 63);
 ALTER TABLE captures ADD CONSTRAINT captures_windows_bounded
-    CHECK (high_frequency_window <= interval '1 year' AND mass_deletion_window <= interval '1 year');
+    CHECK (high_frequency_window <= interval '100 years' AND mass_deletion_window <= interval '100 years');
 ALTER TABLE patterns ADD CONSTRAINT patterns_channel_notify CHECK (octet_length(channel) BETWEEN 1 AND 63);

@@ -360,15 +360,19 @@ fn a_prepared_transaction_with_long_keys_prepares_and_notifies_short_forms() {
            INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
            ('large', 'threshold', '{"metric": "amount", "operator": ">", "value": 10000}', 0.6);
            SELECT cep.watch('tx', key_column => 'user_key');
-           SELECT cep.capture('tx', key_column => 'user_key', high_frequency => 1, anomaly_channel => 'transaction_alerts');"#,
+           SELECT cep.capture('tx', key_column => 'user_key', high_frequency => 1, anomaly_channel => 'transaction_alerts');
+           SELECT cep.define_pattern('big', 'tx', 'user_key', 'created_at', 'a', '{"a": {"amount": {">": 10000}}}', channel => 'transaction_alerts');"#,
     )
     .unwrap();
     let mut listener = db.connect();
     listener.batch_execute("LISTEN transaction_alerts").unwrap();
-    let key = "k".repeat(600);
+    // Control characters: JSON prints each as 6 bytes.
+    let key = "\u{1}".repeat(600);
     let mut preparer = db.connect();
     preparer
-        .batch_execute(&format!("BEGIN; INSERT INTO tx (user_key, amount) VALUES ('{key}', 50000), ('{key}', 60000); PREPARE TRANSACTION 'cep_long'"))
+        .batch_execute(
+            "BEGIN; INSERT INTO tx (user_key, amount) VALUES (repeat(chr(1), 600), 50000), (repeat(chr(1), 600), 60000); PREPARE TRANSACTION 'cep_long'",
+        )
         .unwrap();
     c.batch_execute("COMMIT PREPARED 'cep_long'").unwrap();
     let got = drain_notifications(&mut listener, Duration::from_millis(1500));
@@ -377,13 +381,16 @@ fn a_prepared_transaction_with_long_keys_prepares_and_notifies_short_forms() {
         assert!(payload.len() <= 448, "{payload}");
         let p: serde_json::Value = serde_json::from_str(payload).unwrap();
         assert_eq!(p["truncated"], true, "{payload}");
-        // The consumer finds the whole alert, key and all, by its id.
-        let stored: String = c.query_one("SELECT key FROM cep.alerts WHERE alert_id = $1", &[&p["alert_id"].as_i64().unwrap()]).unwrap().get(0);
+        // The consumer finds the whole alert or match, key and all, by its id.
+        let stored: String = match p["alert_id"].as_i64() {
+            Some(id) => c.query_one("SELECT key FROM cep.alerts WHERE alert_id = $1", &[&id]).unwrap().get(0),
+            None => c.query_one("SELECT key FROM cep.pattern_matches WHERE match_id = $1", &[&p["match_id"].as_i64().unwrap()]).unwrap().get(0),
+        };
         assert_eq!(stored, key);
         kinds.push(p["type"].as_str().unwrap().to_string());
     }
     kinds.sort();
-    assert_eq!(kinds, ["anomaly_alert", "risk_alert", "risk_alert"], "{got:?}");
+    assert_eq!(kinds, ["anomaly_alert", "pattern_match", "pattern_match", "risk_alert", "risk_alert"], "{got:?}");
 }
 
 #[test]

@@ -102,13 +102,13 @@ fn updating_from(release: &str) {
     if release == "0.2.0" {
         assert_eq!(
             warnings,
-            ["WARNING: pg_cep: settings that made writes fail were replaced (channels by their defaults, windows by 1 year): capture of public.nodes, pattern 'long_channel'"]
+            ["WARNING: pg_cep: settings NOTIFY or timestamp arithmetic would refuse were replaced (channels by their defaults, windows by 100 years): capture of public.nodes, pattern 'long_channel'"]
         );
         let fixed: String = c
             .query_one("SELECT (SELECT channel || ' ' || high_frequency_window FROM cep.captures) || ' ' || (SELECT channel FROM cep.patterns)", &[])
             .unwrap()
             .get(0);
-        assert_eq!(fixed, "cep_changes 1 year pattern_matches");
+        assert_eq!(fixed, "cep_changes 100 years pattern_matches");
     } else {
         assert!(warnings.iter().all(|w| !w.starts_with("WARNING")), "{warnings:?}");
     }

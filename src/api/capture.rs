@@ -61,10 +61,10 @@ fn capture(
         // Bounded when written: a window reaching back past the earliest timestamp would make
         // every write to the table fail ("timestamp out of range") when its changes are counted.
         for (what, window) in [("high_frequency_window", high_frequency_window), ("mass_deletion_window", mass_deletion_window)] {
-            let row = client.select("SELECT $1::text, $1 > interval '0' AND $1 <= interval '1 year'", None, &[window.into()])?;
+            let row = client.select("SELECT $1::text, $1 > interval '0' AND $1 <= interval '100 years'", None, &[window.into()])?;
             let (shown, sane) = row.first().get_two::<String, bool>()?;
             if sane != Some(true) {
-                return Err(CepError::InvalidArgument(format!("{what} '{}' must be longer than 0 and at most 1 year", shown.unwrap_or_default())));
+                return Err(CepError::InvalidArgument(format!("{what} '{}' must be longer than 0 and at most 100 years", shown.unwrap_or_default())));
             }
         }
         for (what, n) in [("high_frequency", high_frequency), ("mass_deletion", mass_deletion)] {

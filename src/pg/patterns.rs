@@ -308,9 +308,14 @@ macro_rules! match_notifications {
                                   'key', left(key, 500), 'start', match_start, 'end', match_end,
                                   'completed_by', completed_by, 'truncated', true)::text AS short_payload,
                 json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 100),
-                                  'key', left(key, 100), 'truncated', true)::text AS tiny_payload
+                                  'key', left(key, 100), 'truncated', true)::text AS tiny_payload,
+                json_build_object('type', 'pattern_match', 'match_id', match_id, 'truncated', true)::text AS id_payload
          FROM m)
-     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END, tiny_payload FROM p"
+     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END,
+            -- A prepared transaction's slot is 448 bytes (notice_queue::PAYLOAD_BYTES); 100
+            -- characters may escape to 600 bytes: then only the id goes.
+            CASE WHEN octet_length(tiny_payload) <= 448 THEN tiny_payload ELSE id_payload END
+     FROM p"
     };
 }
 /// Every match of a trigger call, in one statement.

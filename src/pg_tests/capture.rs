@@ -247,11 +247,11 @@ mod tests {
         );
         assert_eq!(
             outcome("SELECT cep.capture('plain', high_frequency_window => '7000 years')"),
-            "22023: high_frequency_window '7000 years' must be longer than 0 and at most 1 year"
+            "22023: high_frequency_window '7000 years' must be longer than 0 and at most 100 years"
         );
         assert_eq!(
             outcome("SELECT cep.capture('plain', mass_deletion_window => '0')"),
-            "22023: mass_deletion_window '00:00:00' must be longer than 0 and at most 1 year"
+            "22023: mass_deletion_window '00:00:00' must be longer than 0 and at most 100 years"
         );
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.captures"), Some(0));
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'plain'::regclass"), Some(0));
@@ -262,8 +262,8 @@ mod tests {
         assert_eq!(one::<String>("SELECT channel FROM cep.captures"), Some("plain_changes".into()));
         // The longest of each is taken; a direct write past them is refused by the table.
         let longest = "c".repeat(63);
-        run(&format!("SELECT cep.capture('plain', key_column => 'owner', channel => '{longest}', high_frequency_window => '1 year', mass_deletion_window => '1 year')"));
-        assert_eq!(one::<String>("SELECT channel || ' ' || high_frequency_window FROM cep.captures"), Some(format!("{longest} 1 year")));
+        run(&format!("SELECT cep.capture('plain', key_column => 'owner', channel => '{longest}', high_frequency_window => '100 years', mass_deletion_window => '365 days')"));
+        assert_eq!(one::<String>("SELECT channel || ' ' || high_frequency_window FROM cep.captures"), Some(format!("{longest} 100 years")));
         assert!(outcome("UPDATE cep.captures SET channel = channel || 'c'")
             .starts_with("23514: new row for relation \"captures\" violates check constraint \"captures_channels_notify\""));
         assert!(outcome("UPDATE cep.captures SET mass_deletion_window = '7000 years'")

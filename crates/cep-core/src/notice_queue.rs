@@ -159,6 +159,10 @@ impl NoticeQueues {
         let running = std::mem::replace(&mut self.queues[index].sender, RUNNING);
         let reserved = self.reserve(database, xid, channel, payload);
         self.queues[index].sender = running;
+        if reserved.is_err() && start {
+            // Refused (full): the caller will not start the sender this call asked for.
+            self.failed(database);
+        }
         reserved.map(|t| (t, start))
     }
 
@@ -451,6 +455,20 @@ mod tests {
         assert_eq!(q.reserve_prepared(7, 100, "alerts", &"x".repeat(PAYLOAD_BYTES + 1), 0).unwrap_err(), Refused::TooLong);
         let (_, start) = q.reserve_prepared(7, 100, "alerts", "short", 0).unwrap();
         assert!(start, "the caller starts the sender");
+    }
+
+    /// A full queue refuses a prepared notice after asking for a sender: the ask is withdrawn, so a
+    /// transaction may start one after the usual restart delay, not only once the ask goes stale.
+    #[test]
+    fn a_full_queue_leaves_no_sender_asked_for_and_never_started() {
+        let mut q = queues();
+        for xid in 0..SLOTS as u32 {
+            q.reserve_prepared(7, xid, "alerts", "p", 0).unwrap();
+        }
+        q.failed(7);
+        let later = RESTART_DELAY_US.max(STALE_START_US);
+        assert_eq!(q.reserve_prepared(7, 9999, "alerts", "p", later).unwrap_err(), Refused::Full);
+        assert!(q.start(7, later + RESTART_DELAY_US), "a sender may be started");
     }
 
     #[test]
