@@ -88,6 +88,17 @@ mod tests {
             (format!("SELECT cep.unmanage_partitions({oid}::oid::regclass)"), "parent"),
             (format!("SELECT * FROM cep.run_maintenance({oid}::oid::regclass)"), "parent"),
             (format!("SELECT * FROM cep.match_recognize({oid}::oid::regclass, 'user_id', 'created_at', 'a', '{{}}')"), "relation"),
+            (format!("SELECT cep.alter_watch({oid}::oid::regclass, block_at => 0.5)"), "table"),
+            (format!("SELECT cep.capture({oid}::oid::regclass)"), "table"),
+            (format!("SELECT cep.define_pattern('p', {oid}::oid::regclass, 'user_id', 'created_at', 'a', '{{}}')"), "source"),
+            (format!("SELECT * FROM cep.evaluate_risk_rules({oid}::oid::regclass, '1', 1, 'A', now())"), "p_table"),
+            (format!("SELECT * FROM cep.assess_transaction({oid}::oid::regclass, '1', 1, 'A', now())"), "p_table"),
+            (format!("SELECT * FROM cep.backtest_rule('{{}}', {oid}::oid::regclass)"), "relation"),
+            (format!("SELECT * FROM cep.window_aggregate({oid}::oid::regclass, 'created_at', 'amount', '1 minute')"), "relation"),
+            (format!("SELECT * FROM cep.manage_partitions({oid}::oid::regclass)"), "parent"),
+            (format!("SELECT cep.alter_partitions({oid}::oid::regclass, premake => 1)"), "parent"),
+            (format!("SELECT cep.create_monthly_partition({oid}::oid::regclass, '2026-01-01')"), "parent"),
+            (format!("SELECT cep.window_cache_warm({oid}::oid::regclass)"), "table"),
         ] {
             let got = outcome(&call);
             assert_eq!(got, format!("42P01: {parameter}: relation with OID {oid} does not exist"), "{call}");
@@ -95,6 +106,34 @@ mod tests {
         // The drop took the watch with it; the session and the view go on.
         assert_eq!(one::<i64>("SELECT count(*) FROM cep.watches"), Some(0));
         assert!(one::<i64>("SELECT count(*) FROM cep.streaming_performance").is_some());
+    }
+
+    #[pg_test]
+    fn a_null_where_a_value_is_needed_gets_22004_naming_the_parameter_and_writes_nothing() {
+        seed_setup();
+        let before = configured();
+        let rule = r#"'{"rule_type": "threshold", "risk_score": 0.5, "rule_condition": {"metric": "amount", "operator": ">", "value": 1}}'"#;
+        for (call, parameter) in [
+            ("cep.watch(NULL)".to_string(), "table"),
+            ("cep.watch('transactions', amount_column => NULL)".into(), "amount_column"),
+            ("cep.watch('transactions', time_column => NULL)".into(), "time_column"),
+            ("cep.watch('transactions', alert_level => NULL)".into(), "alert_level"),
+            ("cep.watch('transactions', log_assessments => NULL)".into(), "log_assessments"),
+            ("cep.capture(NULL)".into(), "table"),
+            ("cep.capture('transactions', channel => NULL)".into(), "channel"),
+            ("cep.capture('transactions', high_frequency_window => NULL)".into(), "high_frequency_window"),
+            ("cep.define_pattern('p', NULL, 'user_id', 'created_at', 'a', '{}')".into(), "source"),
+            ("cep.define_pattern('p', 'transactions', 'user_id', 'created_at', NULL, '{}')".into(), "pattern"),
+            ("cep.define_pattern('p', 'transactions', 'user_id', 'created_at', 'a', '{}', channel => NULL)".into(), "channel"),
+            ("cep.manage_partitions(NULL)".into(), "parent"),
+            ("cep.backtest_rule(NULL, 'transactions')".into(), "rule"),
+            (format!("cep.backtest_rule({rule}, 'transactions', since => NULL)"), "since"),
+            ("cep.window_aggregate('transactions', 'created_at', 'amount', NULL)".into(), "width"),
+        ] {
+            let got = outcome(&format!("SELECT * FROM {call}"));
+            assert!(got.starts_with(&format!("22004: {parameter} must not be NULL")), "{call}: {got}");
+        }
+        assert_eq!(configured(), before);
     }
 
     #[pg_test]
