@@ -541,6 +541,7 @@ BEGIN
             ('match_recognize', 'Runs a row pattern over a table''s history, like MATCH_RECOGNIZE, and returns the matches.'),
             ('matches_since', 'Pattern matches committed after the cursor last_id, by writing transaction then id, never skipping one still in flight.'),
             ('monitor', 'Internal: the monitor''s statement trigger, which scores a statement''s new rows.'),
+            ('notification_queue', 'The queue of notifications sent after commit: sender running, notifications waiting, and those of undecided prepared transactions.'),
             ('monitor_changes', 'Internal: the monitor''s trigger for updates and deletes (window cache and rollups).'),
             ('monitor_row', 'Internal: the monitor''s row trigger, which scores each new row.'),
             ('partitions', 'The partitions of a managed table, with their ranges and row estimates.'),

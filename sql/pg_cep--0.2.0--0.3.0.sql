@@ -108,6 +108,18 @@ CREATE VIEW streaming_performance AS
     CROSS JOIN LATERAL @extschema@.rollup_activity(w.relid, date_bin('1 minute', now() - interval '1 hour', '2000-01-01 00:00:00+00')) last_hour
     LEFT JOIN @extschema@.stats() s ON to_regclass(s.table_name) = w.relid;
 
+-- 0.3.0: the queue of notifications sent after commit, for operators: what waits, and what
+-- undecided prepared transactions hold.
+CREATE FUNCTION notification_queue() RETURNS TABLE (
+	"enabled" bool,
+	"sender_running" bool,
+	"queued" bigint,
+	"prepared" bigint
+)
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'notification_queue_wrapper';
+
 -- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
 -- their partial matches, partition management), so nothing is left pointing at a dead oid.
 -- SECURITY DEFINER: the owner dropping their own table needs no rights on pg_cep's tables, and the
@@ -486,6 +498,7 @@ BEGIN
             ('match_recognize', 'Runs a row pattern over a table''s history, like MATCH_RECOGNIZE, and returns the matches.'),
             ('matches_since', 'Pattern matches committed after the cursor last_id, by writing transaction then id, never skipping one still in flight.'),
             ('monitor', 'Internal: the monitor''s statement trigger, which scores a statement''s new rows.'),
+            ('notification_queue', 'The queue of notifications sent after commit: sender running, notifications waiting, and those of undecided prepared transactions.'),
             ('monitor_changes', 'Internal: the monitor''s trigger for updates and deletes (window cache and rollups).'),
             ('monitor_row', 'Internal: the monitor''s row trigger, which scores each new row.'),
             ('partitions', 'The partitions of a managed table, with their ranges and row estimates.'),

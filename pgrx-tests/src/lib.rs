@@ -80,7 +80,50 @@ impl Drop for TestDb {
     }
 }
 
+/// Every notification of what has committed so far, and nothing left to come: waits until pg_cep's
+/// sender has sent everything committed (`cep.notification_queue()`), then notifies itself on a
+/// channel of its own and collects until that arrives. Postgres delivers notifications in commit
+/// order, so none sent before is missed, and "none arrived" means none was due, not that it was
+/// late. The barrier's own notification is left out.
+pub fn drain_settled(listener: &mut Client) -> Vec<(String, String)> {
+    drain_settled_with_senders(listener).into_iter().map(|(channel, payload, _)| (channel, payload)).collect()
+}
+
+/// The same, with the process id of the backend that sent each one.
+pub fn drain_settled_with_senders(listener: &mut Client) -> Vec<(String, String, i32)> {
+    use postgres::fallible_iterator::FallibleIterator;
+    const BARRIER: &str = "pg_cep_e2e_barrier";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queued: i64 = listener.query_one("SELECT queued FROM cep.notification_queue()", &[]).expect("cep.notification_queue()").get(0);
+        if queued == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pg_cep's sender still holds {queued} committed notifications after 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let token = format!("{}", COUNTER.fetch_add(1, Ordering::SeqCst));
+    listener.batch_execute(&format!("LISTEN {BARRIER}; SELECT pg_notify('{BARRIER}', '{token}')")).unwrap();
+    let mut got = Vec::new();
+    let mut notes = listener.notifications();
+    let mut it = notes.timeout_iter(Duration::from_secs(30));
+    loop {
+        match it.next() {
+            Ok(Some(n)) if n.channel() == BARRIER => {
+                if n.payload() == token {
+                    return got;
+                }
+            }
+            Ok(Some(n)) => got.push((n.channel().to_string(), n.payload().to_string(), n.process_id())),
+            Ok(None) => panic!("the barrier notification never came back; got {} before", got.len()),
+            Err(e) => panic!("the listening connection failed after {} notifications: {e}", got.len()),
+        }
+    }
+}
+
 /// Collects the notifications a LISTENing connection receives until `quiet` passes with none.
+/// For notifications of work done in the background (not by a commit the test made), which
+/// `drain_settled` cannot wait for.
 pub fn drain_notifications(listener: &mut Client, quiet: Duration) -> Vec<(String, String)> {
     drain_notifications_with_senders(listener, quiet).into_iter().map(|(channel, payload, _)| (channel, payload)).collect()
 }

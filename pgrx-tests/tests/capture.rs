@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pg_cep_e2e::{drain_notifications, drain_notifications_with_senders, Client, TestDb};
+use pg_cep_e2e::{drain_notifications_with_senders, drain_settled, drain_settled_with_senders, Client, TestDb};
 
 const GRAPH: &str = "
     CREATE TABLE nodes (id bigint PRIMARY KEY, label text NOT NULL, properties jsonb NOT NULL DEFAULT '{}');
@@ -33,7 +33,7 @@ fn one_transaction_is_three_events_one_notification_and_a_cascade() {
          COMMIT",
     )
     .unwrap();
-    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1, "{got:?}");
     let note = json(&got[0].1);
     assert_eq!(note["count"], 3);
@@ -61,7 +61,7 @@ fn a_rolled_back_transaction_leaves_nothing_and_sends_nothing() {
     // A savepoint rolled back inside a committed transaction takes its changes out too.
     c.batch_execute("BEGIN; INSERT INTO nodes VALUES (2, 'Person'); SAVEPOINT s; INSERT INTO nodes VALUES (3, 'Person'); ROLLBACK TO s; COMMIT")
         .unwrap();
-    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(json(&got[0].1)["count"], 1);
     let pks: Vec<String> = c.query("SELECT pk FROM cep.change_log", &[]).unwrap().iter().map(|r| r.get(0)).collect();
@@ -78,7 +78,7 @@ fn a_bulk_delete_raises_exactly_one_mass_deletion_alert() {
     c.batch_execute("SELECT cep.capture('nodes', kind => 'node', channel => 'graph', high_frequency => NULL)").unwrap();
     c.batch_execute("INSERT INTO nodes SELECT g, 'Tmp' FROM generate_series(1, 10000) g").unwrap();
     c.batch_execute("DELETE FROM nodes").unwrap();
-    let got = drain_notifications(&mut alerts, Duration::from_millis(500));
+    let got = drain_settled(&mut alerts);
     assert_eq!(got.len(), 1, "{got:?}");
     let note = json(&got[0].1);
     assert_eq!(note["anomaly"], "mass_deletion");
@@ -208,7 +208,7 @@ fn notifications_are_sent_after_commit_by_the_databases_sender_which_leaves_when
 
     // Off, a transaction notifies itself.
     c.batch_execute("SET cep.notify_after_commit = off; INSERT INTO nodes VALUES (2, 'B')").unwrap();
-    let got = drain_notifications_with_senders(&mut listener, Duration::from_millis(300));
+    let got = drain_settled_with_senders(&mut listener);
     assert_eq!(got.iter().map(|n| n.2).collect::<Vec<_>>(), [own_pid]);
 
     // Idle, the sender leaves within seconds, so a plain DROP DATABASE is never kept waiting.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pg_cep_e2e::{drain_notifications, restart_server, Client, TestDb};
+use pg_cep_e2e::{drain_settled, restart_server, Client, TestDb};
 
 const RULES: &str = r#"
     INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
@@ -41,9 +41,9 @@ fn listener_gets_alerts_after_commit_and_none_after_rollback() {
 
     let mut tx = writer.transaction().unwrap();
     tx.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 20000)").unwrap();
-    assert!(drain_notifications(&mut listener, Duration::from_millis(300)).is_empty(), "nothing before COMMIT");
+    assert!(drain_settled(&mut listener).is_empty(), "nothing before COMMIT");
     tx.commit().unwrap();
-    let got = drain_notifications(&mut listener, Duration::from_secs(2));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1, "{got:?}");
     let payload: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
     let alert_id: i64 = writer.query_one("SELECT alert_id FROM cep.alerts", &[]).unwrap().get(0);
@@ -55,7 +55,7 @@ fn listener_gets_alerts_after_commit_and_none_after_rollback() {
     let mut tx = writer.transaction().unwrap();
     tx.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 30000)").unwrap();
     tx.rollback().unwrap();
-    assert!(drain_notifications(&mut listener, Duration::from_millis(500)).is_empty(), "nothing after ROLLBACK");
+    assert!(drain_settled(&mut listener).is_empty(), "nothing after ROLLBACK");
     assert_eq!(count(&mut writer, "SELECT count(*) FROM cep.alerts"), 1);
 
     // A consumer that was away catches up from the table.
@@ -65,7 +65,7 @@ fn listener_gets_alerts_after_commit_and_none_after_rollback() {
     // One statement, three alerting rows: written together, one notification each, and every
     // payload names its own alert and row.
     writer.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (2, 20000), (3, 5), (4, 30000), (5, 40000)").unwrap();
-    let got = drain_notifications(&mut listener, Duration::from_secs(2));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 3, "{got:?}");
     let mut keys = Vec::new();
     for (_, text) in &got {
@@ -223,8 +223,13 @@ fn blocking_over_the_wire_in_both_modes() {
     assert!(db_err.message().contains("key 1 scored 1.40"), "{}", db_err.message());
     assert!(db_err.detail().unwrap_or("").contains("\"observed\":50000.0"), "{:?}", db_err.detail());
     assert_eq!(count(&mut c, "SELECT count(*) FROM transactions"), 10);
-    // The attempt is recorded all the same, by the sender (0.2.0 left no trace of it).
-    let got = drain_notifications(&mut listener, Duration::from_secs(2));
+    // The attempt is recorded all the same, by the sender (0.2.0 left no trace of it), in a
+    // transaction of its own that also notifies.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&mut c, "SELECT count(*) FROM cep.alerts WHERE action = 'blocked'") == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].1.contains("\"action\":\"blocked\""), "{}", got[0].1);
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE action = 'blocked'"), 1);
@@ -233,7 +238,7 @@ fn blocking_over_the_wire_in_both_modes() {
     c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (1, 50000)").unwrap();
     assert_eq!(count(&mut c, "SELECT count(*) FROM transactions"), 10, "the row is dropped");
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE action = 'blocked'"), 2);
-    let got = drain_notifications(&mut listener, Duration::from_secs(2));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].1.contains("\"action\":\"blocked\""), "{}", got[0].1);
 }
@@ -327,25 +332,66 @@ fn a_prepared_transaction_alerts_at_commit_prepared_and_its_rows_count_only_once
     // An alerting row in a transaction that is prepared (0.2.0: "cannot PREPARE a transaction
     // that has executed NOTIFY").
     preparer.batch_execute("BEGIN; INSERT INTO tx (user_id, amount) VALUES (7, 50000); PREPARE TRANSACTION 'cep_p1'").unwrap();
-    assert!(drain_notifications(&mut listener, Duration::from_millis(300)).is_empty(), "nothing before COMMIT PREPARED");
+    assert!(drain_settled(&mut listener).is_empty(), "nothing before COMMIT PREPARED");
     // Undecided, its row does not count in the key's window.
     c.batch_execute("INSERT INTO tx (user_id, amount) VALUES (7, 10)").unwrap();
     assert_eq!(count(&mut c, &pair.replace("$KEY", "'7'")), 0);
     c.batch_execute("COMMIT PREPARED 'cep_p1'").unwrap();
-    let got = drain_notifications(&mut listener, Duration::from_millis(1500));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].1.contains(r#""type":"risk_alert""#) && got[0].1.contains(r#""key":"7""#), "{got:?}");
     // Committed, it counts: a third row finds two before it.
     c.batch_execute("INSERT INTO tx (user_id, amount) VALUES (7, 10)").unwrap();
     assert_eq!(count(&mut c, &pair.replace("$KEY", "'7'")), 1);
-    assert_eq!(drain_notifications(&mut listener, Duration::from_millis(1000)).len(), 1);
+    assert_eq!(drain_settled(&mut listener).len(), 1);
     // Rolled back, it never notifies and never counts.
     preparer.batch_execute("BEGIN; INSERT INTO tx (user_id, amount) VALUES (8, 50000); PREPARE TRANSACTION 'cep_p2'").unwrap();
     c.batch_execute("ROLLBACK PREPARED 'cep_p2'").unwrap();
     c.batch_execute("INSERT INTO tx (user_id, amount) VALUES (8, 10)").unwrap();
-    assert!(drain_notifications(&mut listener, Duration::from_millis(500)).is_empty());
+    assert!(drain_settled(&mut listener).is_empty());
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE key = '8'"), 0);
     assert_eq!(count(&mut c, "SELECT count(*) FROM cep.change_log WHERE relid = 'tx'::regclass"), 4, "the committed rows, once each");
+}
+
+/// A prepared transaction may stay undecided for hours (a coordinator that died between PREPARE
+/// and COMMIT PREPARED). Its notices wait, but the alerts committed after it must not wait with
+/// them: before 0.3.0's fix they queued behind it until it was decided.
+#[test]
+fn an_undecided_prepared_transaction_holds_back_no_other_alert() {
+    let db = TestDb::new("prepared_held");
+    let mut c = setup(&db);
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+    let mut preparer = db.connect();
+    preparer.batch_execute("BEGIN; INSERT INTO transactions (user_id, amount) VALUES (1, 50000); PREPARE TRANSACTION 'cep_held'").unwrap();
+    let queue = |c: &mut Client| -> (i64, i64) {
+        let r = c.query_one("SELECT queued, prepared FROM cep.notification_queue()", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(queue(&mut c), (0, 1), "the prepared alert waits, counted apart");
+    for user in 2..5 {
+        c.batch_execute(&format!("INSERT INTO transactions (user_id, amount) VALUES ({user}, 50000)")).unwrap();
+    }
+    // Each arrives at once, from the sender, while the prepared one still waits.
+    let keys = |got: &[(String, String)]| -> Vec<String> {
+        let mut keys: Vec<String> =
+            got.iter().map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).unwrap()["key"].as_str().unwrap().to_string()).collect();
+        keys.sort();
+        keys
+    };
+    let got = drain_settled(&mut listener);
+    assert_eq!(keys(&got), ["2", "3", "4"], "{got:?}");
+    assert_eq!(queue(&mut c), (0, 1));
+    c.batch_execute("COMMIT PREPARED 'cep_held'").unwrap();
+    let got = drain_settled(&mut listener);
+    assert_eq!(keys(&got), ["1"], "{got:?}");
+    assert_eq!(queue(&mut c), (0, 0));
+    // ROLLBACK PREPARED: never sent, and nothing left waiting.
+    preparer.batch_execute("BEGIN; INSERT INTO transactions (user_id, amount) VALUES (9, 50000); PREPARE TRANSACTION 'cep_dropped'").unwrap();
+    c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (5, 50000)").unwrap();
+    c.batch_execute("ROLLBACK PREPARED 'cep_dropped'").unwrap();
+    assert_eq!(keys(&drain_settled(&mut listener)), ["5"]);
+    assert_eq!(queue(&mut c), (0, 0));
 }
 
 /// A prepared transaction cannot NOTIFY: its notices wait in the sender's slots (448 bytes). One
@@ -375,7 +421,7 @@ fn a_prepared_transaction_with_long_keys_prepares_and_notifies_short_forms() {
         )
         .unwrap();
     c.batch_execute("COMMIT PREPARED 'cep_long'").unwrap();
-    let got = drain_notifications(&mut listener, Duration::from_millis(1500));
+    let got = drain_settled(&mut listener);
     let mut kinds: Vec<String> = Vec::new();
     for (_, payload) in &got {
         assert!(payload.len() <= 448, "{payload}");
@@ -404,7 +450,7 @@ fn a_cooldown_turns_a_storm_into_one_notified_alert_and_state_changes_are_notifi
     for _ in 0..20 {
         writer.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (3, 50000)").unwrap();
     }
-    let got = drain_notifications(&mut listener, Duration::from_millis(800));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 2, "one alert per fired rule set (large amount; then large amount and high frequency): {got:?}");
     // The repeats are counted in the writer's memory; they are written when it disconnects.
     drop(writer);
@@ -416,7 +462,7 @@ fn a_cooldown_turns_a_storm_into_one_notified_alert_and_state_changes_are_notifi
     assert_eq!(count(&mut c, sum), 18);
     let id = count(&mut c, "SELECT min(alert_id) FROM cep.alerts WHERE key = '3'");
     c.batch_execute(&format!("SELECT cep.resolve_alert({id}, 'fixed')")).unwrap();
-    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1);
     assert!(got[0].1.contains(r#""type" : "alert_state""#) && got[0].1.contains(r#""state" : "resolved""#), "{got:?}");
 }
@@ -438,7 +484,7 @@ fn a_blocked_attempt_is_recorded_with_its_row_even_though_its_statement_fails() 
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(count(&mut c, recorded), 1);
-    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    let got = drain_settled(&mut listener);
     assert!(got.iter().any(|(_, p)| p.contains(r#""action":"blocked""#) && p.contains(r#""key":"5""#)), "{got:?}");
     // In a transaction block too, rolled back: the attempt stays recorded.
     c.batch_execute("BEGIN").unwrap();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use pg_cep_e2e::{connect_to, drain_notifications, Client, TestDb};
+use pg_cep_e2e::{connect_to, drain_settled, Client, TestDb};
 
 const TABLE: &str = "CREATE TABLE tx (id bigserial, user_id integer NOT NULL, amount bigint NOT NULL,
                      created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at);
@@ -170,7 +170,7 @@ fn maintenance_is_notified_on_cep_maintenance() {
     c.batch_execute(TABLE).unwrap();
     c.batch_execute("INSERT INTO tx (user_id, amount, created_at) VALUES (1, 1, now())").unwrap();
     c.batch_execute("SELECT count(*) FROM cep.manage_partitions('tx', premake => 1)").unwrap();
-    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 2, "{got:?}");
     let first: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
     assert_eq!(first["action"], "create");
@@ -178,7 +178,7 @@ fn maintenance_is_notified_on_cep_maintenance() {
     assert_eq!(first["rows_moved"], 1);
     // Nothing is sent for maintenance that rolls back.
     c.batch_execute("BEGIN; UPDATE cep.partition_config SET premake = 3; SELECT cep.run_maintenance(); ROLLBACK").unwrap();
-    assert!(drain_notifications(&mut listener, Duration::from_millis(300)).is_empty());
+    assert!(drain_settled(&mut listener).is_empty());
     assert_eq!(months(&mut c).len(), 2);
 }
 

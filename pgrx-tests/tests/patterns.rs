@@ -3,9 +3,8 @@
 //! sessions advancing the same key without losing an event.
 
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
 
-use pg_cep_e2e::{drain_notifications, restart_server, Client, TestDb};
+use pg_cep_e2e::{drain_settled, restart_server, Client, TestDb};
 
 const EVENTS: &str = "CREATE TABLE user_events (id bigserial PRIMARY KEY, user_id integer NOT NULL, event_type text NOT NULL,
                       amount numeric, created_at timestamptz NOT NULL DEFAULT clock_timestamp())";
@@ -34,12 +33,12 @@ fn the_seeds_checkout_is_notified_once_committed_and_never_after_rollback() {
     c.batch_execute("BEGIN").unwrap();
     insert(&mut c, 7, "purchase");
     c.batch_execute("ROLLBACK").unwrap();
-    assert!(drain_notifications(&mut listener, Duration::from_millis(300)).is_empty());
+    assert!(drain_settled(&mut listener).is_empty());
     assert_eq!(c.query_one("SELECT count(*) FROM cep.pattern_matches", &[]).unwrap().get::<_, i64>(0), 0);
 
     insert(&mut c, 8, "login");
     insert(&mut c, 7, "purchase");
-    let got = drain_notifications(&mut listener, Duration::from_millis(500));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1, "{got:?}");
     let payload: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
     assert_eq!(payload["type"], "pattern_match");
@@ -128,7 +127,7 @@ fn an_absence_completes_from_fire_timeouts_and_is_notified() {
     c.batch_execute("SET cep.clock_offset = '2s'").unwrap();
     let fired: i64 = c.query_one("SELECT cep.fire_timeouts()", &[]).unwrap().get(0);
     assert_eq!(fired, 1);
-    let got = drain_notifications(&mut listener, Duration::from_millis(300));
+    let got = drain_settled(&mut listener);
     assert_eq!(got.len(), 1, "{got:?}");
     let payload: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
     assert_eq!(payload["completed_by"], "timeout");

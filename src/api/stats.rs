@@ -75,6 +75,23 @@ fn window_cache() -> TableIterator<
     TableIterator::once(row)
 }
 
+/// The queue of this database's notifications that its sender sends after commit: whether the
+/// queue exists (it needs `shared_preload_libraries`), whether a sender serves it, how many
+/// notifications of committed transactions wait to be sent, and how many belong to prepared
+/// transactions not yet decided (they go at `COMMIT PREPARED`, and hold no other back).
+///
+/// ```sql
+/// SELECT * FROM cep.notification_queue();
+/// ```
+#[pg_extern(volatile)]
+fn notification_queue() -> TableIterator<'static, (name!(enabled, bool), name!(sender_running, bool), name!(queued, i64), name!(prepared, i64))> {
+    let row = match crate::pg::notifier::queue_status() {
+        Some(s) => (true, s.sender_running, s.queued as i64, s.prepared as i64),
+        None => (false, false, 0, 0),
+    };
+    TableIterator::once(row)
+}
+
 /// Loads every key of a watched table into the shared window cache, with the rows of its longest
 /// rule window, in one scan; returns how many keys were cached. After a restart the cache fills
 /// key by key as rows arrive; this does it at once. Without the cache it returns 0.

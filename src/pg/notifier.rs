@@ -298,6 +298,13 @@ pub fn notify_after_commit(channel: &str, payload: &str) {
     notify_now(channel, payload);
 }
 
+/// This database's queue of notifications for its sender; `None` without pg_cep in
+/// `shared_preload_libraries` (there is no queue).
+pub fn queue_status() -> Option<crate::engine::notice_queue::Status> {
+    let db = database();
+    REGION.locked_shared(|base| queues(base).status(db, outcome))
+}
+
 /// What became of a transaction whose notice is still marked reserved. Asked in this order, as
 /// Postgres itself asks: a committed transaction is in progress until it has left the proc array.
 fn outcome(xid: u32) -> Outcome {
@@ -466,13 +473,13 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
         if crate::pg::cooldown::write_overdue() {
             last_work = Instant::now();
         }
-        let span = REGION.locked_shared(|base| queues(base).ready(db, BATCH, &mut notices, outcome)).unwrap_or(0);
-        if span > 0 {
+        let span = REGION.locked_shared(|base| queues(base).ready(db, BATCH, &mut notices, outcome)).unwrap_or_default();
+        if !span.is_empty() {
             if !notices.is_empty() {
                 // Removed from the queue only once sent: a sender that fails leaves them to the next.
                 BackgroundWorker::transaction(|| notices.iter().for_each(|n| notify_now(&n.channel, &n.payload)));
             }
-            REGION.locked(|base| queues(base).delivered(db, span));
+            REGION.locked(|base| queues(base).delivered(db, &span));
             last_work = Instant::now();
             // Busy (more than one notice was waiting, or the last batch went moments ago): let
             // notices gather for a moment. One transaction then sends many, and committing
@@ -504,8 +511,8 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
         }
         // Say so before sleeping, then look once more: a notice published in between did not wake us.
         REGION.locked(|base| queues(base).sleeping(db, true));
-        let waiting = REGION.locked_shared(|base| queues(base).ready(db, 1, &mut notices, outcome)).unwrap_or(0);
-        if waiting > 0 {
+        let waiting = REGION.locked_shared(|base| queues(base).ready(db, 1, &mut notices, outcome)).unwrap_or_default();
+        if !waiting.is_empty() {
             REGION.locked(|base| queues(base).sleeping(db, false));
             continue;
         }

@@ -7,7 +7,9 @@
 //! them if it aborts), and the database's sender delivers them in reservation order, in batches,
 //! from its own transactions. A notice is sent only after its transaction committed, as NOTIFY
 //! itself guarantees: a notice still reserved is resolved by its transaction id (still running:
-//! wait; committed: send; aborted: drop), as Postgres reads its own NOTIFY queue.
+//! wait; committed: send; aborted: drop), as Postgres reads its own NOTIFY queue. A prepared
+//! transaction's notice is the exception: it may wait for `COMMIT PREPARED` for hours, so it is
+//! passed over while undecided, and the notices behind it go.
 //!
 //! The layout is plain old data, meant to live in shared memory; every method expects the caller
 //! to hold the lock that guards it.
@@ -29,6 +31,9 @@ const FREE: u32 = 0;
 const RESERVED: u32 = 1;
 const READY: u32 = 2;
 const CANCELLED: u32 = 3;
+/// Reserved by a transaction that was then prepared: decided by `COMMIT PREPARED` or `ROLLBACK
+/// PREPARED`, which may come much later, so it holds no other notice back.
+const PREPARED: u32 = 4;
 
 const IDLE: u32 = 0;
 const STARTING: u32 = 1;
@@ -60,9 +65,9 @@ struct Queue {
     sleeping: u32,
     /// When `sender` last changed.
     since: i64,
-    /// The next notice to deliver, and the next to reserve: `tail - head` are waiting. They only
-    /// grow, also when the queue passes to another database, so that a late ticket of the old
-    /// one points below `head`.
+    /// The first notice not yet delivered, and the next to reserve. They only grow, also when the
+    /// queue passes to another database, so that a late ticket of the old one points below `head`.
+    /// Between them, a slot already sent (behind an undecided prepared one) is `FREE`.
     head: u64,
     tail: u64,
     slots: [Slot; SLOTS],
@@ -86,6 +91,29 @@ pub struct Ticket {
 pub struct Notice {
     pub channel: String,
     pub payload: String,
+}
+
+/// The slots a batch of `ready` resolved (sent, dropped or cancelled), for `delivered`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved(Vec<u64>);
+
+impl Resolved {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A database's queue as an operator sees it (`cep.notification_queue()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Notices of committed (or committing) transactions not yet sent.
+    pub queued: u64,
+    /// Notices of prepared transactions still undecided.
+    pub prepared: u64,
+    pub sender_running: bool,
 }
 
 /// What became of a transaction, for a notice still marked reserved.
@@ -159,6 +187,11 @@ impl NoticeQueues {
         let running = std::mem::replace(&mut self.queues[index].sender, RUNNING);
         let reserved = self.reserve(database, xid, channel, payload);
         self.queues[index].sender = running;
+        if let Ok(t) = reserved {
+            if let Some(s) = self.slot(t) {
+                s.state = PREPARED;
+            }
+        }
         if reserved.is_err() && start {
             // Refused (full): the caller will not start the sender this call asked for.
             self.failed(database);
@@ -208,21 +241,27 @@ impl NoticeQueues {
         }
     }
 
-    /// For the database's sender: the notices ready at the head of its queue, in order, up to
-    /// `max`, and how many slots they span (cancelled and stale ones included). They stay queued
-    /// until `delivered` is called with that count, so a sender that fails leaves them to the next.
+    /// For the database's sender: the notices ready from the head of its queue, in order, up to
+    /// `max`, and the slots they resolve (cancelled and aborted ones included). They stay queued
+    /// until `delivered` is called with those, so a sender that fails leaves them to the next.
     /// A notice still reserved is looked up with `outcome`, and stops the read while its
-    /// transaction runs (it is committing: it reserved in its last step before).
-    pub fn ready(&self, database: u32, max: usize, out: &mut Vec<Notice>, outcome: impl Fn(u32) -> Outcome) -> u64 {
+    /// transaction runs (it is committing: it reserved in its last step before). A prepared
+    /// transaction's undecided notice is passed over instead.
+    pub fn ready(&self, database: u32, max: usize, out: &mut Vec<Notice>, outcome: impl Fn(u32) -> Outcome) -> Resolved {
         out.clear();
-        let Some(index) = self.find(database) else { return 0 };
+        let mut resolved = Resolved::default();
+        let Some(index) = self.find(database) else { return resolved };
         let q = &self.queues[index];
-        let mut position = q.head;
-        while position < q.tail && out.len() < max {
+        for position in q.head..q.tail {
+            if out.len() >= max {
+                break;
+            }
             let s = &q.slots[(position % SLOTS as u64) as usize];
             let send = match s.state {
+                FREE => continue,
                 READY => true,
-                RESERVED => match outcome(s.xid) {
+                RESERVED | PREPARED => match outcome(s.xid) {
+                    Outcome::Running if s.state == PREPARED => continue,
                     Outcome::Running => break,
                     Outcome::Committed => true,
                     Outcome::Aborted => false,
@@ -235,20 +274,43 @@ impl NoticeQueues {
                     payload: String::from_utf8_lossy(&s.payload[..s.payload_len as usize]).into_owned(),
                 });
             }
-            position += 1;
+            resolved.0.push(position);
         }
-        position - q.head
+        resolved
     }
 
-    /// The first `count` slots of the database's queue were delivered (see `ready`).
-    pub fn delivered(&mut self, database: u32, count: u64) {
+    /// The slots of a batch of `ready` were delivered: freed, and the head moved past every
+    /// freed slot in front. A prepared transaction's notice found at the head moves to the tail
+    /// (no ticket points at it any more), so that one undecided for hours does not use the ring
+    /// up behind it; the notices of one transaction keep their order.
+    pub fn delivered(&mut self, database: u32, resolved: &Resolved) {
         let Some(index) = self.find(database) else { return };
         let q = &mut self.queues[index];
-        let count = count.min(q.tail - q.head);
-        for position in q.head..q.head + count {
-            q.slots[(position % SLOTS as u64) as usize].state = FREE;
+        for &position in &resolved.0 {
+            if position >= q.head && position < q.tail {
+                q.slots[(position % SLOTS as u64) as usize].state = FREE;
+            }
         }
-        q.head += count;
+        // Each slot in use is looked at once at most: prepared ones alone are not turned round
+        // and round.
+        for _ in q.head..q.tail {
+            let head = (q.head % SLOTS as u64) as usize;
+            match q.slots[head].state {
+                FREE => q.head += 1,
+                PREPARED => {
+                    // The tail's slot is free (it lies behind the head), or is this one when
+                    // the ring is full.
+                    let tail = (q.tail % SLOTS as u64) as usize;
+                    q.slots[tail] = q.slots[head];
+                    if tail != head {
+                        q.slots[head].state = FREE;
+                    }
+                    q.head += 1;
+                    q.tail += 1;
+                }
+                _ => break,
+            }
+        }
     }
 
     /// A transaction found no sender: whether it should start one (then it must call `attach`
@@ -342,9 +404,25 @@ impl NoticeQueues {
         (q.head, q.database, q.sender) = (q.tail, 0, IDLE);
     }
 
-    /// Notices waiting in the database's queue, and whether a sender serves it.
-    pub fn status(&self, database: u32) -> (u64, bool) {
-        self.find(database).map_or((0, false), |i| (self.queues[i].tail - self.queues[i].head, self.queues[i].sender == RUNNING))
+    /// The database's queue: notices to send, notices of undecided prepared transactions, and
+    /// whether a sender serves it.
+    pub fn status(&self, database: u32, outcome: impl Fn(u32) -> Outcome) -> Status {
+        let Some(index) = self.find(database) else { return Status::default() };
+        let q = &self.queues[index];
+        let mut status = Status { sender_running: q.sender == RUNNING, ..Status::default() };
+        for position in q.head..q.tail {
+            let s = &q.slots[(position % SLOTS as u64) as usize];
+            match s.state {
+                READY | RESERVED => status.queued += 1,
+                PREPARED => match outcome(s.xid) {
+                    Outcome::Running => status.prepared += 1,
+                    Outcome::Committed => status.queued += 1,
+                    Outcome::Aborted => {}
+                },
+                _ => {}
+            }
+        }
+        status
     }
 }
 
@@ -374,10 +452,15 @@ mod tests {
         Outcome::Running
     }
 
-    fn payloads(q: &NoticeQueues, db: u32) -> (Vec<String>, u64) {
+    fn payloads(q: &NoticeQueues, db: u32) -> (Vec<String>, Resolved) {
         let mut out = Vec::new();
         let n = q.ready(db, 100, &mut out, running_xacts);
         (out.into_iter().map(|n| n.payload).collect(), n)
+    }
+
+    fn status(q: &NoticeQueues, db: u32) -> (u64, bool) {
+        let s = q.status(db, running_xacts);
+        (s.queued + s.prepared, s.sender_running)
     }
 
     #[test]
@@ -390,17 +473,17 @@ mod tests {
         // The sender sleeps: the first commit wakes it, the next ones need not.
         q.sleeping(7, true);
         assert_eq!(q.publish(b), Some(0x1000));
-        assert_eq!(payloads(&q, 7), (vec![], 0));
+        assert_eq!(payloads(&q, 7), (vec![], Resolved::default()));
         q.cancel(a);
         assert_eq!(q.publish(c), None, "already woken");
         let (sent, span) = payloads(&q, 7);
         assert_eq!(sent, vec!["b", "c"]);
-        assert_eq!(span, 3);
-        q.delivered(7, span);
-        assert_eq!(q.status(7), (0, true));
+        assert_eq!(span.len(), 3);
+        q.delivered(7, &span);
+        assert_eq!(status(&q, 7), (0, true));
         // A late publish of a delivered ticket changes nothing.
         q.publish(a);
-        assert_eq!(payloads(&q, 7), (vec![], 0));
+        assert_eq!(payloads(&q, 7), (vec![], Resolved::default()));
     }
 
     #[test]
@@ -419,11 +502,11 @@ mod tests {
         let mut out = Vec::new();
         let span = q.ready(7, 10, &mut out, outcome);
         assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["committed, not yet published"]);
-        assert_eq!(span, 2, "stops at the running one, which may still commit");
-        q.delivered(7, span);
+        assert_eq!(span.len(), 2, "stops at the running one, which may still commit");
+        q.delivered(7, &span);
         let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
         assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["running", "behind"]);
-        assert_eq!(span, 2);
+        assert_eq!(span.len(), 2);
     }
 
     #[test]
@@ -435,15 +518,15 @@ mod tests {
         assert!(q.attach(7, 42, 0x1000, 0));
         // While the prepared transaction is undecided the notice holds; COMMIT PREPARED sends it.
         let mut out = Vec::new();
-        assert_eq!(q.ready(7, 10, &mut out, running_xacts), 0);
+        assert!(q.ready(7, 10, &mut out, running_xacts).is_empty());
         let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
-        assert_eq!((out.len(), span), (1, 1));
-        q.delivered(7, span);
+        assert_eq!((out.len(), span.len()), (1, 1));
+        q.delivered(7, &span);
         // With a sender running, none is asked for; ROLLBACK PREPARED drops the notice.
         let (_, start) = q.reserve_prepared(7, 101, "alerts", "rolled back", 0).unwrap();
         assert!(!start);
         let span = q.ready(7, 10, &mut out, |_| Outcome::Aborted);
-        assert_eq!((out.len(), span), (0, 1));
+        assert_eq!((out.len(), span.len()), (0, 1));
         assert_eq!(q.reserve_prepared(7, 102, "alerts", &"x".repeat(PAYLOAD_BYTES + 1), 0).unwrap_err(), Refused::TooLong);
     }
 
@@ -481,7 +564,7 @@ mod tests {
         // The sender died before it delivered: the notice waits, and no one else takes the queue.
         assert!(q.detach(7, 42, true, 5));
         assert_eq!(q.reserve(7, 101, "graph", "y"), Err(Refused::NoSender));
-        assert_eq!(q.status(7), (1, false));
+        assert_eq!(status(&q, 7), (1, false));
         assert!(!q.start(7, 6), "not at once after a sender left work behind");
         assert!(q.orphaned(6).is_empty());
         assert_eq!(q.orphaned(5 + RESTART_DELAY_US), vec![7], "the supervisor sees it");
@@ -497,7 +580,7 @@ mod tests {
         let late = q.reserve(7, 100, "graph", "x").unwrap();
         assert!(q.detach(7, 42, true, 0));
         q.reclaim(7);
-        assert_eq!(q.status(7), (0, false));
+        assert_eq!(status(&q, 7), (0, false));
         // The queue goes to another database; the old ticket must not touch its notices.
         for db in 20..20 + DATABASES as u32 {
             assert!(q.start(db, 0), "{db}");
@@ -519,9 +602,9 @@ mod tests {
         assert!(!q.detach(7, 42, false, 1));
         q.publish(t);
         let (_, span) = payloads(&q, 7);
-        q.delivered(7, span);
+        q.delivered(7, &span);
         assert!(q.detach(7, 42, false, 1));
-        assert_eq!(q.status(7), (0, false));
+        assert_eq!(status(&q, 7), (0, false));
     }
 
     #[test]
@@ -557,10 +640,10 @@ mod tests {
             let mut out = Vec::new();
             let n = q.ready(7, 10, &mut out, running_xacts);
             assert_eq!(out, vec![Notice { channel: "c7".into(), payload: format!("{round}") }]);
-            q.delivered(7, n);
+            q.delivered(7, &n);
             let n = q.ready(9, 10, &mut out, running_xacts);
             assert_eq!(out[0].channel, "c9");
-            q.delivered(9, n);
+            q.delivered(9, &n);
         }
         // Every queue in use, and busy: a ninth database gets none and sends its own.
         for db in 10..10 + DATABASES as u32 - 2 {
@@ -570,5 +653,61 @@ mod tests {
         // An idle, empty queue goes to a new database.
         q.failed(10);
         assert!(q.start(100, 0));
+    }
+
+    /// A prepared transaction may stay undecided for hours: the notices committed after it must
+    /// not wait for it, nor use the ring up behind it; it goes once COMMIT PREPARED has committed.
+    #[test]
+    fn an_undecided_prepared_notice_holds_back_no_other() {
+        let mut q = running(7);
+        q.reserve_prepared(7, 100, "alerts", "prepared 1", 0).unwrap();
+        q.reserve_prepared(7, 100, "alerts", "prepared 2", 0).unwrap();
+        let t = q.reserve(7, 101, "alerts", "committed after").unwrap();
+        q.publish(t);
+        let prepared_runs = |xid| if xid == 100 { Outcome::Running } else { Outcome::Committed };
+        assert_eq!(q.status(7, prepared_runs), Status { queued: 1, prepared: 2, sender_running: true });
+        let mut out = Vec::new();
+        let span = q.ready(7, 10, &mut out, prepared_runs);
+        assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["committed after"]);
+        q.delivered(7, &span);
+        assert_eq!(q.status(7, prepared_runs), Status { queued: 0, prepared: 2, sender_running: true });
+        assert!(q.ready(7, 10, &mut out, prepared_runs).is_empty(), "a sent notice is not sent again");
+        assert!(!q.detach(7, 42, false, 1), "the sender stays for the prepared ones");
+        // Many more pass them, round the ring several times: never full.
+        for xid in 200..200 + 3 * SLOTS as u32 {
+            let t = q.reserve(7, xid, "alerts", "x").unwrap();
+            q.publish(t);
+            let span = q.ready(7, 10, &mut out, prepared_runs);
+            assert_eq!(out.len(), 1);
+            q.delivered(7, &span);
+        }
+        assert_eq!(q.queues[0].tail - q.queues[0].head, 2, "only the prepared ones are in use");
+        // COMMIT PREPARED: they go, in their order, and the queue is empty again.
+        let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
+        assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["prepared 1", "prepared 2"]);
+        q.delivered(7, &span);
+        assert_eq!(q.status(7, prepared_runs), Status { queued: 0, prepared: 0, sender_running: true });
+        assert!(q.detach(7, 42, false, 2));
+    }
+
+    /// A ring full of undecided prepared notices turns none of them over, and ROLLBACK PREPARED
+    /// drops them all.
+    #[test]
+    fn a_ring_full_of_prepared_notices_waits_and_rolls_back() {
+        let mut q = running(7);
+        for _ in 0..SLOTS {
+            q.reserve_prepared(7, 100, "alerts", "p", 0).unwrap();
+        }
+        assert_eq!(q.reserve(7, 101, "alerts", "x"), Err(Refused::Full));
+        let mut out = Vec::new();
+        let span = q.ready(7, 10, &mut out, running_xacts);
+        assert!(span.is_empty());
+        q.delivered(7, &span);
+        assert_eq!(q.status(7, running_xacts).prepared, SLOTS as u64);
+        let span = q.ready(7, SLOTS, &mut out, |_| Outcome::Aborted);
+        assert_eq!((out.len(), span.len()), (0, SLOTS));
+        q.delivered(7, &span);
+        assert_eq!(q.status(7, running_xacts), Status { queued: 0, prepared: 0, sender_running: true });
+        assert!(q.reserve(7, 300, "alerts", "x").is_ok());
     }
 }
