@@ -120,6 +120,15 @@ STRICT VOLATILE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'notification_queue_wrapper';
 
+-- 0.3.0: keys of any length fit pg_cep's indexes: a key over 1024 bytes is stored as its first
+-- bytes and its SHA-256 (0.2.0 failed the user's INSERT on a key over about 2.7 kB).
+CREATE FUNCTION stored_key("key" TEXT) RETURNS TEXT
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'stored_key_wrapper';
+-- Partial matches of a long key go on under its bounded form, which the trigger now looks up.
+UPDATE @extschema@.pattern_state SET key = @extschema@.stored_key(key) WHERE @extschema@.stored_key(key) <> key;
+
 -- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
 -- their partial matches, partition management), so nothing is left pointing at a dead oid.
 -- SECURITY DEFINER: the owner dropping their own table needs no rights on pg_cep's tables, and the
@@ -498,9 +507,9 @@ BEGIN
             ('match_recognize', 'Runs a row pattern over a table''s history, like MATCH_RECOGNIZE, and returns the matches.'),
             ('matches_since', 'Pattern matches committed after the cursor last_id, by writing transaction then id, never skipping one still in flight.'),
             ('monitor', 'Internal: the monitor''s statement trigger, which scores a statement''s new rows.'),
-            ('notification_queue', 'The queue of notifications sent after commit: sender running, notifications waiting, and those of undecided prepared transactions.'),
             ('monitor_changes', 'Internal: the monitor''s trigger for updates and deletes (window cache and rollups).'),
             ('monitor_row', 'Internal: the monitor''s row trigger, which scores each new row.'),
+            ('notification_queue', 'The queue of notifications sent after commit: sender running, notifications waiting, and those of undecided prepared transactions.'),
             ('partitions', 'The partitions of a managed table, with their ranges and row estimates.'),
             ('pattern_source', 'Internal: the table a pattern reads, for row-level security on cep.pattern_matches.'),
             ('pattern_trigger', 'Internal: the trigger that runs a table''s live patterns.'),
@@ -517,6 +526,7 @@ BEGIN
             ('set_alert_state', 'Sets an alert''s state (open, acknowledged, resolved) with a note and notifies its channel.'),
             ('stats', 'Per watched table: rows seen, alerts, blocks and the monitor''s time, since the server started.'),
             ('stats_reset', 'Resets the counters of cep.stats().'),
+            ('stored_key', 'A key as cep.alerts, cep.pattern_state and cep.change_log store it: itself up to 1024 bytes, else its first bytes and its SHA-256.'),
             ('tumble', 'The start of the tumbling window of a given width that contains a timestamp.'),
             ('uncapture', 'Stops logging a table''s changes; the change log keeps what it has.'),
             ('unmanage_partitions', 'Stops managing a partitioned table; its partitions stay.'),

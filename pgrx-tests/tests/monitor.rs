@@ -394,6 +394,70 @@ fn an_undecided_prepared_transaction_holds_back_no_other_alert() {
     assert_eq!(queue(&mut c), (0, 0));
 }
 
+/// A key too long for a btree entry (3.2 kB of hex, which does not compress) on a table without
+/// an index of its own: 0.2.0 failed the user's INSERT on `cep.alerts`' index, and so did the
+/// pattern state and the change log. Now each holds the key's bounded form, `cep.stored_key`, and
+/// a cooldown, a pattern and capture's counts still tell long keys apart by it.
+#[test]
+fn a_key_too_long_for_an_index_is_stored_bounded_and_still_told_apart() {
+    let db = TestDb::new("long_keys");
+    let mut c = db.connect();
+    c.batch_execute(
+        r#"CREATE TABLE tx (id bigserial PRIMARY KEY, user_key text NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+           INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
+           ('large', 'threshold', '{"metric": "amount", "operator": ">", "value": 10000}', 0.6);
+           SELECT cep.watch('tx', key_column => 'user_key', create_index => false);
+           SELECT cep.alter_watch('tx', cooldown => '1 hour');
+           SELECT cep.capture('tx', key_column => 'user_key', high_frequency => 3, anomaly_channel => 'transaction_alerts');
+           SELECT cep.define_pattern('two_big', 'tx', 'user_key', 'created_at', 'a a', '{"a": {"amount": {">": 10000}}}', channel => 'transaction_alerts');
+           CREATE TABLE keys AS SELECT k, (SELECT string_agg(md5(k || g), '') FROM generate_series(1, 100) g) AS long_key
+           FROM unnest(ARRAY['a', 'b']) k;
+           -- Two keys sharing their first 3,000 bytes, and a short key shaped like a's stored form.
+           UPDATE keys SET long_key = left((SELECT long_key FROM keys WHERE k = 'a'), 3000) || k;
+           INSERT INTO keys SELECT 'forged', cep.stored_key(long_key) FROM keys WHERE k = 'a';"#,
+    )
+    .unwrap();
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+    for _ in 0..4 {
+        c.batch_execute("INSERT INTO tx (user_key, amount) SELECT long_key, 50000 FROM keys ORDER BY k").unwrap();
+    }
+    let count = |c: &mut Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(count(&mut c, "SELECT count(*) FROM tx"), 12, "every INSERT went in");
+    // One open alert per key, each with its repeats, under its bounded key.
+    c.batch_execute("SELECT cep.flush_alert_repeats()").unwrap();
+    let alerts = c
+        .query(
+            "SELECT k.k, a.repeats, octet_length(a.key) FROM keys k JOIN cep.alerts a ON a.key = cep.stored_key(k.long_key)
+             WHERE a.cooldown_from IS NOT NULL ORDER BY k.k",
+            &[],
+        )
+        .unwrap();
+    let alerts: Vec<(String, i32, i32)> = alerts.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    for (k, repeats, bytes) in &alerts {
+        assert_eq!(*repeats, 3, "{k}");
+        assert!(*bytes <= 1024, "{k}: {bytes}");
+    }
+    // Capture's anomaly alerts are rows of cep.alerts too: one per key, under the same form.
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.alerts WHERE cooldown_from IS NULL"), 3);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(DISTINCT a.key) FROM cep.alerts a JOIN keys k ON a.key = cep.stored_key(k.long_key) WHERE a.cooldown_from IS NULL"
+        ),
+        3
+    );
+    // The pattern matched each key's two pairs (each second event found the first's partial match
+    // under the bounded form), and the change log holds every change once under that form:
+    // capture counted 4 changes of each key, and flagged each key once.
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.pattern_matches m JOIN keys k ON m.key = cep.stored_key(k.long_key)"), 6);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM cep.change_log l JOIN keys k ON l.key = cep.stored_key(k.long_key)"), 12);
+    let got = drain_settled(&mut listener);
+    let kinds = |kind: &str| got.iter().filter(|(_, p)| serde_json::from_str::<serde_json::Value>(p).unwrap()["type"] == kind).count();
+    assert_eq!((kinds("risk_alert"), kinds("pattern_match"), kinds("anomaly_alert")), (3, 6, 3), "{got:?}");
+}
+
 /// A prepared transaction cannot NOTIFY: its notices wait in the sender's slots (448 bytes). One
 /// too long for them, such as an alert on a long key, is queued in a short form that fits, instead
 /// of refusing the PREPARE.

@@ -83,7 +83,10 @@ fn updating_from(release: &str) {
              INSERT INTO cep.captures (relid, channel, high_frequency_window, anomaly_channel) VALUES ('nodes'::regclass, '{long}', '7000 years', 'cep_anomalies');
              INSERT INTO cep.patterns (name, source, partition_by, order_by, id_column, pattern, define, contiguity, after_match, channel, max_partials)
              VALUES ('long_channel', 'transactions'::regclass, 'user_id', 'created_at', 'id', 'a', '{{\"a\": {{\"location\": \"x\"}}}}',
-                     'skip_till_next', 'past_last_row', '{long}', 1000);"
+                     'skip_till_next', 'past_last_row', '{long}', 1000);
+             -- Partial matches of a key 0.2.0 stored whole (1,500 bytes) and of a short one.
+             INSERT INTO cep.pattern_state (pattern_id, key, state)
+             SELECT pattern_id, k, '{{}}' FROM cep.patterns, unnest(ARRAY[repeat('k', 1500), 'short']) k;"
         ))
         .unwrap();
     }
@@ -109,6 +112,11 @@ fn updating_from(release: &str) {
             .unwrap()
             .get(0);
         assert_eq!(fixed, "cep_changes 100 years pattern_matches");
+        // The long key's partial matches now sit under the form the trigger looks up.
+        let keys: Vec<String> = c.query("SELECT key FROM cep.pattern_state ORDER BY key", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        let stored: String = c.query_one("SELECT cep.stored_key(repeat('k', 1500))", &[]).unwrap().get(0);
+        assert_eq!(keys, [stored, "short".to_string()]);
+        assert_eq!(keys[0].len(), 1024);
     } else {
         assert!(warnings.iter().all(|w| !w.starts_with("WARNING")), "{warnings:?}");
     }

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod backtest;
 pub mod capture;
 pub mod evaluate;
+pub mod keys;
 pub mod monitor;
 pub mod partitions;
 pub mod patterns;

@@ -160,7 +160,7 @@ impl AssessmentLog {
     fn add(&mut self, watch: &Watch, row: &Row, a: &Assessment, alerted: bool) {
         if watch.log_assessments == "all" || (watch.log_assessments == "alerts" && alerted) {
             let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
-            self.0.push(serde_json::json!({"key": row.key, "row": row.pk, "score": a.total_score, "level": level, "rules": a.triggered}));
+            self.0.push(serde_json::json!({"key": crate::engine::stored_key::stored_key(&row.key), "row": row.pk, "score": a.total_score, "level": level, "rules": a.triggered}));
         }
     }
 
@@ -173,7 +173,7 @@ impl AssessmentLog {
         }
         let score: f64 = fired.iter().map(|o| o.score).sum();
         let rules: Vec<i32> = fired.iter().map(|o| o.rule_id).collect();
-        self.0.push(serde_json::json!({"key": row.key, "row": row.pk, "score": score, "level": "shadow", "rules": rules}));
+        self.0.push(serde_json::json!({"key": crate::engine::stored_key::stored_key(&row.key), "row": row.pk, "score": score, "level": "shadow", "rules": rules}));
     }
 
     fn write(self, watch: &Watch) -> CepResult<()> {
@@ -309,6 +309,11 @@ struct Alerted<'r> {
 }
 
 impl Alerted<'_> {
+    /// The key as the alert row holds it: bounded, to fit `cep.alerts`' indexes.
+    fn stored_key(&self) -> std::borrow::Cow<'_, str> {
+        crate::engine::stored_key::stored_key(&self.row.key)
+    }
+
     /// The fired rules' evidence, built now if the row was scored without it (a statement
     /// trigger's row: it is stored, and its window is as it was when scored).
     fn evidence(&self, watch: &Watch) -> CepResult<serde_json::Value> {
@@ -355,7 +360,7 @@ fn store_alerts(mut rows: AlertRows, watch: &Watch, alerted: &[Alerted], action:
             rows.write(&AlertRow {
                 relid: watch.root,
                 table: &watch.qualified_name,
-                key: &a.row.key,
+                key: &a.stored_key(),
                 row_pk: a.row.pk.as_deref(),
                 score: a.assessment.total_score,
                 level: a.level,
@@ -386,7 +391,7 @@ fn insert_alerts(watch: &Watch, alerted: &[Alerted], action: &str) -> CepResult<
                     watch.root.into(),
                     watch.qualified_name.as_str().into(),
                     action.into(),
-                    a.row.key.as_str().into(),
+                    a.stored_key().as_ref().into(),
                     a.row.pk.as_deref().into(),
                     a.assessment.total_score.into(),
                     a.level.into(),
@@ -398,7 +403,8 @@ fn insert_alerts(watch: &Watch, alerted: &[Alerted], action: &str) -> CepResult<
             let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID]
                 .map(PgOid::from);
             let insert = spi::kept(INSERT_ALERTS, &types)?;
-            let keys: Vec<&str> = alerted.iter().map(|a| a.row.key.as_str()).collect();
+            let keys: Vec<std::borrow::Cow<str>> = alerted.iter().map(|a| a.stored_key()).collect();
+            let keys: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
             let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
             let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
             let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
@@ -430,7 +436,7 @@ fn notify_alert(watch: &Watch, a: &Alerted, alert_id: i64, action: &str, ts: &st
     let notice = AlertNotice {
         alert_id,
         table: &watch.qualified_name,
-        key: &a.row.key,
+        key: &a.stored_key(),
         row: a.row.pk.as_deref(),
         score: a.assessment.total_score,
         level: a.level,
@@ -468,7 +474,7 @@ fn blocked_record(watch: &Watch, row: &Row, a: &Assessment, level: &str, attempt
     let at = chrono::DateTime::from_timestamp_micros(crate::pg::time::pg_to_unix_micros(row.at)).map(|t| t.to_rfc3339());
     let mut record = serde_json::json!({
         "relid": watch.root.to_u32(), "table": watch.qualified_name, "channel": watch.channel,
-        "key": row.key.chars().take(1000).collect::<String>(), "row_pk": row.pk, "score": a.total_score, "level": level,
+        "key": crate::engine::stored_key::stored_key(&row.key), "row_pk": row.pk, "score": a.total_score, "level": level,
         "rules": a.evidence, "fired": a.triggered, "event_time": at, "attempted": attempted,
     });
     let limit = crate::pg::notifier::BLOCKED_BYTES;
@@ -516,7 +522,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     cooldown::flush_if_due()?;
     let slot = |a: &Alerted, fingerprint: &str, window: i64| Slot {
         relid: watch.root.to_u32(),
-        key: a.row.key.clone(),
+        key: a.stored_key().into_owned(),
         fingerprint: fingerprint.to_string(),
         window,
     };
@@ -534,7 +540,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
         let known = window.and_then(|w| {
             cooldown::alert_for(&slot(a, &fp, w)).or_else(|| {
                 let rows = table.get_or_insert_with(|| as_extension_owner(AlertRows::open)).as_ref()?;
-                let id = rows.open_alert(watch.root, &a.row.key, &fp, w)?;
+                let id = rows.open_alert(watch.root, &a.stored_key(), &fp, w)?;
                 cooldown::found(slot(a, &fp, w), id);
                 Some(id)
             })
@@ -566,7 +572,8 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     let upsert = spi::kept(UPSERT_ALERTS, &types)?;
     let ts = |micros: Option<i64>| micros.and_then(|m| pgrx::datum::TimestampWithTimeZone::try_from(m).ok());
     let fingerprints: Vec<&str> = unknown.iter().map(|(_, fp, _)| fp.as_str()).collect();
-    let keys: Vec<&str> = unknown.iter().map(|(a, _, _)| a.row.key.as_str()).collect();
+    let keys: Vec<std::borrow::Cow<str>> = unknown.iter().map(|(a, _, _)| a.stored_key()).collect();
+    let keys: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
     let pks: Vec<Option<&str>> = unknown.iter().map(|(a, _, _)| a.row.pk.as_deref()).collect();
     let scores: Vec<f64> = unknown.iter().map(|(a, _, _)| a.assessment.total_score).collect();
     let levels: Vec<&str> = unknown.iter().map(|(a, _, _)| a.level).collect();
@@ -602,7 +609,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
                     continue;
                 }
                 let ts: String = r.get(2)?.unwrap_or_default();
-                let opened = unknown.iter().find(|(a, f, w)| a.row.key == key && *f == fp && *w == at);
+                let opened = unknown.iter().find(|(a, f, w)| a.stored_key() == key && *f == fp && *w == at);
                 let Some((a, _, _)) = opened else { continue };
                 notify_alert(watch, a, alert_id, "alert", &ts);
                 counts.alerts += 1;

@@ -103,10 +103,16 @@ fn keyed(rows: &str, key_columns: usize) -> String {
     format!("SELECT r, {pk} AS pk FROM (SELECT to_jsonb(x) AS r FROM {rows} x OFFSET 0) t")
 }
 
-fn insert_sql(op: Op, key_columns: usize) -> String {
+/// `bounded`: keys and endpoints go through `cep.stored_key` (0.3.0's objects have it), as
+/// [`stored`] bounds them on the direct path.
+fn insert_sql(op: Op, key_columns: usize, bounded: bool) -> String {
     let rows_of = |rows| keyed(rows, key_columns);
     let columns = "INSERT INTO cep.change_log (relid, table_name, op, event_type, pk, key, from_id, to_id, new_row, old_row)";
-    let fields = "$1, $2, $3::\"char\", $5, {pk}, {r} ->> $6, {r} ->> $7, {r} ->> $8";
+    let fields = if bounded {
+        "$1, $2, $3::\"char\", $5, {pk}, cep.stored_key({r} ->> $6), cep.stored_key({r} ->> $7), cep.stored_key({r} ->> $8)"
+    } else {
+        "$1, $2, $3::\"char\", $5, {pk}, {r} ->> $6, {r} ->> $7, {r} ->> $8"
+    };
     let body = match op {
         Op::Insert => format!("{columns} SELECT {}, n.r, NULL FROM ({}) n", fields.replace("{pk}", "n.pk").replace("{r}", "n.r"), rows_of("cep_new")),
         Op::Delete => format!("{columns} SELECT {}, NULL, o.r FROM ({}) o", fields.replace("{pk}", "o.pk").replace("{r}", "o.r"), rows_of("cep_old")),
@@ -241,6 +247,15 @@ unsafe fn field(row: pg_sys::Datum, column: pg_sys::Datum) -> Option<Vec<u8>> {
     }
 }
 
+/// A key or endpoint as the log's indexes need it (`engine::stored_key`). Bytes that are not
+/// UTF-8 (a database in another encoding) are left as they are.
+fn stored(bytes: Vec<u8>) -> Vec<u8> {
+    match String::from_utf8(bytes) {
+        Ok(text) => crate::engine::stored_key::into_stored_key(text).into_bytes(),
+        Err(e) => e.into_bytes(),
+    }
+}
+
 /// A row of a transition table as the log keeps it: the row as jsonb, and its primary key
 /// (the key's columns joined by commas, NULLs left out: concat_ws, as in SQL).
 struct ChangedRow {
@@ -359,7 +374,7 @@ unsafe fn log_directly(mut log: ChangeLog, capture: &Capture, op: Op, trigger: *
                      old_row: Option<pg_sys::Datum>|
      -> CepResult<()> {
         // SAFETY: jsonb datums of this statement's rows.
-        let [key, from_id, to_id] = named.map(|c| c.zip(whole).and_then(|(c, r)| unsafe { field(r, c) }));
+        let [key, from_id, to_id] = named.map(|c| c.zip(whole).and_then(|(c, r)| unsafe { field(r, c) }).map(stored));
         let change = LogRow { pk, key: key.as_deref(), from_id: from_id.as_deref(), to_id: to_id.as_deref(), new_row, old_row, ..statement };
         // Keys are counted by their text; one that is not UTF-8 is counted by a lossy copy.
         changes.push((log.write(&change)?, key.map(|k| String::from_utf8_lossy(&k).into_owned())));
@@ -470,7 +485,7 @@ fn log_through_spi(client: &mut SpiClient<'_>, capture: &Capture, op: Op) -> Cep
         Some(plan) => plan,
         None => {
             let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID].map(PgOid::from);
-            let plan = Rc::new(client.prepare(insert_sql(op, capture.pk_columns.len()).as_str(), &types)?.keep());
+            let plan = Rc::new(client.prepare(insert_sql(op, capture.pk_columns.len(), crate::pg::cache::schema_0_3()).as_str(), &types)?.keep());
             capture.plans.borrow_mut().push((op, plan.clone()));
             plan
         }

@@ -17,7 +17,7 @@ mod tests {
         // casts an oid to regclass and nothing else; trigger functions pin the path themselves.
         assert_eq!(
             unpinned.as_deref(),
-            Some("cep.capture_trigger(), cep.hop(timestamp with time zone,interval,interval), cep.invalidate_cep_cache(), cep.monitor(), cep.monitor_changes(), cep.monitor_row(), cep.pattern_trigger(), cep.stats(), cep.tumble(timestamp with time zone,interval,timestamp with time zone), cep.tumble(timestamp without time zone,interval,timestamp without time zone), cep.validate_rule(jsonb)")
+            Some("cep.capture_trigger(), cep.hop(timestamp with time zone,interval,interval), cep.invalidate_cep_cache(), cep.monitor(), cep.monitor_changes(), cep.monitor_row(), cep.pattern_trigger(), cep.stats(), cep.stored_key(text), cep.tumble(timestamp with time zone,interval,timestamp with time zone), cep.tumble(timestamp without time zone,interval,timestamp without time zone), cep.validate_rule(jsonb)")
         );
         assert_eq!(
             one::<bool>("SELECT bool_and((provolatile = 'i' AND prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')) OR prorettype = 'trigger'::regtype)

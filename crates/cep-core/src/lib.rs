@@ -17,6 +17,7 @@ pub mod rollup;
 pub mod rollup_store;
 pub mod rules;
 pub mod shared_repeats;
+pub mod stored_key;
 pub mod window;
 pub mod window_cache;
 
