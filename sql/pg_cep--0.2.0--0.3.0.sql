@@ -127,7 +127,9 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'stored_key_wrapper';
 -- Partial matches of a long key go on under its bounded form, which the trigger now looks up.
-UPDATE @extschema@.pattern_state SET key = @extschema@.stored_key(key) WHERE @extschema@.stored_key(key) <> key;
+-- Only keys over 1024 bytes: a bounded form the new library wrote before this update is not
+-- bounded again.
+UPDATE @extschema@.pattern_state SET key = @extschema@.stored_key(key) WHERE octet_length(key) > 1024;
 
 -- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
 -- their partial matches, partition management), so nothing is left pointing at a dead oid.
