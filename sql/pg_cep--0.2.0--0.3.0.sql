@@ -126,10 +126,16 @@ CREATE FUNCTION stored_key("key" TEXT) RETURNS TEXT
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'stored_key_wrapper';
--- Partial matches of a long key go on under its bounded form, which the trigger now looks up.
--- Only keys over 1024 bytes: a bounded form the new library wrote before this update is not
--- bounded again.
-UPDATE @extschema@.pattern_state SET key = @extschema@.stored_key(key) WHERE octet_length(key) > 1024;
+-- Partial matches of a long key go on under its bounded form, which the trigger looks up from
+-- now on (the library writes keys whole until this update). Moved in one statement, so that two
+-- rows never hold one key on the way; should two keys' forms meet, the first row stays.
+WITH moved AS (
+    DELETE FROM @extschema@.pattern_state WHERE @extschema@.stored_key(key) <> key
+    RETURNING pattern_id, key, state, deadline
+)
+INSERT INTO @extschema@.pattern_state (pattern_id, key, state, deadline)
+SELECT pattern_id, @extschema@.stored_key(key), state, deadline FROM moved
+ON CONFLICT (pattern_id, key) DO NOTHING;
 
 -- 0.3.0: a dropped table takes its pg_cep configuration with it (watch, capture, patterns and
 -- their partial matches, partition management), so nothing is left pointing at a dead oid.

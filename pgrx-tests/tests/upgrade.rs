@@ -85,8 +85,8 @@ fn updating_from(release: &str) {
              VALUES ('long_channel', 'transactions'::regclass, 'user_id', 'created_at', 'id', 'a', '{{\"a\": {{\"location\": \"x\"}}}}',
                      'skip_till_next', 'past_last_row', '{long}', 1000);
              -- Partial matches of a key 0.2.0 stored whole (1,500 bytes), of a short one, and of a
-             -- long key in the bounded form the new library writes before the update (built here
-             -- with SQL: 950 bytes of it, the mark, its SHA-256).
+             -- short key shaped like a long one's bounded form (built here with SQL: 950 bytes,
+             -- the mark, a SHA-256), which 0.3.0 hashes as well.
              INSERT INTO cep.pattern_state (pattern_id, key, state)
              SELECT pattern_id, k, '{{}}' FROM cep.patterns,
                     unnest(ARRAY[repeat('k', 1500), 'short',
@@ -116,17 +116,29 @@ fn updating_from(release: &str) {
             .unwrap()
             .get(0);
         assert_eq!(fixed, "cep_changes 100 years pattern_matches");
-        // The long key's partial matches now sit under the form the trigger looks up, and the
-        // bounded one is left as it was: the form the library makes.
+        // The long key's and the shaped key's partial matches now sit under the forms the trigger
+        // looks up. The SQL-built form is the library's own for 'm' * 2000, so its form differs.
         let keys: Vec<String> = c.query("SELECT key FROM cep.pattern_state ORDER BY key", &[]).unwrap().iter().map(|r| r.get(0)).collect();
         let stored: Vec<String> = c
-            .query("SELECT cep.stored_key(k) FROM unnest(ARRAY[repeat('k', 1500), repeat('m', 2000)]) k ORDER BY 1", &[])
+            .query(
+                "SELECT cep.stored_key(k) FROM unnest(ARRAY[repeat('k', 1500),
+                        cep.stored_key(repeat('m', 2000))]) k ORDER BY 1",
+                &[],
+            )
             .unwrap()
             .iter()
             .map(|r| r.get(0))
             .collect();
         assert_eq!(keys, [stored[0].clone(), stored[1].clone(), "short".to_string()]);
         assert!(keys[..2].iter().all(|k| k.len() == 1024));
+        let sql_built: bool = c
+            .query_one(
+                "SELECT cep.stored_key(repeat('m', 2000)) = repeat('m', 950) || '...sha256:' || encode(sha256(convert_to(repeat('m', 2000), 'UTF8')), 'hex')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(sql_built, "the bounded form is the first bytes, the mark and the SHA-256 of the whole key");
     } else {
         assert!(warnings.iter().all(|w| !w.starts_with("WARNING")), "{warnings:?}");
     }

@@ -160,7 +160,7 @@ impl AssessmentLog {
     fn add(&mut self, watch: &Watch, row: &Row, a: &Assessment, alerted: bool) {
         if watch.log_assessments == "all" || (watch.log_assessments == "alerts" && alerted) {
             let level = risk_level(a.total_score, gucs::high_risk_threshold(), gucs::medium_risk_threshold());
-            self.0.push(serde_json::json!({"key": crate::engine::stored_key::stored_key(&row.key), "row": row.pk, "score": a.total_score, "level": level, "rules": a.triggered}));
+            self.0.push(serde_json::json!({"key": crate::pg::keys::stored(&row.key), "row": row.pk, "score": a.total_score, "level": level, "rules": a.triggered}));
         }
     }
 
@@ -173,7 +173,7 @@ impl AssessmentLog {
         }
         let score: f64 = fired.iter().map(|o| o.score).sum();
         let rules: Vec<i32> = fired.iter().map(|o| o.rule_id).collect();
-        self.0.push(serde_json::json!({"key": crate::engine::stored_key::stored_key(&row.key), "row": row.pk, "score": score, "level": "shadow", "rules": rules}));
+        self.0.push(serde_json::json!({"key": crate::pg::keys::stored(&row.key), "row": row.pk, "score": score, "level": "shadow", "rules": rules}));
     }
 
     fn write(self, watch: &Watch) -> CepResult<()> {
@@ -311,7 +311,7 @@ struct Alerted<'r> {
 impl Alerted<'_> {
     /// The key as the alert row holds it: bounded, to fit `cep.alerts`' indexes.
     fn stored_key(&self) -> std::borrow::Cow<'_, str> {
-        crate::engine::stored_key::stored_key(&self.row.key)
+        crate::pg::keys::stored(&self.row.key)
     }
 
     /// The fired rules' evidence, built now if the row was scored without it (a statement
@@ -474,7 +474,7 @@ fn blocked_record(watch: &Watch, row: &Row, a: &Assessment, level: &str, attempt
     let at = chrono::DateTime::from_timestamp_micros(crate::pg::time::pg_to_unix_micros(row.at)).map(|t| t.to_rfc3339());
     let mut record = serde_json::json!({
         "relid": watch.root.to_u32(), "table": watch.qualified_name, "channel": watch.channel,
-        "key": crate::engine::stored_key::stored_key(&row.key), "row_pk": row.pk, "score": a.total_score, "level": level,
+        "key": crate::pg::keys::stored(&row.key), "row_pk": row.pk, "score": a.total_score, "level": level,
         "rules": a.evidence, "fired": a.triggered, "event_time": at, "attempted": attempted,
     });
     let limit = crate::pg::notifier::BLOCKED_BYTES;

@@ -247,11 +247,11 @@ unsafe fn field(row: pg_sys::Datum, column: pg_sys::Datum) -> Option<Vec<u8>> {
     }
 }
 
-/// A key or endpoint as the log's indexes need it (`engine::stored_key`). Bytes that are not
-/// UTF-8 (a database in another encoding) are left as they are.
+/// A key or endpoint as the log's indexes need it (`pg::keys`). Bytes that are not UTF-8 (a
+/// database in another encoding) are left as they are.
 fn stored(bytes: Vec<u8>) -> Vec<u8> {
     match String::from_utf8(bytes) {
-        Ok(text) => crate::engine::stored_key::into_stored_key(text).into_bytes(),
+        Ok(text) => crate::pg::keys::into_stored(text).into_bytes(),
         Err(e) => e.into_bytes(),
     }
 }

@@ -9,6 +9,7 @@ pub mod cooldown;
 pub mod direct_insert;
 pub mod history;
 pub mod json_arg;
+pub mod keys;
 pub mod notifier;
 pub mod partitions;
 pub mod patterns;

@@ -209,39 +209,37 @@ pub fn notify_at_commit_or_short(channel: &str, payload: &str, short: Option<Str
 }
 
 /// Before PREPARE: NOTIFY cannot be prepared, so each notice waits in the sender's queue, resolved
-/// by what becomes of the transaction. A queue that cannot take it refuses the PREPARE rather than
-/// lose the notice.
+/// by what becomes of the transaction. They are queued under one lock, next to each other: the
+/// sender then keeps their order however long they wait. A queue that cannot take them refuses
+/// the PREPARE rather than lose a notice (those already queued go with the aborted transaction).
 fn queue_for_prepared(pending: Vec<Pending>) {
     // SAFETY: the transaction has an id: it wrote the rows it notifies about.
     let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
     let (db, at) = (database(), wall_clock());
-    let mut start = false;
-    for Pending { channel, payload, short } in pending {
-        let reserved = REGION.locked(|base| {
-            let q = queues(base);
-            match (q.reserve_prepared(db, xid, &channel, &payload, at), short) {
-                (Err(Refused::TooLong), Some(short)) => q.reserve_prepared(db, xid, &channel, &short, at),
+    let queued = REGION.locked(|base| {
+        let q = queues(base);
+        let mut start = false;
+        for Pending { channel, payload, short } in &pending {
+            let reserved = match (q.reserve_prepared(db, xid, channel, payload, at), short) {
+                (Err(Refused::TooLong), Some(short)) => q.reserve_prepared(db, xid, channel, short, at),
                 (reserved, _) => reserved,
-            }
-        });
-        match reserved {
-            Some(Ok((ticket, asked))) => {
-                // Left reserved at PREPARE: `ready` resolves it by the transaction's outcome.
-                let _ = ticket;
-                start |= asked;
-            }
-            _ => {
-                if start {
-                    start_sender(db);
-                }
-                pgrx::error!(
-                    "pg_cep cannot prepare this transaction: a notification on channel \"{channel}\" found no room in the queue of notifications sent at commit (shared_preload_libraries must include pg_cep, and the queue must not be full)"
-                );
+            };
+            // Left reserved at PREPARE: `ready` resolves it by the transaction's outcome.
+            match reserved {
+                Ok((_, asked)) => start |= asked,
+                Err(_) => return (start, Some(channel.clone())),
             }
         }
-    }
+        (start, None)
+    });
+    let (start, refused) = queued.unwrap_or_else(|| (false, pending.first().map(|p| p.channel.clone())));
     if start {
         start_sender(db);
+    }
+    if let Some(channel) = refused {
+        pgrx::error!(
+            "pg_cep cannot prepare this transaction: a notification on channel \"{channel}\" found no room in the queue of notifications sent at commit (shared_preload_libraries must include pg_cep, and the queue must not be full)"
+        );
     }
 }
 

@@ -225,9 +225,9 @@ struct Stored {
 }
 
 /// An event of one key, read from a row; `None` when its key, time or id is null. The key is
-/// bounded as `cep.pattern_state`'s index needs (`engine::stored_key`), and so named in matches.
+/// bounded as `cep.pattern_state`'s index needs (`pg::keys`), and so named in matches.
 pub fn event_of(t: &crate::pg::tuple::Tuple, cols: &Columns) -> Option<(String, Event)> {
-    let key = crate::engine::stored_key::into_stored_key(t.text(cols.key)?);
+    let key = crate::pg::keys::into_stored(t.text(cols.key)?);
     let ts = t.timestamptz(cols.time)?;
     let id = t.int(cols.id)?;
     Some((key, Event { id, ts, values: cols.values.iter().map(|c| t.value(*c)).collect() }))

@@ -175,7 +175,9 @@ impl NoticeQueues {
 
     /// Queues a notice of a transaction being prepared: it may not NOTIFY, so its notice waits in
     /// the queue, reserved, until COMMIT PREPARED or ROLLBACK PREPARED decides it (see `ready`),
-    /// whether or not a sender runs yet (the caller starts one when `start` says so).
+    /// whether or not a sender runs yet (the caller starts one when `start` says so). A
+    /// transaction's notices must be reserved under one hold of the lock, next to each other: the
+    /// sender keeps their order only then (it moves them about while they wait).
     pub fn reserve_prepared(&mut self, database: u32, xid: u32, channel: &str, payload: &str, now: i64) -> Result<(Ticket, bool), Refused> {
         // Refused before a sender is asked for: the caller tries a shorter form next, and that
         // call must be the one told to start the sender.
@@ -252,6 +254,17 @@ impl NoticeQueues {
         let mut resolved = Resolved::default();
         let Some(index) = self.find(database) else { return resolved };
         let q = &self.queues[index];
+        // A prepared transaction's notices are decided once per call: COMMIT PREPARED ending
+        // between two of them must not send the second before the first.
+        let mut decided: Vec<(u32, Outcome)> = Vec::new();
+        let mut outcome_of = |xid: u32| match decided.iter().find(|(x, _)| *x == xid) {
+            Some(&(_, o)) => o,
+            None => {
+                let o = outcome(xid);
+                decided.push((xid, o));
+                o
+            }
+        };
         for position in q.head..q.tail {
             if out.len() >= max {
                 break;
@@ -260,7 +273,7 @@ impl NoticeQueues {
             let send = match s.state {
                 FREE => continue,
                 READY => true,
-                RESERVED | PREPARED => match outcome(s.xid) {
+                RESERVED | PREPARED => match outcome_of(s.xid) {
                     Outcome::Running if s.state == PREPARED => continue,
                     Outcome::Running => break,
                     Outcome::Committed => true,
@@ -709,5 +722,29 @@ mod tests {
         q.delivered(7, &span);
         assert_eq!(q.status(7, running_xacts), Status { queued: 0, prepared: 0, sender_running: true });
         assert!(q.reserve(7, 300, "alerts", "x").is_ok());
+    }
+
+    /// COMMIT PREPARED may end while the sender reads the queue: the transaction's second notice
+    /// must not go before its first, found undecided a moment earlier.
+    #[test]
+    fn a_prepared_transactions_notices_are_decided_once_per_read() {
+        let mut q = running(7);
+        q.reserve_prepared(7, 100, "alerts", "p1", 0).unwrap();
+        q.reserve_prepared(7, 100, "alerts", "p2", 0).unwrap();
+        let asked = std::cell::Cell::new(0);
+        let commits_meanwhile = |_| {
+            asked.set(asked.get() + 1);
+            if asked.get() == 1 {
+                Outcome::Running
+            } else {
+                Outcome::Committed
+            }
+        };
+        let mut out = Vec::new();
+        assert!(q.ready(7, 10, &mut out, commits_meanwhile).is_empty());
+        assert_eq!(asked.get(), 1, "asked once for the transaction");
+        let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
+        assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["p1", "p2"]);
+        q.delivered(7, &span);
     }
 }
