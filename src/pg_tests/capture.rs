@@ -202,6 +202,30 @@ mod tests {
         );
     }
 
+    /// Keys and endpoints over 1024 bytes are logged in one bounded form, whichever path logs them:
+    /// the direct path (the INSERT) in Rust, the SQL path (an UPDATE of more than 10,000 rows)
+    /// through `cep.stored_key`.
+    #[pg_test]
+    fn long_keys_are_logged_alike_by_the_direct_and_the_sql_path() {
+        let written = crate::pg::change_log::rows_written;
+        run("CREATE TABLE long_keyed (id int PRIMARY KEY, k text, a text, b text, v int)");
+        run("SELECT cep.capture('long_keyed', key_column => 'k', from_column => 'a', to_column => 'b', high_frequency => NULL, mass_deletion => NULL)");
+        let before = written();
+        run("INSERT INTO long_keyed SELECT g, repeat(md5(g::text), 35), repeat('é', 600) || g, 'short', 0 FROM generate_series(1, 10001) g");
+        assert_eq!(written(), before + 10_001, "the INSERT: logged here");
+        run("UPDATE long_keyed SET v = 1");
+        assert_eq!(written(), before + 10_001, "10,001 rows updated: logged by SQL");
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(op || ' ' || n, ', ' ORDER BY op) FROM (
+                   SELECT l.op::text AS op, count(*) AS n FROM cep.change_log l JOIN long_keyed t ON l.pk = t.id::text
+                   WHERE l.key = cep.stored_key(t.k) AND l.from_id = cep.stored_key(t.a) AND l.to_id = 'short'
+                     AND octet_length(l.key) = 1024 AND octet_length(l.from_id) <= 1024 GROUP BY 1) s"
+            ),
+            Some("I 10001, U 10001".into())
+        );
+    }
+
     #[pg_test]
     fn a_writer_with_no_right_on_pg_cep_has_its_changes_logged_by_the_direct_path() {
         let written = crate::pg::change_log::rows_written;
