@@ -12,5 +12,5 @@ use pgrx::prelude::*;
 /// ```
 #[pg_extern(immutable, strict, parallel_safe)]
 fn stored_key(key: &str) -> String {
-    crate::engine::stored_key::into_stored_key(key.to_string())
+    crate::engine::stored_key::stored_key(key).into_owned()
 }

@@ -145,7 +145,7 @@ fn score_new_rows(relid: pg_sys::Oid, data: *mut pg_sys::TriggerData, counts: &m
         log.add(&watch, row, &assessment, level.is_some());
         log.add_shadow(row, &outcomes);
         if let Some(level) = level {
-            alerted.push(Alerted { row, assessment, level, window: cached });
+            alerted.push(Alerted::new(row, assessment, level, cached));
         }
     }
     write_alerts(&watch, &alerted, "alert", counts)?;
@@ -231,7 +231,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
         // SAFETY: this call's NEW row and its relation, as read above.
         let attempted = unsafe { attempted_row(data) };
         if watch.on_block == "skip" {
-            let id = write_alerts(&watch, &[Alerted { row: &row, assessment: a, level, window: None }], "blocked", counts)?;
+            let id = write_alerts(&watch, &[Alerted::new(&row, a, level, None)], "blocked", counts)?;
             if let (Some(id), Some(attempted), true) = (id, attempted, cache::schema_0_3()) {
                 as_extension_owner(|| {
                     Spi::run_with_args("UPDATE cep.alerts SET attempted_row = $2 WHERE alert_id = $1", &[id.into(), pgrx::JsonB(attempted).into()])
@@ -266,7 +266,7 @@ fn check_incoming_row(relid: pg_sys::Oid, data: &pg_sys::TriggerData, counts: &m
     log.add(&watch, &row, &a, level.is_some());
     log.add_shadow(&row, &outcomes);
     if let Some(level) = level {
-        write_alerts(&watch, &[Alerted { row: &row, assessment: a, level, window: None }], "alert", counts)?;
+        write_alerts(&watch, &[Alerted::new(&row, a, level, None)], "alert", counts)?;
     }
     log.write(&watch)?;
     Ok(Verdict::Keep)
@@ -301,6 +301,9 @@ const INSERT_ALERTS: &str = "INSERT INTO cep.alerts (relid, table_name, key, row
 /// A row that raised an alert, with its assessment and level.
 struct Alerted<'r> {
     row: &'r Row,
+    /// The row's key as the alert row holds it (`pg::keys`), worked out once for the row, its
+    /// notification and its cooldown.
+    key: std::borrow::Cow<'r, str>,
     assessment: Assessment,
     level: &'static str,
     /// The window stats the row was scored with (`None`: read with SQL), to explain it later
@@ -308,10 +311,9 @@ struct Alerted<'r> {
     window: Option<Vec<WindowStats>>,
 }
 
-impl Alerted<'_> {
-    /// The key as the alert row holds it: bounded, to fit `cep.alerts`' indexes.
-    fn stored_key(&self) -> std::borrow::Cow<'_, str> {
-        crate::pg::keys::stored(&self.row.key)
+impl<'r> Alerted<'r> {
+    fn new(row: &'r Row, assessment: Assessment, level: &'static str, window: Option<Vec<WindowStats>>) -> Self {
+        Alerted { row, key: crate::pg::keys::stored(&row.key), assessment, level, window }
     }
 
     /// The fired rules' evidence, built now if the row was scored without it (a statement
@@ -360,7 +362,7 @@ fn store_alerts(mut rows: AlertRows, watch: &Watch, alerted: &[Alerted], action:
             rows.write(&AlertRow {
                 relid: watch.root,
                 table: &watch.qualified_name,
-                key: &a.stored_key(),
+                key: &a.key,
                 row_pk: a.row.pk.as_deref(),
                 score: a.assessment.total_score,
                 level: a.level,
@@ -391,7 +393,7 @@ fn insert_alerts(watch: &Watch, alerted: &[Alerted], action: &str) -> CepResult<
                     watch.root.into(),
                     watch.qualified_name.as_str().into(),
                     action.into(),
-                    a.stored_key().as_ref().into(),
+                    a.key.as_ref().into(),
                     a.row.pk.as_deref().into(),
                     a.assessment.total_score.into(),
                     a.level.into(),
@@ -403,8 +405,7 @@ fn insert_alerts(watch: &Watch, alerted: &[Alerted], action: &str) -> CepResult<
             let types = [OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID]
                 .map(PgOid::from);
             let insert = spi::kept(INSERT_ALERTS, &types)?;
-            let keys: Vec<std::borrow::Cow<str>> = alerted.iter().map(|a| a.stored_key()).collect();
-            let keys: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
+            let keys: Vec<&str> = alerted.iter().map(|a| a.key.as_ref()).collect();
             let pks: Vec<Option<&str>> = alerted.iter().map(|a| a.row.pk.as_deref()).collect();
             let scores: Vec<f64> = alerted.iter().map(|a| a.assessment.total_score).collect();
             let levels: Vec<&str> = alerted.iter().map(|a| a.level).collect();
@@ -436,7 +437,7 @@ fn notify_alert(watch: &Watch, a: &Alerted, alert_id: i64, action: &str, ts: &st
     let notice = AlertNotice {
         alert_id,
         table: &watch.qualified_name,
-        key: &a.stored_key(),
+        key: &a.key,
         row: a.row.pk.as_deref(),
         score: a.assessment.total_score,
         level: a.level,
@@ -522,7 +523,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     cooldown::flush_if_due()?;
     let slot = |a: &Alerted, fingerprint: &str, window: i64| Slot {
         relid: watch.root.to_u32(),
-        key: a.stored_key().into_owned(),
+        key: a.key.to_string(),
         fingerprint: fingerprint.to_string(),
         window,
     };
@@ -540,7 +541,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
         let known = window.and_then(|w| {
             cooldown::alert_for(&slot(a, &fp, w)).or_else(|| {
                 let rows = table.get_or_insert_with(|| as_extension_owner(AlertRows::open)).as_ref()?;
-                let id = rows.open_alert(watch.root, &a.stored_key(), &fp, w)?;
+                let id = rows.open_alert(watch.root, &a.key, &fp, w)?;
                 cooldown::found(slot(a, &fp, w), id);
                 Some(id)
             })
@@ -572,8 +573,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
     let upsert = spi::kept(UPSERT_ALERTS, &types)?;
     let ts = |micros: Option<i64>| micros.and_then(|m| pgrx::datum::TimestampWithTimeZone::try_from(m).ok());
     let fingerprints: Vec<&str> = unknown.iter().map(|(_, fp, _)| fp.as_str()).collect();
-    let keys: Vec<std::borrow::Cow<str>> = unknown.iter().map(|(a, _, _)| a.stored_key()).collect();
-    let keys: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
+    let keys: Vec<&str> = unknown.iter().map(|(a, _, _)| a.key.as_ref()).collect();
     let pks: Vec<Option<&str>> = unknown.iter().map(|(a, _, _)| a.row.pk.as_deref()).collect();
     let scores: Vec<f64> = unknown.iter().map(|(a, _, _)| a.assessment.total_score).collect();
     let levels: Vec<&str> = unknown.iter().map(|(a, _, _)| a.level).collect();
@@ -609,7 +609,7 @@ fn write_repeating_alerts(watch: &Watch, alerted: &[Alerted], cooldown: i64, cou
                     continue;
                 }
                 let ts: String = r.get(2)?.unwrap_or_default();
-                let opened = unknown.iter().find(|(a, f, w)| a.stored_key() == key && *f == fp && *w == at);
+                let opened = unknown.iter().find(|(a, f, w)| a.key == key && *f == fp && *w == at);
                 let Some((a, _, _)) = opened else { continue };
                 notify_alert(watch, a, alert_id, "alert", &ts);
                 counts.alerts += 1;
