@@ -169,7 +169,8 @@ bench:
 bench-one: install
 	@$(CLUSTER) stop bench$(SUFFIX) >/dev/null; rm -rf "$$($(CLUSTER) dir bench$(SUFFIX))"
 	@$(CLUSTER) start bench$(SUFFIX) $(BENCH_PORT) "shared_buffers = 1GB" "max_wal_size = 8GB" "synchronous_commit = off" \
-	  "cep.window_cache_keys = 200000" "cep.window_cache_events = 16000000" "cep.rollup_records = 1000000"
+	  "cep.window_cache_keys = 200000" "cep.window_cache_events = 16000000" "cep.rollup_records = 1000000" \
+	  "max_prepared_transactions = 10"
 	@PG_CEP_CLUSTER=bench$(SUFFIX) bash bench/run.sh $(BENCH_PORT); rc=$$?; $(CLUSTER) stop bench$(SUFFIX); exit $$rc
 
 clean: stop

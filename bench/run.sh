@@ -19,8 +19,8 @@ tps() { # script [clients] -> transactions per second
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # COMMIT-to-LISTEN latency: 500 sequential commits of a single-row INSERT (with $1) that notifies.
-latency() { # channel insert
-    ( cd .. && cargo run -q --release -p pg_cep_e2e --bin notify_latency -- "$port" "$db" "$1" 500 "$2" )
+latency() { # channel insert [prepared]
+    ( cd .. && cargo run -q --release -p pg_cep_e2e --bin notify_latency -- "$port" "$db" "$1" 500 "$2" ${3:-} )
 }
 mean2() { awk -v x="$1" -v y="$2" 'BEGIN { print (x + y) / 2 }'; }
 
@@ -137,6 +137,8 @@ echo "   rollups on / off (this case's pg_cep against the first's): $(ratio "$la
 echo
 echo "== COMMIT to LISTEN receipt (pg_cep, 500 sequential alerting commits) =="
 latency bench_alerts "INSERT INTO tx_cep (user_id, amount, location, created_at) VALUES (\$1, 50000, 'L0', now())"
+echo "== COMMIT PREPARED to LISTEN receipt (pg_cep, 500 sequential prepared alerting transactions) =="
+latency bench_alerts "INSERT INTO tx_cep (user_id, amount, location, created_at) VALUES (\$1, 50000, 'L0', now())" prepared
 rm -rf "$work"
 fi
 

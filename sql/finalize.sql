@@ -602,3 +602,15 @@ ALTER TABLE captures ADD CONSTRAINT captures_channels_notify
 ALTER TABLE captures ADD CONSTRAINT captures_windows_bounded
     CHECK (high_frequency_window <= interval '100 years' AND mass_deletion_window <= interval '100 years');
 ALTER TABLE patterns ADD CONSTRAINT patterns_channel_notify CHECK (octet_length(channel) BETWEEN 1 AND 63);
+
+-- 0.3.0: a prepared transaction's notifications. It cannot NOTIFY, so it writes them here before
+-- it is prepared: COMMIT PREPARED commits them, ROLLBACK PREPARED drops them, and a restart in
+-- between keeps them, as it keeps the transaction. The database's notification sender sends and
+-- deletes them once committed; the table is empty otherwise. Written and read as the extension's
+-- owner only.
+CREATE TABLE prepared_notices (
+    notice_id bigserial PRIMARY KEY,
+    channel   text NOT NULL,
+    payload   text NOT NULL
+);
+COMMENT ON TABLE prepared_notices IS 'pg_cep: notifications of prepared transactions, sent by the database''s sender once they commit';

@@ -94,6 +94,17 @@ fn updating_from(release: &str) {
         ))
         .unwrap();
     }
+    // Until the update, a transaction that notifies cannot be prepared (its notifications need
+    // 0.3.0's table): the error says what to do, and nothing of the transaction stays.
+    let err = c.batch_execute("BEGIN; INSERT INTO transactions (user_id, amount) VALUES (2, 50000); PREPARE TRANSACTION 'cep_old'").unwrap_err();
+    let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert!(message.contains("need pg_cep's 0.3.0 objects; run ALTER EXTENSION pg_cep UPDATE"), "{err:?}");
+    c.batch_execute("ROLLBACK").unwrap();
+    let left: i64 = c
+        .query_one("SELECT (SELECT count(*) FROM transactions WHERE user_id = 2) + (SELECT count(*) FROM cep.alerts WHERE key = '2') + (SELECT count(*) FROM pg_prepared_xacts)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
     // The update's WARNINGs, read on a connection of its own.
     let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = warnings.clone();
@@ -166,6 +177,11 @@ fn updating_from(release: &str) {
     if release == "0.1.0" {
         assert_eq!(stats.get::<_, String>(1), "rows");
     }
+    // Updated, the same transaction can be prepared, and alerts at COMMIT PREPARED.
+    c.batch_execute("BEGIN; INSERT INTO transactions (user_id, amount) VALUES (3, 50000); PREPARE TRANSACTION 'cep_new'").unwrap();
+    c.batch_execute("COMMIT PREPARED 'cep_new'").unwrap();
+    let alerted: i64 = c.query_one("SELECT count(*) FROM cep.alerts WHERE key = '3'", &[]).unwrap().get(0);
+    assert_eq!(alerted, 1);
     // What 0.3.0 added: dropping the table forgets its watch.
     c.batch_execute("DROP TABLE transactions").unwrap();
     assert_eq!(c.query_one("SELECT count(*) FROM cep.watches", &[]).unwrap().get::<_, i64>(0), 0);

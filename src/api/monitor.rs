@@ -445,7 +445,7 @@ fn notify_alert(watch: &Watch, a: &Alerted, alert_id: i64, action: &str, ts: &st
         rules: &a.assessment.triggered,
         ts,
     };
-    crate::pg::notifier::notify_at_commit_sized(&watch.channel, |max| alert_payload(&notice, max));
+    crate::pg::notifier::notify_at_commit(&watch.channel, alert_payload(&notice, crate::engine::payload::MAX_PAYLOAD_BYTES));
 }
 
 unsafe extern "C-unwind" {

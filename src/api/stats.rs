@@ -86,7 +86,7 @@ fn window_cache() -> TableIterator<
 #[pg_extern(volatile)]
 fn notification_queue() -> TableIterator<'static, (name!(enabled, bool), name!(sender_running, bool), name!(queued, i64), name!(prepared, i64))> {
     let row = match crate::pg::notifier::queue_status() {
-        Some(s) => (true, s.sender_running, s.queued as i64, s.prepared as i64),
+        Some((s, prepared)) => (true, s.sender_running, s.queued as i64, prepared as i64),
         None => (false, false, 0, 0),
     };
     TableIterator::once(row)

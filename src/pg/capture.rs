@@ -592,9 +592,10 @@ pub fn check_anomalies(client: &mut SpiClient<'_>, capture: &Capture, op: Op, lo
                 .get_one()?
                 .unwrap_or(0);
             let count = before + added;
-            notifier::notify_at_commit_sized(&capture.anomaly_channel, |max| {
-                payload::anomaly(alert_id, &capture.name, key, anomaly, count, limit as i64, &window_text, max)
-            });
+            notifier::notify_at_commit(
+                &capture.anomaly_channel,
+                payload::anomaly(alert_id, &capture.name, key, anomaly, count, limit as i64, &window_text, payload::MAX_PAYLOAD_BYTES),
+            );
         }
     }
     Ok(())
@@ -677,6 +678,6 @@ fn hand_to_notifier() {
         let mut tables: Vec<String> = mine.iter().map(|p| p.table.clone()).collect();
         tables.sort();
         tables.dedup();
-        notifier::notify_at_commit_sized(channel, |max| payload::changes(xid, first, last, count, &tables, max));
+        notifier::notify_at_commit(channel, payload::changes(xid, first, last, count, &tables, payload::MAX_PAYLOAD_BYTES));
     }
 }

@@ -9,6 +9,11 @@
 //! (so that it never keeps `DROP DATABASE` waiting). Until it runs, and whenever its queue is full,
 //! a transaction sends its notices itself, as `cep.notify_after_commit = off` always does. A
 //! sender that fails, or is stopped, with notices left is replaced by the maintenance worker.
+//!
+//! A prepared transaction cannot NOTIFY, and its notices must outlive a restart as it does: it
+//! writes them to `cep.prepared_notices` before it is prepared. `COMMIT PREPARED` commits them
+//! (a utility hook then wakes the sender, which sends and deletes them), `ROLLBACK PREPARED`
+//! drops them.
 
 use std::ffi::{c_char, CString};
 use std::time::{Duration, Instant};
@@ -16,7 +21,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use crate::engine::notice_queue::{Notice, NoticeQueues, Outcome, Refused, Ticket};
+use crate::engine::notice_queue::{Notice, NoticeQueues, Outcome, Refused, Ticket, Wake};
 use crate::error::{CepError, CepResult};
 use crate::gucs;
 use crate::pg::shmem::Region;
@@ -168,8 +173,8 @@ xact_local! {
 
 xact_local! {
     /// Notices asked for during the transaction, with the subtransaction that asked: handed to
-    /// the sender (or sent) just before commit, kept for COMMIT PREPARED, dropped with their
-    /// subtransaction or transaction.
+    /// the sender (or sent) just before commit, written for COMMIT PREPARED before PREPARE,
+    /// dropped with their subtransaction or transaction.
     static PENDING: BySubxact<Pending> = BySubxact::new();
 }
 
@@ -177,8 +182,6 @@ xact_local! {
 struct Pending {
     channel: String,
     payload: String,
-    /// A shorter payload, for a prepared transaction whose payload is too long for the queue.
-    short: Option<String>,
 }
 
 /// Refuses a channel NOTIFY would refuse at commit (empty, or `NAMEDATALEN` bytes or more). Checked
@@ -191,55 +194,131 @@ pub fn check_channel(role: &str, channel: &str) -> CepResult<()> {
     Ok(())
 }
 
-/// As [`notify_at_commit_or_short`], for a payload `build` makes in at most the bytes it is given:
-/// the NOTIFY-sized one, and when that is longer than the sender's slots, one that fits them.
-pub fn notify_at_commit_sized(channel: &str, build: impl Fn(usize) -> String) {
-    let payload = build(crate::engine::payload::MAX_PAYLOAD_BYTES);
-    let short = (payload.len() > crate::engine::notice_queue::PAYLOAD_BYTES).then(|| build(crate::engine::notice_queue::PAYLOAD_BYTES));
-    notify_at_commit_or_short(channel, &payload, short);
-}
-
 /// A notification to send if, and once, this transaction commits, as NOTIFY would: dropped with
 /// a rolled-back subtransaction, and kept across PREPARE TRANSACTION until COMMIT PREPARED. It
-/// takes no lock before commit, so the transaction may be prepared: then `short` is queued when
-/// `payload` is longer than the sender's slots (a prepared transaction cannot NOTIFY). Channel
-/// and payload must be within NOTIFY's limits (`engine::payload` keeps them so).
-pub fn notify_at_commit_or_short(channel: &str, payload: &str, short: Option<String>) {
-    PENDING.with_mut(|p| p.push(Pending { channel: channel.to_string(), payload: payload.to_string(), short }));
+/// takes no lock before commit, so the transaction may be prepared. Channel and payload must be
+/// within NOTIFY's limits (`engine::payload` keeps them so).
+pub fn notify_at_commit(channel: &str, payload: String) {
+    PENDING.with_mut(|p| p.push(Pending { channel: channel.to_string(), payload }));
 }
 
-/// Before PREPARE: NOTIFY cannot be prepared, so each notice waits in the sender's queue, resolved
-/// by what becomes of the transaction. They are queued under one lock, next to each other: the
-/// sender then keeps their order however long they wait. A queue that cannot take them refuses
-/// the PREPARE rather than lose a notice (those already queued go with the aborted transaction).
-fn queue_for_prepared(pending: Vec<Pending>) {
-    // SAFETY: the transaction has an id: it wrote the rows it notifies about.
-    let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
-    let (db, at) = (database(), wall_clock());
-    let queued = REGION.locked(|base| {
-        let q = queues(base);
-        let mut start = false;
-        for Pending { channel, payload, short } in &pending {
-            let reserved = match (q.reserve_prepared(db, xid, channel, payload, at), short) {
-                (Err(Refused::TooLong), Some(short)) => q.reserve_prepared(db, xid, channel, short, at),
-                (reserved, _) => reserved,
-            };
-            // Left reserved at PREPARE: `ready` resolves it by the transaction's outcome.
-            match reserved {
-                Ok((_, asked)) => start |= asked,
-                Err(_) => return (start, Some(channel.clone())),
-            }
-        }
-        (start, None)
-    });
-    let (start, refused) = queued.unwrap_or_else(|| (false, pending.first().map(|p| p.channel.clone())));
-    if start {
-        start_sender(db);
-    }
-    if let Some(channel) = refused {
+/// The table a prepared transaction's notices wait in.
+const PREPARED_NOTICES: &std::ffi::CStr = c"prepared_notices";
+
+/// Before PREPARE: NOTIFY cannot be prepared, so the transaction writes its notices, in order, to
+/// `cep.prepared_notices`. COMMIT PREPARED commits them and ROLLBACK PREPARED drops them with
+/// the rest of the transaction, and a restart in between keeps them, as it keeps the transaction.
+/// The database's sender sends them once committed (`send_prepared`). Refuses the PREPARE when no
+/// sender can ever send them, rather than lose them.
+fn keep_for_commit_prepared(pending: Vec<Pending>) {
+    if !REGION.exists() {
         pgrx::error!(
-            "pg_cep cannot prepare this transaction: a notification on channel \"{channel}\" found no room in the queue of notifications sent at commit (shared_preload_libraries must include pg_cep, and the queue must not be full)"
+            "pg_cep cannot prepare this transaction: its notifications (on channel \"{}\") need pg_cep in shared_preload_libraries, whose sender sends them at COMMIT PREPARED",
+            pending[0].channel
         );
+    }
+    if crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES).is_none() {
+        pgrx::error!(
+            "pg_cep cannot prepare this transaction: its notifications (on channel \"{}\") need pg_cep's 0.3.0 objects; run ALTER EXTENSION pg_cep UPDATE",
+            pending[0].channel
+        );
+    }
+    let (channels, payloads): (Vec<String>, Vec<String>) = pending.into_iter().map(|p| (p.channel, p.payload)).unzip();
+    let written = crate::pg::privileges::as_extension_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO cep.prepared_notices (channel, payload) \
+             SELECT c, p FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(c, p, i) ORDER BY i",
+            &[channels.into(), payloads.into()],
+        )
+    });
+    if let Err(e) = written {
+        pgrx::error!("pg_cep could not keep this transaction's notifications for COMMIT PREPARED: {e}");
+    }
+}
+
+/// Notices of committed prepared transactions a sender sends in one transaction of its own, in
+/// the order they were written, deleting them in the same transaction: each goes once.
+const SEND_PREPARED: &str = "WITH sent AS (
+         DELETE FROM cep.prepared_notices
+         WHERE notice_id IN (SELECT notice_id FROM cep.prepared_notices ORDER BY notice_id LIMIT 1000)
+         RETURNING notice_id, channel, payload)
+     SELECT channel, payload FROM sent ORDER BY notice_id";
+
+/// The sender sends the committed notices of prepared transactions; returns how many.
+fn send_prepared() -> usize {
+    let sent = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        BackgroundWorker::transaction(|| -> Result<usize, String> {
+            if crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES).is_none() {
+                return Ok(0);
+            }
+            Spi::connect_mut(|client| {
+                let rows = client.update(SEND_PREPARED, None, &[]).map_err(|e| e.to_string())?;
+                let mut n = 0;
+                for row in rows {
+                    if let (Ok(Some(channel)), Ok(Some(payload))) = (row.get::<String>(1), row.get::<String>(2)) {
+                        notify_now(&channel, &payload);
+                    }
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+    }))
+    .catch_others(|e| {
+        // SAFETY: ends the failed transaction, as the maintenance worker does.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        Err(format!("{e:?}"))
+    })
+    .execute();
+    sent.unwrap_or_else(|e| {
+        pgrx::warning!("pg_cep notifier: notifications of prepared transactions could not be sent: {}", crate::engine::excerpt(&e));
+        0
+    })
+}
+
+/// After `COMMIT PREPARED` (the utility hook): the transaction may have left notices in
+/// `cep.prepared_notices`; the database's sender is woken, or started, to send them.
+fn prepared_committed() {
+    let (db, at) = (database(), wall_clock());
+    match REGION.locked(|base| queues(base).prepared_committed(db, at)) {
+        // SAFETY: a running sender's latch, in shared memory; setting a latch never fails.
+        Some(Wake::Latch(latch)) => unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) },
+        Some(Wake::Start) => start_sender(db),
+        _ => {}
+    }
+}
+
+static mut NEXT_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+/// The utility hook: after `COMMIT PREPARED` has committed, the sender is told to look.
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: the statement Postgres hands every utility hook; read before it runs.
+    let commit_prepared = unsafe {
+        let node = (*pstmt).utilityStmt;
+        !node.is_null()
+            && (*node).type_ == pg_sys::NodeTag::T_TransactionStmt
+            && (*(node as *mut pg_sys::TransactionStmt)).kind == pg_sys::TransactionStmtKind::TRANS_STMT_COMMIT_PREPARED
+    };
+    // SAFETY: the next hook, or Postgres's own, with the arguments we were given.
+    unsafe {
+        match NEXT_PROCESS_UTILITY {
+            Some(next) => next(pstmt, query, read_only_tree, context, params, env, dest, qc),
+            None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
+        }
+    }
+    if commit_prepared {
+        prepared_committed();
     }
 }
 
@@ -254,6 +333,11 @@ pub fn init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         REGION.request();
         BLOCKED.request();
+        // SAFETY: hooks are chained while libraries are preloaded, before any statement runs.
+        unsafe {
+            NEXT_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+            pg_sys::ProcessUtility_hook = Some(process_utility);
+        }
     }
 }
 
@@ -296,11 +380,48 @@ pub fn notify_after_commit(channel: &str, payload: &str) {
     notify_now(channel, payload);
 }
 
-/// This database's queue of notifications for its sender; `None` without pg_cep in
-/// `shared_preload_libraries` (there is no queue).
-pub fn queue_status() -> Option<crate::engine::notice_queue::Status> {
+/// This database's notifications waiting for its sender: the queue's, with the committed notices
+/// of prepared transactions counted in `queued`; and the notices of prepared transactions still
+/// undecided. `None` without pg_cep in `shared_preload_libraries` (there is no queue).
+pub fn queue_status() -> Option<(crate::engine::notice_queue::Status, u64)> {
     let db = database();
-    REGION.locked_shared(|base| queues(base).status(db, outcome))
+    let mut status = REGION.locked_shared(|base| queues(base).status(db))?;
+    let (committed, undecided) = prepared_notices();
+    status.queued += committed;
+    Some((status, undecided))
+}
+
+/// The rows of `cep.prepared_notices`: committed (waiting for the sender), and of prepared
+/// transactions still undecided. Those are read with a dirty snapshot, as a unique index check
+/// reads: no snapshot of another session sees them.
+fn prepared_notices() -> (u64, u64) {
+    let Some(oid) = crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES) else { return (0, 0) };
+    let (mut committed, mut undecided) = (0, 0);
+    // SAFETY: a heap scan of pg_cep's own table, opened, scanned and closed here, inside a
+    // transaction; the tuples are read only for their inserting transaction's id.
+    unsafe {
+        let relation = pg_sys::table_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let mut snapshot: pg_sys::SnapshotData = std::mem::zeroed();
+        snapshot.snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
+        let flags = pg_sys::ScanOptions::SO_TYPE_SEQSCAN | pg_sys::ScanOptions::SO_ALLOW_STRAT;
+        let scan = pg_sys::heap_beginscan(relation, &mut snapshot, 0, std::ptr::null_mut(), std::ptr::null_mut(), flags);
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            // Aborted rows are not returned: a row's writer is prepared (in progress) or committed.
+            let xmin = (*(*tuple).t_data).t_choice.t_heap.t_xmin;
+            if pg_sys::TransactionIdIsInProgress(xmin) {
+                undecided += 1;
+            } else {
+                committed += 1;
+            }
+        }
+        pg_sys::heap_endscan(scan);
+        pg_sys::table_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    }
+    (committed, undecided)
 }
 
 /// What became of a transaction whose notice is still marked reserved. Asked in this order, as
@@ -384,11 +505,11 @@ impl XactBuffer for Notices {
     fn pre_prepare(&self) {
         let pending = PENDING.with_mut(|p| p.take());
         if !pending.is_empty() {
-            queue_for_prepared(pending);
+            keep_for_commit_prepared(pending);
         }
     }
     fn prepare(&self) {
-        // Tickets stay reserved: the sender sends them once COMMIT PREPARED has committed.
+        // Nothing was reserved in the queue: the notices are rows of the prepared transaction.
         TICKETS.with_mut(|t| t.clear());
     }
     fn subxact_commit(&self, mine: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
@@ -462,7 +583,16 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
     let mut last_work = Instant::now();
     // When the last batch was sent: a stream of notices is told from a trickle by their gaps.
     let mut last_sent: Option<Instant> = None;
+    // Committed notices of prepared transactions may wait from before this sender (a restart, or
+    // a COMMIT PREPARED that found no sender to wake): it looks once as it starts.
+    let mut look_for_prepared = true;
     loop {
+        let asked = REGION.locked(|base| queues(base).take_prepared_committed(db)) == Some(true);
+        if asked || look_for_prepared {
+            // A full batch: more may wait.
+            look_for_prepared = send_prepared() >= 1000;
+            last_work = Instant::now();
+        }
         let records = take_blocked(db);
         if !records.is_empty() {
             write_blocked(records);

@@ -307,15 +307,9 @@ macro_rules! match_notifications {
                  || CASE WHEN measures IS NOT NULL THEN jsonb_build_object('measures', measures) ELSE '{}'::jsonb END)::text AS full_payload,
                 json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 500),
                                   'key', left(key, 500), 'start', match_start, 'end', match_end,
-                                  'completed_by', completed_by, 'truncated', true)::text AS short_payload,
-                json_build_object('type', 'pattern_match', 'match_id', match_id, 'pattern', left(pattern_name, 100),
-                                  'key', left(key, 100), 'truncated', true)::text AS tiny_payload,
-                json_build_object('type', 'pattern_match', 'match_id', match_id, 'truncated', true)::text AS id_payload
+                                  'completed_by', completed_by, 'truncated', true)::text AS short_payload
          FROM m)
-     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END,
-            -- A prepared transaction's slot is 448 bytes (notice_queue::PAYLOAD_BYTES); 100
-            -- characters may escape to 600 bytes: then only the id goes.
-            CASE WHEN octet_length(tiny_payload) <= 448 THEN tiny_payload ELSE id_payload END
+     SELECT CASE WHEN octet_length(full_payload) < 8000 THEN full_payload ELSE short_payload END
      FROM p"
     };
 }
@@ -543,10 +537,11 @@ fn record_matches(client: &mut SpiClient<'_>, live: &LivePattern, matches: &[(St
             measures.into(),
         ],
     )?;
-    // Sent at commit (see `notifier::notify_at_commit_or_short`): the transaction may be prepared.
+    // Sent at commit (see `notifier::notify_at_commit`): the transaction may be prepared.
     for row in notices {
-        let (Some(payload), short) = (row.get::<String>(1)?, row.get::<String>(2)?) else { continue };
-        crate::pg::notifier::notify_at_commit_or_short(&live.channel, &payload, short);
+        if let Some(payload) = row.get::<String>(1)? {
+            crate::pg::notifier::notify_at_commit(&live.channel, payload);
+        }
     }
     Ok(())
 }

@@ -8,8 +8,9 @@
 //! from its own transactions. A notice is sent only after its transaction committed, as NOTIFY
 //! itself guarantees: a notice still reserved is resolved by its transaction id (still running:
 //! wait; committed: send; aborted: drop), as Postgres reads its own NOTIFY queue. A prepared
-//! transaction's notice is the exception: it may wait for `COMMIT PREPARED` for hours, so it is
-//! passed over while undecided, and the notices behind it go.
+//! transaction's notices are not queued here (they must outlive a restart, as the transaction
+//! does: the pgrx layer keeps them in a table); the queue only tells the sender to look there once
+//! `COMMIT PREPARED` has committed one (`prepared_committed`).
 //!
 //! The layout is plain old data, meant to live in shared memory; every method expects the caller
 //! to hold the lock that guards it.
@@ -31,9 +32,6 @@ const FREE: u32 = 0;
 const RESERVED: u32 = 1;
 const READY: u32 = 2;
 const CANCELLED: u32 = 3;
-/// Reserved by a transaction that was then prepared: decided by `COMMIT PREPARED` or `ROLLBACK
-/// PREPARED`, which may come much later, so it holds no other notice back.
-const PREPARED: u32 = 4;
 
 const IDLE: u32 = 0;
 const STARTING: u32 = 1;
@@ -65,12 +63,21 @@ struct Queue {
     sleeping: u32,
     /// When `sender` last changed.
     since: i64,
+    /// 1 when `COMMIT PREPARED` committed a transaction since the sender last looked: its
+    /// notices wait outside the queue, for the sender to send.
+    prepared_committed: u32,
     /// The first notice not yet delivered, and the next to reserve. They only grow, also when the
     /// queue passes to another database, so that a late ticket of the old one points below `head`.
-    /// Between them, a slot already sent (behind an undecided prepared one) is `FREE`.
     head: u64,
     tail: u64,
     slots: [Slot; SLOTS],
+}
+
+impl Queue {
+    /// Notices to send, in the queue or (committed by `COMMIT PREPARED`) outside it.
+    fn has_work(&self) -> bool {
+        self.head != self.tail || self.prepared_committed != 0
+    }
 }
 
 #[repr(C)]
@@ -111,9 +118,19 @@ impl Resolved {
 pub struct Status {
     /// Notices of committed (or committing) transactions not yet sent.
     pub queued: u64,
-    /// Notices of prepared transactions still undecided.
-    pub prepared: u64,
     pub sender_running: bool,
+}
+
+/// What `COMMIT PREPARED` must do so that the sender looks for the transaction's notices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Set this latch: the sender runs.
+    Latch(usize),
+    /// Start a sender (then `attach` or `failed`, as after `start`).
+    Start,
+    /// Nothing now: a sender is on its way, or no queue is free; the next sender of the
+    /// database looks when it starts.
+    Later,
 }
 
 /// What became of a transaction, for a notice still marked reserved.
@@ -137,7 +154,7 @@ impl NoticeQueues {
     /// Sets up zeroed memory: every queue idle and empty.
     pub fn init(&mut self) {
         for q in self.queues.iter_mut() {
-            (q.database, q.sender, q.pid, q.latch, q.since, q.head, q.tail, q.sleeping) = (0, IDLE, 0, 0, 0, 0, 0, 0);
+            (q.database, q.sender, q.pid, q.latch, q.since, q.head, q.tail, q.sleeping, q.prepared_committed) = (0, IDLE, 0, 0, 0, 0, 0, 0, 0);
             for s in q.slots.iter_mut() {
                 s.state = FREE;
             }
@@ -171,34 +188,6 @@ impl NoticeQueues {
         s.payload_len = payload.len() as u32;
         q.tail += 1;
         Ok(Ticket { database, queue: index, position })
-    }
-
-    /// Queues a notice of a transaction being prepared: it may not NOTIFY, so its notice waits in
-    /// the queue, reserved, until COMMIT PREPARED or ROLLBACK PREPARED decides it (see `ready`),
-    /// whether or not a sender runs yet (the caller starts one when `start` says so). A
-    /// transaction's notices must be reserved under one hold of the lock, next to each other: the
-    /// sender keeps their order only then (it moves them about while they wait).
-    pub fn reserve_prepared(&mut self, database: u32, xid: u32, channel: &str, payload: &str, now: i64) -> Result<(Ticket, bool), Refused> {
-        // Refused before a sender is asked for: the caller tries a shorter form next, and that
-        // call must be the one told to start the sender.
-        if channel.len() >= CHANNEL_BYTES || payload.len() > PAYLOAD_BYTES {
-            return Err(Refused::TooLong);
-        }
-        let start = self.start(database, now);
-        let index = self.find(database).ok_or(Refused::Full)?;
-        let running = std::mem::replace(&mut self.queues[index].sender, RUNNING);
-        let reserved = self.reserve(database, xid, channel, payload);
-        self.queues[index].sender = running;
-        if let Ok(t) = reserved {
-            if let Some(s) = self.slot(t) {
-                s.state = PREPARED;
-            }
-        }
-        if reserved.is_err() && start {
-            // Refused (full): the caller will not start the sender this call asked for.
-            self.failed(database);
-        }
-        reserved.map(|t| (t, start))
     }
 
     fn slot(&mut self, t: Ticket) -> Option<&mut Slot> {
@@ -247,34 +236,20 @@ impl NoticeQueues {
     /// `max`, and the slots they resolve (cancelled and aborted ones included). They stay queued
     /// until `delivered` is called with those, so a sender that fails leaves them to the next.
     /// A notice still reserved is looked up with `outcome`, and stops the read while its
-    /// transaction runs (it is committing: it reserved in its last step before). A prepared
-    /// transaction's undecided notice is passed over instead.
+    /// transaction runs (it is committing: it reserved in its last step before).
     pub fn ready(&self, database: u32, max: usize, out: &mut Vec<Notice>, outcome: impl Fn(u32) -> Outcome) -> Resolved {
         out.clear();
         let mut resolved = Resolved::default();
         let Some(index) = self.find(database) else { return resolved };
         let q = &self.queues[index];
-        // A prepared transaction's notices are decided once per call: COMMIT PREPARED ending
-        // between two of them must not send the second before the first.
-        let mut decided: Vec<(u32, Outcome)> = Vec::new();
-        let mut outcome_of = |xid: u32| match decided.iter().find(|(x, _)| *x == xid) {
-            Some(&(_, o)) => o,
-            None => {
-                let o = outcome(xid);
-                decided.push((xid, o));
-                o
-            }
-        };
         for position in q.head..q.tail {
             if out.len() >= max {
                 break;
             }
             let s = &q.slots[(position % SLOTS as u64) as usize];
             let send = match s.state {
-                FREE => continue,
                 READY => true,
-                RESERVED | PREPARED => match outcome_of(s.xid) {
-                    Outcome::Running if s.state == PREPARED => continue,
+                RESERVED => match outcome(s.xid) {
                     Outcome::Running => break,
                     Outcome::Committed => true,
                     Outcome::Aborted => false,
@@ -293,9 +268,7 @@ impl NoticeQueues {
     }
 
     /// The slots of a batch of `ready` were delivered: freed, and the head moved past every
-    /// freed slot in front. A prepared transaction's notice found at the head moves to the tail
-    /// (no ticket points at it any more), so that one undecided for hours does not use the ring
-    /// up behind it; the notices of one transaction keep their order.
+    /// freed slot in front.
     pub fn delivered(&mut self, database: u32, resolved: &Resolved) {
         let Some(index) = self.find(database) else { return };
         let q = &mut self.queues[index];
@@ -304,48 +277,51 @@ impl NoticeQueues {
                 q.slots[(position % SLOTS as u64) as usize].state = FREE;
             }
         }
-        // Each slot in use is looked at once at most: prepared ones alone are not turned round
-        // and round.
-        for _ in q.head..q.tail {
-            let head = (q.head % SLOTS as u64) as usize;
-            match q.slots[head].state {
-                FREE => q.head += 1,
-                PREPARED => {
-                    // The tail's slot is free (it lies behind the head), or is this one when
-                    // the ring is full.
-                    let tail = (q.tail % SLOTS as u64) as usize;
-                    q.slots[tail] = q.slots[head];
-                    if tail != head {
-                        q.slots[head].state = FREE;
-                    }
-                    q.head += 1;
-                    q.tail += 1;
-                }
-                _ => break,
-            }
+        while q.head < q.tail && q.slots[(q.head % SLOTS as u64) as usize].state == FREE {
+            q.head += 1;
         }
+    }
+
+    /// `COMMIT PREPARED` committed a transaction whose notices may wait for the sender: it must
+    /// look for them. Asks for a sender when none runs.
+    pub fn prepared_committed(&mut self, database: u32, now: i64) -> Wake {
+        let start = self.latch_of(database).is_none() && self.start(database, now);
+        let Some(index) = self.find(database) else { return Wake::Later };
+        let q = &mut self.queues[index];
+        q.prepared_committed = 1;
+        match (start, q.sender == RUNNING && q.latch != 0) {
+            (true, _) => Wake::Start,
+            (false, true) => Wake::Latch(q.latch),
+            (false, false) => Wake::Later,
+        }
+    }
+
+    /// For the sender: whether `COMMIT PREPARED` asked it to look since it last asked.
+    pub fn take_prepared_committed(&mut self, database: u32) -> bool {
+        self.find(database).is_some_and(|index| std::mem::take(&mut self.queues[index].prepared_committed) == 1)
     }
 
     /// A transaction found no sender: whether it should start one (then it must call `attach`
     /// from the sender, or `failed` if the start failed). At most one sender per database is
     /// asked for at a time; a queue is given to a new database only when idle and empty.
     pub fn start(&mut self, database: u32, now: i64) -> bool {
-        let index = match self.find(database) {
-            Some(i) => i,
-            // A queue whose sender never came (its database was dropped meanwhile) is free too.
-            None => match self.queues.iter().position(|q| {
-                q.database == 0 || ((q.sender == IDLE || (q.sender == STARTING && now - q.since >= STALE_START_US)) && q.head == q.tail)
-            }) {
-                Some(i) => {
-                    self.queues[i].database = database;
-                    i
-                }
-                None => return false,
-            },
-        };
+        let index =
+            match self.find(database) {
+                Some(i) => i,
+                // A queue whose sender never came (its database was dropped meanwhile) is free too.
+                None => match self.queues.iter().position(|q| {
+                    q.database == 0 || ((q.sender == IDLE || (q.sender == STARTING && now - q.since >= STALE_START_US)) && !q.has_work())
+                }) {
+                    Some(i) => {
+                        self.queues[i].database = database;
+                        i
+                    }
+                    None => return false,
+                },
+            };
         let q = &mut self.queues[index];
         let stale = now - q.since >= STALE_START_US;
-        let left_work = q.sender == IDLE && q.head != q.tail && now - q.since < RESTART_DELAY_US;
+        let left_work = q.sender == IDLE && q.has_work() && now - q.since < RESTART_DELAY_US;
         if q.sender == RUNNING || (q.sender == STARTING && !stale) || left_work {
             return false;
         }
@@ -381,7 +357,7 @@ impl NoticeQueues {
         if q.pid != pid || q.sender != RUNNING {
             return true;
         }
-        if !anyway && q.head != q.tail {
+        if !anyway && q.has_work() {
             return false;
         }
         (q.sender, q.pid, q.latch, q.since, q.sleeping) = (IDLE, 0, 0, now, 0);
@@ -394,7 +370,7 @@ impl NoticeQueues {
     pub fn orphaned(&self, now: i64) -> Vec<u32> {
         self.queues
             .iter()
-            .filter(|q| q.database != 0 && q.head != q.tail)
+            .filter(|q| q.database != 0 && q.has_work())
             .filter(|q| match q.sender {
                 IDLE => now - q.since >= RESTART_DELAY_US,
                 STARTING => now - q.since >= STALE_START_US,
@@ -414,28 +390,15 @@ impl NoticeQueues {
         for position in q.head..q.tail {
             q.slots[(position % SLOTS as u64) as usize].state = FREE;
         }
-        (q.head, q.database, q.sender) = (q.tail, 0, IDLE);
+        (q.head, q.database, q.sender, q.prepared_committed) = (q.tail, 0, IDLE, 0);
     }
 
-    /// The database's queue: notices to send, notices of undecided prepared transactions, and
-    /// whether a sender serves it.
-    pub fn status(&self, database: u32, outcome: impl Fn(u32) -> Outcome) -> Status {
+    /// The database's queue: notices to send, and whether a sender serves it.
+    pub fn status(&self, database: u32) -> Status {
         let Some(index) = self.find(database) else { return Status::default() };
         let q = &self.queues[index];
-        let mut status = Status { sender_running: q.sender == RUNNING, ..Status::default() };
-        for position in q.head..q.tail {
-            let s = &q.slots[(position % SLOTS as u64) as usize];
-            match s.state {
-                READY | RESERVED => status.queued += 1,
-                PREPARED => match outcome(s.xid) {
-                    Outcome::Running => status.prepared += 1,
-                    Outcome::Committed => status.queued += 1,
-                    Outcome::Aborted => {}
-                },
-                _ => {}
-            }
-        }
-        status
+        let queued = (q.head..q.tail).filter(|p| matches!(q.slots[(p % SLOTS as u64) as usize].state, READY | RESERVED)).count();
+        Status { queued: queued as u64, sender_running: q.sender == RUNNING }
     }
 }
 
@@ -472,8 +435,8 @@ mod tests {
     }
 
     fn status(q: &NoticeQueues, db: u32) -> (u64, bool) {
-        let s = q.status(db, running_xacts);
-        (s.queued + s.prepared, s.sender_running)
+        let s = q.status(db);
+        (s.queued, s.sender_running)
     }
 
     #[test]
@@ -520,51 +483,6 @@ mod tests {
         let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
         assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["running", "behind"]);
         assert_eq!(span.len(), 2);
-    }
-
-    #[test]
-    fn a_prepared_transactions_notice_waits_reserved_with_or_without_a_sender() {
-        // No sender yet: the queue is allotted, a sender asked for, and the notice kept.
-        let mut q = queues();
-        let (_, start) = q.reserve_prepared(7, 100, "alerts", "prepared", 0).unwrap();
-        assert!(start, "the caller starts the sender");
-        assert!(q.attach(7, 42, 0x1000, 0));
-        // While the prepared transaction is undecided the notice holds; COMMIT PREPARED sends it.
-        let mut out = Vec::new();
-        assert!(q.ready(7, 10, &mut out, running_xacts).is_empty());
-        let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
-        assert_eq!((out.len(), span.len()), (1, 1));
-        q.delivered(7, &span);
-        // With a sender running, none is asked for; ROLLBACK PREPARED drops the notice.
-        let (_, start) = q.reserve_prepared(7, 101, "alerts", "rolled back", 0).unwrap();
-        assert!(!start);
-        let span = q.ready(7, 10, &mut out, |_| Outcome::Aborted);
-        assert_eq!((out.len(), span.len()), (0, 1));
-        assert_eq!(q.reserve_prepared(7, 102, "alerts", &"x".repeat(PAYLOAD_BYTES + 1), 0).unwrap_err(), Refused::TooLong);
-    }
-
-    /// A notice too long for a slot, then its short form: the short one's call starts the sender
-    /// (it was asked for by the refused call, and never started).
-    #[test]
-    fn a_prepared_notices_short_form_still_starts_the_sender() {
-        let mut q = queues();
-        assert_eq!(q.reserve_prepared(7, 100, "alerts", &"x".repeat(PAYLOAD_BYTES + 1), 0).unwrap_err(), Refused::TooLong);
-        let (_, start) = q.reserve_prepared(7, 100, "alerts", "short", 0).unwrap();
-        assert!(start, "the caller starts the sender");
-    }
-
-    /// A full queue refuses a prepared notice after asking for a sender: the ask is withdrawn, so a
-    /// transaction may start one after the usual restart delay, not only once the ask goes stale.
-    #[test]
-    fn a_full_queue_leaves_no_sender_asked_for_and_never_started() {
-        let mut q = queues();
-        for xid in 0..SLOTS as u32 {
-            q.reserve_prepared(7, xid, "alerts", "p", 0).unwrap();
-        }
-        q.failed(7);
-        let later = RESTART_DELAY_US.max(STALE_START_US);
-        assert_eq!(q.reserve_prepared(7, 9999, "alerts", "p", later).unwrap_err(), Refused::Full);
-        assert!(q.start(7, later + RESTART_DELAY_US), "a sender may be started");
     }
 
     #[test]
@@ -668,83 +586,33 @@ mod tests {
         assert!(q.start(100, 0));
     }
 
-    /// A prepared transaction may stay undecided for hours: the notices committed after it must
-    /// not wait for it, nor use the ring up behind it; it goes once COMMIT PREPARED has committed.
+    /// COMMIT PREPARED wakes a running sender, or asks for one; the sender, told once, looks in
+    /// the table once. Until it has, its queue counts as busy: the sender does not leave, a
+    /// sender that failed is replaced, and the queue is not given to another database.
     #[test]
-    fn an_undecided_prepared_notice_holds_back_no_other() {
+    fn commit_prepared_wakes_or_starts_the_sender_which_looks_once() {
         let mut q = running(7);
-        q.reserve_prepared(7, 100, "alerts", "prepared 1", 0).unwrap();
-        q.reserve_prepared(7, 100, "alerts", "prepared 2", 0).unwrap();
-        let t = q.reserve(7, 101, "alerts", "committed after").unwrap();
-        q.publish(t);
-        let prepared_runs = |xid| if xid == 100 { Outcome::Running } else { Outcome::Committed };
-        assert_eq!(q.status(7, prepared_runs), Status { queued: 1, prepared: 2, sender_running: true });
-        let mut out = Vec::new();
-        let span = q.ready(7, 10, &mut out, prepared_runs);
-        assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["committed after"]);
-        q.delivered(7, &span);
-        assert_eq!(q.status(7, prepared_runs), Status { queued: 0, prepared: 2, sender_running: true });
-        assert!(q.ready(7, 10, &mut out, prepared_runs).is_empty(), "a sent notice is not sent again");
-        assert!(!q.detach(7, 42, false, 1), "the sender stays for the prepared ones");
-        // Many more pass them, round the ring several times: never full.
-        for xid in 200..200 + 3 * SLOTS as u32 {
-            let t = q.reserve(7, xid, "alerts", "x").unwrap();
-            q.publish(t);
-            let span = q.ready(7, 10, &mut out, prepared_runs);
-            assert_eq!(out.len(), 1);
-            q.delivered(7, &span);
+        assert_eq!(q.prepared_committed(7, 0), Wake::Latch(0x1000));
+        assert!(!q.detach(7, 42, false, 1), "the sender stays until it has looked");
+        assert!(q.take_prepared_committed(7));
+        assert!(!q.take_prepared_committed(7), "once");
+        assert!(q.detach(7, 42, false, 1));
+        // No sender: COMMIT PREPARED asks for one, and a second asks for no other while it starts.
+        assert_eq!(q.prepared_committed(7, 2), Wake::Start);
+        assert_eq!(q.prepared_committed(7, 3), Wake::Later);
+        // It failed to start: the maintenance worker finds the database orphaned, after the delay.
+        q.failed(7);
+        assert!(q.orphaned(4).is_empty());
+        assert_eq!(q.orphaned(2 + RESTART_DELAY_US), vec![7]);
+        assert!(q.start(7, 2 + RESTART_DELAY_US));
+        assert!(q.attach(7, 43, 0x2000, 2 + RESTART_DELAY_US));
+        assert!(q.take_prepared_committed(7));
+        // A database with no queue of its own and none free: the next sender looks when it starts.
+        let mut full = queues();
+        for db in 1..=DATABASES as u32 {
+            assert!(full.start(db, 0));
         }
-        assert_eq!(q.queues[0].tail - q.queues[0].head, 2, "only the prepared ones are in use");
-        // COMMIT PREPARED: they go, in their order, and the queue is empty again.
-        let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
-        assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["prepared 1", "prepared 2"]);
-        q.delivered(7, &span);
-        assert_eq!(q.status(7, prepared_runs), Status { queued: 0, prepared: 0, sender_running: true });
-        assert!(q.detach(7, 42, false, 2));
-    }
-
-    /// A ring full of undecided prepared notices turns none of them over, and ROLLBACK PREPARED
-    /// drops them all.
-    #[test]
-    fn a_ring_full_of_prepared_notices_waits_and_rolls_back() {
-        let mut q = running(7);
-        for _ in 0..SLOTS {
-            q.reserve_prepared(7, 100, "alerts", "p", 0).unwrap();
-        }
-        assert_eq!(q.reserve(7, 101, "alerts", "x"), Err(Refused::Full));
-        let mut out = Vec::new();
-        let span = q.ready(7, 10, &mut out, running_xacts);
-        assert!(span.is_empty());
-        q.delivered(7, &span);
-        assert_eq!(q.status(7, running_xacts).prepared, SLOTS as u64);
-        let span = q.ready(7, SLOTS, &mut out, |_| Outcome::Aborted);
-        assert_eq!((out.len(), span.len()), (0, SLOTS));
-        q.delivered(7, &span);
-        assert_eq!(q.status(7, running_xacts), Status { queued: 0, prepared: 0, sender_running: true });
-        assert!(q.reserve(7, 300, "alerts", "x").is_ok());
-    }
-
-    /// COMMIT PREPARED may end while the sender reads the queue: the transaction's second notice
-    /// must not go before its first, found undecided a moment earlier.
-    #[test]
-    fn a_prepared_transactions_notices_are_decided_once_per_read() {
-        let mut q = running(7);
-        q.reserve_prepared(7, 100, "alerts", "p1", 0).unwrap();
-        q.reserve_prepared(7, 100, "alerts", "p2", 0).unwrap();
-        let asked = std::cell::Cell::new(0);
-        let commits_meanwhile = |_| {
-            asked.set(asked.get() + 1);
-            if asked.get() == 1 {
-                Outcome::Running
-            } else {
-                Outcome::Committed
-            }
-        };
-        let mut out = Vec::new();
-        assert!(q.ready(7, 10, &mut out, commits_meanwhile).is_empty());
-        assert_eq!(asked.get(), 1, "asked once for the transaction");
-        let span = q.ready(7, 10, &mut out, |_| Outcome::Committed);
-        assert_eq!(out.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(), ["p1", "p2"]);
-        q.delivered(7, &span);
+        assert_eq!(full.prepared_committed(99, 0), Wake::Later);
+        assert!(!full.take_prepared_committed(99));
     }
 }

@@ -2,9 +2,8 @@
 //!
 //! A payload carries ids, not rows: a consumer fetches the whole alert with `alert_id`. When a
 //! payload would be too long, the rule list is cut first, then long strings, and `"truncated":
-//! true` says so; `alert_id` is always kept. Each builder takes the most bytes it may use:
-//! [`MAX_PAYLOAD_BYTES`] for NOTIFY, or the sender's slot (`notice_queue::PAYLOAD_BYTES`) for a
-//! prepared transaction, whose notices cannot go through NOTIFY.
+//! true` says so; `alert_id` is always kept. Each builder takes the most bytes it may use
+//! ([`MAX_PAYLOAD_BYTES`] for NOTIFY), and fits any budget down to a few hundred bytes.
 
 use serde_json::{json, Value};
 
@@ -236,10 +235,10 @@ mod tests {
         }
     }
 
-    /// A prepared transaction's notices wait in the sender's slots: every payload has a form that
-    /// fits one, whatever its strings escape to, and keeps the id a consumer fetches the rest by.
+    /// Every payload has a form that fits a budget as small as the sender's slot, whatever its
+    /// strings escape to, and keeps the id a consumer fetches the rest by.
     #[test]
-    fn every_payload_fits_a_prepared_transactions_slot() {
+    fn every_payload_fits_a_slot_sized_budget() {
         use crate::notice_queue::PAYLOAD_BYTES;
         let worst = "\u{1}".repeat(10_000);
         let rules: Vec<i32> = (0..5_000).collect();

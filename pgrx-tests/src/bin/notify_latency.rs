@@ -1,9 +1,10 @@
 //! Latency from COMMIT to receipt by a LISTEN client, for `make bench`.
 //!
-//! `notify_latency PORT DBNAME CHANNEL N INSERT`: commits N times the single-row INSERT (whose
-//! one parameter, `$1`, is an int4 from 0 to 999), each of which must cause a notification on
-//! CHANNEL, one at a time, and prints the median and p99 time from sending COMMIT until the
-//! listening connection has the notification.
+//! `notify_latency PORT DBNAME CHANNEL N INSERT [prepared]`: commits N times the single-row INSERT
+//! (whose one parameter, `$1`, is an int4 from 0 to 999), each of which must cause a notification
+//! on CHANNEL, one at a time, and prints the median and p99 time from sending COMMIT until the
+//! listening connection has the notification. With `prepared`, each transaction is prepared
+//! (`PREPARE TRANSACTION`) and the time runs from sending `COMMIT PREPARED`.
 
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,13 @@ use postgres::{Client, NoTls};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, port, db, channel, n, insert] = args.as_slice() else {
-        eprintln!("usage: notify_latency PORT DBNAME CHANNEL N INSERT");
-        std::process::exit(2);
+    let (port, db, channel, n, insert, prepared) = match args.as_slice() {
+        [_, port, db, channel, n, insert] => (port, db, channel, n, insert, false),
+        [_, port, db, channel, n, insert, mode] if mode == "prepared" => (port, db, channel, n, insert, true),
+        _ => {
+            eprintln!("usage: notify_latency PORT DBNAME CHANNEL N INSERT [prepared]");
+            std::process::exit(2);
+        }
     };
     let n: usize = n.parse().expect("N is a number");
     let conf = format!("host=127.0.0.1 port={port} user=postgres dbname={db}");
@@ -25,10 +30,20 @@ fn main() {
     while let Ok(Some(_)) = listener.notifications().timeout_iter(Duration::from_millis(200)).next() {}
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
-        let mut tx = writer.transaction().unwrap();
-        tx.execute(insert.as_str(), &[&(i as i32 % 1000)]).unwrap();
-        let start = Instant::now();
-        tx.commit().unwrap();
+        let start = if prepared {
+            writer.batch_execute("BEGIN").unwrap();
+            writer.execute(insert.as_str(), &[&(i as i32 % 1000)]).unwrap();
+            writer.batch_execute("PREPARE TRANSACTION 'notify_latency'").unwrap();
+            let start = Instant::now();
+            writer.batch_execute("COMMIT PREPARED 'notify_latency'").unwrap();
+            start
+        } else {
+            let mut tx = writer.transaction().unwrap();
+            tx.execute(insert.as_str(), &[&(i as i32 % 1000)]).unwrap();
+            let start = Instant::now();
+            tx.commit().unwrap();
+            start
+        };
         let got = listener.notifications().timeout_iter(Duration::from_secs(5)).next();
         match got {
             Ok(Some(_)) => samples.push(start.elapsed()),
