@@ -426,6 +426,57 @@ fn a_prepared_transactions_notifications_outlive_a_restart() {
     assert!(drain_settled(&mut listener).is_empty(), "and sent once only");
 }
 
+/// An undecided prepared transaction keeps no sender running (before, the sender stayed and
+/// looked every 100 ms for as long as it was undecided); COMMIT PREPARED starts one again.
+#[test]
+fn an_undecided_prepared_transaction_keeps_no_sender_running() {
+    let db = TestDb::new("prepared_idle");
+    let mut c = setup(&db);
+    let mut listener = db.connect();
+    listener.batch_execute("LISTEN transaction_alerts").unwrap();
+    c.batch_execute("INSERT INTO transactions (user_id, amount) VALUES (2, 50000)").unwrap();
+    assert_eq!(drain_settled(&mut listener).len(), 1, "a sender ran");
+    let mut preparer = db.connect();
+    preparer.batch_execute("BEGIN; INSERT INTO transactions (user_id, amount) VALUES (1, 50000); PREPARE TRANSACTION 'cep_idle'").unwrap();
+    let senders = |c: &mut Client| -> i64 {
+        c.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cep notifier' AND datname = current_database()", &[])
+            .unwrap()
+            .get(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while senders(&mut c) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the sender stayed while the prepared transaction was undecided");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let prepared: i64 = c.query_one("SELECT prepared FROM cep.notification_queue()", &[]).unwrap().get(0);
+    assert_eq!(prepared, 1);
+    c.batch_execute("COMMIT PREPARED 'cep_idle'").unwrap();
+    let got = drain_settled(&mut listener);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.contains(r#""key":"1""#), "{got:?}");
+}
+
+/// COMMIT PREPARED wakes a sender only in a database with pg_cep's table of prepared
+/// notifications: in another, it starts none (at most 8 databases have one at a time).
+#[test]
+fn commit_prepared_starts_no_sender_in_a_database_without_pg_cep() {
+    let db = TestDb::without_extension("prepared_no_cep");
+    let mut c = db.connect();
+    c.batch_execute("CREATE TABLE t (v int); BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'no_cep'").unwrap();
+    c.batch_execute("COMMIT PREPARED 'no_cep'").unwrap();
+    // A sender starts within milliseconds and stays a second: look for one over half a second.
+    for _ in 0..10 {
+        let senders: i64 = c
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cep notifier' AND datname = current_database()", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(senders, 0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows: i64 = c.query_one("SELECT count(*) FROM t", &[]).unwrap().get(0);
+    assert_eq!(rows, 1, "committed");
+}
+
 /// A key too long for a btree entry (3.2 kB of hex, which does not compress) on a table without
 /// an index of its own: 0.2.0 failed the user's INSERT on `cep.alerts`' index, and so did the
 /// pattern state and the change log. Now each holds the key's bounded form, `cep.stored_key`, and

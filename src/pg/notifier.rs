@@ -277,8 +277,12 @@ fn send_prepared() -> usize {
 }
 
 /// After `COMMIT PREPARED` (the utility hook): the transaction may have left notices in
-/// `cep.prepared_notices`; the database's sender is woken, or started, to send them.
+/// `cep.prepared_notices`; the database's sender is woken, or started, to send them. Not in a
+/// database without that table: no sender is started there, nor a queue taken.
 fn prepared_committed() {
+    if crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES).is_none() {
+        return;
+    }
     let (db, at) = (database(), wall_clock());
     match REGION.locked(|base| queues(base).prepared_committed(db, at)) {
         // SAFETY: a running sender's latch, in shared memory; setting a latch never fails.
