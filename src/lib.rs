@@ -37,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::xact::init();
     if preloading {
         pg::worker::register();
+        pg::two_phase::init();
     }
 }
 

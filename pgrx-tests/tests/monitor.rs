@@ -426,6 +426,39 @@ fn a_prepared_transactions_notifications_outlive_a_restart() {
     assert!(drain_settled(&mut listener).is_empty(), "and sent once only");
 }
 
+/// A prepared transaction's rows count in its keys' windows once COMMIT PREPARED has committed
+/// them, also after a restart in between. The registry of prepared transactions is in shared
+/// memory and the restart loses it: the window cache loaded the key without the prepared row, and
+/// kept counting without it after COMMIT PREPARED. Now it forgets the database's keys then.
+#[test]
+fn a_prepared_transactions_rows_count_after_a_restart_and_commit_prepared() {
+    let db = TestDb::new("prepared_restart_window");
+    let mut c = db.connect();
+    c.batch_execute(
+        r#"CREATE TABLE tx (id bigserial PRIMARY KEY, user_id int NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+           INSERT INTO cep.risk_rules (rule_name, rule_type, rule_condition, risk_score) VALUES
+           ('three', 'threshold', '{"metric": "transaction_count", "operator": ">=", "value": 3, "window": "1_hour"}', 0.7);
+           SELECT cep.watch('tx');"#,
+    )
+    .unwrap();
+    let mut preparer = db.connect();
+    preparer.batch_execute("BEGIN; INSERT INTO tx (user_id, amount) VALUES (7, 10); PREPARE TRANSACTION 'cep_window'").unwrap();
+    drop((c, preparer));
+    restart_server();
+    let mut c = db.connect();
+    // Undecided, the prepared row does not count; this row puts the key in the cache.
+    c.batch_execute("INSERT INTO tx (user_id, amount) VALUES (7, 10)").unwrap();
+    let cached: i64 = c.query_one("SELECT keys FROM cep.window_cache()", &[]).unwrap().get(0);
+    assert_eq!(cached, 1);
+    c.batch_execute("COMMIT PREPARED 'cep_window'").unwrap();
+    // Committed, it counts: the third row of the key finds all three.
+    c.batch_execute("INSERT INTO tx (user_id, amount) VALUES (7, 10)").unwrap();
+    let alerts: Vec<i64> =
+        c.query("SELECT id FROM tx t JOIN cep.alerts a ON a.row_pk = t.id::text ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let third: i64 = c.query_one("SELECT max(id) FROM tx", &[]).unwrap().get(0);
+    assert_eq!(alerts, [third]);
+}
+
 /// An undecided prepared transaction keeps no sender running (before, the sender stayed and
 /// looked every 100 ms for as long as it was undecided); COMMIT PREPARED starts one again.
 #[test]

@@ -24,6 +24,7 @@ pub mod table_arg;
 pub mod time;
 pub mod triggers;
 pub mod tuple;
+pub mod two_phase;
 pub mod version;
 pub mod watched;
 pub mod window_cache;

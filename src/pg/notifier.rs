@@ -12,7 +12,7 @@
 //!
 //! A prepared transaction cannot NOTIFY, and its notices must outlive a restart as it does: it
 //! writes them to `cep.prepared_notices` before it is prepared. `COMMIT PREPARED` commits them
-//! (a utility hook then wakes the sender, which sends and deletes them), `ROLLBACK PREPARED`
+//! (`pg::two_phase` then wakes the sender, which sends and deletes them), `ROLLBACK PREPARED`
 //! drops them.
 
 use std::ffi::{c_char, CString};
@@ -276,10 +276,13 @@ fn send_prepared() -> usize {
     })
 }
 
-/// After `COMMIT PREPARED` (the utility hook): the transaction may have left notices in
+/// After `COMMIT PREPARED` (`pg::two_phase`): the transaction may have left notices in
 /// `cep.prepared_notices`; the database's sender is woken, or started, to send them. Not in a
 /// database without that table: no sender is started there, nor a queue taken.
-fn prepared_committed() {
+pub fn prepared_committed() {
+    if !REGION.exists() {
+        return;
+    }
     if crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES).is_none() {
         return;
     }
@@ -289,40 +292,6 @@ fn prepared_committed() {
         Some(Wake::Latch(latch)) => unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) },
         Some(Wake::Start) => start_sender(db),
         _ => {}
-    }
-}
-
-static mut NEXT_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
-
-/// The utility hook: after `COMMIT PREPARED` has committed, the sender is told to look.
-#[pg_guard]
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C-unwind" fn process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query: *const c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
-    // SAFETY: the statement Postgres hands every utility hook; read before it runs.
-    let commit_prepared = unsafe {
-        let node = (*pstmt).utilityStmt;
-        !node.is_null()
-            && (*node).type_ == pg_sys::NodeTag::T_TransactionStmt
-            && (*(node as *mut pg_sys::TransactionStmt)).kind == pg_sys::TransactionStmtKind::TRANS_STMT_COMMIT_PREPARED
-    };
-    // SAFETY: the next hook, or Postgres's own, with the arguments we were given.
-    unsafe {
-        match NEXT_PROCESS_UTILITY {
-            Some(next) => next(pstmt, query, read_only_tree, context, params, env, dest, qc),
-            None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
-        }
-    }
-    if commit_prepared {
-        prepared_committed();
     }
 }
 
@@ -337,11 +306,6 @@ pub fn init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         REGION.request();
         BLOCKED.request();
-        // SAFETY: hooks are chained while libraries are preloaded, before any statement runs.
-        unsafe {
-            NEXT_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
-            pg_sys::ProcessUtility_hook = Some(process_utility);
-        }
     }
 }
 

@@ -194,6 +194,15 @@ pub fn forget(relid: pg_sys::Oid) {
     REGION.locked(|base| view(base).forget(database, relid.to_u32()));
 }
 
+/// After `COMMIT PREPARED` of a transaction prepared before the server started (`pg::two_phase`):
+/// its minutes were never marked unsure (that was in shared memory, lost with the restart), and a
+/// rebuild since may lack its rows. The database's rollups go; answers come from the rows.
+pub fn forget_database() {
+    // SAFETY: plain read of a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    REGION.locked(|base| view(base).forget_database(database));
+}
+
 /// The table's totals, active keys and top keys from `since` on, when memory is exact for them.
 pub fn window(owner: Owner, since: i64, top: usize) -> Option<Window> {
     let now = crate::pg::time::now();

@@ -25,3 +25,22 @@ pub fn kept(sql: &'static str, args: &[PgOid]) -> CepResult<Rc<OwnedPreparedStat
     KEPT.with(|k| k.borrow_mut().insert(sql, plan.clone()));
     Ok(plan)
 }
+
+/// Runs `body`, which uses SPI, where a utility statement (`PREPARE TRANSACTION`, `COMMIT
+/// PREPARED`) left no snapshot: with the transaction's snapshot pushed for it, and names resolved
+/// as in every pg_cep function.
+pub fn with_statement_snapshot<T>(body: impl FnOnce() -> T) -> T {
+    // SAFETY: a snapshot pushed for the body and popped after it; an ERROR between leaves it to
+    // the transaction's abort, which clears the stack.
+    let pushed = unsafe { !pgrx::pg_sys::ActiveSnapshotSet() };
+    if pushed {
+        // SAFETY: see above.
+        unsafe { pgrx::pg_sys::PushActiveSnapshot(pgrx::pg_sys::GetTransactionSnapshot()) };
+    }
+    let result = crate::pg::privileges::with_pinned_search_path(body);
+    if pushed {
+        // SAFETY: pops the snapshot pushed above.
+        unsafe { pgrx::pg_sys::PopActiveSnapshot() };
+    }
+    result
+}

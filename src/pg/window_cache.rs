@@ -204,6 +204,13 @@ pub fn window_stats(watch: &Watch, events: &[Event]) -> CepResult<Vec<Option<Vec
     Ok(out)
 }
 
+/// After `COMMIT PREPARED`: loads under way read the table without the transaction's rows; a
+/// transaction prepared before the server started also takes its database's keys with it.
+pub fn prepared_committed(before_start: bool) {
+    let database = database();
+    with_cache(|c| c.prepared_committed(before_start.then_some(database)));
+}
+
 /// Reads a key's committed rows from `need_from` on, and caches them unless a commit raced.
 fn load(watch: &Watch, key: &str, id: KeyId, need_from: i64) -> CepResult<Option<Vec<CachedEvent>>> {
     let Some(query) = watch.cache_load.as_ref() else { return Ok(None) };

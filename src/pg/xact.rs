@@ -104,28 +104,12 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     }
 }
 
-/// `PREPARE TRANSACTION` is a utility statement: it runs with no snapshot, which the buffers'
-/// writes before it (SPI) need. Names resolve as in every pg_cep function.
-fn writing_before_prepare(write: impl FnOnce()) {
-    // SAFETY: a snapshot pushed for the writes and popped after them; an ERROR between leaves it
-    // to the transaction's abort, which clears the stack.
-    let pushed = unsafe { !pg_sys::ActiveSnapshotSet() };
-    if pushed {
-        // SAFETY: see above.
-        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    }
-    crate::pg::privileges::with_pinned_search_path(write);
-    if pushed {
-        // SAFETY: pops the snapshot pushed above.
-        unsafe { pg_sys::PopActiveSnapshot() };
-    }
-}
-
 #[pg_guard]
 extern "C-unwind" fn on_enlisted_xact(event: pg_sys::XactEvent::Type) {
     use pg_sys::XactEvent::*;
     if event == XACT_EVENT_PRE_PREPARE {
-        writing_before_prepare(|| BUFFERS.iter().for_each(|b| b.pre_prepare()));
+        // `PREPARE TRANSACTION` is a utility statement: the buffers' writes need a snapshot.
+        crate::pg::spi::with_statement_snapshot(|| BUFFERS.iter().for_each(|b| b.pre_prepare()));
     }
     for buffer in BUFFERS {
         match event {

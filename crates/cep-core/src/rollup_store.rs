@@ -515,6 +515,15 @@ impl<'a> StoreView<'a> {
         }
     }
 
+    /// Forgets every table of a database (a prepared transaction of it, prepared before the
+    /// server started, committed: which tables it wrote is not known).
+    pub fn forget_database(&mut self, database: u32) {
+        let relids: Vec<u32> = self.ids.iter().filter(|t| t.used != 0 && t.owner.database == database).map(|t| t.owner.relid).collect();
+        for relid in relids {
+            self.forget(database, relid);
+        }
+    }
+
     /// Replaces a table's rollups with `rollup`, read from its rows: totals from `totals_from`
     /// on, per-key figures from `keys_from` on (minutes).
     pub fn load(&mut self, owner: Owner, now: i64, totals_from: i64, keys_from: i64, rollup: &Rollup) {
@@ -820,6 +829,14 @@ mod tests {
         assert!(s.epoch() > epoch, "a reader that knew the table must look again");
         assert_eq!(s.usage().0..=s.usage().1, 0..=0);
         assert!(s.totals(T, 0, NOW).is_none());
+        // A database at once, and only it.
+        let (u, other) = (Owner { relid: T.relid + 1, ..T }, Owner { database: T.database + 1, ..T });
+        for owner in [T, u, other] {
+            s.add(owner, NOW, &rows(&[(NOW, "a", 1.0)]), None);
+        }
+        assert!([T, u, other].iter().all(|&o| s.find(o).is_some()));
+        s.forget_database(T.database);
+        assert_eq!([T, u, other].map(|o| s.find(o).is_some()), [false, false, true]);
     }
 
     /// Against the plain computation over random rows: any window inside what is exact gives the

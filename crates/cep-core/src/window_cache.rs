@@ -376,6 +376,24 @@ impl<'a> CacheView<'a> {
         held
     }
 
+    /// `COMMIT PREPARED` has committed: a load begun before it read the table without the
+    /// transaction's rows, and must not be cached (every key's version moves on). With
+    /// `forget_database`, the database's entries go too: a transaction prepared before the server
+    /// started was never held (the registry is in shared memory, lost with the restart), so keys
+    /// loaded since may lack its rows.
+    pub fn prepared_committed(&mut self, forget_database: Option<u32>) {
+        for v in self.header.versions.iter_mut() {
+            *v += 1;
+        }
+        if let Some(database) = forget_database {
+            for i in 0..self.entries.len() {
+                if self.entries[i].live == 1 && self.entries[i].id.database == database {
+                    self.free_entry(i);
+                }
+            }
+        }
+    }
+
     fn release(&mut self, i: usize) {
         let h = std::mem::take(&mut self.header.held[i]);
         self.header.held_count -= 1;
@@ -916,6 +934,26 @@ mod tests {
         }
         assert!(!c.hold_for_prepared(1, 100, 2000, |_| true), "no slot free");
         assert!(c.hold_for_prepared(1, 100, 2000, |xid| xid != 1000));
+    }
+
+    /// COMMIT PREPARED refuses the loads under way, and, for a transaction prepared before the
+    /// server started, forgets its database's keys (and only those).
+    #[test]
+    fn commit_prepared_refuses_loads_under_way_and_can_forget_a_database() {
+        let mut r = Region::new(64, 200);
+        let mut c = r.view(true);
+        let other = KeyId { database: 2, ..id("k") };
+        for key in [id("k"), id("j"), other] {
+            let v = c.version(&key);
+            assert!(c.insert_loaded(key, 0, &[ev(5, 1.0, 3)], v));
+        }
+        let under_way = c.version(&id("m"));
+        c.prepared_committed(None);
+        assert!(!c.insert_loaded(id("m"), 0, &[ev(5, 1.0, 3)], under_way), "read before the commit");
+        assert!(c.read(&id("k"), 0).is_some(), "a transaction held while prepared forgets nothing more");
+        c.prepared_committed(Some(1));
+        assert_eq!((c.read(&id("k"), 0), c.read(&id("j"), 0)), (None, None));
+        assert_eq!(c.read(&other, 0).map(|e| e.len()), Some(1), "another database's keys stay");
     }
 
     #[test]

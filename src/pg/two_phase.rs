@@ -1,0 +1,88 @@
+//! What pg_cep does when a prepared transaction is decided.
+//!
+//! `COMMIT PREPARED` runs no trigger and no transaction callback of the prepared transaction: a
+//! utility hook sees it end. Then the database's sender sends the transaction's notifications
+//! (`notifier`), and the window cache refuses loads that read the table before the commit
+//! (`window_cache`). A transaction prepared before the server started was never registered in
+//! shared memory (lost with the restart): the cache forgets its database's keys as well, and the
+//! rollups their database's tables (`rollups`).
+
+use std::ffi::{c_char, CStr};
+
+use pgrx::prelude::*;
+
+static mut NEXT_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+/// Called from `_PG_init` while preloading: the hook chains to the one installed before.
+pub fn init() {
+    // SAFETY: hooks are chained while libraries are preloaded, before any statement runs.
+    unsafe {
+        NEXT_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+}
+
+/// The `gid` of a `COMMIT PREPARED` statement.
+///
+/// # Safety
+/// `pstmt` must be the statement Postgres hands a utility hook.
+unsafe fn commit_prepared_gid(pstmt: *mut pg_sys::PlannedStmt) -> Option<String> {
+    // SAFETY: the caller's promise; a TransactionStmt's gid is set for its PREPARED kinds.
+    unsafe {
+        let node = (*pstmt).utilityStmt;
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_TransactionStmt {
+            return None;
+        }
+        let stmt = node as *mut pg_sys::TransactionStmt;
+        if (*stmt).kind != pg_sys::TransactionStmtKind::TRANS_STMT_COMMIT_PREPARED || (*stmt).gid.is_null() {
+            return None;
+        }
+        Some(CStr::from_ptr((*stmt).gid).to_string_lossy().into_owned())
+    }
+}
+
+/// Whether the prepared transaction `gid` was prepared before this server started, when what
+/// shared memory knew of it was lost.
+fn prepared_before_start(gid: &str) -> bool {
+    crate::pg::spi::with_statement_snapshot(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT prepared < pg_catalog.pg_postmaster_start_time() FROM pg_catalog.pg_prepared_xacts WHERE gid = $1",
+            &[gid.into()],
+        )
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: the statement this hook was handed; read before it runs.
+    let gid = unsafe { commit_prepared_gid(pstmt) };
+    // Asked before the commit: the transaction is gone from pg_prepared_xacts after it.
+    let before_start = gid.as_deref().is_some_and(prepared_before_start);
+    // SAFETY: the next hook, or Postgres's own, with the arguments we were given.
+    unsafe {
+        match NEXT_PROCESS_UTILITY {
+            Some(next) => next(pstmt, query, read_only_tree, context, params, env, dest, qc),
+            None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
+        }
+    }
+    if gid.is_some() {
+        crate::pg::window_cache::prepared_committed(before_start);
+        if before_start {
+            crate::pg::rollups::forget_database();
+        }
+        crate::pg::notifier::prepared_committed();
+    }
+}
