@@ -244,8 +244,9 @@ const SEND_PREPARED: &str = "WITH sent AS (
          RETURNING notice_id, channel, payload)
      SELECT channel, payload FROM sent ORDER BY notice_id";
 
-/// The sender sends the committed notices of prepared transactions; returns how many.
-fn send_prepared() -> usize {
+/// The sender sends the committed notices of prepared transactions; returns how many, or `None`
+/// when it could not (they stay in the table).
+fn send_prepared() -> Option<usize> {
     let sent = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         BackgroundWorker::transaction(|| -> Result<usize, String> {
             if crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES).is_none() {
@@ -270,10 +271,7 @@ fn send_prepared() -> usize {
         Err(format!("{e:?}"))
     })
     .execute();
-    sent.unwrap_or_else(|e| {
-        pgrx::warning!("pg_cep notifier: notifications of prepared transactions could not be sent: {}", crate::engine::excerpt(&e));
-        0
-    })
+    sent.map_err(|e| pgrx::warning!("pg_cep notifier: notifications of prepared transactions could not be sent: {}", crate::engine::excerpt(&e))).ok()
 }
 
 /// After `COMMIT PREPARED` (`pg::two_phase`): the transaction may have left notices in
@@ -557,8 +555,14 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
     loop {
         let asked = REGION.locked(|base| queues(base).take_prepared_committed(db)) == Some(true);
         if asked || look_for_prepared {
+            let Some(sent) = send_prepared() else {
+                // Left to the next sender, which the maintenance worker starts after a delay, as
+                // for a sender that failed with notices queued.
+                REGION.locked(|base| queues(base).prepared_committed(db, wall_clock()));
+                return;
+            };
             // A full batch: more may wait.
-            look_for_prepared = send_prepared() >= 1000;
+            look_for_prepared = sent >= 1000;
             last_work = Instant::now();
         }
         let records = take_blocked(db);

@@ -71,10 +71,11 @@ unsafe extern "C-unwind" fn process_utility(
     let gid = unsafe { commit_prepared_gid(pstmt) };
     // Asked before the commit: the transaction is gone from pg_prepared_xacts after it.
     let before_start = gid.as_deref().is_some_and(prepared_before_start);
-    // SAFETY: the next hook, or Postgres's own, with the arguments we were given.
+    // SAFETY: the next hook, or Postgres's own, with the arguments we were given. An ERROR the
+    // next hook raises crosses our frames as a Rust panic (the guard), not as a longjmp.
     unsafe {
         match NEXT_PROCESS_UTILITY {
-            Some(next) => next(pstmt, query, read_only_tree, context, params, env, dest, qc),
+            Some(next) => pg_sys::ffi::pg_guard_ffi_boundary(|| next(pstmt, query, read_only_tree, context, params, env, dest, qc)),
             None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
         }
     }
