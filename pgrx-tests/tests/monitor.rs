@@ -489,13 +489,20 @@ fn an_undecided_prepared_transaction_keeps_no_sender_running() {
     assert!(got[0].1.contains(r#""key":"1""#), "{got:?}");
 }
 
-/// COMMIT PREPARED wakes a sender only in a database with pg_cep's table of prepared
-/// notifications: in another, it starts none (at most 8 databases have one at a time).
+/// COMMIT PREPARED wakes a sender only in a database with pg_cep: in another, it starts none (at
+/// most 8 databases have one at a time). Above all, the sender (a superuser) never deletes from a
+/// look-alike `cep.prepared_notices` a user made there, whose trigger would run as superuser.
 #[test]
 fn commit_prepared_starts_no_sender_in_a_database_without_pg_cep() {
     let db = TestDb::without_extension("prepared_no_cep");
     let mut c = db.connect();
-    c.batch_execute("CREATE TABLE t (v int); BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'no_cep'").unwrap();
+    c.batch_execute(
+        "CREATE SCHEMA cep;
+         CREATE TABLE cep.prepared_notices (notice_id bigserial PRIMARY KEY, channel text NOT NULL, payload text NOT NULL);
+         INSERT INTO cep.prepared_notices (channel, payload) VALUES ('c', 'p');
+         CREATE TABLE t (v int); BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'no_cep'",
+    )
+    .unwrap();
     c.batch_execute("COMMIT PREPARED 'no_cep'").unwrap();
     // A sender starts within milliseconds and stays a second: look for one over half a second.
     for _ in 0..10 {
@@ -508,6 +515,8 @@ fn commit_prepared_starts_no_sender_in_a_database_without_pg_cep() {
     }
     let rows: i64 = c.query_one("SELECT count(*) FROM t", &[]).unwrap().get(0);
     assert_eq!(rows, 1, "committed");
+    let untouched: i64 = c.query_one("SELECT count(*) FROM cep.prepared_notices", &[]).unwrap().get(0);
+    assert_eq!(untouched, 1);
 }
 
 /// A key too long for a btree entry (3.2 kB of hex, which does not compress) on a table without

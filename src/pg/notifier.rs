@@ -32,7 +32,7 @@ static REGION: Region = Region::new(c"pg_cep_notices", std::mem::size_of::<Notic
     // SAFETY: the region was just created with this size; all-zero bytes are a valid queue set.
     unsafe {
         std::ptr::write_bytes(base, 0, std::mem::size_of::<NoticeQueues>());
-        (*(base as *mut NoticeQueues)).init();
+        (*(base as *mut NoticeQueues)).init(wall_clock());
     }
 });
 
@@ -202,8 +202,23 @@ pub fn notify_at_commit(channel: &str, payload: String) {
     PENDING.with_mut(|p| p.push(Pending { channel: channel.to_string(), payload }));
 }
 
-/// The table a prepared transaction's notices wait in.
-const PREPARED_NOTICES: &std::ffi::CStr = c"prepared_notices";
+/// `cep.prepared_notices`, the table a prepared transaction's notices wait in, when it is pg_cep's
+/// own: the sender, a superuser, deletes from it, and must never touch a look-alike a user made
+/// in a database without pg_cep.
+fn prepared_notices_table() -> Option<pg_sys::Oid> {
+    let oid = crate::pg::direct_insert::relation_in_cep(c"prepared_notices")?;
+    // SAFETY: catalog lookups inside a transaction.
+    let ours = unsafe {
+        let extension = pg_sys::get_extension_oid(c"pg_cep".as_ptr(), true);
+        extension != pg_sys::InvalidOid && pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, oid) == extension
+    };
+    ours.then_some(oid)
+}
+
+/// When pg_cep's shared memory was set up; `None` without preloading.
+pub fn memory_started() -> Option<pg_sys::TimestampTz> {
+    REGION.locked_shared(|base| queues(base).started)
+}
 
 /// Before PREPARE: NOTIFY cannot be prepared, so the transaction writes its notices, in order, to
 /// `cep.prepared_notices`. COMMIT PREPARED commits them and ROLLBACK PREPARED drops them with
@@ -217,7 +232,7 @@ fn keep_for_commit_prepared(pending: Vec<Pending>) {
             pending[0].channel
         );
     }
-    if crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES).is_none() {
+    if prepared_notices_table().is_none() {
         pgrx::error!(
             "pg_cep cannot prepare this transaction: its notifications (on channel \"{}\") need pg_cep's 0.3.0 objects; run ALTER EXTENSION pg_cep UPDATE",
             pending[0].channel
@@ -249,7 +264,7 @@ const SEND_PREPARED: &str = "WITH sent AS (
 fn send_prepared() -> Option<usize> {
     let sent = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         BackgroundWorker::transaction(|| -> Result<usize, String> {
-            if crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES).is_none() {
+            if prepared_notices_table().is_none() {
                 return Ok(0);
             }
             Spi::connect_mut(|client| {
@@ -275,13 +290,10 @@ fn send_prepared() -> Option<usize> {
 }
 
 /// After `COMMIT PREPARED` (`pg::two_phase`): the transaction may have left notices in
-/// `cep.prepared_notices`; the database's sender is woken, or started, to send them. Not in a
-/// database without that table: no sender is started there, nor a queue taken.
+/// `cep.prepared_notices`; if committed ones wait there, the database's sender is woken, or
+/// started, to send them. A transaction that left none starts no sender.
 pub fn prepared_committed() {
-    if !REGION.exists() {
-        return;
-    }
-    if crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES).is_none() {
+    if !REGION.exists() || prepared_notices().0 == 0 {
         return;
     }
     let (db, at) = (database(), wall_clock());
@@ -361,7 +373,7 @@ pub fn queue_status() -> Option<(crate::engine::notice_queue::Status, u64)> {
 /// transactions still undecided. Those are read with a dirty snapshot, as a unique index check
 /// reads: no snapshot of another session sees them.
 fn prepared_notices() -> (u64, u64) {
-    let Some(oid) = crate::pg::direct_insert::relation_in_cep(PREPARED_NOTICES) else { return (0, 0) };
+    let Some(oid) = prepared_notices_table() else { return (0, 0) };
     let (mut committed, mut undecided) = (0, 0);
     // SAFETY: a heap scan of pg_cep's own table, opened, scanned and closed here, inside a
     // transaction; the tuples are read only for their inserting transaction's id.
@@ -561,9 +573,12 @@ pub extern "C-unwind" fn pg_cep_notifier_main(arg: pg_sys::Datum) {
                 REGION.locked(|base| queues(base).prepared_committed(db, wall_clock()));
                 return;
             };
-            // A full batch: more may wait.
-            look_for_prepared = sent >= 1000;
             last_work = Instant::now();
+            // A full batch: more may wait, at once.
+            look_for_prepared = sent >= 1000;
+            if look_for_prepared {
+                continue;
+            }
         }
         let records = take_blocked(db);
         if !records.is_empty() {

@@ -41,18 +41,24 @@ unsafe fn commit_prepared_gid(pstmt: *mut pg_sys::PlannedStmt) -> Option<String>
     }
 }
 
-/// Whether the prepared transaction `gid` was prepared before this server started, when what
-/// shared memory knew of it was lost.
+/// Whether the prepared transaction `gid` was prepared before pg_cep's shared memory was set up
+/// (the server started, or restarted after a crash), so that what it knew of it is lost.
 fn prepared_before_start(gid: &str) -> bool {
-    crate::pg::spi::with_statement_snapshot(|| {
-        Spi::get_one_with_args::<bool>(
-            "SELECT prepared < pg_catalog.pg_postmaster_start_time() FROM pg_catalog.pg_prepared_xacts WHERE gid = $1",
+    let Some(started) = crate::pg::notifier::memory_started() else { return false };
+    let prepared = crate::pg::spi::with_statement_snapshot(|| {
+        Spi::get_one_with_args::<pgrx::datum::TimestampWithTimeZone>(
+            "SELECT prepared FROM pg_catalog.pg_prepared_xacts WHERE gid = $1",
             &[gid.into()],
         )
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    });
+    prepared.ok().flatten().is_some_and(|at| pg_sys::TimestampTz::from(at) < started)
+}
+
+/// Whether pg_cep is installed in this database: elsewhere a prepared transaction has nothing
+/// of pg_cep's to decide, and `COMMIT PREPARED` costs nothing more.
+fn installed_here() -> bool {
+    // SAFETY: a catalog lookup inside a transaction.
+    unsafe { pg_sys::get_extension_oid(c"pg_cep".as_ptr(), true) != pg_sys::InvalidOid }
 }
 
 #[pg_guard]
@@ -68,7 +74,7 @@ unsafe extern "C-unwind" fn process_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     // SAFETY: the statement this hook was handed; read before it runs.
-    let gid = unsafe { commit_prepared_gid(pstmt) };
+    let gid = unsafe { commit_prepared_gid(pstmt) }.filter(|_| installed_here());
     // Asked before the commit: the transaction is gone from pg_prepared_xacts after it.
     let before_start = gid.as_deref().is_some_and(prepared_before_start);
     // SAFETY: the next hook, or Postgres's own, with the arguments we were given. An ERROR the

@@ -83,6 +83,9 @@ impl Queue {
 #[repr(C)]
 pub struct NoticeQueues {
     queues: [Queue; DATABASES],
+    /// When this memory was set up (the server started, or restarted after a crash): what it
+    /// knew of earlier prepared transactions is gone.
+    pub started: i64,
 }
 
 /// A reserved notice: which queue, and where in it.
@@ -152,7 +155,8 @@ pub enum Refused {
 
 impl NoticeQueues {
     /// Sets up zeroed memory: every queue idle and empty.
-    pub fn init(&mut self) {
+    pub fn init(&mut self, now: i64) {
+        self.started = now;
         for q in self.queues.iter_mut() {
             (q.database, q.sender, q.pid, q.latch, q.since, q.head, q.tail, q.sleeping, q.prepared_committed) = (0, IDLE, 0, 0, 0, 0, 0, 0, 0);
             for s in q.slots.iter_mut() {
@@ -412,7 +416,7 @@ mod tests {
         // SAFETY: all-zero bytes are a valid NoticeQueues (integers and byte arrays), allocated
         // with the layout Box frees it with.
         let mut q: Box<NoticeQueues> = unsafe { Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut NoticeQueues) };
-        q.init();
+        q.init(0);
         q
     }
 
