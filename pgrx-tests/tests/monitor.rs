@@ -426,6 +426,27 @@ fn a_prepared_transactions_notifications_outlive_a_restart() {
     assert!(drain_settled(&mut listener).is_empty(), "and sent once only");
 }
 
+/// pg_cep's SQL runs as the extension's owner: a session's temporary objects must never resolve
+/// in it. A temporary type named `text`, with a cast to it that raises, is not reached when a
+/// prepared transaction writes its notifications (`$1::text[]`). On 15 the pinned path searched
+/// the temporary schema first, and the cast ran.
+#[test]
+fn a_sessions_temporary_type_is_never_reached_by_pg_cep() {
+    let db = TestDb::new("temp_shadow");
+    let mut c = setup(&db);
+    c.batch_execute(
+        "CREATE TYPE pg_temp.text AS (x int);
+         CREATE FUNCTION pg_temp.hijack(pg_catalog.text[]) RETURNS pg_temp.text[] LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$;
+         CREATE CAST (pg_catalog.text[] AS pg_temp.text[]) WITH FUNCTION pg_temp.hijack(pg_catalog.text[]);",
+    )
+    .unwrap();
+    c.batch_execute("BEGIN; INSERT INTO transactions (user_id, amount) VALUES (1, 50000); PREPARE TRANSACTION 'temp_shadow'").unwrap();
+    c.batch_execute("COMMIT PREPARED 'temp_shadow'").unwrap();
+    let alerts: i64 = c.query_one("SELECT count(*) FROM cep.alerts WHERE key = '1'", &[]).unwrap().get(0);
+    assert_eq!(alerts, 1);
+}
+
 /// A prepared transaction's rows count in its keys' windows once COMMIT PREPARED has committed
 /// them, also after a restart in between. The registry of prepared transactions is in shared
 /// memory and the restart loses it: the window cache loaded the key without the prepared row, and

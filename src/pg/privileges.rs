@@ -77,10 +77,14 @@ pub fn as_owner<T>(owner: pg_sys::Oid, body: impl FnOnce() -> T) -> T {
 /// other pg_cep function does. pg_cep's trigger functions pin it here instead: a `SET` clause costs
 /// a watched table's single-row INSERT about a tenth of its rate (the setting is parsed, applied,
 /// and the caller's path looked up again on every call), an override only swaps a list. An ERROR
-/// inside needs no cleanup: the (sub)transaction's abort drops the override.
+/// inside needs no cleanup: the (sub)transaction's abort drops the override. The override leaves
+/// the session's temporary schema out: with `addTemp` it would be searched first, before
+/// `pg_catalog`, for relations and types, and a temporary type named `text`, with a cast to it,
+/// would run the session's code inside pg_cep's SQL (which runs as the extension's owner). pg_cep
+/// names every table it reads with its schema.
 #[cfg(feature = "pg15")]
 pub fn with_pinned_search_path<T>(body: impl FnOnce() -> T) -> T {
-    let mut path = pg_sys::OverrideSearchPath { schemas: std::ptr::null_mut(), addCatalog: true, addTemp: true, generation: 0 };
+    let mut path = pg_sys::OverrideSearchPath { schemas: std::ptr::null_mut(), addCatalog: true, addTemp: false, generation: 0 };
     // SAFETY: the path is copied by Postgres; pushed and popped at the same transaction nest level
     // (the body ends every subtransaction it starts).
     unsafe { pg_sys::PushOverrideSearchPath(&mut path) };
