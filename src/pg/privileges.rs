@@ -73,8 +73,8 @@ pub fn as_owner<T>(owner: pg_sys::Oid, body: impl FnOnce() -> T) -> T {
     })
 }
 
-/// Runs `body` with the search path `pg_catalog, pg_temp`, as the `SET search_path` of every
-/// other pg_cep function does. pg_cep's trigger functions pin it here instead: a `SET` clause costs
+/// Runs `body` with the search path `pg_catalog, pg_temp` (on 15, `pg_catalog` alone: see below),
+/// as the `SET search_path` of every other pg_cep function does. pg_cep's trigger functions pin it here instead: a `SET` clause costs
 /// a watched table's single-row INSERT about a tenth of its rate (the setting is parsed, applied,
 /// and the caller's path looked up again on every call), an override only swaps a list. An ERROR
 /// inside needs no cleanup: the (sub)transaction's abort drops the override. The override leaves
